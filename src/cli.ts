@@ -1,0 +1,53 @@
+#!/usr/bin/env node
+import fs from 'node:fs';
+import { ConfigError, parseCommandLine, usage } from './config.js';
+import { startDaemon } from './daemon.js';
+import { createLogger } from './log.js';
+
+const { version } = JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
+function fail(message: string, exitCode: number): never {
+  process.stderr.write(`nbdmux-server: ${message}\n`);
+  process.exit(exitCode);
+}
+
+let request;
+try {
+  request = parseCommandLine(process.argv.slice(2), process.env);
+} catch (err) {
+  if (err instanceof ConfigError) fail(err.message, 2);
+  throw err;
+}
+if (request.kind === 'help') {
+  process.stdout.write(usage);
+  process.exit(0);
+}
+if (request.kind === 'version') {
+  process.stdout.write(`nbdmux-server ${version}\n`);
+  process.exit(0);
+}
+
+const { config } = request;
+const log = createLogger(config.logLevel);
+const daemon = await startDaemon(config, log).catch((err: Error) => fail(err.message, 1));
+log.info('nbdmux listening', {
+  version,
+  http: `${daemon.http.address}:${daemon.http.port}`,
+  httpPort: daemon.http.port,
+  nbd: `${daemon.nbd.address}:${daemon.nbd.port}`,
+  nbdPort: daemon.nbd.port,
+  dataDir: config.dataDir,
+});
+
+let stopping = false;
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  process.on(signal, () => {
+    if (stopping) return;
+    stopping = true;
+    log.info('stopping; live NBD connections keep being served', { signal });
+    daemon.close().then(
+      () => process.exit(0),
+      (err: Error) => fail(`error while stopping: ${err.message}`, 1),
+    );
+  });
+}

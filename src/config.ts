@@ -1,0 +1,101 @@
+import { parseArgs } from 'node:util';
+import path from 'node:path';
+import { z } from 'zod';
+import { logLevels } from './log.js';
+
+export const usage = `Usage: nbdmux-server --data-dir DIR [options]
+
+Serves disk images as named NBD exports on one port, managed over HTTP (tRPC, REST, dashboard).
+
+Options (each also read from the environment variable shown; a flag wins):
+  --data-dir DIR          state (SQLite, nbd-server config); required       NBDMUX_DATA_DIR
+  --port N                HTTP port (default 4040)                           NBDMUX_PORT
+  --bind ADDR             HTTP listen address (default: all addresses)       NBDMUX_BIND
+  --nbd-port N            NBD port (default 10809)                           NBDMUX_NBD_PORT
+  --nbd-bind ADDR         NBD listen address (default: --bind)               NBDMUX_NBD_BIND
+  --nbd-server-bin PATH   nbd-server binary (default nbd-server)             NBDMUX_NBD_SERVER_BIN
+  --image-root DIR        only files under DIR may be exported; repeatable    NBDMUX_IMAGE_ROOTS (a:b)
+  --max-connections N     live NBD connections at most (default 256)         NBDMUX_MAX_CONNECTIONS
+  --log-level LEVEL       debug, info, warn or error (default info)          NBDMUX_LOG_LEVEL
+  --help                  print this help
+  --version               print the version
+`;
+
+const port = (flag: string) =>
+  z.coerce
+    .number({ error: `${flag} must be a port number from 0 to 65535` })
+    .int(`${flag} must be a port number from 0 to 65535`)
+    .min(0, `${flag} must be a port number from 0 to 65535`)
+    .max(65535, `${flag} must be a port number from 0 to 65535`);
+
+const configSchema = z.object({
+  dataDir: z.string({ error: '--data-dir (or NBDMUX_DATA_DIR) is required' }).min(1, '--data-dir must not be empty'),
+  port: port('--port').default(4040),
+  bind: z.string().min(1).optional(),
+  nbdPort: port('--nbd-port').default(10809),
+  nbdBind: z.string().min(1).optional(),
+  nbdServerBin: z.string().min(1).default('nbd-server'),
+  imageRoots: z.array(z.string().min(1)).default([]),
+  maxConnections: z.coerce
+    .number()
+    .int('--max-connections must be a whole number')
+    .min(1, '--max-connections must be at least 1')
+    .max(65536, '--max-connections must be at most 65536')
+    .default(256),
+  logLevel: z.enum(logLevels, { error: `--log-level must be one of ${logLevels.join(', ')}` }).default('info'),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+export type CliRequest = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: Config };
+
+export class ConfigError extends Error {}
+
+/** Reads flags and environment into a validated config; a flag wins over its variable. */
+export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliRequest {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        'data-dir': { type: 'string' },
+        port: { type: 'string' },
+        bind: { type: 'string' },
+        'nbd-port': { type: 'string' },
+        'nbd-bind': { type: 'string' },
+        'nbd-server-bin': { type: 'string' },
+        'image-root': { type: 'string', multiple: true },
+        'max-connections': { type: 'string' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean' },
+        version: { type: 'boolean' },
+      },
+    }));
+  } catch (err) {
+    throw new ConfigError(`${(err as Error).message} (see --help)`);
+  }
+  if (values.help) return { kind: 'help' };
+  if (values.version) return { kind: 'version' };
+
+  const envRoots = env.NBDMUX_IMAGE_ROOTS?.split(':').filter((root) => root !== '');
+  const bind = values.bind ?? env.NBDMUX_BIND;
+  const parsed = configSchema.safeParse({
+    dataDir: values['data-dir'] ?? env.NBDMUX_DATA_DIR,
+    port: values.port ?? env.NBDMUX_PORT,
+    bind,
+    nbdPort: values['nbd-port'] ?? env.NBDMUX_NBD_PORT,
+    nbdBind: values['nbd-bind'] ?? env.NBDMUX_NBD_BIND ?? bind,
+    nbdServerBin: values['nbd-server-bin'] ?? env.NBDMUX_NBD_SERVER_BIN,
+    imageRoots: values['image-root'] ?? envRoots,
+    maxConnections: values['max-connections'] ?? env.NBDMUX_MAX_CONNECTIONS,
+    logLevel: values['log-level'] ?? env.NBDMUX_LOG_LEVEL,
+  });
+  if (!parsed.success) throw new ConfigError(parsed.error.issues[0]!.message);
+  const config = parsed.data;
+  return {
+    kind: 'run',
+    config: { ...config, dataDir: path.resolve(config.dataDir), imageRoots: config.imageRoots.map((r) => path.resolve(r)) },
+  };
+}

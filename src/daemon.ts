@@ -1,0 +1,82 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type net from 'node:net';
+import type { Config } from './config.js';
+import { openDatabase, type Db } from './db/open.js';
+import { EventLog } from './events/event-log.js';
+import { ExportRegistry, servedExports } from './exports/registry.js';
+import type { Logger } from './log.js';
+import { startHttpServer, type HttpServer } from './server.js';
+import { Supervisor } from './supervisor/index.js';
+
+export interface Daemon {
+  http: net.AddressInfo;
+  nbd: net.AddressInfo;
+  /** Stops both listeners and closes the database. Serving nbd-server processes keep running. */
+  close(): Promise<void>;
+}
+
+/** Starts every part in dependency order; if one fails, stops the ones already started and rethrows. */
+export async function startDaemon(config: Config, log: Logger): Promise<Daemon> {
+  prepareDataDir(config.dataDir);
+  if (config.imageRoots.length === 0) {
+    log.warn('no --image-root set: any file nbdmux can read may be exported; set --image-root to confine exports');
+  }
+  const db = openDatabase(path.join(config.dataDir, 'state.db'));
+  let supervisor: Supervisor | undefined;
+  let http: HttpServer | undefined;
+  try {
+    const events = new EventLog(db);
+    supervisor = await Supervisor.start(
+      {
+        dataDir: config.dataDir,
+        nbdServerBin: config.nbdServerBin,
+        nbdPort: config.nbdPort,
+        nbdBind: config.nbdBind,
+        maxConnections: config.maxConnections,
+        db,
+        events,
+        log,
+      },
+      servedExports(db),
+    );
+    const registry = new ExportRegistry(db, supervisor, events, config.imageRoots);
+    http = await startHttpServer({ port: config.port, bind: config.bind, context: { registry, dataPlane: supervisor }, log });
+    const nbd = supervisor.address!;
+    events.record('daemon.started', null, { http: http.address.port, nbd: nbd.port, pid: process.pid });
+    const running = { http, supervisor };
+    return {
+      http: http.address,
+      nbd,
+      close: async () => {
+        await Promise.all([running.http.close(), running.supervisor.stop()]);
+        events.record('daemon.stopped', null, { pid: process.pid });
+        db.$client.close();
+      },
+    };
+  } catch (err) {
+    await Promise.all([http?.close(), supervisor?.stop()]);
+    closeQuietly(db);
+    throw err;
+  }
+}
+
+/** Creates the data dir and proves it writable now, rather than failing on the first change. */
+function prepareDataDir(dataDir: string): void {
+  try {
+    fs.mkdirSync(dataDir, { recursive: true });
+    const probe = path.join(dataDir, `.write-test-${process.pid}`);
+    fs.writeFileSync(probe, '');
+    fs.unlinkSync(probe);
+  } catch (err) {
+    throw new Error(`data dir ${dataDir} cannot be created or written: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+function closeQuietly(db: Db): void {
+  try {
+    db.$client.close();
+  } catch {
+    // Already failing: the first error is the one to report.
+  }
+}

@@ -1,0 +1,56 @@
+import { sql } from 'drizzle-orm';
+import { integer, sqliteTable, text, uniqueIndex, index } from 'drizzle-orm/sqlite-core';
+
+/**
+ * An export is never deleted, only marked removed: its live connections keep pointing at it
+ * while they drain, and its history stays readable. A name is unique among exports that are
+ * not removed, so an image can be replaced under the same name while old machines drain.
+ */
+export const exportsTable = sqliteTable(
+  'exports',
+  {
+    id: integer('id').primaryKey({ autoIncrement: true }),
+    name: text('name').notNull(),
+    file: text('file').notNull(),
+    readonly: integer('readonly', { mode: 'boolean' }).notNull(),
+    size: integer('size').notNull(),
+    createdAt: text('created_at').notNull(),
+    removedAt: text('removed_at'),
+  },
+  (t) => [uniqueIndex('exports_active_name').on(t.name).where(sql`removed_at IS NULL`)],
+);
+
+/** One row per accepted TCP connection on the NBD port, from accept to close. */
+export const connectionsTable = sqliteTable(
+  'connections',
+  {
+    id: integer('id').primaryKey({ autoIncrement: true }),
+    exportId: integer('export_id').references(() => exportsTable.id),
+    clientAddress: text('client_address').notNull(),
+    clientPort: integer('client_port').notNull(),
+    pid: integer('pid'),
+    /** /proc/PID/stat start time, so a restarted daemon never mistakes a reused pid for ours. */
+    pidStartTicks: integer('pid_start_ticks'),
+    openedAt: text('opened_at').notNull(),
+    negotiatedAt: text('negotiated_at'),
+    closedAt: text('closed_at'),
+    outcome: text('outcome', { enum: ['closed', 'not-served', 'failed', 'killed'] }),
+    exitCode: integer('exit_code'),
+    signal: text('signal'),
+    bytesSent: integer('bytes_sent').notNull().default(0),
+    error: text('error'),
+  },
+  (t) => [index('connections_open').on(t.closedAt)],
+);
+
+export const eventsTable = sqliteTable('events', {
+  id: integer('id').primaryKey({ autoIncrement: true }),
+  at: text('at').notNull(),
+  type: text('type').notNull(),
+  exportName: text('export_name'),
+  details: text('details', { mode: 'json' }).$type<Record<string, unknown>>().notNull(),
+});
+
+export type ExportRow = typeof exportsTable.$inferSelect;
+export type ConnectionRow = typeof connectionsTable.$inferSelect;
+export type EventRow = typeof eventsTable.$inferSelect;

@@ -1,0 +1,141 @@
+import { and, asc, eq, inArray, isNull, isNotNull, or } from 'drizzle-orm';
+import type { Db } from '../db/open.js';
+import { exportsTable, type ExportRow } from '../db/schema.js';
+import { conflict, notFound } from '../errors.js';
+import type { EventLog } from '../events/event-log.js';
+import type { ConnectionTable, ServedExport } from '../supervisor/index.js';
+import { inspectImage } from './image-file.js';
+import type { CreateExportInput, DeleteExportInput } from './inputs.js';
+
+export type ExportState = 'serving' | 'draining';
+
+/** An export as the control plane shows it. */
+export type ExportView = Omit<ExportRow, 'removedAt'> & {
+  removedAt: string | null;
+  state: ExportState;
+  connections: number;
+};
+
+export interface RemovalResult {
+  name: string;
+  /** Live connections cut by a forced removal. */
+  killed: number;
+  /** Live connections left to finish on their own. */
+  draining: number;
+}
+
+/** What the registry needs from the data plane. */
+export interface DataPlane {
+  applyExports(exports: readonly ServedExport[]): void;
+  readonly connections: Pick<ConnectionTable, 'countByExport' | 'kill'>;
+}
+
+/** The exports every new NBD connection may choose from. */
+export function servedExports(db: Pick<Db, 'select'>): ServedExport[] {
+  return db
+    .select({ id: exportsTable.id, name: exportsTable.name, file: exportsTable.file, readonly: exportsTable.readonly })
+    .from(exportsTable)
+    .where(isNull(exportsTable.removedAt))
+    .orderBy(asc(exportsTable.name))
+    .all();
+}
+
+/**
+ * The export registry: its rules, and the one place that changes it. Each change commits the
+ * database and rewrites the nbd-server config in one synchronous step, so concurrent requests
+ * can never leave the two disagreeing.
+ */
+export class ExportRegistry {
+  constructor(
+    private readonly db: Db,
+    private readonly dataPlane: DataPlane,
+    private readonly events: EventLog,
+    private readonly imageRoots: readonly string[],
+  ) {}
+
+  /** Exports being served, then those removed but still draining live connections. */
+  list(): ExportView[] {
+    const counts = this.dataPlane.connections.countByExport();
+    const rows = this.db
+      .select()
+      .from(exportsTable)
+      .where(or(isNull(exportsTable.removedAt), inArray(exportsTable.id, [...counts.keys()])))
+      .orderBy(asc(exportsTable.name), asc(exportsTable.id))
+      .all();
+    return rows.map((row) => toView(row, counts));
+  }
+
+  get(name: string): ExportView {
+    const row = this.findServing(name);
+    if (!row) throw notFound(`no export named "${name}"`);
+    return toView(row, this.dataPlane.connections.countByExport());
+  }
+
+  async create(input: CreateExportInput): Promise<ExportView> {
+    this.refuseTakenName(input.name);
+    const image = await inspectImage(input.file, this.imageRoots, input.readonly);
+    let row: ExportRow;
+    try {
+      row = this.db.transaction((tx) => {
+        const inserted = tx
+          .insert(exportsTable)
+          .values({ name: input.name, file: image.realPath, readonly: input.readonly, size: image.size, createdAt: new Date().toISOString() })
+          .returning()
+          .get();
+        this.dataPlane.applyExports(servedExports(tx));
+        return inserted;
+      });
+    } catch (err) {
+      // Another request took the name while this one inspected the file.
+      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') this.refuseTakenName(input.name);
+      throw err;
+    }
+    this.events.record('export.created', row.name, { id: row.id, file: row.file, readonly: row.readonly, size: row.size });
+    return toView(row, new Map());
+  }
+
+  /**
+   * Hides the export from new clients at once. Its live connections drain on their own, or
+   * with `force` are cut now. A name that is only draining can be forced again.
+   */
+  delete({ name, force }: DeleteExportInput): RemovalResult {
+    const counts = this.dataPlane.connections.countByExport();
+    const serving = this.findServing(name);
+    if (serving) {
+      this.db.transaction((tx) => {
+        tx.update(exportsTable).set({ removedAt: new Date().toISOString() }).where(eq(exportsTable.id, serving.id)).run();
+        this.dataPlane.applyExports(servedExports(tx));
+      });
+    }
+    const draining = this.db
+      .select({ id: exportsTable.id })
+      .from(exportsTable)
+      .where(and(eq(exportsTable.name, name), isNotNull(exportsTable.removedAt), inArray(exportsTable.id, [...counts.keys()])))
+      .all()
+      .map((row) => row.id);
+    if (!serving && draining.length === 0) throw notFound(`no export named "${name}"`);
+    const live = draining.reduce((sum, id) => sum + (counts.get(id) ?? 0), 0);
+    if (!serving && !force) {
+      throw conflict(`export "${name}" is already removed and draining ${live} connection(s); use force to cut them`);
+    }
+    const killed = force ? this.dataPlane.connections.kill(new Set(draining)) : 0;
+    if (serving) this.events.record('export.removed', name, { id: serving.id, force, liveConnections: live });
+    return { name, killed, draining: force ? 0 : live };
+  }
+
+  private findServing(name: string): ExportRow | undefined {
+    return this.db
+      .select()
+      .from(exportsTable)
+      .where(and(eq(exportsTable.name, name), isNull(exportsTable.removedAt)))
+      .get();
+  }
+
+  private refuseTakenName(name: string): void {
+    if (this.findServing(name)) throw conflict(`an export named "${name}" already exists; remove it first or choose another name`);
+  }
+}
+
+function toView(row: ExportRow, counts: ReadonlyMap<number, number>): ExportView {
+  return { ...row, state: row.removedAt === null ? 'serving' : 'draining', connections: counts.get(row.id) ?? 0 };
+}

@@ -1,0 +1,110 @@
+import type http from 'node:http';
+import { getTRPCErrorFromUnknown } from '@trpc/server';
+import { getHTTPStatusCodeFromError } from '@trpc/server/http';
+import { badInput, describeError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { createCaller, type Context } from '../router/index.js';
+import { readJsonBody } from './json-body.js';
+
+type Caller = ReturnType<typeof createCaller>;
+type Reply = { status: number; json?: unknown; text?: string; headers?: Record<string, string> };
+
+/**
+ * curl-friendly routes over the same procedures as tRPC (validation, rules and errors included):
+ * each route only translates HTTP to a procedure call and the result back.
+ */
+export async function handleRest(req: http.IncomingMessage, res: http.ServerResponse, url: URL, context: Context, log: Logger): Promise<boolean> {
+  const route = matchRoute(url.pathname);
+  if (!route) return false;
+  const method = req.method ?? 'GET';
+  let reply: Reply;
+  try {
+    if (!route.methods.includes(method)) {
+      reply = {
+        status: 405,
+        json: { error: { code: 'METHOD_NOT_SUPPORTED', message: `${method} is not supported here; use ${route.methods.join(', ')}` } },
+        headers: { allow: route.methods.join(', ') },
+      };
+    } else {
+      reply = await route.handle(method, createCaller(context), req, url);
+    }
+  } catch (cause) {
+    const error = getTRPCErrorFromUnknown(cause);
+    if (error.code === 'INTERNAL_SERVER_ERROR') log.error('request failed', { method, path: url.pathname, error: String(error.cause ?? error) });
+    reply = { status: getHTTPStatusCodeFromError(error), json: { error: describeError(error) } };
+    // A body we refused to read must not be read as the next request.
+    if (reply.status === 413 || reply.status === 415) reply.headers = { connection: 'close' };
+  }
+  send(res, reply);
+  return true;
+}
+
+interface Route {
+  methods: string[];
+  handle(method: string, caller: Caller, req: http.IncomingMessage, url: URL): Promise<Reply>;
+}
+
+function matchRoute(pathname: string): Route | null {
+  if (pathname === '/healthz') return healthz;
+  if (pathname === '/exports' || pathname === '/exports/') return exportsCollection;
+  const item = /^\/exports\/([^/]+)$/.exec(pathname);
+  if (item) return exportItem(item[1]!);
+  return null;
+}
+
+const healthz: Route = {
+  methods: ['GET', 'HEAD'],
+  async handle(_method, caller) {
+    const health = await caller.system.health();
+    return health.ok ? { status: 200, text: 'ok\n' } : { status: 503, text: `${health.problems.join('\n')}\n` };
+  },
+};
+
+const exportsCollection: Route = {
+  methods: ['GET', 'HEAD', 'POST'],
+  async handle(method, caller, req) {
+    if (method === 'POST') {
+      const created = await caller.exports.create((await readJsonBody(req)) as never);
+      return { status: 201, json: created, headers: { location: `/exports/${encodeURIComponent(created.name)}` } };
+    }
+    return { status: 200, json: await caller.exports.list() };
+  },
+};
+
+function exportItem(rawName: string): Route {
+  return {
+    methods: ['GET', 'HEAD', 'DELETE'],
+    async handle(method, caller, _req, url) {
+      const name = decodeName(rawName);
+      if (method === 'DELETE') {
+        await caller.exports.delete({ name, force: parseForce(url.searchParams.get('force')) });
+        return { status: 204 };
+      }
+      return { status: 200, json: await caller.exports.get({ name }) };
+    },
+  };
+}
+
+function decodeName(raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw badInput('name', 'the export name in the path is not valid percent-encoding');
+  }
+}
+
+function parseForce(value: string | null): boolean {
+  if (value === null || value === 'false') return false;
+  if (value === 'true') return true;
+  throw badInput('force', `must be true or false (got "${value}")`);
+}
+
+function send(res: http.ServerResponse, { status, json, text, headers = {} }: Reply): void {
+  const body = json !== undefined ? `${JSON.stringify(json)}\n` : (text ?? '');
+  res.writeHead(status, {
+    ...headers,
+    ...(status !== 204 && { 'content-type': json !== undefined ? 'application/json' : 'text/plain; charset=utf-8' }),
+    'cache-control': 'no-store',
+  });
+  res.end(status === 204 ? undefined : body);
+}

@@ -1,0 +1,12 @@
+import { exportsRouter } from './exports.js';
+import { systemRouter } from './system.js';
+import { createCallerFactory, router } from './trpc.js';
+
+export const appRouter = router({
+  exports: exportsRouter,
+  system: systemRouter,
+});
+
+export type AppRouter = typeof appRouter;
+export type { Context } from './trpc.js';
+export const createCaller = createCallerFactory(appRouter);

@@ -1,0 +1,196 @@
+import { eq, isNull } from 'drizzle-orm';
+import type { Db } from '../db/open.js';
+import { connectionsTable, exportsTable, type ConnectionRow } from '../db/schema.js';
+import type { EventLog } from '../events/event-log.js';
+import { isRunning, readBytesWritten, readStartTicks } from './proc.js';
+
+export type Outcome = NonNullable<ConnectionRow['outcome']>;
+
+export interface LiveConnection {
+  readonly id: number;
+  exportId: number | null;
+  readonly clientAddress: string;
+  readonly clientPort: number;
+  pid: number | null;
+  pidStartTicks: number | null;
+  readonly openedAt: string;
+  negotiatedAt: string | null;
+  bytesSent: number;
+  /** Served by a process an earlier nbdmux started: not our child, so its end is seen in /proc. */
+  readonly adopted: boolean;
+  killRequested: boolean;
+}
+
+export interface CloseDetails {
+  outcome: Outcome;
+  exitCode?: number | null;
+  signal?: string | null;
+  error?: string | null;
+}
+
+/**
+ * Every connection on the NBD port from accept to close: kept in memory while live, written to
+ * the connections table at each step so that a restarted daemon can find its serving processes.
+ */
+export class ConnectionTable {
+  private readonly live = new Map<number, LiveConnection>();
+
+  constructor(
+    private readonly db: Db,
+    private readonly events: EventLog,
+  ) {}
+
+  get size(): number {
+    return this.live.size;
+  }
+
+  list(): LiveConnection[] {
+    return [...this.live.values()];
+  }
+
+  countByExport(): Map<number, number> {
+    const counts = new Map<number, number>();
+    for (const conn of this.live.values()) {
+      if (conn.exportId !== null) counts.set(conn.exportId, (counts.get(conn.exportId) ?? 0) + 1);
+    }
+    return counts;
+  }
+
+  open(clientAddress: string, clientPort: number): LiveConnection {
+    const row = this.db
+      .insert(connectionsTable)
+      .values({ clientAddress, clientPort, openedAt: new Date().toISOString() })
+      .returning()
+      .get();
+    const conn = fromRow(row, false);
+    this.live.set(conn.id, conn);
+    this.events.record('connection.opened', null, { connection: conn.id, client: clientAddress, port: clientPort });
+    return conn;
+  }
+
+  attachProcess(conn: LiveConnection, pid: number): void {
+    conn.pid = pid;
+    conn.pidStartTicks = readStartTicks(pid);
+    this.db
+      .update(connectionsTable)
+      .set({ pid, pidStartTicks: conn.pidStartTicks })
+      .where(eq(connectionsTable.id, conn.id))
+      .run();
+  }
+
+  negotiated(conn: LiveConnection, exportId: number): void {
+    if (!this.live.has(conn.id) || conn.exportId !== null) return;
+    const exp = this.db.select({ name: exportsTable.name }).from(exportsTable).where(eq(exportsTable.id, exportId)).get();
+    if (!exp) return; // not an id we ever wrote: ignore rather than trust it
+    conn.exportId = exportId;
+    conn.negotiatedAt = new Date().toISOString();
+    this.db
+      .update(connectionsTable)
+      .set({ exportId, negotiatedAt: conn.negotiatedAt })
+      .where(eq(connectionsTable.id, conn.id))
+      .run();
+    this.events.record('connection.negotiated', exp.name, { connection: conn.id, client: conn.clientAddress });
+  }
+
+  close(conn: LiveConnection, details: CloseDetails): void {
+    if (!this.live.delete(conn.id)) return;
+    if (conn.pid !== null) conn.bytesSent = readBytesWritten(conn.pid) ?? conn.bytesSent;
+    const closedAt = new Date().toISOString();
+    this.db
+      .update(connectionsTable)
+      .set({
+        closedAt,
+        outcome: details.outcome,
+        exitCode: details.exitCode ?? null,
+        signal: details.signal ?? null,
+        error: details.error ?? null,
+        bytesSent: conn.bytesSent,
+      })
+      .where(eq(connectionsTable.id, conn.id))
+      .run();
+    this.events.record('connection.closed', this.exportName(conn.exportId), {
+      connection: conn.id,
+      client: conn.clientAddress,
+      outcome: details.outcome,
+      bytesSent: conn.bytesSent,
+      ...(details.exitCode != null && { exitCode: details.exitCode }),
+      ...(details.signal != null && { signal: details.signal }),
+      ...(details.error != null && { error: details.error }),
+    });
+  }
+
+  /**
+   * Takes over connections an earlier nbdmux left serving (its processes outlive it on purpose),
+   * and closes the rows of those that ended while no nbdmux was watching.
+   */
+  adoptSurvivors(): { adopted: number; ended: number } {
+    let adopted = 0;
+    let ended = 0;
+    for (const row of this.db.select().from(connectionsTable).where(isNull(connectionsTable.closedAt)).all()) {
+      const conn = fromRow(row, true);
+      this.live.set(conn.id, conn);
+      if (conn.pid !== null && conn.pidStartTicks !== null && isRunning({ pid: conn.pid, startTicks: conn.pidStartTicks })) {
+        adopted++;
+        this.events.record('connection.adopted', this.exportName(conn.exportId), { connection: conn.id, pid: conn.pid });
+      } else {
+        ended++;
+        this.close(conn, {
+          outcome: conn.exportId === null ? 'not-served' : 'closed',
+          error: 'ended while nbdmux was not running',
+        });
+      }
+    }
+    return { adopted, ended };
+  }
+
+  /** Samples bytes sent by every live process, and closes adopted ones whose process is gone. */
+  refresh(): void {
+    for (const conn of this.live.values()) {
+      if (conn.pid === null) continue;
+      if (conn.adopted && !isRunning({ pid: conn.pid, startTicks: conn.pidStartTicks ?? -1 })) {
+        this.close(conn, { outcome: conn.killRequested ? 'killed' : 'closed' });
+        continue;
+      }
+      conn.bytesSent = readBytesWritten(conn.pid) ?? conn.bytesSent;
+    }
+  }
+
+  /** SIGKILLs every process serving one of these exports (SIGTERM is ignored while nbd-server serves). */
+  kill(exportIds: ReadonlySet<number>): number {
+    let killed = 0;
+    for (const conn of this.live.values()) {
+      if (conn.exportId === null || !exportIds.has(conn.exportId) || conn.pid === null) continue;
+      if (conn.adopted && !isRunning({ pid: conn.pid, startTicks: conn.pidStartTicks ?? -1 })) continue;
+      try {
+        process.kill(conn.pid, 'SIGKILL');
+        conn.killRequested = true;
+        killed++;
+      } catch {
+        // Already gone: its close is on its way.
+      }
+    }
+    this.refresh();
+    return killed;
+  }
+
+  private exportName(exportId: number | null): string | null {
+    if (exportId === null) return null;
+    return this.db.select({ name: exportsTable.name }).from(exportsTable).where(eq(exportsTable.id, exportId)).get()?.name ?? null;
+  }
+}
+
+function fromRow(row: ConnectionRow, adopted: boolean): LiveConnection {
+  return {
+    id: row.id,
+    exportId: row.exportId,
+    clientAddress: row.clientAddress,
+    clientPort: row.clientPort,
+    pid: row.pid,
+    pidStartTicks: row.pidStartTicks,
+    openedAt: row.openedAt,
+    negotiatedAt: row.negotiatedAt,
+    bytesSent: row.bytesSent,
+    adopted,
+    killRequested: false,
+  };
+}

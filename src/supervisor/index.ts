@@ -1,0 +1,167 @@
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import type { Db } from '../db/open.js';
+import type { EventLog } from '../events/event-log.js';
+import type { Logger } from '../log.js';
+import { ConnectionTable } from './connections.js';
+import { renderNbdServerConfig, writeFileAtomically, type ServedExport } from './nbd-config.js';
+import { probeNbdServer } from './nbd-server-binary.js';
+import { Spawner } from './spawner.js';
+
+export type { ServedExport } from './nbd-config.js';
+export type { ConnectionTable, LiveConnection } from './connections.js';
+
+export interface SupervisorOptions {
+  dataDir: string;
+  nbdServerBin: string;
+  nbdPort: number;
+  nbdBind: string | undefined;
+  maxConnections: number;
+  db: Db;
+  events: EventLog;
+  log: Logger;
+}
+
+export interface DataPlaneHealth {
+  ok: boolean;
+  problems: string[];
+  nbdListening: boolean;
+  nbdAddress: string | null;
+  nbdPort: number | null;
+  nbdServerVersion: string | null;
+}
+
+const refreshIntervalMs = 1000;
+const probeCacheMs = 2000;
+
+/**
+ * Owns the NBD port and every nbd-server process. nbd-server 3.24 cannot reload its config
+ * safely (SIGHUP corrupts its heap), so each connection gets a fresh process that reads the
+ * current config at its start: a change applies to the next client and never to a live one.
+ */
+export class Supervisor {
+  readonly connections: ConnectionTable;
+  readonly configPath: string;
+  private readonly server: net.Server;
+  private readonly spawner: Spawner;
+  private readonly refreshTimer: NodeJS.Timeout;
+  private startFailure: string | null = null;
+  private probe: { at: number; result: Promise<string> };
+
+  private constructor(
+    private readonly options: SupervisorOptions,
+    version: string,
+  ) {
+    const { db, events, log } = options;
+    this.configPath = path.join(options.dataDir, 'nbd-server.conf');
+    this.probe = { at: Date.now(), result: Promise.resolve(version) };
+    this.connections = new ConnectionTable(db, events);
+    this.spawner = new Spawner({
+      bin: options.nbdServerBin,
+      configPath: this.configPath,
+      maxConcurrentStarts: 2 * os.availableParallelism(),
+      table: this.connections,
+      log,
+      onStartFailed: (conn, reason) => {
+        this.startFailure = reason;
+        log.warn('nbd-server failed', { connection: conn.id, reason });
+        events.record('nbd-server.failed', null, { connection: conn.id, reason });
+      },
+      onNegotiated: () => {
+        this.startFailure = null;
+      },
+    });
+    this.server = net.createServer({ pauseOnConnect: true }, (socket) => this.accept(socket));
+    this.refreshTimer = setInterval(() => this.connections.refresh(), refreshIntervalMs).unref();
+  }
+
+  /** Checks the binary, writes the config, adopts surviving connections, then listens. */
+  static async start(options: SupervisorOptions, exports: readonly ServedExport[]): Promise<Supervisor> {
+    const version = await probeNbdServer(options.nbdServerBin);
+    const supervisor = new Supervisor(options, version);
+    supervisor.applyExports(exports);
+    const { adopted, ended } = supervisor.connections.adoptSurvivors();
+    if (adopted + ended > 0) options.log.info('found connections of an earlier run', { adopted, ended });
+    try {
+      await supervisor.listen();
+    } catch (err) {
+      clearInterval(supervisor.refreshTimer);
+      throw err;
+    }
+    return supervisor;
+  }
+
+  /** Makes `exports` the set every new connection sees. Synchronous, so callers can keep it in step with a transaction. */
+  applyExports(exports: readonly ServedExport[]): void {
+    writeFileAtomically(this.configPath, renderNbdServerConfig(exports));
+  }
+
+  get address(): net.AddressInfo | null {
+    const address = this.server.address();
+    return address !== null && typeof address === 'object' ? address : null;
+  }
+
+  async health(): Promise<DataPlaneHealth> {
+    const problems: string[] = [];
+    const address = this.address;
+    if (!this.server.listening || address === null) problems.push('the NBD listener is not accepting connections');
+    let version: string | null = null;
+    try {
+      version = await this.probeCached();
+    } catch (err) {
+      problems.push((err as Error).message);
+    }
+    if (this.startFailure !== null) problems.push(this.startFailure);
+    return {
+      ok: problems.length === 0,
+      problems,
+      nbdListening: this.server.listening,
+      nbdAddress: address?.address ?? null,
+      nbdPort: address?.port ?? null,
+      nbdServerVersion: version,
+    };
+  }
+
+  /** Stops accepting; serving processes keep running so their machines keep their disks. */
+  async stop(): Promise<void> {
+    clearInterval(this.refreshTimer);
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.spawner.flush();
+    await closed;
+  }
+
+  private accept(socket: net.Socket): void {
+    const client = socket.remoteAddress ?? 'unknown';
+    const port = socket.remotePort ?? 0;
+    if (this.connections.size >= this.options.maxConnections) {
+      socket.on('error', () => {});
+      socket.destroy();
+      this.options.events.record('connection.refused', null, {
+        client,
+        port,
+        reason: `the connection limit (${this.options.maxConnections}) is reached`,
+      });
+      return;
+    }
+    this.spawner.enqueue(socket, this.connections.open(client, port));
+  }
+
+  private listen(): Promise<void> {
+    const { nbdPort, nbdBind } = this.options;
+    return new Promise((resolve, reject) => {
+      this.server.once('error', (err: NodeJS.ErrnoException) => {
+        const where = `${nbdBind ?? 'all addresses'} port ${nbdPort}`;
+        reject(new Error(err.code === 'EADDRINUSE' ? `NBD port already in use: ${where}` : `cannot listen for NBD on ${where}: ${err.message}`));
+      });
+      this.server.listen({ port: nbdPort, host: nbdBind }, () => resolve());
+    });
+  }
+
+  private probeCached(): Promise<string> {
+    if (Date.now() - this.probe.at > probeCacheMs) {
+      this.probe = { at: Date.now(), result: probeNbdServer(this.options.nbdServerBin) };
+    }
+    return this.probe.result;
+  }
+}

@@ -1,0 +1,82 @@
+import fs from 'node:fs';
+
+/**
+ * nbd-server's config is a GKeyFile that silently misreads a lot (see shared/notes/nbd-server.md):
+ * a `[`, `]` or control character in a section name breaks the whole file, `\`, `%`, `#` and
+ * whitespace in a value change its meaning. Only names and paths matching these are ever written.
+ */
+export const exportNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+export const configSafePathPattern = /^\/[A-Za-z0-9._/+-]+$/;
+
+/** `generic` is the global section; `__` names are ours (the placeholder). */
+export function isReservedExportName(name: string): boolean {
+  return name === 'generic' || name.startsWith('__');
+}
+
+/** nbd-server refuses to start with no export; this one is hidden from lists and refuses every client. */
+export const placeholderSection = '__nbdmux_placeholder';
+
+/** The file descriptor on which each serving process reports the export it negotiated. */
+export const reportFd = 3;
+
+export interface ServedExport {
+  id: number;
+  name: string;
+  file: string;
+  readonly: boolean;
+}
+
+/**
+ * Renders the config every nbd-server process reads at its start. Pure: the same exports give
+ * the same text. Throws on a name or path that could be misread, as a last line of defence
+ * behind input validation.
+ */
+export function renderNbdServerConfig(exports: readonly ServedExport[]): string {
+  const lines = [
+    '# Written by nbdmux; any edit is overwritten on the next change.',
+    '[generic]',
+    // Inetd mode: the client socket is stdin/stdout. Each instance still listens on a random
+    // port of listenaddr that nothing ever accepts: keep it on loopback.
+    'port = 0',
+    'listenaddr = 127.0.0.1',
+    'allowlist = true',
+    '',
+    `[${placeholderSection}]`,
+    'exportname = /nonexistent',
+    'force_tls = true',
+  ];
+  for (const exp of exports) {
+    if (!exportNamePattern.test(exp.name) || isReservedExportName(exp.name)) {
+      throw new Error(`refusing to write unsafe export name ${JSON.stringify(exp.name)}`);
+    }
+    if (!configSafePathPattern.test(exp.file)) {
+      throw new Error(`refusing to write unsafe export path ${JSON.stringify(exp.file)}`);
+    }
+    if (!Number.isSafeInteger(exp.id) || exp.id < 1) throw new Error(`invalid export id ${exp.id}`);
+    lines.push(
+      '',
+      `[${exp.name}]`,
+      `exportname = ${exp.file}`,
+      `readonly = ${exp.readonly ? 'true' : 'false'}`,
+      // Runs in the serving process after the client chose this export, before the file opens:
+      // the id names the export exactly, even when two exports share one file. The string is a
+      // printf format to nbd-server, so it must hold no '%'. A report nobody reads (the daemon is
+      // restarting) must not refuse the client, hence the ignored SIGPIPE and `exit 0`.
+      `prerun = trap '' PIPE; echo ${exp.id} >&${reportFd}; exit 0`,
+    );
+  }
+  return lines.join('\n') + '\n';
+}
+
+/** Replaces the file atomically: an nbd-server starting at any moment reads the old or the new set, whole. */
+export function writeFileAtomically(file: string, text: string): void {
+  const temp = `${file}.${process.pid}.tmp`;
+  const fd = fs.openSync(temp, 'w', 0o644);
+  try {
+    fs.writeSync(fd, text);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  fs.renameSync(temp, file);
+}
