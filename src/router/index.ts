@@ -1,9 +1,11 @@
+import { connectionsRouter } from './connections.js';
 import { exportsRouter } from './exports.js';
 import { systemRouter } from './system.js';
 import { createCallerFactory, router } from './trpc.js';
 
 export const appRouter = router({
   exports: exportsRouter,
+  connections: connectionsRouter,
   system: systemRouter,
 });
 

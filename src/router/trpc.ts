@@ -1,12 +1,12 @@
 import { initTRPC } from '@trpc/server';
 import { describeError } from '../errors.js';
 import type { ExportRegistry } from '../exports/registry.js';
-import type { DataPlaneHealth } from '../supervisor/index.js';
+import type { ConnectionTable, DataPlaneHealth } from '../supervisor/index.js';
 
 /** What every procedure can reach: the domain modules, never HTTP or SQL. */
 export interface Context {
   registry: ExportRegistry;
-  dataPlane: { health(): Promise<DataPlaneHealth> };
+  dataPlane: { health(): Promise<DataPlaneHealth>; connections: Pick<ConnectionTable, 'recent'> };
 }
 
 const t = initTRPC.context<Context>().create({

@@ -1,4 +1,4 @@
-import { eq, isNull } from 'drizzle-orm';
+import { desc, eq, isNull } from 'drizzle-orm';
 import type { Db } from '../db/open.js';
 import { connectionsTable, exportsTable, type ConnectionRow } from '../db/schema.js';
 import type { EventLog } from '../events/event-log.js';
@@ -20,6 +20,9 @@ export interface LiveConnection {
   readonly adopted: boolean;
   killRequested: boolean;
 }
+
+/** A connection as the control plane shows it, live or ended. */
+export type ConnectionView = Omit<ConnectionRow, 'pidStartTicks'> & { exportName: string | null; live: boolean };
 
 export interface CloseDetails {
   outcome: Outcome;
@@ -46,6 +49,22 @@ export class ConnectionTable {
 
   list(): LiveConnection[] {
     return [...this.live.values()];
+  }
+
+  /** The newest connections first, live ones with their current byte counts. */
+  recent(limit: number, liveOnly: boolean): ConnectionView[] {
+    const rows = this.db
+      .select({ connection: connectionsTable, exportName: exportsTable.name })
+      .from(connectionsTable)
+      .leftJoin(exportsTable, eq(exportsTable.id, connectionsTable.exportId))
+      .where(liveOnly ? isNull(connectionsTable.closedAt) : undefined)
+      .orderBy(desc(connectionsTable.id))
+      .limit(limit)
+      .all();
+    return rows.map(({ connection: { pidStartTicks: _ticks, ...row }, exportName }) => {
+      const live = this.live.get(row.id);
+      return { ...row, exportName, live: live !== undefined, bytesSent: live?.bytesSent ?? row.bytesSent };
+    });
   }
 
   countByExport(): Map<number, number> {

@@ -10,7 +10,7 @@ import { probeNbdServer } from './nbd-server-binary.js';
 import { Spawner } from './spawner.js';
 
 export type { ServedExport } from './nbd-config.js';
-export type { ConnectionTable, LiveConnection } from './connections.js';
+export type { ConnectionTable, ConnectionView, LiveConnection } from './connections.js';
 
 export interface SupervisorOptions {
   dataDir: string;
