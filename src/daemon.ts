@@ -41,7 +41,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
       servedExports(db),
     );
     const registry = new ExportRegistry(db, supervisor, events, config.imageRoots);
-    http = await startHttpServer({ port: config.port, bind: config.bind, context: { registry, dataPlane: supervisor }, log });
+    http = await startHttpServer({ port: config.port, bind: config.bind, context: { registry, events, dataPlane: supervisor }, log });
     const nbd = supervisor.address!;
     events.record('daemon.started', null, { http: http.address.port, nbd: nbd.port, pid: process.pid });
     const running = { http, supervisor };

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { desc, gt } from 'drizzle-orm';
 import type { Db } from '../db/open.js';
 import { eventsTable, type EventRow } from '../db/schema.js';
 
@@ -28,5 +29,16 @@ export class EventLog extends EventEmitter<{ event: [EventRow] }> {
       .get();
     this.emit('event', row);
     return row;
+  }
+
+  /** The newest events first, optionally only those after an id the caller has already seen. */
+  recent(limit: number, afterId?: number): EventRow[] {
+    return this.db
+      .select()
+      .from(eventsTable)
+      .where(afterId === undefined ? undefined : gt(eventsTable.id, afterId))
+      .orderBy(desc(eventsTable.id))
+      .limit(limit)
+      .all();
   }
 }

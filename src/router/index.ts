@@ -1,4 +1,5 @@
 import { connectionsRouter } from './connections.js';
+import { eventsRouter } from './events.js';
 import { exportsRouter } from './exports.js';
 import { systemRouter } from './system.js';
 import { createCallerFactory, router } from './trpc.js';
@@ -6,6 +7,7 @@ import { createCallerFactory, router } from './trpc.js';
 export const appRouter = router({
   exports: exportsRouter,
   connections: connectionsRouter,
+  events: eventsRouter,
   system: systemRouter,
 });
 

@@ -1,11 +1,13 @@
 import { initTRPC } from '@trpc/server';
 import { describeError } from '../errors.js';
+import type { EventLog } from '../events/event-log.js';
 import type { ExportRegistry } from '../exports/registry.js';
 import type { ConnectionTable, DataPlaneHealth } from '../supervisor/index.js';
 
 /** What every procedure can reach: the domain modules, never HTTP or SQL. */
 export interface Context {
   registry: ExportRegistry;
+  events: Pick<EventLog, 'recent'>;
   dataPlane: { health(): Promise<DataPlaneHealth>; connections: Pick<ConnectionTable, 'recent'> };
 }
 

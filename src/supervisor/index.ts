@@ -7,6 +7,7 @@ import type { Logger } from '../log.js';
 import { ConnectionTable } from './connections.js';
 import { renderNbdServerConfig, writeFileAtomically, type ServedExport } from './nbd-config.js';
 import { probeNbdServer } from './nbd-server-binary.js';
+import { nbdServerGreets } from './self-test.js';
 import { Spawner } from './spawner.js';
 
 export type { ServedExport } from './nbd-config.js';
@@ -48,6 +49,7 @@ export class Supervisor {
   private readonly refreshTimer: NodeJS.Timeout;
   private startFailure: string | null = null;
   private probe: { at: number; result: Promise<string> };
+  private recoveryCheck: { at: number; result: Promise<void> } | null = null;
 
   private constructor(
     private readonly options: SupervisorOptions,
@@ -112,7 +114,17 @@ export class Supervisor {
     } catch (err) {
       problems.push((err as Error).message);
     }
-    if (this.startFailure !== null) problems.push(this.startFailure);
+    // A failed start is only history once nbd-server is seen starting again; the check's
+    // reason is the freshest one to show.
+    const failure = this.startFailure;
+    if (failure !== null && version !== null) {
+      try {
+        await this.checkRecovered();
+        if (this.startFailure === failure) this.startFailure = null;
+      } catch (err) {
+        problems.push((err as Error).message);
+      }
+    }
     return {
       ok: problems.length === 0,
       problems,
@@ -156,6 +168,14 @@ export class Supervisor {
       });
       this.server.listen({ port: nbdPort, host: nbdBind }, () => resolve());
     });
+  }
+
+  /** After a failed start, a real nbd-server start decides whether it works again (at most one every 2 s). */
+  private checkRecovered(): Promise<void> {
+    if (this.recoveryCheck === null || Date.now() - this.recoveryCheck.at > probeCacheMs) {
+      this.recoveryCheck = { at: Date.now(), result: nbdServerGreets(this.options.nbdServerBin, this.configPath) };
+    }
+    return this.recoveryCheck.result;
   }
 
   private probeCached(): Promise<string> {
