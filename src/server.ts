@@ -6,6 +6,7 @@ import { maxBodyBytes } from './rest/json-body.js';
 import { handleRest } from './rest/routes.js';
 import { appRouter, type Context } from './router/index.js';
 import { serveWeb } from './web.js';
+import { attachWebSocket } from './websocket.js';
 
 export interface HttpServer {
   address: net.AddressInfo;
@@ -13,7 +14,7 @@ export interface HttpServer {
   close(): Promise<void>;
 }
 
-/** One port for everything a person or program asks of nbdmux: tRPC, REST, the dashboard. */
+/** One port for everything a person or program asks of nbdmux: tRPC over HTTP and WebSocket, REST, the dashboard. */
 export async function startHttpServer(options: { port: number; bind: string | undefined; context: Context; log: Logger }): Promise<HttpServer> {
   const { port, bind, context, log } = options;
   const trpc = createHTTPHandler({
@@ -41,6 +42,8 @@ export async function startHttpServer(options: { port: number; bind: string | un
     }
   });
 
+  const webSocket = attachWebSocket(server, context, log);
+
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
       const where = `${bind ?? 'all addresses'} port ${port}`;
@@ -51,10 +54,11 @@ export async function startHttpServer(options: { port: number; bind: string | un
 
   return {
     address: server.address() as net.AddressInfo,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections();
-      }),
+    close: async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      await webSocket.close();
+      await closed;
+    },
   };
 }

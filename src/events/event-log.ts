@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { desc, gt } from 'drizzle-orm';
+import { asc, desc, gt } from 'drizzle-orm';
 import type { Db } from '../db/open.js';
 import { eventsTable, type EventRow } from '../db/schema.js';
 
@@ -29,6 +29,11 @@ export class EventLog extends EventEmitter<{ event: [EventRow] }> {
       .get();
     this.emit('event', row);
     return row;
+  }
+
+  /** Every event after `afterId`, oldest first: what a reconnecting subscriber missed. */
+  since(afterId: number): EventRow[] {
+    return this.db.select().from(eventsTable).where(gt(eventsTable.id, afterId)).orderBy(asc(eventsTable.id)).all();
   }
 
   /** The newest events first, optionally only those after an id the caller has already seen. */

@@ -1,6 +1,7 @@
 import { connectionsRouter } from './connections.js';
 import { eventsRouter } from './events.js';
 import { exportsRouter } from './exports.js';
+import { statusRouter } from './status.js';
 import { systemRouter } from './system.js';
 import { createCallerFactory, router } from './trpc.js';
 
@@ -8,6 +9,7 @@ export const appRouter = router({
   exports: exportsRouter,
   connections: connectionsRouter,
   events: eventsRouter,
+  status: statusRouter,
   system: systemRouter,
 });
 

@@ -3,4 +3,11 @@ import { publicProcedure, router } from './trpc.js';
 export const systemRouter = router({
   /** Whether new NBD clients can be served right now, and if not, why. */
   health: publicProcedure.query(({ ctx }) => ctx.dataPlane.health()),
+
+  /** The daemon's own footprint: memory, uptime, and how many live event listeners subscriptions hold. */
+  stats: publicProcedure.query(({ ctx }) => ({
+    rssBytes: process.memoryUsage().rss,
+    uptimeSeconds: Math.round(process.uptime()),
+    eventListeners: ctx.events.listenerCount('event'),
+  })),
 });

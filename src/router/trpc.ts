@@ -7,8 +7,8 @@ import type { ConnectionTable, DataPlaneHealth } from '../supervisor/index.js';
 /** What every procedure can reach: the domain modules, never HTTP or SQL. */
 export interface Context {
   registry: ExportRegistry;
-  events: Pick<EventLog, 'recent'>;
-  dataPlane: { health(): Promise<DataPlaneHealth>; connections: Pick<ConnectionTable, 'recent'> };
+  events: EventLog;
+  dataPlane: { health(): Promise<DataPlaneHealth>; connections: Pick<ConnectionTable, 'recent'>; maxConnections: number };
 }
 
 const t = initTRPC.context<Context>().create({

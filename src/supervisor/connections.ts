@@ -16,13 +16,16 @@ export interface LiveConnection {
   readonly openedAt: string;
   negotiatedAt: string | null;
   bytesSent: number;
+  /** Send rate over the last refresh interval. */
+  bytesPerSecond: number;
+  sampledAt: number | null;
   /** Served by a process an earlier nbdmux started: not our child, so its end is seen in /proc. */
   readonly adopted: boolean;
   killRequested: boolean;
 }
 
 /** A connection as the control plane shows it, live or ended. */
-export type ConnectionView = Omit<ConnectionRow, 'pidStartTicks'> & { exportName: string | null; live: boolean };
+export type ConnectionView = Omit<ConnectionRow, 'pidStartTicks'> & { exportName: string | null; live: boolean; bytesPerSecond: number };
 
 export interface CloseDetails {
   outcome: Outcome;
@@ -63,7 +66,7 @@ export class ConnectionTable {
       .all();
     return rows.map(({ connection: { pidStartTicks: _ticks, ...row }, exportName }) => {
       const live = this.live.get(row.id);
-      return { ...row, exportName, live: live !== undefined, bytesSent: live?.bytesSent ?? row.bytesSent };
+      return { ...row, exportName, live: live !== undefined, bytesSent: live?.bytesSent ?? row.bytesSent, bytesPerSecond: live?.bytesPerSecond ?? 0 };
     });
   }
 
@@ -170,7 +173,12 @@ export class ConnectionTable {
         this.close(conn, { outcome: conn.killRequested ? 'killed' : 'closed' });
         continue;
       }
-      conn.bytesSent = readBytesWritten(conn.pid) ?? conn.bytesSent;
+      const bytes = readBytesWritten(conn.pid);
+      if (bytes === null) continue;
+      const now = Date.now();
+      conn.bytesPerSecond = conn.sampledAt === null ? 0 : Math.max(0, Math.round(((bytes - conn.bytesSent) * 1000) / Math.max(1, now - conn.sampledAt)));
+      conn.bytesSent = bytes;
+      conn.sampledAt = now;
     }
   }
 
@@ -209,6 +217,8 @@ function fromRow(row: ConnectionRow, adopted: boolean): LiveConnection {
     openedAt: row.openedAt,
     negotiatedAt: row.negotiatedAt,
     bytesSent: row.bytesSent,
+    bytesPerSecond: 0,
+    sampledAt: null,
     adopted,
     killRequested: false,
   };

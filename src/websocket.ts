@@ -1,0 +1,61 @@
+import type http from 'node:http';
+import type { Duplex } from 'node:stream';
+import { applyWSSHandler } from '@trpc/server/adapters/ws';
+import { WebSocketServer } from 'ws';
+import type { Logger } from './log.js';
+import { maxBodyBytes } from './rest/json-body.js';
+import { appRouter, type Context } from './router/index.js';
+
+export const webSocketPath = '/trpc';
+const closeGraceMs = 1000;
+
+/**
+ * tRPC over WebSocket on the HTTP server's own port, at /trpc only. Upgrades are routed here
+ * rather than by the adapter's prefix option, which leaves a wrong-path socket open.
+ */
+export function attachWebSocket(server: http.Server, context: Context, log: Logger): { close(): Promise<void> } {
+  const wss = new WebSocketServer({ noServer: true, maxPayload: maxBodyBytes });
+  const handler = applyWSSHandler({
+    wss,
+    router: appRouter,
+    createContext: () => context,
+    keepAlive: { enabled: true, pingMs: 30_000, pongWaitMs: 5_000 },
+    onError: ({ error, path }) => {
+      if (error.code === 'INTERNAL_SERVER_ERROR') log.error('procedure failed', { path, error: String(error.cause ?? error) });
+    },
+  });
+
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    const { pathname } = new URL(req.url ?? '/', 'http://nbdmux.invalid');
+    if (pathname !== webSocketPath && pathname !== `${webSocketPath}/`) return refuse(socket, 404, `WebSocket is served at ${webSocketPath} only`);
+    if (!isSameOrigin(req)) return refuse(socket, 403, 'cross-origin WebSocket refused');
+    wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+  });
+
+  return {
+    close: async () => {
+      // Tell clients to reconnect (to the next daemon), then make sure every socket is gone.
+      handler.broadcastReconnectNotification();
+      for (const client of wss.clients) {
+        client.close(1001, 'nbdmux is stopping');
+        setTimeout(() => client.terminate(), closeGraceMs).unref();
+      }
+      await new Promise<void>((resolve) => wss.close(() => resolve()));
+    },
+  };
+}
+
+/** Browsers always send Origin on a WebSocket; a page from elsewhere must not drive the control plane. */
+function isSameOrigin(req: http.IncomingMessage): boolean {
+  const origin = req.headers.origin;
+  if (origin === undefined) return true;
+  try {
+    return new URL(origin).host === req.headers.host;
+  } catch {
+    return false;
+  }
+}
+
+function refuse(socket: Duplex, status: number, reason: string): void {
+  socket.end(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(reason) + 1}\r\n\r\n${reason}\n`);
+}
