@@ -1,0 +1,22 @@
+import fs from 'node:fs';
+import { chromium, type BrowserContext } from 'playwright-core';
+import { tempDir } from './daemon.js';
+
+/** Debian's Chromium, headless, with a fresh profile and nothing that reaches beyond this machine. */
+export async function launchBrowser(): Promise<{ context: BrowserContext; close(): Promise<void> }> {
+  // Playwright passes the profile as --user-data-dir itself.
+  const profile = tempDir('nbdmux-chromium-');
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    viewport: { width: 1280, height: 900 },
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+  return {
+    context,
+    close: async () => {
+      await context.close();
+      fs.rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}

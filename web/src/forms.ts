@@ -1,0 +1,36 @@
+import { errorMessages, type Api } from './api.js';
+
+/** The add-export form: sends exports.create and shows the API's own messages beside the fields. */
+export function bindAddForm(form: HTMLFormElement, api: Api): void {
+  const general = form.querySelector<HTMLElement>('.form-error')!;
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    clearErrors(form, general);
+    const submit = form.querySelector<HTMLButtonElement>('button[type=submit]')!;
+    submit.disabled = true;
+    try {
+      await api.exports.create.mutate({
+        name: String(data.get('name') ?? ''),
+        file: String(data.get('file') ?? ''),
+        readonly: data.get('readonly') === 'on',
+      });
+      form.reset();
+    } catch (error) {
+      const { fields, general: message } = errorMessages(error);
+      for (const [field, text] of fields) {
+        const slot = form.querySelector<HTMLElement>(`[data-error-for="${field}"]`);
+        if (slot) slot.textContent = text;
+        else general.textContent = `${field}: ${text}`;
+      }
+      if (message) general.textContent = message;
+    } finally {
+      submit.disabled = false;
+    }
+  });
+}
+
+function clearErrors(form: HTMLFormElement, general: HTMLElement): void {
+  general.textContent = '';
+  for (const slot of form.querySelectorAll<HTMLElement>('[data-error-for]')) slot.textContent = '';
+}

@@ -1,0 +1,62 @@
+import { connect, errorMessages, type ExportView } from './api.js';
+import { bindAddForm } from './forms.js';
+import { prependEvents, renderConnections, renderExports, renderHealth, renderProblems } from './views.js';
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const link = $('link');
+const notice = $('notice');
+
+function showLink(up: boolean): void {
+  link.className = `badge ${up ? 'ok' : 'down'}`;
+  link.textContent = up ? 'live' : 'reconnecting…';
+  document.body.dataset.link = up ? 'up' : 'down';
+  $('outage').hidden = up;
+}
+
+const api = connect(showLink);
+
+async function remove(exp: ExportView, force: boolean): Promise<void> {
+  const question = force
+    ? `Cut the ${exp.connections} live connection(s) of "${exp.name}" now? Machines booted from it lose their disk.`
+    : `Remove "${exp.name}"? New clients are refused at once; ${exp.connections} live connection(s) keep running until they end.`;
+  if (!confirm(question)) return;
+  try {
+    await api.exports.delete.mutate({ name: exp.name, force });
+    notice.textContent = '';
+  } catch (error) {
+    notice.textContent = errorMessages(error).general || 'the removal was refused';
+  }
+}
+
+async function copy(text: string, button: HTMLButtonElement): Promise<void> {
+  try {
+    await navigator.clipboard.writeText(text);
+    button.textContent = 'Copied';
+  } catch {
+    // Clipboard access needs https or localhost: select the text for a manual copy instead.
+    const code = button.previousElementSibling;
+    if (code) getSelection()?.selectAllChildren(code);
+    button.textContent = 'Selected';
+  }
+  setTimeout(() => (button.textContent = 'Copy'), 1500);
+}
+
+api.status.stream.subscribe(undefined, {
+  onData(status) {
+    renderHealth($('health'), status.health);
+    renderProblems($('problems'), status.health);
+    renderExports($('exports'), status.exports, status.health.nbdPort, { remove, copy });
+    renderConnections($('connections'), status.connections);
+    $('connection-count').textContent = String(status.connections.length);
+  },
+});
+
+// History first, then the stream resumes right after the newest event shown, so none is missed.
+const history = await api.events.list.query({ limit: 100 });
+prependEvents($('events'), history);
+api.events.stream.subscribe(
+  { lastEventId: String(history[0]?.id ?? 0) },
+  { onData: ({ data }) => prependEvents($('events'), [data]) },
+);
+
+bindAddForm($('add-export') as HTMLFormElement, api);

@@ -1,0 +1,121 @@
+import type { ConnectionView, EventRow, ExportView, StatusSnapshot } from './api.js';
+import { el, formatBytes, formatRate, formatSince, formatTime } from './format.js';
+
+export interface ExportActions {
+  remove(exp: ExportView, force: boolean): void;
+  copy(text: string, button: HTMLButtonElement): void;
+}
+
+export function renderHealth(target: HTMLElement, health: StatusSnapshot['health']): void {
+  target.className = `badge ${health.ok ? 'ok' : 'down'}`;
+  target.textContent = health.ok ? `NBD serving on port ${health.nbdPort}` : 'NBD not serving';
+  target.title = health.ok ? `nbd-server ${health.nbdServerVersion ?? '?'}` : health.problems.join('\n');
+}
+
+export function renderProblems(target: HTMLElement, health: StatusSnapshot['health']): void {
+  target.hidden = health.ok;
+  target.replaceChildren(...health.problems.map((problem) => el('p', { text: problem })));
+}
+
+/** The command a lab machine runs to attach an export. */
+export function attachCommand(exp: ExportView, nbdPort: number | null): string {
+  return `nbd-client ${location.hostname} ${nbdPort ?? 10809} -N ${exp.name} /dev/nbd0`;
+}
+
+export function renderExports(target: HTMLElement, exports: ExportView[], nbdPort: number | null, actions: ExportActions): void {
+  if (exports.length === 0) {
+    target.replaceChildren(el('tr', {}, [el('td', { text: 'No exports yet: add one below.', className: 'empty', attrs: { colspan: '9' } })]));
+    return;
+  }
+  const servingNames = new Set(exports.filter((e) => e.state === 'serving').map((e) => e.name));
+  target.replaceChildren(
+    ...exports.map((exp) => {
+      const command = attachCommand(exp, nbdPort);
+      const copy = el('button', { text: 'Copy', className: 'small', title: 'Copy the attach command' });
+      copy.addEventListener('click', () => actions.copy(command, copy));
+      const buttons: HTMLButtonElement[] = [];
+      if (exp.state === 'serving') {
+        const remove = el('button', { text: 'Remove', className: 'small' });
+        remove.addEventListener('click', () => actions.remove(exp, false));
+        buttons.push(remove);
+      }
+      // Cutting by name would also remove a newer export serving under the same name.
+      if (exp.connections > 0 && (exp.state === 'serving' || !servingNames.has(exp.name))) {
+        const cut = el('button', { text: 'Cut', className: 'small danger', title: `Remove now, cutting ${exp.connections} live connection(s)` });
+        cut.addEventListener('click', () => actions.remove(exp, true));
+        buttons.push(cut);
+      }
+      return el('tr', { className: exp.state, attrs: { 'data-export': exp.name, 'data-state': exp.state } }, [
+        el('td', { text: exp.name, className: 'name' }),
+        el('td', { text: exp.file, className: 'file' }),
+        el('td', { text: formatBytes(exp.size), className: 'num' }),
+        el('td', { text: exp.readonly ? 'read-only' : 'read-write' }),
+        el('td', {}, [el('span', { text: exp.state, className: `state ${exp.state}` })]),
+        el('td', { text: String(exp.connections), className: 'num connections' }),
+        el('td', { text: formatTime(exp.createdAt), title: exp.createdAt }),
+        el('td', {}, [el('div', { className: 'attach' }, [el('code', { text: command }), copy])]),
+        el('td', {}, [el('div', { className: 'actions' }, buttons)]),
+      ]);
+    }),
+  );
+}
+
+export function renderConnections(target: HTMLElement, connections: ConnectionView[]): void {
+  if (connections.length === 0) {
+    target.replaceChildren(el('tr', {}, [el('td', { text: 'No machine is attached.', className: 'empty', attrs: { colspan: '5' } })]));
+    return;
+  }
+  target.replaceChildren(
+    ...connections.map((conn) =>
+      el('tr', { attrs: { 'data-connection': String(conn.id) } }, [
+        el('td', { text: conn.exportName ?? '(negotiating)', className: 'name' }),
+        el('td', { text: `${conn.clientAddress}:${conn.clientPort}`, className: 'mono' }),
+        el('td', { text: formatSince(conn.openedAt), title: conn.openedAt }),
+        el('td', { text: formatBytes(conn.bytesSent), className: 'num' }),
+        el('td', { text: formatRate(conn.bytesPerSecond), className: 'num' }),
+      ]),
+    ),
+  );
+}
+
+const maxEventsShown = 200;
+
+/** Adds events to the log, newest first, skipping any already shown. */
+export function prependEvents(target: HTMLElement, events: EventRow[]): void {
+  for (const event of events) {
+    if (target.querySelector(`[data-event="${event.id}"]`)) continue;
+    const row = el('li', { attrs: { 'data-event': String(event.id), 'data-type': event.type } }, [
+      el('time', { text: formatTime(event.at), title: event.at }),
+      el('span', { text: event.type, className: `type ${event.type.split('.')[0]}` }),
+      el('span', { text: describeEvent(event), className: 'what' }),
+    ]);
+    const newer = [...target.children].find((child) => Number((child as HTMLElement).dataset.event) < event.id);
+    target.insertBefore(row, newer ?? null);
+  }
+  while (target.children.length > maxEventsShown) target.lastElementChild!.remove();
+}
+
+function describeEvent({ type, exportName, details }: EventRow): string {
+  const d = details as Record<string, unknown>;
+  const name = exportName ?? '';
+  switch (type) {
+    case 'export.created':
+      return `${name} → ${String(d.file)} (${formatBytes(Number(d.size))}${d.readonly ? ', read-only' : ''})`;
+    case 'export.removed':
+      return `${name}${d.force ? ', cutting live connections' : Number(d.liveConnections) > 0 ? `, ${String(d.liveConnections)} draining` : ''}`;
+    case 'connection.opened':
+      return `${String(d.client)}:${String(d.port)}`;
+    case 'connection.negotiated':
+      return `${String(d.client)} attached ${name}`;
+    case 'connection.closed':
+      return `${String(d.client)}${name ? ` left ${name}` : ''}: ${String(d.outcome)}, ${formatBytes(Number(d.bytesSent ?? 0))}${d.error ? ` (${String(d.error)})` : ''}`;
+    case 'connection.refused':
+      return `${String(d.client)}: ${String(d.reason)}`;
+    case 'connection.adopted':
+      return `${name} (pid ${String(d.pid)}) from an earlier run`;
+    case 'nbd-server.failed':
+      return String(d.reason);
+    default:
+      return name;
+  }
+}
