@@ -1,10 +1,8 @@
 #!/usr/bin/env node
-import fs from 'node:fs';
 import { ConfigError, parseCommandLine, usage } from './config.js';
 import { startDaemon } from './daemon.js';
 import { createLogger } from './log.js';
-
-const { version } = JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+import { version } from './version.js';
 
 function fail(message: string, exitCode: number): never {
   process.stderr.write(`nbdmux-server: ${message}\n`);
@@ -30,6 +28,7 @@ if (request.kind === 'version') {
 const { config } = request;
 const log = createLogger(config.logLevel);
 const daemon = await startDaemon(config, log).catch((err: Error) => fail(err.message, 1));
+stopOnSignals();
 log.info('nbdmux listening', {
   version,
   http: `${daemon.http.address}:${daemon.http.port}`,
@@ -39,15 +38,18 @@ log.info('nbdmux listening', {
   dataDir: config.dataDir,
 });
 
-let stopping = false;
-for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-  process.on(signal, () => {
-    if (stopping) return;
-    stopping = true;
-    log.info('stopping; live NBD connections keep being served', { signal });
-    daemon.close().then(
-      () => process.exit(0),
-      (err: Error) => fail(`error while stopping: ${err.message}`, 1),
-    );
-  });
+/** Installed before the ready line, so a supervisor that signals as soon as it sees it gets a clean stop. */
+function stopOnSignals(): void {
+  let stopping = false;
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(signal, () => {
+      if (stopping) return;
+      stopping = true;
+      log.info('stopping; live NBD connections keep being served', { signal });
+      daemon.close().then(
+        () => process.exit(0),
+        (err: Error) => fail(`error while stopping: ${err.message}`, 1),
+      );
+    });
+  }
 }

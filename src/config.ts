@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import path from 'node:path';
 import { z } from 'zod';
 import { logLevels } from './log.js';
+import { parseCidr } from './supervisor/allow-list.js';
 
 export const usage = `Usage: nbdmux-server --data-dir DIR [options]
 
@@ -16,9 +17,14 @@ Options (each also read from the environment variable shown; a flag wins):
   --nbd-server-bin PATH   nbd-server binary (default nbd-server)             NBDMUX_NBD_SERVER_BIN
   --image-root DIR        only files under DIR may be exported; repeatable    NBDMUX_IMAGE_ROOTS (a:b)
   --max-connections N     live NBD connections at most (default 256)         NBDMUX_MAX_CONNECTIONS
+  --nbd-allow CIDR        only these clients may use the NBD port; repeatable NBDMUX_NBD_ALLOW (a,b)
   --log-level LEVEL       debug, info, warn or error (default info)          NBDMUX_LOG_LEVEL
   --help                  print this help
   --version               print the version
+
+Environment only (never on the command line, where every user can read it):
+  NBDMUX_ADMIN_PASSWORD   when set, every control-plane request must authenticate
+  NBDMUX_SESSION_SECRET   signs session cookies (default: generated once into DATA_DIR/session-secret)
 `;
 
 const port = (flag: string) =>
@@ -43,6 +49,9 @@ const configSchema = z.object({
     .max(65536, '--max-connections must be at most 65536')
     .default(256),
   logLevel: z.enum(logLevels, { error: `--log-level must be one of ${logLevels.join(', ')}` }).default('info'),
+  nbdAllow: z.array(z.string().refine((cidr) => parseCidr(cidr) !== null, { error: (issue) => `--nbd-allow: not an IP address or CIDR range: ${String(issue.input)}` })).default([]),
+  adminPassword: z.string().min(1, 'NBDMUX_ADMIN_PASSWORD must not be empty (unset it to disable authentication)').optional(),
+  sessionSecret: z.string().min(32, 'NBDMUX_SESSION_SECRET must be at least 32 characters').optional(),
 });
 
 export type Config = z.infer<typeof configSchema>;
@@ -68,13 +77,15 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
         'nbd-server-bin': { type: 'string' },
         'image-root': { type: 'string', multiple: true },
         'max-connections': { type: 'string' },
+        'nbd-allow': { type: 'string', multiple: true },
         'log-level': { type: 'string' },
         help: { type: 'boolean' },
         version: { type: 'boolean' },
       },
     }));
   } catch (err) {
-    throw new ConfigError(`${(err as Error).message} (see --help)`);
+    // parseArgs explains some mistakes over several lines; an operator gets one.
+    throw new ConfigError(`${(err as Error).message.replace(/\s*\n\s*/g, ' ')} (see --help)`);
   }
   if (values.help) return { kind: 'help' };
   if (values.version) return { kind: 'version' };
@@ -91,6 +102,9 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
     imageRoots: values['image-root'] ?? envRoots,
     maxConnections: values['max-connections'] ?? env.NBDMUX_MAX_CONNECTIONS,
     logLevel: values['log-level'] ?? env.NBDMUX_LOG_LEVEL,
+    nbdAllow: values['nbd-allow'] ?? env.NBDMUX_NBD_ALLOW?.split(',').filter((cidr) => cidr.trim() !== ''),
+    adminPassword: env.NBDMUX_ADMIN_PASSWORD,
+    sessionSecret: env.NBDMUX_SESSION_SECRET,
   });
   if (!parsed.success) throw new ConfigError(parsed.error.issues[0]!.message);
   const config = parsed.data;

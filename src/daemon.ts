@@ -1,13 +1,17 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type net from 'node:net';
+import { AuthGate } from './auth/gate.js';
+import { loadSessionSecret } from './auth/secret.js';
 import type { Config } from './config.js';
 import { openDatabase, type Db } from './db/open.js';
 import { EventLog } from './events/event-log.js';
 import { ExportRegistry, servedExports } from './exports/registry.js';
 import type { Logger } from './log.js';
 import { startHttpServer, type HttpServer } from './server.js';
+import { AllowList } from './supervisor/allow-list.js';
 import { Supervisor } from './supervisor/index.js';
+import { version } from './version.js';
 
 export interface Daemon {
   http: net.AddressInfo;
@@ -22,6 +26,10 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
   if (config.imageRoots.length === 0) {
     log.warn('no --image-root set: any file nbdmux can read may be exported; set --image-root to confine exports');
   }
+  if (config.adminPassword === undefined) {
+    log.warn('NBDMUX_ADMIN_PASSWORD is not set: anyone who reaches the HTTP port can change exports');
+  }
+  const secret = config.adminPassword === undefined ? undefined : loadSessionSecret(config.dataDir, config.sessionSecret);
   const db = openDatabase(path.join(config.dataDir, 'state.db'));
   let supervisor: Supervisor | undefined;
   let http: HttpServer | undefined;
@@ -34,6 +42,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
         nbdPort: config.nbdPort,
         nbdBind: config.nbdBind,
         maxConnections: config.maxConnections,
+        nbdAllow: new AllowList(config.nbdAllow),
         db,
         events,
         log,
@@ -41,7 +50,9 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
       servedExports(db),
     );
     const registry = new ExportRegistry(db, supervisor, events, config.imageRoots);
-    http = await startHttpServer({ port: config.port, bind: config.bind, context: { registry, events, dataPlane: supervisor }, log });
+    const gate = new AuthGate(config.adminPassword, secret, events);
+    const context = { registry, events, dataPlane: supervisor, info: { version, authRequired: gate.required } };
+    http = await startHttpServer({ port: config.port, bind: config.bind, context, gate, log });
     const nbd = supervisor.address!;
     events.record('daemon.started', null, { http: http.address.port, nbd: nbd.port, pid: process.pid });
     const running = { http, supervisor };

@@ -1,12 +1,19 @@
 import http from 'node:http';
 import type net from 'node:net';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
+import { loginPage, type AuthGate } from './auth/gate.js';
+import { hasOwnOrigin } from './auth/origin.js';
+import { sendJsonError } from './http-reply.js';
 import type { Logger } from './log.js';
-import { maxBodyBytes } from './rest/json-body.js';
+import { maxBodyBytes } from './rest/body.js';
 import { handleRest } from './rest/routes.js';
 import { appRouter, type Context } from './router/index.js';
 import { serveWeb } from './web.js';
 import { attachWebSocket } from './websocket.js';
+
+/** Served without authentication: health for monitors, and the stylesheet of the login page. */
+const openPaths = new Set(['/healthz', '/style.css']);
+const safeMethods = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 export interface HttpServer {
   address: net.AddressInfo;
@@ -15,8 +22,14 @@ export interface HttpServer {
 }
 
 /** One port for everything a person or program asks of nbdmux: tRPC over HTTP and WebSocket, REST, the dashboard. */
-export async function startHttpServer(options: { port: number; bind: string | undefined; context: Context; log: Logger }): Promise<HttpServer> {
-  const { port, bind, context, log } = options;
+export async function startHttpServer(options: {
+  port: number;
+  bind: string | undefined;
+  context: Context;
+  gate: AuthGate;
+  log: Logger;
+}): Promise<HttpServer> {
+  const { port, bind, context, gate, log } = options;
   const trpc = createHTTPHandler({
     router: appRouter,
     basePath: '/trpc/',
@@ -29,20 +42,33 @@ export async function startHttpServer(options: { port: number; bind: string | un
 
   const server = http.createServer(async (req, res) => {
     const url = new URL(req.url ?? '/', 'http://nbdmux.invalid');
+    const method = req.method ?? 'GET';
     try {
+      if (method === 'POST' && url.pathname === '/login') return await gate.login(req, res);
+      if (method === 'POST' && url.pathname === '/logout') return gate.logout(req, res);
+      if (!openPaths.has(url.pathname)) {
+        const verdict = gate.check(req);
+        if (!verdict.ok) {
+          if (url.pathname === '/' && verdict.status === 401) return loginPage(res);
+          const headers: Record<string, string> = verdict.status === 429 ? { 'retry-after': String(verdict.retryAfterSeconds) } : { 'www-authenticate': 'Bearer realm="nbdmux"' };
+          return sendJsonError(res, url.pathname, verdict.status, verdict.status === 429 ? 'TOO_MANY_REQUESTS' : 'UNAUTHORIZED', verdict.message, headers);
+        }
+        // A browser sends the cookie with requests any site makes; only our own pages may act with it.
+        if (verdict.identity.via === 'cookie' && !safeMethods.has(method) && !hasOwnOrigin(req)) {
+          return sendJsonError(res, url.pathname, 403, 'FORBIDDEN', 'cross-site request refused: act from the nbdmux dashboard itself');
+        }
+      }
       if (url.pathname.startsWith('/trpc/')) return trpc(req, res);
       if (await handleRest(req, res, url, context, log)) return;
       if (await serveWeb(req, res, url.pathname)) return;
-      res.writeHead(404, { 'content-type': 'application/json' });
-      res.end(`${JSON.stringify({ error: { code: 'NOT_FOUND', message: `nothing at ${url.pathname}; see GET /exports` } })}\n`);
+      sendJsonError(res, url.pathname, 404, 'NOT_FOUND', `nothing at ${url.pathname}; see GET /exports`);
     } catch (err) {
-      log.error('request failed', { method: req.method, path: url.pathname, error: String(err) });
-      if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json' });
-      res.end(`${JSON.stringify({ error: { code: 'INTERNAL_SERVER_ERROR', message: 'internal error; the daemon log has the details' } })}\n`);
+      log.error('request failed', { method, path: url.pathname, error: String(err) });
+      sendJsonError(res, url.pathname, 500, 'INTERNAL_SERVER_ERROR', 'internal error; the daemon log has the details');
     }
   });
 
-  const webSocket = attachWebSocket(server, context, log);
+  const webSocket = attachWebSocket(server, context, gate, log);
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {

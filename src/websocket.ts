@@ -2,8 +2,10 @@ import type http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { applyWSSHandler } from '@trpc/server/adapters/ws';
 import { WebSocketServer } from 'ws';
+import type { AuthGate } from './auth/gate.js';
+import { hasOwnOrigin, isCrossSite } from './auth/origin.js';
 import type { Logger } from './log.js';
-import { maxBodyBytes } from './rest/json-body.js';
+import { maxBodyBytes } from './rest/body.js';
 import { appRouter, type Context } from './router/index.js';
 
 export const webSocketPath = '/trpc';
@@ -13,7 +15,7 @@ const closeGraceMs = 1000;
  * tRPC over WebSocket on the HTTP server's own port, at /trpc only. Upgrades are routed here
  * rather than by the adapter's prefix option, which leaves a wrong-path socket open.
  */
-export function attachWebSocket(server: http.Server, context: Context, log: Logger): { close(): Promise<void> } {
+export function attachWebSocket(server: http.Server, context: Context, gate: AuthGate, log: Logger): { close(): Promise<void> } {
   const wss = new WebSocketServer({ noServer: true, maxPayload: maxBodyBytes });
   const handler = applyWSSHandler({
     wss,
@@ -28,8 +30,15 @@ export function attachWebSocket(server: http.Server, context: Context, log: Logg
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     const { pathname } = new URL(req.url ?? '/', 'http://nbdmux.invalid');
     if (pathname !== webSocketPath && pathname !== `${webSocketPath}/`) return refuse(socket, 404, `WebSocket is served at ${webSocketPath} only`);
-    if (!isSameOrigin(req)) return refuse(socket, 403, 'cross-origin WebSocket refused');
-    wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+    const verdict = gate.check(req);
+    if (!verdict.ok) return refuse(socket, verdict.status, verdict.message);
+    // Browsers always send Origin on a WebSocket, and a page from elsewhere must not drive the control plane.
+    const crossSite = verdict.identity.via === 'cookie' ? !hasOwnOrigin(req) : isCrossSite(req);
+    if (crossSite) return refuse(socket, 403, 'cross-origin WebSocket refused');
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      if (verdict.identity.via === 'cookie') gate.trackSocket(verdict.identity.session, ws);
+      wss.emit('connection', ws, req);
+    });
   });
 
   return {
@@ -43,17 +52,6 @@ export function attachWebSocket(server: http.Server, context: Context, log: Logg
       await new Promise<void>((resolve) => wss.close(() => resolve()));
     },
   };
-}
-
-/** Browsers always send Origin on a WebSocket; a page from elsewhere must not drive the control plane. */
-function isSameOrigin(req: http.IncomingMessage): boolean {
-  const origin = req.headers.origin;
-  if (origin === undefined) return true;
-  try {
-    return new URL(origin).host === req.headers.host;
-  } catch {
-    return false;
-  }
 }
 
 function refuse(socket: Duplex, status: number, reason: string): void {

@@ -23,6 +23,9 @@ describe('the dashboard in a real browser', () => {
     page = await browser.context.newPage();
     await page.goto(daemon.url);
     await page.waitForSelector('body[data-link="up"]');
+    // No admin password in this daemon: the page must say that anyone can change exports.
+    await page.locator('#open-banner').waitFor({ state: 'visible' });
+    expect(await page.locator('#logout').isVisible()).toBe(false);
   });
   afterAll(async () => {
     await browser?.close();
@@ -38,7 +41,10 @@ describe('the dashboard in a real browser', () => {
     await exportRow('debian').waitFor({ timeout: 1000 });
     console.log(`REST create to row in the page: ${Date.now() - sent} ms`);
     await expect(exportRow('debian').locator('td').nth(2).textContent()).resolves.toBe('3.0 MiB');
-    await expect(exportRow('debian').locator('.attach code').textContent()).resolves.toBe(`nbd-client 127.0.0.1 ${daemon.nbdPort} -N debian /dev/nbd0`);
+    await expect(exportRow('debian').locator('.attach code').allTextContents()).resolves.toEqual([
+      `nbd-client 127.0.0.1 ${daemon.nbdPort} -N debian /dev/nbd0`,
+      `nbdroot=127.0.0.1:${daemon.nbdPort}/debian`,
+    ]);
     await page.locator('#events li[data-type="export.created"]').first().waitFor({ timeout: 1000 });
   });
 

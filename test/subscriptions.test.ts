@@ -5,7 +5,7 @@ import type { EventRow } from '../src/db/schema.js';
 import type { StatusSnapshot } from '../src/status/snapshot.js';
 import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
 import { makeImage, startSlowReader } from './helpers/nbd.js';
-import { trpcClient, trpcWsClient } from './helpers/trpc.js';
+import { trpcClient } from './helpers/trpc.js';
 
 describe('live subscriptions over WebSocket', () => {
   let daemon: RunningDaemon;
@@ -19,10 +19,9 @@ describe('live subscriptions over WebSocket', () => {
   afterAll(() => killEverything([daemon.dataDir]));
 
   function collectEvents(lastEventId?: string) {
-    const { client, close } = trpcWsClient(daemon.url);
     const events: Array<{ id: string; data: EventRow }> = [];
-    const subscription = client.events.stream.subscribe({ lastEventId }, { onData: (e) => events.push(e as never) });
-    return { events, stop: () => (subscription.unsubscribe(), close()) };
+    const subscription = trpcClient(daemon.url).events.stream.subscribe({ lastEventId }, { onData: (e) => events.push(e as never) });
+    return { events, stop: () => subscription.unsubscribe() };
   }
 
   it('streams each event as it happens', async () => {
@@ -61,7 +60,7 @@ describe('live subscriptions over WebSocket', () => {
   });
 
   it('sends a status snapshot on subscribe, then live connections with their bytes', async () => {
-    const { client, close } = trpcWsClient(daemon.url);
+    const client = trpcClient(daemon.url);
     const snapshots: StatusSnapshot[] = [];
     const subscription = client.status.stream.subscribe(undefined, { onData: (s) => snapshots.push(s as never) });
     const first = await waitFor('the first snapshot', () => snapshots[0]);
@@ -79,11 +78,10 @@ describe('live subscriptions over WebSocket', () => {
     await reader.finish();
     await waitFor('a snapshot without the reader', () => (snapshots.at(-1)!.connections.length === 0 ? true : undefined));
     subscription.unsubscribe();
-    close();
   });
 
   it('leaves no listener behind after 100 subscribe/unsubscribe cycles', async () => {
-    const { client, close } = trpcWsClient(daemon.url);
+    const client = trpcClient(daemon.url);
     for (let i = 0; i < 100; i++) {
       let started!: () => void;
       const ready = new Promise<void>((resolve) => (started = resolve));
@@ -93,7 +91,6 @@ describe('live subscriptions over WebSocket', () => {
       events.unsubscribe();
       status.unsubscribe();
     }
-    close();
     const stats = await waitFor('every listener to be released', async () => {
       const current = await trpcClient(daemon.url).system.stats.query();
       return current.eventListeners === 0 ? current : undefined;

@@ -13,6 +13,10 @@ export const exportsTable = sqliteTable(
     name: text('name').notNull(),
     file: text('file').notNull(),
     readonly: integer('readonly', { mode: 'boolean' }).notNull(),
+    /** Each connection writes to its own diff file (nbd-server copyonwrite); the image is never written. */
+    cow: integer('cow', { mode: 'boolean' }).notNull().default(false),
+    /** Client addresses (CIDR) that may use this export; empty: every client the NBD port admits. */
+    allow: text('allow', { mode: 'json' }).$type<string[]>().notNull().default(sql`'[]'`),
     size: integer('size').notNull(),
     createdAt: text('created_at').notNull(),
     removedAt: text('removed_at'),
@@ -38,6 +42,8 @@ export const connectionsTable = sqliteTable(
     exitCode: integer('exit_code'),
     signal: text('signal'),
     bytesSent: integer('bytes_sent').notNull().default(0),
+    /** Size of a copy-on-write connection's diff file when last seen; null when it has none. */
+    cowDiffBytes: integer('cow_diff_bytes'),
     error: text('error'),
   },
   (t) => [index('connections_open').on(t.closedAt)],

@@ -13,7 +13,10 @@ export type EventType =
   | 'connection.closed'
   | 'connection.refused'
   | 'connection.adopted'
-  | 'nbd-server.failed';
+  | 'nbd-server.failed'
+  | 'auth.login-succeeded'
+  | 'auth.login-failed'
+  | 'auth.logout';
 
 /** Every event is written to the events table first, then announced to live listeners. */
 export class EventLog extends EventEmitter<{ event: [EventRow] }> {

@@ -54,7 +54,8 @@ async function isUnderAnyRoot(realPath: string, imageRoots: readonly string[]): 
     const realRoot = await fs.realpath(root).catch(() => null);
     if (realRoot === null) continue;
     const relative = path.relative(realRoot, realPath);
-    if (relative !== '' && !relative.startsWith('..') && !path.isAbsolute(relative)) return true;
+    const outside = relative === '' || relative === '..' || relative.startsWith(`..${path.sep}`) || path.isAbsolute(relative);
+    if (!outside) return true;
   }
   return false;
 }

@@ -1,29 +1,51 @@
 import path from 'node:path';
 import { z } from 'zod';
+import { parseCidr } from '../supervisor/allow-list.js';
 import { configSafePathPattern, exportNamePattern, isReservedExportName } from '../supervisor/nbd-config.js';
 
 /** Every control-plane input about exports, defined once: the router validates with these, clients infer from them. */
+/** A missing field and a field of the wrong type call for different fixes. */
+const requiredString = { error: (issue: { input: unknown }) => (issue.input === undefined ? 'is required' : 'must be a string') };
+
 export const exportName = z
-  .string({ error: 'must be a string' })
+  .string(requiredString)
   .regex(exportNamePattern, {
     message: "must be 1 to 64 characters of A-Z a-z 0-9 '.' '_' '-', starting with a letter or digit",
     abort: true,
   })
-  .refine((name) => !isReservedExportName(name), "'generic' and names starting with '__' are reserved; choose another name");
+  // The pattern already refuses '__' names; 'generic' would clash with nbd-server's own section.
+  .refine((name) => !isReservedExportName(name), "'generic' is reserved by nbd-server; choose another name");
 
 export const imagePath = z
-  .string({ error: 'must be a string' })
+  .string(requiredString)
   .refine((file) => path.isAbsolute(file), { message: 'must be an absolute path (starting with /)', abort: true })
   .refine(
     (file) => configSafePathPattern.test(file),
     "may only contain A-Z a-z 0-9 '.' '_' '/' '+' '-': nbd-server's config would misread other characters; rename the file",
   );
 
-export const createExportInput = z.strictObject({
-  name: exportName,
-  file: imagePath,
-  readonly: z.boolean({ error: 'must be true or false' }).default(true),
-});
+export const createExportInput = z
+  .strictObject({
+    name: exportName,
+    file: imagePath,
+    /** The image file is never written. */
+    readonly: z.boolean({ error: 'must be true or false' }).default(true),
+    /** Every connection gets its own private writable view; its writes vanish when it ends. */
+    cow: z.boolean({ error: 'must be true or false' }).default(false),
+    /** Only clients from these addresses may use the export; empty: everyone the NBD port admits. */
+    allow: z
+      .array(z.string(requiredString).refine((cidr) => parseCidr(cidr) !== null, 'must be an IP address or CIDR range, e.g. 10.1.0.0/16'), {
+        error: 'must be a list of IP addresses or CIDR ranges',
+      })
+      .max(64, 'at most 64 ranges')
+      .default([]),
+  })
+  // A cow export keeps the image read-only by definition: readonly false would ask for the opposite.
+  .refine((input) => !(input.cow && !input.readonly), {
+    path: ['cow'],
+    message:
+      'a copy-on-write export never writes its image, so it cannot be "readonly": false; drop "readonly" (clients still get a private writable view) or drop "cow" to let clients write the image itself',
+  });
 
 export const exportByNameInput = z.strictObject({ name: exportName });
 

@@ -1,7 +1,8 @@
 import { and, asc, eq, inArray, isNull, isNotNull, or } from 'drizzle-orm';
 import type { Db } from '../db/open.js';
 import { exportsTable, type ExportRow } from '../db/schema.js';
-import { conflict, notFound } from '../errors.js';
+import { badInput, conflict, notFound } from '../errors.js';
+import { configSafePathPattern } from '../supervisor/nbd-config.js';
 import type { EventLog } from '../events/event-log.js';
 import type { ConnectionTable, ServedExport } from '../supervisor/index.js';
 import { inspectImage } from './image-file.js';
@@ -27,13 +28,15 @@ export interface RemovalResult {
 /** What the registry needs from the data plane. */
 export interface DataPlane {
   applyExports(exports: readonly ServedExport[]): void;
+  /** Where copy-on-write diffs go: nbd-server's config must be able to name it. */
+  readonly cowDir: string;
   readonly connections: Pick<ConnectionTable, 'countByExport' | 'kill'>;
 }
 
 /** The exports every new NBD connection may choose from. */
 export function servedExports(db: Pick<Db, 'select'>): ServedExport[] {
   return db
-    .select({ id: exportsTable.id, name: exportsTable.name, file: exportsTable.file, readonly: exportsTable.readonly })
+    .select({ id: exportsTable.id, name: exportsTable.name, file: exportsTable.file, readonly: exportsTable.readonly, cow: exportsTable.cow, allow: exportsTable.allow })
     .from(exportsTable)
     .where(isNull(exportsTable.removedAt))
     .orderBy(asc(exportsTable.name))
@@ -73,13 +76,16 @@ export class ExportRegistry {
 
   async create(input: CreateExportInput): Promise<ExportView> {
     this.refuseTakenName(input.name);
+    if (input.cow && !configSafePathPattern.test(this.dataPlane.cowDir)) {
+      throw badInput('cow', `copy-on-write diffs go to ${this.dataPlane.cowDir}, a path nbd-server's config would misread; run nbdmux with a data dir of A-Z a-z 0-9 . _ / + - only`);
+    }
     const image = await inspectImage(input.file, this.imageRoots, input.readonly);
     let row: ExportRow;
     try {
       row = this.db.transaction((tx) => {
         const inserted = tx
           .insert(exportsTable)
-          .values({ name: input.name, file: image.realPath, readonly: input.readonly, size: image.size, createdAt: new Date().toISOString() })
+          .values({ name: input.name, file: image.realPath, readonly: input.readonly, cow: input.cow, allow: input.allow, size: image.size, createdAt: new Date().toISOString() })
           .returning()
           .get();
         this.dataPlane.applyExports(servedExports(tx));
@@ -90,7 +96,7 @@ export class ExportRegistry {
       if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') this.refuseTakenName(input.name);
       throw err;
     }
-    this.events.record('export.created', row.name, { id: row.id, file: row.file, readonly: row.readonly, size: row.size });
+    this.events.record('export.created', row.name, { id: row.id, file: row.file, readonly: row.readonly, cow: row.cow, allow: row.allow, size: row.size });
     return toView(row, new Map());
   }
 

@@ -4,7 +4,7 @@ import { getHTTPStatusCodeFromError } from '@trpc/server/http';
 import { badInput, describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { createCaller, type Context } from '../router/index.js';
-import { readJsonBody } from './json-body.js';
+import { readJsonBody } from './body.js';
 
 type Caller = ReturnType<typeof createCaller>;
 type Reply = { status: number; json?: unknown; text?: string; headers?: Record<string, string> };
@@ -32,8 +32,12 @@ export async function handleRest(req: http.IncomingMessage, res: http.ServerResp
     const error = getTRPCErrorFromUnknown(cause);
     if (error.code === 'INTERNAL_SERVER_ERROR') log.error('request failed', { method, path: url.pathname, error: String(error.cause ?? error) });
     reply = { status: getHTTPStatusCodeFromError(error), json: { error: describeError(error) } };
-    // A body we refused to read must not be read as the next request.
-    if (reply.status === 413 || reply.status === 415) reply.headers = { connection: 'close' };
+    if (reply.status === 413 || reply.status === 415) {
+      // A body we refused must not be parsed as the next request; reading it to the end (and
+      // discarding it) lets the client receive this answer instead of a reset.
+      reply.headers = { connection: 'close' };
+      req.resume();
+    }
   }
   send(res, reply);
   return true;

@@ -4,6 +4,9 @@ export const systemRouter = router({
   /** Whether new NBD clients can be served right now, and if not, why. */
   health: publicProcedure.query(({ ctx }) => ctx.dataPlane.health()),
 
+  /** What the dashboard needs to know about this daemon. */
+  info: publicProcedure.query(({ ctx }) => ctx.info),
+
   /** The daemon's own footprint: memory, uptime, and how many live event listeners subscriptions hold. */
   stats: publicProcedure.query(({ ctx }) => ({
     rssBytes: process.memoryUsage().rss,

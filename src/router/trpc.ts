@@ -8,6 +8,7 @@ import type { ConnectionTable, DataPlaneHealth } from '../supervisor/index.js';
 export interface Context {
   registry: ExportRegistry;
   events: EventLog;
+  info: { version: string; authRequired: boolean };
   dataPlane: { health(): Promise<DataPlaneHealth>; connections: Pick<ConnectionTable, 'recent'>; maxConnections: number };
 }
 

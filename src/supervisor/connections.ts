@@ -1,7 +1,9 @@
+import fs from 'node:fs';
 import { desc, eq, isNull } from 'drizzle-orm';
 import type { Db } from '../db/open.js';
 import { connectionsTable, exportsTable, type ConnectionRow } from '../db/schema.js';
 import type { EventLog } from '../events/event-log.js';
+import { listCowDiffs } from './cow-diffs.js';
 import { isRunning, readBytesWritten, readStartTicks } from './proc.js';
 
 export type Outcome = NonNullable<ConnectionRow['outcome']>;
@@ -19,6 +21,8 @@ export interface LiveConnection {
   /** Send rate over the last refresh interval. */
   bytesPerSecond: number;
   sampledAt: number | null;
+  /** Size of its copy-on-write diff file; null while it has none (not a cow export, not negotiated yet). */
+  cowDiffBytes: number | null;
   /** Served by a process an earlier nbdmux started: not our child, so its end is seen in /proc. */
   readonly adopted: boolean;
   killRequested: boolean;
@@ -44,6 +48,7 @@ export class ConnectionTable {
   constructor(
     private readonly db: Db,
     private readonly events: EventLog,
+    private readonly cowDir: string,
   ) {}
 
   get size(): number {
@@ -66,7 +71,7 @@ export class ConnectionTable {
       .all();
     return rows.map(({ connection: { pidStartTicks: _ticks, ...row }, exportName }) => {
       const live = this.live.get(row.id);
-      return { ...row, exportName, live: live !== undefined, bytesSent: live?.bytesSent ?? row.bytesSent, bytesPerSecond: live?.bytesPerSecond ?? 0 };
+      return { ...row, exportName, live: live !== undefined, bytesSent: live?.bytesSent ?? row.bytesSent, bytesPerSecond: live?.bytesPerSecond ?? 0, cowDiffBytes: live?.cowDiffBytes ?? row.cowDiffBytes };
     });
   }
 
@@ -117,6 +122,8 @@ export class ConnectionTable {
   close(conn: LiveConnection, details: CloseDetails): void {
     if (!this.live.delete(conn.id)) return;
     if (conn.pid !== null) conn.bytesSent = readBytesWritten(conn.pid) ?? conn.bytesSent;
+    // nbd-server removes its diff on a clean end; a killed or crashed one leaves it behind.
+    if (conn.pid !== null && !this.list().some((other) => other.pid === conn.pid)) this.removeDiff(conn);
     const closedAt = new Date().toISOString();
     this.db
       .update(connectionsTable)
@@ -127,6 +134,7 @@ export class ConnectionTable {
         signal: details.signal ?? null,
         error: details.error ?? null,
         bytesSent: conn.bytesSent,
+        cowDiffBytes: conn.cowDiffBytes,
       })
       .where(eq(connectionsTable.id, conn.id))
       .run();
@@ -167,12 +175,14 @@ export class ConnectionTable {
 
   /** Samples bytes sent by every live process, and closes adopted ones whose process is gone. */
   refresh(): void {
+    const diffs = listCowDiffs(this.cowDir);
     for (const conn of this.live.values()) {
       if (conn.pid === null) continue;
       if (conn.adopted && !isRunning({ pid: conn.pid, startTicks: conn.pidStartTicks ?? -1 })) {
         this.close(conn, { outcome: conn.killRequested ? 'killed' : 'closed' });
         continue;
       }
+      conn.cowDiffBytes = diffs.get(conn.pid)?.bytes ?? conn.cowDiffBytes;
       const bytes = readBytesWritten(conn.pid);
       if (bytes === null) continue;
       const now = Date.now();
@@ -192,12 +202,21 @@ export class ConnectionTable {
         process.kill(conn.pid, 'SIGKILL');
         conn.killRequested = true;
         killed++;
+        this.removeDiff(conn);
       } catch {
         // Already gone: its close is on its way.
       }
     }
     this.refresh();
     return killed;
+  }
+
+  /** Removes the diff a killed serving process leaves, keeping its last size for the record. */
+  private removeDiff(conn: LiveConnection): void {
+    const diff = conn.pid === null ? undefined : listCowDiffs(this.cowDir).get(conn.pid);
+    if (!diff) return;
+    conn.cowDiffBytes = diff.bytes;
+    fs.rmSync(diff.path, { force: true });
   }
 
   private exportName(exportId: number | null): string | null {
@@ -219,6 +238,7 @@ function fromRow(row: ConnectionRow, adopted: boolean): LiveConnection {
     bytesSent: row.bytesSent,
     bytesPerSecond: 0,
     sampledAt: null,
+    cowDiffBytes: row.cowDiffBytes,
     adopted,
     killRequested: false,
   };

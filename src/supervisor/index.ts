@@ -4,7 +4,12 @@ import path from 'node:path';
 import type { Db } from '../db/open.js';
 import type { EventLog } from '../events/event-log.js';
 import type { Logger } from '../log.js';
-import { ConnectionTable } from './connections.js';
+import { eq } from 'drizzle-orm';
+import { exportsTable } from '../db/schema.js';
+import { AllowList } from './allow-list.js';
+import { ConnectionTable, type LiveConnection } from './connections.js';
+import { prepareCowDir, removeLeftoverCowDiffs } from './cow-diffs.js';
+import { configEnablesTls, detectFastStart, type FastStart } from './fast-start.js';
 import { renderNbdServerConfig, writeFileAtomically, type ServedExport } from './nbd-config.js';
 import { probeNbdServer } from './nbd-server-binary.js';
 import { nbdServerGreets } from './self-test.js';
@@ -19,6 +24,7 @@ export interface SupervisorOptions {
   nbdPort: number;
   nbdBind: string | undefined;
   maxConnections: number;
+  nbdAllow: AllowList;
   db: Db;
   events: EventLog;
   log: Logger;
@@ -31,6 +37,9 @@ export interface DataPlaneHealth {
   nbdAddress: string | null;
   nbdPort: number | null;
   nbdServerVersion: string | null;
+  /** nbd-server processes start with the fast-start shim; when not, fastStartReason says why. */
+  fastStart: boolean;
+  fastStartReason: string | null;
 }
 
 const refreshIntervalMs = 1000;
@@ -44,24 +53,34 @@ const probeCacheMs = 2000;
 export class Supervisor {
   readonly connections: ConnectionTable;
   readonly configPath: string;
+  /** Where copy-on-write connections keep their diff files. */
+  readonly cowDir: string;
   private readonly server: net.Server;
   private readonly spawner: Spawner;
   private readonly refreshTimer: NodeJS.Timeout;
   private startFailure: string | null = null;
+  private configEnablesTls = false;
+  /** Copied once: reading process.env is slow, and spawn would copy it at every start. */
+  private readonly plainEnv: NodeJS.ProcessEnv = { ...process.env };
+  private readonly fastStartEnv: NodeJS.ProcessEnv | null;
   private probe: { at: number; result: Promise<string> };
   private recoveryCheck: { at: number; result: Promise<void> } | null = null;
 
   private constructor(
     private readonly options: SupervisorOptions,
     version: string,
+    private readonly fastStart: FastStart,
   ) {
     const { db, events, log } = options;
     this.configPath = path.join(options.dataDir, 'nbd-server.conf');
+    this.cowDir = path.join(options.dataDir, 'cow');
     this.probe = { at: Date.now(), result: Promise.resolve(version) };
-    this.connections = new ConnectionTable(db, events);
+    this.fastStartEnv = fastStart.enabled ? { ...this.plainEnv, ...fastStart.env } : null;
+    this.connections = new ConnectionTable(db, events, this.cowDir);
     this.spawner = new Spawner({
       bin: options.nbdServerBin,
       configPath: this.configPath,
+      env: () => this.nbdServerEnv(),
       maxConcurrentStarts: 2 * os.availableParallelism(),
       table: this.connections,
       log,
@@ -73,6 +92,7 @@ export class Supervisor {
       onNegotiated: () => {
         this.startFailure = null;
       },
+      admit: (conn, exportId) => this.admits(conn, exportId),
     });
     this.server = net.createServer({ pauseOnConnect: true }, (socket) => this.accept(socket));
     this.refreshTimer = setInterval(() => this.connections.refresh(), refreshIntervalMs).unref();
@@ -81,10 +101,17 @@ export class Supervisor {
   /** Checks the binary, writes the config, adopts surviving connections, then listens. */
   static async start(options: SupervisorOptions, exports: readonly ServedExport[]): Promise<Supervisor> {
     const version = await probeNbdServer(options.nbdServerBin);
-    const supervisor = new Supervisor(options, version);
+    const fastStart = await detectFastStart(options.nbdServerBin);
+    if (!fastStart.enabled) options.log.warn('fast start off: nbd-server runs without the shim that skips its unused DH parameters', { reason: fastStart.reason });
+    const supervisor = new Supervisor(options, version, fastStart);
+    prepareCowDir(supervisor.cowDir);
     supervisor.applyExports(exports);
     const { adopted, ended } = supervisor.connections.adoptSurvivors();
     if (adopted + ended > 0) options.log.info('found connections of an earlier run', { adopted, ended });
+    // Diffs of serving processes killed while no nbdmux watched; adopted ones keep theirs.
+    const livePids = new Set(supervisor.connections.list().flatMap((conn) => (conn.pid === null ? [] : [conn.pid])));
+    const leftovers = removeLeftoverCowDiffs(supervisor.cowDir, livePids);
+    if (leftovers > 0) options.log.info('removed copy-on-write diffs left by killed processes', { count: leftovers });
     try {
       await supervisor.listen();
     } catch (err) {
@@ -96,7 +123,13 @@ export class Supervisor {
 
   /** Makes `exports` the set every new connection sees. Synchronous, so callers can keep it in step with a transaction. */
   applyExports(exports: readonly ServedExport[]): void {
-    writeFileAtomically(this.configPath, renderNbdServerConfig(exports));
+    const text = renderNbdServerConfig(exports, this.cowDir);
+    writeFileAtomically(this.configPath, text);
+    this.configEnablesTls = configEnablesTls(text);
+  }
+
+  get maxConnections(): number {
+    return this.options.maxConnections;
   }
 
   get address(): net.AddressInfo | null {
@@ -132,6 +165,8 @@ export class Supervisor {
       nbdAddress: address?.address ?? null,
       nbdPort: address?.port ?? null,
       nbdServerVersion: version,
+      fastStart: this.fastStartOffReason() === null,
+      fastStartReason: this.fastStartOffReason(),
     };
   }
 
@@ -143,17 +178,36 @@ export class Supervisor {
     await closed;
   }
 
+  /** Judged on the export's stored allow list, so it holds for exports removed since the process started too. */
+  private admits(conn: LiveConnection, exportId: number): boolean {
+    const row = this.options.db
+      .select({ name: exportsTable.name, allow: exportsTable.allow })
+      .from(exportsTable)
+      .where(eq(exportsTable.id, exportId))
+      .get();
+    if (!row) return false;
+    if (row.allow.length === 0 || new AllowList(row.allow).allows(conn.clientAddress)) return true;
+    this.options.events.record('connection.refused', row.name, {
+      client: conn.clientAddress,
+      port: conn.clientPort,
+      reason: `${conn.clientAddress} is not in the allow list of export ${row.name}`,
+    });
+    return false;
+  }
+
   private accept(socket: net.Socket): void {
     const client = socket.remoteAddress ?? 'unknown';
     const port = socket.remotePort ?? 0;
-    if (this.connections.size >= this.options.maxConnections) {
+    const refusal = !this.options.nbdAllow.allows(client)
+      ? `${client} is not in --nbd-allow`
+      : this.connections.size >= this.options.maxConnections
+        ? `the connection limit (${this.options.maxConnections}) is reached`
+        : null;
+    if (refusal !== null) {
+      // Closed before any nbd-server starts: the client learns nothing, not even the export list.
       socket.on('error', () => {});
       socket.destroy();
-      this.options.events.record('connection.refused', null, {
-        client,
-        port,
-        reason: `the connection limit (${this.options.maxConnections}) is reached`,
-      });
+      this.options.events.record('connection.refused', null, { client, port, reason: refusal });
       return;
     }
     this.spawner.enqueue(socket, this.connections.open(client, port));
@@ -173,9 +227,19 @@ export class Supervisor {
   /** After a failed start, a real nbd-server start decides whether it works again (at most one every 2 s). */
   private checkRecovered(): Promise<void> {
     if (this.recoveryCheck === null || Date.now() - this.recoveryCheck.at > probeCacheMs) {
-      this.recoveryCheck = { at: Date.now(), result: nbdServerGreets(this.options.nbdServerBin, this.configPath) };
+      this.recoveryCheck = { at: Date.now(), result: nbdServerGreets(this.options.nbdServerBin, this.configPath, this.nbdServerEnv()) };
     }
     return this.recoveryCheck.result;
+  }
+
+  private fastStartOffReason(): string | null {
+    const { fastStart } = this;
+    if (!fastStart.enabled) return fastStart.reason;
+    return this.configEnablesTls ? 'the nbd-server config enables TLS, which may use the DH parameters the shim skips' : null;
+  }
+
+  private nbdServerEnv(): NodeJS.ProcessEnv {
+    return this.fastStartEnv !== null && !this.configEnablesTls ? this.fastStartEnv : this.plainEnv;
   }
 
   private probeCached(): Promise<string> {

@@ -34,6 +34,11 @@ export function isRunning({ pid, startTicks }: ProcessIdentity): boolean {
   return stat !== null && stat.startTicks === startTicks && stat.state !== 'Z' && stat.state !== 'X';
 }
 
+/** True while the process runs or waits only for a CPU (state R), as opposed to sleeping on I/O. */
+export function isOnCpu(pid: number): boolean {
+  return readStat(pid)?.state === 'R';
+}
+
 /** Bytes the process has written (to the client socket, almost all of it); null once it is gone. */
 export function readBytesWritten(pid: number): number | null {
   try {

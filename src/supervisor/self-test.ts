@@ -8,7 +8,7 @@ const greeting = Buffer.from('NBDMAGIC');
  * loopback connection, and waits for its NBD greeting. Costs one nbd-server start, so it runs
  * only to confirm recovery after failures.
  */
-export function nbdServerGreets(bin: string, configPath: string, timeoutMs = 10_000): Promise<void> {
+export function nbdServerGreets(bin: string, configPath: string, env: NodeJS.ProcessEnv, timeoutMs = 10_000): Promise<void> {
   const listener = net.createServer({ pauseOnConnect: true });
   let client: net.Socket | undefined;
   const finished = new Promise<void>((resolve, reject) => {
@@ -19,7 +19,7 @@ export function nbdServerGreets(bin: string, configPath: string, timeoutMs = 10_
       else resolve();
     };
     listener.on('connection', (socket) => {
-      const child = spawn(bin, ['-d', '-C', configPath], { stdio: [socket, socket, 'pipe'] });
+      const child = spawn(bin, ['-d', '-C', configPath], { stdio: [socket, socket, 'pipe'], env });
       socket.destroy();
       let stderr = '';
       child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));

@@ -1,8 +1,10 @@
 import { spawn } from 'node:child_process';
 import type net from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { Logger } from '../log.js';
 import type { ConnectionTable, LiveConnection } from './connections.js';
 import { reportFd } from './nbd-config.js';
+import { isOnCpu } from './proc.js';
 
 /**
  * Ways a client ends a session before choosing an export (listing, an unknown name, a port
@@ -10,25 +12,35 @@ import { reportFd } from './nbd-config.js';
  */
 const clientEndedEarly = /terminated by client|Negotiation failed|Connection dropped|Connection reset|Read failed|Write failed|Broken pipe/;
 
-/** A start counts against the bound until the export is chosen, the process ends, or this long. */
-const startSlotMs = 3000;
+/**
+ * A start counts against the bound until the export is chosen or the process ends. Past this
+ * long it keeps counting only while the process is busy on the CPU (DH parameters without the
+ * fast-start shim take 0.1-0.4 s, longer on a loaded machine): a start merely waiting for a
+ * slow or idle client frees its slot, a still-computing one never lets the next pile on.
+ */
+const startSlotMs = 500;
 const stderrKeepBytes = 2048;
 
 export interface SpawnerOptions {
   bin: string;
   configPath: string;
+  /** Environment of each nbd-server process (fast start preloads its shim there); read at each start. */
+  env: () => NodeJS.ProcessEnv;
   maxConcurrentStarts: number;
   table: ConnectionTable;
   log: Logger;
   onStartFailed: (conn: LiveConnection, reason: string) => void;
   onNegotiated: () => void;
+  /** Whether this client may use the export it chose (its allow list); a refusal is the caller's to record. */
+  admit: (conn: LiveConnection, exportId: number) => boolean;
 }
 
 /**
  * Runs one nbd-server per connection in inetd mode (the accepted socket as its stdin and
- * stdout), a few starts at a time: each start burns CPU on TLS parameters, so a boot storm
- * waits in line instead of thrashing. Processes run in their own session so that they outlive
- * nbdmux: a netbooted machine must not lose its root disk when the daemon restarts.
+ * stdout), a few starts at a time: a start is CPU work (0.1-0.4 s of it without the fast-start
+ * shim, see fast-start.ts), so a boot storm waits in line instead of thrashing. Processes run
+ * in their own session so that they outlive nbdmux: a netbooted machine must not lose its root
+ * disk when the daemon restarts.
  */
 export class Spawner {
   private starting = 0;
@@ -58,7 +70,11 @@ export class Spawner {
         this.starting--;
         this.startWaiting();
       };
-      const timer = setTimeout(release, startSlotMs);
+      const expire = () => {
+        if (conn.pid !== null && isOnCpu(conn.pid)) timer = setTimeout(expire, startSlotMs);
+        else release();
+      };
+      let timer = setTimeout(expire, startSlotMs);
       this.start(socket, conn, release);
     }
   }
@@ -68,6 +84,7 @@ export class Spawner {
     const child = spawn(bin, ['-d', '-C', configPath], {
       stdio: [socket, socket, 'pipe', 'pipe'],
       detached: true,
+      env: this.options.env(),
     });
     // The child holds its own copy of the socket; ours would only keep the client waiting.
     socket.on('error', () => {});
@@ -78,14 +95,24 @@ export class Spawner {
     child.stderr!.on('data', (chunk: Buffer) => {
       stderr = (stderr + chunk.toString('utf8')).slice(-stderrKeepBytes);
     });
-    child.stdio[reportFd]!.on('data', (chunk: Buffer) => {
+    let refused = false;
+    const report = child.stdio[reportFd] as Duplex;
+    report.on('data', (chunk: Buffer) => {
       const exportId = Number.parseInt(chunk.toString('utf8').trim(), 10);
       if (Number.isSafeInteger(exportId)) {
-        table.negotiated(conn, exportId);
-        this.options.onNegotiated();
+        // Every report gets a verdict; only the prerun of an export with an allow list reads it.
+        const admitted = this.options.admit(conn, exportId);
+        report.write(admitted ? 'allow\n' : 'deny\n');
+        if (admitted) {
+          table.negotiated(conn, exportId);
+          this.options.onNegotiated();
+        } else {
+          refused = true;
+        }
       }
       release();
     });
+    report.on('error', () => {});
     if (child.pid !== undefined) {
       table.attachProcess(conn, child.pid);
       log.debug('nbd-server started', { connection: conn.id, pid: child.pid, client: conn.clientAddress });
@@ -110,6 +137,8 @@ export class Spawner {
         table.close(conn, { outcome: 'killed', exitCode, signal, error });
       } else if (conn.exportId !== null) {
         table.close(conn, { outcome: 'closed', exitCode, signal, error });
+      } else if (refused) {
+        table.close(conn, { outcome: 'not-served', exitCode, signal, error: 'refused by the export allow list' });
       } else if (exitCode === 0 || signal === 'SIGPIPE' || clientEndedEarly.test(stderr)) {
         table.close(conn, { outcome: 'not-served', exitCode, signal, error });
       } else {

@@ -14,12 +14,17 @@ export function bindAddForm(form: HTMLFormElement, api: Api): void {
         name: String(data.get('name') ?? ''),
         file: String(data.get('file') ?? ''),
         readonly: data.get('readonly') === 'on',
+        cow: data.get('cow') === 'on',
+        allow: String(data.get('allow') ?? '')
+          .split(/[\s,]+/)
+          .filter((range) => range !== ''),
       });
       form.reset();
     } catch (error) {
       const { fields, general: message } = errorMessages(error);
       for (const [field, text] of fields) {
-        const slot = form.querySelector<HTMLElement>(`[data-error-for="${field}"]`);
+        // `allow.2` is the third range: its message belongs beside the allow field.
+        const slot = form.querySelector<HTMLElement>(`[data-error-for="${field.split('.')[0]}"]`);
         if (slot) slot.textContent = text;
         else general.textContent = `${field}: ${text}`;
       }

@@ -11,6 +11,13 @@ function showLink(up: boolean): void {
   link.textContent = up ? 'live' : 'reconnecting…';
   document.body.dataset.link = up ? 'up' : 'down';
   $('outage').hidden = up;
+  if (!up) void returnToLoginIfSessionEnded();
+}
+
+/** A socket closed by a logout (here or in another tab) or an expired session: show the login page. */
+async function returnToLoginIfSessionEnded(): Promise<void> {
+  const response = await fetch('/trpc/system.info').catch(() => null);
+  if (response?.status === 401) location.assign('/');
 }
 
 const api = connect(showLink);
@@ -50,6 +57,10 @@ api.status.stream.subscribe(undefined, {
     $('connection-count').textContent = String(status.connections.length);
   },
 });
+
+const info = await api.system.info.query();
+$('open-banner').hidden = info.authRequired;
+$('logout').hidden = !info.authRequired;
 
 // History first, then the stream resumes right after the newest event shown, so none is missed.
 const history = await api.events.list.query({ limit: 100 });

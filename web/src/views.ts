@@ -1,5 +1,5 @@
 import type { ConnectionView, EventRow, ExportView, StatusSnapshot } from './api.js';
-import { el, formatBytes, formatRate, formatSince, formatTime } from './format.js';
+import { el, formatBytes, formatDuration, formatRate, formatTime } from './format.js';
 
 export interface ExportActions {
   remove(exp: ExportView, force: boolean): void;
@@ -22,6 +22,21 @@ export function attachCommand(exp: ExportView, nbdPort: number | null): string {
   return `nbd-client ${location.hostname} ${nbdPort ?? 10809} -N ${exp.name} /dev/nbd0`;
 }
 
+/** What the ramboot kit's kernel needs on its command line to boot this export (see README, "Boot a machine"). */
+export function kernelCommandLine(exp: ExportView, nbdPort: number | null): string {
+  return `nbdroot=${location.hostname}:${nbdPort ?? 10809}/${exp.name}`;
+}
+
+function copyable(text: string, what: string, actions: ExportActions): HTMLElement {
+  const copy = el('button', { text: 'Copy', className: 'small', title: `Copy the ${what}` });
+  copy.addEventListener('click', () => actions.copy(text, copy));
+  return el('div', { className: 'attach' }, [el('code', { text, title: what }), copy]);
+}
+
+function describeMode(exp: ExportView): string {
+  return exp.cow ? 'copy-on-write' : exp.readonly ? 'read-only' : 'read-write';
+}
+
 export function renderExports(target: HTMLElement, exports: ExportView[], nbdPort: number | null, actions: ExportActions): void {
   if (exports.length === 0) {
     target.replaceChildren(el('tr', {}, [el('td', { text: 'No exports yet: add one below.', className: 'empty', attrs: { colspan: '9' } })]));
@@ -30,9 +45,6 @@ export function renderExports(target: HTMLElement, exports: ExportView[], nbdPor
   const servingNames = new Set(exports.filter((e) => e.state === 'serving').map((e) => e.name));
   target.replaceChildren(
     ...exports.map((exp) => {
-      const command = attachCommand(exp, nbdPort);
-      const copy = el('button', { text: 'Copy', className: 'small', title: 'Copy the attach command' });
-      copy.addEventListener('click', () => actions.copy(command, copy));
       const buttons: HTMLButtonElement[] = [];
       if (exp.state === 'serving') {
         const remove = el('button', { text: 'Remove', className: 'small' });
@@ -49,11 +61,17 @@ export function renderExports(target: HTMLElement, exports: ExportView[], nbdPor
         el('td', { text: exp.name, className: 'name' }),
         el('td', { text: exp.file, className: 'file' }),
         el('td', { text: formatBytes(exp.size), className: 'num' }),
-        el('td', { text: exp.readonly ? 'read-only' : 'read-write' }),
+        el('td', {}, [
+          el('span', { text: describeMode(exp) }),
+          ...(exp.allow.length > 0 ? [el('small', { text: `only ${exp.allow.join(', ')}`, className: 'allow' })] : []),
+        ]),
         el('td', {}, [el('span', { text: exp.state, className: `state ${exp.state}` })]),
         el('td', { text: String(exp.connections), className: 'num connections' }),
         el('td', { text: formatTime(exp.createdAt), title: exp.createdAt }),
-        el('td', {}, [el('div', { className: 'attach' }, [el('code', { text: command }), copy])]),
+        el('td', {}, [
+          copyable(attachCommand(exp, nbdPort), 'nbd-client command', actions),
+          copyable(kernelCommandLine(exp, nbdPort), 'kernel command line for the ramboot kit', actions),
+        ]),
         el('td', {}, [el('div', { className: 'actions' }, buttons)]),
       ]);
     }),
@@ -62,7 +80,7 @@ export function renderExports(target: HTMLElement, exports: ExportView[], nbdPor
 
 export function renderConnections(target: HTMLElement, connections: ConnectionView[]): void {
   if (connections.length === 0) {
-    target.replaceChildren(el('tr', {}, [el('td', { text: 'No machine is attached.', className: 'empty', attrs: { colspan: '5' } })]));
+    target.replaceChildren(el('tr', {}, [el('td', { text: 'No machine is attached.', className: 'empty', attrs: { colspan: '6' } })]));
     return;
   }
   target.replaceChildren(
@@ -70,9 +88,10 @@ export function renderConnections(target: HTMLElement, connections: ConnectionVi
       el('tr', { attrs: { 'data-connection': String(conn.id) } }, [
         el('td', { text: conn.exportName ?? '(negotiating)', className: 'name' }),
         el('td', { text: `${conn.clientAddress}:${conn.clientPort}`, className: 'mono' }),
-        el('td', { text: formatSince(conn.openedAt), title: conn.openedAt }),
+        el('td', { text: formatDuration(conn.openedAt, null), title: conn.openedAt }),
         el('td', { text: formatBytes(conn.bytesSent), className: 'num' }),
         el('td', { text: formatRate(conn.bytesPerSecond), className: 'num' }),
+        el('td', { text: conn.cowDiffBytes === null ? '—' : formatBytes(conn.cowDiffBytes), className: 'num', title: 'copy-on-write diff size' }),
       ]),
     ),
   );

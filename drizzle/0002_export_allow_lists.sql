@@ -1,0 +1,1 @@
+ALTER TABLE `exports` ADD `allow` text DEFAULT '[]' NOT NULL;

@@ -1,0 +1,156 @@
+import type http from 'node:http';
+import type { WebSocket } from 'ws';
+import type { EventLog } from '../events/event-log.js';
+import { contentType, readBody } from '../rest/body.js';
+import { renderLoginPage } from './login-page.js';
+import { hasOwnOrigin } from './origin.js';
+import { FailureThrottle } from './throttle.js';
+import { constantTimeEqual, sessionLifetimeMs, SessionTokens, type Session } from './tokens.js';
+
+const cookieName = 'nbdmux_session';
+
+export type Identity = { via: 'open' } | { via: 'bearer' } | { via: 'cookie'; session: Session };
+export type Verdict = { ok: true; identity: Identity } | { ok: false; status: 401 | 429; message: string; retryAfterSeconds?: number };
+
+/**
+ * Who may use the control plane. With no admin password everyone may (the daemon warns); with
+ * one, a request carries `Authorization: Bearer <password>` (scripts) or a session cookie from
+ * POST /login (browsers). Wrong passwords are throttled per source address, bearer or form alike.
+ */
+export class AuthGate {
+  readonly required: boolean;
+  private readonly tokens: SessionTokens | null;
+  private readonly throttle = new FailureThrottle();
+  /** Sessions logged out before they expire, so a copied cookie stops working too. */
+  private readonly revoked = new Map<string, number>();
+  private readonly sockets = new Map<string, Set<WebSocket>>();
+
+  constructor(
+    private readonly password: string | undefined,
+    secret: string | undefined,
+    private readonly events: EventLog,
+  ) {
+    this.required = password !== undefined;
+    this.tokens = password !== undefined && secret !== undefined ? new SessionTokens(secret, password) : null;
+  }
+
+  check(req: http.IncomingMessage): Verdict {
+    if (!this.required) return { ok: true, identity: { via: 'open' } };
+    const client = clientAddress(req);
+    const bearer = /^Bearer (.+)$/i.exec(req.headers.authorization ?? '')?.[1];
+    if (bearer !== undefined) {
+      const wait = this.throttle.retryAfterMs(client);
+      if (wait > 0) return throttled(wait);
+      if (constantTimeEqual(bearer, this.password!)) return { ok: true, identity: { via: 'bearer' } };
+      this.throttle.fail(client);
+      this.events.record('auth.login-failed', null, { client, via: 'bearer' });
+      return { ok: false, status: 401, message: 'wrong password in the Authorization header' };
+    }
+    const session = this.sessionOf(req);
+    if (session) return { ok: true, identity: { via: 'cookie', session } };
+    return { ok: false, status: 401, message: 'authentication required: send "Authorization: Bearer <admin password>", or log in at /' };
+  }
+
+  /** POST /login from the login form (or JSON `{password}`): sets the session cookie. */
+  async login(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const client = clientAddress(req);
+    if (!this.required) return redirect(res, '/');
+    if (!hasOwnOrigin(req)) return page(res, 403, renderLoginPage('Log in from this page, not from another site.'));
+    const wait = this.throttle.retryAfterMs(client);
+    if (wait > 0) {
+      res.setHeader('retry-after', String(Math.ceil(wait / 1000)));
+      return page(res, 429, renderLoginPage(`Too many failed attempts: try again in ${Math.ceil(wait / 1000)} s.`));
+    }
+    const password = await readPassword(req);
+    if (password === null || !constantTimeEqual(password, this.password!)) {
+      this.throttle.fail(client);
+      this.events.record('auth.login-failed', null, { client, via: 'login' });
+      return page(res, 401, renderLoginPage('Wrong password.'));
+    }
+    const { token } = this.tokens!.issue();
+    this.events.record('auth.login-succeeded', null, { client });
+    res.setHeader('set-cookie', sessionCookie(req, token, sessionLifetimeMs / 1000));
+    redirect(res, '/');
+  }
+
+  /** POST /logout: ends the session, closing its live WebSockets, and clears the cookie. */
+  logout(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const session = this.sessionOf(req);
+    if (session && hasOwnOrigin(req)) {
+      this.revoked.set(session.id, session.expiresAt);
+      for (const socket of this.sockets.get(session.id) ?? []) socket.close(4001, 'logged out');
+      this.sockets.delete(session.id);
+      this.events.record('auth.logout', null, { client: clientAddress(req) });
+    }
+    res.setHeader('set-cookie', sessionCookie(req, '', 0));
+    redirect(res, '/');
+  }
+
+  /** Remembers a session's WebSocket so that logging out can close it. */
+  trackSocket(session: Session, socket: WebSocket): void {
+    const set = this.sockets.get(session.id) ?? new Set();
+    set.add(socket);
+    this.sockets.set(session.id, set);
+    socket.once('close', () => {
+      set.delete(socket);
+      if (set.size === 0) this.sockets.delete(session.id);
+    });
+  }
+
+  private sessionOf(req: http.IncomingMessage): Session | null {
+    const token = cookieValue(req.headers.cookie, cookieName);
+    const session = token && this.tokens ? this.tokens.verify(token) : null;
+    if (!session) return null;
+    for (const [id, expiresAt] of this.revoked) if (expiresAt <= Date.now()) this.revoked.delete(id);
+    return this.revoked.has(session.id) ? null : session;
+  }
+}
+
+export function loginPage(res: http.ServerResponse): void {
+  page(res, 200, renderLoginPage());
+}
+
+function throttled(waitMs: number): Verdict {
+  const seconds = Math.ceil(waitMs / 1000);
+  return { ok: false, status: 429, message: `too many failed attempts from this address: try again in ${seconds} s`, retryAfterSeconds: seconds };
+}
+
+async function readPassword(req: http.IncomingMessage): Promise<string | null> {
+  const body = (await readBody(req)).toString('utf8');
+  if (contentType(req) === 'application/json') {
+    try {
+      const parsed = JSON.parse(body) as { password?: unknown };
+      return typeof parsed.password === 'string' ? parsed.password : null;
+    } catch {
+      return null;
+    }
+  }
+  return new URLSearchParams(body).get('password');
+}
+
+export function clientAddress(req: http.IncomingMessage): string {
+  return req.socket.remoteAddress ?? 'unknown';
+}
+
+function cookieValue(header: string | undefined, name: string): string | null {
+  for (const part of header?.split(';') ?? []) {
+    const [key, ...value] = part.trim().split('=');
+    if (key === name) return value.join('=');
+  }
+  return null;
+}
+
+function sessionCookie(req: http.IncomingMessage, token: string, maxAgeSeconds: number): string {
+  const secure = (req.socket as { encrypted?: boolean }).encrypted === true || req.headers['x-forwarded-proto'] === 'https';
+  return `${cookieName}=${token}; Path=/; Max-Age=${maxAgeSeconds}; HttpOnly; SameSite=Strict${secure ? '; Secure' : ''}`;
+}
+
+function page(res: http.ServerResponse, status: number, html: string): void {
+  res.writeHead(status, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+  res.end(html);
+}
+
+function redirect(res: http.ServerResponse, location: string): void {
+  res.writeHead(303, { location, 'cache-control': 'no-store' });
+  res.end();
+}

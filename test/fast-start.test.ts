@@ -1,0 +1,176 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import { configEnablesTls, detectFastStart } from '../src/supervisor/fast-start.js';
+import { api, killEverything, startDaemon, tempDir } from './helpers/daemon.js';
+import { makeImage, readExport, run, sha256, startSlowReader } from './helpers/nbd.js';
+import { trpcClient } from './helpers/trpc.js';
+
+/** The shim as `npm run build` leaves it (the source tree holds only native/skip-dh-params.c). */
+const builtShim = fileURLToPath(new URL('../dist/native/skip-dh-params.so', import.meta.url));
+
+/** A real nbd-server behind a wrapper that takes the shim away: what a shim that does not bind looks like. */
+const droppingPreload = '#!/bin/sh\nunset LD_PRELOAD\nexec nbd-server "$@"\n';
+
+function script(text: string): string {
+  const file = path.join(tempDir('nbdmux-bin-'), 'nbd-server');
+  fs.writeFileSync(file, text, { mode: 0o755 });
+  return file;
+}
+
+/** The NBD greeting nbd-server writes first: NBDMAGIC, IHAVEOPT, 2 bytes of flags. */
+const greetingBytes = 18;
+
+/** nbd-server processes of one daemon, with the bytes each has written so far. */
+function nbdServerProcesses(dataDir: string): Array<{ pid: number; written: number }> {
+  const found = [];
+  for (const entry of fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e))) {
+    try {
+      if (!fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(`${dataDir}/nbd-server.conf`)) continue;
+      const written = Number(/^wchar: (\d+)$/m.exec(fs.readFileSync(`/proc/${entry}/io`, 'utf8'))?.[1]);
+      found.push({ pid: Number(entry), written });
+    } catch {
+      // exited while we looked
+    }
+  }
+  return found;
+}
+
+describe('fast start detection, on the installed nbd-server', () => {
+  it('enables the built shim: the loader binds the DH parameter generation to it', async () => {
+    const result = await detectFastStart('nbd-server', builtShim);
+    expect(result).toEqual({ enabled: true, env: { LD_PRELOAD: builtShim } });
+  });
+
+  it('falls back when the shim file is missing', async () => {
+    const result = await detectFastStart('nbd-server', '/nonexistent/skip-dh-params.so');
+    expect(result).toEqual({ enabled: false, reason: expect.stringMatching(/missing: run npm run build/) });
+  });
+
+  it('falls back when the shim is not a shared object, quoting the loader', async () => {
+    const notElf = path.join(tempDir(), 'skip-dh-params.so');
+    fs.writeFileSync(notElf, 'not an ELF file\n');
+    const result = await detectFastStart('nbd-server', notElf);
+    expect(result).toEqual({ enabled: false, reason: expect.stringMatching(/does not bind.*cannot be preloaded/) });
+  });
+
+  it('falls back when the real nbd-server runs but the shim does not reach it', async () => {
+    // The loader's report, not the file's presence, decides: here the symbol still binds to libgnutls.
+    const result = await detectFastStart(script(droppingPreload), builtShim);
+    expect(result).toEqual({ enabled: false, reason: expect.stringMatching(/does not bind.*still resolves to .*libgnutls/) });
+  });
+
+  it('falls back for a program that claims to be nbd-server but never calls the function', async () => {
+    // A fake: only a stand-in can show a binary without GnuTLS; it proves -V output alone is not trusted.
+    const result = await detectFastStart(script('#!/bin/sh\necho "This is nbd-server version 3.24"\n'), builtShim);
+    expect(result).toEqual({ enabled: false, reason: expect.stringMatching(/does not call gnutls_dh_params_generate2/) });
+  });
+
+  it('falls back when something else already defines the function (another preloaded library)', async () => {
+    const other = path.join(tempDir(), 'other-preload.so');
+    fs.copyFileSync(builtShim, other);
+    const result = await detectFastStart('nbd-server', builtShim, { ...process.env, LD_PRELOAD: other });
+    expect(result).toEqual({ enabled: false, reason: `gnutls_dh_params_generate2 resolves to ${other}, not to libgnutls` });
+  });
+
+  it('refuses the shim for a program that hands its DH parameters to GnuTLS', async () => {
+    // A stand-in compiled here, linked to the real libgnutls: nbd-server 3.24 never installs its
+    // parameters, so only a fake can show a binary that does (and would break without them).
+    const dir = tempDir();
+    fs.writeFileSync(
+      path.join(dir, 'uses-dh.c'),
+      [
+        '#include <stdio.h>',
+        'int gnutls_dh_params_generate2(void *params, unsigned int bits);',
+        'int gnutls_certificate_set_dh_params(void *credentials, void *params);',
+        'int main(int argc, char **argv) {',
+        '  (void)argv;',
+        '  puts("This is nbd-server version 3.24");',
+        '  if (argc > 99) { gnutls_dh_params_generate2(0, 0); gnutls_certificate_set_dh_params(0, 0); }',
+        '  return 0;',
+        '}',
+      ].join('\n'),
+    );
+    const bin = path.join(dir, 'nbd-server');
+    const compiled = await run('cc', ['-o', bin, path.join(dir, 'uses-dh.c'), '-l:libgnutls.so.30']);
+    expect(compiled.stderr).toBe('');
+    const result = await detectFastStart(bin, builtShim);
+    expect(result).toEqual({ enabled: false, reason: expect.stringMatching(/hands its DH parameters to GnuTLS \(gnutls_certificate_set_dh_params\)/) });
+  });
+
+  it('treats a config with a TLS key or certificate as needing the real DH parameters', () => {
+    expect(configEnablesTls('[generic]\nport = 0\nkeyfile = /etc/nbd/key.pem\ncertfile = /etc/nbd/cert.pem\n')).toBe(true);
+    expect(configEnablesTls('[generic]\nport = 0\n\n[disk]\nexportname = /srv/disk.img\n')).toBe(false);
+  });
+});
+
+describe('nbdmux with and without fast start', () => {
+  const dataDirs: string[] = [];
+  afterEach(() => killEverything(dataDirs.splice(0)));
+
+  it('preloads the shim into serving nbd-server processes, which serve the exact bytes', async () => {
+    const daemon = await startDaemon();
+    dataDirs.push(daemon.dataDir);
+    const images = tempDir('nbdmux-images-');
+    const image = makeImage(images, 'disk.img', 4 * 1024 * 1024 + 512);
+    expect((await api(daemon, 'POST', '/exports', { name: 'disk', file: image })).status).toBe(201);
+    expect(await trpcClient(daemon.url).system.health.query()).toMatchObject({ ok: true, fastStart: true, fastStartReason: null });
+    expect(configEnablesTls(fs.readFileSync(path.join(daemon.dataDir, 'nbd-server.conf'), 'utf8'))).toBe(false);
+
+    const reader = startSlowReader(daemon.nbdUri('disk'), path.join(images, 'stop'));
+    await reader.connected;
+    const [serving] = nbdServerProcesses(daemon.dataDir);
+    expect(serving).toBeDefined();
+    expect(fs.readFileSync(`/proc/${serving!.pid}/maps`, 'utf8')).toContain(builtShim);
+    expect((await reader.finish()).sha256).toBe(sha256(image));
+    expect(sha256(await readExport(daemon.nbdUri('disk')))).toBe(sha256(image));
+  });
+
+  it('falls back to plain starts with one warning and a reason in health, still serving the exact bytes', async () => {
+    const daemon = await startDaemon({ args: ['--nbd-server-bin', script(droppingPreload)] });
+    dataDirs.push(daemon.dataDir);
+    const warnings = daemon.output().split('\n').filter((line) => line.includes('"fast start off'));
+    expect(warnings).toHaveLength(1);
+    expect(JSON.parse(warnings[0]!)).toMatchObject({ level: 'warn', reason: expect.stringMatching(/does not bind/) });
+    expect(await trpcClient(daemon.url).system.health.query()).toMatchObject({
+      ok: true,
+      fastStart: false,
+      fastStartReason: expect.stringMatching(/does not bind/),
+    });
+
+    const image = makeImage(tempDir('nbdmux-images-'), 'disk.img', 2 * 1024 * 1024);
+    expect((await api(daemon, 'POST', '/exports', { name: 'disk', file: image })).status).toBe(201);
+    expect(sha256(await readExport(daemon.nbdUri('disk')))).toBe(sha256(image));
+  });
+
+  it('without the shim, never has more nbd-server processes computing their start than the bound (2 per CPU)', async () => {
+    const daemon = await startDaemon({ args: ['--nbd-server-bin', script(droppingPreload)] });
+    dataDirs.push(daemon.dataDir);
+    const image = makeImage(tempDir('nbdmux-images-'), 'disk.img', 1024 * 1024);
+    expect((await api(daemon, 'POST', '/exports', { name: 'disk', file: image })).status).toBe(201);
+
+    // A process that has written less than the greeting has not greeted its client: it is still
+    // starting (0.1-0.4 s of DH parameters each here), and only a start holds a slot of the bound.
+    // (Node's child writes one byte between fork and exec, so "nothing written" never holds.)
+    let mostStarting = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        const starting = nbdServerProcesses(daemon.dataDir).filter((p) => p.written < greetingBytes).length;
+        mostStarting = Math.max(mostStarting, starting);
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    })();
+    const clients = 3 * 2 * os.availableParallelism();
+    const results = await Promise.all(Array.from({ length: clients }, () => run('nbdinfo', ['--size', daemon.nbdUri('disk')])));
+    sampling = false;
+    await sampler;
+
+    expect(results.map((r) => r.code)).toEqual(Array(clients).fill(0));
+    expect(mostStarting).toBeLessThanOrEqual(2 * os.availableParallelism());
+    // Proof the sampler saw the burst at all: several starts at once, not one at a time.
+    expect(mostStarting).toBeGreaterThanOrEqual(2);
+  });
+});
