@@ -1,0 +1,69 @@
+import type { NbdmuxConnection, NbdmuxEvent, NbdmuxExport, NbdmuxHealth } from '../client.js';
+import { formatBytes, formatClock, formatDetails, formatDuration, formatTime } from './format.js';
+import { renderFields, renderTable, type Column } from './table.js';
+
+/** How the export's clients may write: not at all, to the image itself, or each to its own private copy. */
+export function exportMode(exp: Pick<NbdmuxExport, 'readonly' | 'cow'>): 'ro' | 'rw' | 'cow' {
+  return exp.cow ? 'cow' : exp.readonly ? 'ro' : 'rw';
+}
+
+const modeWords = { ro: 'read-only', rw: 'read-write (clients write the image)', cow: 'copy-on-write (each client writes its own discarded copy)' };
+
+const exportColumns: Column<NbdmuxExport>[] = [
+  { header: 'NAME', value: (e) => e.name },
+  { header: 'STATE', value: (e) => e.state },
+  { header: 'MODE', value: exportMode },
+  { header: 'SIZE', value: (e) => formatBytes(e.size), alignRight: true },
+  { header: 'CONNS', value: (e) => String(e.connections), alignRight: true },
+  { header: 'FILE', value: (e) => e.file },
+];
+
+export function renderExports(exports: readonly NbdmuxExport[]): string {
+  if (exports.length === 0) return 'no exports; add one with: nbdmux add NAME FILE\n';
+  return renderTable(exportColumns, exports);
+}
+
+export function renderExport(exp: NbdmuxExport): string {
+  return renderFields([
+    ['name', exp.name],
+    ['state', exp.state === 'serving' ? 'serving' : `draining since ${formatTime(exp.removedAt!)} (removed; live connections finish)`],
+    ['file', exp.file],
+    ['mode', modeWords[exportMode(exp)]],
+    ['size', `${formatBytes(exp.size)} (${exp.size} bytes)`],
+    ['created', formatTime(exp.createdAt)],
+    ['connections', String(exp.connections)],
+  ]);
+}
+
+const connectionColumns: Column<NbdmuxConnection>[] = [
+  { header: 'ID', value: (c) => String(c.id), alignRight: true },
+  { header: 'EXPORT', value: (c) => c.exportName ?? '-' },
+  { header: 'CLIENT', value: (c) => `${c.clientAddress}:${c.clientPort}` },
+  { header: 'PID', value: (c) => (c.pid === null ? '-' : String(c.pid)), alignRight: true },
+  { header: 'OPENED', value: (c) => formatTime(c.openedAt) },
+  { header: 'FOR', value: (c) => formatDuration(c.openedAt, c.closedAt), alignRight: true },
+  { header: 'SENT', value: (c) => formatBytes(c.bytesSent), alignRight: true },
+  { header: 'STATE', value: connectionState },
+];
+
+function connectionState(c: NbdmuxConnection): string {
+  if (c.live) return c.bytesPerSecond > 0 ? `live ${formatBytes(c.bytesPerSecond)}/s` : 'live';
+  const how = c.signal ?? (c.exitCode !== null && c.exitCode !== 0 ? `exit ${c.exitCode}` : null);
+  return [c.outcome ?? 'closed', how].filter(Boolean).join(' ');
+}
+
+export function renderConnections(connections: readonly NbdmuxConnection[], live: boolean): string {
+  if (connections.length === 0) return live ? 'no live connections\n' : 'no connections yet\n';
+  return renderTable(connectionColumns, connections);
+}
+
+export function renderHealth(health: NbdmuxHealth): string {
+  const where = health.nbdListening ? `NBD on ${health.nbdAddress}:${health.nbdPort}` : 'NBD listener down';
+  const server = health.nbdServerVersion ? `nbd-server ${health.nbdServerVersion}` : 'nbd-server not runnable';
+  const summary = `${health.ok ? 'ok' : 'NOT OK'}: ${where}, ${server}${health.fastStart ? '' : `, fast start off (${health.fastStartReason})`}\n`;
+  return summary + health.problems.map((problem) => `  - ${problem}\n`).join('');
+}
+
+export function renderEvent(event: NbdmuxEvent): string {
+  return [formatClock(event.at), event.type, event.exportName ?? '-', formatDetails(event.details)].join('  ');
+}

@@ -1,0 +1,157 @@
+import type { NbdmuxClient, NbdmuxEvent, NbdmuxStatus } from '../client.js';
+import type { Invocation } from './args.js';
+import type { Output } from './commands.js';
+import { exitCodes } from './failure.js';
+import { formatClock } from './format.js';
+import { renderConnections, renderEvent } from './views.js';
+
+/** What watch shows; a terminal gets a screen redrawn in place, anything else a stream of lines. */
+interface WatchView {
+  event(event: NbdmuxEvent): void;
+  status(status: NbdmuxStatus): void;
+  connection(up: boolean, reason?: string): void;
+  close(): void;
+}
+
+const backlog = 20;
+
+/**
+ * Live events and connections until Ctrl-C (or SIGTERM), then exit 0. Both streams ride one
+ * WebSocket that reconnects by itself; the event stream resumes after the last event shown, so
+ * a daemon restart loses none.
+ */
+export async function watch(client: NbdmuxClient, { json, url }: Invocation, out: Output): Promise<number> {
+  const recent = (await client.events.list.query({ limit: backlog })).reverse();
+  const view: WatchView = json ? new JsonLines(out) : process.stdout.isTTY ? new Screen(url) : new Lines(out);
+  for (const event of recent) view.event(event);
+
+  return new Promise<number>((resolve, reject) => {
+    const stop = (error?: unknown) => {
+      events.unsubscribe();
+      status.unsubscribe();
+      view.close();
+      process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
+      if (error === undefined) resolve(exitCodes.ok);
+      else reject(error);
+    };
+    const onSignal = () => stop();
+    process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
+
+    // Unknown until the first connection; the first attempt is not news, losing it later is.
+    let up: boolean | undefined;
+    const events = client.events.stream.subscribe(
+      { lastEventId: String(recent.at(-1)?.id ?? 0) },
+      {
+        onData: ({ data }) => view.event(data),
+        onError: stop,
+        onConnectionStateChange: (state) => {
+          if (state.state === 'idle') return;
+          const nowUp = state.state === 'pending';
+          if (nowUp === up || (up === undefined && !nowUp && !state.error)) return;
+          up = nowUp;
+          view.connection(nowUp, state.error?.message);
+        },
+      },
+    );
+    const status = client.status.stream.subscribe(undefined, { onData: (snapshot) => view.status(snapshot), onError: stop });
+  });
+}
+
+class JsonLines implements WatchView {
+  constructor(private readonly out: Output) {}
+  event(event: NbdmuxEvent) {
+    this.out.write(`${JSON.stringify({ type: 'event', event })}\n`);
+  }
+  status(status: NbdmuxStatus) {
+    this.out.write(`${JSON.stringify({ type: 'status', status })}\n`);
+  }
+  connection(up: boolean, reason?: string) {
+    this.out.write(`${JSON.stringify({ type: 'connection', up, ...(reason && { reason }) })}\n`);
+  }
+  close() {}
+}
+
+/** One line per event, plus a status line whenever health or the number of live connections changes. */
+class Lines implements WatchView {
+  private lastSummary = '';
+  private lost = false;
+  constructor(private readonly out: Output) {}
+  event(event: NbdmuxEvent) {
+    this.out.write(`${renderEvent(event)}\n`);
+  }
+  status(status: NbdmuxStatus) {
+    const summary = summarize(status);
+    if (summary === this.lastSummary) return;
+    this.lastSummary = summary;
+    this.out.write(`${formatClock(new Date().toISOString())}  status  -  ${summary}\n`);
+  }
+  connection(up: boolean, reason?: string) {
+    if (up === !this.lost) return;
+    this.lost = !up;
+    process.stderr.write(up ? 'nbdmux: connected again\n' : `nbdmux: lost the connection to the daemon${reason ? ` (${reason})` : ''}; reconnecting\n`);
+  }
+  close() {}
+}
+
+/** The whole terminal, redrawn in place: status, live connections, then the newest events that fit. */
+class Screen implements WatchView {
+  private events: NbdmuxEvent[] = [];
+  private latest: NbdmuxStatus | undefined;
+  private link = 'connecting';
+  private pending: NodeJS.Timeout | undefined;
+
+  constructor(private readonly url: string) {
+    // The alternate screen leaves the shell's scrollback as it was; the cursor is hidden while drawing.
+    process.stdout.write('\x1b[?1049h\x1b[?25l');
+    process.stdout.on('resize', this.onResize);
+  }
+  private readonly onResize = () => this.redraw();
+
+  event(event: NbdmuxEvent) {
+    this.events.push(event);
+    if (this.events.length > 500) this.events.splice(0, this.events.length - 500);
+    this.redraw();
+  }
+  status(status: NbdmuxStatus) {
+    this.latest = status;
+    this.link = 'live';
+    this.redraw();
+  }
+  connection(up: boolean, reason?: string) {
+    this.link = up ? 'live' : `reconnecting${reason ? ` (${reason})` : ''}`;
+    this.redraw();
+  }
+  close() {
+    clearTimeout(this.pending);
+    process.stdout.off('resize', this.onResize);
+    process.stdout.write('\x1b[?25h\x1b[?1049l');
+  }
+
+  /** At most one draw per 50 ms: a boot storm brings hundreds of events a second. */
+  private redraw() {
+    this.pending ??= setTimeout(() => {
+      this.pending = undefined;
+      this.draw();
+    }, 50);
+  }
+
+  private draw() {
+    const width = process.stdout.columns || 80;
+    const height = process.stdout.rows || 24;
+    const lines = [`nbdmux watch  ${this.url}  ${this.link}  ${formatClock(new Date().toISOString())}  (Ctrl-C quits)`];
+    if (this.latest) {
+      lines.push(summarize(this.latest), '', 'LIVE CONNECTIONS', ...renderConnections(this.latest.connections, true).trimEnd().split('\n'));
+    }
+    lines.push('', 'EVENTS');
+    const room = Math.max(0, height - lines.length - 1);
+    lines.push(...this.events.slice(-room).map(renderEvent));
+    const fitted = lines.slice(0, height).map((line) => (line.length > width ? line.slice(0, width - 1) + '…' : line));
+    process.stdout.write(`\x1b[H${fitted.map((line) => `${line}\x1b[K`).join('\n')}\x1b[J`);
+  }
+}
+
+function summarize(status: NbdmuxStatus): string {
+  const draining = status.exports.filter((e) => e.state === 'draining').length;
+  const health = status.health.ok ? 'ok' : `NOT OK: ${status.health.problems.join('; ')}`;
+  return `health ${health}, ${status.exports.length} export(s)${draining ? ` (${draining} draining)` : ''}, ${status.connections.length} live connection(s)`;
+}

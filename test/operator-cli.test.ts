@@ -1,0 +1,332 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createNbdmuxClient, type NbdmuxClient } from '../src/client.js';
+import { killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
+import { makeImage, readExport, sha256, startSlowReader } from './helpers/nbd.js';
+
+const cli = fileURLToPath(new URL('../dist/src/operator-cli/main.js', import.meta.url));
+const { version } = JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+
+interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** The environment of an operator who has set nothing but what the test gives. */
+function cliEnv(env: Record<string, string>): NodeJS.ProcessEnv {
+  const { NBDMUX_URL: _url, NBDMUX_ADMIN_PASSWORD: _password, ...rest } = process.env;
+  return { ...rest, ...env };
+}
+
+/** Runs the built `nbdmux` bin as an operator or script would. */
+function nbdmux(args: string[], env: Record<string, string> = {}, cwd?: string): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [cli, ...args], { env: cliEnv(env), cwd, stdio: ['ignore', 'pipe', 'pipe'], timeout: 20_000 });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+const longRunning = new Set<ChildProcess>();
+afterAll(() => {
+  // A failed test may leave a watch running; it would retry its connection forever.
+  for (const child of longRunning) child.kill('SIGKILL');
+});
+
+/** A long-running `nbdmux` (watch) whose output the test reads as it comes. */
+function startCli(args: string[], env: Record<string, string>, command = process.execPath, commandArgs = [cli, ...args]) {
+  const child = spawn(command, commandArgs, { env: cliEnv(env), stdio: ['pipe', 'pipe', 'pipe'] });
+  longRunning.add(child);
+  child.on('exit', () => longRunning.delete(child));
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+  return { child, exited, stdout: () => stdout, stderr: () => stderr };
+}
+
+/** A port nothing listens on. */
+async function closedPort(): Promise<number> {
+  const server = net.createServer().listen(0, '127.0.0.1');
+  await new Promise((resolve) => server.once('listening', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+function expectOneLineFailure(result: CliResult, exitCode: 1 | 2, message: RegExp) {
+  expect(result.code, result.stderr).toBe(exitCode);
+  expect(result.stdout).toBe('');
+  expect(result.stderr.endsWith('\n') && result.stderr.trimEnd().split('\n')).toHaveLength(1);
+  expect(result.stderr).toMatch(message);
+}
+
+describe('the nbdmux operator CLI', () => {
+  let daemon: RunningDaemon;
+  let client: NbdmuxClient;
+  let images: string;
+  let env: Record<string, string>;
+  const dataDirs: string[] = [];
+  beforeAll(async () => {
+    daemon = await startDaemon();
+    dataDirs.push(daemon.dataDir);
+    client = createNbdmuxClient({ url: daemon.url });
+    images = tempDir('nbdmux-images-');
+    env = { NBDMUX_URL: daemon.url };
+  });
+  afterAll(() => killEverything(dataDirs));
+
+  it('adds exports (read-only, --rw, --cow, relative paths), lists them in an aligned table and as JSON', async () => {
+    expect(await nbdmux(['ls'], env)).toEqual({ code: 0, stdout: 'no exports; add one with: nbdmux add NAME FILE\n', stderr: '' });
+
+    const image = makeImage(images, 'disk.img', 3 * 1024 * 1024);
+    const added = await nbdmux(['add', 'disk', image], env);
+    expect(added).toMatchObject({ code: 0, stderr: '' });
+    expect(added.stdout).toMatch(/^added disk\nname +disk\nstate +serving\nfile +\S+disk\.img\nmode +read-only\nsize +3\.0 MiB \(3145728 bytes\)/);
+    expect(sha256(await readExport(daemon.nbdUri('disk')))).toBe(sha256(image));
+
+    const more = await Promise.all([
+      nbdmux(['add', 'scratch', image, '--rw'], env),
+      nbdmux(['add', 'overlay', image, '--cow'], env),
+      // A relative FILE is taken from the working directory, as any command line tool would.
+      nbdmux(['add', 'relative', 'disk.img'], env, images),
+    ]);
+    expect(more.map((result) => result.code)).toEqual([0, 0, 0]);
+
+    const served = await client.exports.list.query();
+    expect(served.map((e) => [e.name, e.readonly, e.cow, e.file])).toEqual([
+      ['disk', true, false, fs.realpathSync(image)],
+      ['overlay', true, true, fs.realpathSync(image)],
+      ['relative', true, false, fs.realpathSync(image)],
+      ['scratch', false, false, fs.realpathSync(image)],
+    ]);
+
+    const listed = await nbdmux(['ls'], env);
+    expect(listed.code).toBe(0);
+    const [header, ...rows] = listed.stdout.trimEnd().split('\n');
+    expect(header).toMatch(/^NAME +STATE +MODE +SIZE +CONNS +FILE$/);
+    const start = (column: string) => header!.indexOf(column);
+    const end = (column: string) => header!.indexOf(column) + column.length;
+    expect(rows).toHaveLength(served.length);
+    for (const [i, exp] of served.entries()) {
+      const row = rows[i]!;
+      const mode = exp.cow ? 'cow' : exp.readonly ? 'ro' : 'rw';
+      expect(row.startsWith(`${exp.name} `)).toBe(true);
+      expect(row.slice(start('STATE'))).toMatch(new RegExp(`^${exp.state} `));
+      expect(row.slice(start('MODE'))).toMatch(new RegExp(`^${mode} `));
+      expect(row.slice(0, end('SIZE'))).toMatch(/ 3\.0 MiB$/);
+      expect(row.slice(0, end('CONNS'))).toMatch(/ 0$/);
+      expect(row.slice(start('FILE'))).toBe(exp.file);
+    }
+
+    const json = await nbdmux(['--json', 'ls'], env);
+    expect(JSON.parse(json.stdout)).toEqual(await client.exports.list.query());
+  });
+
+  it('shows an export with its live connections, and removes it: draining, then --force', async () => {
+    const reader = startSlowReader(daemon.nbdUri('disk'), path.join(images, 'stop-show-reader'));
+    await reader.connected;
+    await waitFor('the daemon to count the reader', async () => ((await client.exports.get.query({ name: 'disk' })).connections === 1 ? true : undefined));
+
+    const shown = await nbdmux(['show', 'disk'], env);
+    expect(shown.code).toBe(0);
+    expect(shown.stdout).toMatch(/^name +disk\n(.*\n)*connections +1\n\nID +EXPORT +CLIENT +PID +OPENED +FOR +SENT +STATE\n +\d+ +disk +127\.0\.0\.1:\d+ +\d+ .* live/);
+    const shownJson = JSON.parse((await nbdmux(['show', 'disk', '--json'], env)).stdout);
+    expect(shownJson.exports).toMatchObject([{ name: 'disk', state: 'serving', connections: 1 }]);
+    expect(shownJson.connections).toMatchObject([{ exportName: 'disk', clientAddress: '127.0.0.1', live: true }]);
+
+    expect(await nbdmux(['rm', 'disk'], env)).toEqual({ code: 0, stdout: 'removed disk; 1 live connection(s) draining ("nbdmux rm --force disk" cuts them)\n', stderr: '' });
+    expect((await nbdmux(['ls'], env)).stdout).toMatch(/\ndisk +draining +ro /);
+    expect((await nbdmux(['show', 'disk'], env)).stdout).toMatch(/^name +disk\nstate +draining since /);
+    expectOneLineFailure(await nbdmux(['rm', 'disk'], env), 1, /^nbdmux rm: export "disk" is already removed and draining 1 connection\(s\); use force to cut them\n$/);
+
+    expect(await nbdmux(['rm', '--force', 'disk'], env)).toEqual({ code: 0, stdout: 'removed disk; cut 1 live connection(s)\n', stderr: '' });
+    expect((await reader.finish()).code).not.toBe(0);
+    expect(await nbdmux(['rm', 'relative', '--json'], env)).toEqual({ code: 0, stdout: `${JSON.stringify({ name: 'relative', killed: 0, draining: 0 }, null, 2)}\n`, stderr: '' });
+    expectOneLineFailure(await nbdmux(['rm', 'disk'], env), 1, /^nbdmux rm: no export named "disk"; "nbdmux ls" lists the exports\n$/);
+    expectOneLineFailure(await nbdmux(['show', 'absent'], env), 1, /^nbdmux show: no export named "absent"; "nbdmux ls" lists the exports\n$/);
+  });
+
+  it('lists connections newest first, the live ones alone with --live, as JSON with --json', async () => {
+    const all = JSON.parse((await nbdmux(['connections', '--json'], env)).stdout) as Array<{ id: number }>;
+    expect(all.map((c) => c.id)).toEqual((await client.connections.list.query()).map((c) => c.id));
+    expect(all.length).toBeGreaterThanOrEqual(2);
+
+    const table = await nbdmux(['connections'], env);
+    const [header, ...rows] = table.stdout.trimEnd().split('\n');
+    expect(header).toMatch(/^ID +EXPORT +CLIENT +PID +OPENED +FOR +SENT +STATE$/);
+    expect(rows).toHaveLength(all.length);
+    expect(rows[0]).toMatch(new RegExp(`^ *${all[0]!.id} +disk +127\\.0\\.0\\.1:\\d+ .* killed SIGKILL$`));
+
+    expect(await nbdmux(['connections', '--live'], env)).toEqual({ code: 0, stdout: 'no live connections\n', stderr: '' });
+    expect(JSON.parse((await nbdmux(['connections', '--limit', '1', '--json'], env)).stdout)).toHaveLength(1);
+    expectOneLineFailure(await nbdmux(['connections', '--limit', '5000'], env), 1, /^nbdmux connections: limit: must be at most 1000\n$/);
+  });
+
+  it('reports health: exit 0 when new clients can be served, 1 with the reasons when not', async () => {
+    const healthy = await nbdmux(['health'], env);
+    expect(healthy).toMatchObject({ code: 0, stderr: '' });
+    expect(healthy.stdout).toMatch(new RegExp(`^ok: NBD on 127\\.0\\.0\\.1:${daemon.nbdPort}, nbd-server 3\\.\\d+`));
+    expect(JSON.parse((await nbdmux(['health', '--json'], env)).stdout)).toMatchObject({ ok: true, nbdPort: daemon.nbdPort });
+
+    // A wrapper the test can break: the only way to make a real daemon unhealthy on purpose.
+    const bin = path.join(tempDir('nbdmux-bin-'), 'nbd-server');
+    fs.writeFileSync(bin, '#!/bin/sh\nexec nbd-server "$@"\n', { mode: 0o755 });
+    const sick = await startDaemon({ args: ['--nbd-server-bin', bin] });
+    dataDirs.push(sick.dataDir);
+    fs.chmodSync(bin, 0o644);
+    const unhealthy = await waitFor('health to turn bad', async () => {
+      const result = await nbdmux(['health'], { NBDMUX_URL: sick.url });
+      return result.code === 1 ? result : undefined;
+    });
+    expect(unhealthy.stdout).toMatch(/^NOT OK: .*\n  - .*not executable/);
+    expect(JSON.parse((await nbdmux(['health', '--json'], { NBDMUX_URL: sick.url })).stdout)).toMatchObject({ ok: false });
+  });
+
+  it('exits 2 on usage errors and 1 on failures, with one line that says what to do', async () => {
+    const port = await closedPort();
+    const unreachable = { NBDMUX_URL: `http://127.0.0.1:${port}` };
+    const cases: Array<[args: string[], env: Record<string, string>, exitCode: 1 | 2, message: RegExp]> = [
+      [[], env, 2, /^nbdmux: no command given; run "nbdmux --help"\n$/],
+      [['frob'], env, 2, /^nbdmux: unknown command "frob"; run "nbdmux --help"\n$/],
+      [['add', 'x'], env, 2, /^nbdmux: add takes NAME FILE, got "x"; run "nbdmux --help"\n$/],
+      [['ls', '--force'], env, 2, /^nbdmux: ls takes no --force; run "nbdmux --help"\n$/],
+      [['ls', '--bogus'], env, 2, /^nbdmux: Unknown option '--bogus'; run "nbdmux --help"\n$/],
+      [['connections', '--limit', 'many'], env, 2, /--limit must be a whole number, got "many"/],
+      [['--url', 'ftp://lab', 'ls'], env, 2, /^nbdmux: --url "ftp:\/\/lab" must start with http:\/\/ or https:\/\//],
+      [['ls'], { NBDMUX_URL: 'lab:4040' }, 2, /^nbdmux: NBDMUX_URL "lab:4040" must start with http:\/\//],
+      [
+        ['ls'],
+        unreachable,
+        1,
+        new RegExp(`^nbdmux ls: cannot reach the nbdmux daemon at http://127\\.0\\.0\\.1:${port} \\(ECONNREFUSED\\): start it, or point --url or NBDMUX_URL at it\\n$`),
+      ],
+      [['add', 'bad name', '/srv/x.img'], env, 1, /^nbdmux add: name: must be 1 to 64 characters/],
+      [['add', 'ghost', path.join(images, 'absent.img')], env, 1, /^nbdmux add: file: .*absent\.img: no such file/],
+      [['add', 'both', path.join(images, 'disk.img'), '--rw', '--cow'], env, 1, /^nbdmux add: cow: a copy-on-write export never writes its image/],
+    ];
+    const results = await Promise.all(cases.map(([args, caseEnv]) => nbdmux(args, caseEnv)));
+    for (const [i, [, , exitCode, message]] of cases.entries()) expectOneLineFailure(results[i]!, exitCode, message);
+
+    const [urlWins, help, versionShown] = await Promise.all([
+      nbdmux(['--url', daemon.url, 'ls'], unreachable),
+      nbdmux(['--help'], env),
+      nbdmux(['--version'], env),
+    ]);
+    expect(urlWins.code).toBe(0);
+    expect(help.code).toBe(0);
+    for (const command of ['ls', 'add NAME FILE [--rw] [--cow]', 'rm NAME [--force]', 'show NAME', 'connections', 'watch', 'health']) {
+      expect(help.stdout).toContain(`\n  ${command}`);
+    }
+    expect(versionShown).toEqual({ code: 0, stdout: `nbdmux ${version}\n`, stderr: '' });
+  });
+
+  it('authenticates with NBDMUX_ADMIN_PASSWORD over HTTP and on the WebSocket, and says what to do without it', async () => {
+    const guarded = await startDaemon({ env: { NBDMUX_ADMIN_PASSWORD: 'correct horse' } });
+    dataDirs.push(guarded.dataDir);
+    const url = { NBDMUX_URL: guarded.url };
+    expectOneLineFailure(await nbdmux(['ls'], url), 1, new RegExp(`^nbdmux ls: the daemon at ${guarded.url} requires the admin password: set NBDMUX_ADMIN_PASSWORD\\n$`));
+    expectOneLineFailure(
+      await nbdmux(['ls'], { ...url, NBDMUX_ADMIN_PASSWORD: 'wrong' }),
+      1,
+      new RegExp(`^nbdmux ls: the daemon at ${guarded.url} refused the admin password in NBDMUX_ADMIN_PASSWORD: check it\\n$`),
+    );
+
+    const authed = { ...url, NBDMUX_ADMIN_PASSWORD: 'correct horse' };
+    expect(await nbdmux(['ls'], authed)).toEqual({ code: 0, stdout: 'no exports; add one with: nbdmux add NAME FILE\n', stderr: '' });
+    // watch's live streams ride the WebSocket: the upgrade itself must carry the password.
+    const watching = startCli(['watch', '--json'], authed);
+    await waitFor('a status snapshot over the WebSocket', () => (watching.stdout().includes('"type":"status"') ? true : undefined));
+    expect((await nbdmux(['add', 'guarded', makeImage(images, 'guarded.img', 65536)], authed)).code).toBe(0);
+    await waitFor('the export.created event', () => (watching.stdout().includes('"exportName":"guarded"') ? true : undefined));
+    watching.child.kill('SIGINT');
+    expect(await watching.exited).toBe(0);
+  });
+});
+
+describe('nbdmux watch', () => {
+  let daemon: RunningDaemon;
+  let images: string;
+  let env: Record<string, string>;
+  const dataDirs: string[] = [];
+  beforeAll(async () => {
+    daemon = await startDaemon();
+    dataDirs.push(daemon.dataDir);
+    images = tempDir('nbdmux-images-');
+    env = { NBDMUX_URL: daemon.url };
+  });
+  afterAll(() => killEverything(dataDirs));
+
+  type Line = { type: 'event'; event: { id: number; type: string; exportName: string | null } } | { type: 'status'; status: { connections: Array<{ exportName: string | null }> } } | { type: 'connection'; up: boolean };
+  const parse = (text: string) => text.split('\n').filter(Boolean).map((line) => JSON.parse(line) as Line);
+
+  it('streams events and live connections as JSON lines, resumes across a daemon restart without gaps or repeats, and ends on SIGINT', async () => {
+    const watching = startCli(['watch', '--json'], env);
+    const lines = () => parse(watching.stdout());
+    const events = () => lines().flatMap((line) => (line.type === 'event' ? [line.event] : []));
+    await waitFor('the first status snapshot', () => lines().find((line) => line.type === 'status'));
+
+    const image = makeImage(images, 'live.img', 2 * 1024 * 1024);
+    expect((await nbdmux(['add', 'live', image], env)).code).toBe(0);
+    const reader = startSlowReader(daemon.nbdUri('live'), path.join(images, 'stop-watch-reader'));
+    await reader.connected;
+    await waitFor('a snapshot with the live connection', () =>
+      lines().find((line) => line.type === 'status' && line.status.connections.some((c) => c.exportName === 'live')),
+    );
+    await reader.finish();
+    await waitFor('connection.closed', () => events().find((e) => e.type === 'connection.closed' && e.exportName === 'live'));
+
+    // The daemon goes away and comes back on the same port: watch reconnects by itself and
+    // replays what happened meanwhile, each event once.
+    const port = daemon.httpPort;
+    await daemon.stop();
+    await waitFor('watch to notice', () => lines().find((line) => line.type === 'connection' && !line.up));
+    daemon = await startDaemon({ dataDir: daemon.dataDir, args: ['--port', String(port)] });
+    expect((await nbdmux(['add', 'after-restart', image], env)).code).toBe(0);
+    await waitFor('the event from the new daemon', () => events().find((e) => e.type === 'export.created' && e.exportName === 'after-restart'), 15_000);
+
+    const types = events().map((e) => e.type);
+    expect(types).toEqual(expect.arrayContaining(['export.created', 'connection.opened', 'connection.negotiated', 'connection.closed', 'daemon.stopped', 'daemon.started']));
+    const ids = events().map((e) => e.id);
+    expect(ids).toEqual([...new Set(ids)].sort((a, b) => a - b));
+    expect(lines().find((line) => line.type === 'connection' && line.up)).toBeDefined();
+
+    watching.child.kill('SIGINT');
+    expect(await watching.exited).toBe(0);
+  });
+
+  it('prints one line per event and status change when not on a terminal', async () => {
+    const watching = startCli(['watch'], env);
+    await waitFor('the status line', () => (/^\d\d:\d\d:\d\d {2}status {2}- {2}health ok, \d+ export\(s\), 0 live connection\(s\)$/m.test(watching.stdout()) ? true : undefined));
+    expect(watching.stdout()).toMatch(/^\d\d:\d\d:\d\d {2}export\.created {2}live {2}id=\d+ file=\S+live\.img readonly=true cow=false size=2097152$/m);
+    expect((await nbdmux(['rm', 'live'], env)).code).toBe(0);
+    await waitFor('the export.removed line', () => (/ {2}export\.removed {2}live {2}id=\d+ force=false liveConnections=0$/m.test(watching.stdout()) ? true : undefined));
+    watching.child.kill('SIGINT');
+    expect(await watching.exited).toBe(0);
+    expect(watching.stderr()).toBe('');
+  });
+
+  it('redraws a terminal screen in place and restores the terminal on Ctrl-C', async () => {
+    // script(1) gives watch a real pseudo-terminal; Ctrl-C typed into it reaches watch as SIGINT.
+    const watching = startCli([], env, 'script', ['-qfec', `${process.execPath} ${cli} watch`, '/dev/null']);
+    await waitFor('the screen', () => (watching.stdout().includes('LIVE CONNECTIONS') ? true : undefined));
+    const screen = watching.stdout();
+    expect(screen.startsWith('\x1b[?1049h\x1b[?25l\x1b[H')).toBe(true);
+    expect(screen).toMatch(/nbdmux watch {2}http:\/\/127\.0\.0\.1:\d+ {2}live/);
+    expect(screen).toMatch(/health ok, \d+ export\(s\), 0 live connection\(s\)/);
+    expect(screen).toMatch(/EVENTS\x1b\[K\r\n(.*\r\n)*.*export\.created {2}after-restart/);
+    watching.child.stdin.write('\x03');
+    expect(await watching.exited).toBe(0);
+    expect(watching.stdout().endsWith('\x1b[?25h\x1b[?1049l')).toBe(true);
+  });
+});
