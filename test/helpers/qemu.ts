@@ -1,0 +1,174 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const cachedBuild = fileURLToPath(new URL('../../ramboot/cached-build', import.meta.url));
+
+export interface RambootKit {
+  dir: string;
+  /** The Debian bzImage, as PXE/iPXE boots it. */
+  vmlinuz: string;
+  /** The same kernel uncompressed: qemu boots it through PVH, without the seconds of decompression under TCG. */
+  vmlinux: string;
+  initrd: string;
+  /** The test images: a GPT disk, an MBR disk, a whole-disk filesystem. */
+  images: { gpt: string; mbr: string; disk: string };
+  /** IMAGE_ID and PAYLOAD_SHA256 of the test image. */
+  imageId: string;
+  payloadSha256: string;
+}
+
+/** The kit and test image, built by ramboot/cached-build (once per content, cached outside the clone). */
+export function rambootKit(timeoutMs: number): Promise<RambootKit> {
+  return new Promise((resolve, reject) => {
+    execFile(cachedBuild, { timeout: timeoutMs, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
+      if (err) return reject(new Error(`ramboot/cached-build failed: ${err.message}\n${stderr}`));
+      const dir = stdout.trim();
+      const env = Object.fromEntries(
+        fs
+          .readFileSync(path.join(dir, 'test-image.env'), 'utf8')
+          .split('\n')
+          .filter((line) => line.includes('='))
+          .map((line) => line.split('=', 2) as [string, string]),
+      );
+      resolve({
+        dir,
+        vmlinuz: path.join(dir, 'vmlinuz'),
+        vmlinux: path.join(dir, 'vmlinux'),
+        initrd: path.join(dir, 'initrd.img'),
+        images: { gpt: path.join(dir, 'test-gpt.img'), mbr: path.join(dir, 'test-mbr.img'), disk: path.join(dir, 'test-disk.img') },
+        imageId: env.IMAGE_ID!,
+        payloadSha256: env.PAYLOAD_SHA256!,
+      });
+    });
+  });
+}
+
+/** Where the guest reaches nbdmux: qemu forwards this address, inside the guest only, to the host's loopback. */
+export const guestNbdAddress = '10.0.2.100:10809';
+
+export interface GuestOptions {
+  kit: RambootKit;
+  kernel: 'vmlinuz' | 'vmlinux';
+  /** The host's NBD port on 127.0.0.1. */
+  nbdPort: number;
+  /** Kernel command line after console, panic and nbdroot's server. */
+  append: string;
+  serialLog: string;
+  /** Hard limit: qemu is SIGKILLed by `timeout` after this. */
+  timeoutSeconds: number;
+}
+
+export interface SerialLine {
+  text: string;
+  /** Milliseconds after qemu was started when the line was first seen in the serial log. */
+  atMs: number;
+}
+
+export interface Guest {
+  /** Every complete line of the serial console so far. */
+  lines(): SerialLine[];
+  /** The first line matching, once it appears; rejects if qemu exits first or after `ms`. */
+  waitForLine(pattern: RegExp, ms: number): Promise<SerialLine>;
+  /** Resolves when qemu exits: its exit code (137 when `timeout` killed it) and when. */
+  exited: Promise<{ code: number | null; atMs: number }>;
+  /** Milliseconds since qemu was started: the clock of SerialLine.atMs. */
+  sinceStartMs(): number;
+  kill(): void;
+}
+
+const pollMs = 50;
+
+/**
+ * Boots the kit's kernel and initramfs under qemu (TCG), with user networking that only ever
+ * reaches 127.0.0.1: restrict=on cuts the guest off from everything, and one guestfwd opens a
+ * fresh loopback connection to the NBD port for each guest connection.
+ */
+export function bootGuest({ kit, kernel, nbdPort, append, serialLog, timeoutSeconds }: GuestOptions): Guest {
+  fs.rmSync(serialLog, { force: true });
+  const [guestHost, guestPort] = guestNbdAddress.split(':');
+  const args = [
+    // Niced: emulated CPUs must not starve the daemons and test files running beside them.
+    '-n', '10',
+    'timeout', '-s', 'KILL', String(timeoutSeconds),
+    'qemu-system-x86_64',
+    // A stock Debian kernel does not boot under this host's KVM (see shared notes): TCG unless told.
+    '-accel', process.env.NBDMUX_QEMU_ACCEL ?? 'tcg',
+    '-m', '512',
+    '-nodefaults', '-no-reboot', '-display', 'none',
+    '-serial', `file:${serialLog}`,
+    '-kernel', kit[kernel],
+    '-initrd', kit.initrd,
+    '-append', `console=ttyS0 panic=-1 ${append}`,
+    '-netdev', `user,id=n0,restrict=on,guestfwd=tcp:${guestHost}:${guestPort}-cmd:socat - TCP:127.0.0.1:${nbdPort}`,
+    // No option ROM: the kernel is loaded directly, nothing PXE-boots inside qemu.
+    '-device', 'virtio-net-pci,netdev=n0,romfile=',
+  ];
+  const started = Date.now();
+  // Its own process group: `timeout`, qemu and the socat processes of guestfwd end together.
+  const child: ChildProcess = spawn('nice', args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+
+  const seen: SerialLine[] = [];
+  let partial = '';
+  let offset = 0;
+  const readNew = () => {
+    let data: Buffer;
+    try {
+      data = fs.readFileSync(serialLog).subarray(offset);
+    } catch {
+      return;
+    }
+    offset += data.length;
+    const text = partial + data.toString('latin1');
+    const parts = text.split(/\r?\n/);
+    partial = parts.pop()!;
+    const atMs = Date.now() - started;
+    for (const line of parts) seen.push({ text: line, atMs });
+  };
+  const timer = setInterval(readNew, pollMs);
+  const exited = new Promise<{ code: number | null; atMs: number }>((resolve) => {
+    child.on('close', (code) => {
+      clearInterval(timer);
+      readNew();
+      if (partial !== '') seen.push({ text: partial, atMs: Date.now() - started });
+      partial = '';
+      resolve({ code, atMs: Date.now() - started });
+    });
+  });
+
+  return {
+    lines: () => [...seen],
+    exited,
+    sinceStartMs: () => Date.now() - started,
+    kill: () => {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    },
+    waitForLine: async (pattern, ms) => {
+      const deadline = Date.now() + ms;
+      let done = false;
+      void exited.then(() => (done = true));
+      for (;;) {
+        const finished = done; // once qemu has exited, `seen` holds every line
+        const found = seen.find((line) => pattern.test(line.text));
+        if (found) return found;
+        if (finished) throw new Error(`qemu exited before printing ${pattern}; stderr: ${stderr}\n${tail(seen)}`);
+        if (Date.now() > deadline) throw new Error(`no ${pattern} on the console within ${ms} ms\n${tail(seen)}`);
+        await new Promise((resolve) => setTimeout(resolve, pollMs));
+      }
+    },
+  };
+}
+
+function tail(lines: SerialLine[]): string {
+  return lines
+    .slice(-30)
+    .map((line) => `  | ${line.text}`)
+    .join('\n');
+}
