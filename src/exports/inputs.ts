@@ -3,7 +3,9 @@ import { z } from 'zod';
 import { parseCidr } from '../supervisor/allow-list.js';
 import { configSafePathPattern, exportNamePattern, isReservedExportName } from '../supervisor/nbd-config.js';
 
-/** Every control-plane input about exports, defined once: the router validates with these, clients infer from them. */
+// Every control-plane input about exports, defined once: the router validates with these,
+// and clients infer their types from them through the router.
+
 /** A missing field and a field of the wrong type call for different fixes. */
 const requiredString = { error: (issue: { input: unknown }) => (issue.input === undefined ? 'is required' : 'must be a string') };
 
