@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -7,22 +6,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchBrowser } from './helpers/browser.js';
 import { killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
 import { makeImage } from './helpers/nbd.js';
+import { runText } from './helpers/process.js';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const tsc = path.join(repo, 'node_modules/typescript/bin/tsc');
 const password = 'a long admin password';
 
-function run(command: string, args: string[], options: { cwd: string; env?: NodeJS.ProcessEnv; timeoutMs?: number }) {
-  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-    const child = spawn(command, args, { cwd: options.cwd, env: options.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'], timeout: options.timeoutMs ?? 30_000 });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+
 
 /** A correct program: every call, input and output as the router defines them. It must compile and run. */
 const program = `
@@ -115,7 +105,7 @@ describe('the packed client package in a separate TypeScript project', () => {
     scratch = packed;
     image = makeImage(tempDir('nbdmux-images-'), 'packaged.img', 1024 * 1024);
     // Type-checks both programs and emits the correct one's JavaScript (tsc emits despite errors elsewhere).
-    typeCheck = await run(process.execPath, [tsc, '-p', '.'], { cwd: scratch, timeoutMs: 60_000 });
+    typeCheck = await runText(process.execPath, [tsc, '-p', '.'], { cwd: scratch, timeoutMs: 60_000 });
   }, 90_000);
   afterAll(() => {
     killEverything(daemon ? [daemon.dataDir] : []);
@@ -125,14 +115,14 @@ describe('the packed client package in a separate TypeScript project', () => {
   /** npm pack, then install the tarball as a user would; the registry is only asked for what the npm cache lacks. */
   async function packAndInstall(): Promise<string> {
     const dir = tempDir('nbdmux-client-package-');
-    const pack = await run('npm', ['pack', '--json', '--pack-destination', dir], { cwd: repo });
+    const pack = await runText('npm', ['pack', '--json', '--pack-destination', dir], { cwd: repo });
     expect(pack.code, pack.stderr).toBe(0);
     const tarball = path.join(dir, (JSON.parse(pack.stdout) as Array<{ filename: string }>)[0]!.filename);
     const project = path.join(dir, 'project');
     fs.mkdirSync(project);
     fs.writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name: 'uses-nbdmux', private: true, type: 'module' }));
     // --ignore-scripts: the client never loads better-sqlite3, so its minute-long native build is skipped.
-    const install = await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--ignore-scripts', tarball], { cwd: project, timeoutMs: 80_000 });
+    const install = await runText('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--ignore-scripts', tarball], { cwd: project, timeoutMs: 80_000 });
     expect(install.code, install.stderr).toBe(0);
     // The compiler and Node's types are tools here, not dependencies: the repository's own serve.
     fs.writeFileSync(
@@ -176,7 +166,7 @@ describe('the packed client package in a separate TypeScript project', () => {
   it('runs against a live daemon in Node: HTTP calls, a WebSocket subscription, typed errors, the password', async () => {
     const compiled = path.join(scratch, 'out/program.js');
 
-    const withPassword = await run(process.execPath, [compiled, daemon.url, 'from-package', image], { cwd: scratch, env: { ...process.env, NBDMUX_ADMIN_PASSWORD: password }, timeoutMs: 20_000 });
+    const withPassword = await runText(process.execPath, [compiled, daemon.url, 'from-package', image], { cwd: scratch, env: { ...process.env, NBDMUX_ADMIN_PASSWORD: password }, timeoutMs: 20_000 });
     expect(withPassword.code, withPassword.stderr).toBe(0);
     const output = JSON.parse(withPassword.stdout);
     expect(output.created).toMatchObject({ name: 'from-package', file: fs.realpathSync(image), readonly: true, size: 1024 * 1024, state: 'serving' });
@@ -187,7 +177,7 @@ describe('the packed client package in a separate TypeScript project', () => {
     expect(output.healthy).toBe(true);
 
     const { NBDMUX_ADMIN_PASSWORD: _unset, ...noPassword } = process.env;
-    const without = await run(process.execPath, [compiled, daemon.url, 'refused', image], { cwd: scratch, env: noPassword, timeoutMs: 20_000 });
+    const without = await runText(process.execPath, [compiled, daemon.url, 'refused', image], { cwd: scratch, env: noPassword, timeoutMs: 20_000 });
     expect(without.code, without.stderr).toBe(0);
     expect(JSON.parse(without.stdout)).toEqual({
       failed: { code: 'UNAUTHORIZED', httpStatus: 401, message: 'authentication required: send "Authorization: Bearer <admin password>", or log in at /' },

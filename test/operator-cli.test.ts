@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNbdmuxClient, type NbdmuxClient } from '../src/client.js';
 import { killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
 import { makeImage, readExport, sha256, startSlowReader } from './helpers/nbd.js';
+import { runText } from './helpers/process.js';
 
 const cli = fileURLToPath(new URL('../dist/src/operator-cli/main.js', import.meta.url));
 const { version } = JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -25,15 +26,7 @@ function cliEnv(env: Record<string, string>): NodeJS.ProcessEnv {
 
 /** Runs the built `nbdmux` bin as an operator or script would. */
 function nbdmux(args: string[], env: Record<string, string> = {}, cwd?: string): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cli, ...args], { env: cliEnv(env), cwd, stdio: ['ignore', 'pipe', 'pipe'], timeout: 20_000 });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+  return runText(process.execPath, [cli, ...args], { env: cliEnv(env), cwd, timeoutMs: 20_000 });
 }
 
 const longRunning = new Set<ChildProcess>();
