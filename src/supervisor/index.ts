@@ -63,8 +63,10 @@ export class Supervisor {
   /** Copied once: reading process.env is slow, and spawn would copy it at every start. */
   private readonly plainEnv: NodeJS.ProcessEnv = { ...process.env };
   private readonly fastStartEnv: NodeJS.ProcessEnv | null;
-  private probe: { at: number; result: Promise<string> };
-  private recoveryCheck: { at: number; result: Promise<void> } | null = null;
+  /** Whether the binary runs (`-V`): asked again at most every 2 s, however often health is. */
+  private readonly probeCached: () => Promise<string>;
+  /** After a failed start, a real nbd-server start decides whether it works again (at most one every 2 s). */
+  private readonly checkRecovered: () => Promise<void>;
 
   private constructor(
     private readonly options: SupervisorOptions,
@@ -74,7 +76,8 @@ export class Supervisor {
     const { db, events, log } = options;
     this.configPath = path.join(options.dataDir, 'nbd-server.conf');
     this.cowDir = path.join(options.dataDir, 'cow');
-    this.probe = { at: Date.now(), result: Promise.resolve(version) };
+    this.probeCached = reusedFor(probeCacheMs, () => probeNbdServer(options.nbdServerBin), Promise.resolve(version));
+    this.checkRecovered = reusedFor(probeCacheMs, () => nbdServerGreets(options.nbdServerBin, this.configPath, this.nbdServerEnv()));
     this.fastStartEnv = fastStart.enabled ? { ...this.plainEnv, ...fastStart.env } : null;
     this.connections = new ConnectionTable(db, events, this.cowDir);
     this.spawner = new Spawner({
@@ -158,6 +161,7 @@ export class Supervisor {
         problems.push((err as Error).message);
       }
     }
+    const fastStartReason = this.fastStartOffReason();
     return {
       ok: problems.length === 0,
       problems,
@@ -165,8 +169,8 @@ export class Supervisor {
       nbdAddress: address?.address ?? null,
       nbdPort: address?.port ?? null,
       nbdServerVersion: version,
-      fastStart: this.fastStartOffReason() === null,
-      fastStartReason: this.fastStartOffReason(),
+      fastStart: fastStartReason === null,
+      fastStartReason,
     };
   }
 
@@ -224,14 +228,6 @@ export class Supervisor {
     });
   }
 
-  /** After a failed start, a real nbd-server start decides whether it works again (at most one every 2 s). */
-  private checkRecovered(): Promise<void> {
-    if (this.recoveryCheck === null || Date.now() - this.recoveryCheck.at > probeCacheMs) {
-      this.recoveryCheck = { at: Date.now(), result: nbdServerGreets(this.options.nbdServerBin, this.configPath, this.nbdServerEnv()) };
-    }
-    return this.recoveryCheck.result;
-  }
-
   private fastStartOffReason(): string | null {
     const { fastStart } = this;
     if (!fastStart.enabled) return fastStart.reason;
@@ -241,11 +237,13 @@ export class Supervisor {
   private nbdServerEnv(): NodeJS.ProcessEnv {
     return this.fastStartEnv !== null && !this.configEnablesTls ? this.fastStartEnv : this.plainEnv;
   }
+}
 
-  private probeCached(): Promise<string> {
-    if (Date.now() - this.probe.at > probeCacheMs) {
-      this.probe = { at: Date.now(), result: probeNbdServer(this.options.nbdServerBin) };
-    }
-    return this.probe.result;
-  }
+/** Calls `run` at most once every `ms`, answering in between with the last call's promise. */
+function reusedFor<T>(ms: number, run: () => Promise<T>, first?: Promise<T>): () => Promise<T> {
+  let last = first === undefined ? null : { at: Date.now(), result: first };
+  return () => {
+    if (last === null || Date.now() - last.at > ms) last = { at: Date.now(), result: run() };
+    return last.result;
+  };
 }

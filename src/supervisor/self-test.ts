@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import net from 'node:net';
+import { exitedBeforeServing } from './spawner.js';
 
 const greeting = Buffer.from('NBDMAGIC');
 
@@ -24,10 +25,7 @@ export function nbdServerGreets(bin: string, configPath: string, env: NodeJS.Pro
       let stderr = '';
       child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
       child.on('error', (err) => settle(new Error(`cannot run ${bin}: ${err.message}`)));
-      child.on('close', (code, signal) => {
-        const message = stderr.trim().split('\n').at(-1) || 'no message';
-        settle(new Error(`nbd-server exited before serving (${signal ?? `exit ${code}`}): ${message}`));
-      });
+      child.on('close', (code, signal) => settle(new Error(exitedBeforeServing(code, signal, stderr))));
     });
     listener.listen(0, '127.0.0.1', () => {
       const { port } = listener.address() as net.AddressInfo;

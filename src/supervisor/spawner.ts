@@ -142,7 +142,7 @@ export class Spawner {
       } else if (exitCode === 0 || signal === 'SIGPIPE' || clientEndedEarly.test(stderr)) {
         table.close(conn, { outcome: 'not-served', exitCode, signal, error });
       } else {
-        const reason = `nbd-server exited before serving (${signal ?? `exit ${exitCode}`}): ${error ?? 'no message'}`;
+        const reason = exitedBeforeServing(exitCode, signal, stderr);
         table.close(conn, { outcome: 'failed', exitCode, signal, error });
         this.options.onStartFailed(conn, reason);
       }
@@ -150,6 +150,12 @@ export class Spawner {
   }
 }
 
+/** Why an nbd-server ended before it served anyone, as the operator should read it. */
+export function exitedBeforeServing(exitCode: number | null, signal: NodeJS.Signals | null, stderr: string): string {
+  return `nbd-server exited before serving (${signal ?? `exit ${exitCode}`}): ${lastLine(stderr) ?? 'no message'}`;
+}
+
+/** nbd-server's last word on stderr, without the "Exiting." it ends every error with. */
 function lastLine(text: string): string | null {
   const lines = text
     .split('\n')
