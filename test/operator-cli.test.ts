@@ -311,7 +311,10 @@ describe('nbdmux watch', () => {
 
   it('redraws a terminal screen in place and restores the terminal on Ctrl-C', async () => {
     // script(1) gives watch a real pseudo-terminal; Ctrl-C typed into it reaches watch as SIGINT.
-    const watching = startCli([], env, 'script', ['-qfec', `${process.execPath} ${cli} watch`, '/dev/null']);
+    // script runs the command through $SHELL -c; `exec` leaves watch alone in the terminal's
+    // foreground group, as an interactive shell would, instead of beside a shell (dash) that the
+    // same SIGINT kills.
+    const watching = startCli([], env, 'script', ['-qfec', `exec ${process.execPath} ${cli} watch`, '/dev/null']);
     await waitFor('the screen', () => (watching.stdout().includes('LIVE CONNECTIONS') ? true : undefined));
     const screen = watching.stdout();
     expect(screen.startsWith('\x1b[?1049h\x1b[?25l\x1b[H')).toBe(true);
