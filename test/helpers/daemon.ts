@@ -24,6 +24,8 @@ export interface DaemonOptions {
   nbdPort?: number;
   args?: string[];
   env?: Record<string, string>;
+  /** A command the daemon runs under, such as `setpriv` with its options, ending in `--`. */
+  wrapper?: string[];
 }
 
 export function tempDir(prefix = 'nbdmux-test-'): string {
@@ -34,7 +36,8 @@ export function tempDir(prefix = 'nbdmux-test-'): string {
 export async function startDaemon(options: DaemonOptions = {}): Promise<RunningDaemon> {
   const dataDir = options.dataDir ?? tempDir();
   const args = [cli, '--data-dir', dataDir, '--bind', '127.0.0.1', '--port', '0', '--nbd-port', String(options.nbdPort ?? 0), ...(options.args ?? [])];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...options.env } });
+  const [command, ...commandArgs] = [...(options.wrapper ?? []), process.execPath, ...args];
+  const child = spawn(command!, commandArgs, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...options.env } });
   let output = '';
   child.stderr!.setEncoding('utf8');
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
