@@ -4,10 +4,9 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { renderNbdServerConfig } from '../src/supervisor/nbd-config.js';
 import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
-import { makeImage, nbdsh, readExport, sha256 } from './helpers/nbd.js';
+import { makeImage, nbdsh, readExport, sha256, startNbdshSession } from './helpers/nbd.js';
 import { trpcClient } from './helpers/trpc.js';
 
-const clientEnv = { ...process.env, PATH: `/usr/bin:${process.env.PATH ?? ''}` };
 const blockBytes = 64 * 1024;
 
 interface Writer {
@@ -33,24 +32,11 @@ while not os.path.exists(${JSON.stringify(stopFile)}):
     time.sleep(0.05)
 print("still", h.pread(${blockBytes}, ${offset}) == block, flush=True)
 `;
-  const child = spawn('nbdsh', ['-u', uri, '-c', script], { env: clientEnv, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
-  const written = new Promise<void>((resolve, reject) => {
-    child.stdout.on('data', (chunk: Buffer) => {
-      stdout += chunk.toString();
-      if (stdout.includes('written')) resolve();
-    });
-    void exited.then((code) => reject(new Error(`writer exited (${code}) before writing: ${stderr}`)));
-  });
-  written.catch(() => {});
+  const session = startNbdshSession(uri, script, 'written', stopFile);
   return {
-    written,
+    written: session.ready,
     finish: async () => {
-      fs.writeFileSync(stopFile, '');
-      const code = await exited;
+      const { code, stdout, stderr } = await session.finish();
       return { code, stillSees: stdout.includes('still True'), stderr };
     },
   };

@@ -52,6 +52,45 @@ export function nbdsh(args: string[]): Promise<RunResult> {
   return run('nbdsh', args);
 }
 
+/** An nbdsh script that holds its connection open until its stop file appears. */
+export interface NbdshSession {
+  child: ChildProcess;
+  /** Resolves once the script has printed its ready word; rejects if it exits first. */
+  ready: Promise<void>;
+  /** Creates the stop file and waits for the script to exit. */
+  finish(): Promise<{ code: number | null; stdout: string; stderr: string }>;
+}
+
+/**
+ * Runs `script` in nbdsh connected to `uri`. The script prints `readyWord` once it is where the
+ * test wants it, then polls for `stopFile` itself, so the connection lives exactly as long as
+ * the test says.
+ */
+export function startNbdshSession(uri: string, script: string, readyWord: string, stopFile: string): NbdshSession {
+  const child = spawn('nbdsh', ['-u', uri, '-c', script], { env: clientEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+  const ready = new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString();
+      if (stdout.includes(readyWord)) resolve();
+    });
+    void exited.then((code) => reject(new Error(`nbdsh exited (${code}) before "${readyWord}": ${stderr}`)));
+  });
+  ready.catch(() => {});
+  return {
+    child,
+    ready,
+    finish: async () => {
+      fs.writeFileSync(stopFile, '');
+      const code = await exited;
+      return { code, stdout, stderr };
+    },
+  };
+}
+
 export interface SlowReader {
   child: ChildProcess;
   /** Resolves once the reader has its connection and has read its first block. */
@@ -79,25 +118,12 @@ while off < size:
     n = min(1 << 20, size - off); digest.update(h.pread(n, off)); off += n
 print("sha256", digest.hexdigest(), flush=True)
 `;
-  const child = spawn('nbdsh', ['-u', uri, '-c', script], { env: clientEnv, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
-  const connected = new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (chunk: Buffer) => {
-      stdout += chunk.toString();
-      if (stdout.includes('connected')) resolve();
-    });
-    void exited.then((code) => reject(new Error(`reader exited (${code}) before connecting: ${stderr}`)));
-  });
-  connected.catch(() => {});
+  const session = startNbdshSession(uri, script, 'connected', stopFile);
   return {
-    child,
-    connected,
+    child: session.child,
+    connected: session.ready,
     finish: async () => {
-      fs.writeFileSync(stopFile, '');
-      const code = await exited;
+      const { code, stdout, stderr } = await session.finish();
       return { code, sha256: /sha256 ([0-9a-f]{64})/.exec(stdout)?.[1] ?? '', stderr };
     },
   };
