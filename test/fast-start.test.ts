@@ -4,7 +4,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { configEnablesTls, detectFastStart } from '../src/supervisor/fast-start.js';
-import { api, killEverything, startDaemon, tempDir } from './helpers/daemon.js';
+import { readBytesWritten } from '../src/supervisor/proc.js';
+import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
 import { makeImage, readExport, run, sha256, startSlowReader } from './helpers/nbd.js';
 import { trpcClient } from './helpers/trpc.js';
 
@@ -23,14 +24,21 @@ function script(text: string): string {
 /** The NBD greeting nbd-server writes first: NBDMAGIC, IHAVEOPT, 2 bytes of flags. */
 const greetingBytes = 18;
 
-/** nbd-server processes of one daemon, with the bytes each has written so far. */
-function nbdServerProcesses(dataDir: string): Array<{ pid: number; written: number }> {
+/**
+ * The nbd-server processes a daemon started, with the bytes each has written so far. Only its
+ * own children: a serving process forks to run its prerun, and until that child execs the shell
+ * it carries nbd-server's command line and has written nothing, like a process still starting.
+ */
+function nbdServerProcesses(daemon: RunningDaemon): Array<{ pid: number; written: number }> {
   const found = [];
   for (const entry of fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e))) {
     try {
-      if (!fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(`${dataDir}/nbd-server.conf`)) continue;
-      const written = Number(/^wchar: (\d+)$/m.exec(fs.readFileSync(`/proc/${entry}/io`, 'utf8'))?.[1]);
-      found.push({ pid: Number(entry), written });
+      if (!fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(`${daemon.dataDir}/nbd-server.conf`)) continue;
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      // Field 4, after the command name in parentheses (which may hold spaces or ')').
+      const parentPid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      const written = readBytesWritten(Number(entry));
+      if (parentPid === daemon.child.pid && written !== null) found.push({ pid: Number(entry), written });
     } catch {
       // exited while we looked
     }
@@ -121,7 +129,7 @@ describe('nbdmux with and without fast start', () => {
 
     const reader = startSlowReader(daemon.nbdUri('disk'), path.join(images, 'stop'));
     await reader.connected;
-    const [serving] = nbdServerProcesses(daemon.dataDir);
+    const [serving] = nbdServerProcesses(daemon);
     expect(serving).toBeDefined();
     expect(fs.readFileSync(`/proc/${serving!.pid}/maps`, 'utf8')).toContain(builtShim);
     expect((await reader.finish()).sha256).toBe(sha256(image));
@@ -158,7 +166,7 @@ describe('nbdmux with and without fast start', () => {
     let sampling = true;
     const sampler = (async () => {
       while (sampling) {
-        const starting = nbdServerProcesses(daemon.dataDir).filter((p) => p.written < greetingBytes).length;
+        const starting = nbdServerProcesses(daemon).filter((p) => p.written < greetingBytes).length;
         mostStarting = Math.max(mostStarting, starting);
         await new Promise((resolve) => setTimeout(resolve, 5));
       }
