@@ -85,7 +85,7 @@ describe('the nbdmux operator CLI', () => {
     const image = makeImage(images, 'disk.img', 3 * 1024 * 1024);
     const added = await nbdmux(['add', 'disk', image], env);
     expect(added).toMatchObject({ code: 0, stderr: '' });
-    expect(added.stdout).toMatch(/^added disk\nname +disk\nstate +serving\nfile +\S+disk\.img\nmode +read-only\nsize +3\.0 MiB \(3145728 bytes\)/);
+    expect(added.stdout).toMatch(/^added disk\nname +disk\nstate +serving\nfile +\S+disk\.img\nmode +read-only\nallow +every client the NBD port admits\nsize +3\.0 MiB \(3145728 bytes\)/);
     expect(sha256(await readExport(daemon.nbdUri('disk')))).toBe(sha256(image));
 
     const more = await Promise.all([
@@ -93,12 +93,16 @@ describe('the nbdmux operator CLI', () => {
       nbdmux(['add', 'overlay', image, '--cow'], env),
       // A relative FILE is taken from the working directory, as any command line tool would.
       nbdmux(['add', 'relative', 'disk.img'], env, images),
+      nbdmux(['add', 'lab-only', image, '--allow', '10.1.0.0/16', '--allow', '127.0.0.1'], env),
     ]);
-    expect(more.map((result) => result.code)).toEqual([0, 0, 0]);
+    expect(more.map((result) => result.code)).toEqual([0, 0, 0, 0]);
+    expect(more[3]!.stdout).toMatch(/\nallow +10\.1\.0\.0\/16, 127\.0\.0\.1\n/);
+    expect(sha256(await readExport(daemon.nbdUri('lab-only')))).toBe(sha256(image));
 
     const served = await client.exports.list.query();
     expect(served.map((e) => [e.name, e.readonly, e.cow, e.file])).toEqual([
       ['disk', true, false, fs.realpathSync(image)],
+      ['lab-only', true, false, fs.realpathSync(image)],
       ['overlay', true, true, fs.realpathSync(image)],
       ['relative', true, false, fs.realpathSync(image)],
       ['scratch', false, false, fs.realpathSync(image)],
@@ -207,6 +211,8 @@ describe('the nbdmux operator CLI', () => {
       [['add', 'bad name', '/srv/x.img'], env, 1, /^nbdmux add: name: must be 1 to 64 characters/],
       [['add', 'ghost', path.join(images, 'absent.img')], env, 1, /^nbdmux add: file: .*absent\.img: no such file/],
       [['add', 'both', path.join(images, 'disk.img'), '--rw', '--cow'], env, 1, /^nbdmux add: cow: a copy-on-write export never writes its image/],
+      [['add', 'ranged', path.join(images, 'disk.img'), '--allow', '10.0.0.0/33'], env, 1, /^nbdmux add: allow\.0: must be an IP address or CIDR range/],
+      [['rm', 'disk', '--allow', '10.0.0.0/8'], env, 2, /^nbdmux: rm takes no --allow; run "nbdmux --help"\n$/],
     ];
     const results = await Promise.all(cases.map(([args, caseEnv]) => nbdmux(args, caseEnv)));
     for (const [i, [, , exitCode, message]] of cases.entries()) expectOneLineFailure(results[i]!, exitCode, message);
@@ -218,7 +224,7 @@ describe('the nbdmux operator CLI', () => {
     ]);
     expect(urlWins.code).toBe(0);
     expect(help.code).toBe(0);
-    for (const command of ['ls', 'add NAME FILE [--rw] [--cow]', 'rm NAME [--force]', 'show NAME', 'connections', 'watch', 'health']) {
+    for (const command of ['ls', 'add NAME FILE [--rw] [--cow] [--allow CIDR]...', 'rm NAME [--force]', 'show NAME', 'connections', 'watch', 'health']) {
       expect(help.stdout).toContain(`\n  ${command}`);
     }
     expect(versionShown).toEqual({ code: 0, stdout: `nbdmux ${version}\n`, stderr: '' });

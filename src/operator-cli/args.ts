@@ -2,23 +2,110 @@ import { parseArgs } from 'node:util';
 
 export const defaultUrl = 'http://localhost:4040';
 
+/**
+ * Every flag a command may take, declared once: its parser option, how `--help` shows its
+ * value, and how its text becomes the value a command reads. A command lists the flags it takes.
+ */
+interface FlagSpec {
+  type: 'boolean' | 'string';
+  multiple?: boolean;
+  /** What `--help` shows as the flag's value. */
+  placeholder?: string;
+  read(value: never): unknown;
+}
+
+const commandFlags = {
+  rw: { type: 'boolean', read: Boolean },
+  cow: { type: 'boolean', read: Boolean },
+  allow: { type: 'string', multiple: true, placeholder: 'CIDR', read: (values: string[] | undefined) => values ?? [] },
+  force: { type: 'boolean', read: Boolean },
+  live: { type: 'boolean', read: Boolean },
+  limit: { type: 'string', placeholder: 'N', read: (text: string | undefined) => (text === undefined ? undefined : checkedLimit(text)) },
+} as const satisfies Record<string, FlagSpec>;
+
+type FlagName = keyof typeof commandFlags;
+
+interface CommandSpec {
+  args: readonly string[];
+  flags: readonly FlagName[];
+  help: string;
+}
+
+/** Each command once: its arguments, its flags and its line in `--help`. */
+const commandSpecs = {
+  ls: { args: [], flags: [], help: 'the exports: serving, then draining' },
+  add: {
+    args: ['NAME', 'FILE'],
+    flags: ['rw', 'cow', 'allow'],
+    help:
+      "export FILE (a path on the daemon's machine; a relative one is taken from this directory) as NAME, read-only " +
+      'unless --rw (clients write the image) or --cow (each client writes to its own copy, discarded when it ' +
+      'disconnects); --allow (repeatable) lets only those client ranges use it',
+  },
+  rm: { args: ['NAME'], flags: ['force'], help: 'stop exporting NAME; live connections drain unless --force cuts them now' },
+  show: { args: ['NAME'], flags: [], help: 'one export and its live connections' },
+  connections: { args: [], flags: ['live', 'limit'], help: 'recent NBD connections, newest first (--live: open ones only)' },
+  watch: { args: [], flags: [], help: 'live events and connections until Ctrl-C' },
+  health: { args: [], flags: [], help: 'whether new NBD clients can be served; exit 1 when not' },
+} as const satisfies Record<string, CommandSpec>;
+
+export type CommandName = keyof typeof commandSpecs;
+
+export type Invocation = {
+  command: CommandName;
+  args: string[];
+  url: string;
+  json: boolean;
+} & FlagValues;
+
+type FlagValues = { [Flag in FlagName]: ReturnType<(typeof commandFlags)[Flag]['read']> };
+
+export type Request = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; invocation: Invocation };
+
+export class UsageError extends Error {}
+
+const synopsisWidth = 29;
+const helpWidth = 62;
+
+function synopsis(name: string, spec: CommandSpec): string {
+  const flags = spec.flags.map((flag) => {
+    const option: FlagSpec = commandFlags[flag];
+    return `[--${flag}${option.placeholder ? ` ${option.placeholder}` : ''}]${option.multiple ? '...' : ''}`;
+  });
+  return [name, ...spec.args, ...flags].join(' ');
+}
+
+/** Words wrapped to lines of at most `width` characters. */
+function wrap(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(' ')) {
+    if (line !== '' && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else line = line === '' ? word : `${line} ${word}`;
+  }
+  return [...lines, line];
+}
+
+function commandHelp(): string {
+  const indent = ' '.repeat(2 + synopsisWidth);
+  return Object.entries(commandSpecs)
+    .map(([name, spec]) => {
+      const head = `  ${synopsis(name, spec)}`;
+      const [first = '', ...rest] = wrap(spec.help, helpWidth);
+      const lines = head.length < indent.length - 1 ? [head.padEnd(indent.length) + first] : [head, indent + first];
+      return [...lines, ...rest.map((line) => indent + line)].join('\n');
+    })
+    .join('\n');
+}
+
 export const usage = `Usage: nbdmux [--url URL] [--json] COMMAND [ARGS]
 
 Manages a running nbdmux daemon: its exports, connections and health.
 
 Commands:
-  ls                           the exports: serving, then draining
-  add NAME FILE [--rw] [--cow] export FILE (a path on the daemon's machine; a relative one
-                               is taken from this directory) as NAME, read-only unless
-                               --rw (clients write the image) or --cow (each client writes
-                               to its own copy, discarded when it disconnects)
-  rm NAME [--force]            stop exporting NAME; live connections drain unless --force
-                               cuts them now
-  show NAME                    one export and its live connections
-  connections [--live] [--limit N]
-                               recent NBD connections, newest first (--live: open ones only)
-  watch                        live events and connections until Ctrl-C
-  health                       whether new NBD clients can be served; exit 1 when not
+${commandHelp()}
 
 Options:
   --url URL    the daemon's HTTP address (default $NBDMUX_URL, else ${defaultUrl})
@@ -29,35 +116,6 @@ Options:
 The admin password, when the daemon has one, is read from $NBDMUX_ADMIN_PASSWORD.
 Exit status: 0 done, 1 failed (refused, unreachable, unhealthy), 2 usage error.
 `;
-
-/** Each command's positional arguments and the flags it accepts beyond the global ones. */
-const commandSpecs = {
-  ls: { args: [], flags: [] },
-  add: { args: ['NAME', 'FILE'], flags: ['rw', 'cow'] },
-  rm: { args: ['NAME'], flags: ['force'] },
-  show: { args: ['NAME'], flags: [] },
-  connections: { args: [], flags: ['live', 'limit'] },
-  watch: { args: [], flags: [] },
-  health: { args: [], flags: [] },
-} as const satisfies Record<string, { args: readonly string[]; flags: readonly string[] }>;
-
-export type CommandName = keyof typeof commandSpecs;
-
-export interface Invocation {
-  command: CommandName;
-  args: string[];
-  url: string;
-  json: boolean;
-  rw: boolean;
-  cow: boolean;
-  force: boolean;
-  live: boolean;
-  limit: number | undefined;
-}
-
-export type Request = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; invocation: Invocation };
-
-export class UsageError extends Error {}
 
 export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): Request {
   let parsed;
@@ -71,11 +129,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): Reques
         json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean' },
-        rw: { type: 'boolean' },
-        cow: { type: 'boolean' },
-        force: { type: 'boolean' },
-        live: { type: 'boolean' },
-        limit: { type: 'string' },
+        ...commandFlags,
       },
     });
   } catch (err) {
@@ -88,8 +142,9 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): Reques
   const [command, ...args] = positionals;
   if (command === undefined) throw new UsageError('no command given');
   if (!Object.hasOwn(commandSpecs, command)) throw new UsageError(`unknown command "${command}"`);
-  const spec: { args: readonly string[]; flags: readonly string[] } = commandSpecs[command as CommandName];
-  for (const flag of ['rw', 'cow', 'force', 'live', 'limit'] as const) {
+  const spec: CommandSpec = commandSpecs[command as CommandName];
+  const flagNames = Object.keys(commandFlags) as FlagName[];
+  for (const flag of flagNames) {
     if (values[flag] !== undefined && !spec.flags.includes(flag)) throw new UsageError(`${command} takes no --${flag}`);
   }
   if (args.length !== spec.args.length) {
@@ -104,11 +159,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): Reques
       args,
       url: checkedUrl(values.url ?? env.NBDMUX_URL ?? defaultUrl, values.url !== undefined ? '--url' : 'NBDMUX_URL'),
       json: values.json ?? false,
-      rw: values.rw ?? false,
-      cow: values.cow ?? false,
-      force: values.force ?? false,
-      live: values.live ?? false,
-      limit: values.limit === undefined ? undefined : checkedLimit(values.limit),
+      ...(Object.fromEntries(flagNames.map((flag) => [flag, (commandFlags[flag].read as (value: unknown) => unknown)(values[flag])])) as FlagValues),
     },
   };
 }

@@ -22,12 +22,13 @@ export const commands: Record<CommandName, Command> = {
     return exitCodes.ok;
   },
 
-  async add(client, { args: [name, file], rw, cow, json }, out) {
+  async add(client, { args: [name, file], rw, cow, allow, json }, out) {
     const created = await client.exports.create.mutate({
       name: name!,
       file: path.resolve(file!),
       readonly: !rw,
       cow,
+      allow,
     });
     if (json) printJson(out, created);
     else out.write(`added ${created.name}\n${renderExport(created)}`);

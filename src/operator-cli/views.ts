@@ -29,6 +29,7 @@ export function renderExport(exp: NbdmuxExport): string {
     ['state', exp.state === 'serving' ? 'serving' : `draining since ${formatTime(exp.removedAt!)} (removed; live connections finish)`],
     ['file', exp.file],
     ['mode', modeWords[exportMode(exp)]],
+    ['allow', exp.allow.length === 0 ? 'every client the NBD port admits' : exp.allow.join(', ')],
     ['size', `${formatBytes(exp.size)} (${exp.size} bytes)`],
     ['created', formatTime(exp.createdAt)],
     ['connections', String(exp.connections)],
