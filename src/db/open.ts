@@ -6,10 +6,14 @@ import * as schema from './schema.js';
 
 export type Db = BetterSQLite3Database<typeof schema> & { $client: Database.Database };
 
-const migrationsFolder = fileURLToPath(new URL('../../../drizzle', import.meta.url));
+/** The migrations shipped beside the built daemon (dist/src/db -> drizzle/). */
+export const builtMigrationsFolder = fileURLToPath(new URL('../../../drizzle', import.meta.url));
 
-/** Opens (creating if needed) the state database and applies every pending migration. */
-export function openDatabase(file: string): Db {
+/**
+ * Opens (creating if needed) the state database and applies every pending migration. `file` may
+ * be ':memory:'; tests running from the sources pass the repository's drizzle/ folder.
+ */
+export function openDatabase(file: string, migrationsFolder = builtMigrationsFolder): Db {
   const sqlite = new Database(file);
   sqlite.pragma('journal_mode = WAL');
   sqlite.pragma('synchronous = NORMAL');
