@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type net from 'node:net';
 import { AuthGate } from './auth/gate.js';
+import { RevokedSessions } from './auth/revocations.js';
 import { loadSessionSecret } from './auth/secret.js';
 import type { Config } from './config.js';
 import { openDatabase, type Db } from './db/open.js';
@@ -50,7 +51,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
       servedExports(db),
     );
     const registry = new ExportRegistry(db, supervisor, events, config.imageRoots);
-    const gate = new AuthGate(config.adminPassword, secret, events);
+    const gate = new AuthGate(config.adminPassword, secret, events, new RevokedSessions(db));
     const context = { registry, events, dataPlane: supervisor, info: { version, authRequired: gate.required } };
     http = await startHttpServer({ port: config.port, bind: config.bind, context, gate, log });
     const nbd = supervisor.address!;

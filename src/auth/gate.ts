@@ -4,6 +4,7 @@ import type { EventLog } from '../events/event-log.js';
 import { contentType, readBody } from '../rest/body.js';
 import { renderLoginPage } from './login-page.js';
 import { hasOwnOrigin } from './origin.js';
+import type { RevokedSessions } from './revocations.js';
 import { FailureThrottle } from './throttle.js';
 import { constantTimeEqual, sessionLifetimeMs, SessionTokens, type Session } from './tokens.js';
 
@@ -21,14 +22,14 @@ export class AuthGate {
   readonly required: boolean;
   private readonly tokens: SessionTokens | null;
   private readonly throttle = new FailureThrottle();
-  /** Sessions logged out before they expire, so a copied cookie stops working too. */
-  private readonly revoked = new Map<string, number>();
   private readonly sockets = new Map<string, Set<WebSocket>>();
 
   constructor(
     private readonly password: string | undefined,
     secret: string | undefined,
     private readonly events: EventLog,
+    /** Sessions logged out before they expire, so a copied cookie stops working too. */
+    private readonly revoked: RevokedSessions,
   ) {
     this.required = password !== undefined;
     this.tokens = password !== undefined && secret !== undefined ? new SessionTokens(secret, password) : null;
@@ -77,7 +78,7 @@ export class AuthGate {
   logout(req: http.IncomingMessage, res: http.ServerResponse): void {
     const session = this.sessionOf(req);
     if (session && hasOwnOrigin(req)) {
-      this.revoked.set(session.id, session.expiresAt);
+      this.revoked.revoke(session);
       for (const socket of this.sockets.get(session.id) ?? []) socket.close(4001, 'logged out');
       this.sockets.delete(session.id);
       this.events.record('auth.logout', null, { client: clientAddress(req) });
@@ -100,9 +101,7 @@ export class AuthGate {
   private sessionOf(req: http.IncomingMessage): Session | null {
     const token = cookieValue(req.headers.cookie, cookieName);
     const session = token && this.tokens ? this.tokens.verify(token) : null;
-    if (!session) return null;
-    for (const [id, expiresAt] of this.revoked) if (expiresAt <= Date.now()) this.revoked.delete(id);
-    return this.revoked.has(session.id) ? null : session;
+    return session && !this.revoked.isRevoked(session) ? session : null;
   }
 }
 
