@@ -5,7 +5,7 @@ import { contentType, readBody } from '../rest/body.js';
 import { renderLoginPage } from './login-page.js';
 import { hasOwnOrigin } from './origin.js';
 import type { RevokedSessions } from './revocations.js';
-import { FailureThrottle } from './throttle.js';
+import { defaultThrottleLimits, FailureThrottle, type Refusal } from './throttle.js';
 import { constantTimeEqual, sessionLifetimeMs, SessionTokens, type Session } from './tokens.js';
 
 const cookieName = 'nbdmux_session';
@@ -16,7 +16,8 @@ export type Verdict = { ok: true; identity: Identity } | { ok: false; status: 40
 /**
  * Who may use the control plane. With no admin password everyone may (the daemon warns); with
  * one, a request carries `Authorization: Bearer <password>` (scripts) or a session cookie from
- * POST /login (browsers). Wrong passwords are throttled per source address, bearer or form alike.
+ * POST /login (browsers). Wrong passwords are throttled per source address and in total, bearer
+ * or form alike.
  */
 export class AuthGate {
   readonly required: boolean;
@@ -40,8 +41,8 @@ export class AuthGate {
     const client = clientAddress(req);
     const bearer = /^Bearer (.+)$/i.exec(req.headers.authorization ?? '')?.[1];
     if (bearer !== undefined) {
-      const wait = this.throttle.retryAfterMs(client);
-      if (wait > 0) return throttled(wait);
+      const refusal = this.throttle.refusal(client);
+      if (refusal) return throttled(refusal);
       if (constantTimeEqual(bearer, this.password!)) return { ok: true, identity: { via: 'bearer' } };
       this.throttle.fail(client);
       this.events.record('auth.login-failed', null, { client, via: 'bearer' });
@@ -57,12 +58,15 @@ export class AuthGate {
     const client = clientAddress(req);
     if (!this.required) return redirect(res, '/');
     if (!hasOwnOrigin(req)) return page(res, 403, renderLoginPage('Log in from this page, not from another site.'));
-    const wait = this.throttle.retryAfterMs(client);
-    if (wait > 0) {
-      res.setHeader('retry-after', String(Math.ceil(wait / 1000)));
-      return page(res, 429, renderLoginPage(`Too many failed attempts: try again in ${Math.ceil(wait / 1000)} s.`));
-    }
+    // Read before the throttle is asked, so that asking, checking and counting happen in one
+    // turn of the event loop: concurrent requests cannot all pass the throttle at once.
     const password = await readPassword(req);
+    const refusal = this.throttle.refusal(client);
+    if (refusal) {
+      const verdict = throttled(refusal);
+      res.setHeader('retry-after', String(verdict.retryAfterSeconds));
+      return page(res, 429, renderLoginPage(`${capitalised(verdict.message)}.`));
+    }
     if (password === null || !constantTimeEqual(password, this.password!)) {
       this.throttle.fail(client);
       this.events.record('auth.login-failed', null, { client, via: 'login' });
@@ -109,9 +113,17 @@ export function loginPage(res: http.ServerResponse): void {
   page(res, 200, renderLoginPage());
 }
 
-function throttled(waitMs: number): Verdict {
-  const seconds = Math.ceil(waitMs / 1000);
-  return { ok: false, status: 429, message: `too many failed attempts from this address: try again in ${seconds} s`, retryAfterSeconds: seconds };
+function throttled(refusal: Refusal): { ok: false; status: 429; message: string; retryAfterSeconds: number } {
+  const seconds = Math.ceil(refusal.retryAfterMs / 1000);
+  const message =
+    refusal.scope === 'source'
+      ? `too many failed attempts from this address: try again in ${seconds} s`
+      : `too many failed attempts from all addresses (${defaultThrottleLimits.total} a minute): password checks resume in ${seconds} s; logged-in sessions keep working`;
+  return { ok: false, status: 429, message, retryAfterSeconds: seconds };
+}
+
+function capitalised(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
 async function readPassword(req: http.IncomingMessage): Promise<string | null> {
