@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type net from 'node:net';
 import { AuthGate } from './auth/gate.js';
+import { RevokedSessions } from './auth/revocations.js';
 import { loadSessionSecret } from './auth/secret.js';
 import type { Config } from './config.js';
 import { openDatabase, type Db } from './db/open.js';
@@ -22,7 +23,11 @@ export interface Daemon {
 
 /** Starts every part in dependency order; if one fails, stops the ones already started and rethrows. */
 export async function startDaemon(config: Config, log: Logger): Promise<Daemon> {
-  prepareDataDir(config.dataDir);
+  // The data dir holds export paths, client addresses, events and the cookie-signing secret, and
+  // cow diffs hold what machines wrote: private to this user whatever umask it was started with.
+  // nbd-server children inherit the umask, so their files are private too.
+  process.umask(0o077);
+  prepareDataDir(config.dataDir, log);
   if (config.imageRoots.length === 0) {
     log.warn('no --image-root set: any file nbdmux can read may be exported; set --image-root to confine exports');
   }
@@ -50,7 +55,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
       servedExports(db),
     );
     const registry = new ExportRegistry(db, supervisor, events, config.imageRoots);
-    const gate = new AuthGate(config.adminPassword, secret, events);
+    const gate = new AuthGate(config.adminPassword, secret, events, new RevokedSessions(db));
     const context = { registry, events, dataPlane: supervisor, info: { version, authRequired: gate.required } };
     http = await startHttpServer({ port: config.port, bind: config.bind, context, gate, log });
     const nbd = supervisor.address!;
@@ -72,8 +77,12 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
   }
 }
 
-/** Creates the data dir and proves it writable now, rather than failing on the first change. */
-function prepareDataDir(dataDir: string): void {
+/**
+ * Creates the data dir and proves it writable now, rather than failing on the first change; then
+ * takes group and other access away from it and from what is in it, which an older nbdmux (or
+ * one started under umask 022) left readable.
+ */
+function prepareDataDir(dataDir: string, log: Logger): void {
   try {
     fs.mkdirSync(dataDir, { recursive: true });
     const probe = path.join(dataDir, `.write-test-${process.pid}`);
@@ -81,6 +90,22 @@ function prepareDataDir(dataDir: string): void {
     fs.unlinkSync(probe);
   } catch (err) {
     throw new Error(`data dir ${dataDir} cannot be created or written: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  makePrivate(fs.realpathSync(dataDir), log);
+}
+
+/** Removes group and other permissions from `file` and, for a directory, everything under it; symlinks are left alone. */
+function makePrivate(file: string, log: Logger): void {
+  try {
+    const stat = fs.lstatSync(file);
+    if (stat.isSymbolicLink()) return;
+    if ((stat.mode & 0o077) !== 0) fs.chmodSync(file, stat.mode & 0o700);
+    if (stat.isDirectory()) for (const entry of fs.readdirSync(file)) makePrivate(path.join(file, entry), log);
+  } catch (err) {
+    // Removed meanwhile (a cow diff whose connection ended), or owned by someone else: serving
+    // still works, so say what to fix rather than refuse to start.
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    log.warn('cannot make a data dir entry private: other local users may read it; chmod go= it', { file, error: (err as Error).stack ?? String(err) });
   }
 }
 

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SessionTokens } from '../src/auth/tokens.js';
 import { appRouter } from '../src/router/index.js';
 import { launchBrowser } from './helpers/browser.js';
+import { attemptLogin, logIn } from './helpers/auth.js';
 import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
 import { makeImage, readExport, run, sha256 } from './helpers/nbd.js';
 
@@ -233,21 +234,6 @@ describe('the NBD allow list', () => {
     await expect(startDaemon({ args: ['--nbd-allow', '10.0.0.0/33'] })).rejects.toThrow(/--nbd-allow: not an IP address or CIDR range: 10\.0\.0\.0\/33/);
   });
 });
-
-async function attemptLogin(daemon: RunningDaemon, pw: string): Promise<Response> {
-  return fetch(`${daemon.url}/login`, {
-    method: 'POST',
-    redirect: 'manual',
-    headers: { origin: daemon.url, 'content-type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams({ password: pw }),
-  });
-}
-
-async function logIn(daemon: RunningDaemon, pw: string): Promise<string> {
-  const response = await attemptLogin(daemon, pw);
-  expect(response.status).toBe(303);
-  return response.headers.get('set-cookie')!.split(';')[0]!;
-}
 
 function upgradeStatus(daemon: RunningDaemon, headers: Record<string, string>): Promise<number> {
   return new Promise((resolve) => {

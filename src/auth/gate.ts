@@ -4,7 +4,8 @@ import type { EventLog } from '../events/event-log.js';
 import { contentType, readBody } from '../rest/body.js';
 import { renderLoginPage } from './login-page.js';
 import { hasOwnOrigin } from './origin.js';
-import { FailureThrottle } from './throttle.js';
+import type { RevokedSessions } from './revocations.js';
+import { defaultThrottleLimits, FailureThrottle, type Refusal } from './throttle.js';
 import { constantTimeEqual, sessionLifetimeMs, SessionTokens, type Session } from './tokens.js';
 
 const cookieName = 'nbdmux_session';
@@ -15,20 +16,21 @@ export type Verdict = { ok: true; identity: Identity } | { ok: false; status: 40
 /**
  * Who may use the control plane. With no admin password everyone may (the daemon warns); with
  * one, a request carries `Authorization: Bearer <password>` (scripts) or a session cookie from
- * POST /login (browsers). Wrong passwords are throttled per source address, bearer or form alike.
+ * POST /login (browsers). Wrong passwords are throttled per source address and in total, bearer
+ * or form alike.
  */
 export class AuthGate {
   readonly required: boolean;
   private readonly tokens: SessionTokens | null;
   private readonly throttle = new FailureThrottle();
-  /** Sessions logged out before they expire, so a copied cookie stops working too. */
-  private readonly revoked = new Map<string, number>();
   private readonly sockets = new Map<string, Set<WebSocket>>();
 
   constructor(
     private readonly password: string | undefined,
     secret: string | undefined,
     private readonly events: EventLog,
+    /** Sessions logged out before they expire, so a copied cookie stops working too. */
+    private readonly revoked: RevokedSessions,
   ) {
     this.required = password !== undefined;
     this.tokens = password !== undefined && secret !== undefined ? new SessionTokens(secret, password) : null;
@@ -39,8 +41,8 @@ export class AuthGate {
     const client = clientAddress(req);
     const bearer = /^Bearer (.+)$/i.exec(req.headers.authorization ?? '')?.[1];
     if (bearer !== undefined) {
-      const wait = this.throttle.retryAfterMs(client);
-      if (wait > 0) return throttled(wait);
+      const refusal = this.throttle.refusal(client);
+      if (refusal) return throttled(refusal);
       if (constantTimeEqual(bearer, this.password!)) return { ok: true, identity: { via: 'bearer' } };
       this.throttle.fail(client);
       this.events.record('auth.login-failed', null, { client, via: 'bearer' });
@@ -56,12 +58,15 @@ export class AuthGate {
     const client = clientAddress(req);
     if (!this.required) return redirect(res, '/');
     if (!hasOwnOrigin(req)) return page(res, 403, renderLoginPage('Log in from this page, not from another site.'));
-    const wait = this.throttle.retryAfterMs(client);
-    if (wait > 0) {
-      res.setHeader('retry-after', String(Math.ceil(wait / 1000)));
-      return page(res, 429, renderLoginPage(`Too many failed attempts: try again in ${Math.ceil(wait / 1000)} s.`));
-    }
+    // Read before the throttle is asked, so that asking, checking and counting happen in one
+    // turn of the event loop: concurrent requests cannot all pass the throttle at once.
     const password = await readPassword(req);
+    const refusal = this.throttle.refusal(client);
+    if (refusal) {
+      const verdict = throttled(refusal);
+      res.setHeader('retry-after', String(verdict.retryAfterSeconds));
+      return page(res, 429, renderLoginPage(`${capitalised(verdict.message)}.`));
+    }
     if (password === null || !constantTimeEqual(password, this.password!)) {
       this.throttle.fail(client);
       this.events.record('auth.login-failed', null, { client, via: 'login' });
@@ -77,7 +82,7 @@ export class AuthGate {
   logout(req: http.IncomingMessage, res: http.ServerResponse): void {
     const session = this.sessionOf(req);
     if (session && hasOwnOrigin(req)) {
-      this.revoked.set(session.id, session.expiresAt);
+      this.revoked.revoke(session);
       for (const socket of this.sockets.get(session.id) ?? []) socket.close(4001, 'logged out');
       this.sockets.delete(session.id);
       this.events.record('auth.logout', null, { client: clientAddress(req) });
@@ -100,9 +105,7 @@ export class AuthGate {
   private sessionOf(req: http.IncomingMessage): Session | null {
     const token = cookieValue(req.headers.cookie, cookieName);
     const session = token && this.tokens ? this.tokens.verify(token) : null;
-    if (!session) return null;
-    for (const [id, expiresAt] of this.revoked) if (expiresAt <= Date.now()) this.revoked.delete(id);
-    return this.revoked.has(session.id) ? null : session;
+    return session && !this.revoked.isRevoked(session) ? session : null;
   }
 }
 
@@ -110,9 +113,17 @@ export function loginPage(res: http.ServerResponse): void {
   page(res, 200, renderLoginPage());
 }
 
-function throttled(waitMs: number): Verdict {
-  const seconds = Math.ceil(waitMs / 1000);
-  return { ok: false, status: 429, message: `too many failed attempts from this address: try again in ${seconds} s`, retryAfterSeconds: seconds };
+function throttled(refusal: Refusal): { ok: false; status: 429; message: string; retryAfterSeconds: number } {
+  const seconds = Math.ceil(refusal.retryAfterMs / 1000);
+  const message =
+    refusal.scope === 'source'
+      ? `too many failed attempts from this address: try again in ${seconds} s`
+      : `too many failed attempts from all addresses (${defaultThrottleLimits.total} a minute): password checks resume in ${seconds} s; logged-in sessions keep working`;
+  return { ok: false, status: 429, message, retryAfterSeconds: seconds };
+}
+
+function capitalised(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
 async function readPassword(req: http.IncomingMessage): Promise<string | null> {

@@ -57,6 +57,16 @@ export const eventsTable = sqliteTable('events', {
   details: text('details', { mode: 'json' }).$type<Record<string, unknown>>().notNull(),
 });
 
+/**
+ * Sessions logged out before they expire: a session cookie is stateless, so only this list stops
+ * a copied cookie, across restarts too. A row is useless once its session has expired.
+ */
+export const revokedSessionsTable = sqliteTable('revoked_sessions', {
+  id: text('id').primaryKey(),
+  /** Milliseconds since the epoch, as in the cookie. */
+  expiresAt: integer('expires_at').notNull(),
+});
+
 export type ExportRow = typeof exportsTable.$inferSelect;
 export type ConnectionRow = typeof connectionsTable.$inferSelect;
 export type EventRow = typeof eventsTable.$inferSelect;

@@ -88,7 +88,7 @@ export function renderNbdServerConfig(exports: readonly ServedExport[], cowDir?:
 export function writeFileAtomically(file: string, text: string): void {
   const temp = `${file}.${process.pid}.tmp`;
   try {
-    const fd = fs.openSync(temp, 'w', 0o644);
+    const fd = fs.openSync(temp, 'w', 0o600);
     try {
       fs.writeSync(fd, text);
     } finally {
