@@ -138,9 +138,71 @@ describe('the NBD port against silent and resource-starving clients', () => {
     expect(sha256(await readExport(restarted.nbdUri('boot')))).toBe(sha256(image));
   });
 
+  it('refuses a client it has no file descriptor to start nbd-server for, records why, and serves again once it has', async () => {
+    const daemon = await startDaemon();
+    dataDirs.push(daemon.dataDir);
+    const pid = daemon.child.pid!;
+    const socketsBeforeHttp = openSockets(pid);
+    const image = makeImage(tempDir('nbdmux-images-'), 'boot.img', 1024 * 1024);
+    expect((await api(daemon, 'POST', '/exports', { name: 'boot', file: image })).status).toBe(201);
+    // An HTTP connection still open would free a descriptor below the limit when it closes.
+    await waitFor('the daemon to close the idle HTTP connection', () => (openSockets(pid) === socketsBeforeHttp ? true : undefined), 15_000);
+    const [oneLeft, limitWithOneLeft] = lowestUnusedDescriptors(pid);
+    expect(oneLeft).toBeLessThan(limitWithOneLeft!);
+    const softLimit = readSoftFileLimit(pid);
+
+    // The limit lowered until one descriptor is left: as with a table full of connections, the
+    // accept takes the last one and nothing is left for the pipes of an nbd-server.
+    await setSoftFileLimit(pid, limitWithOneLeft!);
+    try {
+      expect((await run('nbdinfo', [daemon.nbdUri('boot')], 10_000)).code).not.toBe(0);
+    } finally {
+      await setSoftFileLimit(pid, softLimit);
+    }
+
+    const [closed] = await trpcClient(daemon.url).connections.list.query({ limit: 1 });
+    expect(closed).toMatchObject({
+      live: false,
+      outcome: 'failed',
+      error: 'cannot start nbd-server: nbdmux has no file descriptor left (EMFILE): raise its open-file limit (ulimit -n, systemd LimitNOFILE=)',
+    });
+    expect(sha256(await readExport(daemon.nbdUri('boot')))).toBe(sha256(image));
+    // nbd-server was never at fault: health stays good.
+    expect((await api(daemon, 'GET', '/healthz')).status).toBe(200);
+    expect(daemon.child.exitCode).toBe(null);
+  });
+
   it('refuses to start with a pending cap that would let one address hold every connection', async () => {
     await expect(startDaemon({ args: ['--max-connections', '8', '--nbd-max-pending-per-client', '8'] })).rejects.toThrow(
       '--nbd-max-pending-per-client (8) must be below --max-connections (8), so that one address cannot hold every connection',
     );
   });
 });
+
+function openSockets(pid: number): number {
+  return fs.readdirSync(`/proc/${pid}/fd`).filter((fd) => {
+    try {
+      return fs.readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith('socket:');
+    } catch {
+      return false;
+    }
+  }).length;
+}
+
+/** The two lowest descriptor numbers the process has free: a soft limit of the second leaves it exactly the first. */
+function lowestUnusedDescriptors(pid: number): number[] {
+  const used = new Set(fs.readdirSync(`/proc/${pid}/fd`).map(Number));
+  const unused: number[] = [];
+  for (let fd = 0; unused.length < 2; fd++) if (!used.has(fd)) unused.push(fd);
+  return unused;
+}
+
+function readSoftFileLimit(pid: number): number {
+  const line = fs.readFileSync(`/proc/${pid}/limits`, 'utf8').split('\n').find((l) => l.startsWith('Max open files'))!;
+  return Number(line.split(/\s{2,}/)[1]);
+}
+
+async function setSoftFileLimit(pid: number, limit: number): Promise<void> {
+  const result = await run('prlimit', ['--pid', String(pid), `--nofile=${limit}:`]);
+  if (result.code !== 0) throw new Error(`prlimit failed: ${result.stderr}`);
+}

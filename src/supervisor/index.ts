@@ -13,7 +13,7 @@ import { configEnablesTls, detectFastStart, type FastStart } from './fast-start.
 import { renderNbdServerConfig, writeFileAtomically, type ServedExport } from './nbd-config.js';
 import { probeNbdServer } from './nbd-server-binary.js';
 import { nbdServerGreets } from './self-test.js';
-import { Spawner } from './spawner.js';
+import { describeShortage, Spawner } from './spawner.js';
 
 export type { ServedExport } from './nbd-config.js';
 export type { ConnectionTable, ConnectionView, LiveConnection } from './connections.js';
@@ -226,14 +226,30 @@ export class Supervisor {
     this.options.events.record('connection.refused', exportName, { client, port, reason });
   }
 
+  /**
+   * Node reports a failed accept as an 'error' on the server, which would end the daemon with no
+   * listener. (Node 20 handles EMFILE itself: it closes the pending client, or retries the accept
+   * until a descriptor frees up, and never gets here for it.)
+   */
+  private acceptFailed(err: NodeJS.ErrnoException): void {
+    this.options.log.warn('cannot accept an NBD connection', { error: err.stack ?? String(err) });
+    this.recordRefusal(null, 'unknown', 0, `cannot accept the connection: ${describeShortage(err) ?? err.message}`);
+  }
+
   private listen(): Promise<void> {
     const { nbdPort, nbdBind } = this.options;
     return new Promise((resolve, reject) => {
-      this.server.once('error', (err: NodeJS.ErrnoException) => {
+      const listenFailed = (err: NodeJS.ErrnoException) => {
         const where = `${nbdBind ?? 'all addresses'} port ${nbdPort}`;
         reject(new Error(err.code === 'EADDRINUSE' ? `NBD port already in use: ${where}` : `cannot listen for NBD on ${where}: ${err.message}`));
+      };
+      this.server.once('error', listenFailed);
+      this.server.listen({ port: nbdPort, host: nbdBind }, () => {
+        // From now on an error is a failed accept (EMFILE...): one client lost, never the daemon.
+        this.server.off('error', listenFailed);
+        this.server.on('error', (err) => this.acceptFailed(err));
+        resolve();
       });
-      this.server.listen({ port: nbdPort, host: nbdBind }, () => resolve());
     });
   }
 

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../log.js';
@@ -20,6 +20,19 @@ const clientEndedEarly = /terminated by client|Negotiation failed|Connection dro
  */
 const startSlotMs = 500;
 const stderrKeepBytes = 2048;
+
+/** Failures to start a process that say the daemon or the machine ran short, not that nbd-server is broken. */
+const shortages: Record<string, string> = {
+  EMFILE: 'nbdmux has no file descriptor left (EMFILE): raise its open-file limit (ulimit -n, systemd LimitNOFILE=)',
+  ENFILE: 'the system has no file descriptor left (ENFILE): raise fs.file-max or find what holds them',
+  EAGAIN: 'the system refused a new process (EAGAIN): too many processes for this user, or memory is short',
+  ENOMEM: 'the system is out of memory (ENOMEM)',
+};
+
+/** What a shortage of file descriptors, processes or memory means to the operator; null for any other error. */
+export function describeShortage(err: NodeJS.ErrnoException): string | null {
+  return (err.code !== undefined && shortages[err.code]) || null;
+}
 
 export interface SpawnerOptions {
   bin: string;
@@ -122,11 +135,22 @@ export class Spawner {
   private start(accepted: Accepted, release: () => void): void {
     const { bin, configPath, table, log } = this.options;
     const { socket, conn } = accepted;
-    const child = spawn(bin, ['-d', '-C', configPath], {
-      stdio: [socket, socket, 'pipe', 'pipe'],
-      detached: true,
-      env: this.options.env(),
-    });
+    let child: ChildProcess;
+    try {
+      child = spawn(bin, ['-d', '-C', configPath], {
+        stdio: [socket, socket, 'pipe', 'pipe'],
+        detached: true,
+        env: this.options.env(),
+      });
+    } catch (err) {
+      this.spawnFailed(accepted, err as NodeJS.ErrnoException, release);
+      return;
+    }
+    if (child.pid === undefined) {
+      // Node reports EMFILE, EAGAIN, ENOENT... through 'error' on the next tick, and may have set up no stdio at all.
+      child.on('error', (err) => this.spawnFailed(accepted, err, release));
+      return;
+    }
     // The child holds its own copy of the socket; ours would only keep the client waiting.
     closeSocket(socket);
     child.unref();
@@ -154,27 +178,12 @@ export class Spawner {
       release();
     });
     report.on('error', () => {});
-    if (child.pid !== undefined) {
-      table.attachProcess(conn, child.pid);
-      log.debug('nbd-server started', { connection: conn.id, pid: child.pid, client: conn.clientAddress });
-    }
+    table.attachProcess(conn, child.pid);
+    log.debug('nbd-server started', { connection: conn.id, pid: child.pid, client: conn.clientAddress });
 
-    // A failed spawn can report through both 'error' and 'close': act on the first only.
-    let ended = false;
-    child.on('error', (err) => {
-      release();
-      clearTimeout(accepted.deadline);
-      if (ended) return;
-      ended = true;
-      const reason = `cannot run ${bin}: ${err.message}`;
-      table.close(conn, { outcome: 'failed', error: reason });
-      this.options.onStartFailed(conn, reason);
-    });
     child.on('close', (exitCode, signal) => {
       release();
       clearTimeout(accepted.deadline);
-      if (ended) return;
-      ended = true;
       const error = lastLine(stderr);
       if (conn.killRequested) {
         table.close(conn, { outcome: 'killed', exitCode, signal, error });
@@ -192,6 +201,23 @@ export class Spawner {
         this.options.onStartFailed(conn, reason);
       }
     });
+  }
+
+  /** One client refused, whatever the cause: a failed start never takes the daemon down. */
+  private spawnFailed({ socket, conn, deadline }: Accepted, err: NodeJS.ErrnoException, release: () => void): void {
+    clearTimeout(deadline);
+    closeSocket(socket);
+    release();
+    const shortage = describeShortage(err);
+    if (shortage !== null) {
+      // nbd-server is not at fault, so its health stays as it was; the connection's record says why.
+      this.options.table.close(conn, { outcome: 'failed', error: `cannot start nbd-server: ${shortage}` });
+      this.options.log.warn('cannot start nbd-server for a client', { connection: conn.id, client: conn.clientAddress, error: err.stack ?? String(err) });
+      return;
+    }
+    const reason = `cannot run ${this.options.bin}: ${err.message}`;
+    this.options.table.close(conn, { outcome: 'failed', error: reason });
+    this.options.onStartFailed(conn, reason);
   }
 }
 
