@@ -17,6 +17,13 @@ Options (each also read from the environment variable shown; a flag wins):
   --nbd-server-bin PATH   nbd-server binary (default nbd-server)             NBDMUX_NBD_SERVER_BIN
   --image-root DIR        only files under DIR may be exported; repeatable    NBDMUX_IMAGE_ROOTS (a:b)
   --max-connections N     live NBD connections at most (default 256)         NBDMUX_MAX_CONNECTIONS
+  --nbd-max-pending-per-client N
+                          connections of one address that have not chosen    NBDMUX_NBD_MAX_PENDING_PER_CLIENT
+                          an export yet, at most; below --max-connections
+                          (default 8, or --max-connections if smaller)
+  --nbd-negotiation-timeout SECONDS
+                          a client that has chosen no export this long       NBDMUX_NBD_NEGOTIATION_TIMEOUT
+                          after connecting is cut (default 10)
   --nbd-allow CIDR        only these clients may use the NBD port; repeatable NBDMUX_NBD_ALLOW (a,b)
   --log-level LEVEL       debug, info, warn or error (default info)          NBDMUX_LOG_LEVEL
   --help                  print this help
@@ -34,6 +41,9 @@ const port = (flag: string) =>
     .min(0, `${flag} must be a port number from 0 to 65535`)
     .max(65535, `${flag} must be a port number from 0 to 65535`);
 
+/** Low enough that a few addresses sending nothing cannot fill the default --max-connections. */
+const defaultMaxPendingPerClient = 8;
+
 const configSchema = z.object({
   dataDir: z.string({ error: '--data-dir (or NBDMUX_DATA_DIR) is required' }).min(1, '--data-dir must not be empty'),
   port: port('--port').default(4040),
@@ -48,13 +58,33 @@ const configSchema = z.object({
     .min(1, '--max-connections must be at least 1')
     .max(65536, '--max-connections must be at most 65536')
     .default(256),
+  nbdMaxPendingPerClient: z.coerce
+    .number()
+    .int('--nbd-max-pending-per-client must be a whole number')
+    .min(1, '--nbd-max-pending-per-client must be at least 1')
+    .optional(),
+  nbdNegotiationTimeout: z.coerce
+    .number()
+    .int('--nbd-negotiation-timeout must be a whole number of seconds')
+    .min(1, '--nbd-negotiation-timeout must be at least 1 second')
+    .max(3600, '--nbd-negotiation-timeout must be at most 3600 seconds')
+    .default(10),
   logLevel: z.enum(logLevels, { error: `--log-level must be one of ${logLevels.join(', ')}` }).default('info'),
   nbdAllow: z.array(z.string().refine((cidr) => parseCidr(cidr) !== null, { error: (issue) => `--nbd-allow: not an IP address or CIDR range: ${String(issue.input)}` })).default([]),
   adminPassword: z.string().min(1, 'NBDMUX_ADMIN_PASSWORD must not be empty (unset it to disable authentication)').optional(),
   sessionSecret: z.string().min(32, 'NBDMUX_SESSION_SECRET must be at least 32 characters').optional(),
 });
 
-export type Config = z.infer<typeof configSchema>;
+/** The pending cap protects other clients only if it leaves them some of --max-connections. */
+const checkedConfigSchema = configSchema
+  .superRefine(({ nbdMaxPendingPerClient, maxConnections }, ctx) => {
+    if (nbdMaxPendingPerClient !== undefined && nbdMaxPendingPerClient >= maxConnections) {
+      ctx.addIssue({ code: 'custom', message: `--nbd-max-pending-per-client (${nbdMaxPendingPerClient}) must be below --max-connections (${maxConnections}), so that one address cannot hold every connection` });
+    }
+  })
+  .transform((config) => ({ ...config, nbdMaxPendingPerClient: config.nbdMaxPendingPerClient ?? Math.min(defaultMaxPendingPerClient, config.maxConnections) }));
+
+export type Config = z.infer<typeof checkedConfigSchema>;
 
 export type CliRequest = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: Config };
 
@@ -77,6 +107,8 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
         'nbd-server-bin': { type: 'string' },
         'image-root': { type: 'string', multiple: true },
         'max-connections': { type: 'string' },
+        'nbd-max-pending-per-client': { type: 'string' },
+        'nbd-negotiation-timeout': { type: 'string' },
         'nbd-allow': { type: 'string', multiple: true },
         'log-level': { type: 'string' },
         help: { type: 'boolean' },
@@ -92,7 +124,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
 
   const envRoots = env.NBDMUX_IMAGE_ROOTS?.split(':').filter((root) => root !== '');
   const bind = values.bind ?? env.NBDMUX_BIND;
-  const parsed = configSchema.safeParse({
+  const parsed = checkedConfigSchema.safeParse({
     dataDir: values['data-dir'] ?? env.NBDMUX_DATA_DIR,
     port: values.port ?? env.NBDMUX_PORT,
     bind,
@@ -101,6 +133,8 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
     nbdServerBin: values['nbd-server-bin'] ?? env.NBDMUX_NBD_SERVER_BIN,
     imageRoots: values['image-root'] ?? envRoots,
     maxConnections: values['max-connections'] ?? env.NBDMUX_MAX_CONNECTIONS,
+    nbdMaxPendingPerClient: values['nbd-max-pending-per-client'] ?? env.NBDMUX_NBD_MAX_PENDING_PER_CLIENT,
+    nbdNegotiationTimeout: values['nbd-negotiation-timeout'] ?? env.NBDMUX_NBD_NEGOTIATION_TIMEOUT,
     logLevel: values['log-level'] ?? env.NBDMUX_LOG_LEVEL,
     nbdAllow: values['nbd-allow'] ?? env.NBDMUX_NBD_ALLOW?.split(',').filter((cidr) => cidr.trim() !== ''),
     adminPassword: env.NBDMUX_ADMIN_PASSWORD,

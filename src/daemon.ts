@@ -47,6 +47,8 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
         nbdPort: config.nbdPort,
         nbdBind: config.nbdBind,
         maxConnections: config.maxConnections,
+        maxPendingPerClient: config.nbdMaxPendingPerClient,
+        negotiationTimeoutMs: config.nbdNegotiationTimeout * 1000,
         nbdAllow: new AllowList(config.nbdAllow),
         db,
         events,

@@ -30,7 +30,8 @@ export interface Nbdmux extends Server {
  */
 export async function startNbdmux(workDir: string, label: string, fastStart: boolean): Promise<Nbdmux> {
   const dataDir = fs.mkdtempSync(path.join(workDir, 'nbdmux-'));
-  const args = [cli, '--data-dir', dataDir, '--bind', '127.0.0.1', '--port', '0', '--nbd-port', '0', '--max-connections', '1024'];
+  // Every bench client connects from 127.0.0.1: lift the cap on one address's unnegotiated connections.
+  const args = [cli, '--data-dir', dataDir, '--bind', '127.0.0.1', '--port', '0', '--nbd-port', '0', '--max-connections', '1024', '--nbd-max-pending-per-client', '1023'];
   if (!fastStart) {
     const wrapper = path.join(dataDir, 'nbd-server-without-shim');
     fs.writeFileSync(wrapper, '#!/bin/sh\nunset LD_PRELOAD\nexec nbd-server "$@"\n', { mode: 0o755 });

@@ -75,6 +75,13 @@ export class ConnectionTable {
     });
   }
 
+  /** Live connections from this address whose client has not chosen an export yet. */
+  pendingFrom(clientAddress: string): number {
+    let pending = 0;
+    for (const conn of this.live.values()) if (conn.clientAddress === clientAddress && conn.exportId === null) pending++;
+    return pending;
+  }
+
   countByExport(): Map<number, number> {
     const counts = new Map<number, number>();
     for (const conn of this.live.values()) {
@@ -151,15 +158,27 @@ export class ConnectionTable {
 
   /**
    * Takes over connections an earlier nbdmux left serving (its processes outlive it on purpose),
-   * and closes the rows of those that ended while no nbdmux was watching.
+   * and closes the rows of those that ended while no nbdmux was watching. A process whose client
+   * had chosen no export is killed instead: its report went to the dead daemon, so no one could
+   * ever tell which export it serves, or cut it on a forced removal.
    */
-  adoptSurvivors(): { adopted: number; ended: number } {
+  adoptSurvivors(): { adopted: number; ended: number; cut: number } {
     let adopted = 0;
     let ended = 0;
+    let cut = 0;
     for (const row of this.db.select().from(connectionsTable).where(isNull(connectionsTable.closedAt)).all()) {
       const conn = fromRow(row, true);
       this.live.set(conn.id, conn);
-      if (conn.pid !== null && conn.pidStartTicks !== null && isRunning({ pid: conn.pid, startTicks: conn.pidStartTicks })) {
+      const running = conn.pid !== null && conn.pidStartTicks !== null && isRunning({ pid: conn.pid, startTicks: conn.pidStartTicks });
+      if (running && conn.exportId === null) {
+        cut++;
+        try {
+          process.kill(conn.pid!, 'SIGKILL'); // ours: pid and start time match
+        } catch {
+          // Ended just now by itself.
+        }
+        this.close(conn, { outcome: 'not-served', error: 'had chosen no export when nbdmux restarted: cut, since no daemon can learn which export it serves' });
+      } else if (running) {
         adopted++;
         this.events.record('connection.adopted', this.exportName(conn.exportId), { connection: conn.id, pid: conn.pid });
       } else {
@@ -170,7 +189,7 @@ export class ConnectionTable {
         });
       }
     }
-    return { adopted, ended };
+    return { adopted, ended, cut };
   }
 
   /** Samples bytes sent by every live process, and closes adopted ones whose process is gone. */

@@ -13,7 +13,7 @@ import { configEnablesTls, detectFastStart, type FastStart } from './fast-start.
 import { renderNbdServerConfig, writeFileAtomically, type ServedExport } from './nbd-config.js';
 import { probeNbdServer } from './nbd-server-binary.js';
 import { nbdServerGreets } from './self-test.js';
-import { Spawner } from './spawner.js';
+import { describeShortage, Spawner } from './spawner.js';
 
 export type { ServedExport } from './nbd-config.js';
 export type { ConnectionTable, ConnectionView, LiveConnection } from './connections.js';
@@ -24,6 +24,10 @@ export interface SupervisorOptions {
   nbdPort: number;
   nbdBind: string | undefined;
   maxConnections: number;
+  /** Live connections from one address that have not chosen an export yet, at most. */
+  maxPendingPerClient: number;
+  /** How long after accept a client has to choose an export before it is cut. */
+  negotiationTimeoutMs: number;
   nbdAllow: AllowList;
   db: Db;
   events: EventLog;
@@ -85,6 +89,7 @@ export class Supervisor {
       configPath: this.configPath,
       env: () => this.nbdServerEnv(),
       maxConcurrentStarts: 2 * os.availableParallelism(),
+      negotiationTimeoutMs: options.negotiationTimeoutMs,
       table: this.connections,
       log,
       onStartFailed: (conn, reason) => {
@@ -109,8 +114,8 @@ export class Supervisor {
     const supervisor = new Supervisor(options, version, fastStart);
     prepareCowDir(supervisor.cowDir);
     supervisor.applyExports(exports);
-    const { adopted, ended } = supervisor.connections.adoptSurvivors();
-    if (adopted + ended > 0) options.log.info('found connections of an earlier run', { adopted, ended });
+    const { adopted, ended, cut } = supervisor.connections.adoptSurvivors();
+    if (adopted + ended + cut > 0) options.log.info('found connections of an earlier run', { adopted, ended, cut });
     // Diffs of serving processes killed while no nbdmux watched; adopted ones keep theirs.
     const livePids = new Set(supervisor.connections.list().flatMap((conn) => (conn.pid === null ? [] : [conn.pid])));
     const leftovers = removeLeftoverCowDiffs(supervisor.cowDir, livePids);
@@ -191,40 +196,60 @@ export class Supervisor {
       .get();
     if (!row) return false;
     if (row.allow.length === 0 || new AllowList(row.allow).allows(conn.clientAddress)) return true;
-    this.options.events.record('connection.refused', row.name, {
-      client: conn.clientAddress,
-      port: conn.clientPort,
-      reason: `${conn.clientAddress} is not in the allow list of export ${row.name}`,
-    });
+    this.recordRefusal(row.name, conn.clientAddress, conn.clientPort, `${conn.clientAddress} is not in the allow list of export ${row.name}`);
     return false;
   }
 
   private accept(socket: net.Socket): void {
     const client = socket.remoteAddress ?? 'unknown';
     const port = socket.remotePort ?? 0;
-    const refusal = !this.options.nbdAllow.allows(client)
+    const { nbdAllow, maxPendingPerClient, maxConnections } = this.options;
+    const refusal = !nbdAllow.allows(client)
       ? `${client} is not in --nbd-allow`
-      : this.connections.size >= this.options.maxConnections
-        ? `the connection limit (${this.options.maxConnections}) is reached`
-        : null;
+      : this.connections.pendingFrom(client) >= maxPendingPerClient
+        ? `${client} already has ${maxPendingPerClient} connections that have not chosen an export (--nbd-max-pending-per-client)`
+        : this.connections.size >= maxConnections
+          ? `the connection limit (${maxConnections}) is reached`
+          : null;
     if (refusal !== null) {
       // Closed before any nbd-server starts: the client learns nothing, not even the export list.
       socket.on('error', () => {});
       socket.destroy();
-      this.options.events.record('connection.refused', null, { client, port, reason: refusal });
+      this.recordRefusal(null, client, port, refusal);
       return;
     }
     this.spawner.enqueue(socket, this.connections.open(client, port));
   }
 
+  /** Every refused client is recorded here, whichever check refused it. */
+  private recordRefusal(exportName: string | null, client: string, port: number, reason: string): void {
+    this.options.events.record('connection.refused', exportName, { client, port, reason });
+  }
+
+  /**
+   * Node reports a failed accept as an 'error' on the server, which would end the daemon with no
+   * listener. (Node 20 handles EMFILE itself: it closes the pending client, or retries the accept
+   * until a descriptor frees up, and never gets here for it.)
+   */
+  private acceptFailed(err: NodeJS.ErrnoException): void {
+    this.options.log.warn('cannot accept an NBD connection', { error: err.stack ?? String(err) });
+    this.recordRefusal(null, 'unknown', 0, `cannot accept the connection: ${describeShortage(err) ?? err.message}`);
+  }
+
   private listen(): Promise<void> {
     const { nbdPort, nbdBind } = this.options;
     return new Promise((resolve, reject) => {
-      this.server.once('error', (err: NodeJS.ErrnoException) => {
+      const listenFailed = (err: NodeJS.ErrnoException) => {
         const where = `${nbdBind ?? 'all addresses'} port ${nbdPort}`;
         reject(new Error(err.code === 'EADDRINUSE' ? `NBD port already in use: ${where}` : `cannot listen for NBD on ${where}: ${err.message}`));
+      };
+      this.server.once('error', listenFailed);
+      this.server.listen({ port: nbdPort, host: nbdBind }, () => {
+        // From now on an error is a failed accept (EMFILE...): one client lost, never the daemon.
+        this.server.off('error', listenFailed);
+        this.server.on('error', (err) => this.acceptFailed(err));
+        resolve();
       });
-      this.server.listen({ port: nbdPort, host: nbdBind }, () => resolve());
     });
   }
 

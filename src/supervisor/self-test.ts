@@ -20,11 +20,20 @@ export function nbdServerGreets(bin: string, configPath: string, env: NodeJS.Pro
       else resolve();
     };
     listener.on('connection', (socket) => {
-      const child = spawn(bin, ['-d', '-C', configPath], { stdio: [socket, socket, 'pipe'], env });
-      socket.destroy();
+      const failed = (err: Error) => settle(new Error(`cannot run ${bin}: ${err.message}`));
+      let child;
+      try {
+        child = spawn(bin, ['-d', '-C', configPath], { stdio: [socket, socket, 'pipe'], env });
+      } catch (err) {
+        failed(err as Error); // ENOMEM and the like: a failed check, never a crash
+        return;
+      } finally {
+        socket.destroy();
+      }
       let stderr = '';
-      child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
-      child.on('error', (err) => settle(new Error(`cannot run ${bin}: ${err.message}`)));
+      // Absent when Node could not even make the pipes (EMFILE): 'error' says so.
+      child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+      child.on('error', failed);
       child.on('close', (code, signal) => settle(new Error(exitedBeforeServing(code, signal, stderr))));
     });
     listener.listen(0, '127.0.0.1', () => {

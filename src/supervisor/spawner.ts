@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../log.js';
@@ -21,18 +21,43 @@ const clientEndedEarly = /terminated by client|Negotiation failed|Connection dro
 const startSlotMs = 500;
 const stderrKeepBytes = 2048;
 
+/** Failures to start a process that say the daemon or the machine ran short, not that nbd-server is broken. */
+const shortages: Record<string, string> = {
+  EMFILE: 'nbdmux has no file descriptor left (EMFILE): raise its open-file limit (ulimit -n, systemd LimitNOFILE=)',
+  ENFILE: 'the system has no file descriptor left (ENFILE): raise fs.file-max or find what holds them',
+  EAGAIN: 'the system refused a new process (EAGAIN): too many processes for this user, or memory is short',
+  ENOMEM: 'the system is out of memory (ENOMEM)',
+};
+
+/** What a shortage of file descriptors, processes or memory means to the operator; null for any other error. */
+export function describeShortage(err: NodeJS.ErrnoException): string | null {
+  return (err.code !== undefined && shortages[err.code]) || null;
+}
+
 export interface SpawnerOptions {
   bin: string;
   configPath: string;
   /** Environment of each nbd-server process (fast start preloads its shim there); read at each start. */
   env: () => NodeJS.ProcessEnv;
   maxConcurrentStarts: number;
+  /** A client that has chosen no export this long after accept is cut: queued or not, served by nobody. */
+  negotiationTimeoutMs: number;
   table: ConnectionTable;
   log: Logger;
   onStartFailed: (conn: LiveConnection, reason: string) => void;
   onNegotiated: () => void;
   /** Whether this client may use the export it chose (its allow list); a refusal is the caller's to record. */
   admit: (conn: LiveConnection, exportId: number) => boolean;
+}
+
+/** An accepted connection, from the queue until its process ends. */
+interface Accepted {
+  socket: net.Socket;
+  conn: LiveConnection;
+  /** Runs out at the negotiation bound, counted from accept so that time in the queue counts too. */
+  deadline: NodeJS.Timeout;
+  /** The bound ran out: the end of its process is recorded as that, not as a crash. */
+  expired: boolean;
 }
 
 /**
@@ -44,23 +69,51 @@ export interface SpawnerOptions {
  */
 export class Spawner {
   private starting = 0;
-  private readonly waiting: Array<{ socket: net.Socket; conn: LiveConnection }> = [];
+  private readonly waiting: Accepted[] = [];
 
   constructor(private readonly options: SpawnerOptions) {}
 
   enqueue(socket: net.Socket, conn: LiveConnection): void {
-    this.waiting.push({ socket, conn });
+    const accepted: Accepted = { socket, conn, deadline: setTimeout(() => this.cutUnnegotiated(accepted), this.options.negotiationTimeoutMs), expired: false };
+    this.waiting.push(accepted);
     this.startWaiting();
   }
 
   /** At shutdown: start everyone still waiting at once, so no accepted client is dropped. */
   flush(): void {
-    for (const { socket, conn } of this.waiting.splice(0)) this.start(socket, conn, () => {});
+    for (const accepted of this.waiting.splice(0)) this.start(accepted, () => {});
+  }
+
+  /**
+   * A client that sends nothing would hold its slot of --max-connections for ever, and no
+   * forced removal reaches it (it chose no export): past the bound it is cut.
+   */
+  private cutUnnegotiated(accepted: Accepted): void {
+    const { conn } = accepted;
+    if (conn.exportId !== null) return;
+    accepted.expired = true;
+    const queued = this.waiting.indexOf(accepted);
+    if (queued >= 0) {
+      this.waiting.splice(queued, 1);
+      closeSocket(accepted.socket);
+      this.options.table.close(conn, { outcome: 'not-served', error: this.noExportChosen() });
+    } else if (conn.pid !== null) {
+      try {
+        process.kill(conn.pid, 'SIGKILL'); // its 'close' records the connection
+      } catch {
+        // Already gone: its close is on its way.
+      }
+    }
+  }
+
+  private noExportChosen(): string {
+    return `chose no export within ${this.options.negotiationTimeoutMs / 1000} s (--nbd-negotiation-timeout)`;
   }
 
   private startWaiting(): void {
     while (this.starting < this.options.maxConcurrentStarts && this.waiting.length > 0) {
-      const { socket, conn } = this.waiting.shift()!;
+      const accepted = this.waiting.shift()!;
+      const { conn } = accepted;
       this.starting++;
       let released = false;
       const release = () => {
@@ -75,20 +128,31 @@ export class Spawner {
         else release();
       };
       let timer = setTimeout(expire, startSlotMs);
-      this.start(socket, conn, release);
+      this.start(accepted, release);
     }
   }
 
-  private start(socket: net.Socket, conn: LiveConnection, release: () => void): void {
+  private start(accepted: Accepted, release: () => void): void {
     const { bin, configPath, table, log } = this.options;
-    const child = spawn(bin, ['-d', '-C', configPath], {
-      stdio: [socket, socket, 'pipe', 'pipe'],
-      detached: true,
-      env: this.options.env(),
-    });
+    const { socket, conn } = accepted;
+    let child: ChildProcess;
+    try {
+      child = spawn(bin, ['-d', '-C', configPath], {
+        stdio: [socket, socket, 'pipe', 'pipe'],
+        detached: true,
+        env: this.options.env(),
+      });
+    } catch (err) {
+      this.spawnFailed(accepted, err as NodeJS.ErrnoException, release);
+      return;
+    }
+    if (child.pid === undefined) {
+      // Node reports EMFILE, EAGAIN, ENOENT... through 'error' on the next tick, and may have set up no stdio at all.
+      child.on('error', (err) => this.spawnFailed(accepted, err, release));
+      return;
+    }
     // The child holds its own copy of the socket; ours would only keep the client waiting.
-    socket.on('error', () => {});
-    socket.destroy();
+    closeSocket(socket);
     child.unref();
 
     let stderr = '';
@@ -104,6 +168,7 @@ export class Spawner {
         const admitted = this.options.admit(conn, exportId);
         report.write(admitted ? 'allow\n' : 'deny\n');
         if (admitted) {
+          clearTimeout(accepted.deadline);
           table.negotiated(conn, exportId);
           this.options.onNegotiated();
         } else {
@@ -113,25 +178,12 @@ export class Spawner {
       release();
     });
     report.on('error', () => {});
-    if (child.pid !== undefined) {
-      table.attachProcess(conn, child.pid);
-      log.debug('nbd-server started', { connection: conn.id, pid: child.pid, client: conn.clientAddress });
-    }
+    table.attachProcess(conn, child.pid);
+    log.debug('nbd-server started', { connection: conn.id, pid: child.pid, client: conn.clientAddress });
 
-    // A failed spawn can report through both 'error' and 'close': act on the first only.
-    let ended = false;
-    child.on('error', (err) => {
-      release();
-      if (ended) return;
-      ended = true;
-      const reason = `cannot run ${bin}: ${err.message}`;
-      table.close(conn, { outcome: 'failed', error: reason });
-      this.options.onStartFailed(conn, reason);
-    });
     child.on('close', (exitCode, signal) => {
       release();
-      if (ended) return;
-      ended = true;
+      clearTimeout(accepted.deadline);
       const error = lastLine(stderr);
       if (conn.killRequested) {
         table.close(conn, { outcome: 'killed', exitCode, signal, error });
@@ -139,6 +191,8 @@ export class Spawner {
         table.close(conn, { outcome: 'closed', exitCode, signal, error });
       } else if (refused) {
         table.close(conn, { outcome: 'not-served', exitCode, signal, error: 'refused by the export allow list' });
+      } else if (accepted.expired) {
+        table.close(conn, { outcome: 'not-served', exitCode, signal, error: this.noExportChosen() });
       } else if (exitCode === 0 || signal === 'SIGPIPE' || clientEndedEarly.test(stderr)) {
         table.close(conn, { outcome: 'not-served', exitCode, signal, error });
       } else {
@@ -148,6 +202,28 @@ export class Spawner {
       }
     });
   }
+
+  /** One client refused, whatever the cause: a failed start never takes the daemon down. */
+  private spawnFailed({ socket, conn, deadline }: Accepted, err: NodeJS.ErrnoException, release: () => void): void {
+    clearTimeout(deadline);
+    closeSocket(socket);
+    release();
+    const shortage = describeShortage(err);
+    if (shortage !== null) {
+      // nbd-server is not at fault, so its health stays as it was; the connection's record says why.
+      this.options.table.close(conn, { outcome: 'failed', error: `cannot start nbd-server: ${shortage}` });
+      this.options.log.warn('cannot start nbd-server for a client', { connection: conn.id, client: conn.clientAddress, error: err.stack ?? String(err) });
+      return;
+    }
+    const reason = `cannot run ${this.options.bin}: ${err.message}`;
+    this.options.table.close(conn, { outcome: 'failed', error: reason });
+    this.options.onStartFailed(conn, reason);
+  }
+}
+
+function closeSocket(socket: net.Socket): void {
+  socket.on('error', () => {});
+  socket.destroy();
 }
 
 /** Why an nbd-server ended before it served anyone, as the operator should read it. */
