@@ -154,6 +154,8 @@ export class Spawner {
     // The child holds its own copy of the socket; ours would only keep the client waiting.
     closeSocket(socket);
     child.unref();
+    // A started child can still emit 'error' (a failed signal, say); unheard, it would end the daemon.
+    child.on('error', (err) => log.warn('nbd-server process error', { connection: conn.id, pid: child.pid, error: err.stack ?? String(err) }));
 
     let stderr = '';
     child.stderr!.on('data', (chunk: Buffer) => {
