@@ -1,8 +1,10 @@
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import type { DataDirSpace } from '../db/data-dir-space.js';
 import type { Db } from '../db/open.js';
 import type { EventLog } from '../events/event-log.js';
+import { RefusalSummary } from '../events/refusal-summary.js';
 import type { Logger } from '../log.js';
 import { eq } from 'drizzle-orm';
 import { exportsTable } from '../db/schema.js';
@@ -27,6 +29,7 @@ export interface SupervisorOptions {
   nbdAllow: AllowList;
   db: Db;
   events: EventLog;
+  space: DataDirSpace;
   log: Logger;
 }
 
@@ -57,6 +60,7 @@ export class Supervisor {
   readonly cowDir: string;
   private readonly server: net.Server;
   private readonly spawner: Spawner;
+  private readonly refusals: RefusalSummary;
   private readonly refreshTimer: NodeJS.Timeout;
   private startFailure: string | null = null;
   private configEnablesTls = false;
@@ -73,13 +77,14 @@ export class Supervisor {
     version: string,
     private readonly fastStart: FastStart,
   ) {
-    const { db, events, log } = options;
+    const { db, events, space, log } = options;
     this.configPath = path.join(options.dataDir, 'nbd-server.conf');
     this.cowDir = path.join(options.dataDir, 'cow');
     this.probeCached = reusedFor(probeCacheMs, () => probeNbdServer(options.nbdServerBin), Promise.resolve(version));
     this.checkRecovered = reusedFor(probeCacheMs, () => nbdServerGreets(options.nbdServerBin, this.configPath, this.nbdServerEnv()));
     this.fastStartEnv = fastStart.enabled ? { ...this.plainEnv, ...fastStart.env } : null;
-    this.connections = new ConnectionTable(db, events, this.cowDir);
+    this.connections = new ConnectionTable(db, events, this.cowDir, space);
+    this.refusals = new RefusalSummary({ record: ({ exportName, details }) => events.record('connection.refused', exportName, details) });
     this.spawner = new Spawner({
       bin: options.nbdServerBin,
       configPath: this.configPath,
@@ -98,7 +103,10 @@ export class Supervisor {
       admit: (conn, exportId) => this.admits(conn, exportId),
     });
     this.server = net.createServer({ pauseOnConnect: true }, (socket) => this.accept(socket));
-    this.refreshTimer = setInterval(() => this.connections.refresh(), refreshIntervalMs).unref();
+    this.refreshTimer = setInterval(() => {
+      this.connections.refresh();
+      this.refusals.sweep();
+    }, refreshIntervalMs).unref();
   }
 
   /** Checks the binary, writes the config, adopts surviving connections, then listens. */
@@ -161,6 +169,9 @@ export class Supervisor {
         problems.push((err as Error).message);
       }
     }
+    this.options.space.check();
+    const spaceProblem = this.options.space.problem;
+    if (spaceProblem !== null) problems.push(spaceProblem);
     const fastStartReason = this.fastStartOffReason();
     return {
       ok: problems.length === 0,
@@ -179,6 +190,7 @@ export class Supervisor {
     clearInterval(this.refreshTimer);
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.spawner.flush();
+    this.refusals.flush();
     await closed;
   }
 
@@ -191,10 +203,11 @@ export class Supervisor {
       .get();
     if (!row) return false;
     if (row.allow.length === 0 || new AllowList(row.allow).allows(conn.clientAddress)) return true;
-    this.options.events.record('connection.refused', row.name, {
+    this.refusals.refuse({
       client: conn.clientAddress,
       port: conn.clientPort,
       reason: `${conn.clientAddress} is not in the allow list of export ${row.name}`,
+      exportName: row.name,
     });
     return false;
   }
@@ -207,14 +220,18 @@ export class Supervisor {
       : this.connections.size >= this.options.maxConnections
         ? `the connection limit (${this.options.maxConnections}) is reached`
         : null;
-    if (refusal !== null) {
-      // Closed before any nbd-server starts: the client learns nothing, not even the export list.
-      socket.on('error', () => {});
-      socket.destroy();
-      this.options.events.record('connection.refused', null, { client, port, reason: refusal });
-      return;
-    }
+    if (refusal !== null) return this.refuse(socket, client, port, refusal);
     this.spawner.enqueue(socket, this.connections.open(client, port));
+  }
+
+  /**
+   * Closes a client before any nbd-server starts: it learns nothing, not even the export list.
+   * Refusals are counted, not recorded one by one (see RefusalSummary).
+   */
+  private refuse(socket: net.Socket, client: string, port: number, reason: string): void {
+    socket.on('error', () => {});
+    socket.destroy();
+    this.refusals.refuse({ client, port, reason, exportName: null });
   }
 
   private listen(): Promise<void> {
