@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { asc, desc, gt } from 'drizzle-orm';
+import { asc, count, desc, gt, max } from 'drizzle-orm';
 import type { DataDirSpace } from '../db/data-dir-space.js';
 import type { Db } from '../db/open.js';
 import { eventsTable, type EventRow } from '../db/schema.js';
@@ -52,9 +52,15 @@ export class EventLog extends EventEmitter<{ event: [EventRow] }> {
     return row;
   }
 
-  /** Every event after `afterId`, oldest first: what a reconnecting subscriber missed. */
-  since(afterId: number): EventRow[] {
-    return this.db.select().from(eventsTable).where(gt(eventsTable.id, afterId)).orderBy(asc(eventsTable.id)).all();
+  /** Up to `limit` events after `afterId`, oldest first: a page of what a reconnecting subscriber missed. */
+  since(afterId: number, limit: number): EventRow[] {
+    return this.db.select().from(eventsTable).where(gt(eventsTable.id, afterId)).orderBy(asc(eventsTable.id)).limit(limit).all();
+  }
+
+  /** How many events came after `afterId`, and the newest id among them. */
+  countSince(afterId: number): { count: number; newestId: number | null } {
+    const [result] = this.db.select({ count: count(), newestId: max(eventsTable.id) }).from(eventsTable).where(gt(eventsTable.id, afterId)).all();
+    return { count: result?.count ?? 0, newestId: result?.newestId ?? null };
   }
 
   /** The newest events first, optionally only those after an id the caller has already seen. */
