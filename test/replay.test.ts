@@ -1,5 +1,7 @@
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NbdmuxStreamEvent } from '../src/client.js';
@@ -14,16 +16,20 @@ function rssBytes(pid: number): number {
   return Number(kib) * 1024;
 }
 
-/** A long history, written straight into the state.db a first daemon run created. */
-async function dataDirWithHistory(count: number): Promise<string> {
-  const first = await startDaemon();
-  expect(await first.stop()).toBe(0);
-  const db = new Database(path.join(first.dataDir, 'state.db'));
+/** A long history, written straight into the state.db of a daemon that is not running. */
+function addHistory(dataDir: string, count: number): void {
+  const db = new Database(path.join(dataDir, 'state.db'));
   const insert = db.prepare('INSERT INTO events (at, type, export_name, details) VALUES (?, ?, NULL, ?)');
   db.transaction(() => {
     for (let i = 0; i < count; i++) insert.run(new Date().toISOString(), 'connection.opened', JSON.stringify({ connection: i, client: '127.0.0.2', port: 40000 + (i % 20000) }));
   })();
   db.close();
+}
+
+async function dataDirWithHistory(count: number): Promise<string> {
+  const first = await startDaemon();
+  expect(await first.stop()).toBe(0);
+  addHistory(first.dataDir, count);
   return first.dataDir;
 }
 
@@ -80,4 +86,34 @@ describe('replaying a long history to resuming subscribers', () => {
     subscription.unsubscribe();
     expect(items.map((item) => item.id)).toEqual(Array.from({ length: behind }, (_, i) => newest - behind + 1 + i));
   });
+});
+
+describe('nbdmux watch across a gap too long to replay', () => {
+  let daemon: RunningDaemon;
+  afterAll(() => killEverything(daemon ? [daemon.dataDir] : []));
+
+  it('says how many events it missed and where they are, then carries on live', async () => {
+    daemon = await startDaemon();
+    const cli = fileURLToPath(new URL('../dist/src/operator-cli/main.js', import.meta.url));
+    const watch = spawn(process.execPath, [cli, 'watch'], { env: { ...process.env, NBDMUX_URL: daemon.url }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    watch.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    try {
+      await waitFor('the first status line', () => (stdout.includes('  status  ') ? true : undefined));
+      // While the daemon is away, more happens than a replay may carry.
+      const port = daemon.httpPort;
+      expect(await daemon.stop()).toBe(0);
+      addHistory(daemon.dataDir, 12_000);
+      daemon = await startDaemon({ dataDir: daemon.dataDir, args: ['--port', String(port)] });
+      const skipped = await waitFor('the skip line', () => /^\d\d:\d\d:\d\d {2}replay\.skipped {2}- {2}(\d+) events missed, too many to replay: events\.list \(or the dashboard\) has them$/m.exec(stdout) ?? undefined, 20_000);
+      expect(Number(skipped[1])).toBeGreaterThanOrEqual(12_000);
+      expect(stdout).not.toContain('connection.opened');
+      const images = tempDir('nbdmux-images-');
+      fs.writeFileSync(path.join(images, 'after.img'), Buffer.alloc(4096));
+      expect((await api(daemon, 'POST', '/exports', { name: 'after', file: path.join(images, 'after.img') })).status).toBe(201);
+      await waitFor('the live event after the skip', () => (/ {2}export\.created {2}after {2}/.test(stdout) ? true : undefined));
+    } finally {
+      watch.kill('SIGINT');
+    }
+  }, 60_000);
 });
