@@ -15,9 +15,13 @@ export const eventsStreamInput = z.strictObject({
   lastEventId: z.string().regex(/^\d+$/, 'must be an event id').nullish(),
 });
 
-/** A subscriber further behind than this is told to list the events instead of receiving them. */
-export const replayCap = 10_000;
-const replayPageSize = 500;
+/**
+ * A subscriber further behind than this is told to list the events instead of receiving them.
+ * tRPC's WebSocket adapter sends without waiting for the socket to drain, so a replay sits in
+ * memory until it is out: 20 subscribers replaying 2,000 each cost about 40 MiB (10,000: 85).
+ */
+export const replayCap = 2_000;
+const replayPageSize = 100;
 
 /**
  * Sent instead of a replay longer than `replayCap`: the `skipped` events after `afterId`, up to
