@@ -14,6 +14,8 @@ export type NbdmuxOutputs = inferRouterOutputs<AppRouter>;
 export type NbdmuxExport = NbdmuxOutputs['exports']['list'][number];
 export type NbdmuxConnection = NbdmuxOutputs['connections']['list'][number];
 export type NbdmuxEvent = NbdmuxOutputs['events']['list'][number];
+/** What `events.stream` sends: an event, or `replay.skipped` when more were missed than it replays. */
+export type NbdmuxStreamEvent = NbdmuxOutputs['events']['stream'] extends AsyncIterable<{ data: infer Item }> ? Item : never;
 export type NbdmuxHealth = NbdmuxOutputs['system']['health'];
 /** What `status.stream` sends: a snapshot of health, exports and live connections, on subscribe and on every change. */
 export type NbdmuxStatus = NbdmuxOutputs['status']['stream'] extends AsyncIterable<infer Snapshot> ? Snapshot : never;

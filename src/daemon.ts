@@ -5,6 +5,7 @@ import { AuthGate } from './auth/gate.js';
 import { RevokedSessions } from './auth/revocations.js';
 import { loadSessionSecret } from './auth/secret.js';
 import type { Config } from './config.js';
+import { DataDirSpace } from './db/data-dir-space.js';
 import { openDatabase, type Db } from './db/open.js';
 import { EventLog } from './events/event-log.js';
 import { ExportRegistry, servedExports } from './exports/registry.js';
@@ -36,10 +37,11 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
   }
   const secret = config.adminPassword === undefined ? undefined : loadSessionSecret(config.dataDir, config.sessionSecret);
   const db = openDatabase(path.join(config.dataDir, 'state.db'));
+  const space = new DataDirSpace(config.dataDir, log);
   let supervisor: Supervisor | undefined;
   let http: HttpServer | undefined;
   try {
-    const events = new EventLog(db);
+    const events = new EventLog(db, space);
     supervisor = await Supervisor.start(
       {
         dataDir: config.dataDir,
@@ -52,13 +54,14 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
         nbdAllow: new AllowList(config.nbdAllow),
         db,
         events,
+        space,
         log,
       },
       servedExports(db),
     );
     const registry = new ExportRegistry(db, supervisor, events, config.imageRoots);
     const gate = new AuthGate(config.adminPassword, secret, events, new RevokedSessions(db));
-    const context = { registry, events, dataPlane: supervisor, info: { version, authRequired: gate.required } };
+    const context = { registry, events, space, dataPlane: supervisor, info: { version, authRequired: gate.required } };
     http = await startHttpServer({ port: config.port, bind: config.bind, context, gate, log });
     const nbd = supervisor.address!;
     events.record('daemon.started', null, { http: http.address.port, nbd: nbd.port, pid: process.pid });
@@ -69,11 +72,13 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
       close: async () => {
         await Promise.all([running.http.close(), running.supervisor.stop()]);
         events.record('daemon.stopped', null, { pid: process.pid });
+        space.stop();
         db.$client.close();
       },
     };
   } catch (err) {
     await Promise.all([http?.close(), supervisor?.stop()]);
+    space.stop();
     closeQuietly(db);
     throw err;
   }

@@ -31,6 +31,10 @@ export function conflict(message: string): TRPCError {
   return new TRPCError({ code: 'CONFLICT', message });
 }
 
+export function dataDirFull(dataDir: string): TRPCError {
+  return new TRPCError({ code: 'SERVICE_UNAVAILABLE', message: `the data dir ${dataDir} is full, so nothing was changed: free space there, then try again` });
+}
+
 /**
  * The one way an error is shown to a client, over tRPC and REST alike: a precise code, a message
  * that says what to do, the fields at fault. An internal error never shows its message.

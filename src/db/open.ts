@@ -18,6 +18,8 @@ export function openDatabase(file: string, migrationsFolder = builtMigrationsFol
   sqlite.pragma('journal_mode = WAL');
   sqlite.pragma('synchronous = NORMAL');
   sqlite.pragma('busy_timeout = 5000');
+  // A checkpoint rewinds the WAL but leaves the file at its largest; cut it back to 1 MiB.
+  sqlite.pragma(`journal_size_limit = ${1024 * 1024}`);
   const db = drizzle(sqlite, { schema });
   migrate(db, { migrationsFolder });
   sqlite.pragma('foreign_keys = ON');

@@ -1,4 +1,4 @@
-import type { NbdmuxConnection, NbdmuxEvent, NbdmuxExport, NbdmuxHealth } from '../client.js';
+import type { NbdmuxConnection, NbdmuxEvent, NbdmuxExport, NbdmuxHealth, NbdmuxStreamEvent } from '../client.js';
 import { formatBytes, formatClock, formatDetails, formatDuration, formatTime } from './format.js';
 import { renderFields, renderTable, type Column } from './table.js';
 
@@ -65,6 +65,7 @@ export function renderHealth(health: NbdmuxHealth): string {
   return summary + health.problems.map((problem) => `  - ${problem}\n`).join('');
 }
 
-export function renderEvent(event: NbdmuxEvent): string {
-  return [formatClock(event.at), event.type, event.exportName ?? '-', formatDetails(event.details)].join('  ');
+export function renderEvent(event: NbdmuxEvent | NbdmuxStreamEvent): string {
+  const what = event.type === 'replay.skipped' ? `${String(event.details.skipped)} events missed, too many to replay: events.list (or the dashboard) has them` : formatDetails(event.details);
+  return [formatClock(event.at), event.type, event.exportName ?? '-', what].join('  ');
 }

@@ -1,4 +1,5 @@
 import { on } from 'node:events';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { tracked } from '@trpc/server';
 import { z } from 'zod';
 import type { EventRow } from '../db/schema.js';
@@ -14,6 +15,29 @@ export const eventsStreamInput = z.strictObject({
   lastEventId: z.string().regex(/^\d+$/, 'must be an event id').nullish(),
 });
 
+/**
+ * A subscriber further behind than this is told to list the events instead of receiving them.
+ * tRPC's WebSocket adapter sends without waiting for the socket to drain, so a replay sits in
+ * memory until it is out: 20 subscribers replaying 2,000 each cost about 40 MiB (10,000: 85).
+ */
+export const replayCap = 2_000;
+const replayPageSize = 100;
+
+/**
+ * Sent instead of a replay longer than `replayCap`: the `skipped` events after `afterId`, up to
+ * this `id`, are in `events.list`; live events follow. Shaped like an event, so a client that
+ * only prints events still shows it.
+ */
+export interface ReplaySkipped {
+  id: number;
+  at: string;
+  type: 'replay.skipped';
+  exportName: null;
+  details: { skipped: number; afterId: number };
+}
+
+export type EventStreamItem = EventRow | ReplaySkipped;
+
 export const eventsRouter = router({
   /** What happened, newest first: exports created and removed, connections, nbd-server failures. */
   list: publicProcedure.input(eventsListInput.prefault({})).query(({ ctx, input }) => ctx.events.recent(input.limit, input.afterId)),
@@ -21,22 +45,35 @@ export const eventsRouter = router({
   /**
    * Every event as it happens, each tracked by its id so a reconnecting client resumes where it
    * left off. Listening starts before the replay, so no event falls between the two, and ids
-   * already sent are skipped, so none comes twice.
+   * already sent are skipped, so none comes twice. The replay goes a page at a time, giving
+   * other requests their turn in between; one longer than `replayCap` is a `replay.skipped`.
    */
   stream: publicProcedure.input(eventsStreamInput.prefault({})).subscription(async function* ({ ctx, input, signal }) {
     const live = on(ctx.events, 'event', { signal });
     let lastId = input.lastEventId ? Number(input.lastEventId) : 0;
     if (input.lastEventId) {
-      for (const event of ctx.events.since(lastId)) {
-        lastId = event.id;
-        yield tracked(String(event.id), event);
+      const missed = ctx.events.countSince(lastId);
+      if (missed.count > replayCap) {
+        const skipped: ReplaySkipped = { id: missed.newestId!, at: new Date().toISOString(), type: 'replay.skipped', exportName: null, details: { skipped: missed.count, afterId: lastId } };
+        lastId = skipped.id;
+        yield tracked<EventStreamItem>(String(skipped.id), skipped);
+      } else {
+        for (;;) {
+          const page = ctx.events.since(lastId, replayPageSize);
+          for (const event of page) {
+            lastId = event.id;
+            yield tracked<EventStreamItem>(String(event.id), event);
+          }
+          if (page.length < replayPageSize) break;
+          await nextTurn();
+        }
       }
     }
     try {
       for await (const [event] of live as AsyncIterable<[EventRow]>) {
         if (event.id <= lastId) continue;
         lastId = event.id;
-        yield tracked(String(event.id), event);
+        yield tracked<EventStreamItem>(String(event.id), event);
       }
     } catch (err) {
       if (!signal?.aborted) throw err;

@@ -1,5 +1,6 @@
 import { initTRPC } from '@trpc/server';
-import { describeError } from '../errors.js';
+import { isOutOfSpace, type DataDirSpace } from '../db/data-dir-space.js';
+import { dataDirFull, describeError } from '../errors.js';
 import type { EventLog } from '../events/event-log.js';
 import type { ExportRegistry } from '../exports/registry.js';
 import type { ConnectionTable, DataPlaneHealth } from '../supervisor/index.js';
@@ -8,6 +9,7 @@ import type { ConnectionTable, DataPlaneHealth } from '../supervisor/index.js';
 export interface Context {
   registry: ExportRegistry;
   events: EventLog;
+  space: Pick<DataDirSpace, 'dataDir' | 'reportFull'>;
   info: { version: string; authRequired: boolean };
   dataPlane: { health(): Promise<DataPlaneHealth>; connections: Pick<ConnectionTable, 'recent'>; maxConnections: number };
 }
@@ -20,5 +22,15 @@ const t = initTRPC.context<Context>().create({
 });
 
 export const router = t.router;
-export const publicProcedure = t.procedure;
+/** A change the full data dir cannot hold is the operator's to fix: 503 saying so, not an internal error. */
+const outOfSpaceIsUnavailable = t.middleware(async ({ ctx, next }) => {
+  const result = await next();
+  if (!result.ok && isOutOfSpace(result.error.cause)) {
+    ctx.space.reportFull(result.error.cause);
+    throw dataDirFull(ctx.space.dataDir);
+  }
+  return result;
+});
+
+export const publicProcedure = t.procedure.use(outOfSpaceIsUnavailable);
 export const createCallerFactory = t.createCallerFactory;

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import { desc, eq, isNull } from 'drizzle-orm';
+import type { DataDirSpace } from '../db/data-dir-space.js';
 import type { Db } from '../db/open.js';
 import { connectionsTable, exportsTable, type ConnectionRow } from '../db/schema.js';
 import type { EventLog } from '../events/event-log.js';
@@ -44,11 +45,14 @@ export interface CloseDetails {
  */
 export class ConnectionTable {
   private readonly live = new Map<number, LiveConnection>();
+  /** Ids of connections served without a row (the data dir was full): negative, so never a row's. */
+  private lastUnrecordedId = 0;
 
   constructor(
     private readonly db: Db,
     private readonly events: EventLog,
     private readonly cowDir: string,
+    private readonly space: DataDirSpace,
   ) {}
 
   get size(): number {
@@ -90,13 +94,15 @@ export class ConnectionTable {
     return counts;
   }
 
+  /**
+   * A full data dir does not cut a booting machine: its connection is served without a row
+   * (shown in export counts, not in the connection list, and not adopted after a restart).
+   */
   open(clientAddress: string, clientPort: number): LiveConnection {
-    const row = this.db
-      .insert(connectionsTable)
-      .values({ clientAddress, clientPort, openedAt: new Date().toISOString() })
-      .returning()
-      .get();
-    const conn = fromRow(row, false);
+    const values = { clientAddress, clientPort, openedAt: new Date().toISOString() };
+    // `.all()`: see EventLog.record, an unfinished RETURNING statement blocks the WAL checkpoint.
+    const row = this.space.tryWrite(() => this.db.insert(connectionsTable).values(values).returning().all()[0]!);
+    const conn = fromRow(row ?? unrecordedRow(--this.lastUnrecordedId, values), false);
     this.live.set(conn.id, conn);
     this.events.record('connection.opened', null, { connection: conn.id, client: clientAddress, port: clientPort });
     return conn;
@@ -105,11 +111,7 @@ export class ConnectionTable {
   attachProcess(conn: LiveConnection, pid: number): void {
     conn.pid = pid;
     conn.pidStartTicks = readStartTicks(pid);
-    this.db
-      .update(connectionsTable)
-      .set({ pid, pidStartTicks: conn.pidStartTicks })
-      .where(eq(connectionsTable.id, conn.id))
-      .run();
+    this.space.tryWrite(() => this.db.update(connectionsTable).set({ pid, pidStartTicks: conn.pidStartTicks }).where(eq(connectionsTable.id, conn.id)).run());
   }
 
   negotiated(conn: LiveConnection, exportId: number): void {
@@ -118,11 +120,7 @@ export class ConnectionTable {
     if (!exp) return; // not an id we ever wrote: ignore rather than trust it
     conn.exportId = exportId;
     conn.negotiatedAt = new Date().toISOString();
-    this.db
-      .update(connectionsTable)
-      .set({ exportId, negotiatedAt: conn.negotiatedAt })
-      .where(eq(connectionsTable.id, conn.id))
-      .run();
+    this.space.tryWrite(() => this.db.update(connectionsTable).set({ exportId, negotiatedAt: conn.negotiatedAt }).where(eq(connectionsTable.id, conn.id)).run());
     this.events.record('connection.negotiated', exp.name, { connection: conn.id, client: conn.clientAddress });
   }
 
@@ -132,19 +130,22 @@ export class ConnectionTable {
     // nbd-server removes its diff on a clean end; a killed or crashed one leaves it behind.
     if (conn.pid !== null && !this.list().some((other) => other.pid === conn.pid)) this.removeDiff(conn);
     const closedAt = new Date().toISOString();
-    this.db
-      .update(connectionsTable)
-      .set({
-        closedAt,
-        outcome: details.outcome,
-        exitCode: details.exitCode ?? null,
-        signal: details.signal ?? null,
-        error: details.error ?? null,
-        bytesSent: conn.bytesSent,
-        cowDiffBytes: conn.cowDiffBytes,
-      })
-      .where(eq(connectionsTable.id, conn.id))
-      .run();
+    // Left open when the data dir is full: the next start closes it as ended while not watched.
+    this.space.tryWrite(() =>
+      this.db
+        .update(connectionsTable)
+        .set({
+          closedAt,
+          outcome: details.outcome,
+          exitCode: details.exitCode ?? null,
+          signal: details.signal ?? null,
+          error: details.error ?? null,
+          bytesSent: conn.bytesSent,
+          cowDiffBytes: conn.cowDiffBytes,
+        })
+        .where(eq(connectionsTable.id, conn.id))
+        .run(),
+    );
     this.events.record('connection.closed', this.exportName(conn.exportId), {
       connection: conn.id,
       client: conn.clientAddress,
@@ -242,6 +243,10 @@ export class ConnectionTable {
     if (exportId === null) return null;
     return this.db.select({ name: exportsTable.name }).from(exportsTable).where(eq(exportsTable.id, exportId)).get()?.name ?? null;
   }
+}
+
+function unrecordedRow(id: number, values: Pick<ConnectionRow, 'clientAddress' | 'clientPort' | 'openedAt'>): ConnectionRow {
+  return { id, ...values, exportId: null, pid: null, pidStartTicks: null, negotiatedAt: null, closedAt: null, outcome: null, exitCode: null, signal: null, bytesSent: 0, cowDiffBytes: null, error: null };
 }
 
 function fromRow(row: ConnectionRow, adopted: boolean): LiveConnection {

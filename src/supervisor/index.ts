@@ -1,8 +1,10 @@
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import type { DataDirSpace } from '../db/data-dir-space.js';
 import type { Db } from '../db/open.js';
 import type { EventLog } from '../events/event-log.js';
+import { RefusalSummary } from '../events/refusal-summary.js';
 import type { Logger } from '../log.js';
 import { eq } from 'drizzle-orm';
 import { exportsTable } from '../db/schema.js';
@@ -31,6 +33,7 @@ export interface SupervisorOptions {
   nbdAllow: AllowList;
   db: Db;
   events: EventLog;
+  space: DataDirSpace;
   log: Logger;
 }
 
@@ -61,6 +64,7 @@ export class Supervisor {
   readonly cowDir: string;
   private readonly server: net.Server;
   private readonly spawner: Spawner;
+  private readonly refusals: RefusalSummary;
   private readonly refreshTimer: NodeJS.Timeout;
   private startFailure: string | null = null;
   private configEnablesTls = false;
@@ -77,13 +81,14 @@ export class Supervisor {
     version: string,
     private readonly fastStart: FastStart,
   ) {
-    const { db, events, log } = options;
+    const { db, events, space, log } = options;
     this.configPath = path.join(options.dataDir, 'nbd-server.conf');
     this.cowDir = path.join(options.dataDir, 'cow');
     this.probeCached = reusedFor(probeCacheMs, () => probeNbdServer(options.nbdServerBin), Promise.resolve(version));
     this.checkRecovered = reusedFor(probeCacheMs, () => nbdServerGreets(options.nbdServerBin, this.configPath, this.nbdServerEnv()));
     this.fastStartEnv = fastStart.enabled ? { ...this.plainEnv, ...fastStart.env } : null;
-    this.connections = new ConnectionTable(db, events, this.cowDir);
+    this.connections = new ConnectionTable(db, events, this.cowDir, space);
+    this.refusals = new RefusalSummary({ record: ({ exportName, details }) => events.record('connection.refused', exportName, details) });
     this.spawner = new Spawner({
       bin: options.nbdServerBin,
       configPath: this.configPath,
@@ -103,7 +108,10 @@ export class Supervisor {
       admit: (conn, exportId) => this.admits(conn, exportId),
     });
     this.server = net.createServer({ pauseOnConnect: true }, (socket) => this.accept(socket));
-    this.refreshTimer = setInterval(() => this.connections.refresh(), refreshIntervalMs).unref();
+    this.refreshTimer = setInterval(() => {
+      this.connections.refresh();
+      this.refusals.sweep();
+    }, refreshIntervalMs).unref();
   }
 
   /** Checks the binary, writes the config, adopts surviving connections, then listens. */
@@ -166,6 +174,9 @@ export class Supervisor {
         problems.push((err as Error).message);
       }
     }
+    this.options.space.check();
+    const spaceProblem = this.options.space.problem;
+    if (spaceProblem !== null) problems.push(spaceProblem);
     const fastStartReason = this.fastStartOffReason();
     return {
       ok: problems.length === 0,
@@ -184,6 +195,7 @@ export class Supervisor {
     clearInterval(this.refreshTimer);
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.spawner.flush();
+    this.refusals.flush();
     await closed;
   }
 
@@ -221,9 +233,12 @@ export class Supervisor {
     this.spawner.enqueue(socket, this.connections.open(client, port));
   }
 
-  /** Every refused client is recorded here, whichever check refused it. */
+  /**
+   * Every refused client is counted here, whichever check refused it; refusals are summarised,
+   * not recorded one by one (see RefusalSummary).
+   */
   private recordRefusal(exportName: string | null, client: string, port: number, reason: string): void {
-    this.options.events.record('connection.refused', exportName, { client, port, reason });
+    this.refusals.refuse({ client, port, reason, exportName });
   }
 
   /**

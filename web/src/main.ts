@@ -67,7 +67,14 @@ const history = await api.events.list.query({ limit: 100 });
 prependEvents($('events'), history);
 api.events.stream.subscribe(
   { lastEventId: String(history[0]?.id ?? 0) },
-  { onData: ({ data }) => prependEvents($('events'), [data]) },
+  {
+    onData: ({ data }) => {
+      if (data.type !== 'replay.skipped') return prependEvents($('events'), [data]);
+      // Away too long to replay what was missed: show the newest, as at page load.
+      notice.textContent = `${String(data.details.skipped)} events happened while this page was disconnected; the newest are shown, the rest are in events.list`;
+      void api.events.list.query({ limit: 100 }).then((events) => prependEvents($('events'), events));
+    },
+  },
 );
 
 bindAddForm($('add-export') as HTMLFormElement, api);

@@ -129,7 +129,10 @@ function describeEvent({ type, exportName, details }: EventRow): string {
     case 'connection.closed':
       return `${String(d.client)}${name ? ` left ${name}` : ''}: ${String(d.outcome)}, ${formatBytes(Number(d.bytesSent ?? 0))}${d.error ? ` (${String(d.error)})` : ''}`;
     case 'connection.refused':
-      return `${String(d.client)}: ${String(d.reason)}`;
+      // Repeats within an interval come as one event with their count (see RefusalSummary).
+      return `${String(d.client)}: ${String(d.reason)}${Number(d.count) > 1 ? ` (${String(d.count)} times since ${formatTime(String(d.since))})` : ''}`;
+    case 'daemon.space-recovered':
+      return `the data dir has space again (full since ${formatTime(String(d.fullSince))}); ${String(d.notRecorded)} event(s) were not recorded`;
     case 'connection.adopted':
       return `${name} (pid ${String(d.pid)}) from an earlier run`;
     case 'nbd-server.failed':
