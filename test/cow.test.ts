@@ -100,7 +100,10 @@ describe('copy-on-write exports', () => {
     const finished = await writer.finish();
     expect(finished).toMatchObject({ code: 0, stillSees: true });
     await waitFor('the diff to go with its connection', () => (diffFiles(daemon).length === 0 ? true : undefined));
-    const closed = (await trpcClient(daemon.url).connections.list.query({})).find((c) => c.id === live!.id);
+    // The diff goes before the process exits, and the daemon records the exit a moment later.
+    const closed = await waitFor('the connection to be recorded closed', async () =>
+      (await trpcClient(daemon.url).connections.list.query({})).find((c) => c.id === live!.id && !c.live),
+    );
     // The history keeps what it wrote; the two readers never had a diff of their own.
     expect(closed).toMatchObject({ live: false, outcome: 'closed', cowDiffBytes: blockBytes });
     expect((await trpcClient(daemon.url).connections.list.query({})).filter((c) => c.cowDiffBytes !== null)).toHaveLength(1);

@@ -35,7 +35,11 @@ describe('/healthz and nbd-server failures', () => {
 
     fs.writeFileSync(bin, failingToServe);
     expect((await run('nbdinfo', [daemon.nbdUri('disk')])).code).not.toBe(0);
-    const health = await api(daemon, 'GET', '/healthz');
+    // nbdinfo sees the failure as soon as the process closes its socket; the daemon handles the exit a moment later.
+    const health = await waitFor('health to report the failed start', async () => {
+      const answer = await api(daemon, 'GET', '/healthz');
+      return answer.status === 200 ? undefined : answer;
+    });
     expect(health.status).toBe(503);
     expect(health.text).toMatch(/simulated start-up failure/);
     const failures = (await trpcClient(daemon.url).events.list.query({ limit: 20 })).filter((e) => e.type === 'nbd-server.failed');
