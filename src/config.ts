@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import path from 'node:path';
 import { z } from 'zod';
+import { canonicalHostName } from './http/allowed-hosts.js';
 import { logLevels } from './log.js';
 import { parseCidr } from './supervisor/allow-list.js';
 
@@ -18,6 +19,8 @@ Options (each also read from the environment variable shown; a flag wins):
   --image-root DIR        only files under DIR may be exported; repeatable    NBDMUX_IMAGE_ROOTS (a:b)
   --max-connections N     live NBD connections at most (default 256)         NBDMUX_MAX_CONNECTIONS
   --nbd-allow CIDR        only these clients may use the NBD port; repeatable NBDMUX_NBD_ALLOW (a,b)
+  --allowed-host NAME     a name the HTTP port answers to in Host, besides   NBDMUX_ALLOWED_HOSTS (a,b)
+                          localhost and the bind address; repeatable
   --log-level LEVEL       debug, info, warn or error (default info)          NBDMUX_LOG_LEVEL
   --help                  print this help
   --version               print the version
@@ -49,6 +52,9 @@ const configSchema = z.object({
     .max(65536, '--max-connections must be at most 65536')
     .default(256),
   logLevel: z.enum(logLevels, { error: `--log-level must be one of ${logLevels.join(', ')}` }).default('info'),
+  allowedHosts: z
+    .array(z.string().refine((name) => canonicalHostName(name) !== null, { error: (issue) => `--allowed-host: not a host name or IP address: ${String(issue.input)}` }))
+    .default([]),
   nbdAllow: z.array(z.string().refine((cidr) => parseCidr(cidr) !== null, { error: (issue) => `--nbd-allow: not an IP address or CIDR range: ${String(issue.input)}` })).default([]),
   adminPassword: z.string().min(1, 'NBDMUX_ADMIN_PASSWORD must not be empty (unset it to disable authentication)').optional(),
   sessionSecret: z.string().min(32, 'NBDMUX_SESSION_SECRET must be at least 32 characters').optional(),
@@ -78,6 +84,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
         'image-root': { type: 'string', multiple: true },
         'max-connections': { type: 'string' },
         'nbd-allow': { type: 'string', multiple: true },
+        'allowed-host': { type: 'string', multiple: true },
         'log-level': { type: 'string' },
         help: { type: 'boolean' },
         version: { type: 'boolean' },
@@ -102,6 +109,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
     imageRoots: values['image-root'] ?? envRoots,
     maxConnections: values['max-connections'] ?? env.NBDMUX_MAX_CONNECTIONS,
     logLevel: values['log-level'] ?? env.NBDMUX_LOG_LEVEL,
+    allowedHosts: values['allowed-host'] ?? env.NBDMUX_ALLOWED_HOSTS?.split(',').map((name) => name.trim()).filter((name) => name !== ''),
     nbdAllow: values['nbd-allow'] ?? env.NBDMUX_NBD_ALLOW?.split(',').filter((cidr) => cidr.trim() !== ''),
     adminPassword: env.NBDMUX_ADMIN_PASSWORD,
     sessionSecret: env.NBDMUX_SESSION_SECRET,

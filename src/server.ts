@@ -3,6 +3,9 @@ import type net from 'node:net';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import { loginPage, type AuthGate } from './auth/gate.js';
 import { hasOwnOrigin } from './auth/origin.js';
+import type { Config } from './config.js';
+import { AllowedHosts } from './http/allowed-hosts.js';
+import { screenRequest } from './http/request-screen.js';
 import { sendJsonError } from './http-reply.js';
 import type { Logger } from './log.js';
 import { maxBodyBytes } from './rest/body.js';
@@ -23,13 +26,13 @@ export interface HttpServer {
 
 /** One port for everything a person or program asks of nbdmux: tRPC over HTTP and WebSocket, REST, the dashboard. */
 export async function startHttpServer(options: {
-  port: number;
-  bind: string | undefined;
+  config: Pick<Config, 'port' | 'bind' | 'allowedHosts'>;
   context: Context;
   gate: AuthGate;
   log: Logger;
 }): Promise<HttpServer> {
-  const { port, bind, context, gate, log } = options;
+  const { config, context, gate, log } = options;
+  const { port, bind } = config;
   const trpc = createHTTPHandler({
     router: appRouter,
     basePath: '/trpc/',
@@ -40,9 +43,12 @@ export async function startHttpServer(options: {
     },
   });
 
+  const hosts = new AllowedHosts(bind, config.allowedHosts);
   const server = http.createServer(async (req, res) => {
-    const url = new URL(req.url ?? '/', 'http://nbdmux.invalid');
     const method = req.method ?? 'GET';
+    const screening = screenRequest(req, hosts);
+    if (!screening.ok) return sendJsonError(res, '', screening.status, screening.code, screening.message);
+    const { url } = screening;
     try {
       if (method === 'POST' && url.pathname === '/login') return await gate.login(req, res);
       if (method === 'POST' && url.pathname === '/logout') return gate.logout(req, res);
@@ -63,12 +69,12 @@ export async function startHttpServer(options: {
       if (await serveWeb(req, res, url.pathname)) return;
       sendJsonError(res, url.pathname, 404, 'NOT_FOUND', `nothing at ${url.pathname}; see GET /exports`);
     } catch (err) {
-      log.error('request failed', { method, path: url.pathname, error: String(err) });
+      log.error('request failed', { method, path: url.pathname, error: (err as Error).stack ?? String(err) });
       sendJsonError(res, url.pathname, 500, 'INTERNAL_SERVER_ERROR', 'internal error; the daemon log has the details');
     }
   });
 
-  const webSocket = attachWebSocket(server, context, gate, log);
+  const webSocket = attachWebSocket(server, context, gate, hosts, log);
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
