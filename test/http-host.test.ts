@@ -44,8 +44,9 @@ describe('Host checks against DNS rebinding', () => {
     expect(socket.status, socket.text).toBe(421);
   });
 
-  it('answers to the bind address and localhost on any port, in any case, and to --allowed-host names', async () => {
-    for (const host of ['127.0.0.1', `127.0.0.1:${open.httpPort}`, '127.0.0.1:1', 'localhost', `LocalHost:${open.httpPort}`, 'lab.example', `LAB.example:8080`]) {
+  it('answers to the bind address, localhost and the host name on any port, in any case, and to --allowed-host names', async () => {
+    const own = ['127.0.0.1', `127.0.0.1:${open.httpPort}`, '127.0.0.1:1', 'localhost', `LocalHost:${open.httpPort}`, `${os.hostname()}:4040`];
+    for (const host of [...own, 'lab.example', `LAB.example:8080`]) {
       expect(await httpRequest(open.httpPort, { path: '/healthz', headers: { host } }), host).toEqual({ status: 200, text: 'ok\n' });
     }
     for (const host of ['127.0.0.2', 'localhost.', 'lab.example.attacker.example', '[::1]', '10.9.8.7']) {

@@ -17,7 +17,8 @@ export class AllowedHosts {
   constructor(bind: string | undefined, operatorNames: string[]) {
     this.onEveryAddress = bind === undefined || everyAddress.has(canonicalHostName(bind) ?? bind);
     const own = this.onEveryAddress ? [] : [bind!];
-    this.names = new Set(['localhost', ...own, ...operatorNames].flatMap((name) => canonicalHostName(name) ?? []));
+    // The machine's own host name: a rebinding page needs a name its author controls, never this one.
+    this.names = new Set(['localhost', os.hostname(), ...own, ...operatorNames].flatMap((name) => canonicalHostName(name) ?? []));
   }
 
   /** True when `host` (the name from a Host header, see hostOfHeader) names this daemon. */
