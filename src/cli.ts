@@ -28,6 +28,7 @@ if (request.kind === 'version') {
 const { config } = request;
 const log = createLogger(config.logLevel);
 const daemon = await startDaemon(config, log).catch((err: Error) => fail(err.message, 1));
+keepServingAfterBugs();
 stopOnSignals();
 log.info('nbdmux listening', {
   version,
@@ -37,6 +38,17 @@ log.info('nbdmux listening', {
   nbdPort: daemon.nbd.port,
   dataDir: config.dataDir,
 });
+
+/**
+ * The last resort once the daemon serves: an error no handler caught (a bug reached by one
+ * request or connection) is logged with its stack instead of ending the process, so every other
+ * client, and every NBD connection being started, is still served.
+ */
+function keepServingAfterBugs(): void {
+  const report = (msg: string) => (err: unknown) => log.error(msg, { error: (err as Error | undefined)?.stack ?? String(err) });
+  process.on('uncaughtException', report('uncaught error; nbdmux keeps serving'));
+  process.on('unhandledRejection', report('unhandled promise rejection; nbdmux keeps serving'));
+}
 
 /** Installed before the ready line, so a supervisor that signals as soon as it sees it gets a clean stop. */
 function stopOnSignals(): void {

@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import path from 'node:path';
 import { z } from 'zod';
+import { canonicalHostName } from './http/allowed-hosts.js';
 import { logLevels } from './log.js';
 import { parseCidr } from './supervisor/allow-list.js';
 
@@ -25,6 +26,13 @@ Options (each also read from the environment variable shown; a flag wins):
                           a client that has chosen no export this long       NBDMUX_NBD_NEGOTIATION_TIMEOUT
                           after connecting is cut (default 10)
   --nbd-allow CIDR        only these clients may use the NBD port; repeatable NBDMUX_NBD_ALLOW (a,b)
+  --allowed-host NAME     a name the HTTP port answers to in Host, besides   NBDMUX_ALLOWED_HOSTS (a,b)
+                          localhost and the bind address; repeatable
+  --max-http-connections N
+                          open HTTP connections at most (default 1024)       NBDMUX_MAX_HTTP_CONNECTIONS
+  --max-http-per-client N open HTTP connections per client address (64)      NBDMUX_MAX_HTTP_PER_CLIENT
+  --http-request-timeout S
+                          seconds a client has to send a request (10)        NBDMUX_HTTP_REQUEST_TIMEOUT
   --log-level LEVEL       debug, info, warn or error (default info)          NBDMUX_LOG_LEVEL
   --help                  print this help
   --version               print the version
@@ -43,6 +51,9 @@ const port = (flag: string) =>
 
 /** Low enough that a few addresses sending nothing cannot fill the default --max-connections. */
 const defaultMaxPendingPerClient = 8;
+
+const count = (flag: string, fallback: number) =>
+  z.coerce.number().int(`${flag} must be a whole number`).min(1, `${flag} must be at least 1`).max(65536, `${flag} must be at most 65536`).default(fallback);
 
 const configSchema = z.object({
   dataDir: z.string({ error: '--data-dir (or NBDMUX_DATA_DIR) is required' }).min(1, '--data-dir must not be empty'),
@@ -70,6 +81,17 @@ const configSchema = z.object({
     .max(3600, '--nbd-negotiation-timeout must be at most 3600 seconds')
     .default(10),
   logLevel: z.enum(logLevels, { error: `--log-level must be one of ${logLevels.join(', ')}` }).default('info'),
+  allowedHosts: z
+    .array(z.string().refine((name) => canonicalHostName(name) !== null, { error: (issue) => `--allowed-host: not a host name or IP address: ${String(issue.input)}` }))
+    .default([]),
+  maxHttpConnections: count('--max-http-connections', 1024),
+  maxHttpPerClient: count('--max-http-per-client', 64),
+  httpRequestTimeout: z.coerce
+    .number()
+    .int('--http-request-timeout must be a whole number of seconds')
+    .min(1, '--http-request-timeout must be at least 1 second')
+    .max(3600, '--http-request-timeout must be at most 3600 seconds')
+    .default(10),
   nbdAllow: z.array(z.string().refine((cidr) => parseCidr(cidr) !== null, { error: (issue) => `--nbd-allow: not an IP address or CIDR range: ${String(issue.input)}` })).default([]),
   adminPassword: z.string().min(1, 'NBDMUX_ADMIN_PASSWORD must not be empty (unset it to disable authentication)').optional(),
   sessionSecret: z.string().min(32, 'NBDMUX_SESSION_SECRET must be at least 32 characters').optional(),
@@ -110,6 +132,10 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
         'nbd-max-pending-per-client': { type: 'string' },
         'nbd-negotiation-timeout': { type: 'string' },
         'nbd-allow': { type: 'string', multiple: true },
+        'allowed-host': { type: 'string', multiple: true },
+        'max-http-connections': { type: 'string' },
+        'max-http-per-client': { type: 'string' },
+        'http-request-timeout': { type: 'string' },
         'log-level': { type: 'string' },
         help: { type: 'boolean' },
         version: { type: 'boolean' },
@@ -136,6 +162,10 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
     nbdMaxPendingPerClient: values['nbd-max-pending-per-client'] ?? env.NBDMUX_NBD_MAX_PENDING_PER_CLIENT,
     nbdNegotiationTimeout: values['nbd-negotiation-timeout'] ?? env.NBDMUX_NBD_NEGOTIATION_TIMEOUT,
     logLevel: values['log-level'] ?? env.NBDMUX_LOG_LEVEL,
+    allowedHosts: values['allowed-host'] ?? env.NBDMUX_ALLOWED_HOSTS?.split(',').map((name) => name.trim()).filter((name) => name !== ''),
+    maxHttpConnections: values['max-http-connections'] ?? env.NBDMUX_MAX_HTTP_CONNECTIONS,
+    maxHttpPerClient: values['max-http-per-client'] ?? env.NBDMUX_MAX_HTTP_PER_CLIENT,
+    httpRequestTimeout: values['http-request-timeout'] ?? env.NBDMUX_HTTP_REQUEST_TIMEOUT,
     nbdAllow: values['nbd-allow'] ?? env.NBDMUX_NBD_ALLOW?.split(',').filter((cidr) => cidr.trim() !== ''),
     adminPassword: env.NBDMUX_ADMIN_PASSWORD,
     sessionSecret: env.NBDMUX_SESSION_SECRET,

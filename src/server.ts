@@ -1,8 +1,14 @@
 import http from 'node:http';
 import type net from 'node:net';
+import { getTRPCErrorFromUnknown } from '@trpc/server';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
+import { getHTTPStatusCodeFromError } from '@trpc/server/http';
 import { loginPage, type AuthGate } from './auth/gate.js';
 import { hasOwnOrigin } from './auth/origin.js';
+import type { Config } from './config.js';
+import { AllowedHosts } from './http/allowed-hosts.js';
+import { httpConnectionLimit, limitConnections } from './http/connection-limits.js';
+import { screenRequest } from './http/request-screen.js';
 import { sendJsonError } from './http-reply.js';
 import type { Logger } from './log.js';
 import { maxBodyBytes } from './rest/body.js';
@@ -23,13 +29,13 @@ export interface HttpServer {
 
 /** One port for everything a person or program asks of nbdmux: tRPC over HTTP and WebSocket, REST, the dashboard. */
 export async function startHttpServer(options: {
-  port: number;
-  bind: string | undefined;
+  config: Pick<Config, 'port' | 'bind' | 'allowedHosts' | 'maxHttpConnections' | 'maxHttpPerClient' | 'httpRequestTimeout' | 'maxConnections'>;
   context: Context;
   gate: AuthGate;
   log: Logger;
 }): Promise<HttpServer> {
-  const { port, bind, context, gate, log } = options;
+  const { config, context, gate, log } = options;
+  const { port, bind } = config;
   const trpc = createHTTPHandler({
     router: appRouter,
     basePath: '/trpc/',
@@ -40,9 +46,20 @@ export async function startHttpServer(options: {
     },
   });
 
-  const server = http.createServer(async (req, res) => {
-    const url = new URL(req.url ?? '/', 'http://nbdmux.invalid');
+  const hosts = new AllowedHosts(bind, config.allowedHosts);
+  const requestTimeoutMs = config.httpRequestTimeout * 1000;
+  const serverOptions: http.ServerOptions = {
+    // However slowly a client trickles its headers and body, it gets this long for both; Node
+    // looks for overdue requests every connectionsCheckingInterval, so that bounds how late the cut comes.
+    headersTimeout: requestTimeoutMs,
+    requestTimeout: requestTimeoutMs,
+    connectionsCheckingInterval: Math.min(1000, requestTimeoutMs),
+  };
+  const server = http.createServer(serverOptions, async (req, res) => {
     const method = req.method ?? 'GET';
+    const screening = screenRequest(req, hosts);
+    if (!screening.ok) return sendJsonError(res, '', screening.status, screening.code, screening.message);
+    const { url } = screening;
     try {
       if (method === 'POST' && url.pathname === '/login') return await gate.login(req, res);
       if (method === 'POST' && url.pathname === '/logout') return gate.logout(req, res);
@@ -62,13 +79,17 @@ export async function startHttpServer(options: {
       if (await handleRest(req, res, url, context, log)) return;
       if (await serveWeb(req, res, url.pathname)) return;
       sendJsonError(res, url.pathname, 404, 'NOT_FOUND', `nothing at ${url.pathname}; see GET /exports`);
-    } catch (err) {
-      log.error('request failed', { method, path: url.pathname, error: String(err) });
+    } catch (cause) {
+      // A refusal thrown on the way (a body too large, cut off by the timeout) keeps its status; anything else is ours.
+      const error = getTRPCErrorFromUnknown(cause);
+      if (error.code !== 'INTERNAL_SERVER_ERROR') return sendJsonError(res, url.pathname, getHTTPStatusCodeFromError(error), error.code, error.message);
+      log.error('request failed', { method, path: url.pathname, error: (cause as Error).stack ?? String(cause) });
       sendJsonError(res, url.pathname, 500, 'INTERNAL_SERVER_ERROR', 'internal error; the daemon log has the details');
     }
   });
 
-  const webSocket = attachWebSocket(server, context, gate, log);
+  limitConnections(server, { total: httpConnectionLimit(config.maxHttpConnections, config.maxConnections, log), perClient: config.maxHttpPerClient }, log);
+  const webSocket = attachWebSocket(server, context, gate, hosts, log);
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
@@ -77,6 +98,8 @@ export async function startHttpServer(options: {
     });
     server.listen({ port, host: bind }, () => resolve());
   });
+  // Once listening, a failed accept (EMFILE, ENFILE) is an 'error' event: without this listener it would end the process.
+  server.on('error', (err) => log.warn('cannot accept an HTTP connection', { error: err.stack ?? String(err) }));
 
   return {
     address: server.address() as net.AddressInfo,

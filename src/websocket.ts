@@ -4,6 +4,8 @@ import { applyWSSHandler } from '@trpc/server/adapters/ws';
 import { WebSocketServer } from 'ws';
 import type { AuthGate } from './auth/gate.js';
 import { hasOwnOrigin, isCrossSite } from './auth/origin.js';
+import type { AllowedHosts } from './http/allowed-hosts.js';
+import { screenRequest } from './http/request-screen.js';
 import type { Logger } from './log.js';
 import { maxBodyBytes } from './rest/body.js';
 import { appRouter, type Context } from './router/index.js';
@@ -15,7 +17,7 @@ const closeGraceMs = 1000;
  * tRPC over WebSocket on the HTTP server's own port, at /trpc only. Upgrades are routed here
  * rather than by the adapter's prefix option, which leaves a wrong-path socket open.
  */
-export function attachWebSocket(server: http.Server, context: Context, gate: AuthGate, log: Logger): { close(): Promise<void> } {
+export function attachWebSocket(server: http.Server, context: Context, gate: AuthGate, hosts: AllowedHosts, log: Logger): { close(): Promise<void> } {
   const wss = new WebSocketServer({ noServer: true, maxPayload: maxBodyBytes });
   const handler = applyWSSHandler({
     wss,
@@ -27,8 +29,10 @@ export function attachWebSocket(server: http.Server, context: Context, gate: Aut
     },
   });
 
-  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
-    const { pathname } = new URL(req.url ?? '/', 'http://nbdmux.invalid');
+  const upgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    const screening = screenRequest(req, hosts);
+    if (!screening.ok) return refuse(socket, screening.status, screening.message);
+    const { pathname } = screening.url;
     if (pathname !== webSocketPath && pathname !== `${webSocketPath}/`) return refuse(socket, 404, `WebSocket is served at ${webSocketPath} only`);
     const verdict = gate.check(req);
     if (!verdict.ok) return refuse(socket, verdict.status, verdict.message);
@@ -39,6 +43,16 @@ export function attachWebSocket(server: http.Server, context: Context, gate: Aut
       if (verdict.identity.via === 'cookie') gate.trackSocket(verdict.identity.session, ws);
       wss.emit('connection', ws, req);
     });
+  };
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    // Node hands an upgrading socket over with no 'error' listener: a client resetting it while we answer would end the process.
+    socket.on('error', (err) => log.debug('WebSocket upgrade socket failed', { error: String(err) }));
+    try {
+      upgrade(req, socket, head);
+    } catch (err) {
+      log.error('WebSocket upgrade failed', { path: req.url, error: (err as Error).stack ?? String(err) });
+      refuse(socket, 500, 'internal error; the daemon log has the details');
+    }
   });
 
   return {
@@ -55,5 +69,6 @@ export function attachWebSocket(server: http.Server, context: Context, gate: Aut
 }
 
 function refuse(socket: Duplex, status: number, reason: string): void {
-  socket.end(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(reason) + 1}\r\n\r\n${reason}\n`);
+  // Destroyed once written: no HTTP timeout covers this socket any more, and a client that never closes its side would keep it.
+  socket.end(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(reason) + 1}\r\n\r\n${reason}\n`, () => socket.destroy());
 }

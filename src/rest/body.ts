@@ -9,10 +9,18 @@ export async function readBody(req: http.IncomingMessage): Promise<Buffer> {
   if (Number(req.headers['content-length'] ?? 0) > maxBodyBytes) throw tooLarge();
   const chunks: Buffer[] = [];
   let length = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    length += chunk.length;
-    if (length > maxBodyBytes) throw tooLarge();
-    chunks.push(chunk);
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      length += chunk.length;
+      if (length > maxBodyBytes) throw tooLarge();
+      chunks.push(chunk);
+    }
+  } catch (err) {
+    // Cut off by the request timeout, or dropped by the client: a client's failure, not the daemon's.
+    if ((err as NodeJS.ErrnoException).code === 'ECONNRESET') {
+      throw new TRPCError({ code: 'CLIENT_CLOSED_REQUEST', message: 'the connection closed before the whole body arrived', cause: err });
+    }
+    throw err;
   }
   return Buffer.concat(chunks);
 }
