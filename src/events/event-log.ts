@@ -8,6 +8,7 @@ export type EventType =
   | 'daemon.stopped'
   | 'export.created'
   | 'export.removed'
+  | 'export.file-changed'
   | 'connection.opened'
   | 'connection.negotiated'
   | 'connection.closed'

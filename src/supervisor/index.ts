@@ -8,9 +8,10 @@ import { eq } from 'drizzle-orm';
 import { exportsTable } from '../db/schema.js';
 import { AllowList } from './allow-list.js';
 import { ConnectionTable, type LiveConnection } from './connections.js';
+import { ConfigVariants } from './config-variants.js';
 import { prepareCowDir, removeLeftoverCowDiffs } from './cow-diffs.js';
 import { configEnablesTls, detectFastStart, type FastStart } from './fast-start.js';
-import { renderNbdServerConfig, writeFileAtomically, type ServedExport } from './nbd-config.js';
+import type { ServedExport } from './nbd-config.js';
 import { probeNbdServer } from './nbd-server-binary.js';
 import { nbdServerGreets } from './self-test.js';
 import { Spawner } from './spawner.js';
@@ -55,6 +56,7 @@ export class Supervisor {
   readonly configPath: string;
   /** Where copy-on-write connections keep their diff files. */
   readonly cowDir: string;
+  private readonly configs: ConfigVariants;
   private readonly server: net.Server;
   private readonly spawner: Spawner;
   private readonly refreshTimer: NodeJS.Timeout;
@@ -76,13 +78,14 @@ export class Supervisor {
     const { db, events, log } = options;
     this.configPath = path.join(options.dataDir, 'nbd-server.conf');
     this.cowDir = path.join(options.dataDir, 'cow');
+    this.configs = new ConfigVariants(this.configPath, this.cowDir);
     this.probeCached = reusedFor(probeCacheMs, () => probeNbdServer(options.nbdServerBin), Promise.resolve(version));
     this.checkRecovered = reusedFor(probeCacheMs, () => nbdServerGreets(options.nbdServerBin, this.configPath, this.nbdServerEnv()));
     this.fastStartEnv = fastStart.enabled ? { ...this.plainEnv, ...fastStart.env } : null;
     this.connections = new ConnectionTable(db, events, this.cowDir);
     this.spawner = new Spawner({
       bin: options.nbdServerBin,
-      configPath: this.configPath,
+      configFor: (conn) => this.configs.forClient(conn.clientAddress),
       env: () => this.nbdServerEnv(),
       maxConcurrentStarts: 2 * os.availableParallelism(),
       table: this.connections,
@@ -98,7 +101,10 @@ export class Supervisor {
       admit: (conn, exportId) => this.admits(conn, exportId),
     });
     this.server = net.createServer({ pauseOnConnect: true }, (socket) => this.accept(socket));
-    this.refreshTimer = setInterval(() => this.connections.refresh(), refreshIntervalMs).unref();
+    this.refreshTimer = setInterval(() => {
+      this.connections.refresh();
+      this.configs.removeStale();
+    }, refreshIntervalMs).unref();
   }
 
   /** Checks the binary, writes the config, adopts surviving connections, then listens. */
@@ -126,9 +132,7 @@ export class Supervisor {
 
   /** Makes `exports` the set every new connection sees. Synchronous, so callers can keep it in step with a transaction. */
   applyExports(exports: readonly ServedExport[]): void {
-    const text = renderNbdServerConfig(exports, this.cowDir);
-    writeFileAtomically(this.configPath, text);
-    this.configEnablesTls = configEnablesTls(text);
+    this.configEnablesTls = configEnablesTls(this.configs.apply(exports));
   }
 
   get maxConnections(): number {

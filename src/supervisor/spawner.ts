@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../log.js';
+import type { ClientConfig } from './config-variants.js';
 import type { ConnectionTable, LiveConnection } from './connections.js';
 import { reportFd } from './nbd-config.js';
 import { isOnCpu } from './proc.js';
@@ -23,7 +24,8 @@ const stderrKeepBytes = 2048;
 
 export interface SpawnerOptions {
   bin: string;
-  configPath: string;
+  /** The config this client's process reads (only the exports it may see) and their descriptors; asked at each start. */
+  configFor: (conn: LiveConnection) => ClientConfig;
   /** Environment of each nbd-server process (fast start preloads its shim there); read at each start. */
   env: () => NodeJS.ProcessEnv;
   maxConcurrentStarts: number;
@@ -80,9 +82,23 @@ export class Spawner {
   }
 
   private start(socket: net.Socket, conn: LiveConnection, release: () => void): void {
-    const { bin, configPath, table, log } = this.options;
-    const child = spawn(bin, ['-d', '-C', configPath], {
-      stdio: [socket, socket, 'pipe', 'pipe'],
+    const { bin, table, log } = this.options;
+    let config: ClientConfig;
+    try {
+      config = this.options.configFor(conn);
+    } catch (err) {
+      // A variant that cannot be written (disk full): this client is refused, the daemon lives on.
+      socket.on('error', () => {});
+      socket.destroy();
+      release();
+      const reason = `cannot write the nbd-server config for ${conn.clientAddress}: ${(err as Error).message}`;
+      table.close(conn, { outcome: 'failed', error: reason });
+      this.options.onStartFailed(conn, reason);
+      return;
+    }
+    const child = spawn(bin, ['-d', '-C', config.path], {
+      // reportFd, then each export's image from firstExportFd on, in the order its config names them.
+      stdio: [socket, socket, 'pipe', 'pipe', ...config.fds],
       detached: true,
       env: this.options.env(),
     });
