@@ -1,10 +1,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
 import { makeImage, nbdsh, readExport, run, sha256 } from './helpers/nbd.js';
+import { runText } from './helpers/process.js';
 
 const mib = 1024 * 1024;
+const operatorCli = fileURLToPath(new URL('../dist/src/operator-cli/main.js', import.meta.url));
 
 interface FileChangedEvent {
   type: string;
@@ -142,5 +145,7 @@ describe('a path swapped while the daemon is down', () => {
     const { json: exports } = await api(daemon, 'GET', '/exports');
     const byName = Object.fromEntries((exports as Array<{ name: string; fileChange: unknown }>).map((e) => [e.name, e.fileChange]));
     expect(byName).toEqual({ intact: null, swapped: expect.objectContaining({ pathLeadsTo: 'another file', serving: 'nothing' }) });
+    const shown = await runText(process.execPath, [operatorCli, 'show', 'swapped'], { env: { ...process.env, NBDMUX_URL: daemon.url } });
+    expect(shown.stdout).toMatch(/^file changed +.*: the path leads to another file; serving nothing$/m);
   });
 });
