@@ -167,5 +167,3 @@ export class ExportRegistry {
     if (this.findServing(name)) throw conflict(`an export named "${name}" already exists; remove it first or choose another name`);
   }
 }
-
-

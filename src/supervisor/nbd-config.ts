@@ -55,8 +55,9 @@ export function allowListsOf(exports: readonly ServedExport[]): Map<number, Allo
 
 /**
  * Renders a config nbd-server processes read at their start; each must inherit the exports'
- * descriptors in the same order from `firstExportFd` on. Pure: the same exports give the same text. Throws on a name or path that could be misread, as a last line of defence
- * behind input validation.
+ * descriptors in the same order from `firstExportFd` on. Pure: the same exports give the same
+ * text. Throws on a name or path that could be misread, as a last line of defence behind input
+ * validation.
  */
 export function renderNbdServerConfig(exports: readonly ServedExport[], cowDir?: string): string {
   const lines = [
