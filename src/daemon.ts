@@ -8,6 +8,7 @@ import type { Config } from './config.js';
 import { DataDirSpace } from './db/data-dir-space.js';
 import { openDatabase, type Db } from './db/open.js';
 import { EventLog } from './events/event-log.js';
+import { PinnedFiles } from './exports/pinned-files.js';
 import { ExportRegistry, servedExports } from './exports/registry.js';
 import type { Logger } from './log.js';
 import { startHttpServer, type HttpServer } from './server.js';
@@ -42,6 +43,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
   let http: HttpServer | undefined;
   try {
     const events = new EventLog(db, space);
+    const pins = PinnedFiles.reopen(db, events, log);
     supervisor = await Supervisor.start(
       {
         dataDir: config.dataDir,
@@ -57,19 +59,21 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
         space,
         log,
       },
-      servedExports(db),
+      servedExports(db, (id) => pins.fdOf(id)),
     );
-    const registry = new ExportRegistry(db, supervisor, events, config.imageRoots);
+    const registry = new ExportRegistry(db, supervisor, events, pins, config.imageRoots);
     const gate = new AuthGate(config.adminPassword, secret, events, new RevokedSessions(db));
     const context = { registry, events, space, dataPlane: supervisor, info: { version, authRequired: gate.required } };
     http = await startHttpServer({ config, context, gate, log });
     const nbd = supervisor.address!;
     events.record('daemon.started', null, { http: http.address.port, nbd: nbd.port, pid: process.pid });
+    pins.startChecking();
     const running = { http, supervisor };
     return {
       http: http.address,
       nbd,
       close: async () => {
+        pins.stop();
         await Promise.all([running.http.close(), running.supervisor.stop()]);
         events.record('daemon.stopped', null, { pid: process.pid });
         space.stop();

@@ -94,8 +94,9 @@ describe('copy-on-write exports', () => {
       const conns = await liveConnections(daemon);
       return conns.length === 1 && (conns[0]!.cowDiffBytes ?? 0) >= blockBytes ? conns : undefined;
     });
-    // nbd-server names the diff <file>-<ip>-<pid>.diff: the pid is the serving process.
-    expect(diffFiles(daemon)).toEqual([`disk.img-127.0.0.1-${live!.pid}.diff`]);
+    // nbd-server names the diff <file>-<ip>-<pid>.diff after the file it opens, /proc/self/fd/4
+    // (the pinned image's descriptor): the pid is the serving process.
+    expect(diffFiles(daemon)).toEqual([`4-127.0.0.1-${live!.pid}.diff`]);
 
     const finished = await writer.finish();
     expect(finished).toMatchObject({ code: 0, stillSees: true });
@@ -157,7 +158,7 @@ describe('copy-on-write exports', () => {
 
     const restarted = await startDaemon({ dataDir: daemon.dataDir });
     const survivorPid = conns.map((c) => c.pid!).find((pid) => pid !== victimPid)!;
-    expect(diffFiles(restarted)).toEqual([`disk.img-127.0.0.1-${survivorPid}.diff`]);
+    expect(diffFiles(restarted)).toEqual([`4-127.0.0.1-${survivorPid}.diff`]);
     // The adopted machine still reads its own write back from the diff that was kept.
     expect(await survivor.finish()).toMatchObject({ code: 0, stillSees: true });
     await waitFor('the survivor diff to go when it disconnects', () => (diffFiles(restarted).length === 0 ? true : undefined));
@@ -165,7 +166,7 @@ describe('copy-on-write exports', () => {
   });
 
   it('renders copyonwrite with the cow dir, never sparse_cow, and refuses a cow export without a safe cow dir', () => {
-    const cowExport = { id: 3, name: 'cow', file: '/srv/images/a.img', readonly: true, cow: true };
+    const cowExport = { id: 3, name: 'cow', file: '/srv/images/a.img', fd: 20, readonly: true, cow: true };
     const text = renderNbdServerConfig([cowExport], '/var/lib/nbdmux/cow');
     const section = text.slice(text.indexOf('[cow]'));
     expect(section).toMatch(/^readonly = false$/m);

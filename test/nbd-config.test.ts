@@ -1,10 +1,13 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import type { Duplex } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   configSafePathPattern,
   exportNamePattern,
+  exportsVisibleTo,
+  firstExportFd,
   isReservedExportName,
   placeholderSection,
   renderNbdServerConfig,
@@ -14,7 +17,7 @@ import {
 } from '../src/supervisor/nbd-config.js';
 import { tempDir } from './helpers/daemon.js';
 
-const safeExport: ServedExport = { id: 1, name: 'alpha', file: '/srv/images/alpha.img', readonly: true };
+const safeExport: ServedExport = { id: 1, name: 'alpha', file: '/srv/images/alpha.img', fd: 20, readonly: true };
 
 interface Section {
   name: string;
@@ -47,13 +50,21 @@ function section(sections: Section[], name: string): Record<string, string> {
   return Object.fromEntries(found[0]!.entries);
 }
 
-/** Runs a prerun line the way nbd-server does (system(), so /bin/sh -c) and returns what it wrote to the report descriptor. */
-function runPrerun(command: string): Promise<{ code: number | null; report: string }> {
+/**
+ * Runs a prerun line the way nbd-server does (system(), so /bin/sh -c) and returns what it wrote
+ * to the report descriptor; `verdict`, if any, is the daemon's answer, sent once the report arrives.
+ */
+function runPrerun(command: string, verdict?: string): Promise<{ code: number | null; report: string }> {
   return new Promise((resolve, reject) => {
     const stdio: Array<'ignore' | 'pipe'> = Array.from({ length: reportFd + 1 }, (_, fd) => (fd === reportFd ? 'pipe' : 'ignore'));
     const child = spawn('/bin/sh', ['-c', command], { stdio, timeout: 10_000 });
     let report = '';
-    child.stdio[reportFd]!.on('data', (chunk: Buffer) => (report += chunk.toString('utf8')));
+    const pipe = child.stdio[reportFd] as Duplex;
+    pipe.on('data', (chunk: Buffer) => {
+      report += chunk.toString('utf8');
+      if (verdict !== undefined) pipe.end(verdict);
+      else pipe.end();
+    });
     child.on('error', reject);
     child.on('close', (code) => resolve({ code, report }));
   });
@@ -147,9 +158,9 @@ describe('the name and path patterns behind the renderer', () => {
 
 describe('renderNbdServerConfig output for a safe set of exports', () => {
   const exports: ServedExport[] = [
-    { id: 1, name: 'alpha', file: '/srv/images/alpha.img', readonly: true },
-    { id: 7, name: 'beta-2.x', file: '/srv/images/b+c/beta_2.img', readonly: false },
-    { id: 12, name: 'alpha-twin', file: '/srv/images/alpha.img', readonly: true },
+    { id: 1, name: 'alpha', file: '/srv/images/alpha.img', fd: 31, readonly: true },
+    { id: 7, name: 'beta-2.x', file: '/srv/images/b+c/beta_2.img', fd: 22, readonly: false },
+    { id: 12, name: 'alpha-twin', file: '/srv/images/alpha.img', fd: 27, readonly: true },
   ];
   const text = renderNbdServerConfig(exports);
   const sections = parseSections(text);
@@ -167,10 +178,13 @@ describe('renderNbdServerConfig output for a safe set of exports', () => {
     expect(sections.map((s) => s.name)).toEqual(['generic', placeholderSection, 'alpha', 'beta-2.x', 'alpha-twin']);
   });
 
-  it.each(exports)('writes export $name with its file, mode and a prerun naming id $id', (exp) => {
+  it.each(exports.map((exp, index) => ({ ...exp, index })))('writes export $name as the descriptor at its position ($index), never its path, with its mode and a prerun naming id $id', (exp) => {
     const values = section(sections, exp.name);
     expect(Object.keys(values).sort()).toEqual(['exportname', 'prerun', 'readonly']);
-    expect(values.exportname).toBe(exp.file);
+    // The serving process inherits the pinned descriptors in config order from firstExportFd on:
+    // opening its own /proc/self/fd/N opens the judged file whatever the path leads to now.
+    expect(values.exportname).toBe(`/proc/self/fd/${firstExportFd + exp.index}`);
+    expect(text).toContain(`# ${exp.file}, as judged at registration\n[${exp.name}]\n`);
     expect(values.readonly).toBe(exp.readonly ? 'true' : 'false');
     expect(values.prerun).toMatch(new RegExp(`\\becho ${exp.id} >&${reportFd}`));
   });
@@ -201,6 +215,52 @@ describe('renderNbdServerConfig output for a safe set of exports', () => {
 
   it('renders an empty set as [generic] plus the placeholder, which nbd-server needs to start at all', () => {
     expect(parseSections(renderNbdServerConfig([])).map((s) => s.name)).toEqual(['generic', placeholderSection]);
+  });
+});
+
+describe('exportsVisibleTo: a client is shown only the exports it may use', () => {
+  const exports: ServedExport[] = [
+    { id: 1, name: 'both', file: '/srv/images/b.img', fd: 21, readonly: true, allow: ['10.1.2.3', '127.0.0.2'] },
+    { id: 2, name: 'lab', file: '/srv/images/l.img', fd: 22, readonly: true, allow: ['10.1.0.0/16'] },
+    { id: 3, name: 'one', file: '/srv/images/o.img', fd: 23, readonly: true, allow: ['127.0.0.2/32'] },
+    { id: 4, name: 'public', file: '/srv/images/p.img', fd: 24, readonly: true },
+    { id: 5, name: 'public-empty-list', file: '/srv/images/p.img', fd: 25, readonly: true, allow: [] },
+    { id: 6, name: 'v6', file: '/srv/images/v.img', fd: 26, readonly: true, allow: ['2001:db8::/32'] },
+  ];
+
+  it.each([
+    ['127.0.0.1', ['public', 'public-empty-list']],
+    ['127.0.0.2', ['both', 'one', 'public', 'public-empty-list']],
+    ['::ffff:127.0.0.2', ['both', 'one', 'public', 'public-empty-list']],
+    ['10.1.200.7', ['lab', 'public', 'public-empty-list']],
+    ['10.1.2.3', ['both', 'lab', 'public', 'public-empty-list']],
+    ['10.2.0.1', ['public', 'public-empty-list']],
+    ['2001:db8::5', ['public', 'public-empty-list', 'v6']],
+    ['2001:db9::5', ['public', 'public-empty-list']],
+  ])('shows %s exactly %j, in the given order', (client, names) => {
+    expect(exportsVisibleTo(exports, client).map((exp) => exp.name)).toEqual(names);
+  });
+
+  it('renders a client its own config: no section of an export it may not use, descriptors numbered in its own order', () => {
+    const visible = exportsVisibleTo(exports, '10.1.200.7');
+    const sections = parseSections(renderNbdServerConfig(visible));
+    expect(sections.map((s) => s.name)).toEqual(['generic', placeholderSection, 'lab', 'public', 'public-empty-list']);
+    expect(visible.map((exp) => section(sections, exp.name).exportname)).toEqual([0, 1, 2].map((n) => `/proc/self/fd/${firstExportFd + n}`));
+  });
+
+  // Never reached through nbd-server since hidden exports are left out of a client's config;
+  // kept as a second line of defence, so shown here on the prerun itself.
+  it.each([
+    ['allow\n', 0],
+    ['deny\n', 1],
+    ['', 1],
+  ])('gives an export with a list a prerun that waits for the verdict: %j exits %i', async (verdict, code) => {
+    const prerun = section(parseSections(renderNbdServerConfig([exports[2]!])), 'one').prerun!;
+    expect(await runPrerun(prerun, verdict)).toEqual({ code, report: '3\n' });
+  });
+
+  it('numbers descriptors right after the report pipe, where the spawner puts them', () => {
+    expect(firstExportFd).toBe(reportFd + 1);
   });
 });
 

@@ -18,6 +18,11 @@ export const exportsTable = sqliteTable(
     /** Client addresses (CIDR) that may use this export; empty: every client the NBD port admits. */
     allow: text('allow', { mode: 'json' }).$type<string[]>().notNull().default(sql`'[]'`),
     size: integer('size').notNull(),
+    /**
+     * `dev:ino:birthtime` of the file judged at registration: the one file this export may ever
+     * serve. Null for exports registered before pinning existed, until the next start pins them.
+     */
+    fileIdentity: text('file_identity'),
     createdAt: text('created_at').notNull(),
     removedAt: text('removed_at'),
   },

@@ -10,6 +10,7 @@ export type EventType =
   | 'daemon.space-recovered'
   | 'export.created'
   | 'export.removed'
+  | 'export.file-changed'
   | 'connection.opened'
   | 'connection.negotiated'
   | 'connection.closed'

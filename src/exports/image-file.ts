@@ -1,21 +1,29 @@
 import fs from 'node:fs/promises';
-import { constants, type Stats } from 'node:fs';
+import { closeSync, constants, fstatSync, open as openCallback, readlinkSync, type BigIntStats } from 'node:fs';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { badInput } from '../errors.js';
 import { configSafePathPattern } from '../supervisor/nbd-config.js';
 
-export interface InspectedImage {
-  /** What is exported: the real path, so a symlink swapped later cannot lead outside the image roots. */
+const openFd = promisify(openCallback);
+
+export interface PinnedImage {
+  /** The real path, as judged against the image roots. */
   realPath: string;
   size: number;
+  /** An open descriptor on the judged file: nbd-server is handed this very file, never the path. */
+  fd: number;
+  /** What names the judged file for good (see `fileIdentityOf`). */
+  identity: string;
 }
 
 /**
- * Checks that `file` can be served as asked: it resolves (through every symlink) to a regular
- * file or block device inside an image root, and nbd-server, running as this user, can open it
- * for reading (and writing, for a writable export).
+ * Judges `file` and opens it: it resolves (through every symlink) to a regular file or block
+ * device inside an image root, and nbd-server, running as this user, can open it for reading
+ * (and writing, for a writable export). Every check after the open is made on the descriptor,
+ * so a path swapped meanwhile cannot slip another file in. The caller owns the descriptor.
  */
-export async function inspectImage(file: string, imageRoots: readonly string[], readonly: boolean): Promise<InspectedImage> {
+export async function pinImage(file: string, imageRoots: readonly string[], readonly: boolean): Promise<PinnedImage> {
   const realPath = await fs.realpath(file).catch((err: NodeJS.ErrnoException) => {
     throw badInput('file', `${file}: ${describeFsError(err)}`);
   });
@@ -25,22 +33,48 @@ export async function inspectImage(file: string, imageRoots: readonly string[], 
   if (imageRoots.length > 0 && !(await isUnderAnyRoot(realPath, imageRoots))) {
     throw badInput('file', `${realPath} is outside the image roots (${imageRoots.join(', ')}); move the image under one of them`);
   }
-  const stats = await fs.stat(realPath);
-  const kind = unservableKind(stats);
-  if (kind) throw badInput('file', `${file} is ${kind}, not an image file or block device`);
-
-  const handle = await fs.open(realPath, readonly ? constants.O_RDONLY : constants.O_RDWR).catch((err: NodeJS.ErrnoException) => {
-    const mode = readonly ? 'for reading' : 'for writing (or register it with "readonly": true)';
-    throw badInput('file', `${file} cannot be opened ${mode}: ${describeFsError(err)}`);
+  // Said before the open, which would fail on a socket with a less useful message.
+  refuseUnservableKind(file, await fs.stat(realPath, { bigint: true }));
+  // O_NONBLOCK: a FIFO swapped in would otherwise block the open forever; O_NOFOLLOW: a symlink swapped in is refused.
+  const fd = await openFd(realPath, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch((err: NodeJS.ErrnoException) => {
+    throw badInput('file', `${file} cannot be opened for reading: ${describeFsError(err)}`);
   });
-  await handle.close();
-
-  const size = stats.isBlockDevice() ? await blockDeviceSize(stats) : stats.size;
-  if (size === 0) throw badInput('file', `${file} is empty; there is nothing to serve`);
-  return { realPath, size };
+  try {
+    // A directory on the way swapped for a symlink since realpath() shows here, not in the open.
+    if (readlinkSync(`/proc/self/fd/${fd}`) !== realPath) throw badInput('file', `${file} changed while nbdmux checked it; register it again`);
+    const stats = fstatSync(fd, { bigint: true });
+    refuseUnservableKind(file, stats);
+    if (!readonly) {
+      // Opening the descriptor's magic link asks the kernel about this very inode.
+      const writable = await openFd(`/proc/self/fd/${fd}`, constants.O_RDWR).catch((err: NodeJS.ErrnoException) => {
+        throw badInput('file', `${file} cannot be opened for writing (or register it with "readonly": true): ${describeFsError(err)}`);
+      });
+      closeSync(writable);
+    }
+    const size = stats.isBlockDevice() ? await blockDeviceSize(stats) : Number(stats.size);
+    if (size === 0) throw badInput('file', `${file} is empty; there is nothing to serve`);
+    return { realPath, size, fd, identity: fileIdentityOf(stats) };
+  } catch (err) {
+    closeSync(fd);
+    throw err;
+  }
 }
 
-function unservableKind(stats: Stats): string | null {
+/**
+ * Device, inode and birth time: a path that leads to another identity leads to another file.
+ * The birth time tells a new file from an old one that reused a freed inode number (0 on file
+ * systems that do not record it, where device and inode alone decide).
+ */
+export function fileIdentityOf(stats: BigIntStats): string {
+  return `${stats.dev}:${stats.ino}:${stats.birthtimeNs}`;
+}
+
+function refuseUnservableKind(file: string, stats: BigIntStats): void {
+  const kind = unservableKind(stats);
+  if (kind) throw badInput('file', `${file} is ${kind}, not an image file or block device`);
+}
+
+function unservableKind(stats: BigIntStats): string | null {
   if (stats.isFile() || stats.isBlockDevice()) return null;
   if (stats.isDirectory()) return 'a directory';
   if (stats.isFIFO()) return 'a FIFO';
@@ -61,9 +95,10 @@ async function isUnderAnyRoot(realPath: string, imageRoots: readonly string[]): 
 }
 
 /** The kernel's own count of 512-byte sectors: stat reports 0 bytes for a block device. */
-async function blockDeviceSize(stats: Stats): Promise<number> {
-  const major = Math.floor(stats.rdev / 256) & 0xfff;
-  const minor = (stats.rdev & 0xff) | ((Math.floor(stats.rdev / 2 ** 20) & 0xfff) << 8);
+async function blockDeviceSize(stats: BigIntStats): Promise<number> {
+  const rdev = Number(stats.rdev);
+  const major = Math.floor(rdev / 256) & 0xfff;
+  const minor = (rdev & 0xff) | ((Math.floor(rdev / 2 ** 20) & 0xfff) << 8);
   const sectors = await fs.readFile(`/sys/dev/block/${major}:${minor}/size`, 'utf8');
   return Number(sectors.trim()) * 512;
 }

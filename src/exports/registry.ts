@@ -1,3 +1,4 @@
+import { closeSync } from 'node:fs';
 import { and, asc, eq, inArray, isNull, isNotNull, or } from 'drizzle-orm';
 import type { Db } from '../db/open.js';
 import { exportsTable, type ExportRow } from '../db/schema.js';
@@ -5,16 +6,19 @@ import { badInput, conflict, notFound } from '../errors.js';
 import { configSafePathPattern } from '../supervisor/nbd-config.js';
 import type { EventLog } from '../events/event-log.js';
 import type { ConnectionTable, ServedExport } from '../supervisor/index.js';
-import { inspectImage } from './image-file.js';
+import { pinImage } from './image-file.js';
 import type { CreateExportInput, DeleteExportInput } from './inputs.js';
+import type { FileChange, PinnedFiles } from './pinned-files.js';
 
 export type ExportState = 'serving' | 'draining';
 
 /** An export as the control plane shows it. */
-export type ExportView = Omit<ExportRow, 'removedAt'> & {
+export type ExportView = Omit<ExportRow, 'removedAt' | 'fileIdentity'> & {
   removedAt: string | null;
   state: ExportState;
   connections: number;
+  /** Null while `file` still leads to the file judged at registration. */
+  fileChange: FileChange | null;
 };
 
 export interface RemovalResult {
@@ -33,14 +37,18 @@ export interface DataPlane {
   readonly connections: Pick<ConnectionTable, 'countByExport' | 'kill'>;
 }
 
-/** The exports every new NBD connection may choose from. */
-export function servedExports(db: Pick<Db, 'select'>): ServedExport[] {
+/** The exports every new NBD connection may choose from: those whose pinned file is held open. */
+export function servedExports(db: Pick<Db, 'select'>, fdOf: PinnedFiles['fdOf']): ServedExport[] {
   return db
     .select({ id: exportsTable.id, name: exportsTable.name, file: exportsTable.file, readonly: exportsTable.readonly, cow: exportsTable.cow, allow: exportsTable.allow })
     .from(exportsTable)
     .where(isNull(exportsTable.removedAt))
     .orderBy(asc(exportsTable.name))
-    .all();
+    .all()
+    .flatMap((row) => {
+      const fd = fdOf(row.id);
+      return fd === undefined ? [] : [{ ...row, fd }];
+    });
 }
 
 /**
@@ -53,6 +61,7 @@ export class ExportRegistry {
     private readonly db: Db,
     private readonly dataPlane: DataPlane,
     private readonly events: EventLog,
+    private readonly pins: PinnedFiles,
     private readonly imageRoots: readonly string[],
   ) {}
 
@@ -65,13 +74,13 @@ export class ExportRegistry {
       .where(or(isNull(exportsTable.removedAt), inArray(exportsTable.id, [...counts.keys()])))
       .orderBy(asc(exportsTable.name), asc(exportsTable.id))
       .all();
-    return rows.map((row) => toView(row, counts));
+    return rows.map((row) => this.toView(row, counts));
   }
 
   get(name: string): ExportView {
     const row = this.findServing(name);
     if (!row) throw notFound(`no export named "${name}"`);
-    return toView(row, this.dataPlane.connections.countByExport());
+    return this.toView(row, this.dataPlane.connections.countByExport());
   }
 
   async create(input: CreateExportInput): Promise<ExportView> {
@@ -79,25 +88,32 @@ export class ExportRegistry {
     if (input.cow && !configSafePathPattern.test(this.dataPlane.cowDir)) {
       throw badInput('cow', `copy-on-write diffs go to ${this.dataPlane.cowDir}, a path nbd-server's config would misread; run nbdmux with a data dir of A-Z a-z 0-9 . _ / + - only`);
     }
-    const image = await inspectImage(input.file, this.imageRoots, input.readonly);
+    const image = await pinImage(input.file, this.imageRoots, input.readonly);
     let row: ExportRow;
+    let applied = false;
     try {
       row = this.db.transaction((tx) => {
         const inserted = tx
           .insert(exportsTable)
-          .values({ name: input.name, file: image.realPath, readonly: input.readonly, cow: input.cow, allow: input.allow, size: image.size, createdAt: new Date().toISOString() })
+          .values({ name: input.name, file: image.realPath, readonly: input.readonly, cow: input.cow, allow: input.allow, size: image.size, fileIdentity: image.identity, createdAt: new Date().toISOString() })
           .returning()
           .get();
-        this.dataPlane.applyExports(servedExports(tx));
+        this.dataPlane.applyExports(servedExports(tx, (id) => (id === inserted.id ? image.fd : this.pins.fdOf(id))));
+        applied = true;
         return inserted;
       });
     } catch (err) {
+      // A config may name the descriptor only until the committed set is applied again: once its
+      // number is reused, a client would be handed whatever file got it.
+      if (applied) this.dataPlane.applyExports(servedExports(this.db, (id) => this.pins.fdOf(id)));
+      closeSync(image.fd);
       // Another request took the name while this one inspected the file.
       if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') this.refuseTakenName(input.name);
       throw err;
     }
+    this.pins.hold(row.id, row.name, image);
     this.events.record('export.created', row.name, { id: row.id, file: row.file, readonly: row.readonly, cow: row.cow, allow: row.allow, size: row.size });
-    return toView(row, new Map());
+    return this.toView(row, new Map());
   }
 
   /**
@@ -110,8 +126,9 @@ export class ExportRegistry {
     if (serving) {
       this.db.transaction((tx) => {
         tx.update(exportsTable).set({ removedAt: new Date().toISOString() }).where(eq(exportsTable.id, serving.id)).run();
-        this.dataPlane.applyExports(servedExports(tx));
+        this.dataPlane.applyExports(servedExports(tx, (id) => this.pins.fdOf(id)));
       });
+      this.pins.release(serving.id);
     }
     const draining = this.db
       .select({ id: exportsTable.id })
@@ -137,11 +154,16 @@ export class ExportRegistry {
       .get();
   }
 
+  private toView({ fileIdentity: _pinned, ...row }: ExportRow, counts: ReadonlyMap<number, number>): ExportView {
+    return {
+      ...row,
+      state: row.removedAt === null ? 'serving' : 'draining',
+      connections: counts.get(row.id) ?? 0,
+      fileChange: row.removedAt === null ? this.pins.changeOf(row.id) : null,
+    };
+  }
+
   private refuseTakenName(name: string): void {
     if (this.findServing(name)) throw conflict(`an export named "${name}" already exists; remove it first or choose another name`);
   }
-}
-
-function toView(row: ExportRow, counts: ReadonlyMap<number, number>): ExportView {
-  return { ...row, state: row.removedAt === null ? 'serving' : 'draining', connections: counts.get(row.id) ?? 0 };
 }

@@ -28,6 +28,7 @@ export function renderExport(exp: NbdmuxExport): string {
     ['name', exp.name],
     ['state', exp.state === 'serving' ? 'serving' : `draining since ${formatTime(exp.removedAt!)} (removed; live connections finish)`],
     ['file', exp.file],
+    ...(exp.fileChange ? [['file changed', `${formatTime(exp.fileChange.seenAt)}: the path leads to ${exp.fileChange.pathLeadsTo}; serving ${exp.fileChange.serving}`] as const] : []),
     ['mode', modeWords[exportMode(exp)]],
     ['allow', exp.allow.length === 0 ? 'every client the NBD port admits' : exp.allow.join(', ')],
     ['size', `${formatBytes(exp.size)} (${exp.size} bytes)`],

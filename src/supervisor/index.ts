@@ -10,9 +10,10 @@ import { eq } from 'drizzle-orm';
 import { exportsTable } from '../db/schema.js';
 import { AllowList } from './allow-list.js';
 import { ConnectionTable, type LiveConnection } from './connections.js';
+import { ConfigVariants } from './config-variants.js';
 import { prepareCowDir, removeLeftoverCowDiffs } from './cow-diffs.js';
 import { configEnablesTls, detectFastStart, type FastStart } from './fast-start.js';
-import { renderNbdServerConfig, writeFileAtomically, type ServedExport } from './nbd-config.js';
+import type { ServedExport } from './nbd-config.js';
 import { probeNbdServer } from './nbd-server-binary.js';
 import { nbdServerGreets } from './self-test.js';
 import { describeShortage, Spawner } from './spawner.js';
@@ -62,6 +63,7 @@ export class Supervisor {
   readonly configPath: string;
   /** Where copy-on-write connections keep their diff files. */
   readonly cowDir: string;
+  private readonly configs: ConfigVariants;
   private readonly server: net.Server;
   private readonly spawner: Spawner;
   private readonly refusals: RefusalSummary;
@@ -84,6 +86,7 @@ export class Supervisor {
     const { db, events, space, log } = options;
     this.configPath = path.join(options.dataDir, 'nbd-server.conf');
     this.cowDir = path.join(options.dataDir, 'cow');
+    this.configs = new ConfigVariants(this.configPath, this.cowDir);
     this.probeCached = reusedFor(probeCacheMs, () => probeNbdServer(options.nbdServerBin), Promise.resolve(version));
     this.checkRecovered = reusedFor(probeCacheMs, () => nbdServerGreets(options.nbdServerBin, this.configPath, this.nbdServerEnv()));
     this.fastStartEnv = fastStart.enabled ? { ...this.plainEnv, ...fastStart.env } : null;
@@ -91,7 +94,7 @@ export class Supervisor {
     this.refusals = new RefusalSummary({ record: ({ exportName, details }) => events.record('connection.refused', exportName, details) });
     this.spawner = new Spawner({
       bin: options.nbdServerBin,
-      configPath: this.configPath,
+      configFor: (conn) => this.configs.forClient(conn.clientAddress),
       env: () => this.nbdServerEnv(),
       maxConcurrentStarts: 2 * os.availableParallelism(),
       negotiationTimeoutMs: options.negotiationTimeoutMs,
@@ -111,6 +114,7 @@ export class Supervisor {
     this.refreshTimer = setInterval(() => {
       this.connections.refresh();
       this.refusals.sweep();
+      this.configs.removeStale();
     }, refreshIntervalMs).unref();
   }
 
@@ -139,9 +143,7 @@ export class Supervisor {
 
   /** Makes `exports` the set every new connection sees. Synchronous, so callers can keep it in step with a transaction. */
   applyExports(exports: readonly ServedExport[]): void {
-    const text = renderNbdServerConfig(exports, this.cowDir);
-    writeFileAtomically(this.configPath, text);
-    this.configEnablesTls = configEnablesTls(text);
+    this.configEnablesTls = configEnablesTls(this.configs.apply(exports));
   }
 
   get maxConnections(): number {

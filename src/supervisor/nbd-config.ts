@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import { AllowList } from './allow-list.js';
 
 /**
  * nbd-server's config is a GKeyFile that silently misreads a lot (see shared/notes/nbd-server.md):
@@ -18,11 +19,20 @@ export const placeholderSection = '__nbdmux_placeholder';
 
 /** The file descriptor on which each serving process reports the export it negotiated. */
 export const reportFd = 3;
+/**
+ * Each serving process inherits the daemon's open descriptor of every export it may serve, the
+ * n-th export of its config at this number plus n, and opens the image as /proc/self/fd/N: the
+ * very file judged at registration, whatever its path leads to now (see src/exports/pinned-files.ts).
+ */
+export const firstExportFd = reportFd + 1;
 
 export interface ServedExport {
   id: number;
   name: string;
+  /** The real path judged at registration: only named in a comment, what is served is `fd`. */
   file: string;
+  /** The daemon's descriptor on the judged file, handed to every serving process that may serve it. */
+  fd: number;
   readonly: boolean;
   /** Copy-on-write: clients write to a private diff file under the cow dir; absent means false. */
   cow?: boolean;
@@ -31,9 +41,23 @@ export interface ServedExport {
 }
 
 /**
- * Renders the config every nbd-server process reads at its start. Pure: the same exports give
- * the same text. Throws on a name or path that could be misread, as a last line of defence
- * behind input validation.
+ * The exports a client may see and use: those with no allow list, and those whose list holds
+ * its address. The others are left out of its config entirely, so it cannot list or probe them.
+ */
+export function exportsVisibleTo(exports: readonly ServedExport[], clientAddress: string, allowLists: ReadonlyMap<number, AllowList> = allowListsOf(exports)): ServedExport[] {
+  return exports.filter((exp) => !exp.allow?.length || allowLists.get(exp.id)!.allows(clientAddress));
+}
+
+/** Each export's allow list, parsed once per set rather than once per connection. */
+export function allowListsOf(exports: readonly ServedExport[]): Map<number, AllowList> {
+  return new Map(exports.filter((exp) => exp.allow?.length).map((exp) => [exp.id, new AllowList(exp.allow!)]));
+}
+
+/**
+ * Renders a config nbd-server processes read at their start; each must inherit the exports'
+ * descriptors in the same order from `firstExportFd` on. Pure: the same exports give the same
+ * text. Throws on a name or path that could be misread, as a last line of defence behind input
+ * validation.
  */
 export function renderNbdServerConfig(exports: readonly ServedExport[], cowDir?: string): string {
   const lines = [
@@ -49,7 +73,7 @@ export function renderNbdServerConfig(exports: readonly ServedExport[], cowDir?:
     'exportname = /nonexistent',
     'force_tls = true',
   ];
-  for (const exp of exports) {
+  for (const [index, exp] of exports.entries()) {
     if (!exportNamePattern.test(exp.name) || isReservedExportName(exp.name)) {
       throw new Error(`refusing to write unsafe export name ${JSON.stringify(exp.name)}`);
     }
@@ -62,9 +86,10 @@ export function renderNbdServerConfig(exports: readonly ServedExport[], cowDir?:
     }
     lines.push(
       '',
+      `# ${exp.file}, as judged at registration`,
       `[${exp.name}]`,
-      `exportname = ${exp.file}`,
-      // The client may write, but only to its own diff file (named <file>-<ip>-<pid>.diff, removed
+      `exportname = /proc/self/fd/${firstExportFd + index}`,
+      // The client may write, but only to its own diff file (named <fd>-<ip>-<pid>.diff, removed
       // when the connection ends): the image stays untouched. Never sparse_cow: broken in 3.24.
       ...(exp.cow ? ['readonly = false', 'copyonwrite = true', `cowdir = ${cowDir}`] : [`readonly = ${exp.readonly ? 'true' : 'false'}`]),
       // Runs in the serving process after the client chose this export, before the file opens:

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../log.js';
+import type { ClientConfig } from './config-variants.js';
 import type { ConnectionTable, LiveConnection } from './connections.js';
 import { reportFd } from './nbd-config.js';
 import { isOnCpu } from './proc.js';
@@ -36,7 +37,8 @@ export function describeShortage(err: NodeJS.ErrnoException): string | null {
 
 export interface SpawnerOptions {
   bin: string;
-  configPath: string;
+  /** The config this client's process reads (only the exports it may see) and their descriptors; asked at each start. */
+  configFor: (conn: LiveConnection) => ClientConfig;
   /** Environment of each nbd-server process (fast start preloads its shim there); read at each start. */
   env: () => NodeJS.ProcessEnv;
   maxConcurrentStarts: number;
@@ -133,12 +135,22 @@ export class Spawner {
   }
 
   private start(accepted: Accepted, release: () => void): void {
-    const { bin, configPath, table, log } = this.options;
+    const { bin, table, log } = this.options;
     const { socket, conn } = accepted;
+    let config: ClientConfig;
+    try {
+      config = this.options.configFor(conn);
+    } catch (err) {
+      // A variant that cannot be written (the data dir is full): this client is refused, the daemon lives on.
+      const reason = `cannot write the nbd-server config for ${conn.clientAddress}: ${(err as Error).message}`;
+      this.refuseUnstarted(accepted, reason, err as Error, release);
+      return;
+    }
     let child: ChildProcess;
     try {
-      child = spawn(bin, ['-d', '-C', configPath], {
-        stdio: [socket, socket, 'pipe', 'pipe'],
+      child = spawn(bin, ['-d', '-C', config.path], {
+        // reportFd, then each export's image from firstExportFd on, in the order its config names them.
+        stdio: [socket, socket, 'pipe', 'pipe', ...config.fds],
         detached: true,
         env: this.options.env(),
       });
@@ -205,21 +217,27 @@ export class Spawner {
     });
   }
 
+  /** A spawn that failed: a shortage is the machine's, anything else makes nbd-server unhealthy. */
+  private spawnFailed(accepted: Accepted, err: NodeJS.ErrnoException, release: () => void): void {
+    const shortage = describeShortage(err);
+    if (shortage !== null) return this.refuseUnstarted(accepted, `cannot start nbd-server: ${shortage}`, err, release);
+    const reason = `cannot run ${this.options.bin}: ${err.message}`;
+    this.closeUnstarted(accepted, reason, release);
+    this.options.onStartFailed(accepted.conn, reason);
+  }
+
+  /** nbd-server is not at fault, so its health stays as it was; the connection's record and the log say why. */
+  private refuseUnstarted(accepted: Accepted, reason: string, err: Error, release: () => void): void {
+    this.closeUnstarted(accepted, reason, release);
+    this.options.log.warn('cannot start nbd-server for a client', { connection: accepted.conn.id, client: accepted.conn.clientAddress, error: err.stack ?? String(err) });
+  }
+
   /** One client refused, whatever the cause: a failed start never takes the daemon down. */
-  private spawnFailed({ socket, conn, deadline }: Accepted, err: NodeJS.ErrnoException, release: () => void): void {
+  private closeUnstarted({ socket, conn, deadline }: Accepted, reason: string, release: () => void): void {
     clearTimeout(deadline);
     closeSocket(socket);
     release();
-    const shortage = describeShortage(err);
-    if (shortage !== null) {
-      // nbd-server is not at fault, so its health stays as it was; the connection's record says why.
-      this.options.table.close(conn, { outcome: 'failed', error: `cannot start nbd-server: ${shortage}` });
-      this.options.log.warn('cannot start nbd-server for a client', { connection: conn.id, client: conn.clientAddress, error: err.stack ?? String(err) });
-      return;
-    }
-    const reason = `cannot run ${this.options.bin}: ${err.message}`;
     this.options.table.close(conn, { outcome: 'failed', error: reason });
-    this.options.onStartFailed(conn, reason);
   }
 }
 

@@ -59,7 +59,10 @@ export function renderExports(target: HTMLElement, exports: ExportView[], nbdPor
       }
       return el('tr', { className: exp.state, attrs: { 'data-export': exp.name, 'data-state': exp.state } }, [
         el('td', { text: exp.name, className: 'name' }),
-        el('td', { text: exp.file, className: 'file' }),
+        el('td', { className: 'file' }, [
+          el('span', { text: exp.file }),
+          ...(exp.fileChange ? [el('small', { text: `path now leads to ${exp.fileChange.pathLeadsTo}; serving ${exp.fileChange.serving}`, className: 'file-changed' })] : []),
+        ]),
         el('td', { text: formatBytes(exp.size), className: 'num' }),
         el('td', {}, [
           el('span', { text: describeMode(exp) }),

@@ -1,0 +1,86 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { AllowList } from './allow-list.js';
+import { allowListsOf, exportsVisibleTo, renderNbdServerConfig, writeFileAtomically, type ServedExport } from './nbd-config.js';
+
+/** What one serving process is started with: its config, and the descriptors that config names, in order. */
+export interface ClientConfig {
+  path: string;
+  fds: readonly number[];
+}
+
+/**
+ * A config variant no longer current is removed once no process can still be about to read it:
+ * nbd-server reads its config first thing after exec, well within this.
+ */
+const staleAfterMs = 60_000;
+
+/**
+ * The nbd-server configs, one per set of exports some client may see (an export with an allow
+ * list is visible only to the clients in it). `DATA_DIR/nbd-server.conf` holds every export: a
+ * client outside no list, and the self-test, use it. A client that may see fewer gets
+ * `nbd-server.conf.<hash of its text>`, written when first needed; there are as many of these
+ * as distinct allow-list outcomes, few in practice.
+ */
+export class ConfigVariants {
+  private exports: readonly ServedExport[] = [];
+  private allowLists = new Map<number, AllowList>();
+  /** Configs of the current set, by the ids of the exports they hold. */
+  private current = new Map<string, ClientConfig>();
+  /** Every variant file known to exist, by path, with the last time a process was started with it. */
+  private readonly lastUsed = new Map<string, number>();
+
+  constructor(
+    readonly fullPath: string,
+    private readonly cowDir: string,
+  ) {
+    // Variants left by an earlier run may still be read by processes it just started.
+    const dir = path.dirname(fullPath);
+    const prefix = `${path.basename(fullPath)}.`;
+    for (const name of fs.readdirSync(dir)) {
+      if (name.startsWith(prefix) && !name.endsWith('.tmp')) this.lastUsed.set(path.join(dir, name), Date.now());
+    }
+  }
+
+  /** Makes `exports` the set; returns the full config text. Throws, changing nothing, on an export the config cannot express. */
+  apply(exports: readonly ServedExport[]): string {
+    const text = renderNbdServerConfig(exports, this.cowDir);
+    writeFileAtomically(this.fullPath, text);
+    this.exports = exports;
+    this.allowLists = allowListsOf(exports);
+    this.current = new Map([[idsKey(exports), { path: this.fullPath, fds: exports.map((exp) => exp.fd) }]]);
+    return text;
+  }
+
+  /** The config for a new connection from `clientAddress`, written on first use. */
+  forClient(clientAddress: string): ClientConfig {
+    const visible = exportsVisibleTo(this.exports, clientAddress, this.allowLists);
+    const key = idsKey(visible);
+    let config = this.current.get(key);
+    if (config === undefined) {
+      const text = renderNbdServerConfig(visible, this.cowDir);
+      const variantPath = `${this.fullPath}.${crypto.createHash('sha256').update(text).digest('hex').slice(0, 16)}`;
+      // Named by content: an existing file of this name already holds exactly this text.
+      if (!this.lastUsed.has(variantPath)) writeFileAtomically(variantPath, text);
+      config = { path: variantPath, fds: visible.map((exp) => exp.fd) };
+      this.current.set(key, config);
+    }
+    if (config.path !== this.fullPath) this.lastUsed.set(config.path, Date.now());
+    return config;
+  }
+
+  /** Removes variants that are not current and were last started with long enough ago. */
+  removeStale(now = Date.now()): void {
+    const inUse = new Set([...this.current.values()].map((config) => config.path));
+    for (const [variantPath, usedAt] of this.lastUsed) {
+      if (inUse.has(variantPath) || now - usedAt < staleAfterMs) continue;
+      fs.rmSync(variantPath, { force: true });
+      this.lastUsed.delete(variantPath);
+    }
+  }
+}
+
+function idsKey(exports: readonly ServedExport[]): string {
+  return exports.map((exp) => exp.id).join(',');
+}

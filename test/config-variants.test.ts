@@ -1,0 +1,69 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ConfigVariants } from '../src/supervisor/config-variants.js';
+import { exportsVisibleTo, renderNbdServerConfig, type ServedExport } from '../src/supervisor/nbd-config.js';
+import { tempDir } from './helpers/daemon.js';
+
+const cowDir = '/var/lib/nbdmux/cow';
+const exports: ServedExport[] = [
+  { id: 1, name: 'public', file: '/srv/images/p.img', fd: 30, readonly: true },
+  { id: 2, name: 'secret', file: '/srv/images/s.img', fd: 31, readonly: true, allow: ['127.0.0.2/32'] },
+  { id: 3, name: 'lab', file: '/srv/images/l.img', fd: 32, readonly: true, allow: ['10.0.0.0/8'] },
+];
+const minute = 60_000;
+
+describe('ConfigVariants: one config per set of visible exports, each under DATA_DIR/nbd-server.conf', () => {
+  const dirs: string[] = [];
+  afterAll(() => {
+    for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
+  });
+  function fresh(): { dir: string; variants: ConfigVariants } {
+    const dir = tempDir('nbdmux-variants-');
+    dirs.push(dir);
+    const variants = new ConfigVariants(path.join(dir, 'nbd-server.conf'), cowDir);
+    variants.apply(exports);
+    return { dir, variants };
+  }
+
+  it('writes the full set to nbd-server.conf, and a client that sees fewer gets its own file holding exactly those, with their descriptors in order', () => {
+    const { dir, variants } = fresh();
+    expect(fs.readFileSync(path.join(dir, 'nbd-server.conf'), 'utf8')).toBe(renderNbdServerConfig(exports, cowDir));
+    const outsider = variants.forClient('127.0.0.1');
+    expect(outsider.path).toMatch(new RegExp(`^${dir}/nbd-server\\.conf\\.[0-9a-f]{16}$`));
+    expect(outsider.fds).toEqual([30]);
+    expect(fs.readFileSync(outsider.path, 'utf8')).toBe(renderNbdServerConfig(exportsVisibleTo(exports, '127.0.0.1'), cowDir));
+    expect(variants.forClient('10.1.2.3').fds).toEqual([30, 32]);
+  });
+
+  it('shares one file among clients that see the same exports', () => {
+    const { dir, variants } = fresh();
+    expect(variants.forClient('127.0.0.1').path).toBe(variants.forClient('192.0.2.9').path);
+    expect(fs.readdirSync(dir).sort()).toEqual(['nbd-server.conf', path.basename(variants.forClient('127.0.0.1').path)]);
+  });
+
+  it('removes a variant no longer current only once no process started with it can still be about to read it', () => {
+    const { variants } = fresh();
+    const old = variants.forClient('127.0.0.1').path;
+    variants.apply(exports.slice(1)); // public goes: 127.0.0.1 now sees nothing, a new text
+    const current = variants.forClient('127.0.0.1').path;
+    expect(current).not.toBe(old);
+    variants.removeStale(Date.now() + minute / 2);
+    expect(fs.existsSync(old)).toBe(true);
+    variants.removeStale(Date.now() + 2 * minute);
+    expect([fs.existsSync(old), fs.existsSync(current)]).toEqual([false, true]);
+  });
+
+  it('removes variants an earlier run left only after the same grace, since that run may just have started a process with one', () => {
+    const { dir } = fresh();
+    const leftover = path.join(dir, 'nbd-server.conf.0123456789abcdef');
+    fs.writeFileSync(leftover, 'left by an earlier run\n');
+    const variants = new ConfigVariants(path.join(dir, 'nbd-server.conf'), cowDir);
+    variants.apply(exports);
+    variants.removeStale(Date.now() + minute / 2);
+    expect(fs.existsSync(leftover)).toBe(true);
+    variants.removeStale(Date.now() + 2 * minute);
+    expect(fs.existsSync(leftover)).toBe(false);
+    expect(fs.existsSync(path.join(dir, 'nbd-server.conf'))).toBe(true);
+  });
+});
