@@ -46,7 +46,8 @@ describe('under load', () => {
   });
 
   it('keeps the database, the nbd-server config and GET /exports in agreement after 100 parallel creates and deletes', async () => {
-    const daemon = await startDaemon();
+    // 100 requests at once from one address: above the default per-client HTTP connection cap.
+    const daemon = await startDaemon({ args: ['--max-http-per-client', '128'] });
     dataDirs.push(daemon.dataDir);
     const images = tempDir('nbdmux-images-');
     const image = makeImage(images, 'shared.img', 64 * 1024);
