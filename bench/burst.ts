@@ -1,9 +1,9 @@
 import fs from 'node:fs';
-import path from 'node:path';
 import { alternate, ratio, row, seconds, settledCpu, type BenchOptions, type BenchResult } from './lib/measure.js';
 import { connectNbd } from './lib/nbd-client.js';
-import { api, startAll, startBareNbdServer, startNbdmux, stopAll } from './lib/servers.js';
-import { writeRandomFile } from './throughput.js';
+import { startAll, startBareNbdServer, startNbdmux, stopAll } from './lib/servers.js';
+import { api } from '../test/helpers/daemon.js';
+import { makeImage } from '../test/helpers/nbd.js';
 
 const variants = ['fast', 'plain', 'bare'] as const;
 type Variant = (typeof variants)[number];
@@ -19,8 +19,7 @@ const bareLostAfterMs = 5000;
  */
 export async function burst({ smoke, workDir }: BenchOptions): Promise<BenchResult> {
   const clients = smoke ? 5 : 50;
-  const image = path.join(workDir, 'burst.img');
-  writeRandomFile(image, 1 << 20);
+  const image = makeImage(workDir, 'burst.img', 1 << 20);
   const expected = fs.readFileSync(image);
   const servers = await startAll({
     fast: () => startNbdmux(workDir, 'nbdmux fast start', true),
@@ -29,8 +28,7 @@ export async function burst({ smoke, workDir }: BenchOptions): Promise<BenchResu
   });
   try {
     for (const variant of ['fast', 'plain'] as const) {
-      const { url } = servers[variant];
-      if ((await api(url, 'POST', '/exports', { name: 'disk', file: image })).status !== 201) throw new Error('cannot create export');
+      if ((await api(servers[variant], 'POST', '/exports', { name: 'disk', file: image })).status !== 201) throw new Error('cannot create export');
     }
     const cpu: Record<Variant, number[]> = { fast: [], plain: [], bare: [] };
     const served: Record<Variant, number[]> = { fast: [], plain: [], bare: [] };

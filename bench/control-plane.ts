@@ -1,8 +1,9 @@
-import path from 'node:path';
-import { alternate, liveChildren, ratio, row, rssBytes, seconds, type BenchOptions, type BenchResult } from './lib/measure.js';
+import { alternate, ratio, row, seconds, type BenchOptions, type BenchResult } from './lib/measure.js';
 import { connectNbd, type NbdConnection } from './lib/nbd-client.js';
-import { api, startAll, startNbdmux, stopAll } from './lib/servers.js';
-import { writeRandomFile } from './throughput.js';
+import { startAll, startNbdmux, stopAll } from './lib/servers.js';
+import { api } from '../test/helpers/daemon.js';
+import { makeImage } from '../test/helpers/nbd.js';
+import { liveChildren, rssBytes } from '../test/helpers/proc.js';
 
 /**
  * GET /exports latency and the daemon's memory with many exports and live connections, against
@@ -11,8 +12,7 @@ import { writeRandomFile } from './throughput.js';
 export async function controlPlane({ smoke, workDir }: BenchOptions): Promise<BenchResult> {
   const exportCount = smoke ? 20 : 1000;
   const connectionCount = smoke ? 5 : 100;
-  const image = path.join(workDir, 'control.img');
-  writeRandomFile(image, 1 << 20);
+  const image = makeImage(workDir, 'control.img', 1 << 20);
   const { loaded, empty } = await startAll({
     loaded: () => startNbdmux(workDir, 'nbdmux, loaded', true),
     empty: () => startNbdmux(workDir, 'nbdmux, empty', true),
@@ -20,7 +20,7 @@ export async function controlPlane({ smoke, workDir }: BenchOptions): Promise<Be
   const connections: NbdConnection[] = [];
   try {
     for (let i = 0; i < exportCount; i += 10) {
-      const batch = Array.from({ length: Math.min(10, exportCount - i) }, (_, j) => api(loaded.url, 'POST', '/exports', { name: `vm-${i + j}`, file: image }));
+      const batch = Array.from({ length: Math.min(10, exportCount - i) }, (_, j) => api(loaded, 'POST', '/exports', { name: `vm-${i + j}`, file: image }));
       if ((await Promise.all(batch)).some((r) => r.status !== 201)) throw new Error('cannot register exports');
     }
     for (let i = 0; i < connectionCount; i += 10) {
@@ -30,7 +30,7 @@ export async function controlPlane({ smoke, workDir }: BenchOptions): Promise<Be
     const servers = { loaded, empty };
     const getExports = async (variant: keyof typeof servers) => {
       const start = process.hrtime.bigint();
-      const response = await api(servers[variant].url, 'GET', '/exports');
+      const response = await api(servers[variant], 'GET', '/exports');
       const elapsed = seconds(start) * 1000;
       const expected = variant === 'loaded' ? exportCount : 0;
       if (response.status !== 200 || (response.json as unknown[]).length !== expected) throw new Error(`GET /exports on ${variant} did not list ${expected} exports`);

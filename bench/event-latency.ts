@@ -1,8 +1,8 @@
-import path from 'node:path';
 import { createNbdmuxClient } from '../src/client.js';
 import { alternate, ratio, row, seconds, type BenchOptions, type BenchResult } from './lib/measure.js';
-import { api, startNbdmux } from './lib/servers.js';
-import { writeRandomFile } from './throughput.js';
+import { startNbdmux } from './lib/servers.js';
+import { api } from '../test/helpers/daemon.js';
+import { makeImage } from '../test/helpers/nbd.js';
 
 const goalMs = 50;
 
@@ -12,8 +12,7 @@ const goalMs = 50;
  * export, timed either to its export.created event at the subscriber or to the POST's answer.
  */
 export async function eventLatency({ smoke, workDir }: BenchOptions): Promise<BenchResult> {
-  const image = path.join(workDir, 'events.img');
-  writeRandomFile(image, 1 << 20);
+  const image = makeImage(workDir, 'events.img', 1 << 20);
   const daemon = await startNbdmux(workDir, 'nbdmux', true);
   /** Per export name: called with when its event arrived (monotonic) and how long after it was recorded (wall clock). */
   const waiting = new Map<string, (receivedAt: bigint, deliveryMs: number) => void>();
@@ -33,7 +32,7 @@ export async function eventLatency({ smoke, workDir }: BenchOptions): Promise<Be
       const name = `${variant}-${n++}`;
       const received = new Promise<{ at: bigint; deliveryMs: number }>((resolve) => waiting.set(name, (at, deliveryMs) => resolve({ at, deliveryMs })));
       const start = process.hrtime.bigint();
-      const response = await api(daemon.url, 'POST', '/exports', { name, file: image });
+      const response = await api(daemon, 'POST', '/exports', { name, file: image });
       const answered = seconds(start) * 1000;
       if (response.status !== 201) throw new Error(`POST /exports answered ${response.status}`);
       const event = await received;

@@ -1,8 +1,9 @@
-import path from 'node:path';
-import { alternate, ratio, row, runClient, seconds, settledCpu, type BenchOptions, type BenchResult } from './lib/measure.js';
+import { alternate, ratio, row, seconds, settledCpu, type BenchOptions, type BenchResult } from './lib/measure.js';
 import { connectNbd } from './lib/nbd-client.js';
-import { api, startAll, startBareNbdServer, startNbdmux, stopAll } from './lib/servers.js';
-import { writeRandomFile } from './throughput.js';
+import { startAll, startBareNbdServer, startNbdmux, stopAll } from './lib/servers.js';
+import { api } from '../test/helpers/daemon.js';
+import { makeImage } from '../test/helpers/nbd.js';
+import { runOrThrow } from '../test/helpers/process.js';
 
 const variants = ['bare', 'fast', 'plain'] as const;
 type Variant = (typeof variants)[number];
@@ -15,8 +16,7 @@ type Variant = (typeof variants)[number];
  * included).
  */
 export async function handshake({ smoke, workDir }: BenchOptions): Promise<BenchResult> {
-  const image = path.join(workDir, 'handshake.img');
-  writeRandomFile(image, 1 << 20);
+  const image = makeImage(workDir, 'handshake.img', 1 << 20);
   const servers = await startAll({
     bare: () => startBareNbdServer(workDir, { disk: image }),
     fast: () => startNbdmux(workDir, 'nbdmux fast start', true),
@@ -24,8 +24,7 @@ export async function handshake({ smoke, workDir }: BenchOptions): Promise<Bench
   });
   try {
     for (const variant of ['fast', 'plain'] as const) {
-      const { url } = servers[variant];
-      if ((await api(url, 'POST', '/exports', { name: 'disk', file: image })).status !== 201) throw new Error('cannot create export');
+      if ((await api(servers[variant], 'POST', '/exports', { name: 'disk', file: image })).status !== 201) throw new Error('cannot create export');
     }
     const inProcess = async (variant: Variant) => {
       const start = process.hrtime.bigint();
@@ -36,7 +35,7 @@ export async function handshake({ smoke, workDir }: BenchOptions): Promise<Bench
     };
     const withNbdinfo = async (variant: Variant) => {
       const start = process.hrtime.bigint();
-      await runClient('nbdinfo', ['--size', `nbd://127.0.0.1:${servers[variant].nbdPort}/disk`]);
+      await runOrThrow('nbdinfo', ['--size', `nbd://127.0.0.1:${servers[variant].nbdPort}/disk`]);
       return seconds(start) * 1000;
     };
     for (const variant of variants) await inProcess(variant); // warm-up, untimed

@@ -1,8 +1,9 @@
-import path from 'node:path';
-import { alternate, ratio, row, runClient, seconds, type BenchOptions, type BenchResult, type Ratio, type Row } from './lib/measure.js';
+import { alternate, ratio, row, seconds, type BenchOptions, type BenchResult, type Ratio, type Row } from './lib/measure.js';
 import { connectNbd } from './lib/nbd-client.js';
-import { api, startAll, startBareNbdServer, startNbdmux, stopAll } from './lib/servers.js';
-import { writeRandomFile } from './throughput.js';
+import { startAll, startBareNbdServer, startNbdmux, stopAll } from './lib/servers.js';
+import { api } from '../test/helpers/daemon.js';
+import { makeImage } from '../test/helpers/nbd.js';
+import { runOrThrow } from '../test/helpers/process.js';
 
 /**
  * From POST /exports to the first client served by the new export, with N exports already
@@ -11,8 +12,7 @@ import { writeRandomFile } from './throughput.js';
  * so the very first connection must succeed.
  */
 export async function postToClient({ smoke, workDir }: BenchOptions): Promise<BenchResult> {
-  const image = path.join(workDir, 'post.img');
-  writeRandomFile(image, 1 << 20);
+  const image = makeImage(workDir, 'post.img', 1 << 20);
   const { bare, nbdmux } = await startAll({
     bare: () => startBareNbdServer(workDir, { disk: image }),
     nbdmux: () => startNbdmux(workDir, 'nbdmux', true),
@@ -27,7 +27,7 @@ export async function postToClient({ smoke, workDir }: BenchOptions): Promise<Be
     for (const count of counts) {
       const started = process.hrtime.bigint();
       for (; registered < count; registered += 10) {
-        const batch = Array.from({ length: Math.min(10, count - registered) }, (_, i) => api(nbdmux.url, 'POST', '/exports', { name: `vm-${registered + i}`, file: image }));
+        const batch = Array.from({ length: Math.min(10, count - registered) }, (_, i) => api(nbdmux, 'POST', '/exports', { name: `vm-${registered + i}`, file: image }));
         if ((await Promise.all(batch)).some((r) => r.status !== 201)) throw new Error('cannot register exports');
       }
       if (count > 0) notes.push(`registering exports up to ${count} took ${seconds(started).toFixed(1)} s`);
@@ -35,9 +35,9 @@ export async function postToClient({ smoke, workDir }: BenchOptions): Promise<Be
       const throughNbdmux = async (client: 'in-process' | 'nbdinfo') => {
         const name = `probe-${probe++}`;
         const start = process.hrtime.bigint();
-        if ((await api(nbdmux.url, 'POST', '/exports', { name, file: image })).status !== 201) throw new Error(`cannot create ${name}`);
+        if ((await api(nbdmux, 'POST', '/exports', { name, file: image })).status !== 201) throw new Error(`cannot create ${name}`);
         const elapsed = await firstClient(client, nbdmux.nbdPort, name, start);
-        if ((await api(nbdmux.url, 'DELETE', `/exports/${name}`)).status !== 204) throw new Error(`cannot delete ${name}`);
+        if ((await api(nbdmux, 'DELETE', `/exports/${name}`)).status !== 204) throw new Error(`cannot delete ${name}`);
         return elapsed;
       };
       const bareHandshake = (client: 'in-process' | 'nbdinfo') => firstClient(client, bare.nbdPort, 'disk', process.hrtime.bigint());
@@ -58,7 +58,7 @@ export async function postToClient({ smoke, workDir }: BenchOptions): Promise<Be
 /** Milliseconds from `start` until the export is ready (in-process) or nbdinfo is done; the disconnect is not counted. */
 async function firstClient(client: 'in-process' | 'nbdinfo', port: number, name: string, start: bigint): Promise<number> {
   if (client === 'nbdinfo') {
-    await runClient('nbdinfo', ['--size', `nbd://127.0.0.1:${port}/${name}`]);
+    await runOrThrow('nbdinfo', ['--size', `nbd://127.0.0.1:${port}/${name}`]);
     return seconds(start) * 1000;
   }
   const conn = await connectNbd(port, name);

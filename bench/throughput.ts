@@ -1,8 +1,8 @@
-import crypto from 'node:crypto';
-import fs from 'node:fs';
-import path from 'node:path';
-import { alternate, ratio, row, runClient, type BenchOptions, type BenchResult } from './lib/measure.js';
-import { api, startAll, startBareNbdServer, startNbdmux, stopAll } from './lib/servers.js';
+import { alternate, ratio, row, type BenchOptions, type BenchResult } from './lib/measure.js';
+import { startAll, startBareNbdServer, startNbdmux, stopAll } from './lib/servers.js';
+import { api } from '../test/helpers/daemon.js';
+import { makeImage } from '../test/helpers/nbd.js';
+import { debianPythonEnv, runOrThrow } from '../test/helpers/process.js';
 
 /**
  * Reads the whole image with libnbd (256 KiB requests, 16 in flight) after the handshake, so
@@ -39,17 +39,16 @@ print(elapsed)
 
 export async function throughput({ smoke, workDir }: BenchOptions): Promise<BenchResult> {
   const bytes = smoke ? 8 << 20 : 1 << 30;
-  const image = path.join(workDir, 'throughput.img');
-  writeRandomFile(image, bytes);
+  const image = makeImage(workDir, 'throughput.img', bytes);
   const { bare, nbdmux } = await startAll({
     bare: () => startBareNbdServer(workDir, { disk: image }),
     nbdmux: () => startNbdmux(workDir, 'nbdmux', true),
   });
   try {
-    if ((await api(nbdmux.url, 'POST', '/exports', { name: 'disk', file: image })).status !== 201) throw new Error('cannot create export');
+    if ((await api(nbdmux, 'POST', '/exports', { name: 'disk', file: image })).status !== 201) throw new Error('cannot create export');
     const ports = { bare: bare.nbdPort, nbdmux: nbdmux.nbdPort };
     const measure = async (variant: keyof typeof ports) => {
-      const secs = Number(await runClient('nbdsh', ['-u', `nbd://127.0.0.1:${ports[variant]}/disk`, '-c', readAll]));
+      const secs = Number(await runOrThrow('nbdsh', ['-u', `nbd://127.0.0.1:${ports[variant]}/disk`, '-c', readAll], { env: debianPythonEnv, timeoutMs: 120_000 }));
       return bytes / secs / 1e9;
     };
     // One untimed read each: page cache and client warm for both sides alike.
@@ -69,16 +68,3 @@ export async function throughput({ smoke, workDir }: BenchOptions): Promise<Benc
   }
 }
 
-/** Random bytes, written in 16 MiB pieces so a 1 GiB image never sits in memory whole. */
-export function writeRandomFile(file: string, bytes: number): void {
-  const fd = fs.openSync(file, 'w');
-  try {
-    for (let written = 0; written < bytes; ) {
-      const piece = crypto.randomBytes(Math.min(16 << 20, bytes - written));
-      fs.writeSync(fd, piece);
-      written += piece.length;
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-}

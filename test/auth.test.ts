@@ -7,7 +7,8 @@ import { appRouter } from '../src/router/index.js';
 import { launchBrowser } from './helpers/browser.js';
 import { attemptLogin, logIn } from './helpers/auth.js';
 import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
-import { listExports, makeImage, readExport, run, sha256 } from './helpers/nbd.js';
+import { listExports, makeImage, readExport, sha256 } from './helpers/nbd.js';
+import { run } from './helpers/process.js';
 
 const password = 'correct horse battery staple';
 const secret = 'a-test-signing-secret-of-at-least-32-characters';

@@ -1,13 +1,13 @@
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { run } from './helpers/nbd.js';
+import { run } from './helpers/process.js';
 
 const bench = fileURLToPath(new URL('../dist/bench/index.js', import.meta.url));
 
 /** The benchmarks run tiny here only to show they still work end to end; no figure is checked. */
 describe('benchmark suite, smoke mode', () => {
   it('runs every benchmark to completion', async () => {
-    const result = await run(process.execPath, [bench, '--smoke'], 110_000);
+    const result = await run(process.execPath, [bench, '--smoke'], { timeoutMs: 110_000 });
     const output = result.stdout.toString();
     expect(result.stderr).toBe('');
     expect(output).not.toMatch(/FAILED/);

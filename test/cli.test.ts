@@ -1,11 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir } from './helpers/daemon.js';
-import { makeImage, readExport, run } from './helpers/nbd.js';
+import { api, killEverything, startDaemon, tempDir, untilListening } from './helpers/daemon.js';
+import { makeImage, readExport } from './helpers/nbd.js';
+import { occupyPort } from './helpers/ports.js';
+import { run, runText, type TextResult } from './helpers/process.js';
 
 const cli = fileURLToPath(new URL('../dist/src/cli.js', import.meta.url));
 const { version } = JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -16,24 +17,11 @@ function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return { ...env, ...extra };
 }
 
-interface CliResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
+type CliResult = TextResult;
 
 /** Runs the CLI to completion; one that does not exit in time is killed and shows as signal SIGKILL. */
 function runCli(args: string[], env: Record<string, string> = {}, timeoutMs = 15_000): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cli, ...args], { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs, killSignal: 'SIGKILL' });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
+  return runText(process.execPath, [cli, ...args], { env: cleanEnv(env), timeoutMs });
 }
 
 function nonEmptyLines(text: string): string[] {
@@ -48,19 +36,6 @@ function expectOneLineFailure(result: CliResult, exitCode: number, mention: stri
   expect(lines[0]).toMatch(/^nbdmux-server: /);
   if (typeof mention === 'string') expect(lines[0]).toContain(mention);
   else expect(lines[0]).toMatch(mention);
-}
-
-/** Holds a loopback port so that the CLI under test finds it taken. */
-async function occupyPort(): Promise<{ port: number; release(): Promise<void> }> {
-  const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    release: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
 }
 
 describe('nbdmux-server command line: what it prints and how it exits before serving', () => {
@@ -189,22 +164,7 @@ describe('nbdmux-server command line: a daemon that starts', () => {
   async function startFromEnvironment(env: Record<string, string>): Promise<{ child: ChildProcess; listening: Record<string, unknown>; output(): string }> {
     const child = spawn(process.execPath, [cli], { env: cleanEnv(env), stdio: ['ignore', 'ignore', 'pipe'] });
     spawned.add(child);
-    let output = '';
-    const listening = await new Promise<Record<string, unknown>>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no "nbdmux listening" line in 15 s:\n${output}`)), 15_000);
-      child.stderr!.on('data', (chunk: Buffer) => {
-        output += chunk.toString('utf8');
-        const line = output.split('\n').find((l) => l.includes('"nbdmux listening"'));
-        if (line === undefined) return;
-        clearTimeout(timer);
-        resolve(JSON.parse(line) as Record<string, unknown>);
-      });
-      child.on('exit', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`exited with ${code} before listening:\n${output}`));
-      });
-    });
-    return { child, listening, output: () => output };
+    return { child, ...(await untilListening(child)) };
   }
 
   it('takes every setting from NBDMUX_* environment variables', async () => {
@@ -273,7 +233,7 @@ describe('nbdmux-server command line: a daemon that starts', () => {
     expect(await daemon.stop(signal)).toBe(0);
     expect(daemon.output()).toContain(`"msg":"stopping; live NBD connections keep being served","signal":"${signal}"`);
     await expect(fetch(`${daemon.url}/healthz`)).rejects.toThrow();
-    const nbd = await run('nbdinfo', [daemon.nbdUri()], 15_000);
+    const nbd = await run('nbdinfo', [daemon.nbdUri()], { timeoutMs: 15_000 });
     expect(nbd.code).not.toBe(0);
   });
 

@@ -1,12 +1,13 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createNbdmuxClient, isNbdmuxError } from '../src/client.js';
 import { killEverything, tempDir, waitFor } from './helpers/daemon.js';
 import { makeImage, readExport, sha256 } from './helpers/nbd.js';
+import { freePort } from './helpers/ports.js';
+import { allPids, parentPid } from './helpers/proc.js';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const deploy = path.join(repo, 'deploy');
@@ -64,14 +65,6 @@ function runtimeSpec() {
     entrypoint: JSON.parse(last('ENTRYPOINT')!) as string[],
     cmd: JSON.parse(last('CMD') ?? '[]') as string[],
   };
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer().listen(0, '127.0.0.1');
-  await new Promise((resolve) => server.once('listening', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 /** The packages `npm prune --omit=dev` keeps: what the image's node_modules holds. */
@@ -175,16 +168,7 @@ describe('deploy/Containerfile', () => {
       });
 
       // tini, and the daemon under it, run as the image's user.
-      const daemonPid = fs
-        .readdirSync('/proc')
-        .filter((entry) => /^\d+$/.test(entry))
-        .find((pid) => {
-          try {
-            return fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[1] === String(child.pid);
-          } catch {
-            return false;
-          }
-        });
+      const daemonPid = allPids().find((pid) => parentPid(pid) === child.pid);
       expect(daemonPid, 'the daemon under tini').toBeDefined();
       for (const pid of [child.pid, daemonPid]) {
         expect(fs.readFileSync(`/proc/${pid}/status`, 'utf8')).toMatch(new RegExp(`^Uid:\\t${uid}\\t${uid}\\t${uid}\\t${uid}$`, 'm'));

@@ -5,15 +5,14 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { configEnablesTls, detectFastStart } from '../src/supervisor/fast-start.js';
 import { readBytesWritten } from '../src/supervisor/proc.js';
-import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
-import { makeImage, readExport, run, sha256, startSlowReader } from './helpers/nbd.js';
+import { api, killEverything, startDaemon, tempDir, writeShimlessNbdServer, type RunningDaemon } from './helpers/daemon.js';
+import { makeImage, readExport, sha256, startSlowReader } from './helpers/nbd.js';
+import { parentPid, servingPids } from './helpers/proc.js';
+import { run } from './helpers/process.js';
 import { trpcClient } from './helpers/trpc.js';
 
 /** The shim as `npm run build` leaves it (the source tree holds only native/skip-dh-params.c). */
 const builtShim = fileURLToPath(new URL('../dist/native/skip-dh-params.so', import.meta.url));
-
-/** A real nbd-server behind a wrapper that takes the shim away: what a shim that does not bind looks like. */
-const droppingPreload = '#!/bin/sh\nunset LD_PRELOAD\nexec nbd-server "$@"\n';
 
 function script(text: string): string {
   const file = path.join(tempDir('nbdmux-bin-'), 'nbd-server');
@@ -31,17 +30,9 @@ const greetingBytes = 18;
  */
 function nbdServerProcesses(daemon: RunningDaemon): Array<{ pid: number; written: number }> {
   const found = [];
-  for (const entry of fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e))) {
-    try {
-      if (!fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(`${daemon.dataDir}/nbd-server.conf`)) continue;
-      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
-      // Field 4, after the command name in parentheses (which may hold spaces or ')').
-      const parentPid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      const written = readBytesWritten(Number(entry));
-      if (parentPid === daemon.child.pid && written !== null) found.push({ pid: Number(entry), written });
-    } catch {
-      // exited while we looked
-    }
+  for (const pid of servingPids(daemon.dataDir)) {
+    const written = readBytesWritten(pid);
+    if (parentPid(pid) === daemon.child.pid && written !== null) found.push({ pid, written });
   }
   return found;
 }
@@ -66,7 +57,7 @@ describe('fast start detection, on the installed nbd-server', () => {
 
   it('falls back when the real nbd-server runs but the shim does not reach it', async () => {
     // The loader's report, not the file's presence, decides: here the symbol still binds to libgnutls.
-    const result = await detectFastStart(script(droppingPreload), builtShim);
+    const result = await detectFastStart(writeShimlessNbdServer(tempDir('nbdmux-bin-')), builtShim);
     expect(result).toEqual({ enabled: false, reason: expect.stringMatching(/does not bind.*still resolves to .*libgnutls/) });
   });
 
@@ -137,7 +128,7 @@ describe('nbdmux with and without fast start', () => {
   });
 
   it('falls back to plain starts with one warning and a reason in health, still serving the exact bytes', async () => {
-    const daemon = await startDaemon({ args: ['--nbd-server-bin', script(droppingPreload)] });
+    const daemon = await startDaemon({ args: ['--nbd-server-bin', writeShimlessNbdServer(tempDir('nbdmux-bin-'))] });
     dataDirs.push(daemon.dataDir);
     const warnings = daemon.output().split('\n').filter((line) => line.includes('"fast start off'));
     expect(warnings).toHaveLength(1);
@@ -155,7 +146,7 @@ describe('nbdmux with and without fast start', () => {
 
   it('without the shim, never has more nbd-server processes computing their start than the bound (2 per CPU)', async () => {
     // The whole burst comes from 127.0.0.1 at once: lift the pending cap of one address.
-    const daemon = await startDaemon({ args: ['--nbd-server-bin', script(droppingPreload), '--nbd-max-pending-per-client', '255'] });
+    const daemon = await startDaemon({ args: ['--nbd-server-bin', writeShimlessNbdServer(tempDir('nbdmux-bin-')), '--nbd-max-pending-per-client', '255'] });
     dataDirs.push(daemon.dataDir);
     const image = makeImage(tempDir('nbdmux-images-'), 'disk.img', 1024 * 1024);
     expect((await api(daemon, 'POST', '/exports', { name: 'disk', file: image })).status).toBe(201);

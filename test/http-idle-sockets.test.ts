@@ -1,14 +1,13 @@
-import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
 import { makeImage, readExport, sha256 } from './helpers/nbd.js';
+import { rssBytes } from './helpers/proc.js';
 import { httpRequest, openIdle } from './helpers/raw-http.js';
 
 type IdleConnection = Awaited<ReturnType<typeof openIdle>>;
 
 function residentMiB(pid: number): number {
-  const kib = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1];
-  return Math.round(Number(kib) / 1024);
+  return Math.round(rssBytes(pid) / 2 ** 20);
 }
 
 /**

@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { api, killEverything, startDaemon, tempDir, waitFor } from './helpers/daemon.js';
-import { listExports, makeImage, readExport, run, sha256, startSlowReader } from './helpers/nbd.js';
+import { listExports, makeImage, readExport, sha256, startSlowReader } from './helpers/nbd.js';
+import { run } from './helpers/process.js';
 import { trpcClient } from './helpers/trpc.js';
 
 describe('under load', () => {
@@ -35,7 +36,7 @@ describe('under load', () => {
 
     const readers = [0, 1].map((i) => startSlowReader(daemon.nbdUri('boot'), path.join(images, `stop-${i}`)));
     await Promise.all(readers.map((r) => r.connected));
-    const refused = await run('nbdinfo', [daemon.nbdUri('boot')], 10_000);
+    const refused = await run('nbdinfo', [daemon.nbdUri('boot')], { timeoutMs: 10_000 });
     expect(refused.code).not.toBe(0);
     const [refusal] = await trpcClient(daemon.url).events.list.query({ limit: 1 });
     expect(refusal).toMatchObject({ type: 'connection.refused', details: { reason: 'the connection limit (2) is reached' } });

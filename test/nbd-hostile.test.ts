@@ -3,7 +3,9 @@ import net from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { api, killEverything, startDaemon, tempDir, waitFor, type DaemonOptions, type RunningDaemon } from './helpers/daemon.js';
-import { makeImage, readExport, run, sha256, startSlowReader } from './helpers/nbd.js';
+import { makeImage, readExport, sha256, startSlowReader } from './helpers/nbd.js';
+import { processRuns } from './helpers/proc.js';
+import { run } from './helpers/process.js';
 import { trpcClient } from './helpers/trpc.js';
 
 /** A client that connects from `localAddress` and never sends a byte. */
@@ -36,16 +38,6 @@ function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
   return Promise.race([promise, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms))]);
 }
 
-/** True while the process exists and has not exited (an unreaped zombie has). */
-function processRuns(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
-  } catch {
-    return false;
-  }
-}
-
 describe('the NBD port against silent and resource-starving clients', () => {
   const dataDirs: string[] = [];
   afterEach(() => killEverything(dataDirs.splice(0)));
@@ -68,13 +60,13 @@ describe('the NBD port against silent and resource-starving clients', () => {
     const silent = await Promise.all(['127.0.0.2', '127.0.0.2', '127.0.0.3', '127.0.0.3'].map((address) => connectSilently(daemon.nbdPort, address)));
     const connectedAt = Date.now();
     await waitFor('the silent clients to hold every slot', async () => ((await liveConnections(daemon)).length === 4 ? true : undefined));
-    expect((await run('nbdinfo', [daemon.nbdUri('boot')], 10_000)).code).not.toBe(0);
+    expect((await run('nbdinfo', [daemon.nbdUri('boot')], { timeoutMs: 10_000 })).code).not.toBe(0);
 
     // A booting machine retries; it must get in once the bound has cut the silent ones.
     const served = await waitFor(
       'a real client to be served',
       async () => {
-        const result = await run('nbdcopy', [daemon.nbdUri('boot'), '-'], 10_000);
+        const result = await run('nbdcopy', [daemon.nbdUri('boot'), '-'], { timeoutMs: 10_000 });
         return result.code === 0 ? result.stdout : undefined;
       },
       8_000,
@@ -156,7 +148,7 @@ describe('the NBD port against silent and resource-starving clients', () => {
     // accept takes the last one and nothing is left for the pipes of an nbd-server.
     await setSoftFileLimit(pid, limitWithOneLeft!);
     try {
-      expect((await run('nbdinfo', [daemon.nbdUri('boot')], 10_000)).code).not.toBe(0);
+      expect((await run('nbdinfo', [daemon.nbdUri('boot')], { timeoutMs: 10_000 })).code).not.toBe(0);
     } finally {
       await setSoftFileLimit(pid, softLimit);
     }

@@ -1,13 +1,13 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNbdmuxClient, type NbdmuxClient } from '../src/client.js';
 import { killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
 import { makeImage, readExport, sha256, startSlowReader } from './helpers/nbd.js';
-import { runText } from './helpers/process.js';
+import { freePort } from './helpers/ports.js';
+import { runText, startProcess } from './helpers/process.js';
 
 const cli = fileURLToPath(new URL('../dist/src/operator-cli/main.js', import.meta.url));
 const { version } = JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -25,8 +25,9 @@ function cliEnv(env: Record<string, string>): NodeJS.ProcessEnv {
 }
 
 /** Runs the built `nbdmux` bin as an operator or script would. */
-function nbdmux(args: string[], env: Record<string, string> = {}, cwd?: string): Promise<CliResult> {
-  return runText(process.execPath, [cli, ...args], { env: cliEnv(env), cwd, timeoutMs: 20_000 });
+async function nbdmux(args: string[], env: Record<string, string> = {}, cwd?: string): Promise<CliResult> {
+  const { code, stdout, stderr } = await runText(process.execPath, [cli, ...args], { env: cliEnv(env), cwd, timeoutMs: 20_000 });
+  return { code, stdout, stderr };
 }
 
 const longRunning = new Set<ChildProcess>();
@@ -37,24 +38,10 @@ afterAll(() => {
 
 /** A long-running `nbdmux` (watch) whose output the test reads as it comes. */
 function startCli(args: string[], env: Record<string, string>, command = process.execPath, commandArgs = [cli, ...args]) {
-  const child = spawn(command, commandArgs, { env: cliEnv(env), stdio: ['pipe', 'pipe', 'pipe'] });
-  longRunning.add(child);
-  child.on('exit', () => longRunning.delete(child));
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
-  return { child, exited, stdout: () => stdout, stderr: () => stderr };
-}
-
-/** A port nothing listens on. */
-async function closedPort(): Promise<number> {
-  const server = net.createServer().listen(0, '127.0.0.1');
-  await new Promise((resolve) => server.once('listening', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
+  const started = startProcess(command, commandArgs, { env: cliEnv(env), stdin: 'pipe' });
+  longRunning.add(started.child);
+  started.child.on('exit', () => longRunning.delete(started.child));
+  return started;
 }
 
 function expectOneLineFailure(result: CliResult, exitCode: 1 | 2, message: RegExp) {
@@ -191,7 +178,7 @@ describe('the nbdmux operator CLI', () => {
   });
 
   it('exits 2 on usage errors and 1 on failures, with one line that says what to do', async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const unreachable = { NBDMUX_URL: `http://127.0.0.1:${port}` };
     const cases: Array<[args: string[], env: Record<string, string>, exitCode: 1 | 2, message: RegExp]> = [
       [[], env, 2, /^nbdmux: no command given; run "nbdmux --help"\n$/],
@@ -327,7 +314,7 @@ describe('nbdmux watch', () => {
     expect(screen).toMatch(/nbdmux watch {2}http:\/\/127\.0\.0\.1:\d+ {2}live/);
     expect(screen).toMatch(/health ok, \d+ export\(s\), 0 live connection\(s\)/);
     expect(screen).toMatch(/EVENTS\x1b\[K\r\n(.*\r\n)*.*export\.created {2}after-restart/);
-    watching.child.stdin.write('\x03');
+    watching.child.stdin!.write('\x03');
     expect(await watching.exited).toBe(0);
     expect(watching.stdout().endsWith('\x1b[?25h\x1b[?1049l')).toBe(true);
   });

@@ -3,7 +3,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
-import { makeImage, nbdsh, readExport, run, sha256 } from './helpers/nbd.js';
+import { makeImage, nbdsh, readExport, sha256 } from './helpers/nbd.js';
+import { run } from './helpers/process.js';
 import { runText } from './helpers/process.js';
 
 const mib = 1024 * 1024;

@@ -1,7 +1,8 @@
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
-import { makeImage, run, sha256, startSlowReader } from './helpers/nbd.js';
+import { makeImage, sha256, startSlowReader } from './helpers/nbd.js';
+import { run } from './helpers/process.js';
 import { trpcClient } from './helpers/trpc.js';
 
 describe('removing an export', () => {

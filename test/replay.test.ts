@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -6,15 +5,12 @@ import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NbdmuxStreamEvent } from '../src/client.js';
 import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
+import { rssBytes } from './helpers/proc.js';
+import { startProcess } from './helpers/process.js';
 import { trpcClient } from './helpers/trpc.js';
 
 const historyEvents = 23_000;
 const subscribers = 20;
-
-function rssBytes(pid: number): number {
-  const kib = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]!;
-  return Number(kib) * 1024;
-}
 
 /** A long history, written straight into the state.db of a daemon that is not running. */
 function addHistory(dataDir: string, count: number): void {
@@ -95,25 +91,23 @@ describe('nbdmux watch across a gap too long to replay', () => {
   it('says how many events it missed and where they are, then carries on live', async () => {
     daemon = await startDaemon();
     const cli = fileURLToPath(new URL('../dist/src/operator-cli/main.js', import.meta.url));
-    const watch = spawn(process.execPath, [cli, 'watch'], { env: { ...process.env, NBDMUX_URL: daemon.url }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    watch.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    const watch = startProcess(process.execPath, [cli, 'watch'], { env: { ...process.env, NBDMUX_URL: daemon.url } });
     try {
-      await waitFor('the first status line', () => (stdout.includes('  status  ') ? true : undefined));
+      await waitFor('the first status line', () => (watch.stdout().includes('  status  ') ? true : undefined));
       // While the daemon is away, more happens than a replay may carry.
       const port = daemon.httpPort;
       expect(await daemon.stop()).toBe(0);
       addHistory(daemon.dataDir, 12_000);
       daemon = await startDaemon({ dataDir: daemon.dataDir, args: ['--port', String(port)] });
-      const skipped = await waitFor('the skip line', () => /^\d\d:\d\d:\d\d {2}replay\.skipped {2}- {2}(\d+) events missed, too many to replay: events\.list \(or the dashboard\) has them$/m.exec(stdout) ?? undefined, 20_000);
+      const skipped = await waitFor('the skip line', () => /^\d\d:\d\d:\d\d {2}replay\.skipped {2}- {2}(\d+) events missed, too many to replay: events\.list \(or the dashboard\) has them$/m.exec(watch.stdout()) ?? undefined, 20_000);
       expect(Number(skipped[1])).toBeGreaterThanOrEqual(12_000);
-      expect(stdout).not.toContain('connection.opened');
+      expect(watch.stdout()).not.toContain('connection.opened');
       const images = tempDir('nbdmux-images-');
       fs.writeFileSync(path.join(images, 'after.img'), Buffer.alloc(4096));
       expect((await api(daemon, 'POST', '/exports', { name: 'after', file: path.join(images, 'after.img') })).status).toBe(201);
-      await waitFor('the live event after the skip', () => (/ {2}export\.created {2}after {2}/.test(stdout) ? true : undefined));
+      await waitFor('the live event after the skip', () => (/ {2}export\.created {2}after {2}/.test(watch.stdout()) ? true : undefined));
     } finally {
-      watch.kill('SIGINT');
+      watch.child.kill('SIGINT');
     }
   }, 60_000);
 });

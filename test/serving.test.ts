@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
-import { listExports, makeImage, nbdsh, readExport, run } from './helpers/nbd.js';
+import { listExports, makeImage, nbdsh, readExport } from './helpers/nbd.js';
+import { run } from './helpers/process.js';
 
 describe('serving exports through the NBD port', () => {
   let daemon: RunningDaemon;

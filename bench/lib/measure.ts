@@ -1,6 +1,6 @@
-import { spawn } from 'node:child_process';
-import fs from 'node:fs';
-import { poll, type Server } from './servers.js';
+import { waitFor } from '../../test/helpers/daemon.js';
+import { cpuSeconds, liveChildren } from '../../test/helpers/proc.js';
+import type { Server } from './servers.js';
 
 export interface BenchOptions {
   smoke: boolean;
@@ -64,55 +64,14 @@ export function goalMet(r: Ratio): boolean | null {
   return match[1] === '<=' ? r.value <= Number(match[2]) : r.value >= Number(match[2]);
 }
 
-/** CPU seconds a process used, its own plus every child it has reaped (utime+stime+cutime+cstime). */
-export function cpuSeconds(pid: number): number {
-  const text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ').map(Number);
-  // After the command name: state is field 0, utime..cstime are fields 11..14.
-  return (fields[11]! + fields[12]! + fields[13]! + fields[14]!) / clockTicksPerSecond;
-}
-
 /** CPU of each server once every process it started for a client has exited and been reaped. */
 export async function settledCpu<K extends string>(servers: Record<K, Server>): Promise<Record<K, number>> {
   const result = {} as Record<K, number>;
   for (const [key, server] of Object.entries(servers) as Array<[K, Server]>) {
-    await poll(`${server.label} to reap its children`, () => (liveChildren(server.pid).length === 0 ? true : undefined));
+    await waitFor(`${server.label} to reap its children`, () => (liveChildren(server.pid).length === 0 ? true : undefined), 30_000, 10);
     result[key] = cpuSeconds(server.pid);
   }
   return result;
-}
-
-/** Linux reports process times in USER_HZ, 100 on every common configuration. */
-const clockTicksPerSecond = 100;
-
-export function rssBytes(pid: number): number {
-  const match = /^VmRSS:\s+(\d+) kB$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!match) throw new Error(`no VmRSS for pid ${pid}`);
-  return Number(match[1]) * 1024;
-}
-
-/** Children of a process that have not been reaped yet (zombies included). */
-export function liveChildren(pid: number): number[] {
-  const text = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
-  return text === '' ? [] : text.split(' ').map(Number);
-}
-
-/** Runs a client program to completion; rejects on a non-zero exit. Debian's python3 for nbdsh. */
-export function runClient(command: string, args: string[], timeoutMs = 120_000): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, {
-      env: { ...process.env, PATH: `/usr/bin:${process.env.PATH ?? ''}` },
-      stdio: ['ignore', 'pipe', 'pipe'],
-      timeout: timeoutMs,
-      killSignal: 'SIGKILL',
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(stdout) : reject(new Error(`${command} ${args.join(' ')} exited ${code}: ${stderr.trim()}`))));
-  });
 }
 
 export function seconds(start: bigint): number {

@@ -3,8 +3,16 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { killServingProcesses } from './proc.js';
 
-const cli = fileURLToPath(new URL('../../dist/src/cli.js', import.meta.url));
+/** The repository: this module runs from the sources (vitest) and from dist/test/helpers (the built bench) alike. */
+function findRepository(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!fs.existsSync(path.join(dir, 'package.json'))) dir = path.dirname(dir);
+  return dir;
+}
+
+const cli = path.join(findRepository(), 'dist/src/cli.js');
 
 export interface RunningDaemon {
   url: string;
@@ -38,33 +46,17 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
   const args = [cli, '--data-dir', dataDir, '--bind', '127.0.0.1', '--port', '0', '--nbd-port', String(options.nbdPort ?? 0), ...(options.args ?? [])];
   const [command, ...commandArgs] = [...(options.wrapper ?? []), process.execPath, ...args];
   const child = spawn(command!, commandArgs, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...options.env } });
-  let output = '';
-  child.stderr!.setEncoding('utf8');
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const listening = await new Promise<{ httpPort: number; nbdPort: number }>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`daemon did not start in 15 s:\n${output}`)), 15_000);
-    child.stderr!.on('data', (chunk: string) => {
-      output += chunk;
-      for (const line of output.split('\n')) {
-        if (!line.includes('"nbdmux listening"')) continue;
-        clearTimeout(timer);
-        const fields = JSON.parse(line) as { httpPort: number; nbdPort: number };
-        resolve({ httpPort: fields.httpPort, nbdPort: fields.nbdPort });
-      }
-    });
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`daemon exited with ${code} before listening:\n${output}`));
-    });
-  });
+  const { listening, output } = await untilListening(child);
   running.add(child);
   return {
-    ...listening,
+    httpPort: listening.httpPort,
+    nbdPort: listening.nbdPort,
     url: `http://127.0.0.1:${listening.httpPort}`,
     dataDir,
     child,
     nbdUri: (name = '') => `nbd://127.0.0.1:${listening.nbdPort}/${name}`,
-    output: () => output,
+    output,
     stop: async (signal = 'SIGTERM') => {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
       const code = await exited;
@@ -77,27 +69,50 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
 const running = new Set<ChildProcess>();
 
 /**
+ * A real nbd-server behind a wrapper that drops LD_PRELOAD before exec'ing it: what a fast-start
+ * shim that does not bind looks like, so the daemon falls back to its plain path (plus one exec
+ * of /bin/sh, about a millisecond, per connection).
+ */
+export function writeShimlessNbdServer(dir: string): string {
+  const file = path.join(dir, 'nbd-server-without-shim');
+  fs.writeFileSync(file, '#!/bin/sh\nunset LD_PRELOAD\nexec nbd-server "$@"\n', { mode: 0o755 });
+  return file;
+}
+
+/**
  * Ends every daemon a test started and every nbd-server serving from its data dirs: serving
  * processes outlive the daemon on purpose, so a test must end them itself.
  */
 export function killEverything(dataDirs: string[]): void {
   for (const child of running) child.kill('SIGKILL');
   running.clear();
-  for (const pid of fs.readdirSync('/proc').filter((entry) => /^\d+$/.test(entry))) {
-    let cmdline: string;
-    try {
-      cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    } catch {
-      continue;
-    }
-    if (dataDirs.some((dir) => cmdline.includes(`${dir}/nbd-server.conf`))) {
-      try {
-        process.kill(Number(pid), 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-  }
+  killServingProcesses(dataDirs);
+}
+
+type ListeningLine = { httpPort: number; nbdPort: number } & Record<string, unknown>;
+
+/**
+ * Waits for a daemon's "nbdmux listening" log line and resolves with its fields (httpPort, nbdPort,
+ * ...); rejects if the daemon exits first or takes over 15 s. `output` keeps collecting stderr.
+ */
+export async function untilListening(child: ChildProcess): Promise<{ listening: ListeningLine; output(): string }> {
+  let output = '';
+  child.stderr!.setEncoding('utf8');
+  const listening = await new Promise<ListeningLine>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`daemon did not start in 15 s:\n${output}`)), 15_000);
+    child.stderr!.on('data', (chunk: string) => {
+      output += chunk;
+      const line = output.split('\n').find((l) => l.includes('"nbdmux listening"'));
+      if (line === undefined) return;
+      clearTimeout(timer);
+      resolve(JSON.parse(line) as ListeningLine);
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`daemon exited with ${code} before listening:\n${output}`));
+    });
+  });
+  return { listening, output: () => output };
 }
 
 export async function api(daemon: Pick<RunningDaemon, 'url'>, method: string, route: string, body?: unknown): Promise<{ status: number; json: any; text: string }> {
@@ -115,13 +130,13 @@ export async function api(daemon: Pick<RunningDaemon, 'url'>, method: string, ro
   return { status: response.status, json, text };
 }
 
-/** Polls until `check` returns a value other than undefined, or fails after `ms`. */
-export async function waitFor<T>(what: string, check: () => T | undefined | Promise<T | undefined>, ms = 10_000): Promise<T> {
+/** Polls every `everyMs` until `check` returns a value other than undefined, or fails after `ms`. */
+export async function waitFor<T>(what: string, check: () => T | undefined | Promise<T | undefined>, ms = 10_000, everyMs = 50): Promise<T> {
   const deadline = Date.now() + ms;
   for (;;) {
     const value = await check();
     if (value !== undefined) return value;
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
   }
 }

@@ -1,33 +1,25 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { debianPythonEnv, run, startProcess, type RunResult } from './process.js';
 
-/** nbdsh runs `python3 -m nbd`: Debian's python3, not whichever python3 comes first on PATH. */
-const clientEnv = { ...process.env, PATH: `/usr/bin:${process.env.PATH ?? ''}` };
-
-export interface RunResult {
-  code: number | null;
-  stdout: Buffer;
-  stderr: string;
-}
-
-export function run(command: string, args: string[], timeoutMs = 60_000): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { env: clientEnv, stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs, killSignal: 'SIGKILL' });
-    const stdout: Buffer[] = [];
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout: Buffer.concat(stdout), stderr }));
-  });
-}
-
-/** A file of random bytes: any byte served from the wrong place or offset shows. */
+/**
+ * A file of random bytes: any byte served from the wrong place or offset shows. Written in 16 MiB
+ * pieces, so a 1 GiB benchmark image never sits in memory whole.
+ */
 export function makeImage(dir: string, name: string, bytes: number): string {
   const file = path.join(dir, name);
-  fs.writeFileSync(file, crypto.randomBytes(bytes));
+  const fd = fs.openSync(file, 'w');
+  try {
+    for (let written = 0; written < bytes; ) {
+      const piece = crypto.randomBytes(Math.min(16 << 20, bytes - written));
+      fs.writeSync(fd, piece);
+      written += piece.length;
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
   return file;
 }
 
@@ -49,7 +41,7 @@ export async function listExports(uri: string): Promise<string[]> {
 }
 
 export function nbdsh(args: string[]): Promise<RunResult> {
-  return run('nbdsh', args);
+  return run('nbdsh', args, { env: debianPythonEnv });
 }
 
 /** An nbdsh script that holds its connection open until its stop file appears. */
@@ -67,17 +59,13 @@ export interface NbdshSession {
  * the test says.
  */
 export function startNbdshSession(uri: string, script: string, readyWord: string, stopFile: string): NbdshSession {
-  const child = spawn('nbdsh', ['-u', uri, '-c', script], { env: clientEnv, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+  const nbdshProcess = startProcess('nbdsh', ['-u', uri, '-c', script], { env: debianPythonEnv });
+  const { child, exited } = nbdshProcess;
   const ready = new Promise<void>((resolve, reject) => {
-    child.stdout.on('data', (chunk: Buffer) => {
-      stdout += chunk.toString();
-      if (stdout.includes(readyWord)) resolve();
+    child.stdout!.on('data', () => {
+      if (nbdshProcess.stdout().includes(readyWord)) resolve();
     });
-    void exited.then((code) => reject(new Error(`nbdsh exited (${code}) before "${readyWord}": ${stderr}`)));
+    void exited.then((code) => reject(new Error(`nbdsh exited (${code}) before "${readyWord}": ${nbdshProcess.stderr()}`)));
   });
   ready.catch(() => {});
   return {
@@ -86,7 +74,7 @@ export function startNbdshSession(uri: string, script: string, readyWord: string
     finish: async () => {
       fs.writeFileSync(stopFile, '');
       const code = await exited;
-      return { code, stdout, stderr };
+      return { code, stdout: nbdshProcess.stdout(), stderr: nbdshProcess.stderr() };
     },
   };
 }

@@ -1,0 +1,108 @@
+import fs from 'node:fs';
+import { DataDirSpace } from '../../src/db/data-dir-space.js';
+import type { Db } from '../../src/db/open.js';
+import { EventLog } from '../../src/events/event-log.js';
+import { PinnedFiles } from '../../src/exports/pinned-files.js';
+import { ExportRegistry, type DataPlane } from '../../src/exports/registry.js';
+import { createLogger } from '../../src/log.js';
+import { createCaller, type Context } from '../../src/router/index.js';
+import type { ServedExport } from '../../src/supervisor/index.js';
+import { tempDir } from './daemon.js';
+import { memoryDatabase } from './db.js';
+
+/**
+ * A stand-in for the supervisor that records what the control plane asks of it. The registry's
+ * and the router's rules do not need a real nbd-server: what they owe the data plane is the list
+ * of exports to serve, handed over in the same step as the commit, and the connections to cut.
+ * What nbd-server does with them is shown end to end by the tests that start the daemon.
+ */
+export class RecordingDataPlane implements DataPlane {
+  /** Every export list handed over, in order. */
+  readonly applied: ServedExport[][] = [];
+  /** Live connections per export id, as the test sets them. */
+  readonly live = new Map<number, number>();
+  /** The export ids of each kill asked for. */
+  readonly kills: number[][] = [];
+  /** The arguments of each connections.recent call. */
+  readonly recentAsked: Array<{ limit: number; live: boolean }> = [];
+  /** Thrown by the next applyExports, as a config write that fails would be. */
+  failNextApply: Error | null = null;
+
+  constructor(readonly cowDir: string) {}
+
+  applyExports(exports: readonly ServedExport[]): void {
+    const failure = this.failNextApply;
+    this.failNextApply = null;
+    if (failure) throw failure;
+    this.applied.push([...exports]);
+  }
+
+  readonly connections = {
+    countByExport: () => new Map(this.live),
+    kill: (exportIds: ReadonlySet<number>) => {
+      this.kills.push([...exportIds]);
+      let killed = 0;
+      for (const id of exportIds) {
+        killed += this.live.get(id) ?? 0;
+        this.live.delete(id);
+      }
+      return killed;
+    },
+    recent: (limit: number, live: boolean) => {
+      this.recentAsked.push({ limit, live });
+      return [];
+    },
+  };
+}
+
+export interface TestControlPlane {
+  db: Db;
+  dataPlane: RecordingDataPlane;
+  events: EventLog;
+  space: DataDirSpace;
+  registry: ExportRegistry;
+  context: Context;
+  caller: ReturnType<typeof createCaller>;
+  /** Every log line written, parsed. */
+  logs: Array<Record<string, unknown>>;
+  close(): void;
+}
+
+/**
+ * The control plane as the daemon wires it (src/daemon.ts), on a migrated in-memory database and
+ * a recording data plane: the one place tests build a router context.
+ */
+export function testControlPlane(options: { imageRoots?: string[]; cowDir?: string } = {}): TestControlPlane {
+  const dataDir = tempDir('nbdmux-memory-');
+  const logs: Array<Record<string, unknown>> = [];
+  const log = createLogger('debug', (line) => logs.push(JSON.parse(line) as Record<string, unknown>));
+  const db = memoryDatabase();
+  const space = new DataDirSpace(dataDir, log);
+  const events = new EventLog(db, space);
+  const dataPlane = new RecordingDataPlane(options.cowDir ?? `${dataDir}/cow`);
+  const pins = PinnedFiles.reopen(db, events, log);
+  const registry = new ExportRegistry(db, dataPlane, events, pins, options.imageRoots ?? []);
+  const context: Context = {
+    registry,
+    events,
+    space,
+    info: { version: 'test', authRequired: false },
+    // Health probes the real nbd-server binary and listener: the end-to-end tests cover it.
+    dataPlane: { health: () => Promise.reject(new Error('no health without a real data plane')), connections: dataPlane.connections, maxConnections: 256 },
+  };
+  return {
+    db,
+    dataPlane,
+    events,
+    space,
+    registry,
+    context,
+    caller: createCaller(context),
+    logs,
+    close: () => {
+      space.stop();
+      db.$client.close();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
