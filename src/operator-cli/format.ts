@@ -1,5 +1,3 @@
-export { formatBytes, formatDuration } from '../units.js';
-
 /** Local time, to the second, sortable: `2026-11-25 08:51:20`. */
 export function formatTime(iso: string): string {
   const at = new Date(iso);

@@ -23,5 +23,5 @@ try {
   process.stderr.write(`nbdmux${command}: ${failure.message}\n`);
   process.exitCode = failure.exitCode;
 }
-// Ctrl-C means now: while the daemon is away, a pending reconnect timer would hold watch up to 5 s.
+// Ctrl-C means now: while the daemon is away, a pending reconnect timer would hold watch up to 2 s.
 if (request?.kind === 'run' && request.invocation.command === 'watch') process.exit();

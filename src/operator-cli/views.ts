@@ -1,13 +1,7 @@
 import type { NbdmuxConnection, NbdmuxEvent, NbdmuxExport, NbdmuxHealth, NbdmuxStreamEvent } from '../client.js';
-import { formatBytes, formatClock, formatDetails, formatDuration, formatTime } from './format.js';
+import { clientEndpoint, explainMode, exportMode, formatBytes, formatDuration, formatRate } from '../presentation.js';
+import { formatClock, formatDetails, formatTime } from './format.js';
 import { renderFields, renderTable, type Column } from './table.js';
-
-/** How the export's clients may write: not at all, to the image itself, or each to its own private copy. */
-export function exportMode(exp: Pick<NbdmuxExport, 'readonly' | 'cow'>): 'ro' | 'rw' | 'cow' {
-  return exp.cow ? 'cow' : exp.readonly ? 'ro' : 'rw';
-}
-
-const modeWords = { ro: 'read-only', rw: 'read-write (clients write the image)', cow: 'copy-on-write (each client writes its own discarded copy)' };
 
 const exportColumns: Column<NbdmuxExport>[] = [
   { header: 'NAME', value: (e) => e.name },
@@ -29,7 +23,7 @@ export function renderExport(exp: NbdmuxExport): string {
     ['state', exp.state === 'serving' ? 'serving' : `draining since ${formatTime(exp.removedAt!)} (removed; live connections finish)`],
     ['file', exp.file],
     ...(exp.fileChange ? [['file changed', `${formatTime(exp.fileChange.seenAt)}: the path leads to ${exp.fileChange.pathLeadsTo}; serving ${exp.fileChange.serving}`] as const] : []),
-    ['mode', modeWords[exportMode(exp)]],
+    ['mode', explainMode(exp)],
     ['allow', exp.allow.length === 0 ? 'every client the NBD port admits' : exp.allow.join(', ')],
     ['size', `${formatBytes(exp.size)} (${exp.size} bytes)`],
     ['created', formatTime(exp.createdAt)],
@@ -40,7 +34,7 @@ export function renderExport(exp: NbdmuxExport): string {
 const connectionColumns: Column<NbdmuxConnection>[] = [
   { header: 'ID', value: (c) => String(c.id), alignRight: true },
   { header: 'EXPORT', value: (c) => c.exportName ?? '-' },
-  { header: 'CLIENT', value: (c) => `${c.clientAddress}:${c.clientPort}` },
+  { header: 'CLIENT', value: clientEndpoint },
   { header: 'PID', value: (c) => (c.pid === null ? '-' : String(c.pid)), alignRight: true },
   { header: 'OPENED', value: (c) => formatTime(c.openedAt) },
   { header: 'FOR', value: (c) => formatDuration(c.openedAt, c.closedAt), alignRight: true },
@@ -49,7 +43,7 @@ const connectionColumns: Column<NbdmuxConnection>[] = [
 ];
 
 function connectionState(c: NbdmuxConnection): string {
-  if (c.live) return c.bytesPerSecond > 0 ? `live ${formatBytes(c.bytesPerSecond)}/s` : 'live';
+  if (c.live) return c.bytesPerSecond > 0 ? `live ${formatRate(c.bytesPerSecond)}` : 'live';
   const how = c.signal ?? (c.exitCode !== null && c.exitCode !== 0 ? `exit ${c.exitCode}` : null);
   return [c.outcome ?? 'closed', how].filter(Boolean).join(' ');
 }

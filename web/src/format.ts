@@ -1,11 +1,3 @@
-import { formatBytes, formatDuration } from '../../src/units.js';
-
-export { formatBytes, formatDuration };
-
-export function formatRate(bytesPerSecond: number): string {
-  return bytesPerSecond === 0 ? 'idle' : `${formatBytes(bytesPerSecond)}/s`;
-}
-
 export function formatTime(iso: string): string {
   return new Date(iso).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' });
 }

@@ -1,7 +1,8 @@
-import { errorMessages, type Api } from './api.js';
+import type { NbdmuxClient } from '../../src/client.js';
+import { errorMessages } from './errors.js';
 
 /** The add-export form: sends exports.create and shows the API's own messages beside the fields. */
-export function bindAddForm(form: HTMLFormElement, api: Api): void {
+export function bindAddForm(form: HTMLFormElement, api: NbdmuxClient): void {
   const general = form.querySelector<HTMLElement>('.form-error')!;
   form.addEventListener('submit', async (event) => {
     event.preventDefault();

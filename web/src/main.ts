@@ -1,4 +1,5 @@
-import { connect, errorMessages, type ExportView } from './api.js';
+import { createNbdmuxClient, type NbdmuxExport } from '../../src/client.js';
+import { errorMessages } from './errors.js';
 import { bindAddForm } from './forms.js';
 import { prependEvents, renderConnections, renderExports, renderHealth, renderProblems } from './views.js';
 
@@ -20,9 +21,10 @@ async function returnToLoginIfSessionEnded(): Promise<void> {
   if (response?.status === 401) location.assign('/');
 }
 
-const api = connect(showLink);
+// The page's own origin: the daemon served it, and the session cookie authenticates every call.
+const api = createNbdmuxClient({ url: location.origin, onLinkChange: showLink });
 
-async function remove(exp: ExportView, force: boolean): Promise<void> {
+async function remove(exp: NbdmuxExport, force: boolean): Promise<void> {
   const question = force
     ? `Cut the ${exp.connections} live connection(s) of "${exp.name}" now? Machines booted from it lose their disk.`
     : `Remove "${exp.name}"? New clients are refused at once; ${exp.connections} live connection(s) keep running until they end.`;

@@ -1,29 +1,30 @@
-import type { ConnectionView, EventRow, ExportView, StatusSnapshot } from './api.js';
-import { el, formatBytes, formatDuration, formatRate, formatTime } from './format.js';
+import type { NbdmuxConnection, NbdmuxEvent, NbdmuxExport, NbdmuxHealth } from '../../src/client.js';
+import { clientEndpoint, describeMode, formatBytes, formatDuration, formatRate } from '../../src/presentation.js';
+import { el, formatTime } from './format.js';
 
 export interface ExportActions {
-  remove(exp: ExportView, force: boolean): void;
+  remove(exp: NbdmuxExport, force: boolean): void;
   copy(text: string, button: HTMLButtonElement): void;
 }
 
-export function renderHealth(target: HTMLElement, health: StatusSnapshot['health']): void {
+export function renderHealth(target: HTMLElement, health: NbdmuxHealth): void {
   target.className = `badge ${health.ok ? 'ok' : 'down'}`;
   target.textContent = health.ok ? `NBD serving on port ${health.nbdPort}` : 'NBD not serving';
   target.title = health.ok ? `nbd-server ${health.nbdServerVersion ?? '?'}` : health.problems.join('\n');
 }
 
-export function renderProblems(target: HTMLElement, health: StatusSnapshot['health']): void {
+export function renderProblems(target: HTMLElement, health: NbdmuxHealth): void {
   target.hidden = health.ok;
   target.replaceChildren(...health.problems.map((problem) => el('p', { text: problem })));
 }
 
 /** The command a lab machine runs to attach an export. */
-export function attachCommand(exp: ExportView, nbdPort: number | null): string {
+export function attachCommand(exp: NbdmuxExport, nbdPort: number | null): string {
   return `nbd-client ${location.hostname} ${nbdPort ?? 10809} -N ${exp.name} /dev/nbd0`;
 }
 
 /** What the ramboot kit's kernel needs on its command line to boot this export (see README, "Boot a machine"). */
-export function kernelCommandLine(exp: ExportView, nbdPort: number | null): string {
+export function kernelCommandLine(exp: NbdmuxExport, nbdPort: number | null): string {
   return `nbdroot=${location.hostname}:${nbdPort ?? 10809}/${exp.name}`;
 }
 
@@ -33,11 +34,7 @@ function copyable(text: string, what: string, actions: ExportActions): HTMLEleme
   return el('div', { className: 'attach' }, [el('code', { text, title: what }), copy]);
 }
 
-function describeMode(exp: ExportView): string {
-  return exp.cow ? 'copy-on-write' : exp.readonly ? 'read-only' : 'read-write';
-}
-
-export function renderExports(target: HTMLElement, exports: ExportView[], nbdPort: number | null, actions: ExportActions): void {
+export function renderExports(target: HTMLElement, exports: NbdmuxExport[], nbdPort: number | null, actions: ExportActions): void {
   if (exports.length === 0) {
     target.replaceChildren(el('tr', {}, [el('td', { text: 'No exports yet: add one below.', className: 'empty', attrs: { colspan: '9' } })]));
     return;
@@ -81,7 +78,7 @@ export function renderExports(target: HTMLElement, exports: ExportView[], nbdPor
   );
 }
 
-export function renderConnections(target: HTMLElement, connections: ConnectionView[]): void {
+export function renderConnections(target: HTMLElement, connections: NbdmuxConnection[]): void {
   if (connections.length === 0) {
     target.replaceChildren(el('tr', {}, [el('td', { text: 'No machine is attached.', className: 'empty', attrs: { colspan: '6' } })]));
     return;
@@ -90,7 +87,7 @@ export function renderConnections(target: HTMLElement, connections: ConnectionVi
     ...connections.map((conn) =>
       el('tr', { attrs: { 'data-connection': String(conn.id) } }, [
         el('td', { text: conn.exportName ?? '(negotiating)', className: 'name' }),
-        el('td', { text: `${conn.clientAddress}:${conn.clientPort}`, className: 'mono' }),
+        el('td', { text: clientEndpoint(conn), className: 'mono' }),
         el('td', { text: formatDuration(conn.openedAt, null), title: conn.openedAt }),
         el('td', { text: formatBytes(conn.bytesSent), className: 'num' }),
         el('td', { text: formatRate(conn.bytesPerSecond), className: 'num' }),
@@ -103,7 +100,7 @@ export function renderConnections(target: HTMLElement, connections: ConnectionVi
 const maxEventsShown = 200;
 
 /** Adds events to the log, newest first, skipping any already shown. */
-export function prependEvents(target: HTMLElement, events: EventRow[]): void {
+export function prependEvents(target: HTMLElement, events: NbdmuxEvent[]): void {
   for (const event of events) {
     if (target.querySelector(`[data-event="${event.id}"]`)) continue;
     const row = el('li', { attrs: { 'data-event': String(event.id), 'data-type': event.type } }, [
@@ -117,7 +114,7 @@ export function prependEvents(target: HTMLElement, events: EventRow[]): void {
   while (target.children.length > maxEventsShown) target.lastElementChild!.remove();
 }
 
-function describeEvent({ type, exportName, details }: EventRow): string {
+function describeEvent({ type, exportName, details }: NbdmuxEvent): string {
   const d = details as Record<string, unknown>;
   const name = exportName ?? '';
   switch (type) {
