@@ -63,8 +63,8 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     );
     const registry = new ExportRegistry(db, supervisor, events, pins, config.imageRoots);
     const gate = new AuthGate(config.adminPassword, secret, events, new RevokedSessions(db));
-    const context = { registry, events, space, dataPlane: supervisor, info: { version, authRequired: gate.required } };
-    http = await startHttpServer({ config, context, gate, log });
+    const services = { registry, events, space, dataPlane: supervisor, info: { version, authRequired: gate.required } };
+    http = await startHttpServer({ config, services, gate, log });
     const nbd = supervisor.address!;
     events.record('daemon.started', null, { http: http.address.port, nbd: nbd.port, pid: process.pid });
     pins.startChecking();

@@ -3,23 +3,22 @@ import type net from 'node:net';
 import { getTRPCErrorFromUnknown } from '@trpc/server';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import { getHTTPStatusCodeFromError } from '@trpc/server/http';
-import { loginPage, type AuthGate } from './auth/gate.js';
-import { hasOwnOrigin } from './auth/origin.js';
+import { loginPage, refusalCode, refusalHeaders, type AuthGate } from './auth/gate.js';
 import type { Config } from './config.js';
 import { AllowedHosts } from './http/allowed-hosts.js';
 import { httpConnectionLimit, limitConnections } from './http/connection-limits.js';
 import { screenRequest } from './http/request-screen.js';
 import { sendJsonError } from './http-reply.js';
 import type { Logger } from './log.js';
-import { maxBodyBytes } from './rest/body.js';
+import { maxBodyBytes } from './http/body.js';
 import { handleRest } from './rest/routes.js';
-import { appRouter, type Context } from './router/index.js';
+import { adapterOptions, contextFactory } from './router/context.js';
+import type { Services } from './router/trpc.js';
 import { serveWeb } from './web.js';
 import { attachWebSocket } from './websocket.js';
 
 /** Served without authentication: health for monitors, and the stylesheet of the login page. */
 const openPaths = new Set(['/healthz', '/style.css']);
-const safeMethods = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 export interface HttpServer {
   address: net.AddressInfo;
@@ -30,19 +29,21 @@ export interface HttpServer {
 /** One port for everything a person or program asks of nbdmux: tRPC over HTTP and WebSocket, REST, the dashboard. */
 export async function startHttpServer(options: {
   config: Pick<Config, 'port' | 'bind' | 'allowedHosts' | 'maxHttpConnections' | 'maxHttpPerClient' | 'httpRequestTimeout' | 'maxConnections'>;
-  context: Context;
+  services: Services;
   gate: AuthGate;
   log: Logger;
 }): Promise<HttpServer> {
-  const { config, context, gate, log } = options;
+  const { config, services, gate, log } = options;
   const { port, bind } = config;
+  const createContext = contextFactory(services, (req) => gate.caller(req));
   const trpc = createHTTPHandler({
-    router: appRouter,
+    ...adapterOptions(createContext, log),
     basePath: '/trpc/',
     maxBodySize: maxBodyBytes,
-    createContext: () => context,
-    onError: ({ error, path }) => {
-      if (error.code === 'INTERNAL_SERVER_ERROR') log.error('procedure failed', { path, error: String(error.cause ?? error) });
+    // A refused caller's answer says how to authenticate, or when to try again, as on every other path.
+    responseMeta: ({ ctx, errors }) => {
+      const refusal = ctx?.caller.ok === false ? ctx.caller : undefined;
+      return refusal && errors.some((error) => error.code === refusalCode(refusal)) ? { headers: refusalHeaders(refusal) } : {};
     },
   });
 
@@ -63,20 +64,17 @@ export async function startHttpServer(options: {
     try {
       if (method === 'POST' && url.pathname === '/login') return await gate.login(req, res);
       if (method === 'POST' && url.pathname === '/logout') return gate.logout(req, res);
+      // Every procedure checks its caller itself (authedProcedure), before reading any input.
+      if (url.pathname.startsWith('/trpc/')) return trpc(req, res);
       if (!openPaths.has(url.pathname)) {
-        const verdict = gate.check(req);
-        if (!verdict.ok) {
-          if (url.pathname === '/' && verdict.status === 401) return loginPage(res);
-          const headers: Record<string, string> = verdict.status === 429 ? { 'retry-after': String(verdict.retryAfterSeconds) } : { 'www-authenticate': 'Bearer realm="nbdmux"' };
-          return sendJsonError(res, url.pathname, verdict.status, verdict.status === 429 ? 'TOO_MANY_REQUESTS' : 'UNAUTHORIZED', verdict.message, headers);
-        }
-        // A browser sends the cookie with requests any site makes; only our own pages may act with it.
-        if (verdict.identity.via === 'cookie' && !safeMethods.has(method) && !hasOwnOrigin(req)) {
-          return sendJsonError(res, url.pathname, 403, 'FORBIDDEN', 'cross-site request refused: act from the nbdmux dashboard itself');
+        // Checked here too, not only by the procedures a REST route calls: before a body is read, and for the dashboard's files.
+        const caller = gate.caller(req);
+        if (!caller.ok) {
+          if (url.pathname === '/' && caller.status === 401) return loginPage(res);
+          return sendJsonError(res, url.pathname, caller.status, refusalCode(caller), caller.message, refusalHeaders(caller));
         }
       }
-      if (url.pathname.startsWith('/trpc/')) return trpc(req, res);
-      if (await handleRest(req, res, url, context, log)) return;
+      if (await handleRest(req, res, url, { services, createContext }, log)) return;
       if (await serveWeb(req, res, url.pathname)) return;
       sendJsonError(res, url.pathname, 404, 'NOT_FOUND', `nothing at ${url.pathname}; see GET /exports`);
     } catch (cause) {
@@ -89,7 +87,7 @@ export async function startHttpServer(options: {
   });
 
   limitConnections(server, { total: httpConnectionLimit(config.maxHttpConnections, config.maxConnections, log), perClient: config.maxHttpPerClient }, log);
-  const webSocket = attachWebSocket(server, context, gate, hosts, log);
+  const webSocket = attachWebSocket(server, createContext, gate, hosts, log);
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {

@@ -3,12 +3,11 @@ import type { Duplex } from 'node:stream';
 import { applyWSSHandler } from '@trpc/server/adapters/ws';
 import { WebSocketServer } from 'ws';
 import type { AuthGate } from './auth/gate.js';
-import { hasOwnOrigin, isCrossSite } from './auth/origin.js';
 import type { AllowedHosts } from './http/allowed-hosts.js';
 import { screenRequest } from './http/request-screen.js';
 import type { Logger } from './log.js';
-import { maxBodyBytes } from './rest/body.js';
-import { appRouter, type Context } from './router/index.js';
+import { maxBodyBytes } from './http/body.js';
+import { adapterOptions, type CreateContext } from './router/context.js';
 
 export const webSocketPath = '/trpc';
 const closeGraceMs = 1000;
@@ -17,16 +16,12 @@ const closeGraceMs = 1000;
  * tRPC over WebSocket on the HTTP server's own port, at /trpc only. Upgrades are routed here
  * rather than by the adapter's prefix option, which leaves a wrong-path socket open.
  */
-export function attachWebSocket(server: http.Server, context: Context, gate: AuthGate, hosts: AllowedHosts, log: Logger): { close(): Promise<void> } {
+export function attachWebSocket(server: http.Server, createContext: CreateContext, gate: AuthGate, hosts: AllowedHosts, log: Logger): { close(): Promise<void> } {
   const wss = new WebSocketServer({ noServer: true, maxPayload: maxBodyBytes });
   const handler = applyWSSHandler({
     wss,
-    router: appRouter,
-    createContext: () => context,
+    ...adapterOptions(createContext, log),
     keepAlive: { enabled: true, pingMs: 30_000, pongWaitMs: 5_000 },
-    onError: ({ error, path }) => {
-      if (error.code === 'INTERNAL_SERVER_ERROR') log.error('procedure failed', { path, error: String(error.cause ?? error) });
-    },
   });
 
   const upgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -34,19 +29,17 @@ export function attachWebSocket(server: http.Server, context: Context, gate: Aut
     if (!screening.ok) return refuse(socket, screening.status, screening.message);
     const { pathname } = screening.url;
     if (pathname !== webSocketPath && pathname !== `${webSocketPath}/`) return refuse(socket, 404, `WebSocket is served at ${webSocketPath} only`);
-    const verdict = gate.check(req);
-    if (!verdict.ok) return refuse(socket, verdict.status, verdict.message);
-    // Browsers always send Origin on a WebSocket, and a page from elsewhere must not drive the control plane.
-    const crossSite = verdict.identity.via === 'cookie' ? !hasOwnOrigin(req) : isCrossSite(req);
-    if (crossSite) return refuse(socket, 403, 'cross-origin WebSocket refused');
+    // Refused before the socket is accepted; the context of the connection then carries the same caller.
+    const caller = gate.caller(req);
+    if (!caller.ok) return refuse(socket, caller.status, caller.message);
     wss.handleUpgrade(req, socket, head, (ws) => {
-      if (verdict.identity.via === 'cookie') gate.trackSocket(verdict.identity.session, ws);
+      if (caller.identity.via === 'cookie') gate.trackSocket(caller.identity.session, ws);
       wss.emit('connection', ws, req);
     });
   };
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     // Node hands an upgrading socket over with no 'error' listener: a client resetting it while we answer would end the process.
-    socket.on('error', (err) => log.debug('WebSocket upgrade socket failed', { error: String(err) }));
+    socket.on('error', (err) => log.debug('WebSocket upgrade socket failed', { error: err.stack ?? String(err) }));
     try {
       upgrade(req, socket, head);
     } catch (err) {

@@ -16,14 +16,14 @@ const password = 'a long admin password';
 
 /** A correct program: every call, input and output as the router defines them. It must compile and run. */
 const program = `
-import { createNbdmuxClient, isNbdmuxError, type NbdmuxEvent, type NbdmuxExport } from 'nbdmux/client';
+import { createNbdmuxClient, isNbdmuxError, type NbdmuxStreamEvent, type NbdmuxExport } from 'nbdmux/client';
 
 const [url, name, file] = process.argv.slice(2) as [string, string, string];
 const nbdmux = createNbdmuxClient({ url, password: process.env.NBDMUX_ADMIN_PASSWORD });
 
 try {
   const before: NbdmuxExport[] = await nbdmux.exports.list.query();
-  const seen: NbdmuxEvent[] = [];
+  const seen: NbdmuxStreamEvent[] = [];
   let started!: () => void;
   const subscribed = new Promise<void>((resolve) => (started = resolve));
   const subscription = nbdmux.events.stream.subscribe({}, { onStarted: () => started(), onData: ({ data }) => seen.push(data) });

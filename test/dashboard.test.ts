@@ -46,6 +46,9 @@ describe('the dashboard in a real browser', () => {
       `nbdroot=127.0.0.1:${daemon.nbdPort}/debian`,
     ]);
     await page.locator('#events li[data-type="export.created"]').first().waitFor({ timeout: 1000 });
+    await expect(page.locator('#events li[data-type="export.created"] .what').first().textContent()).resolves.toBe(
+      `debian → ${fs.realpathSync(image)} (3.0 MiB, read-only) by open from 127.0.0.1`,
+    );
   });
 
   it('shows a connected client in the connections table and drops it when it ends', async () => {

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { TRPCError } from '@trpc/server';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { describeError } from '../src/errors.js';
-import { testControlPlane, type TestControlPlane } from './helpers/context.js';
+import { testActor, testControlPlane, type TestControlPlane } from './helpers/context.js';
 import { tempDir } from './helpers/daemon.js';
 import { makeImage } from './helpers/nbd.js';
 
@@ -42,7 +42,7 @@ describe('the export registry', () => {
   afterEach(() => plane.close());
 
   const create = (name: string, file = image, extra: { readonly?: boolean; cow?: boolean; allow?: string[] } = {}) =>
-    plane.registry.create({ name, file, readonly: extra.readonly ?? true, cow: extra.cow ?? false, allow: extra.allow ?? [] });
+    plane.registry.create({ name, file, readonly: extra.readonly ?? true, cow: extra.cow ?? false, allow: extra.allow ?? [] }, testActor);
 
   it('creates an export and hands the data plane the new served list in the same step as the commit', async () => {
     const created = await create('alpha', image, { allow: ['10.1.0.0/16'] });
@@ -111,7 +111,7 @@ describe('the export registry', () => {
   it('refuses a copy-on-write export when the cow dir is a path nbd-server would misread', async () => {
     const unsafe = testControlPlane({ imageRoots: [images], cowDir: '/var/lib/nbd mux/cow' });
     try {
-      const error = await refusal(() => unsafe.registry.create({ name: 'cow', file: image, readonly: true, cow: true, allow: [] }));
+      const error = await refusal(() => unsafe.registry.create({ name: 'cow', file: image, readonly: true, cow: true, allow: [] }, testActor));
       expect(describeError(error).issues?.map((i) => i.field)).toEqual(['cow']);
       expect(error.message).toContain('/var/lib/nbd mux/cow');
       expect(unsafe.dataPlane.applied).toEqual([]);
@@ -120,21 +120,21 @@ describe('the export registry', () => {
     }
   });
 
-  it('records export.created and export.removed with what was done', async () => {
+  it('records export.created and export.removed with what was done, and by whom', async () => {
     const created = await create('alpha', image, { allow: ['10.0.0.1'] });
-    plane.registry.delete({ name: 'alpha', force: false });
+    plane.registry.delete({ name: 'alpha', force: false }, testActor);
     expect(plane.events.recent(10).map(({ type, exportName, details }) => ({ type, exportName, details }))).toEqual([
-      { type: 'export.removed', exportName: 'alpha', details: { id: created.id, force: false, liveConnections: 0 } },
-      { type: 'export.created', exportName: 'alpha', details: { id: created.id, file: image, readonly: true, cow: false, allow: ['10.0.0.1'], size: 64 * 1024 } },
+      { type: 'export.removed', exportName: 'alpha', details: { id: created.id, force: false, liveConnections: 0, ...testActor } },
+      { type: 'export.created', exportName: 'alpha', details: { id: created.id, file: image, readonly: true, cow: false, allow: ['10.0.0.1'], size: 64 * 1024, ...testActor } },
     ]);
   });
 
   it('removes an export without connections at once, and then knows no such name', async () => {
     await create('alpha');
-    expect(plane.registry.delete({ name: 'alpha', force: false })).toEqual({ name: 'alpha', killed: 0, draining: 0 });
+    expect(plane.registry.delete({ name: 'alpha', force: false }, testActor)).toEqual({ name: 'alpha', killed: 0, draining: 0 });
     expect(plane.dataPlane.applied.at(-1)).toEqual([]);
     expect(plane.registry.list()).toEqual([]);
-    const error = await refusal(() => plane.registry.delete({ name: 'alpha', force: false }));
+    const error = await refusal(() => plane.registry.delete({ name: 'alpha', force: false }, testActor));
     expect([error.code, error.message]).toEqual(['NOT_FOUND', 'no export named "alpha"']);
     expect((await refusal(() => plane.registry.get('alpha'))).code).toBe('NOT_FOUND');
   });
@@ -144,7 +144,7 @@ describe('the export registry', () => {
     plane.dataPlane.live.set(old.id, 2);
     expect(plane.registry.get('disk').connections).toBe(2);
 
-    expect(plane.registry.delete({ name: 'disk', force: false })).toEqual({ name: 'disk', killed: 0, draining: 2 });
+    expect(plane.registry.delete({ name: 'disk', force: false }, testActor)).toEqual({ name: 'disk', killed: 0, draining: 2 });
     expect(plane.dataPlane.applied.at(-1)).toEqual([]);
     expect(plane.dataPlane.kills).toEqual([]);
     expect(plane.registry.list()).toMatchObject([{ id: old.id, name: 'disk', state: 'draining', connections: 2 }]);
@@ -166,13 +166,13 @@ describe('the export registry', () => {
   it('refuses to remove a name that is only draining without force, and cuts its connections with force', async () => {
     const old = await create('disk');
     plane.dataPlane.live.set(old.id, 1);
-    plane.registry.delete({ name: 'disk', force: false });
+    plane.registry.delete({ name: 'disk', force: false }, testActor);
     const applies = plane.dataPlane.applied.length;
 
-    const error = await refusal(() => plane.registry.delete({ name: 'disk', force: false }));
+    const error = await refusal(() => plane.registry.delete({ name: 'disk', force: false }, testActor));
     expect([error.code, error.message]).toEqual(['CONFLICT', 'export "disk" is already removed and draining 1 connection(s); use force to cut them']);
 
-    expect(plane.registry.delete({ name: 'disk', force: true })).toEqual({ name: 'disk', killed: 1, draining: 0 });
+    expect(plane.registry.delete({ name: 'disk', force: true }, testActor)).toEqual({ name: 'disk', killed: 1, draining: 0 });
     expect(plane.dataPlane.kills).toEqual([[old.id]]);
     expect(plane.dataPlane.applied).toHaveLength(applies);
     // Forcing a name that was only draining removes nothing more, so no second export.removed.
@@ -182,7 +182,7 @@ describe('the export registry', () => {
   it('cuts the live connections of a serving export removed with force', async () => {
     const served = await create('disk');
     plane.dataPlane.live.set(served.id, 3);
-    expect(plane.registry.delete({ name: 'disk', force: true })).toEqual({ name: 'disk', killed: 3, draining: 0 });
+    expect(plane.registry.delete({ name: 'disk', force: true }, testActor)).toEqual({ name: 'disk', killed: 3, draining: 0 });
     expect(plane.dataPlane.kills).toEqual([[served.id]]);
     expect(plane.events.recent(1)[0]).toMatchObject({ type: 'export.removed', details: { id: served.id, force: true, liveConnections: 3 } });
   });

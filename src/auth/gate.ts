@@ -1,17 +1,27 @@
 import type http from 'node:http';
+import { parse as parseCookies } from 'cookie';
 import type { WebSocket } from 'ws';
 import type { EventLog } from '../events/event-log.js';
-import { contentType, readBody } from '../rest/body.js';
+import type { Actor } from '../events/event-map.js';
+import { contentType, readBody } from '../http/body.js';
 import { renderLoginPage } from './login-page.js';
-import { hasOwnOrigin } from './origin.js';
+import { crossSiteRefusal, hasOwnOrigin } from './origin.js';
 import type { RevokedSessions } from './revocations.js';
-import { defaultThrottleLimits, FailureThrottle, type Refusal } from './throttle.js';
+import { defaultThrottleLimits, FailureThrottle, type Refusal as ThrottleRefusal } from './throttle.js';
 import { constantTimeEqual, sessionLifetimeMs, SessionTokens, type Session } from './tokens.js';
 
 const cookieName = 'nbdmux_session';
 
 export type Identity = { via: 'open' } | { via: 'bearer' } | { via: 'cookie'; session: Session };
-export type Verdict = { ok: true; identity: Identity } | { ok: false; status: 401 | 429; message: string; retryAfterSeconds?: number };
+/** Why a request may not use the control plane, with the HTTP status that says so. */
+export interface Refusal {
+  ok: false;
+  status: 401 | 403 | 429;
+  message: string;
+  retryAfterSeconds?: number;
+}
+/** Who is calling, as every procedure sees it: an identity and the address it came from; or why it may not call. */
+export type Caller = { ok: true; identity: Identity; client: string } | Refusal;
 
 /**
  * Who may use the control plane. With no admin password everyone may (the daemon warns); with
@@ -24,6 +34,7 @@ export class AuthGate {
   private readonly tokens: SessionTokens | null;
   private readonly throttle = new FailureThrottle();
   private readonly sockets = new Map<string, Set<WebSocket>>();
+  private readonly callers = new WeakMap<http.IncomingMessage, Caller>();
 
   constructor(
     private readonly password: string | undefined,
@@ -36,7 +47,27 @@ export class AuthGate {
     this.tokens = password !== undefined && secret !== undefined ? new SessionTokens(secret, password) : null;
   }
 
-  check(req: http.IncomingMessage): Verdict {
+  /**
+   * The caller of a request, decided once however many places ask (the HTTP server, the tRPC
+   * context, a WebSocket upgrade): a wrong password counts once against the throttle.
+   */
+  caller(req: http.IncomingMessage): Caller {
+    let caller = this.callers.get(req);
+    if (caller === undefined) {
+      caller = this.decide(req);
+      this.callers.set(req, caller);
+    }
+    return caller;
+  }
+
+  private decide(req: http.IncomingMessage): Caller {
+    const identity = this.identify(req);
+    if (!identity.ok) return identity;
+    const crossSite = crossSiteRefusal(req, identity.identity);
+    return crossSite ?? { ...identity, client: clientAddress(req) };
+  }
+
+  private identify(req: http.IncomingMessage): { ok: true; identity: Identity } | Refusal {
     if (!this.required) return { ok: true, identity: { via: 'open' } };
     const client = clientAddress(req);
     const bearer = /^Bearer (.+)$/i.exec(req.headers.authorization ?? '')?.[1];
@@ -72,8 +103,8 @@ export class AuthGate {
       this.events.record('auth.login-failed', null, { client, via: 'login' });
       return page(res, 401, renderLoginPage('Wrong password.'));
     }
-    const { token } = this.tokens!.issue();
-    this.events.record('auth.login-succeeded', null, { client });
+    const { token, session } = this.tokens!.issue();
+    this.events.record('auth.login-succeeded', null, { client, actor: sessionActor(session) });
     res.setHeader('set-cookie', sessionCookie(req, token, sessionLifetimeMs / 1000));
     redirect(res, '/');
   }
@@ -85,7 +116,7 @@ export class AuthGate {
       this.revoked.revoke(session);
       for (const socket of this.sockets.get(session.id) ?? []) socket.close(4001, 'logged out');
       this.sockets.delete(session.id);
-      this.events.record('auth.logout', null, { client: clientAddress(req) });
+      this.events.record('auth.logout', null, { client: clientAddress(req), actor: sessionActor(session) });
     }
     res.setHeader('set-cookie', sessionCookie(req, '', 0));
     redirect(res, '/');
@@ -103,7 +134,7 @@ export class AuthGate {
   }
 
   private sessionOf(req: http.IncomingMessage): Session | null {
-    const token = cookieValue(req.headers.cookie, cookieName);
+    const token = parseCookies(req.headers.cookie ?? '')[cookieName];
     const session = token && this.tokens ? this.tokens.verify(token) : null;
     return session && !this.revoked.isRevoked(session) ? session : null;
   }
@@ -113,7 +144,31 @@ export function loginPage(res: http.ServerResponse): void {
   page(res, 200, renderLoginPage());
 }
 
-function throttled(refusal: Refusal): { ok: false; status: 429; message: string; retryAfterSeconds: number } {
+/** Who made a change, as its events record it. */
+export function actorOf({ identity, client }: Extract<Caller, { ok: true }>): Actor {
+  return { actor: identity.via === 'cookie' ? sessionActor(identity.session) : identity.via, client };
+}
+
+/** How events name the session that acted: enough of its id to tell sessions apart, too little to matter if read. */
+export function sessionActor(session: Session): `session:${string}` {
+  return `session:${session.id.slice(0, 8)}`;
+}
+
+const refusalCodes = { 401: 'UNAUTHORIZED', 403: 'FORBIDDEN', 429: 'TOO_MANY_REQUESTS' } as const;
+
+/** The error code of a refusal, over tRPC and REST alike. */
+export function refusalCode(refusal: Refusal): (typeof refusalCodes)[Refusal['status']] {
+  return refusalCodes[refusal.status];
+}
+
+/** The headers a refusal carries: the scheme to authenticate with, or when to try again. */
+export function refusalHeaders(refusal: Refusal): Record<string, string> {
+  if (refusal.status === 401) return { 'www-authenticate': 'Bearer realm="nbdmux"' };
+  if (refusal.status === 429) return { 'retry-after': String(refusal.retryAfterSeconds) };
+  return {};
+}
+
+function throttled(refusal: ThrottleRefusal): Refusal & { status: 429; retryAfterSeconds: number } {
   const seconds = Math.ceil(refusal.retryAfterMs / 1000);
   const message =
     refusal.scope === 'source'
@@ -141,14 +196,6 @@ async function readPassword(req: http.IncomingMessage): Promise<string | null> {
 
 export function clientAddress(req: http.IncomingMessage): string {
   return req.socket.remoteAddress ?? 'unknown';
-}
-
-function cookieValue(header: string | undefined, name: string): string | null {
-  for (const part of header?.split(';') ?? []) {
-    const [key, ...value] = part.trim().split('=');
-    if (key === name) return value.join('=');
-  }
-  return null;
 }
 
 function sessionCookie(req: http.IncomingMessage, token: string, maxAgeSeconds: number): string {

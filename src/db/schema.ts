@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm';
 import { integer, sqliteTable, text, uniqueIndex, index } from 'drizzle-orm/sqlite-core';
+import type { EventDetails, EventType } from '../events/event-map.js';
 
 /**
  * An export is never deleted, only marked removed: its live connections keep pointing at it
@@ -57,9 +58,9 @@ export const connectionsTable = sqliteTable(
 export const eventsTable = sqliteTable('events', {
   id: integer('id').primaryKey({ autoIncrement: true }),
   at: text('at').notNull(),
-  type: text('type').notNull(),
+  type: text('type').$type<EventType>().notNull(),
   exportName: text('export_name'),
-  details: text('details', { mode: 'json' }).$type<Record<string, unknown>>().notNull(),
+  details: text('details', { mode: 'json' }).$type<EventDetails[EventType]>().notNull(),
 });
 
 /**
@@ -74,4 +75,6 @@ export const revokedSessionsTable = sqliteTable('revoked_sessions', {
 
 export type ExportRow = typeof exportsTable.$inferSelect;
 export type ConnectionRow = typeof connectionsTable.$inferSelect;
-export type EventRow = typeof eventsTable.$inferSelect;
+/** An event of one type, its details typed by it (drizzle types each column alone). */
+export type EventOf<T extends EventType> = Omit<typeof eventsTable.$inferSelect, 'type' | 'details'> & { type: T; details: EventDetails[T] };
+export type EventRow = { [T in EventType]: EventOf<T> }[EventType];

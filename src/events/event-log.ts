@@ -2,24 +2,8 @@ import { EventEmitter } from 'node:events';
 import { asc, count, desc, gt, max } from 'drizzle-orm';
 import type { DataDirSpace } from '../db/data-dir-space.js';
 import type { Db } from '../db/open.js';
-import { eventsTable, type EventRow } from '../db/schema.js';
-
-export type EventType =
-  | 'daemon.started'
-  | 'daemon.stopped'
-  | 'daemon.space-recovered'
-  | 'export.created'
-  | 'export.removed'
-  | 'export.file-changed'
-  | 'connection.opened'
-  | 'connection.negotiated'
-  | 'connection.closed'
-  | 'connection.refused'
-  | 'connection.adopted'
-  | 'nbd-server.failed'
-  | 'auth.login-succeeded'
-  | 'auth.login-failed'
-  | 'auth.logout';
+import { eventsTable, type EventOf, type EventRow } from '../db/schema.js';
+import type { EventDetails, EventType } from './event-map.js';
 
 /**
  * Every event is written to the events table first, then announced to live listeners. While the
@@ -41,7 +25,7 @@ export class EventLog extends EventEmitter<{ event: [EventRow] }> {
   }
 
   /** The row written, or null when the data dir is full and the event was only counted. */
-  record(type: EventType, exportName: string | null, details: Record<string, unknown> = {}): EventRow | null {
+  record<T extends EventType>(type: T, exportName: string | null, details: EventDetails[T]): EventOf<T> | null {
     // `.all()`, not `.get()`: a RETURNING statement left unfinished by `.get()` keeps SQLite from
     // checkpointing at commit, and the WAL then grows by two pages per event without end.
     const row = this.space.tryWrite(() => this.db.insert(eventsTable).values({ at: new Date().toISOString(), type, exportName, details }).returning().all()[0]!);
@@ -49,13 +33,15 @@ export class EventLog extends EventEmitter<{ event: [EventRow] }> {
       this.notRecorded++;
       return null;
     }
-    this.emit('event', row);
-    return row;
+    // `record` is the events table's only writer, so a row's details are always those of its type.
+    const event = row as EventOf<T>;
+    this.emit('event', event as EventRow);
+    return event;
   }
 
   /** Up to `limit` events after `afterId`, oldest first: a page of what a reconnecting subscriber missed. */
   since(afterId: number, limit: number): EventRow[] {
-    return this.db.select().from(eventsTable).where(gt(eventsTable.id, afterId)).orderBy(asc(eventsTable.id)).limit(limit).all();
+    return this.db.select().from(eventsTable).where(gt(eventsTable.id, afterId)).orderBy(asc(eventsTable.id)).limit(limit).all() as EventRow[];
   }
 
   /** How many events came after `afterId`, and the newest id among them. */
@@ -72,6 +58,6 @@ export class EventLog extends EventEmitter<{ event: [EventRow] }> {
       .where(afterId === undefined ? undefined : gt(eventsTable.id, afterId))
       .orderBy(desc(eventsTable.id))
       .limit(limit)
-      .all();
+      .all() as EventRow[];
   }
 }

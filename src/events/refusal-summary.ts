@@ -1,3 +1,5 @@
+import type { EventDetails } from './event-map.js';
+
 /** A client the NBD port turned away, and why. */
 export interface Refusal {
   client: string;
@@ -14,7 +16,7 @@ export interface Refusal {
  */
 export interface RefusalRecord {
   exportName: string | null;
-  details: { client: string; port?: number; reason: string; count: number; since?: string };
+  details: EventDetails['connection.refused'];
 }
 
 export interface RefusalSummaryOptions {

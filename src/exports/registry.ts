@@ -5,6 +5,7 @@ import { exportsTable, type ExportRow } from '../db/schema.js';
 import { badInput, conflict, notFound } from '../errors.js';
 import { configSafePathPattern } from '../supervisor/nbd-config.js';
 import type { EventLog } from '../events/event-log.js';
+import type { Actor } from '../events/event-map.js';
 import type { ConnectionTable, ServedExport } from '../supervisor/index.js';
 import { pinImage } from './image-file.js';
 import type { CreateExportInput, DeleteExportInput } from './inputs.js';
@@ -83,7 +84,7 @@ export class ExportRegistry {
     return this.toView(row, this.dataPlane.connections.countByExport());
   }
 
-  async create(input: CreateExportInput): Promise<ExportView> {
+  async create(input: CreateExportInput, actor: Actor): Promise<ExportView> {
     this.refuseTakenName(input.name);
     if (input.cow && !configSafePathPattern.test(this.dataPlane.cowDir)) {
       throw badInput('cow', `copy-on-write diffs go to ${this.dataPlane.cowDir}, a path nbd-server's config would misread; run nbdmux with a data dir of A-Z a-z 0-9 . _ / + - only`);
@@ -112,7 +113,7 @@ export class ExportRegistry {
       throw err;
     }
     this.pins.hold(row.id, row.name, image);
-    this.events.record('export.created', row.name, { id: row.id, file: row.file, readonly: row.readonly, cow: row.cow, allow: row.allow, size: row.size });
+    this.events.record('export.created', row.name, { id: row.id, file: row.file, readonly: row.readonly, cow: row.cow, allow: row.allow, size: row.size, ...actor });
     return this.toView(row, new Map());
   }
 
@@ -120,7 +121,7 @@ export class ExportRegistry {
    * Hides the export from new clients at once. Its live connections drain on their own, or
    * with `force` are cut now. A name that is only draining can be forced again.
    */
-  delete({ name, force }: DeleteExportInput): RemovalResult {
+  delete({ name, force }: DeleteExportInput, actor: Actor): RemovalResult {
     const counts = this.dataPlane.connections.countByExport();
     const serving = this.findServing(name);
     if (serving) {
@@ -142,7 +143,7 @@ export class ExportRegistry {
       throw conflict(`export "${name}" is already removed and draining ${live} connection(s); use force to cut them`);
     }
     const killed = force ? this.dataPlane.connections.kill(new Set(draining)) : 0;
-    if (serving) this.events.record('export.removed', name, { id: serving.id, force, liveConnections: live });
+    if (serving) this.events.record('export.removed', name, { id: serving.id, force, liveConnections: live, ...actor });
     return { name, killed, draining: force ? 0 : live };
   }
 

@@ -1,4 +1,4 @@
-import type { NbdmuxConnection, NbdmuxEvent, NbdmuxExport, NbdmuxHealth, NbdmuxStreamEvent } from '../client.js';
+import type { NbdmuxConnection, NbdmuxExport, NbdmuxHealth, NbdmuxStreamEvent } from '../client.js';
 import { clientEndpoint, explainMode, exportMode, formatBytes, formatDuration, formatRate } from '../presentation.js';
 import { formatClock, formatDetails, formatTime } from './format.js';
 import { renderFields, renderTable, type Column } from './table.js';
@@ -60,7 +60,37 @@ export function renderHealth(health: NbdmuxHealth): string {
   return summary + health.problems.map((problem) => `  - ${problem}\n`).join('');
 }
 
-export function renderEvent(event: NbdmuxEvent | NbdmuxStreamEvent): string {
-  const what = event.type === 'replay.skipped' ? `${String(event.details.skipped)} events missed, too many to replay: events.list (or the dashboard) has them` : formatDetails(event.details);
-  return [formatClock(event.at), event.type, event.exportName ?? '-', what].join('  ');
+export function renderEvent(event: NbdmuxStreamEvent): string {
+  return [formatClock(event.at), event.type, event.exportName ?? '-', describeEvent(event)].join('  ');
+}
+
+/** Every stored event reads as its details, `key=value`, which scripts can pick apart; a new type must be placed here. */
+function describeEvent(event: NbdmuxStreamEvent): string {
+  switch (event.type) {
+    case 'replay.skipped':
+      return `${event.details.skipped} events missed, too many to replay: events.list (or the dashboard) has them`;
+    case 'daemon.started':
+    case 'daemon.stopped':
+    case 'daemon.space-recovered':
+    case 'export.created':
+    case 'export.removed':
+    case 'export.file-changed':
+    case 'connection.opened':
+    case 'connection.negotiated':
+    case 'connection.closed':
+    case 'connection.refused':
+    case 'connection.adopted':
+    case 'nbd-server.failed':
+    case 'auth.login-succeeded':
+    case 'auth.login-failed':
+    case 'auth.logout':
+      return formatDetails(event.details);
+    default:
+      return unknownEvent(event);
+  }
+}
+
+/** A compile error when an event type has no case above; a newer daemon's event still prints, as its details. */
+function unknownEvent(event: never): string {
+  return formatDetails((event as NbdmuxStreamEvent).details);
 }

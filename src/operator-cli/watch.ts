@@ -1,4 +1,4 @@
-import type { NbdmuxClient, NbdmuxEvent, NbdmuxStatus } from '../client.js';
+import type { NbdmuxClient, NbdmuxStreamEvent, NbdmuxStatus } from '../client.js';
 import type { Invocation } from './args.js';
 import type { Output } from './commands.js';
 import { exitCodes } from './failure.js';
@@ -7,7 +7,7 @@ import { renderConnections, renderEvent } from './views.js';
 
 /** What watch shows; a terminal gets a screen redrawn in place, anything else a stream of lines. */
 interface WatchView {
-  event(event: NbdmuxEvent): void;
+  event(event: NbdmuxStreamEvent): void;
   status(status: NbdmuxStatus): void;
   connection(up: boolean, reason?: string): void;
   close(): void;
@@ -59,7 +59,7 @@ export async function watch(client: NbdmuxClient, { json, url }: Invocation, out
 
 class JsonLines implements WatchView {
   constructor(private readonly out: Output) {}
-  event(event: NbdmuxEvent) {
+  event(event: NbdmuxStreamEvent) {
     this.out.write(`${JSON.stringify({ type: 'event', event })}\n`);
   }
   status(status: NbdmuxStatus) {
@@ -76,7 +76,7 @@ class Lines implements WatchView {
   private lastSummary = '';
   private lost = false;
   constructor(private readonly out: Output) {}
-  event(event: NbdmuxEvent) {
+  event(event: NbdmuxStreamEvent) {
     this.out.write(`${renderEvent(event)}\n`);
   }
   status(status: NbdmuxStatus) {
@@ -95,7 +95,7 @@ class Lines implements WatchView {
 
 /** The whole terminal, redrawn in place: status, live connections, then the newest events that fit. */
 class Screen implements WatchView {
-  private events: NbdmuxEvent[] = [];
+  private events: NbdmuxStreamEvent[] = [];
   private latest: NbdmuxStatus | undefined;
   private link = 'connecting';
   private pending: NodeJS.Timeout | undefined;
@@ -107,7 +107,7 @@ class Screen implements WatchView {
   }
   private readonly onResize = () => this.redraw();
 
-  event(event: NbdmuxEvent) {
+  event(event: NbdmuxStreamEvent) {
     this.events.push(event);
     if (this.events.length > 500) this.events.splice(0, this.events.length - 500);
     this.redraw();

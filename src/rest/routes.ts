@@ -3,17 +3,33 @@ import { getTRPCErrorFromUnknown } from '@trpc/server';
 import { getHTTPStatusCodeFromError } from '@trpc/server/http';
 import { badInput, describeError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { createCaller, type Context } from '../router/index.js';
-import { readJsonBody } from './body.js';
+import { readJsonBody } from '../http/body.js';
+import type { CreateContext } from '../router/context.js';
+import { createCaller } from '../router/index.js';
+import type { Services } from '../router/trpc.js';
 
-type Caller = ReturnType<typeof createCaller>;
+type Procedures = ReturnType<typeof createCaller>;
 type Reply = { status: number; json?: unknown; text?: string; headers?: Record<string, string> };
+
+/** What a route works with: the procedures as this request's caller may call them, or (for /healthz) the services directly. */
+interface RouteRequest {
+  req: http.IncomingMessage;
+  url: URL;
+  procedures(): Procedures;
+  services: Services;
+}
 
 /**
  * curl-friendly routes over the same procedures as tRPC (validation, rules and errors included):
  * each route only translates HTTP to a procedure call and the result back.
  */
-export async function handleRest(req: http.IncomingMessage, res: http.ServerResponse, url: URL, context: Context, log: Logger): Promise<boolean> {
+export async function handleRest(
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  url: URL,
+  { services, createContext }: { services: Services; createContext: CreateContext },
+  log: Logger,
+): Promise<boolean> {
   const route = matchRoute(url.pathname);
   if (!route) return false;
   const method = req.method ?? 'GET';
@@ -26,11 +42,12 @@ export async function handleRest(req: http.IncomingMessage, res: http.ServerResp
         headers: { allow: route.methods.join(', ') },
       };
     } else {
-      reply = await route.handle(method, createCaller(context), req, url);
+      reply = await route.handle(method, { req, url, services, procedures: () => createCaller(createContext({ req })) });
     }
   } catch (cause) {
     const error = getTRPCErrorFromUnknown(cause);
-    if (error.code === 'INTERNAL_SERVER_ERROR') log.error('request failed', { method, path: url.pathname, error: String(error.cause ?? error) });
+    const failure = error.cause ?? error;
+    if (error.code === 'INTERNAL_SERVER_ERROR') log.error('request failed', { method, path: url.pathname, error: failure.stack ?? String(failure) });
     reply = { status: getHTTPStatusCodeFromError(error), json: { error: describeError(error) } };
     if (reply.status === 413 || reply.status === 415) {
       // A body we refused must not be parsed as the next request; reading it to the end (and
@@ -45,7 +62,7 @@ export async function handleRest(req: http.IncomingMessage, res: http.ServerResp
 
 interface Route {
   methods: string[];
-  handle(method: string, caller: Caller, req: http.IncomingMessage, url: URL): Promise<Reply>;
+  handle(method: string, request: RouteRequest): Promise<Reply>;
 }
 
 function matchRoute(pathname: string): Route | null {
@@ -56,35 +73,36 @@ function matchRoute(pathname: string): Route | null {
   return null;
 }
 
+/** Open to monitors, so it asks the data plane itself: every procedure wants an authenticated caller. */
 const healthz: Route = {
   methods: ['GET', 'HEAD'],
-  async handle(_method, caller) {
-    const health = await caller.system.health();
+  async handle(_method, { services }) {
+    const health = await services.dataPlane.health();
     return health.ok ? { status: 200, text: 'ok\n' } : { status: 503, text: `${health.problems.join('\n')}\n` };
   },
 };
 
 const exportsCollection: Route = {
   methods: ['GET', 'HEAD', 'POST'],
-  async handle(method, caller, req) {
+  async handle(method, { req, procedures }) {
     if (method === 'POST') {
-      const created = await caller.exports.create((await readJsonBody(req)) as never);
+      const created = await procedures().exports.create((await readJsonBody(req)) as never);
       return { status: 201, json: created, headers: { location: `/exports/${encodeURIComponent(created.name)}` } };
     }
-    return { status: 200, json: await caller.exports.list() };
+    return { status: 200, json: await procedures().exports.list() };
   },
 };
 
 function exportItem(rawName: string): Route {
   return {
     methods: ['GET', 'HEAD', 'DELETE'],
-    async handle(method, caller, _req, url) {
+    async handle(method, { url, procedures }) {
       const name = decodeName(rawName);
       if (method === 'DELETE') {
-        await caller.exports.delete({ name, force: parseForce(url.searchParams.get('force')) });
+        await procedures().exports.delete({ name, force: parseForce(url.searchParams.get('force')) });
         return { status: 204 };
       }
-      return { status: 200, json: await caller.exports.get({ name }) };
+      return { status: 200, json: await procedures().exports.get({ name }) };
     },
   };
 }

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { publicProcedure, router } from './trpc.js';
+import { authedProcedure, router } from './trpc.js';
 
 export const connectionsListInput = z.strictObject({
   live: z.boolean({ error: 'must be true or false' }).default(false),
@@ -8,7 +8,7 @@ export const connectionsListInput = z.strictObject({
 
 export const connectionsRouter = router({
   /** NBD connections, newest first: which export each chose, its client, pid, bytes sent and how it ended. */
-  list: publicProcedure
+  list: authedProcedure
     .input(connectionsListInput.prefault({}))
     .query(({ ctx, input }) => ctx.dataPlane.connections.recent(input.limit, input.live)),
 });

@@ -3,7 +3,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { tracked } from '@trpc/server';
 import { z } from 'zod';
 import type { EventRow } from '../db/schema.js';
-import { publicProcedure, router } from './trpc.js';
+import { authedProcedure, router } from './trpc.js';
 
 export const eventsListInput = z.strictObject({
   afterId: z.number({ error: 'must be a number' }).int().min(0).optional(),
@@ -40,7 +40,7 @@ export type EventStreamItem = EventRow | ReplaySkipped;
 
 export const eventsRouter = router({
   /** What happened, newest first: exports created and removed, connections, nbd-server failures. */
-  list: publicProcedure.input(eventsListInput.prefault({})).query(({ ctx, input }) => ctx.events.recent(input.limit, input.afterId)),
+  list: authedProcedure.input(eventsListInput.prefault({})).query(({ ctx, input }) => ctx.events.recent(input.limit, input.afterId)),
 
   /**
    * Every event as it happens, each tracked by its id so a reconnecting client resumes where it
@@ -48,7 +48,7 @@ export const eventsRouter = router({
    * already sent are skipped, so none comes twice. The replay goes a page at a time, giving
    * other requests their turn in between; one longer than `replayCap` is a `replay.skipped`.
    */
-  stream: publicProcedure.input(eventsStreamInput.prefault({})).subscription(async function* ({ ctx, input, signal }) {
+  stream: authedProcedure.input(eventsStreamInput.prefault({})).subscription(async function* ({ ctx, input, signal }) {
     const live = on(ctx.events, 'event', { signal });
     let lastId = input.lastEventId ? Number(input.lastEventId) : 0;
     if (input.lastEventId) {

@@ -1,9 +1,9 @@
 import { createExportInput, deleteExportInput, exportByNameInput } from '../exports/inputs.js';
-import { publicProcedure, router } from './trpc.js';
+import { authedProcedure, router } from './trpc.js';
 
 export const exportsRouter = router({
-  list: publicProcedure.query(({ ctx }) => ctx.registry.list()),
-  get: publicProcedure.input(exportByNameInput).query(({ ctx, input }) => ctx.registry.get(input.name)),
-  create: publicProcedure.input(createExportInput).mutation(({ ctx, input }) => ctx.registry.create(input)),
-  delete: publicProcedure.input(deleteExportInput).mutation(({ ctx, input }) => ctx.registry.delete(input)),
+  list: authedProcedure.query(({ ctx }) => ctx.registry.list()),
+  get: authedProcedure.input(exportByNameInput).query(({ ctx, input }) => ctx.registry.get(input.name)),
+  create: authedProcedure.input(createExportInput).mutation(({ ctx, input }) => ctx.registry.create(input, ctx.actor)),
+  delete: authedProcedure.input(deleteExportInput).mutation(({ ctx, input }) => ctx.registry.delete(input, ctx.actor)),
 });

@@ -1,9 +1,9 @@
 import { statusChanges } from '../status/snapshot.js';
-import { publicProcedure, router } from './trpc.js';
+import { authedProcedure, router } from './trpc.js';
 
 export const statusRouter = router({
   /** The data plane as a snapshot on subscribe, then again on every change: health, exports, live connections. */
-  stream: publicProcedure.subscription(async function* ({ ctx, signal }) {
+  stream: authedProcedure.subscription(async function* ({ ctx, signal }) {
     yield* statusChanges(ctx, signal!);
   }),
 });

@@ -1,14 +1,14 @@
-import { publicProcedure, router } from './trpc.js';
+import { authedProcedure, router } from './trpc.js';
 
 export const systemRouter = router({
   /** Whether new NBD clients can be served right now, and if not, why. */
-  health: publicProcedure.query(({ ctx }) => ctx.dataPlane.health()),
+  health: authedProcedure.query(({ ctx }) => ctx.dataPlane.health()),
 
   /** What the dashboard needs to know about this daemon. */
-  info: publicProcedure.query(({ ctx }) => ctx.info),
+  info: authedProcedure.query(({ ctx }) => ctx.info),
 
   /** The daemon's own footprint: memory, uptime, and how many live event listeners subscriptions hold. */
-  stats: publicProcedure.query(({ ctx }) => ({
+  stats: authedProcedure.query(({ ctx }) => ({
     rssBytes: process.memoryUsage().rss,
     uptimeSeconds: Math.round(process.uptime()),
     eventListeners: ctx.events.listenerCount('event'),

@@ -1,17 +1,23 @@
-import { initTRPC } from '@trpc/server';
+import { initTRPC, TRPCError } from '@trpc/server';
+import { actorOf, refusalCode, type Caller } from '../auth/gate.js';
 import { isOutOfSpace, type DataDirSpace } from '../db/data-dir-space.js';
 import { dataDirFull, describeError } from '../errors.js';
 import type { EventLog } from '../events/event-log.js';
 import type { ExportRegistry } from '../exports/registry.js';
 import type { ConnectionTable, DataPlaneHealth } from '../supervisor/index.js';
 
-/** What every procedure can reach: the domain modules, never HTTP or SQL. */
-export interface Context {
+/** The domain modules, the same for every request. */
+export interface Services {
   registry: ExportRegistry;
   events: EventLog;
   space: Pick<DataDirSpace, 'dataDir' | 'reportFull'>;
   info: { version: string; authRequired: boolean };
   dataPlane: { health(): Promise<DataPlaneHealth>; connections: Pick<ConnectionTable, 'recent'>; maxConnections: number };
+}
+
+/** What every procedure can reach: the domain modules and who is calling, never HTTP or SQL. */
+export interface Context extends Services {
+  caller: Caller;
 }
 
 const t = initTRPC.context<Context>().create({
@@ -22,6 +28,14 @@ const t = initTRPC.context<Context>().create({
 });
 
 export const router = t.router;
+
+/** Runs before the input is read: a refused caller costs no parsing. Procedures then know who acts, for their events. */
+const authenticated = t.middleware(({ ctx, next }) => {
+  const { caller } = ctx;
+  if (!caller.ok) throw new TRPCError({ code: refusalCode(caller), message: caller.message });
+  return next({ ctx: { caller, actor: actorOf(caller) } });
+});
+
 /** A change the full data dir cannot hold is the operator's to fix: 503 saying so, not an internal error. */
 const outOfSpaceIsUnavailable = t.middleware(async ({ ctx, next }) => {
   const result = await next();
@@ -32,5 +46,6 @@ const outOfSpaceIsUnavailable = t.middleware(async ({ ctx, next }) => {
   return result;
 });
 
-export const publicProcedure = t.procedure.use(outOfSpaceIsUnavailable);
+/** Every procedure: the control plane has nothing for a caller the AuthGate refused. */
+export const authedProcedure = t.procedure.use(authenticated).use(outOfSpaceIsUnavailable);
 export const createCallerFactory = t.createCallerFactory;

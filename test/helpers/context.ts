@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import { DataDirSpace } from '../../src/db/data-dir-space.js';
 import type { Db } from '../../src/db/open.js';
 import { EventLog } from '../../src/events/event-log.js';
+import type { Actor } from '../../src/events/event-map.js';
 import { PinnedFiles } from '../../src/exports/pinned-files.js';
 import { ExportRegistry, type DataPlane } from '../../src/exports/registry.js';
 import { createLogger } from '../../src/log.js';
@@ -68,6 +69,9 @@ export interface TestControlPlane {
   close(): void;
 }
 
+/** Who the in-memory tests act as: no admin password, from loopback. */
+export const testActor: Actor = { actor: 'open', client: '127.0.0.1' };
+
 /**
  * The control plane as the daemon wires it (src/daemon.ts), on a migrated in-memory database and
  * a recording data plane: the one place tests build a router context.
@@ -87,6 +91,7 @@ export function testControlPlane(options: { imageRoots?: string[]; cowDir?: stri
     events,
     space,
     info: { version: 'test', authRequired: false },
+    caller: { ok: true, identity: { via: 'open' }, client: testActor.client },
     // Health probes the real nbd-server binary and listener: the end-to-end tests cover it.
     dataPlane: { health: () => Promise.reject(new Error('no health without a real data plane')), connections: dataPlane.connections, maxConnections: 256 },
   };

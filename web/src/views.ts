@@ -114,30 +114,55 @@ export function prependEvents(target: HTMLElement, events: NbdmuxEvent[]): void 
   while (target.children.length > maxEventsShown) target.lastElementChild!.remove();
 }
 
-function describeEvent({ type, exportName, details }: NbdmuxEvent): string {
-  const d = details as Record<string, unknown>;
-  const name = exportName ?? '';
-  switch (type) {
-    case 'export.created':
-      return `${name} → ${String(d.file)} (${formatBytes(Number(d.size))}${d.readonly ? ', read-only' : ''})`;
-    case 'export.removed':
-      return `${name}${d.force ? ', cutting live connections' : Number(d.liveConnections) > 0 ? `, ${String(d.liveConnections)} draining` : ''}`;
+function describeEvent(event: NbdmuxEvent): string {
+  const name = event.exportName ?? '';
+  switch (event.type) {
+    case 'export.created': {
+      const d = event.details;
+      return `${name} → ${d.file} (${formatBytes(d.size)}${d.readonly ? ', read-only' : ''})${byActor(d)}`;
+    }
+    case 'export.removed': {
+      const d = event.details;
+      return `${name}${d.force ? ', cutting live connections' : d.liveConnections > 0 ? `, ${d.liveConnections} draining` : ''}${byActor(d)}`;
+    }
+    case 'export.file-changed':
+      return `${name}: ${event.details.file} now leads to ${event.details.pathLeadsTo}; serving ${event.details.serving}`;
     case 'connection.opened':
-      return `${String(d.client)}:${String(d.port)}`;
+      return `${event.details.client}:${event.details.port}`;
     case 'connection.negotiated':
-      return `${String(d.client)} attached ${name}`;
-    case 'connection.closed':
-      return `${String(d.client)}${name ? ` left ${name}` : ''}: ${String(d.outcome)}, ${formatBytes(Number(d.bytesSent ?? 0))}${d.error ? ` (${String(d.error)})` : ''}`;
-    case 'connection.refused':
+      return `${event.details.client} attached ${name}`;
+    case 'connection.closed': {
+      const d = event.details;
+      return `${d.client}${name ? ` left ${name}` : ''}: ${d.outcome}, ${formatBytes(d.bytesSent)}${d.error ? ` (${d.error})` : ''}`;
+    }
+    case 'connection.refused': {
       // Repeats within an interval come as one event with their count (see RefusalSummary).
-      return `${String(d.client)}: ${String(d.reason)}${Number(d.count) > 1 ? ` (${String(d.count)} times since ${formatTime(String(d.since))})` : ''}`;
+      const d = event.details;
+      return `${d.client}: ${d.reason}${d.count > 1 && d.since ? ` (${d.count} times since ${formatTime(d.since)})` : ''}`;
+    }
     case 'daemon.space-recovered':
-      return `the data dir has space again (full since ${formatTime(String(d.fullSince))}); ${String(d.notRecorded)} event(s) were not recorded`;
+      return `the data dir has space again (full since ${formatTime(event.details.fullSince)}); ${event.details.notRecorded} event(s) were not recorded`;
     case 'connection.adopted':
-      return `${name} (pid ${String(d.pid)}) from an earlier run`;
+      return `${name} (pid ${event.details.pid}) from an earlier run`;
     case 'nbd-server.failed':
-      return String(d.reason);
-    default:
+      return event.details.reason;
+    case 'daemon.started':
+    case 'daemon.stopped':
+    case 'auth.login-succeeded':
+    case 'auth.login-failed':
+    case 'auth.logout':
       return name;
+    default:
+      return unknownEvent(event);
   }
+}
+
+/** Who made a change; events from before nbdmux named actors have none. */
+function byActor({ actor, client }: { actor?: string; client?: string }): string {
+  return actor ? ` by ${actor} from ${client}` : '';
+}
+
+/** A compile error when an event type has no case above; shows a newer daemon's event by its export name. */
+function unknownEvent(event: never): string {
+  return (event as NbdmuxEvent).exportName ?? '';
 }

@@ -1,0 +1,51 @@
+/**
+ * Every kind of event and the details it carries: the one list the event log, the database
+ * column, the dashboard and the CLI are typed by. A new kind added here is a compile error in
+ * every consumer until it says how to show it. Types only: the dashboard's bundle imports it.
+ */
+export interface EventDetails {
+  'daemon.started': { http: number; nbd: number; pid: number };
+  'daemon.stopped': { pid: number };
+  /** The data dir had space again after `fullSince`; `notRecorded` events were lost meanwhile. */
+  'daemon.space-recovered': { dataDir: string; fullSince: string; notRecorded: number };
+  'export.created': { id: number; file: string; readonly: boolean; cow: boolean; allow: string[]; size: number } & ActedBy;
+  'export.removed': { id: number; force: boolean; liveConnections: number } & ActedBy;
+  /** The registered path now leads elsewhere (`pathLeadsTo`), or back; what clients get meanwhile is `serving`. */
+  'export.file-changed': { id: number; file: string; pathLeadsTo: 'another file' | 'nothing' | 'the registered file'; serving: 'the registered file' | 'nothing' };
+  'connection.opened': { connection: number; client: string; port: number };
+  'connection.negotiated': { connection: number; client: string };
+  'connection.closed': {
+    connection: number;
+    client: string;
+    outcome: 'closed' | 'not-served' | 'failed' | 'killed';
+    bytesSent: number;
+    exitCode?: number;
+    signal?: string;
+    error?: string;
+  };
+  /**
+   * The first refusal of a kind (`port` set, `count` 1), or how many more came `since` then
+   * (see RefusalSummary). `client` is `*` for kinds beyond the summary's limit, counted together.
+   */
+  'connection.refused': { client: string; port?: number; reason: string; count: number; since?: string };
+  'connection.adopted': { connection: number; pid: number | null };
+  'nbd-server.failed': { connection: number; reason: string };
+  /** `actor`: the session this login opened, as the changes it makes name it. */
+  'auth.login-succeeded': { client: string; actor?: SessionActor };
+  'auth.login-failed': { client: string; via: 'bearer' | 'login' };
+  'auth.logout': { client: string; actor?: SessionActor };
+}
+
+export type EventType = keyof EventDetails;
+
+type SessionActor = `session:${string}`;
+
+/** Who made a change: no password set (`open`), the admin password as a bearer, or a logged-in session. */
+export interface Actor {
+  actor: 'open' | 'bearer' | SessionActor;
+  /** The address the request came from. */
+  client: string;
+}
+
+/** Optional because events recorded before nbdmux named actors have none: readers must not count on it. */
+type ActedBy = Partial<Actor>;

@@ -1,0 +1,87 @@
+import { describe, expect, it } from 'vitest';
+import { DataDirSpace } from '../src/db/data-dir-space.js';
+import { EventLog } from '../src/events/event-log.js';
+import type { EventDetails, EventType } from '../src/events/event-map.js';
+import { createLogger } from '../src/log.js';
+import { renderEvent } from '../src/operator-cli/views.js';
+import { memoryDatabase } from './helpers/db.js';
+
+function eventLog(): EventLog {
+  // The data dir is only asked about when a write fails for space; nothing here fills one.
+  return new EventLog(memoryDatabase(), new DataDirSpace('/nonexistent', createLogger('error')));
+}
+
+describe('the event map types the event log', () => {
+  it('reads each event back with the details of its type', () => {
+    const log = eventLog();
+    const created = { id: 1, file: '/srv/a.img', readonly: true, cow: false, allow: ['10.0.0.0/8'], size: 4096, actor: 'bearer', client: '127.0.0.2' } as const;
+    log.record('export.created', 'a', { ...created, allow: [...created.allow] });
+    log.record('connection.refused', null, { client: '127.0.0.3', port: 4000, reason: 'not allowed', count: 1 });
+    const [refused, exported] = log.recent(10);
+    expect(exported).toMatchObject({ type: 'export.created', exportName: 'a', details: created });
+    expect(refused).toMatchObject({ type: 'connection.refused', exportName: null, details: { client: '127.0.0.3', count: 1 } });
+    // Narrowed by its type, an event's details need no casts.
+    if (refused?.type !== 'connection.refused') throw new Error(`expected connection.refused, got ${refused?.type}`);
+    expect(refused.details.reason.toUpperCase()).toBe('NOT ALLOWED');
+  });
+
+  it('has no other guard than the types: the column takes any text, so a misspelt type must not compile', () => {
+    const log = eventLog();
+    // @ts-expect-error: there is no event type 'export.craeted' (`tsc --noEmit` fails if this compiles)
+    log.record('export.craeted', 'a', { id: 1 });
+    // @ts-expect-error: connection.opened carries no reason
+    log.record('connection.opened', null, { connection: 1, client: '127.0.0.1', port: 1, reason: 'x' });
+    expect(log.recent(2).map((e) => e.type)).toEqual(['connection.opened', 'export.craeted']);
+  });
+});
+
+describe('the CLI shows every event type', () => {
+  // One of each type: a type added to the map and not here is a compile error.
+  const samples: { [T in EventType]: EventDetails[T] } = {
+    'daemon.started': { http: 4040, nbd: 10809, pid: 7 },
+    'daemon.stopped': { pid: 7 },
+    'daemon.space-recovered': { dataDir: '/var/lib/nbdmux', fullSince: '2026-01-02T03:04:05.000Z', notRecorded: 3 },
+    'export.created': { id: 1, file: '/srv/a.img', readonly: true, cow: false, allow: [], size: 4096, actor: 'session:abcdEF12', client: '10.0.0.9' },
+    'export.removed': { id: 1, force: true, liveConnections: 2, actor: 'open', client: '10.0.0.9' },
+    'export.file-changed': { id: 1, file: '/srv/a.img', pathLeadsTo: 'another file', serving: 'the registered file' },
+    'connection.opened': { connection: 5, client: '10.1.0.5', port: 51000 },
+    'connection.negotiated': { connection: 5, client: '10.1.0.5' },
+    'connection.closed': { connection: 5, client: '10.1.0.5', outcome: 'failed', bytesSent: 512, exitCode: 1, error: 'nbd-server exited' },
+    'connection.refused': { client: '*', reason: 'too many kinds', count: 40, since: '2026-01-02T03:04:05.000Z' },
+    'connection.adopted': { connection: 5, pid: null },
+    'nbd-server.failed': { connection: 5, reason: 'cannot start' },
+    'auth.login-succeeded': { client: '10.0.0.9', actor: 'session:abcdEF12' },
+    'auth.login-failed': { client: '10.0.0.9', via: 'bearer' },
+    'auth.logout': { client: '10.0.0.9' },
+  };
+  const expected: Record<EventType, string> = {
+    'daemon.started': 'http=4040 nbd=10809 pid=7',
+    'daemon.stopped': 'pid=7',
+    'daemon.space-recovered': 'dataDir=/var/lib/nbdmux fullSince=2026-01-02T03:04:05.000Z notRecorded=3',
+    'export.created': 'id=1 file=/srv/a.img readonly=true cow=false allow=[] size=4096 actor=session:abcdEF12 client=10.0.0.9',
+    'export.removed': 'id=1 force=true liveConnections=2 actor=open client=10.0.0.9',
+    'export.file-changed': 'id=1 file=/srv/a.img pathLeadsTo="another file" serving="the registered file"',
+    'connection.opened': 'connection=5 client=10.1.0.5 port=51000',
+    'connection.negotiated': 'connection=5 client=10.1.0.5',
+    'connection.closed': 'connection=5 client=10.1.0.5 outcome=failed bytesSent=512 exitCode=1 error="nbd-server exited"',
+    'connection.refused': 'client=* reason="too many kinds" count=40 since=2026-01-02T03:04:05.000Z',
+    'connection.adopted': 'connection=5 pid=null',
+    'nbd-server.failed': 'connection=5 reason="cannot start"',
+    'auth.login-succeeded': 'client=10.0.0.9 actor=session:abcdEF12',
+    'auth.login-failed': 'client=10.0.0.9 via=bearer',
+    'auth.logout': 'client=10.0.0.9',
+  };
+  const at = new Date(2026, 0, 2, 3, 4, 5).toISOString();
+
+  for (const type of Object.keys(samples) as EventType[]) {
+    it(type, () => {
+      const event = { id: 1, at, type, exportName: type.startsWith('export.') ? 'a' : null, details: samples[type] } as Parameters<typeof renderEvent>[0];
+      expect(renderEvent(event)).toBe(`03:04:05  ${type}  ${event.exportName ?? '-'}  ${expected[type]}`);
+    });
+  }
+
+  it('replay.skipped, which only the stream sends', () => {
+    const skipped = { id: 9, at, type: 'replay.skipped', exportName: null, details: { skipped: 2500, afterId: 3 } } as const;
+    expect(renderEvent(skipped)).toBe('03:04:05  replay.skipped  -  2500 events missed, too many to replay: events.list (or the dashboard) has them');
+  });
+});
