@@ -16,7 +16,8 @@ import { configEnablesTls, detectFastStart, type FastStart } from './fast-start.
 import type { ServedExport } from './nbd-config.js';
 import { probeNbdServer } from './nbd-server-binary.js';
 import { nbdServerGreets } from './self-test.js';
-import { describeShortage, Spawner } from './spawner.js';
+import { describeShortage } from './shortages.js';
+import { Spawner } from './spawner.js';
 
 export type { ServedExport } from './nbd-config.js';
 export type { ConnectionTable, ConnectionView, LiveConnection } from './connections.js';

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import { AllowList } from '../exports/allow-list.js';
 import { configSafePathPattern, exportNamePattern, isReservedExportName } from '../exports/rules.js';
+import { admittedVerdict } from './report-pipe.js';
 
 /** nbd-server refuses to start with no export; this one is hidden from lists and refuses every client. */
 export const placeholderSection = '__nbdmux_placeholder';
@@ -88,7 +89,7 @@ export function renderNbdServerConfig(exports: readonly ServedExport[], cowDir?:
       // restarting) must not refuse the client, hence the ignored SIGPIPE and `exit 0`.
       exp.allow && exp.allow.length > 0
         ? // Waits for the daemon's verdict on this client; no verdict (no daemon) refuses it.
-          `prerun = trap '' PIPE; echo ${exp.id} >&${reportFd}; read -r verdict <&${reportFd}; [ "$verdict" = allow ]`
+          `prerun = trap '' PIPE; echo ${exp.id} >&${reportFd}; read -r verdict <&${reportFd}; [ "$verdict" = ${admittedVerdict} ]`
         : `prerun = trap '' PIPE; echo ${exp.id} >&${reportFd}; exit 0`,
     );
   }
