@@ -20,7 +20,8 @@ describe('classifyClose: what an ended nbd-server means for its connection and f
     ['a port scan drops the connection', { exitCode: 1, stderr: 'Error: Connection dropped\n' }, { outcome: 'not-served', error: 'Error: Connection dropped' }],
     ['a reset connection', { exitCode: 1, stderr: 'Error: Connection reset\n' }, { outcome: 'not-served', error: 'Error: Connection reset' }],
     ['a failed read from the client', { exitCode: 1, stderr: 'Error: Read failed: Success\n' }, { outcome: 'not-served', error: 'Error: Read failed: Success' }],
-    ['a failed write to the client', { exitCode: 1, stderr: 'Error: Write failed: Broken pipe\n' }, { outcome: 'not-served', error: 'Error: Write failed: Broken pipe' }],
+    ['a failed write to the client', { exitCode: 1, stderr: 'Error: Write failed: Input/output error\n' }, { outcome: 'not-served', error: 'Error: Write failed: Input/output error' }],
+    ['a client gone before the greeting was sent', { exitCode: 1, stderr: 'Error: Broken pipe\n' }, { outcome: 'not-served', error: 'Error: Broken pipe' }],
     [
       'any other early exit is nbd-server failing, and says so to health',
       { exitCode: 1, stderr: 'Error: Could not parse config file: Key file contains line “x” which is not a key-value pair\nExiting.\n' },
