@@ -12,7 +12,7 @@ import { PinnedFiles } from './exports/pinned-files.js';
 import { ExportRegistry, servedExports } from './exports/registry.js';
 import type { Logger } from './log.js';
 import { startHttpServer, type HttpServer } from './server.js';
-import { AllowList } from './supervisor/allow-list.js';
+import { AllowList } from './exports/allow-list.js';
 import { Supervisor } from './supervisor/index.js';
 import { version } from './version.js';
 

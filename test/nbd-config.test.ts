@@ -3,12 +3,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
+import { configSafePathPattern, exportNamePattern, isReservedExportName } from '../src/exports/rules.js';
 import {
-  configSafePathPattern,
-  exportNamePattern,
   exportsVisibleTo,
   firstExportFd,
-  isReservedExportName,
   placeholderSection,
   renderNbdServerConfig,
   reportFd,

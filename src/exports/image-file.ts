@@ -3,7 +3,7 @@ import { closeSync, constants, fstatSync, open as openCallback, readlinkSync, ty
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { badInput } from '../errors.js';
-import { configSafePathPattern } from '../supervisor/nbd-config.js';
+import { configSafePathPattern } from './rules.js';
 
 const openFd = promisify(openCallback);
 

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { z } from 'zod';
-import { parseCidr } from '../supervisor/allow-list.js';
-import { configSafePathPattern, exportNamePattern, isReservedExportName } from '../supervisor/nbd-config.js';
+import { parseCidr } from './allow-list.js';
+import { configSafePathPattern, exportNamePattern, isReservedExportName } from './rules.js';
 
 // Every control-plane input about exports, defined once: the router validates with these,
 // and clients infer their types from them through the router.

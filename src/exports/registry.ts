@@ -3,13 +3,13 @@ import { and, asc, eq, inArray, isNull, isNotNull, or } from 'drizzle-orm';
 import type { Db } from '../db/open.js';
 import { exportsTable, type ExportRow } from '../db/schema.js';
 import { badInput, conflict, notFound } from '../errors.js';
-import { configSafePathPattern } from '../supervisor/nbd-config.js';
 import type { EventLog } from '../events/event-log.js';
 import type { Actor } from '../events/event-map.js';
 import type { ConnectionTable, ServedExport } from '../supervisor/index.js';
 import { pinImage } from './image-file.js';
 import type { CreateExportInput, DeleteExportInput } from './inputs.js';
 import type { FileChange, PinnedFiles } from './pinned-files.js';
+import { configSafePathPattern } from './rules.js';
 
 export type ExportState = 'serving' | 'draining';
 

@@ -1,12 +1,21 @@
-import { once } from 'node:events';
-import type { Context } from '../router/trpc.js';
+import { once, type EventEmitter } from 'node:events';
+import type { ExportRegistry } from '../exports/registry.js';
+import type { ConnectionTable, DataPlaneHealth } from '../supervisor/index.js';
+
+/** What a status snapshot is read from: the domain modules, never a request's context. */
+export interface StatusSources {
+  dataPlane: { health(): Promise<DataPlaneHealth>; connections: Pick<ConnectionTable, 'recent'>; maxConnections: number };
+  registry: Pick<ExportRegistry, 'list'>;
+  /** Emits 'event' for every event recorded: something may have changed. */
+  events: EventEmitter;
+}
 
 /** Everything the dashboard shows about the data plane, in one consistent picture. */
-export async function statusSnapshot(ctx: Context) {
+export async function statusSnapshot(sources: StatusSources) {
   return {
-    health: await ctx.dataPlane.health(),
-    exports: ctx.registry.list(),
-    connections: ctx.dataPlane.connections.recent(ctx.dataPlane.maxConnections, true),
+    health: await sources.dataPlane.health(),
+    exports: sources.registry.list(),
+    connections: sources.dataPlane.connections.recent(sources.dataPlane.maxConnections, true),
   };
 }
 
@@ -21,23 +30,23 @@ const settleMs = 50;
  * Yields a snapshot at once, then a new one whenever something changed: after any event, and
  * every second while byte counters may move. Ends when `signal` aborts, leaving no listener.
  */
-export async function* statusChanges(ctx: Context, signal: AbortSignal): AsyncGenerator<StatusSnapshot> {
+export async function* statusChanges(sources: StatusSources, signal: AbortSignal): AsyncGenerator<StatusSnapshot> {
   let last = '';
   while (!signal.aborted) {
-    const snapshot = await statusSnapshot(ctx);
+    const snapshot = await statusSnapshot(sources);
     const text = JSON.stringify(snapshot);
     if (text !== last) {
       last = text;
       yield snapshot;
     }
-    await nextChange(ctx, signal);
+    await nextChange(sources, signal);
   }
 }
 
-async function nextChange(ctx: Context, signal: AbortSignal): Promise<void> {
+async function nextChange(sources: StatusSources, signal: AbortSignal): Promise<void> {
   const wait = AbortSignal.any([signal, AbortSignal.timeout(refreshMs)]);
   try {
-    await once(ctx.events, 'event', { signal: wait });
+    await once(sources.events, 'event', { signal: wait });
     await new Promise<void>((resolve) => setTimeout(resolve, settleMs));
   } catch {
     // The refresh interval passed, or the subscriber left: either way, look again (or stop).

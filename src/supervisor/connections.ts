@@ -1,11 +1,9 @@
-import fs from 'node:fs';
-import { desc, eq, isNull } from 'drizzle-orm';
-import type { DataDirSpace } from '../db/data-dir-space.js';
-import type { Db } from '../db/open.js';
-import { connectionsTable, exportsTable, type ConnectionRow } from '../db/schema.js';
+import type { ConnectionRow } from '../db/schema.js';
 import type { EventLog } from '../events/event-log.js';
-import { listCowDiffs } from './cow-diffs.js';
-import { isRunning, readBytesWritten, readStartTicks } from './proc.js';
+import type { ConnectionStore } from './connection-store.js';
+import { removeCowDiff } from './cow-diffs.js';
+import { isRunning, killProcess, readStartTicks } from './proc.js';
+import { sampleConnections, sampleLastBytes } from './sampler.js';
 
 export type Outcome = NonNullable<ConnectionRow['outcome']>;
 
@@ -40,8 +38,8 @@ export interface CloseDetails {
 }
 
 /**
- * Every connection on the NBD port from accept to close: kept in memory while live, written to
- * the connections table at each step so that a restarted daemon can find its serving processes.
+ * Every connection on the NBD port from accept to close: kept in memory while live, and each
+ * step recorded, in its row (the ConnectionStore) and as an event.
  */
 export class ConnectionTable {
   private readonly live = new Map<number, LiveConnection>();
@@ -49,10 +47,9 @@ export class ConnectionTable {
   private lastUnrecordedId = 0;
 
   constructor(
-    private readonly db: Db,
+    private readonly store: ConnectionStore,
     private readonly events: EventLog,
     private readonly cowDir: string,
-    private readonly space: DataDirSpace,
   ) {}
 
   get size(): number {
@@ -65,14 +62,7 @@ export class ConnectionTable {
 
   /** The newest connections first, live ones with their current byte counts. */
   recent(limit: number, liveOnly: boolean): ConnectionView[] {
-    const rows = this.db
-      .select({ connection: connectionsTable, exportName: exportsTable.name })
-      .from(connectionsTable)
-      .leftJoin(exportsTable, eq(exportsTable.id, connectionsTable.exportId))
-      .where(liveOnly ? isNull(connectionsTable.closedAt) : undefined)
-      .orderBy(desc(connectionsTable.id))
-      .limit(limit)
-      .all();
+    const rows = this.store.recent(limit, liveOnly);
     return rows.map(({ connection: { pidStartTicks: _ticks, ...row }, exportName }) => {
       const live = this.live.get(row.id);
       return { ...row, exportName, live: live !== undefined, bytesSent: live?.bytesSent ?? row.bytesSent, bytesPerSecond: live?.bytesPerSecond ?? 0, cowDiffBytes: live?.cowDiffBytes ?? row.cowDiffBytes };
@@ -100,8 +90,7 @@ export class ConnectionTable {
    */
   open(clientAddress: string, clientPort: number): LiveConnection {
     const values = { clientAddress, clientPort, openedAt: new Date().toISOString() };
-    // `.all()`: see EventLog.record, an unfinished RETURNING statement blocks the WAL checkpoint.
-    const row = this.space.tryWrite(() => this.db.insert(connectionsTable).values(values).returning().all()[0]!);
+    const row = this.store.insert(values);
     const conn = fromRow(row ?? unrecordedRow(--this.lastUnrecordedId, values), false);
     this.live.set(conn.id, conn);
     this.events.record('connection.opened', null, { connection: conn.id, client: clientAddress, port: clientPort });
@@ -111,41 +100,34 @@ export class ConnectionTable {
   attachProcess(conn: LiveConnection, pid: number): void {
     conn.pid = pid;
     conn.pidStartTicks = readStartTicks(pid);
-    this.space.tryWrite(() => this.db.update(connectionsTable).set({ pid, pidStartTicks: conn.pidStartTicks }).where(eq(connectionsTable.id, conn.id)).run());
+    this.store.update(conn.id, { pid, pidStartTicks: conn.pidStartTicks });
   }
 
   negotiated(conn: LiveConnection, exportId: number): void {
     if (!this.live.has(conn.id) || conn.exportId !== null) return;
-    const exp = this.db.select({ name: exportsTable.name }).from(exportsTable).where(eq(exportsTable.id, exportId)).get();
+    const exp = this.store.exportById(exportId);
     if (!exp) return; // not an id we ever wrote: ignore rather than trust it
     conn.exportId = exportId;
     conn.negotiatedAt = new Date().toISOString();
-    this.space.tryWrite(() => this.db.update(connectionsTable).set({ exportId, negotiatedAt: conn.negotiatedAt }).where(eq(connectionsTable.id, conn.id)).run());
+    this.store.update(conn.id, { exportId, negotiatedAt: conn.negotiatedAt });
     this.events.record('connection.negotiated', exp.name, { connection: conn.id, client: conn.clientAddress });
   }
 
   close(conn: LiveConnection, details: CloseDetails): void {
     if (!this.live.delete(conn.id)) return;
-    if (conn.pid !== null) conn.bytesSent = readBytesWritten(conn.pid) ?? conn.bytesSent;
+    sampleLastBytes(conn);
     // nbd-server removes its diff on a clean end; a killed or crashed one leaves it behind.
     if (conn.pid !== null && !this.list().some((other) => other.pid === conn.pid)) this.removeDiff(conn);
-    const closedAt = new Date().toISOString();
     // Left open when the data dir is full: the next start closes it as ended while not watched.
-    this.space.tryWrite(() =>
-      this.db
-        .update(connectionsTable)
-        .set({
-          closedAt,
-          outcome: details.outcome,
-          exitCode: details.exitCode ?? null,
-          signal: details.signal ?? null,
-          error: details.error ?? null,
-          bytesSent: conn.bytesSent,
-          cowDiffBytes: conn.cowDiffBytes,
-        })
-        .where(eq(connectionsTable.id, conn.id))
-        .run(),
-    );
+    this.store.update(conn.id, {
+      closedAt: new Date().toISOString(),
+      outcome: details.outcome,
+      exitCode: details.exitCode ?? null,
+      signal: details.signal ?? null,
+      error: details.error ?? null,
+      bytesSent: conn.bytesSent,
+      cowDiffBytes: conn.cowDiffBytes,
+    });
     this.events.record('connection.closed', this.exportName(conn.exportId), {
       connection: conn.id,
       client: conn.clientAddress,
@@ -167,17 +149,13 @@ export class ConnectionTable {
     let adopted = 0;
     let ended = 0;
     let cut = 0;
-    for (const row of this.db.select().from(connectionsTable).where(isNull(connectionsTable.closedAt)).all()) {
+    for (const row of this.store.unclosed()) {
       const conn = fromRow(row, true);
       this.live.set(conn.id, conn);
       const running = conn.pid !== null && conn.pidStartTicks !== null && isRunning({ pid: conn.pid, startTicks: conn.pidStartTicks });
       if (running && conn.exportId === null) {
         cut++;
-        try {
-          process.kill(conn.pid!, 'SIGKILL'); // ours: pid and start time match
-        } catch {
-          // Ended just now by itself.
-        }
+        killProcess(conn.pid!); // ours: pid and start time match
         this.close(conn, { outcome: 'not-served', error: 'had chosen no export when nbdmux restarted: cut, since no daemon can learn which export it serves' });
       } else if (running) {
         adopted++;
@@ -193,23 +171,12 @@ export class ConnectionTable {
     return { adopted, ended, cut };
   }
 
-  /** Samples bytes sent by every live process, and closes adopted ones whose process is gone. */
+  /** Closes adopted connections whose process is gone, then samples bytes sent by every live process. */
   refresh(): void {
-    const diffs = listCowDiffs(this.cowDir);
     for (const conn of this.live.values()) {
-      if (conn.pid === null) continue;
-      if (conn.adopted && !isRunning({ pid: conn.pid, startTicks: conn.pidStartTicks ?? -1 })) {
-        this.close(conn, { outcome: conn.killRequested ? 'killed' : 'closed' });
-        continue;
-      }
-      conn.cowDiffBytes = diffs.get(conn.pid)?.bytes ?? conn.cowDiffBytes;
-      const bytes = readBytesWritten(conn.pid);
-      if (bytes === null) continue;
-      const now = Date.now();
-      conn.bytesPerSecond = conn.sampledAt === null ? 0 : Math.max(0, Math.round(((bytes - conn.bytesSent) * 1000) / Math.max(1, now - conn.sampledAt)));
-      conn.bytesSent = bytes;
-      conn.sampledAt = now;
+      if (adoptedAndEnded(conn)) this.close(conn, { outcome: conn.killRequested ? 'killed' : 'closed' });
     }
+    sampleConnections(this.live.values(), this.cowDir);
   }
 
   /** SIGKILLs every process serving one of these exports (SIGTERM is ignored while nbd-server serves). */
@@ -217,15 +184,12 @@ export class ConnectionTable {
     let killed = 0;
     for (const conn of this.live.values()) {
       if (conn.exportId === null || !exportIds.has(conn.exportId) || conn.pid === null) continue;
-      if (conn.adopted && !isRunning({ pid: conn.pid, startTicks: conn.pidStartTicks ?? -1 })) continue;
-      try {
-        process.kill(conn.pid, 'SIGKILL');
-        conn.killRequested = true;
-        killed++;
-        this.removeDiff(conn);
-      } catch {
-        // Already gone: its close is on its way.
-      }
+      if (adoptedAndEnded(conn)) continue;
+      // Already gone when it fails: its close is on its way.
+      if (!killProcess(conn.pid)) continue;
+      conn.killRequested = true;
+      killed++;
+      this.removeDiff(conn);
     }
     this.refresh();
     return killed;
@@ -233,16 +197,17 @@ export class ConnectionTable {
 
   /** Removes the diff a killed serving process leaves, keeping its last size for the record. */
   private removeDiff(conn: LiveConnection): void {
-    const diff = conn.pid === null ? undefined : listCowDiffs(this.cowDir).get(conn.pid);
-    if (!diff) return;
-    conn.cowDiffBytes = diff.bytes;
-    fs.rmSync(diff.path, { force: true });
+    if (conn.pid !== null) conn.cowDiffBytes = removeCowDiff(this.cowDir, conn.pid) ?? conn.cowDiffBytes;
   }
 
   private exportName(exportId: number | null): string | null {
-    if (exportId === null) return null;
-    return this.db.select({ name: exportsTable.name }).from(exportsTable).where(eq(exportsTable.id, exportId)).get()?.name ?? null;
+    return exportId === null ? null : (this.store.exportById(exportId)?.name ?? null);
   }
+}
+
+/** An adopted process is not our child, so no 'close' tells its end: /proc does. */
+function adoptedAndEnded(conn: LiveConnection): boolean {
+  return conn.adopted && conn.pid !== null && !isRunning({ pid: conn.pid, startTicks: conn.pidStartTicks ?? -1 });
 }
 
 function unrecordedRow(id: number, values: Pick<ConnectionRow, 'clientAddress' | 'clientPort' | 'openedAt'>): ConnectionRow {

@@ -34,6 +34,14 @@ export function listCowDiffs(cowDir: string): Map<number, CowDiff> {
   return diffs;
 }
 
+/** Removes the diff a killed process left behind; returns its last size, or null when it has none. */
+export function removeCowDiff(cowDir: string, pid: number): number | null {
+  const diff = listCowDiffs(cowDir).get(pid);
+  if (!diff) return null;
+  fs.rmSync(diff.path, { force: true });
+  return diff.bytes;
+}
+
 /** Removes every diff whose process is not one of `livePids`; returns how many. */
 export function removeLeftoverCowDiffs(cowDir: string, livePids: ReadonlySet<number>): number {
   let removed = 0;

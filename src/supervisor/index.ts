@@ -5,10 +5,9 @@ import type { DataDirSpace } from '../db/data-dir-space.js';
 import type { Db } from '../db/open.js';
 import type { EventLog } from '../events/event-log.js';
 import { RefusalSummary } from '../events/refusal-summary.js';
+import { AllowList } from '../exports/allow-list.js';
 import type { Logger } from '../log.js';
-import { eq } from 'drizzle-orm';
-import { exportsTable } from '../db/schema.js';
-import { AllowList } from './allow-list.js';
+import { ConnectionStore } from './connection-store.js';
 import { ConnectionTable, type LiveConnection } from './connections.js';
 import { ConfigVariants } from './config-variants.js';
 import { prepareCowDir, removeLeftoverCowDiffs } from './cow-diffs.js';
@@ -16,7 +15,8 @@ import { configEnablesTls, detectFastStart, type FastStart } from './fast-start.
 import type { ServedExport } from './nbd-config.js';
 import { probeNbdServer } from './nbd-server-binary.js';
 import { nbdServerGreets } from './self-test.js';
-import { describeShortage, Spawner } from './spawner.js';
+import { describeShortage } from './shortages.js';
+import { Spawner } from './spawner.js';
 
 export type { ServedExport } from './nbd-config.js';
 export type { ConnectionTable, ConnectionView, LiveConnection } from './connections.js';
@@ -63,6 +63,7 @@ export class Supervisor {
   readonly configPath: string;
   /** Where copy-on-write connections keep their diff files. */
   readonly cowDir: string;
+  private readonly store: ConnectionStore;
   private readonly configs: ConfigVariants;
   private readonly server: net.Server;
   private readonly spawner: Spawner;
@@ -90,7 +91,8 @@ export class Supervisor {
     this.probeCached = reusedFor(probeCacheMs, () => probeNbdServer(options.nbdServerBin), Promise.resolve(version));
     this.checkRecovered = reusedFor(probeCacheMs, () => nbdServerGreets(options.nbdServerBin, this.configPath, this.nbdServerEnv()));
     this.fastStartEnv = fastStart.enabled ? { ...this.plainEnv, ...fastStart.env } : null;
-    this.connections = new ConnectionTable(db, events, this.cowDir, space);
+    this.store = new ConnectionStore(db, space);
+    this.connections = new ConnectionTable(this.store, events, this.cowDir);
     this.refusals = new RefusalSummary({ record: ({ exportName, details }) => events.record('connection.refused', exportName, details) });
     this.spawner = new Spawner({
       bin: options.nbdServerBin,
@@ -203,11 +205,7 @@ export class Supervisor {
 
   /** Judged on the export's stored allow list, so it holds for exports removed since the process started too. */
   private admits(conn: LiveConnection, exportId: number): boolean {
-    const row = this.options.db
-      .select({ name: exportsTable.name, allow: exportsTable.allow })
-      .from(exportsTable)
-      .where(eq(exportsTable.id, exportId))
-      .get();
+    const row = this.store.exportById(exportId);
     if (!row) return false;
     if (row.allow.length === 0 || new AllowList(row.allow).allows(conn.clientAddress)) return true;
     this.recordRefusal(row.name, conn.clientAddress, conn.clientPort, `${conn.clientAddress} is not in the allow list of export ${row.name}`);

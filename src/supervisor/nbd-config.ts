@@ -1,18 +1,7 @@
 import fs from 'node:fs';
-import { AllowList } from './allow-list.js';
-
-/**
- * nbd-server's config is a GKeyFile that silently misreads a lot (see shared/notes/nbd-server.md):
- * a `[`, `]` or control character in a section name breaks the whole file, `\`, `%`, `#` and
- * whitespace in a value change its meaning. Only names and paths matching these are ever written.
- */
-export const exportNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-export const configSafePathPattern = /^\/[A-Za-z0-9._/+-]+$/;
-
-/** `generic` is the global section; `__` names are ours (the placeholder). */
-export function isReservedExportName(name: string): boolean {
-  return name === 'generic' || name.startsWith('__');
-}
+import { AllowList } from '../exports/allow-list.js';
+import { configSafePathPattern, exportNamePattern, isReservedExportName } from '../exports/rules.js';
+import { admittedVerdict } from './report-pipe.js';
 
 /** nbd-server refuses to start with no export; this one is hidden from lists and refuses every client. */
 export const placeholderSection = '__nbdmux_placeholder';
@@ -74,6 +63,8 @@ export function renderNbdServerConfig(exports: readonly ServedExport[], cowDir?:
     'force_tls = true',
   ];
   for (const [index, exp] of exports.entries()) {
+    // The registry's rules, checked again: nbd-server's config is a GKeyFile that silently misreads
+    // a name or path outside them (see src/exports/rules.ts).
     if (!exportNamePattern.test(exp.name) || isReservedExportName(exp.name)) {
       throw new Error(`refusing to write unsafe export name ${JSON.stringify(exp.name)}`);
     }
@@ -98,7 +89,7 @@ export function renderNbdServerConfig(exports: readonly ServedExport[], cowDir?:
       // restarting) must not refuse the client, hence the ignored SIGPIPE and `exit 0`.
       exp.allow && exp.allow.length > 0
         ? // Waits for the daemon's verdict on this client; no verdict (no daemon) refuses it.
-          `prerun = trap '' PIPE; echo ${exp.id} >&${reportFd}; read -r verdict <&${reportFd}; [ "$verdict" = allow ]`
+          `prerun = trap '' PIPE; echo ${exp.id} >&${reportFd}; read -r verdict <&${reportFd}; [ "$verdict" = ${admittedVerdict} ]`
         : `prerun = trap '' PIPE; echo ${exp.id} >&${reportFd}; exit 0`,
     );
   }

@@ -1,5 +1,7 @@
 import fs from 'node:fs';
 
+// Processes by pid: what /proc says about them, and ending them.
+
 /**
  * What /proc says about a process. The start time (clock ticks since boot) pins a pid to one
  * process, so a pid reused after a restart of nbdmux is never mistaken for a serving process.
@@ -46,5 +48,15 @@ export function readBytesWritten(pid: number): number | null {
     return match ? Number(match[1]) : null;
   } catch {
     return null;
+  }
+}
+
+/** SIGKILLs the process (SIGTERM is ignored while nbd-server serves); false when it was already gone. */
+export function killProcess(pid: number): boolean {
+  try {
+    process.kill(pid, 'SIGKILL');
+    return true;
+  } catch {
+    return false;
   }
 }

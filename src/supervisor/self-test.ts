@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import net from 'node:net';
-import { exitedBeforeServing } from './spawner.js';
+import { exitedBeforeServing } from './close-classification.js';
 
 const greeting = Buffer.from('NBDMAGIC');
 

@@ -3,15 +3,12 @@ import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../log.js';
 import type { ClientConfig } from './config-variants.js';
+import { classifyClose, noExportChosen } from './close-classification.js';
 import type { ConnectionTable, LiveConnection } from './connections.js';
 import { reportFd } from './nbd-config.js';
-import { isOnCpu } from './proc.js';
-
-/**
- * Ways a client ends a session before choosing an export (listing, an unknown name, a port
- * scan). They say nothing about nbd-server's health; any other early exit does.
- */
-const clientEndedEarly = /terminated by client|Negotiation failed|Connection dropped|Connection reset|Read failed|Write failed|Broken pipe/;
+import { isOnCpu, killProcess } from './proc.js';
+import { answerReports } from './report-pipe.js';
+import { describeShortage } from './shortages.js';
 
 /**
  * A start counts against the bound until the export is chosen or the process ends. Past this
@@ -21,19 +18,6 @@ const clientEndedEarly = /terminated by client|Negotiation failed|Connection dro
  */
 const startSlotMs = 500;
 const stderrKeepBytes = 2048;
-
-/** Failures to start a process that say the daemon or the machine ran short, not that nbd-server is broken. */
-const shortages: Record<string, string> = {
-  EMFILE: 'nbdmux has no file descriptor left (EMFILE): raise its open-file limit (ulimit -n, systemd LimitNOFILE=)',
-  ENFILE: 'the system has no file descriptor left (ENFILE): raise fs.file-max or find what holds them',
-  EAGAIN: 'the system refused a new process (EAGAIN): too many processes for this user, or memory is short',
-  ENOMEM: 'the system is out of memory (ENOMEM)',
-};
-
-/** What a shortage of file descriptors, processes or memory means to the operator; null for any other error. */
-export function describeShortage(err: NodeJS.ErrnoException): string | null {
-  return (err.code !== undefined && shortages[err.code]) || null;
-}
 
 export interface SpawnerOptions {
   bin: string;
@@ -98,18 +82,10 @@ export class Spawner {
     if (queued >= 0) {
       this.waiting.splice(queued, 1);
       closeSocket(accepted.socket);
-      this.options.table.close(conn, { outcome: 'not-served', error: this.noExportChosen() });
+      this.options.table.close(conn, { outcome: 'not-served', error: noExportChosen(this.options.negotiationTimeoutMs) });
     } else if (conn.pid !== null) {
-      try {
-        process.kill(conn.pid, 'SIGKILL'); // its 'close' records the connection
-      } catch {
-        // Already gone: its close is on its way.
-      }
+      killProcess(conn.pid); // its 'close' records the connection
     }
-  }
-
-  private noExportChosen(): string {
-    return `chose no export within ${this.options.negotiationTimeoutMs / 1000} s (--nbd-negotiation-timeout)`;
   }
 
   private startWaiting(): void {
@@ -174,46 +150,30 @@ export class Spawner {
       stderr = (stderr + chunk.toString('utf8')).slice(-stderrKeepBytes);
     });
     let refused = false;
-    const report = child.stdio[reportFd] as Duplex;
-    report.on('data', (chunk: Buffer) => {
-      const exportId = Number.parseInt(chunk.toString('utf8').trim(), 10);
-      if (Number.isSafeInteger(exportId)) {
-        // Every report gets a verdict; only the prerun of an export with an allow list reads it.
-        const admitted = this.options.admit(conn, exportId);
-        report.write(admitted ? 'allow\n' : 'deny\n');
-        if (admitted) {
+    answerReports(
+      child.stdio[reportFd] as Duplex,
+      (exportId) => this.options.admit(conn, exportId),
+      (report) => {
+        if (report?.admitted) {
           clearTimeout(accepted.deadline);
-          table.negotiated(conn, exportId);
+          table.negotiated(conn, report.exportId);
           this.options.onNegotiated();
-        } else {
+        } else if (report) {
           refused = true;
         }
-      }
-      release();
-    });
-    report.on('error', () => {});
+        release();
+      },
+    );
     table.attachProcess(conn, child.pid);
     log.debug('nbd-server started', { connection: conn.id, pid: child.pid, client: conn.clientAddress });
 
     child.on('close', (exitCode, signal) => {
       release();
       clearTimeout(accepted.deadline);
-      const error = lastLine(stderr);
-      if (conn.killRequested) {
-        table.close(conn, { outcome: 'killed', exitCode, signal, error });
-      } else if (conn.exportId !== null) {
-        table.close(conn, { outcome: 'closed', exitCode, signal, error });
-      } else if (refused) {
-        table.close(conn, { outcome: 'not-served', exitCode, signal, error: 'refused by the export allow list' });
-      } else if (accepted.expired) {
-        table.close(conn, { outcome: 'not-served', exitCode, signal, error: this.noExportChosen() });
-      } else if (exitCode === 0 || signal === 'SIGPIPE' || clientEndedEarly.test(stderr)) {
-        table.close(conn, { outcome: 'not-served', exitCode, signal, error });
-      } else {
-        const reason = exitedBeforeServing(exitCode, signal, stderr);
-        table.close(conn, { outcome: 'failed', exitCode, signal, error });
-        this.options.onStartFailed(conn, reason);
-      }
+      const end = { exitCode, signal, stderr, killRequested: conn.killRequested, negotiated: conn.exportId !== null, refused, expired: accepted.expired };
+      const { outcome, error, nbdServerFailed } = classifyClose(end, this.options.negotiationTimeoutMs);
+      table.close(conn, { outcome, exitCode, signal, error });
+      if (nbdServerFailed !== undefined) this.options.onStartFailed(conn, nbdServerFailed);
     });
   }
 
@@ -244,18 +204,4 @@ export class Spawner {
 function closeSocket(socket: net.Socket): void {
   socket.on('error', () => {});
   socket.destroy();
-}
-
-/** Why an nbd-server ended before it served anyone, as the operator should read it. */
-export function exitedBeforeServing(exitCode: number | null, signal: NodeJS.Signals | null, stderr: string): string {
-  return `nbd-server exited before serving (${signal ?? `exit ${exitCode}`}): ${lastLine(stderr) ?? 'no message'}`;
-}
-
-/** nbd-server's last word on stderr, without the "Exiting." it ends every error with. */
-function lastLine(text: string): string | null {
-  const lines = text
-    .split('\n')
-    .map((line) => line.trim())
-    .filter((line) => line !== '' && line !== 'Exiting.');
-  return lines.at(-1) ?? null;
 }

@@ -12,7 +12,7 @@ export function parseCidr(text: string): { address: string; prefix: number; fami
   return { address, prefix: Number(prefixText), family };
 }
 
-/** Which client addresses may use the NBD port. An empty list allows everyone. */
+/** Which client addresses a list of ranges admits (--nbd-allow, an export's allow list). An empty list allows everyone. */
 export class AllowList {
   private readonly list = new net.BlockList();
   readonly empty: boolean;

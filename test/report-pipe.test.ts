@@ -1,0 +1,61 @@
+import { spawn } from 'node:child_process';
+import type { Duplex } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { renderNbdServerConfig, reportFd, type ServedExport } from '../src/supervisor/nbd-config.js';
+import { answerReports, parseReport, verdictLine, type AnsweredReport } from '../src/supervisor/report-pipe.js';
+
+describe('the report pipe protocol', () => {
+  it.each<[text: string, exportId: number | null]>([
+    ['7\n', 7],
+    [' 12 \n', 12],
+    ['3\n4\n', 3],
+    ['', null],
+    ['abc\n', null],
+    ['9007199254740993\n', null],
+  ])('reads the report %j as export %j', (text, exportId) => {
+    expect(parseReport(text)).toBe(exportId);
+  });
+
+  it('answers with one line per verdict', () => {
+    expect([verdictLine(true), verdictLine(false)]).toEqual(['allow\n', 'deny\n']);
+  });
+});
+
+/** The prerun the renderer writes for an export with an allow list: it reports, then waits for the verdict. */
+const listed: ServedExport = { id: 42, name: 'listed', file: '/srv/images/l.img', fd: 20, readonly: true, allow: ['127.0.0.2'] };
+const prerun = /^prerun = (.*)$/m.exec(renderNbdServerConfig([listed]))![1]!;
+
+/**
+ * Runs `command` the way nbd-server runs a prerun (system(), so /bin/sh -c) with a real pipe at
+ * the report descriptor, answered by answerReports as the spawner does.
+ */
+function answer(command: string, judge: (exportId: number) => boolean): Promise<{ code: number | null; judged: number[]; answered: Array<AnsweredReport | null> }> {
+  return new Promise((resolve, reject) => {
+    const stdio: Array<'ignore' | 'pipe'> = Array.from({ length: reportFd + 1 }, (_, fd) => (fd === reportFd ? 'pipe' : 'ignore'));
+    const child = spawn('/bin/sh', ['-c', command], { stdio, timeout: 10_000 });
+    const judged: number[] = [];
+    const answered: Array<AnsweredReport | null> = [];
+    const judgeAndNote = (exportId: number) => {
+      judged.push(exportId);
+      return judge(exportId);
+    };
+    answerReports(child.stdio[reportFd] as Duplex, judgeAndNote, (report) => answered.push(report));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, judged, answered }));
+  });
+}
+
+describe('answerReports against the prerun nbd-server runs', () => {
+  it.each([
+    [true, 0],
+    [false, 1],
+  ])('admitted %s: the prerun exits %i', async (admitted, code) => {
+    expect(await answer(prerun, () => admitted)).toEqual({ code, judged: [42], answered: [{ exportId: 42, admitted }] });
+  });
+
+  it('judges nothing and answers nothing that is no report', async () => {
+    // The pause keeps the two writes apart; a verdict for the first would be read in place of the second's.
+    const result = await answer(`echo hello >&${reportFd}; sleep 0.2; echo 5 >&${reportFd}; read -r verdict <&${reportFd}; [ "$verdict" = allow ]`, () => true);
+    expect(result).toEqual({ code: 0, judged: [5], answered: [null, { exportId: 5, admitted: true }] });
+  });
+});
