@@ -68,6 +68,9 @@ describe('debian-boot: a real Debian 12 image boots from nbdmux and keeps its ne
       // Renamed in the initramfs, before it was brought up.
       expect(lines.some((line) => /^ramboot: \[[\d.]+\] interface eth0 renamed ens2 \(the slot name udev gives it\)$/.test(line.text))).toBe(true);
       expect(said(lines, 'links')).toBe(`lo ${image.nic}`);
+      // The name systemd 252's own net_id prefers (onboard, then slot, then path) is the one it got.
+      const udevNames = Object.fromEntries((said(lines, 'udev-names') ?? '').split(' ').map((pair) => pair.split('=', 2)));
+      expect(udevNames.ID_NET_NAME_ONBOARD ?? udevNames.ID_NET_NAME_SLOT ?? udevNames.ID_NET_NAME_PATH).toBe(image.nic);
       expect(said(lines, 'addresses')).toBe(`lo=127.0.0.1/8 ${image.nic}=10.0.2.15/24`);
       // ifupdown found it configured, brought nothing up or down, and waited for nothing.
       expect(said(lines, 'ifstate')?.split(' ')).toContain(`${image.nic}=${image.nic}`);
