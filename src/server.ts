@@ -7,6 +7,7 @@ import { loginPage, refusalCode, refusalHeaders, type AuthGate } from './auth/ga
 import type { Config } from './config.js';
 import { AllowedHosts } from './http/allowed-hosts.js';
 import { httpConnectionLimit, limitConnections } from './http/connection-limits.js';
+import { answerExpectContinue } from './http/expect-continue.js';
 import { screenRequest } from './http/request-screen.js';
 import { sendJsonError } from './http-reply.js';
 import type { Logger } from './log.js';
@@ -86,6 +87,7 @@ export async function startHttpServer(options: {
     }
   });
 
+  answerExpectContinue(server);
   limitConnections(server, { total: httpConnectionLimit(config.maxHttpConnections, config.maxConnections, log), perClient: config.maxHttpPerClient }, log);
   const webSocket = attachWebSocket(server, createContext, gate, hosts, log);
 
