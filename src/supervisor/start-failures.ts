@@ -43,7 +43,7 @@ export class StartFailures {
         events.record('nbd-server.failed', null, { connection, client, reason, count: 1 });
       },
       recordRepeats: ({ first, count, since, overflow }) => {
-        const reason = overflow ? `nbd-server failed for more than ${maxReasons} reasons at once; the last: ${this.current?.reason ?? first.reason}` : first.reason;
+        const reason = overflow ? `nbd-server failed for more than ${maxReasons} reasons at once, counted together; the first of them: ${first.reason}` : first.reason;
         log.warn('nbd-server kept failing', { reason, count, since });
         events.record('nbd-server.failed', null, { reason, count, since });
       },
