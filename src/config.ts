@@ -33,6 +33,9 @@ Options (each also read from the environment variable shown; a flag wins):
   --max-http-per-client N open HTTP connections per client address (64)      NBDMUX_MAX_HTTP_PER_CLIENT
   --http-request-timeout S
                           seconds a client has to send a request (10)        NBDMUX_HTTP_REQUEST_TIMEOUT
+  --max-websockets N      open WebSockets (subscriptions) at most (256)       NBDMUX_MAX_WEBSOCKETS
+  --max-websockets-per-client N
+                          open WebSockets per client address (32)            NBDMUX_MAX_WEBSOCKETS_PER_CLIENT
   --log-level LEVEL       debug, info, warn or error (default info)          NBDMUX_LOG_LEVEL
   --help                  print this help
   --version               print the version
@@ -86,6 +89,8 @@ const configSchema = z.object({
     .default([]),
   maxHttpConnections: count('--max-http-connections', 1024),
   maxHttpPerClient: count('--max-http-per-client', 64),
+  maxWebSockets: count('--max-websockets', 256),
+  maxWebSocketsPerClient: count('--max-websockets-per-client', 32),
   httpRequestTimeout: z.coerce
     .number()
     .int('--http-request-timeout must be a whole number of seconds')
@@ -136,6 +141,8 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
         'max-http-connections': { type: 'string' },
         'max-http-per-client': { type: 'string' },
         'http-request-timeout': { type: 'string' },
+        'max-websockets': { type: 'string' },
+        'max-websockets-per-client': { type: 'string' },
         'log-level': { type: 'string' },
         help: { type: 'boolean' },
         version: { type: 'boolean' },
@@ -166,6 +173,8 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
     maxHttpConnections: values['max-http-connections'] ?? env.NBDMUX_MAX_HTTP_CONNECTIONS,
     maxHttpPerClient: values['max-http-per-client'] ?? env.NBDMUX_MAX_HTTP_PER_CLIENT,
     httpRequestTimeout: values['http-request-timeout'] ?? env.NBDMUX_HTTP_REQUEST_TIMEOUT,
+    maxWebSockets: values['max-websockets'] ?? env.NBDMUX_MAX_WEBSOCKETS,
+    maxWebSocketsPerClient: values['max-websockets-per-client'] ?? env.NBDMUX_MAX_WEBSOCKETS_PER_CLIENT,
     nbdAllow: values['nbd-allow'] ?? env.NBDMUX_NBD_ALLOW?.split(',').filter((cidr) => cidr.trim() !== ''),
     adminPassword: env.NBDMUX_ADMIN_PASSWORD,
     sessionSecret: env.NBDMUX_SESSION_SECRET,

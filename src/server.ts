@@ -7,6 +7,7 @@ import { loginPage, refusalCode, refusalHeaders, type AuthGate } from './auth/ga
 import type { Config } from './config.js';
 import { AllowedHosts } from './http/allowed-hosts.js';
 import { httpConnectionLimit, limitConnections } from './http/connection-limits.js';
+import { answerExpectContinue } from './http/expect-continue.js';
 import { screenRequest } from './http/request-screen.js';
 import { sendJsonError } from './http-reply.js';
 import type { Logger } from './log.js';
@@ -28,7 +29,7 @@ export interface HttpServer {
 
 /** One port for everything a person or program asks of nbdmux: tRPC over HTTP and WebSocket, REST, the dashboard. */
 export async function startHttpServer(options: {
-  config: Pick<Config, 'port' | 'bind' | 'allowedHosts' | 'maxHttpConnections' | 'maxHttpPerClient' | 'httpRequestTimeout' | 'maxConnections'>;
+  config: Pick<Config, 'port' | 'bind' | 'allowedHosts' | 'maxHttpConnections' | 'maxHttpPerClient' | 'httpRequestTimeout' | 'maxConnections' | 'maxWebSockets' | 'maxWebSocketsPerClient'>;
   services: Services;
   gate: AuthGate;
   log: Logger;
@@ -86,8 +87,9 @@ export async function startHttpServer(options: {
     }
   });
 
+  answerExpectContinue(server);
   limitConnections(server, { total: httpConnectionLimit(config.maxHttpConnections, config.maxConnections, log), perClient: config.maxHttpPerClient }, log);
-  const webSocket = attachWebSocket(server, createContext, gate, hosts, log);
+  const webSocket = attachWebSocket(server, createContext, gate, hosts, { total: config.maxWebSockets, perClient: config.maxWebSocketsPerClient }, log);
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {

@@ -5,6 +5,7 @@ import { WebSocketServer } from 'ws';
 import type { AuthGate } from './auth/gate.js';
 import type { AllowedHosts } from './http/allowed-hosts.js';
 import { screenRequest } from './http/request-screen.js';
+import { tryAgainLater, WebSocketCaps, type WebSocketLimits } from './http/websocket-limits.js';
 import type { Logger } from './log.js';
 import { maxBodyBytes } from './http/body.js';
 import { adapterOptions, type CreateContext } from './router/context.js';
@@ -16,7 +17,15 @@ const closeGraceMs = 1000;
  * tRPC over WebSocket on the HTTP server's own port, at /trpc only. Upgrades are routed here
  * rather than by the adapter's prefix option, which leaves a wrong-path socket open.
  */
-export function attachWebSocket(server: http.Server, createContext: CreateContext, gate: AuthGate, hosts: AllowedHosts, log: Logger): { close(): Promise<void> } {
+export function attachWebSocket(
+  server: http.Server,
+  createContext: CreateContext,
+  gate: AuthGate,
+  hosts: AllowedHosts,
+  limits: WebSocketLimits,
+  log: Logger,
+): { close(): Promise<void> } {
+  const caps = new WebSocketCaps(limits, log);
   const wss = new WebSocketServer({ noServer: true, maxPayload: maxBodyBytes });
   const handler = applyWSSHandler({
     wss,
@@ -33,6 +42,15 @@ export function attachWebSocket(server: http.Server, createContext: CreateContex
     const caller = gate.caller(req);
     if (!caller.ok) return refuse(socket, caller.status, caller.message);
     wss.handleUpgrade(req, socket, head, (ws) => {
+      const client = req.socket.remoteAddress ?? 'unknown';
+      const refusal = caps.admit(client);
+      if (refusal !== null) {
+        ws.close(tryAgainLater, refusal);
+        // A client that never answers the close must not keep its socket.
+        setTimeout(() => ws.terminate(), closeGraceMs).unref();
+        return;
+      }
+      ws.once('close', () => caps.release(client));
       if (caller.identity.via === 'cookie') gate.trackSocket(caller.identity.session, ws);
       wss.emit('connection', ws, req);
     });

@@ -29,7 +29,13 @@ export interface EventDetails {
    */
   'connection.refused': { client: string; port?: number; reason: string; count: number; since?: string };
   'connection.adopted': { connection: number; pid: number | null };
-  'nbd-server.failed': { connection: number; reason: string };
+  /**
+   * The first failed start of a reason (`connection`, `client`, `count` 1), or how many more
+   * failed for it `since` then (see StartFailures). Events from before the count have neither.
+   */
+  'nbd-server.failed': { connection?: number; client?: string; reason: string; count?: number; since?: string };
+  /** nbd-server served again after `failedStarts` failed starts since `failingSince`. */
+  'nbd-server.recovered': { failingSince: string; failedStarts: number; lastReason: string };
   /** `actor`: the session this login opened, as the changes it makes name it. */
   'auth.login-succeeded': { client: string; actor?: SessionActor };
   'auth.login-failed': { client: string; via: 'bearer' | 'login' };

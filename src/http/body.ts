@@ -2,10 +2,11 @@ import type http from 'node:http';
 import { TRPCError } from '@trpc/server';
 
 export const maxBodyBytes = 64 * 1024;
+export const bodyTooLargeMessage = `the body is larger than ${maxBodyBytes} bytes`;
 
 /** Reads a request body of at most 64 KiB, refusing a larger one before reading it all. */
 export async function readBody(req: http.IncomingMessage): Promise<Buffer> {
-  const tooLarge = () => new TRPCError({ code: 'PAYLOAD_TOO_LARGE', message: `the body is larger than ${maxBodyBytes} bytes` });
+  const tooLarge = () => new TRPCError({ code: 'PAYLOAD_TOO_LARGE', message: bodyTooLargeMessage });
   if (Number(req.headers['content-length'] ?? 0) > maxBodyBytes) throw tooLarge();
   const chunks: Buffer[] = [];
   let length = 0;

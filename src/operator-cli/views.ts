@@ -81,6 +81,7 @@ function describeEvent(event: NbdmuxStreamEvent): string {
     case 'connection.refused':
     case 'connection.adopted':
     case 'nbd-server.failed':
+    case 'nbd-server.recovered':
     case 'auth.login-succeeded':
     case 'auth.login-failed':
     case 'auth.logout':

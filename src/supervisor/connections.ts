@@ -35,6 +35,8 @@ export interface CloseDetails {
   exitCode?: number | null;
   signal?: string | null;
   error?: string | null;
+  /** Its end is counted in a summary event (a failed nbd-server start: see StartFailures), not an event of its own; the row is written all the same. */
+  summarised?: boolean;
 }
 
 /**
@@ -128,6 +130,7 @@ export class ConnectionTable {
       bytesSent: conn.bytesSent,
       cowDiffBytes: conn.cowDiffBytes,
     });
+    if (details.summarised) return;
     this.events.record('connection.closed', this.exportName(conn.exportId), {
       connection: conn.id,
       client: conn.clientAddress,

@@ -17,6 +17,7 @@ import { probeNbdServer } from './nbd-server-binary.js';
 import { nbdServerGreets } from './self-test.js';
 import { describeShortage } from './shortages.js';
 import { Spawner } from './spawner.js';
+import { StartFailures } from './start-failures.js';
 
 export type { ServedExport } from './nbd-config.js';
 export type { ConnectionTable, ConnectionView, LiveConnection } from './connections.js';
@@ -69,7 +70,7 @@ export class Supervisor {
   private readonly spawner: Spawner;
   private readonly refusals: RefusalSummary;
   private readonly refreshTimer: NodeJS.Timeout;
-  private startFailure: string | null = null;
+  private readonly startFailures: StartFailures;
   private configEnablesTls = false;
   /** Copied once: reading process.env is slow, and spawn would copy it at every start. */
   private readonly plainEnv: NodeJS.ProcessEnv = { ...process.env };
@@ -94,6 +95,7 @@ export class Supervisor {
     this.store = new ConnectionStore(db, space);
     this.connections = new ConnectionTable(this.store, events, this.cowDir);
     this.refusals = new RefusalSummary({ record: ({ exportName, details }) => events.record('connection.refused', exportName, details) });
+    this.startFailures = new StartFailures(events, log);
     this.spawner = new Spawner({
       bin: options.nbdServerBin,
       configFor: (conn) => this.configs.forClient(conn.clientAddress),
@@ -102,20 +104,15 @@ export class Supervisor {
       negotiationTimeoutMs: options.negotiationTimeoutMs,
       table: this.connections,
       log,
-      onStartFailed: (conn, reason) => {
-        this.startFailure = reason;
-        log.warn('nbd-server failed', { connection: conn.id, reason });
-        events.record('nbd-server.failed', null, { connection: conn.id, reason });
-      },
-      onNegotiated: () => {
-        this.startFailure = null;
-      },
+      onStartFailed: (conn, reason) => this.startFailures.failed({ connection: conn.id, client: conn.clientAddress, reason }),
+      onNegotiated: () => this.startFailures.recovered(),
       admit: (conn, exportId) => this.admits(conn, exportId),
     });
     this.server = net.createServer({ pauseOnConnect: true }, (socket) => this.accept(socket));
     this.refreshTimer = setInterval(() => {
       this.connections.refresh();
       this.refusals.sweep();
+      this.startFailures.sweep();
       this.configs.removeStale();
     }, refreshIntervalMs).unref();
   }
@@ -169,11 +166,11 @@ export class Supervisor {
     }
     // A failed start is only history once nbd-server is seen starting again; the check's
     // reason is the freshest one to show.
-    const failure = this.startFailure;
-    if (failure !== null && version !== null) {
+    const failing = this.startFailures.failing;
+    if (failing !== null && version !== null) {
       try {
         await this.checkRecovered();
-        if (this.startFailure === failure) this.startFailure = null;
+        this.startFailures.recovered(failing.failedStarts);
       } catch (err) {
         problems.push((err as Error).message);
       }
@@ -200,6 +197,7 @@ export class Supervisor {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.spawner.flush();
     this.refusals.flush();
+    this.startFailures.flush();
     await closed;
   }
 

@@ -30,7 +30,8 @@ export interface SpawnerOptions {
   negotiationTimeoutMs: number;
   table: ConnectionTable;
   log: Logger;
-  onStartFailed: (conn: LiveConnection, reason: string) => void;
+  /** nbd-server failed for this client; true when that was news, false when only counted (the connection's end is then summarised too). */
+  onStartFailed: (conn: LiveConnection, reason: string) => boolean;
   onNegotiated: () => void;
   /** Whether this client may use the export it chose (its allow list); a refusal is the caller's to record. */
   admit: (conn: LiveConnection, exportId: number) => boolean;
@@ -172,8 +173,8 @@ export class Spawner {
       clearTimeout(accepted.deadline);
       const end = { exitCode, signal, stderr, killRequested: conn.killRequested, negotiated: conn.exportId !== null, refused, expired: accepted.expired };
       const { outcome, error, nbdServerFailed } = classifyClose(end, this.options.negotiationTimeoutMs);
-      table.close(conn, { outcome, exitCode, signal, error });
-      if (nbdServerFailed !== undefined) this.options.onStartFailed(conn, nbdServerFailed);
+      const summarised = nbdServerFailed !== undefined && !this.options.onStartFailed(conn, nbdServerFailed);
+      table.close(conn, { outcome, exitCode, signal, error, summarised });
     });
   }
 
@@ -182,8 +183,8 @@ export class Spawner {
     const shortage = describeShortage(err);
     if (shortage !== null) return this.refuseUnstarted(accepted, `cannot start nbd-server: ${shortage}`, err, release);
     const reason = `cannot run ${this.options.bin}: ${err.message}`;
-    this.closeUnstarted(accepted, reason, release);
-    this.options.onStartFailed(accepted.conn, reason);
+    const news = this.options.onStartFailed(accepted.conn, reason);
+    this.closeUnstarted(accepted, reason, release, !news);
   }
 
   /** nbd-server is not at fault, so its health stays as it was; the connection's record and the log say why. */
@@ -193,11 +194,11 @@ export class Spawner {
   }
 
   /** One client refused, whatever the cause: a failed start never takes the daemon down. */
-  private closeUnstarted({ socket, conn, deadline }: Accepted, reason: string, release: () => void): void {
+  private closeUnstarted({ socket, conn, deadline }: Accepted, reason: string, release: () => void, summarised = false): void {
     clearTimeout(deadline);
     closeSocket(socket);
     release();
-    this.options.table.close(conn, { outcome: 'failed', error: reason });
+    this.options.table.close(conn, { outcome: 'failed', error: reason, summarised });
   }
 }
 

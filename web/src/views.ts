@@ -144,8 +144,15 @@ function describeEvent(event: NbdmuxEvent): string {
       return `the data dir has space again (full since ${formatTime(event.details.fullSince)}); ${event.details.notRecorded} event(s) were not recorded`;
     case 'connection.adopted':
       return `${name} (pid ${event.details.pid}) from an earlier run`;
-    case 'nbd-server.failed':
-      return event.details.reason;
+    case 'nbd-server.failed': {
+      // Repeats within an interval come as one event with their count (see StartFailures).
+      const d = event.details;
+      return `${d.reason}${d.count !== undefined && d.count > 1 && d.since ? ` (${d.count} times since ${formatTime(d.since)})` : ''}`;
+    }
+    case 'nbd-server.recovered': {
+      const d = event.details;
+      return `nbd-server serves again after ${d.failedStarts} failed start(s) since ${formatTime(d.failingSince)} (last: ${d.lastReason})`;
+    }
     case 'daemon.started':
     case 'daemon.stopped':
     case 'auth.login-succeeded':
