@@ -12,6 +12,8 @@ import type { EventDetails, EventType } from './event-map.js';
  */
 export class EventLog extends EventEmitter<{ event: [EventRow] }> {
   private notRecorded = 0;
+  /** Live `events.stream` subscriptions, kept by that procedure for /metrics. */
+  subscribers = 0;
 
   constructor(
     private readonly db: Db,

@@ -50,33 +50,38 @@ export const eventsRouter = router({
    */
   stream: authedProcedure.input(eventsStreamInput.prefault({})).subscription(async function* ({ ctx, input, signal }) {
     const live = on(ctx.events, 'event', { signal });
-    let lastId = input.lastEventId ? Number(input.lastEventId) : 0;
-    if (input.lastEventId) {
-      const missed = ctx.events.countSince(lastId);
-      if (missed.count > replayCap) {
-        const skipped: ReplaySkipped = { id: missed.newestId!, at: new Date().toISOString(), type: 'replay.skipped', exportName: null, details: { skipped: missed.count, afterId: lastId } };
-        lastId = skipped.id;
-        yield tracked<EventStreamItem>(String(skipped.id), skipped);
-      } else {
-        for (;;) {
-          const page = ctx.events.since(lastId, replayPageSize);
-          for (const event of page) {
-            lastId = event.id;
-            yield tracked<EventStreamItem>(String(event.id), event);
+    ctx.events.subscribers++;
+    try {
+      let lastId = input.lastEventId ? Number(input.lastEventId) : 0;
+      if (input.lastEventId) {
+        const missed = ctx.events.countSince(lastId);
+        if (missed.count > replayCap) {
+          const skipped: ReplaySkipped = { id: missed.newestId!, at: new Date().toISOString(), type: 'replay.skipped', exportName: null, details: { skipped: missed.count, afterId: lastId } };
+          lastId = skipped.id;
+          yield tracked<EventStreamItem>(String(skipped.id), skipped);
+        } else {
+          for (;;) {
+            const page = ctx.events.since(lastId, replayPageSize);
+            for (const event of page) {
+              lastId = event.id;
+              yield tracked<EventStreamItem>(String(event.id), event);
+            }
+            if (page.length < replayPageSize) break;
+            await nextTurn();
           }
-          if (page.length < replayPageSize) break;
-          await nextTurn();
         }
       }
-    }
-    try {
-      for await (const [event] of live as AsyncIterable<[EventRow]>) {
-        if (event.id <= lastId) continue;
-        lastId = event.id;
-        yield tracked<EventStreamItem>(String(event.id), event);
+      try {
+        for await (const [event] of live as AsyncIterable<[EventRow]>) {
+          if (event.id <= lastId) continue;
+          lastId = event.id;
+          yield tracked<EventStreamItem>(String(event.id), event);
+        }
+      } catch (err) {
+        if (!signal?.aborted) throw err;
       }
-    } catch (err) {
-      if (!signal?.aborted) throw err;
+    } finally {
+      ctx.events.subscribers--;
     }
   }),
 });
