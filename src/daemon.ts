@@ -12,6 +12,8 @@ import { PinnedFiles } from './exports/pinned-files.js';
 import { ExportRegistry, servedExports } from './exports/registry.js';
 import type { Logger } from './log.js';
 import { Metrics } from './metrics.js';
+import { Retention } from './retention.js';
+import { replayCap } from './router/events.js';
 import { startHttpServer, type HttpServer } from './server.js';
 import { AllowList } from './exports/allow-list.js';
 import { Supervisor } from './supervisor/index.js';
@@ -71,13 +73,15 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     const nbd = supervisor.address!;
     events.record('daemon.started', null, { http: http.address.port, nbd: nbd.port, pid: process.pid });
     pins.startChecking();
+    const retention = new Retention(db, { retainDays: config.retainDays, keepNewestEvents: replayCap, log });
+    retention.start();
     const running = { http, supervisor, metrics };
     return {
       http: http.address,
       nbd,
       close: async () => {
         pins.stop();
-        await Promise.all([running.http.close(), running.supervisor.stop()]);
+        await Promise.all([running.http.close(), running.supervisor.stop(), retention.stop()]);
         running.metrics.stop();
         events.record('daemon.stopped', null, { pid: process.pid });
         space.stop();
