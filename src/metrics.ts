@@ -2,7 +2,8 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { connectionsTable, type EventRow } from './db/schema.js';
 import type { EventLog } from './events/event-log.js';
 import type { ExportRegistry } from './exports/registry.js';
-import type { ConnectionTable, LiveConnection } from './supervisor/index.js';
+import type { ConnectionTable } from './supervisor/index.js';
+import { readBytesWritten } from './supervisor/proc.js';
 
 export interface MetricsSources {
   events: EventLog;
@@ -41,17 +42,19 @@ export class Metrics {
 
   /**
    * Per live connection, the bytes already added to `nbdmux_bytes_sent_total`: the counter grows
-   * by each sample's difference, and by the rest at the close. Null for a connection adopted from
-   * an earlier nbdmux until its first /proc sample: what it sent before belongs to that daemon's counter.
+   * by each sample's difference, and by the rest at the close. A connection adopted from an
+   * earlier nbdmux starts at what it had sent by then, which was that daemon's to count.
    */
-  private readonly counted = new Map<number, number | null>();
+  private readonly counted = new Map<number, number>();
   private readonly onEvent = (event: EventRow) => this.count(event);
 
   constructor(private readonly sources: MetricsSources) {
     collectDefaultMetrics({ register: this.registry });
     for (const outcome of connectionsTable.outcome.enumValues) this.closed.inc({ outcome }, 0);
     for (const result of importResults) this.imports.inc({ result }, 0);
-    for (const conn of sources.connections.list()) if (conn.adopted) this.counted.set(conn.id, conn.sampledAt === null ? null : conn.bytesSent);
+    for (const conn of sources.connections.list()) {
+      if (conn.adopted && conn.pid !== null) this.counted.set(conn.id, readBytesWritten(conn.pid) ?? conn.bytesSent);
+    }
     sources.events.on('event', this.onEvent);
   }
 
@@ -73,7 +76,7 @@ export class Metrics {
     this.negotiating.set(live.filter((conn) => conn.exportId === null).length);
     for (const conn of live) {
       const name = conn.exportId === null ? undefined : namesById.get(conn.exportId);
-      if (name !== undefined) this.countBytes(conn.id, name, conn.sampledAt === null ? null : conn.bytesSent);
+      if (name !== undefined) this.countBytes(conn.id, name, conn.bytesSent);
     }
     // A connection that ended without a recorded close (the data dir was full) is not counted on.
     const liveIds = new Set(live.map((conn) => conn.id));
@@ -117,16 +120,15 @@ export class Metrics {
     if (result !== undefined && importResults.includes(result)) this.imports.inc({ result });
   }
 
-  /** Adds what a connection sent since it was last counted; `bytes` null: not sampled yet. */
-  private countBytes(id: number, exportName: string, bytes: number | null): void {
-    if (bytes === null) return;
-    const before = this.counted.has(id) ? this.counted.get(id)! : 0;
-    if (before !== null && bytes > before) this.bytesSent.inc({ export: exportName }, bytes - before);
-    this.counted.set(id, Math.max(bytes, before ?? 0));
+  /** Adds what a connection sent since it was last counted (before its first sample, `bytes` is behind: nothing). */
+  private countBytes(id: number, exportName: string, bytes: number): void {
+    const before = this.counted.get(id) ?? 0;
+    if (bytes > before) this.bytesSent.inc({ export: exportName }, bytes - before);
+    this.counted.set(id, Math.max(bytes, before));
   }
 
   private observeNegotiation(id: number): void {
-    const conn: LiveConnection | undefined = this.sources.connections.list().find((candidate) => candidate.id === id);
+    const conn = this.sources.connections.list().find((candidate) => candidate.id === id);
     if (conn?.negotiatedAt == null) return;
     this.negotiation.observe(Math.max(0, Date.parse(conn.negotiatedAt) - Date.parse(conn.openedAt)) / 1000);
   }

@@ -115,6 +115,43 @@ while not os.path.exists(${JSON.stringify(stopFile)}):
     expect(after.get('nbdmux_connections_closed_total{outcome="closed"}')).toBe(during.get('nbdmux_connections_closed_total{outcome="closed"}')! + 1);
   }, 30_000);
 
+  it('counts a connection taken over after a restart from what it sent since, not again from its start', async () => {
+    const readAgain = path.join(images, 'read-again');
+    const stopFile = path.join(images, 'stop-adopted');
+    const readWhole = `
+off = 0
+while off < size:
+    n = min(1 << 20, size - off); h.pread(n, off); off += n`;
+    const script = `
+import os, time
+size = h.get_size()
+${readWhole}
+print("read", flush=True)
+while not os.path.exists(${JSON.stringify(readAgain)}):
+    time.sleep(0.05)
+${readWhole}
+while not os.path.exists(${JSON.stringify(stopFile)}):
+    time.sleep(0.05)
+`;
+    const reader = startNbdshSession(daemon.nbdUri('disk'), script, 'read', stopFile);
+    await reader.ready;
+    // Its serving process outlives the daemon; the next one adopts it.
+    expect(await daemon.stop()).toBe(0);
+    daemon = await startDaemon({ dataDir: daemon.dataDir, env: { NBDMUX_ADMIN_PASSWORD: password } });
+    const adopted = await scrape();
+    expect(adopted.get('nbdmux_connections_live{export="disk"}')).toBe(1);
+    expect(adopted.get('nbdmux_bytes_sent_total{export="disk"}')).toBe(0);
+
+    fs.writeFileSync(readAgain, '');
+    await waitFor('the second read, sampled', async () => ((await scrape()).get('nbdmux_bytes_sent_total{export="disk"}')! >= imageBytes ? true : undefined));
+    expect((await reader.finish()).code).toBe(0);
+    const after = await waitFor('the adopted connection closed', async () => {
+      const samples = await scrape();
+      return samples.get('nbdmux_connections_live{export="disk"}') === 0 ? samples : undefined;
+    });
+    expect(after.get('nbdmux_bytes_sent_total{export="disk"}')).toBeLessThan(imageBytes + (64 << 10));
+  }, 60_000);
+
   it('drops the series of removed exports and never labels by client address', async () => {
     const churn = Array.from({ length: 8 }, (_, i) => `churn-${i}`);
     for (const name of churn) {
