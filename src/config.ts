@@ -33,8 +33,8 @@ Options (each also read from the environment variable shown; a flag wins):
   --max-http-per-client N open HTTP connections per client address (64)      NBDMUX_MAX_HTTP_PER_CLIENT
   --http-request-timeout S
                           seconds a client has to send a request (10)        NBDMUX_HTTP_REQUEST_TIMEOUT
-  --retain-days N         closed connections and events older than N days   NBDMUX_RETAIN_DAYS
-                          are deleted (default 30)
+  --retain-days N         closed connections and events older than N         NBDMUX_RETAIN_DAYS
+                          days are deleted (default 30)
   --log-level LEVEL       debug, info, warn or error (default info)          NBDMUX_LOG_LEVEL
   --help                  print this help
   --version               print the version
