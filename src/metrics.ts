@@ -22,7 +22,7 @@ const importResults = ['done', 'failed', 'cancelled'];
  * months of exports created and removed leave no series behind.
  */
 export class Metrics {
-  readonly registry = new Registry();
+  private readonly registry = new Registry();
   private readonly exportsByState = new Gauge({ name: 'nbdmux_exports', help: 'Exports by state: serving, or removed and draining live connections', labelNames: ['state'], registers: [this.registry] });
   private readonly liveConnections = new Gauge({ name: 'nbdmux_connections_live', help: 'Live NBD connections per export', labelNames: ['export'], registers: [this.registry] });
   private readonly negotiating = new Gauge({ name: 'nbdmux_connections_negotiating', help: 'Live NBD connections whose client has not chosen an export yet', registers: [this.registry] });
