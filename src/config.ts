@@ -36,6 +36,8 @@ Options (each also read from the environment variable shown; a flag wins):
   --max-websockets N      open WebSockets (subscriptions) at most (256)       NBDMUX_MAX_WEBSOCKETS
   --max-websockets-per-client N
                           open WebSockets per client address (32)            NBDMUX_MAX_WEBSOCKETS_PER_CLIENT
+  --retain-days N         closed connections and events older than N         NBDMUX_RETAIN_DAYS
+                          days are deleted (default 30)
   --log-level LEVEL       debug, info, warn or error (default info)          NBDMUX_LOG_LEVEL
   --help                  print this help
   --version               print the version
@@ -83,6 +85,12 @@ const configSchema = z.object({
     .min(1, '--nbd-negotiation-timeout must be at least 1 second')
     .max(3600, '--nbd-negotiation-timeout must be at most 3600 seconds')
     .default(10),
+  retainDays: z.coerce
+    .number()
+    .int('--retain-days must be a whole number of days')
+    .min(1, '--retain-days must be at least 1 day')
+    .max(36500, '--retain-days must be at most 36500 days')
+    .default(30),
   logLevel: z.enum(logLevels, { error: `--log-level must be one of ${logLevels.join(', ')}` }).default('info'),
   allowedHosts: z
     .array(z.string().refine((name) => canonicalHostName(name) !== null, { error: (issue) => `--allowed-host: not a host name or IP address: ${String(issue.input)}` }))
@@ -143,6 +151,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
         'http-request-timeout': { type: 'string' },
         'max-websockets': { type: 'string' },
         'max-websockets-per-client': { type: 'string' },
+        'retain-days': { type: 'string' },
         'log-level': { type: 'string' },
         help: { type: 'boolean' },
         version: { type: 'boolean' },
@@ -168,6 +177,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
     maxConnections: values['max-connections'] ?? env.NBDMUX_MAX_CONNECTIONS,
     nbdMaxPendingPerClient: values['nbd-max-pending-per-client'] ?? env.NBDMUX_NBD_MAX_PENDING_PER_CLIENT,
     nbdNegotiationTimeout: values['nbd-negotiation-timeout'] ?? env.NBDMUX_NBD_NEGOTIATION_TIMEOUT,
+    retainDays: values['retain-days'] ?? env.NBDMUX_RETAIN_DAYS,
     logLevel: values['log-level'] ?? env.NBDMUX_LOG_LEVEL,
     allowedHosts: values['allowed-host'] ?? env.NBDMUX_ALLOWED_HOSTS?.split(',').map((name) => name.trim()).filter((name) => name !== ''),
     maxHttpConnections: values['max-http-connections'] ?? env.NBDMUX_MAX_HTTP_CONNECTIONS,

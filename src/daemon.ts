@@ -11,6 +11,9 @@ import { EventLog } from './events/event-log.js';
 import { PinnedFiles } from './exports/pinned-files.js';
 import { ExportRegistry, servedExports } from './exports/registry.js';
 import type { Logger } from './log.js';
+import { Metrics } from './metrics.js';
+import { Retention } from './retention.js';
+import { replayCap } from './router/events.js';
 import { startHttpServer, type HttpServer } from './server.js';
 import { AllowList } from './exports/allow-list.js';
 import { Supervisor } from './supervisor/index.js';
@@ -41,6 +44,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
   const space = new DataDirSpace(config.dataDir, log);
   let supervisor: Supervisor | undefined;
   let http: HttpServer | undefined;
+  let metrics: Metrics | undefined;
   try {
     const events = new EventLog(db, space);
     const pins = PinnedFiles.reopen(db, events, log);
@@ -64,17 +68,21 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     const registry = new ExportRegistry(db, supervisor, events, pins, config.imageRoots);
     const gate = new AuthGate(config.adminPassword, secret, events, new RevokedSessions(db));
     const services = { registry, events, space, dataPlane: supervisor, info: { version, authRequired: gate.required } };
-    http = await startHttpServer({ config, services, gate, log });
+    metrics = new Metrics({ events, connections: supervisor.connections, exports: registry });
+    http = await startHttpServer({ config, services, metrics, gate, log });
     const nbd = supervisor.address!;
     events.record('daemon.started', null, { http: http.address.port, nbd: nbd.port, pid: process.pid });
     pins.startChecking();
-    const running = { http, supervisor };
+    const retention = new Retention(db, { retainDays: config.retainDays, keepNewestEvents: replayCap, log });
+    retention.start();
+    const running = { http, supervisor, metrics };
     return {
       http: http.address,
       nbd,
       close: async () => {
         pins.stop();
-        await Promise.all([running.http.close(), running.supervisor.stop()]);
+        await Promise.all([running.http.close(), running.supervisor.stop(), retention.stop()]);
+        running.metrics.stop();
         events.record('daemon.stopped', null, { pid: process.pid });
         space.stop();
         db.$client.close();
@@ -82,6 +90,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     };
   } catch (err) {
     await Promise.all([http?.close(), supervisor?.stop()]);
+    metrics?.stop();
     space.stop();
     closeQuietly(db);
     throw err;

@@ -11,6 +11,7 @@ import { answerExpectContinue } from './http/expect-continue.js';
 import { screenRequest } from './http/request-screen.js';
 import { sendJsonError } from './http-reply.js';
 import type { Logger } from './log.js';
+import type { Metrics } from './metrics.js';
 import { maxBodyBytes } from './http/body.js';
 import { handleRest } from './rest/routes.js';
 import { adapterOptions, contextFactory } from './router/context.js';
@@ -31,10 +32,11 @@ export interface HttpServer {
 export async function startHttpServer(options: {
   config: Pick<Config, 'port' | 'bind' | 'allowedHosts' | 'maxHttpConnections' | 'maxHttpPerClient' | 'httpRequestTimeout' | 'maxConnections' | 'maxWebSockets' | 'maxWebSocketsPerClient'>;
   services: Services;
+  metrics: Metrics;
   gate: AuthGate;
   log: Logger;
 }): Promise<HttpServer> {
-  const { config, services, gate, log } = options;
+  const { config, services, metrics, gate, log } = options;
   const { port, bind } = config;
   const createContext = contextFactory(services, (req) => gate.caller(req));
   const trpc = createHTTPHandler({
@@ -75,7 +77,7 @@ export async function startHttpServer(options: {
           return sendJsonError(res, url.pathname, caller.status, refusalCode(caller), caller.message, refusalHeaders(caller));
         }
       }
-      if (await handleRest(req, res, url, { services, createContext }, log)) return;
+      if (await handleRest(req, res, url, { services, createContext, metrics }, log)) return;
       if (await serveWeb(req, res, url.pathname)) return;
       sendJsonError(res, url.pathname, 404, 'NOT_FOUND', `nothing at ${url.pathname}; see GET /exports`);
     } catch (cause) {

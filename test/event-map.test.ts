@@ -83,7 +83,12 @@ describe('the CLI shows every event type', () => {
   }
 
   it('replay.skipped, which only the stream sends', () => {
-    const skipped = { id: 9, at, type: 'replay.skipped', exportName: null, details: { skipped: 2500, afterId: 3 } } as const;
+    const skipped = { id: 9, at, type: 'replay.skipped', exportName: null, details: { skipped: 2500, afterId: 3, reason: 'too-far-behind' } } as const;
     expect(renderEvent(skipped)).toBe('03:04:05  replay.skipped  -  2500 events missed, too many to replay: events.list (or the dashboard) has them');
+  });
+
+  it('replay.skipped over events retention pruned', () => {
+    const pruned = { id: 9, at, type: 'replay.skipped', exportName: null, details: { skipped: 6, afterId: 3, reason: 'pruned' } } as const;
+    expect(renderEvent(pruned)).toBe('03:04:05  replay.skipped  -  6 events missed are gone: older than --retain-days, they were pruned');
   });
 });

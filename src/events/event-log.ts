@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { asc, count, desc, gt, max } from 'drizzle-orm';
+import { asc, count, desc, gt, max, min } from 'drizzle-orm';
 import type { DataDirSpace } from '../db/data-dir-space.js';
 import type { Db } from '../db/open.js';
 import { eventsTable, type EventOf, type EventRow } from '../db/schema.js';
@@ -12,6 +12,8 @@ import type { EventDetails, EventType } from './event-map.js';
  */
 export class EventLog extends EventEmitter<{ event: [EventRow] }> {
   private notRecorded = 0;
+  /** Live `events.stream` subscriptions, kept by that procedure for /metrics. */
+  subscribers = 0;
 
   constructor(
     private readonly db: Db,
@@ -44,10 +46,10 @@ export class EventLog extends EventEmitter<{ event: [EventRow] }> {
     return this.db.select().from(eventsTable).where(gt(eventsTable.id, afterId)).orderBy(asc(eventsTable.id)).limit(limit).all() as EventRow[];
   }
 
-  /** How many events came after `afterId`, and the newest id among them. */
-  countSince(afterId: number): { count: number; newestId: number | null } {
-    const [result] = this.db.select({ count: count(), newestId: max(eventsTable.id) }).from(eventsTable).where(gt(eventsTable.id, afterId)).all();
-    return { count: result?.count ?? 0, newestId: result?.newestId ?? null };
+  /** How many events came after `afterId`, and the oldest and newest ids among them. */
+  countSince(afterId: number): { count: number; oldestId: number | null; newestId: number | null } {
+    const [result] = this.db.select({ count: count(), oldestId: min(eventsTable.id), newestId: max(eventsTable.id) }).from(eventsTable).where(gt(eventsTable.id, afterId)).all();
+    return { count: result?.count ?? 0, oldestId: result?.oldestId ?? null, newestId: result?.newestId ?? null };
   }
 
   /** The newest events first, optionally only those after an id the caller has already seen. */

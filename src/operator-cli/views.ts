@@ -68,7 +68,9 @@ export function renderEvent(event: NbdmuxStreamEvent): string {
 function describeEvent(event: NbdmuxStreamEvent): string {
   switch (event.type) {
     case 'replay.skipped':
-      return `${event.details.skipped} events missed, too many to replay: events.list (or the dashboard) has them`;
+      return event.details.reason === 'pruned'
+        ? `${event.details.skipped} events missed are gone: older than --retain-days, they were pruned`
+        : `${event.details.skipped} events missed, too many to replay: events.list (or the dashboard) has them`;
     case 'daemon.started':
     case 'daemon.stopped':
     case 'daemon.space-recovered':

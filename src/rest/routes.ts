@@ -3,6 +3,7 @@ import { getTRPCErrorFromUnknown } from '@trpc/server';
 import { getHTTPStatusCodeFromError } from '@trpc/server/http';
 import { badInput, describeError } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import { readJsonBody } from '../http/body.js';
 import type { CreateContext } from '../router/context.js';
 import { createCaller } from '../router/index.js';
@@ -17,6 +18,7 @@ interface RouteRequest {
   url: URL;
   procedures(): Procedures;
   services: Services;
+  metrics: Metrics;
 }
 
 /**
@@ -27,7 +29,7 @@ export async function handleRest(
   req: http.IncomingMessage,
   res: http.ServerResponse,
   url: URL,
-  { services, createContext }: { services: Services; createContext: CreateContext },
+  { services, createContext, metrics }: { services: Services; createContext: CreateContext; metrics: Metrics },
   log: Logger,
 ): Promise<boolean> {
   const route = matchRoute(url.pathname);
@@ -42,7 +44,7 @@ export async function handleRest(
         headers: { allow: route.methods.join(', ') },
       };
     } else {
-      reply = await route.handle(method, { req, url, services, procedures: () => createCaller(createContext({ req })) });
+      reply = await route.handle(method, { req, url, services, metrics, procedures: () => createCaller(createContext({ req })) });
     }
   } catch (cause) {
     const error = getTRPCErrorFromUnknown(cause);
@@ -67,6 +69,7 @@ interface Route {
 
 function matchRoute(pathname: string): Route | null {
   if (pathname === '/healthz') return healthz;
+  if (pathname === '/metrics') return metrics;
   if (pathname === '/exports' || pathname === '/exports/') return exportsCollection;
   const item = /^\/exports\/([^/]+)$/.exec(pathname);
   if (item) return exportItem(item[1]!);
@@ -79,6 +82,14 @@ const healthz: Route = {
   async handle(_method, { services }) {
     const health = await services.dataPlane.health();
     return health.ok ? { status: 200, text: 'ok\n' } : { status: 503, text: `${health.problems.join('\n')}\n` };
+  },
+};
+
+/** For Prometheus; the server has checked the caller (a bearer, as Prometheus sends) before any route runs. */
+const metrics: Route = {
+  methods: ['GET', 'HEAD'],
+  async handle(_method, { metrics }) {
+    return { status: 200, text: await metrics.scrape(), headers: { 'content-type': metrics.contentType } };
   },
 };
 
@@ -124,8 +135,8 @@ function parseForce(value: string | null): boolean {
 function send(res: http.ServerResponse, { status, json, text, headers = {} }: Reply): void {
   const body = json !== undefined ? `${JSON.stringify(json)}\n` : (text ?? '');
   res.writeHead(status, {
-    ...headers,
     ...(status !== 204 && { 'content-type': json !== undefined ? 'application/json' : 'text/plain; charset=utf-8' }),
+    ...headers,
     'cache-control': 'no-store',
   });
   res.end(status === 204 ? undefined : body);

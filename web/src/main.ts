@@ -72,6 +72,11 @@ api.events.stream.subscribe(
   {
     onData: ({ data }) => {
       if (data.type !== 'replay.skipped') return prependEvents($('events'), [data]);
+      // The rest of what was missed is replayed next.
+      if (data.details.reason === 'pruned') {
+        notice.textContent = `${String(data.details.skipped)} events that happened while this page was disconnected are gone: older than --retain-days, they were pruned`;
+        return;
+      }
       // Away too long to replay what was missed: show the newest, as at page load.
       notice.textContent = `${String(data.details.skipped)} events happened while this page was disconnected; the newest are shown, the rest are in events.list`;
       void api.events.list.query({ limit: 100 }).then((events) => prependEvents($('events'), events));
