@@ -36,6 +36,19 @@ describe('ConfigVariants: one config per set of visible exports, each under DATA
     expect(variants.forClient('10.1.2.3').fds).toEqual([30, 32]);
   });
 
+  it('never changes a file a process was handed: a change of exports makes new files, so positions and descriptors stay in step', () => {
+    const { dir, variants } = fresh();
+    const everyone = variants.forClient('127.0.0.2'); // sees public and secret
+    expect(everyone.path).not.toBe(path.join(dir, 'nbd-server.conf'));
+    const handed = fs.readFileSync(everyone.path, 'utf8');
+    // An export that sorts first arrives: every later section's /proc/self/fd/N moves by one.
+    variants.apply([{ id: 4, name: 'aardvark', file: '/srv/images/a.img', fd: 33, readonly: true }, ...exports]);
+    expect(fs.readFileSync(everyone.path, 'utf8')).toBe(handed);
+    const next = variants.forClient('127.0.0.2');
+    expect(next.path).not.toBe(everyone.path);
+    expect(next.fds).toEqual([33, 30, 31]);
+  });
+
   it('shares one file among clients that see the same exports', () => {
     const { dir, variants } = fresh();
     expect(variants.forClient('127.0.0.1').path).toBe(variants.forClient('192.0.2.9').path);

@@ -18,10 +18,12 @@ const staleAfterMs = 60_000;
 
 /**
  * The nbd-server configs, one per set of exports some client may see (an export with an allow
- * list is visible only to the clients in it). `DATA_DIR/nbd-server.conf` holds every export: a
- * client outside no list, and the self-test, use it. A client that may see fewer gets
- * `nbd-server.conf.<hash of its text>`, written when first needed; there are as many of these
- * as distinct allow-list outcomes, few in practice.
+ * list is visible only to the clients in it), each in a file named by its content,
+ * `DATA_DIR/nbd-server.conf.<hash>`, written when first needed. A process is started with the
+ * descriptors its config names by position (`/proc/self/fd/N`) and reads the file a few
+ * milliseconds later: only a file that can never change under it keeps the two in step, whatever
+ * changes meanwhile. `DATA_DIR/nbd-server.conf` holds the current full set for people to read
+ * and for the self-test; no serving process reads it.
  */
 export class ConfigVariants {
   private exports: readonly ServedExport[] = [];
@@ -49,7 +51,7 @@ export class ConfigVariants {
     writeFileAtomically(this.fullPath, text);
     this.exports = exports;
     this.allowLists = allowListsOf(exports);
-    this.current = new Map([[idsKey(exports), { path: this.fullPath, fds: exports.map((exp) => exp.fd) }]]);
+    this.current = new Map();
     return text;
   }
 
@@ -66,7 +68,7 @@ export class ConfigVariants {
       config = { path: variantPath, fds: visible.map((exp) => exp.fd) };
       this.current.set(key, config);
     }
-    if (config.path !== this.fullPath) this.lastUsed.set(config.path, Date.now());
+    this.lastUsed.set(config.path, Date.now());
     return config;
   }
 
