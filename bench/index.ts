@@ -8,6 +8,7 @@ import { eventLatency } from './event-latency.js';
 import { handshake } from './handshake.js';
 import { goalMet, type BenchOptions, type BenchResult } from './lib/measure.js';
 import { postToClient } from './post-to-client.js';
+import { soak } from './soak.js';
 import { throughput } from './throughput.js';
 
 /**
@@ -23,6 +24,7 @@ const benchmarks: Record<string, (options: BenchOptions) => Promise<BenchResult>
   burst,
   'control-plane': controlPlane,
   'event-latency': eventLatency,
+  soak,
 };
 
 async function main(): Promise<number> {
