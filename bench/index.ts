@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { bootStorm } from './boot-storm.js';
 import { burst } from './burst.js';
 import { controlPlane } from './control-plane.js';
 import { eventLatency } from './event-latency.js';
@@ -25,6 +26,7 @@ const benchmarks: Record<string, (options: BenchOptions) => Promise<BenchResult>
   'control-plane': controlPlane,
   'event-latency': eventLatency,
   soak,
+  'boot-storm': bootStorm,
 };
 
 async function main(): Promise<number> {
