@@ -7,7 +7,7 @@ const bench = fileURLToPath(new URL('../dist/bench/index.js', import.meta.url));
 /** The benchmarks run tiny here only to show they still work end to end; no figure is checked. */
 describe('benchmark suite, smoke mode', () => {
   it('runs every benchmark to completion', async () => {
-    const result = await run(process.execPath, [bench, '--smoke'], { timeoutMs: 160_000 });
+    const result = await run(process.execPath, [bench, '--smoke'], { timeoutMs: 110_000 });
     const output = result.stdout.toString();
     expect(result.stderr).toBe('');
     expect(output).not.toMatch(/FAILED/);
@@ -15,5 +15,5 @@ describe('benchmark suite, smoke mode', () => {
       expect(output).toContain(`## ${heading}`);
     }
     expect(result.code).toBe(0);
-  }, 170_000);
+  }, 120_000);
 });
