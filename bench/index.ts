@@ -2,12 +2,14 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { bootStorm } from './boot-storm.js';
 import { burst } from './burst.js';
 import { controlPlane } from './control-plane.js';
 import { eventLatency } from './event-latency.js';
 import { handshake } from './handshake.js';
 import { goalMet, type BenchOptions, type BenchResult } from './lib/measure.js';
 import { postToClient } from './post-to-client.js';
+import { soak } from './soak.js';
 import { throughput } from './throughput.js';
 
 /**
@@ -23,6 +25,8 @@ const benchmarks: Record<string, (options: BenchOptions) => Promise<BenchResult>
   burst,
   'control-plane': controlPlane,
   'event-latency': eventLatency,
+  soak,
+  'boot-storm': bootStorm,
 };
 
 async function main(): Promise<number> {

@@ -112,3 +112,30 @@ function canConnect(port: number): Promise<true | undefined> {
     socket.on('error', () => resolve(undefined));
   });
 }
+
+/** nbdkit's file plugin serving `file` read-only (to any export name): one threaded process. */
+export async function startNbdkit(file: string): Promise<Server> {
+  const port = await freePort();
+  const child = spawn('nbdkit', ['--foreground', '--exit-with-parent', '--readonly', '--ipaddr', '127.0.0.1', '--port', String(port), 'file', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  try {
+    await waitFor('nbdkit to accept', () => {
+      if (child.exitCode !== null) throw new Error(`nbdkit exited ${child.exitCode}: ${stderr}`);
+      return canConnect(port);
+    }, 30_000, 10);
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
+  return {
+    label: 'nbdkit',
+    nbdPort: port,
+    pid: child.pid!,
+    stop: async () => {
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
