@@ -28,8 +28,10 @@ export interface Nbdmux extends Server {
  */
 export async function startNbdmux(workDir: string, label: string, fastStart: boolean): Promise<Nbdmux> {
   const dataDir = fs.mkdtempSync(path.join(workDir, 'nbdmux-'));
-  // Every bench client connects from 127.0.0.1: lift the cap on one address's unnegotiated connections.
-  const args = ['--max-connections', '1024', '--nbd-max-pending-per-client', '1023'];
+  // Every bench client connects from 127.0.0.1: lift the caps on one address's unnegotiated
+  // connections and WebSockets (the soak opens a client per subscriber, each socket closing a
+  // second after it unsubscribes).
+  const args = ['--max-connections', '1024', '--nbd-max-pending-per-client', '1023', '--max-websockets-per-client', '256'];
   if (!fastStart) args.push('--nbd-server-bin', writeShimlessNbdServer(dataDir));
   const daemon = await startDaemon({ dataDir, args });
   const health = (await (await fetch(`${daemon.url}/trpc/system.health`)).json()) as { result: { data: { fastStart: boolean; fastStartReason: string | null } } };

@@ -45,13 +45,19 @@ export class ConfigVariants {
     }
   }
 
-  /** Makes `exports` the set; returns the full config text. Throws, changing nothing, on an export the config cannot express. */
+  /**
+   * Makes `exports` the set; returns the full config text. Throws, changing nothing, on an export
+   * the config cannot express. The full set's own file is written now, not at its first client:
+   * with the data dir full, changes fail here, while clients that see every export (all of them,
+   * when no export has an allow list) are still served.
+   */
   apply(exports: readonly ServedExport[]): string {
     const text = renderNbdServerConfig(exports, this.cowDir);
+    const full = this.write(exports, text);
     writeFileAtomically(this.fullPath, text);
     this.exports = exports;
     this.allowLists = allowListsOf(exports);
-    this.current = new Map();
+    this.current = new Map([[idsKey(exports), full]]);
     return text;
   }
 
@@ -61,15 +67,19 @@ export class ConfigVariants {
     const key = idsKey(visible);
     let config = this.current.get(key);
     if (config === undefined) {
-      const text = renderNbdServerConfig(visible, this.cowDir);
-      const variantPath = `${this.fullPath}.${crypto.createHash('sha256').update(text).digest('hex').slice(0, 16)}`;
-      // Named by content: an existing file of this name already holds exactly this text.
-      if (!this.lastUsed.has(variantPath)) writeFileAtomically(variantPath, text);
-      config = { path: variantPath, fds: visible.map((exp) => exp.fd) };
+      config = this.write(visible, renderNbdServerConfig(visible, this.cowDir));
       this.current.set(key, config);
     }
     this.lastUsed.set(config.path, Date.now());
     return config;
+  }
+
+  /** The file holding `text`, named by it: an existing file of that name already holds exactly this text. */
+  private write(exports: readonly ServedExport[], text: string): ClientConfig {
+    const variantPath = `${this.fullPath}.${crypto.createHash('sha256').update(text).digest('hex').slice(0, 16)}`;
+    if (!this.lastUsed.has(variantPath)) writeFileAtomically(variantPath, text);
+    this.lastUsed.set(variantPath, Date.now());
+    return { path: variantPath, fds: exports.map((exp) => exp.fd) };
   }
 
   /** Removes variants that are not current and were last started with long enough ago. */
