@@ -33,6 +33,8 @@ Options (each also read from the environment variable shown; a flag wins):
   --max-http-per-client N open HTTP connections per client address (64)      NBDMUX_MAX_HTTP_PER_CLIENT
   --http-request-timeout S
                           seconds a client has to send a request (10)        NBDMUX_HTTP_REQUEST_TIMEOUT
+  --keep-versions N       imported images of the newest N versions of each   NBDMUX_KEEP_VERSIONS
+                          export are kept for rollback (default 3)
   --log-level LEVEL       debug, info, warn or error (default info)          NBDMUX_LOG_LEVEL
   --help                  print this help
   --version               print the version
@@ -80,6 +82,8 @@ const configSchema = z.object({
     .min(1, '--nbd-negotiation-timeout must be at least 1 second')
     .max(3600, '--nbd-negotiation-timeout must be at most 3600 seconds')
     .default(10),
+  /** Imported images of older versions are deleted once no connection uses them. */
+  keepVersions: count('--keep-versions', 3),
   logLevel: z.enum(logLevels, { error: `--log-level must be one of ${logLevels.join(', ')}` }).default('info'),
   allowedHosts: z
     .array(z.string().refine((name) => canonicalHostName(name) !== null, { error: (issue) => `--allowed-host: not a host name or IP address: ${String(issue.input)}` }))
@@ -136,6 +140,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
         'max-http-connections': { type: 'string' },
         'max-http-per-client': { type: 'string' },
         'http-request-timeout': { type: 'string' },
+        'keep-versions': { type: 'string' },
         'log-level': { type: 'string' },
         help: { type: 'boolean' },
         version: { type: 'boolean' },
@@ -161,6 +166,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
     maxConnections: values['max-connections'] ?? env.NBDMUX_MAX_CONNECTIONS,
     nbdMaxPendingPerClient: values['nbd-max-pending-per-client'] ?? env.NBDMUX_NBD_MAX_PENDING_PER_CLIENT,
     nbdNegotiationTimeout: values['nbd-negotiation-timeout'] ?? env.NBDMUX_NBD_NEGOTIATION_TIMEOUT,
+    keepVersions: values['keep-versions'] ?? env.NBDMUX_KEEP_VERSIONS,
     logLevel: values['log-level'] ?? env.NBDMUX_LOG_LEVEL,
     allowedHosts: values['allowed-host'] ?? env.NBDMUX_ALLOWED_HOSTS?.split(',').map((name) => name.trim()).filter((name) => name !== ''),
     maxHttpConnections: values['max-http-connections'] ?? env.NBDMUX_MAX_HTTP_CONNECTIONS,

@@ -61,7 +61,9 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
       },
       servedExports(db, (id) => pins.fdOf(id)),
     );
-    const registry = new ExportRegistry(db, supervisor, events, pins, config.imageRoots);
+    const registry = new ExportRegistry(db, supervisor, events, pins, { imageRoots: config.imageRoots, keepVersions: config.keepVersions, log });
+    // Files the last run could not delete yet (a connection still held them).
+    registry.collectGarbage();
     const gate = new AuthGate(config.adminPassword, secret, events, new RevokedSessions(db));
     const services = { registry, events, space, dataPlane: supervisor, info: { version, authRequired: gate.required } };
     http = await startHttpServer({ config, services, gate, log });

@@ -7,9 +7,9 @@ import { tempDir } from './helpers/daemon.js';
 
 const cowDir = '/var/lib/nbdmux/cow';
 const exports: ServedExport[] = [
-  { id: 1, name: 'public', file: '/srv/images/p.img', fd: 30, readonly: true },
-  { id: 2, name: 'secret', file: '/srv/images/s.img', fd: 31, readonly: true, allow: ['127.0.0.2/32'] },
-  { id: 3, name: 'lab', file: '/srv/images/l.img', fd: 32, readonly: true, allow: ['10.0.0.0/8'] },
+  { id: 1, versionId: 101, name: 'public', file: '/srv/images/p.img', fd: 30, readonly: true },
+  { id: 2, versionId: 102, name: 'secret', file: '/srv/images/s.img', fd: 31, readonly: true, allow: ['127.0.0.2/32'] },
+  { id: 3, versionId: 103, name: 'lab', file: '/srv/images/l.img', fd: 32, readonly: true, allow: ['10.0.0.0/8'] },
 ];
 const minute = 60_000;
 

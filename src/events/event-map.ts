@@ -9,6 +9,8 @@ export interface EventDetails {
   /** The data dir had space again after `fullSince`; `notRecorded` events were lost meanwhile. */
   'daemon.space-recovered': { dataDir: string; fullSince: string; notRecorded: number };
   'export.created': { id: number; file: string; readonly: boolean; cow: boolean; allow: string[]; size: number } & ActedBy;
+  /** `version` of the export became current (`update`: a new one; `rollback`: an earlier one again): new clients get `file`. */
+  'export.version-switched': { id: number; version: number; file: string; reason: 'update' | 'rollback' } & ActedBy;
   'export.removed': { id: number; force: boolean; liveConnections: number } & ActedBy;
   /** The registered path now leads elsewhere (`pathLeadsTo`), or back; what clients get meanwhile is `serving`. */
   'export.file-changed': { id: number; file: string; pathLeadsTo: 'another file' | 'nothing' | 'the registered file'; serving: 'the registered file' | 'nothing' };

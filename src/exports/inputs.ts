@@ -57,5 +57,16 @@ export const deleteExportInput = z.strictObject({
   force: z.boolean({ error: 'must be true or false' }).default(false),
 });
 
+/** A new version of an export: the image it serves next. */
+export const updateExportInput = z.strictObject({ name: exportName, file: imagePath });
+
+export const rollbackInput = z.strictObject({
+  name: exportName,
+  /** The version to make current again; absent: the newest ready one below the current. */
+  version: z.number({ error: 'must be a version number' }).int('must be a whole number').positive('must be 1 or more').optional(),
+});
+
 export type CreateExportInput = z.infer<typeof createExportInput>;
+export type UpdateExportInput = z.infer<typeof updateExportInput>;
+export type RollbackInput = z.infer<typeof rollbackInput>;
 export type DeleteExportInput = z.infer<typeof deleteExportInput>;

@@ -7,9 +7,10 @@ const exportColumns: Column<NbdmuxExport>[] = [
   { header: 'NAME', value: (e) => e.name },
   { header: 'STATE', value: (e) => e.state },
   { header: 'MODE', value: exportMode },
-  { header: 'SIZE', value: (e) => formatBytes(e.size), alignRight: true },
+  { header: 'VER', value: (e) => (e.version === null ? '-' : String(e.version)), alignRight: true },
+  { header: 'SIZE', value: (e) => (e.size === null ? '-' : formatBytes(e.size)), alignRight: true },
   { header: 'CONNS', value: (e) => String(e.connections), alignRight: true },
-  { header: 'FILE', value: (e) => e.file },
+  { header: 'FILE', value: (e) => e.file ?? '-' },
 ];
 
 export function renderExports(exports: readonly NbdmuxExport[]): string {
@@ -21,11 +22,12 @@ export function renderExport(exp: NbdmuxExport): string {
   return renderFields([
     ['name', exp.name],
     ['state', exp.state === 'serving' ? 'serving' : `draining since ${formatTime(exp.removedAt!)} (removed; live connections finish)`],
-    ['file', exp.file],
+    ['version', exp.version === null ? '-' : String(exp.version)],
+    ['file', exp.file ?? '-'],
     ...(exp.fileChange ? [['file changed', `${formatTime(exp.fileChange.seenAt)}: the path leads to ${exp.fileChange.pathLeadsTo}; serving ${exp.fileChange.serving}`] as const] : []),
     ['mode', explainMode(exp)],
     ['allow', exp.allow.length === 0 ? 'every client the NBD port admits' : exp.allow.join(', ')],
-    ['size', `${formatBytes(exp.size)} (${exp.size} bytes)`],
+    ['size', exp.size === null ? '-' : `${formatBytes(exp.size)} (${exp.size} bytes)`],
     ['created', formatTime(exp.createdAt)],
     ['connections', String(exp.connections)],
   ]);
@@ -73,6 +75,7 @@ function describeEvent(event: NbdmuxStreamEvent): string {
     case 'daemon.stopped':
     case 'daemon.space-recovered':
     case 'export.created':
+    case 'export.version-switched':
     case 'export.removed':
     case 'export.file-changed':
     case 'connection.opened':

@@ -3,7 +3,7 @@ import { getTRPCErrorFromUnknown } from '@trpc/server';
 import { getHTTPStatusCodeFromError } from '@trpc/server/http';
 import { badInput, describeError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { readJsonBody } from '../http/body.js';
+import { contentType, readJsonBody } from '../http/body.js';
 import type { CreateContext } from '../router/context.js';
 import { createCaller } from '../router/index.js';
 import type { Services } from '../router/trpc.js';
@@ -70,6 +70,10 @@ function matchRoute(pathname: string): Route | null {
   if (pathname === '/exports' || pathname === '/exports/') return exportsCollection;
   const item = /^\/exports\/([^/]+)$/.exec(pathname);
   if (item) return exportItem(item[1]!);
+  const versions = /^\/exports\/([^/]+)\/versions$/.exec(pathname);
+  if (versions) return exportVersions(versions[1]!);
+  const rollback = /^\/exports\/([^/]+)\/rollback$/.exec(pathname);
+  if (rollback) return exportRollback(rollback[1]!);
   return null;
 }
 
@@ -95,16 +99,48 @@ const exportsCollection: Route = {
 
 function exportItem(rawName: string): Route {
   return {
-    methods: ['GET', 'HEAD', 'DELETE'],
-    async handle(method, { url, procedures }) {
+    methods: ['GET', 'HEAD', 'PUT', 'DELETE'],
+    async handle(method, { req, url, procedures }) {
       const name = decodeName(rawName);
       if (method === 'DELETE') {
         await procedures().exports.delete({ name, force: parseForce(url.searchParams.get('force')) });
         return { status: 204 };
       }
+      if (method === 'PUT') return { status: 200, json: await procedures().exports.update(withPathName(await readJsonBody(req), name)) };
       return { status: 200, json: await procedures().exports.get({ name }) };
     },
   };
+}
+
+function exportVersions(rawName: string): Route {
+  return {
+    methods: ['GET', 'HEAD'],
+    async handle(_method, { procedures }) {
+      return { status: 200, json: await procedures().exports.versions({ name: decodeName(rawName) }) };
+    },
+  };
+}
+
+function exportRollback(rawName: string): Route {
+  return {
+    methods: ['POST'],
+    async handle(_method, { req, procedures }) {
+      // A bare POST rolls back to the previous version: no body, no content type needed.
+      const body = contentType(req) === undefined && !hasBody(req) ? {} : await readJsonBody(req);
+      return { status: 200, json: await procedures().exports.rollback(withPathName(body, decodeName(rawName))) };
+    },
+  };
+}
+
+/** The body's fields with the export name the path gives; the procedure's schema judges the rest. */
+function withPathName(body: unknown, name: string): never {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badInput('(body)', 'must be a JSON object');
+  if ('name' in body) throw badInput('name', 'the export is named by the path; remove "name" from the body');
+  return { ...body, name } as never;
+}
+
+function hasBody(req: http.IncomingMessage): boolean {
+  return req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
 }
 
 function decodeName(raw: string): string {

@@ -22,6 +22,8 @@ export class RecordingDataPlane implements DataPlane {
   readonly applied: ServedExport[][] = [];
   /** Live connections per export id, as the test sets them. */
   readonly live = new Map<number, number>();
+  /** Live connections per version id, as the test sets them. */
+  readonly liveByVersion = new Map<number, number>();
   /** The export ids of each kill asked for. */
   readonly kills: number[][] = [];
   /** The arguments of each connections.recent call. */
@@ -40,6 +42,7 @@ export class RecordingDataPlane implements DataPlane {
 
   readonly connections = {
     countByExport: () => new Map(this.live),
+    countByVersion: () => new Map(this.liveByVersion),
     kill: (exportIds: ReadonlySet<number>) => {
       this.kills.push([...exportIds]);
       let killed = 0;
@@ -76,7 +79,7 @@ export const testActor: Actor = { actor: 'open', client: '127.0.0.1' };
  * The control plane as the daemon wires it (src/daemon.ts), on a migrated in-memory database and
  * a recording data plane: the one place tests build a router context.
  */
-export function testControlPlane(options: { imageRoots?: string[]; cowDir?: string } = {}): TestControlPlane {
+export function testControlPlane(options: { imageRoots?: string[]; cowDir?: string; keepVersions?: number } = {}): TestControlPlane {
   const dataDir = tempDir('nbdmux-memory-');
   const logs: Array<Record<string, unknown>> = [];
   const log = createLogger('debug', (line) => logs.push(JSON.parse(line) as Record<string, unknown>));
@@ -85,7 +88,7 @@ export function testControlPlane(options: { imageRoots?: string[]; cowDir?: stri
   const events = new EventLog(db, space);
   const dataPlane = new RecordingDataPlane(options.cowDir ?? `${dataDir}/cow`);
   const pins = PinnedFiles.reopen(db, events, log);
-  const registry = new ExportRegistry(db, dataPlane, events, pins, options.imageRoots ?? []);
+  const registry = new ExportRegistry(db, dataPlane, events, pins, { imageRoots: options.imageRoots ?? [], keepVersions: options.keepVersions ?? 3, log });
   const context: Context = {
     registry,
     events,

@@ -57,10 +57,11 @@ export function renderExports(target: HTMLElement, exports: NbdmuxExport[], nbdP
       return el('tr', { className: exp.state, attrs: { 'data-export': exp.name, 'data-state': exp.state } }, [
         el('td', { text: exp.name, className: 'name' }),
         el('td', { className: 'file' }, [
-          el('span', { text: exp.file }),
+          el('span', { text: exp.file ?? '—' }),
+          ...(exp.version !== null ? [el('small', { text: `version ${exp.version}`, className: 'version' })] : []),
           ...(exp.fileChange ? [el('small', { text: `path now leads to ${exp.fileChange.pathLeadsTo}; serving ${exp.fileChange.serving}`, className: 'file-changed' })] : []),
         ]),
-        el('td', { text: formatBytes(exp.size), className: 'num' }),
+        el('td', { text: exp.size === null ? '—' : formatBytes(exp.size), className: 'num' }),
         el('td', {}, [
           el('span', { text: describeMode(exp) }),
           ...(exp.allow.length > 0 ? [el('small', { text: `only ${exp.allow.join(', ')}`, className: 'allow' })] : []),
@@ -124,6 +125,10 @@ function describeEvent(event: NbdmuxEvent): string {
     case 'export.removed': {
       const d = event.details;
       return `${name}${d.force ? ', cutting live connections' : d.liveConnections > 0 ? `, ${d.liveConnections} draining` : ''}${byActor(d)}`;
+    }
+    case 'export.version-switched': {
+      const d = event.details;
+      return `${name} now serves version ${d.version} (${d.file}) to new clients${d.reason === 'rollback' ? ', rolled back' : ''}${byActor(d)}`;
     }
     case 'export.file-changed':
       return `${name}: ${event.details.file} now leads to ${event.details.pathLeadsTo}; serving ${event.details.serving}`;
