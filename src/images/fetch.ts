@@ -4,7 +4,6 @@ import http from 'node:http';
 import https from 'node:https';
 import { fileURLToPath } from 'node:url';
 import { isUnderAnyRoot } from '../exports/image-file.js';
-import { version } from '../version.js';
 import { cancelled, ImportError } from './import-error.js';
 
 export interface FetchOptions {
@@ -67,7 +66,7 @@ function request(url: URL, { signal, connectTimeoutMs, stallTimeoutMs }: FetchOp
     if (signal.aborted) return reject(cancelled());
     const get = url.protocol === 'https:' ? https.get : http.get;
     // agent false: a fresh connection each time, so the connect timer below measures this one.
-    const req = get(url, { agent: false, headers: { 'user-agent': `nbdmux/${version}`, 'accept-encoding': 'identity' } });
+    const req = get(url, { agent: false, headers: { 'user-agent': 'nbdmux', 'accept-encoding': 'identity' } });
     let failure: ImportError | null = null;
     const fail = (err: ImportError) => {
       failure ??= err;
