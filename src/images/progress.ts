@@ -16,11 +16,13 @@ export class ProgressMeter {
 
   constructor(private readonly report: (progress: ImportProgress) => void) {}
 
+  /** A new stage is reported at once; the same stage again (its total now known) waits its turn. */
   enter(stage: ImportStage, bytes: number, totalBytes: number | null): void {
+    const changed = stage !== this.stage || this.lastReportAt === 0;
     this.stage = stage;
     this.totalBytes = totalBytes;
-    this.samples = [];
-    this.update(bytes, true);
+    if (changed) this.samples = [];
+    this.update(bytes, changed);
   }
 
   update(bytes: number, force = false): void {
