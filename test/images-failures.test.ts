@@ -104,7 +104,7 @@ describe('a download that goes wrong', () => {
     running.cancel();
     await expect(running.done).rejects.toMatchObject({ reason: 'cancelled', message: 'the import was cancelled' });
     expect(Date.now() - cancelledAt).toBeLessThan(2000);
-    await expect.poll(xzChildren, 'the xz child is killed').toBe('');
+    await expect.poll(xzChildren, { message: 'the xz child is killed' }).toBe('');
     noPartialFiles();
   });
 
