@@ -17,6 +17,9 @@ Options (each also read from the environment variable shown; a flag wins):
   --nbd-bind ADDR         NBD listen address (default: --bind)               NBDMUX_NBD_BIND
   --nbd-server-bin PATH   nbd-server binary (default nbd-server)             NBDMUX_NBD_SERVER_BIN
   --image-root DIR        only files under DIR may be exported; repeatable    NBDMUX_IMAGE_ROOTS (a:b)
+  --image-store DIR       where imported images are kept; always an image    NBDMUX_IMAGE_STORE
+                          root (default DATA_DIR/images)
+  --max-imports N         imports running at once; more wait (default 2)     NBDMUX_MAX_IMPORTS
   --max-connections N     live NBD connections at most (default 256)         NBDMUX_MAX_CONNECTIONS
   --nbd-max-pending-per-client N
                           connections of one address that have not chosen    NBDMUX_NBD_MAX_PENDING_PER_CLIENT
@@ -65,6 +68,8 @@ const configSchema = z.object({
   nbdBind: z.string().min(1).optional(),
   nbdServerBin: z.string().min(1).default('nbd-server'),
   imageRoots: z.array(z.string().min(1)).default([]),
+  imageStore: z.string().min(1, '--image-store must not be empty').optional(),
+  maxImports: z.coerce.number().int('--max-imports must be a whole number').min(1, '--max-imports must be at least 1').max(64, '--max-imports must be at most 64').default(2),
   maxConnections: z.coerce
     .number()
     .int('--max-connections must be a whole number')
@@ -132,6 +137,8 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
         'nbd-bind': { type: 'string' },
         'nbd-server-bin': { type: 'string' },
         'image-root': { type: 'string', multiple: true },
+        'image-store': { type: 'string' },
+        'max-imports': { type: 'string' },
         'max-connections': { type: 'string' },
         'nbd-max-pending-per-client': { type: 'string' },
         'nbd-negotiation-timeout': { type: 'string' },
@@ -163,6 +170,8 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
     nbdBind: values['nbd-bind'] ?? env.NBDMUX_NBD_BIND ?? bind,
     nbdServerBin: values['nbd-server-bin'] ?? env.NBDMUX_NBD_SERVER_BIN,
     imageRoots: values['image-root'] ?? envRoots,
+    imageStore: values['image-store'] ?? env.NBDMUX_IMAGE_STORE,
+    maxImports: values['max-imports'] ?? env.NBDMUX_MAX_IMPORTS,
     maxConnections: values['max-connections'] ?? env.NBDMUX_MAX_CONNECTIONS,
     nbdMaxPendingPerClient: values['nbd-max-pending-per-client'] ?? env.NBDMUX_NBD_MAX_PENDING_PER_CLIENT,
     nbdNegotiationTimeout: values['nbd-negotiation-timeout'] ?? env.NBDMUX_NBD_NEGOTIATION_TIMEOUT,
@@ -178,8 +187,9 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
   });
   if (!parsed.success) throw new ConfigError(parsed.error.issues[0]!.message);
   const config = parsed.data;
+  const dataDir = path.resolve(config.dataDir);
   return {
     kind: 'run',
-    config: { ...config, dataDir: path.resolve(config.dataDir), imageRoots: config.imageRoots.map((r) => path.resolve(r)) },
+    config: { ...config, dataDir, imageStore: path.resolve(config.imageStore ?? path.join(dataDir, 'images')), imageRoots: config.imageRoots.map((r) => path.resolve(r)) },
   };
 }
