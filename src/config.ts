@@ -115,7 +115,8 @@ const checkedConfigSchema = configSchema
   })
   .transform((config) => ({ ...config, nbdMaxPendingPerClient: config.nbdMaxPendingPerClient ?? Math.min(defaultMaxPendingPerClient, config.maxConnections) }));
 
-export type Config = z.infer<typeof checkedConfigSchema>;
+/** The image store always has a path: DATA_DIR/images unless given (see parseCommandLine). */
+export type Config = Omit<z.infer<typeof checkedConfigSchema>, 'imageStore'> & { imageStore: string };
 
 export type CliRequest = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: Config };
 

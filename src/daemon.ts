@@ -10,6 +10,7 @@ import { openDatabase, type Db } from './db/open.js';
 import { EventLog } from './events/event-log.js';
 import { PinnedFiles } from './exports/pinned-files.js';
 import { ExportRegistry, servedExports } from './exports/registry.js';
+import { Importer } from './images/importer.js';
 import type { Logger } from './log.js';
 import { startHttpServer, type HttpServer } from './server.js';
 import { AllowList } from './exports/allow-list.js';
@@ -61,7 +62,11 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
       },
       servedExports(db, (id) => pins.fdOf(id)),
     );
-    const registry = new ExportRegistry(db, supervisor, events, pins, { imageRoots: config.imageRoots, keepVersions: config.keepVersions, log });
+    // The store is always an image root; with no roots at all, any file may be exported anyway.
+    const imageRoots = config.imageRoots.length === 0 ? [] : [...config.imageRoots, config.imageStore];
+    const importer = new Importer({ storeDir: config.imageStore, maxImports: config.maxImports, imageRoots, log });
+    const registry = new ExportRegistry(db, supervisor, events, pins, { imageRoots, keepVersions: config.keepVersions, importer, log });
+    registry.failInterruptedImports();
     // Files the last run could not delete yet (a connection still held them).
     registry.collectGarbage();
     const gate = new AuthGate(config.adminPassword, secret, events, new RevokedSessions(db));

@@ -1,19 +1,22 @@
-import { closeSync } from 'node:fs';
-import { and, asc, eq, inArray, isNull, isNotNull, or } from 'drizzle-orm';
+import fs, { closeSync } from 'node:fs';
+import { and, asc, desc, eq, inArray, isNull, isNotNull, or } from 'drizzle-orm';
 import type { Db } from '../db/open.js';
 import { exportsTable, exportVersionsTable, type ExportRow, type VersionRow } from '../db/schema.js';
 import { badInput, conflict, notFound } from '../errors.js';
 import type { EventLog } from '../events/event-log.js';
 import type { Actor } from '../events/event-map.js';
+import { ImportError, type ImportedImage, type Importer } from '../images/importer.js';
 import type { Logger } from '../log.js';
 import type { ConnectionTable, ServedExport } from '../supervisor/index.js';
 import { pinImage, type PinnedImage } from './image-file.js';
-import type { CreateExportInput, DeleteExportInput, RollbackInput, UpdateExportInput } from './inputs.js';
+import { VersionImports, type ImportView } from './imports.js';
+import { sourceOf, type CreateExportInput, type DeleteExportInput, type RollbackInput, type UpdateExportInput } from './inputs.js';
 import { openPinned, type FileChange, type PinnedFiles } from './pinned-files.js';
 import { configSafePathPattern } from './rules.js';
 import { collectGarbage, nextVersionNumber, rollbackTarget, versionById, versionsOf, type VersionView } from './versions.js';
 
-export type ExportState = 'serving' | 'draining';
+/** `importing`: its first version is not ready yet, and no client can attach it; `failed`: that import failed. */
+export type ExportState = 'importing' | 'failed' | 'serving' | 'draining';
 
 /** An export as the control plane shows it: its settings, and its current version's image. */
 export type ExportView = Omit<ExportRow, 'removedAt' | 'currentVersionId'> &
@@ -25,6 +28,8 @@ export type ExportView = Omit<ExportRow, 'removedAt' | 'currentVersionId'> &
     connections: number;
     /** Null while `file` still leads to the file judged at registration. */
     fileChange: FileChange | null;
+    /** The newest version's import, while it runs or once it failed; null when the newest version is ready. */
+    import: ImportView | null;
   };
 
 export interface RemovalResult {
@@ -72,13 +77,16 @@ export function servedExports(db: Pick<Db, 'select'>, fdOf: PinnedFiles['fdOf'])
  * can never leave the two disagreeing.
  */
 export class ExportRegistry {
+  private readonly imports: VersionImports;
+
   constructor(
     private readonly db: Db,
     private readonly dataPlane: DataPlane,
     private readonly events: EventLog,
     private readonly pins: PinnedFiles,
-    private readonly options: { imageRoots: readonly string[]; keepVersions: number; log: Logger },
+    private readonly options: { imageRoots: readonly string[]; keepVersions: number; importer: Importer; log: Logger },
   ) {
+    this.imports = new VersionImports(db, events, options.importer, options.log);
     // A version's last connection gone may free its stored file.
     events.on('event', (event) => {
       if (event.type === 'connection.closed') this.collectGarbage();
@@ -106,7 +114,16 @@ export class ExportRegistry {
     if (input.cow && !configSafePathPattern.test(this.dataPlane.cowDir)) {
       throw badInput('cow', `copy-on-write diffs go to ${this.dataPlane.cowDir}, a path nbd-server's config would misread; run nbdmux with a data dir of A-Z a-z 0-9 . _ / + - only`);
     }
-    const image = await pinImage(input.file, this.options.imageRoots, input.readonly);
+    const source = sourceOf(input);
+    if ('url' in source) {
+      const { exp, version } = this.insertNamed(input.name, (tx) => {
+        const inserted = tx.insert(exportsTable).values({ name: input.name, readonly: input.readonly, cow: input.cow, allow: input.allow, createdAt: new Date().toISOString() }).returning().get();
+        return { exp: inserted, version: insertImportingVersion(tx, inserted.id, source.url) };
+      });
+      this.startImport(exp.name, version, source, actor);
+      return this.get(exp.name);
+    }
+    const image = await pinImage(source.file, this.options.imageRoots, input.readonly);
     let row: ExportRow;
     try {
       row = this.switchVersion(image, (tx) => {
@@ -123,13 +140,21 @@ export class ExportRegistry {
   }
 
   /**
-   * Makes `file` the export's new current version. The current one serves every new client until
-   * the switch, which commits and rewrites the config in one synchronous step; live clients keep
-   * the version they attached.
+   * Makes a file, or an imported image once complete, the export's new current version. The
+   * current one serves every new client until the switch, which commits and rewrites the config
+   * in one synchronous step; live clients keep the version they attached.
    */
-  async update({ name, file }: UpdateExportInput, actor: Actor): Promise<ExportView> {
+  async update(input: UpdateExportInput, actor: Actor): Promise<ExportView> {
+    const { name } = input;
+    const source = sourceOf(input);
+    if ('url' in source) {
+      const exp = this.serving(name);
+      const version = this.db.transaction((tx) => insertImportingVersion(tx as unknown as Db, exp.id, source.url));
+      this.startImport(name, version, source, actor);
+      return this.get(name);
+    }
     const readonly = this.serving(name).readonly;
-    const image = await pinImage(file, this.options.imageRoots, readonly);
+    const image = await pinImage(source.file, this.options.imageRoots, readonly);
     const row = this.switchVersion(image, (tx) => {
       // Looked up again: the export may have been removed while the file was judged.
       const exp = this.serving(name, tx);
@@ -150,6 +175,11 @@ export class ExportRegistry {
     const row = this.switchVersion({ fd: opened.fd, realPath: target.file!, identity: opened.identity }, () => ({ exp, versionId: target.id }));
     this.recordSwitch(row, 'rollback', actor);
     return this.get(name);
+  }
+
+  /** At start: imports the last run left unfinished are marked failed, their partial files removed. */
+  failInterruptedImports(): void {
+    this.imports.failInterrupted((exportId) => this.db.select({ name: exportsTable.name }).from(exportsTable).where(eq(exportsTable.id, exportId)).get()!.name);
   }
 
   /** An export's versions, newest first. */
@@ -197,7 +227,61 @@ export class ExportRegistry {
     return row;
   }
 
-  private recordSwitch(row: ExportRow, reason: 'update' | 'rollback', actor: Actor): void {
+  private startImport(name: string, version: VersionRow, source: { url: string; sha256: string | undefined }, actor: Actor): void {
+    this.imports.start(name, version, source, actor, (image) => this.finishImport(name, version, image));
+  }
+
+  /**
+   * Serves a complete import: it becomes current unless a newer version already is (then it waits,
+   * ready, for a rollback). Its file is judged like any other; an export removed meanwhile gets
+   * nothing, and the file goes.
+   */
+  private async finishImport(name: string, version: VersionRow, image: ImportedImage): Promise<void> {
+    try {
+      const pinned = await pinImage(image.file, this.options.imageRoots, this.notRemoved(version.exportId).readonly);
+      const ready = { file: pinned.realPath, fileIdentity: pinned.identity, size: pinned.size, sha256: image.sha256, stored: true, state: 'ready' as const };
+      const markReady = (tx: Db) => tx.update(exportVersionsTable).set(ready).where(eq(exportVersionsTable.id, version.id)).run();
+      // Looked up after the await: the export may have been removed or moved on meanwhile.
+      const current = versionById(this.db, this.notRemoved(version.exportId).currentVersionId);
+      const recordDone = () => this.events.record('import.done', name, { id: version.exportId, version: version.version, file: pinned.realPath, size: pinned.size, sha256: image.sha256 });
+      if (current && current.version > version.version) {
+        // A newer version already serves: it stays, and this one waits for a rollback.
+        closeSync(pinned.fd);
+        markReady(this.db);
+        recordDone();
+      } else {
+        const switched = this.switchVersion(pinned, (tx) => {
+          markReady(tx);
+          return { exp: this.notRemoved(version.exportId, tx), versionId: version.id };
+        });
+        recordDone();
+        this.recordSwitch(switched, 'import', {});
+      }
+    } catch (err) {
+      fs.rmSync(image.file, { force: true });
+      this.imports.fail(name, version, err);
+    }
+  }
+
+  /** The export by id, unless removed: an import finishing for a removed export serves nothing. */
+  private notRemoved(exportId: number, db: Pick<Db, 'select'> = this.db): ExportRow {
+    const exp = db.select().from(exportsTable).where(and(eq(exportsTable.id, exportId), isNull(exportsTable.removedAt))).get();
+    if (!exp) throw new ImportError('cancelled', 'the import was cancelled: its export was removed');
+    return exp;
+  }
+
+  /** Inserts what `change` makes under a name no served export has; refused with a clear error otherwise. */
+  private insertNamed<T>(name: string, change: (tx: Db) => T): T {
+    try {
+      return this.db.transaction((tx) => change(tx as unknown as Db));
+    } catch (err) {
+      // Another request took the name meanwhile.
+      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') this.refuseTakenName(name);
+      throw err;
+    }
+  }
+
+  private recordSwitch(row: ExportRow, reason: 'update' | 'rollback' | 'import', actor: Partial<Actor>): void {
     const version = versionById(this.db, row.currentVersionId)!;
     this.events.record('export.version-switched', row.name, { id: row.id, version: version.version, file: version.file!, reason, ...actor });
     this.collectGarbage();
@@ -216,6 +300,7 @@ export class ExportRegistry {
         this.dataPlane.applyExports(servedExports(tx, (id) => this.pins.fdOf(id)));
       });
       if (serving.currentVersionId !== null) this.pins.release(serving.currentVersionId);
+      this.imports.cancelAll(serving.id);
     }
     const draining = this.db
       .select({ id: exportsTable.id })
@@ -250,15 +335,18 @@ export class ExportRegistry {
 
   private toView({ currentVersionId, ...row }: ExportRow, counts: ReadonlyMap<number, number>): ExportView {
     const current = versionById(this.db, currentVersionId);
+    const newest = this.db.select().from(exportVersionsTable).where(eq(exportVersionsTable.exportId, row.id)).orderBy(desc(exportVersionsTable.version)).limit(1).get();
+    const importing = newest && (newest.state === 'importing' || newest.state === 'failed') && newest.id !== currentVersionId ? newest : undefined;
     return {
       ...row,
       file: current?.file ?? null,
       size: current?.size ?? null,
       sha256: current?.sha256 ?? null,
       version: current?.version ?? null,
-      state: row.removedAt === null ? 'serving' : 'draining',
+      state: row.removedAt !== null ? 'draining' : current ? 'serving' : importing?.state === 'importing' ? 'importing' : 'failed',
       connections: counts.get(row.id) ?? 0,
       fileChange: row.removedAt === null && currentVersionId !== null ? this.pins.changeOf(currentVersionId) : null,
+      import: importing ? this.imports.viewOf(importing) : null,
     };
   }
 
@@ -275,4 +363,10 @@ function insertVersion(tx: Db, exportId: number, image: Pick<PinnedImage, 'realP
     .values({ exportId, version, file: image.realPath, fileIdentity: image.identity, size: image.size, state: 'ready', createdAt: new Date().toISOString() })
     .returning({ id: exportVersionsTable.id })
     .get()!.id;
+}
+
+/** Version `next` of `exportId`, to be filled by an import of `url`. */
+function insertImportingVersion(tx: Db, exportId: number, url: string): VersionRow {
+  const version = nextVersionNumber(tx, exportId);
+  return tx.insert(exportVersionsTable).values({ exportId, version, url, state: 'importing', createdAt: new Date().toISOString() }).returning().get()!;
 }

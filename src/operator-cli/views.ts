@@ -76,6 +76,10 @@ function describeEvent(event: NbdmuxStreamEvent): string {
     case 'daemon.space-recovered':
     case 'export.created':
     case 'export.version-switched':
+    case 'import.started':
+    case 'import.done':
+    case 'import.failed':
+    case 'import.cancelled':
     case 'export.removed':
     case 'export.file-changed':
     case 'connection.opened':

@@ -90,8 +90,10 @@ const exportsCollection: Route = {
   methods: ['GET', 'HEAD', 'POST'],
   async handle(method, { req, procedures }) {
     if (method === 'POST') {
-      const created = await procedures().exports.create((await readJsonBody(req)) as never);
-      return { status: 201, json: created, headers: { location: `/exports/${encodeURIComponent(created.name)}` } };
+      const body = await readJsonBody(req);
+      const created = await procedures().exports.create(body as never);
+      // An import answers before its image exists: accepted, not yet created.
+      return { status: isImport(body) ? 202 : 201, json: created, headers: { location: `/exports/${encodeURIComponent(created.name)}` } };
     }
     return { status: 200, json: await procedures().exports.list() };
   },
@@ -106,7 +108,10 @@ function exportItem(rawName: string): Route {
         await procedures().exports.delete({ name, force: parseForce(url.searchParams.get('force')) });
         return { status: 204 };
       }
-      if (method === 'PUT') return { status: 200, json: await procedures().exports.update(withPathName(await readJsonBody(req), name)) };
+      if (method === 'PUT') {
+        const body = await readJsonBody(req);
+        return { status: isImport(body) ? 202 : 200, json: await procedures().exports.update(withPathName(body, name)) };
+      }
       return { status: 200, json: await procedures().exports.get({ name }) };
     },
   };
@@ -137,6 +142,11 @@ function withPathName(body: unknown, name: string): never {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badInput('(body)', 'must be a JSON object');
   if ('name' in body) throw badInput('name', 'the export is named by the path; remove "name" from the body');
   return { ...body, name } as never;
+}
+
+/** A body the procedure accepted with a `url` started an import. */
+function isImport(body: unknown): boolean {
+  return typeof body === 'object' && body !== null && 'url' in body;
 }
 
 function hasBody(req: http.IncomingMessage): boolean {

@@ -5,6 +5,7 @@ import { EventLog } from '../../src/events/event-log.js';
 import type { Actor } from '../../src/events/event-map.js';
 import { PinnedFiles } from '../../src/exports/pinned-files.js';
 import { ExportRegistry, type DataPlane } from '../../src/exports/registry.js';
+import { Importer } from '../../src/images/importer.js';
 import { createLogger } from '../../src/log.js';
 import { createCaller, type Context } from '../../src/router/index.js';
 import type { ServedExport } from '../../src/supervisor/index.js';
@@ -88,7 +89,9 @@ export function testControlPlane(options: { imageRoots?: string[]; cowDir?: stri
   const events = new EventLog(db, space);
   const dataPlane = new RecordingDataPlane(options.cowDir ?? `${dataDir}/cow`);
   const pins = PinnedFiles.reopen(db, events, log);
-  const registry = new ExportRegistry(db, dataPlane, events, pins, { imageRoots: options.imageRoots ?? [], keepVersions: options.keepVersions ?? 3, log });
+  const imageRoots = options.imageRoots ?? [];
+  const importer = new Importer({ storeDir: `${dataDir}/images`, maxImports: 2, imageRoots, log });
+  const registry = new ExportRegistry(db, dataPlane, events, pins, { imageRoots, keepVersions: options.keepVersions ?? 3, importer, log });
   const context: Context = {
     registry,
     events,
