@@ -1,5 +1,5 @@
-import type { NbdmuxConnection, NbdmuxExport, NbdmuxHealth, NbdmuxStreamEvent } from '../client.js';
-import { clientEndpoint, explainMode, exportMode, formatBytes, formatDuration, formatRate } from '../presentation.js';
+import type { NbdmuxConnection, NbdmuxExport, NbdmuxHealth, NbdmuxStreamEvent, NbdmuxVersion } from '../client.js';
+import { clientEndpoint, describeImport, explainMode, exportMode, formatBytes, formatDuration, formatRate } from '../presentation.js';
 import { formatClock, formatDetails, formatTime } from './format.js';
 import { renderFields, renderTable, type Column } from './table.js';
 
@@ -24,6 +24,7 @@ export function renderExport(exp: NbdmuxExport): string {
     ['state', exp.state === 'serving' ? 'serving' : `draining since ${formatTime(exp.removedAt!)} (removed; live connections finish)`],
     ['version', exp.version === null ? '-' : String(exp.version)],
     ['file', exp.file ?? '-'],
+    ...(exp.import ? [['import', `${exp.import.url}: ${describeImport(exp.import)}`] as const] : []),
     ...(exp.fileChange ? [['file changed', `${formatTime(exp.fileChange.seenAt)}: the path leads to ${exp.fileChange.pathLeadsTo}; serving ${exp.fileChange.serving}`] as const] : []),
     ['mode', explainMode(exp)],
     ['allow', exp.allow.length === 0 ? 'every client the NBD port admits' : exp.allow.join(', ')],
@@ -31,6 +32,20 @@ export function renderExport(exp: NbdmuxExport): string {
     ['created', formatTime(exp.createdAt)],
     ['connections', String(exp.connections)],
   ]);
+}
+
+const versionColumns: Column<NbdmuxVersion>[] = [
+  { header: 'VER', value: (v) => String(v.version), alignRight: true },
+  { header: 'CURRENT', value: (v) => (v.current ? '*' : '') },
+  { header: 'STATE', value: (v) => v.state },
+  { header: 'SIZE', value: (v) => (v.size === null ? '-' : formatBytes(v.size)), alignRight: true },
+  { header: 'CONNS', value: (v) => String(v.connections), alignRight: true },
+  { header: 'CREATED', value: (v) => formatTime(v.createdAt) },
+  { header: 'SOURCE', value: (v) => [v.url ?? v.file ?? '-', v.error ? `(${v.error})` : ''].filter(Boolean).join(' ') },
+];
+
+export function renderVersions(versions: readonly NbdmuxVersion[]): string {
+  return renderTable(versionColumns, versions);
 }
 
 const connectionColumns: Column<NbdmuxConnection>[] = [
