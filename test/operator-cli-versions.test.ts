@@ -65,13 +65,13 @@ describe('the operator CLI with imports and versions', () => {
     expect(await servedSha()).toBe(sha256Of(raw.two));
   });
 
-  it.each<[args: () => string[], code: number, message: RegExp]>([
-    [() => ['import', 'gone', server.url('/missing.img')], 1, /^nbdmux import: the import of version 1 failed: .*404/],
-    [() => ['import', 'net', server.url('/two.img'), '--rw'], 1, /^nbdmux import: net exists: the import becomes its next version/],
-    [() => ['rollback', 'net', 'two'], 2, /^nbdmux rollback: VERSION must be a version number/],
-    [() => ['rollback', 'net', '7'], 1, /^nbdmux rollback: export "net" has no version 7/],
-    [() => ['rollback'], 2, /^nbdmux: rollback takes NAME \[VERSION\], got none/],
-  ])('fails %j with exit %i and one line', async (args, code, message) => {
+  it.each<[what: string, args: () => string[], code: number, message: RegExp]>([
+    ['an import that fails', () => ['import', 'gone', server.url('/missing.img')], 1, /^nbdmux import: the import of version 1 failed: .*404/],
+    ['--rw for an existing export', () => ['import', 'net', server.url('/two.img'), '--rw'], 1, /^nbdmux import: net exists: the import becomes its next version/],
+    ['a VERSION that is no number', () => ['rollback', 'net', 'two'], 2, /^nbdmux rollback: VERSION must be a version number/],
+    ['a VERSION that never was', () => ['rollback', 'net', '7'], 1, /^nbdmux rollback: export "net" has no version 7/],
+    ['no NAME', () => ['rollback'], 2, /^nbdmux: rollback takes NAME \[VERSION\], got none/],
+  ])('fails on %s with exit %i and one line', async (_what, args, code, message) => {
     const result = await nbdmux(args());
     expect(result.code, result.stderr).toBe(code);
     expect(result.stderr.trimEnd().split('\n')).toHaveLength(1);
