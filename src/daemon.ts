@@ -17,6 +17,9 @@ import { AllowList } from './exports/allow-list.js';
 import { Supervisor } from './supervisor/index.js';
 import { version } from './version.js';
 
+/** How often imported files that no version needs any more are looked for (one small query). */
+const garbageCheckMs = 5000;
+
 export interface Daemon {
   http: net.AddressInfo;
   nbd: net.AddressInfo;
@@ -75,12 +78,15 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     const nbd = supervisor.address!;
     events.record('daemon.started', null, { http: http.address.port, nbd: nbd.port, pid: process.pid });
     pins.startChecking();
+    // A version's last connection gone may free its stored file: looked for every few seconds.
+    const collecting = setInterval(() => registry.collectGarbage(), garbageCheckMs).unref();
     const running = { http, supervisor };
     return {
       http: http.address,
       nbd,
       close: async () => {
         pins.stop();
+        clearInterval(collecting);
         await Promise.all([running.http.close(), running.supervisor.stop()]);
         events.record('daemon.stopped', null, { pid: process.pid });
         space.stop();

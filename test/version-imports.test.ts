@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { api, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
 import { makeTestImage, pack, serveFile, serveStalled, sha256Of, startImageServer, type ImageServer } from './helpers/image-fixtures.js';
-import { listExports, readExport, sha256 } from './helpers/nbd.js';
+import { listExports, readExport, sha256, startSlowReader } from './helpers/nbd.js';
 import { killServingProcesses } from './helpers/proc.js';
 
 /** Imports end to end: a local HTTP server, the built daemon, real nbd-server and NBD clients. */
@@ -123,6 +123,27 @@ describe('exports imported from a URL', () => {
     expect(storeEntries().filter((name) => name.startsWith('.partial-'))).toEqual([]);
     // What was served before still is.
     expect(sha256(await readExport(daemon.nbdUri('net')))).toBe(sha256Of(raw.two));
+  });
+
+  it('keeps an imported file while a connection still reads its version, and deletes it once that connection ends', async () => {
+    const before = (await api(daemon, 'GET', '/exports/net/versions')).json.find((v: { current: boolean }) => v.current);
+    const reader = startSlowReader(daemon.nbdUri('net'), path.join(work, 'stop-gc-reader'));
+    await reader.connected;
+    expect(await api(daemon, 'PUT', '/exports/net', { url: server.url('/one.img.xz') })).toMatchObject({ status: 202 });
+    const after = await waitFor('the new version to serve', async () => {
+      const exp = await exportOf('net');
+      return exp.version > before.version && exp.state === 'serving' ? exp : undefined;
+    }, 60_000, 100);
+    // Neither current nor within --keep-versions 1, but attached: kept.
+    const attached = (await api(daemon, 'GET', '/exports/net/versions')).json.find((v: { version: number }) => v.version === before.version);
+    expect(attached).toMatchObject({ state: 'ready', connections: 1, current: false });
+    expect(fs.existsSync(before.file)).toBe(true);
+
+    expect(await reader.finish()).toMatchObject({ code: 0, sha256: sha256Of(raw.two) });
+    await waitFor('the file of the version no one reads to go', () => (fs.existsSync(before.file) ? undefined : true), 15_000, 200);
+    expect((await api(daemon, 'GET', '/exports/net/versions')).json.find((v: { version: number }) => v.version === before.version)).toMatchObject({ state: 'deleted', connections: 0 });
+    expect(sha256(await readExport(daemon.nbdUri('net')))).toBe(sha256Of(raw.one));
+    expect(after.version).toBeGreaterThan(before.version);
   });
 
   it.each<[what: string, body: unknown, message: RegExp]>([

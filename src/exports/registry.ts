@@ -87,10 +87,6 @@ export class ExportRegistry {
     private readonly options: { imageRoots: readonly string[]; keepVersions: number; importer: Importer; log: Logger },
   ) {
     this.imports = new VersionImports(db, events, options.importer, options.log);
-    // A version's last connection gone may free its stored file.
-    events.on('event', (event) => {
-      if (event.type === 'connection.closed') this.collectGarbage();
-    });
   }
 
   /** Exports being served, then those removed but still draining live connections. */
