@@ -13,7 +13,7 @@ import { VersionImports, type ImportView } from './imports.js';
 import { sourceOf, type CreateExportInput, type DeleteExportInput, type RollbackInput, type UpdateExportInput } from './inputs.js';
 import { openPinned, type FileChange, type PinnedFiles } from './pinned-files.js';
 import { configSafePathPattern } from './rules.js';
-import { collectGarbage, nextVersionNumber, rollbackTarget, versionById, versionsOf, type VersionView } from './versions.js';
+import { collectGarbage, insertImportingVersion, insertVersion, rollbackTarget, versionById, versionsOf, type Tx, type VersionView } from './versions.js';
 
 /** `importing`: its first version is not ready yet, and no client can attach it; `failed`: that import failed. */
 export type ExportState = 'importing' | 'failed' | 'serving' | 'draining';
@@ -111,26 +111,19 @@ export class ExportRegistry {
       throw badInput('cow', `copy-on-write diffs go to ${this.dataPlane.cowDir}, a path nbd-server's config would misread; run nbdmux with a data dir of A-Z a-z 0-9 . _ / + - only`);
     }
     const source = sourceOf(input);
+    const insertExport = (tx: Tx) => tx.insert(exportsTable).values({ name: input.name, readonly: input.readonly, cow: input.cow, allow: input.allow, createdAt: new Date().toISOString() }).returning().get();
     if ('url' in source) {
-      const { exp, version } = this.insertNamed(input.name, (tx) => {
-        const inserted = tx.insert(exportsTable).values({ name: input.name, readonly: input.readonly, cow: input.cow, allow: input.allow, createdAt: new Date().toISOString() }).returning().get();
-        return { exp: inserted, version: insertImportingVersion(tx, inserted.id, source.url) };
-      });
-      this.startImport(exp.name, version, source, actor);
-      return this.get(exp.name);
+      const version = this.takingName(input.name, () => this.db.transaction((tx) => insertImportingVersion(tx, insertExport(tx).id, source.url)));
+      this.startImport(input.name, version, source, actor);
+      return this.get(input.name);
     }
     const image = await pinImage(source.file, this.options.imageRoots, input.readonly);
-    let row: ExportRow;
-    try {
-      row = this.switchVersion(image, (tx) => {
-        const inserted = tx.insert(exportsTable).values({ name: input.name, readonly: input.readonly, cow: input.cow, allow: input.allow, createdAt: new Date().toISOString() }).returning().get();
-        return { exp: inserted, versionId: insertVersion(tx, inserted.id, image) };
-      });
-    } catch (err) {
-      // Another request took the name while this one inspected the file.
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') this.refuseTakenName(input.name);
-      throw err;
-    }
+    const row = this.takingName(input.name, () =>
+      this.switchVersion(image, (tx) => {
+        const exp = insertExport(tx);
+        return { exp, versionId: insertVersion(tx, exp.id, image) };
+      }),
+    );
     this.events.record('export.created', row.name, { id: row.id, file: image.realPath, readonly: row.readonly, cow: row.cow, allow: row.allow, size: image.size, ...actor });
     return this.toView(row, new Map());
   }
@@ -145,7 +138,7 @@ export class ExportRegistry {
     const source = sourceOf(input);
     if ('url' in source) {
       const exp = this.serving(name);
-      const version = this.db.transaction((tx) => insertImportingVersion(tx as unknown as Db, exp.id, source.url));
+      const version = this.db.transaction((tx) => insertImportingVersion(tx, exp.id, source.url));
       this.startImport(name, version, source, actor);
       return this.get(name);
     }
@@ -198,13 +191,13 @@ export class ExportRegistry {
    * set to the data plane in one step, serving the version from `image.fd`; then pins it in place
    * of the export's former current version. The descriptor is closed on failure.
    */
-  private switchVersion(image: Pick<PinnedImage, 'fd' | 'realPath' | 'identity'>, change: (tx: Db) => { exp: ExportRow; versionId: number }): ExportRow {
+  private switchVersion(image: Pick<PinnedImage, 'fd' | 'realPath' | 'identity'>, change: (tx: Tx) => { exp: ExportRow; versionId: number }): ExportRow {
     let applied = false;
     let previous: number | null = null;
     let row: ExportRow;
     try {
       row = this.db.transaction((tx) => {
-        const { exp, versionId } = change(tx as unknown as Db);
+        const { exp, versionId } = change(tx);
         previous = exp.currentVersionId;
         const updated = tx.update(exportsTable).set({ currentVersionId: versionId }).where(eq(exportsTable.id, exp.id)).returning().get()!;
         this.dataPlane.applyExports(servedExports(tx, (id) => (id === versionId ? image.fd : this.pins.fdOf(id))));
@@ -236,7 +229,7 @@ export class ExportRegistry {
     try {
       const pinned = await pinImage(image.file, this.options.imageRoots, this.notRemoved(version.exportId).readonly);
       const ready = { file: pinned.realPath, fileIdentity: pinned.identity, size: pinned.size, sha256: image.sha256, stored: true, state: 'ready' as const };
-      const markReady = (tx: Db) => tx.update(exportVersionsTable).set(ready).where(eq(exportVersionsTable.id, version.id)).run();
+      const markReady = (tx: Tx) => tx.update(exportVersionsTable).set(ready).where(eq(exportVersionsTable.id, version.id)).run();
       // Looked up after the await: the export may have been removed or moved on meanwhile.
       const current = versionById(this.db, this.notRemoved(version.exportId).currentVersionId);
       const recordDone = () => this.events.record('import.done', name, { id: version.exportId, version: version.version, file: pinned.realPath, size: pinned.size, sha256: image.sha256 });
@@ -266,12 +259,11 @@ export class ExportRegistry {
     return exp;
   }
 
-  /** Inserts what `change` makes under a name no served export has; refused with a clear error otherwise. */
-  private insertNamed<T>(name: string, change: (tx: Db) => T): T {
+  /** Runs `insert`, which takes `name`; when another request took it meanwhile, refused with a clear error. */
+  private takingName<T>(name: string, insert: () => T): T {
     try {
-      return this.db.transaction((tx) => change(tx as unknown as Db));
+      return insert();
     } catch (err) {
-      // Another request took the name meanwhile.
       if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') this.refuseTakenName(name);
       throw err;
     }
@@ -351,18 +343,3 @@ export class ExportRegistry {
   }
 }
 
-/** A version of `exportId` for a file registered by path, as the next number. */
-function insertVersion(tx: Db, exportId: number, image: Pick<PinnedImage, 'realPath' | 'identity' | 'size'>): number {
-  const version = nextVersionNumber(tx, exportId);
-  return tx
-    .insert(exportVersionsTable)
-    .values({ exportId, version, file: image.realPath, fileIdentity: image.identity, size: image.size, state: 'ready', createdAt: new Date().toISOString() })
-    .returning({ id: exportVersionsTable.id })
-    .get()!.id;
-}
-
-/** Version `next` of `exportId`, to be filled by an import of `url`. */
-function insertImportingVersion(tx: Db, exportId: number, url: string): VersionRow {
-  const version = nextVersionNumber(tx, exportId);
-  return tx.insert(exportVersionsTable).values({ exportId, version, url, state: 'importing', createdAt: new Date().toISOString() }).returning().get()!;
-}

@@ -12,10 +12,27 @@ export type VersionView = Pick<VersionRow, 'version' | 'file' | 'sha256' | 'size
   connections: number;
 };
 
+/** What version rows are written through: the database or a transaction on it. */
+export type Tx = Pick<Db, 'select' | 'insert' | 'update'>;
+
 /** The next number of an export's versions: one above the highest it ever had. */
-export function nextVersionNumber(db: Pick<Db, 'select'>, exportId: number): number {
+function nextVersionNumber(db: Pick<Db, 'select'>, exportId: number): number {
   const row = db.select({ highest: max(exportVersionsTable.version) }).from(exportVersionsTable).where(eq(exportVersionsTable.exportId, exportId)).get();
   return (row?.highest ?? 0) + 1;
+}
+
+/** The export's next version, for a file registered by path and judged as `image`; returns its id. */
+export function insertVersion(tx: Tx, exportId: number, image: { realPath: string; identity: string; size: number }): number {
+  return tx
+    .insert(exportVersionsTable)
+    .values({ exportId, version: nextVersionNumber(tx, exportId), file: image.realPath, fileIdentity: image.identity, size: image.size, state: 'ready', createdAt: new Date().toISOString() })
+    .returning({ id: exportVersionsTable.id })
+    .get()!.id;
+}
+
+/** The export's next version, to be filled by an import of `url`. */
+export function insertImportingVersion(tx: Tx, exportId: number, url: string): VersionRow {
+  return tx.insert(exportVersionsTable).values({ exportId, version: nextVersionNumber(tx, exportId), url, state: 'importing', createdAt: new Date().toISOString() }).returning().get()!;
 }
 
 export function versionById(db: Pick<Db, 'select'>, versionId: number | null): VersionRow | undefined {
