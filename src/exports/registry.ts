@@ -226,30 +226,32 @@ export class ExportRegistry {
    * nothing, and the file goes.
    */
   private async finishImport(name: string, version: VersionRow, image: ImportedImage): Promise<void> {
+    let pinned: PinnedImage;
+    let switched: ExportRow | null = null;
     try {
-      const pinned = await pinImage(image.file, this.options.imageRoots, this.notRemoved(version.exportId).readonly);
+      pinned = await pinImage(image.file, this.options.imageRoots, this.notRemoved(version.exportId).readonly);
       const ready = { file: pinned.realPath, fileIdentity: pinned.identity, size: pinned.size, sha256: image.sha256, stored: true, state: 'ready' as const };
       const markReady = (tx: Tx) => tx.update(exportVersionsTable).set(ready).where(eq(exportVersionsTable.id, version.id)).run();
       // Looked up after the await: the export may have been removed or moved on meanwhile.
       const current = versionById(this.db, this.notRemoved(version.exportId).currentVersionId);
-      const recordDone = () => this.events.record('import.done', name, { id: version.exportId, version: version.version, file: pinned.realPath, size: pinned.size, sha256: image.sha256 });
       if (current && current.version > version.version) {
         // A newer version already serves: it stays, and this one waits for a rollback.
         closeSync(pinned.fd);
         markReady(this.db);
-        recordDone();
       } else {
-        const switched = this.switchVersion(pinned, (tx) => {
+        switched = this.switchVersion(pinned, (tx) => {
           markReady(tx);
           return { exp: this.notRemoved(version.exportId, tx), versionId: version.id };
         });
-        recordDone();
-        this.recordSwitch(switched, 'import', {});
       }
     } catch (err) {
+      // Nothing serves the file yet: it goes with the failure.
       fs.rmSync(image.file, { force: true });
       this.imports.fail(name, version, err);
+      return;
     }
+    this.events.record('import.done', name, { id: version.exportId, version: version.version, file: pinned.realPath, size: pinned.size, sha256: image.sha256 });
+    if (switched) this.recordSwitch(switched, 'import', {});
   }
 
   /** The export by id, unless removed: an import finishing for a removed export serves nothing. */
