@@ -79,7 +79,8 @@ export class SparseWriter {
   private async writeOut(data: Buffer, position: number): Promise<void> {
     await this.guard(async () => {
       let runStart = -1;
-      for (let block = 0; block <= data.length; block += blockBytes) {
+      // One step past the last block, which may be short: a run of data still open there is written too.
+      for (let block = 0; block < data.length + blockBytes; block += blockBytes) {
         const isData = block < data.length && !data.subarray(block, block + blockBytes).equals(zeroBlock.subarray(0, Math.min(blockBytes, data.length - block)));
         if (isData && runStart < 0) runStart = block;
         if (!isData && runStart >= 0) {
