@@ -118,10 +118,11 @@ describe('the import queue, its checks and its leftovers', () => {
       expect(downloading.length).toBeGreaterThanOrEqual(3);
       expect(downloading.every((p) => p.totalBytes === 64 << 20)).toBe(true);
       expect(new Set(reports.map((p) => p.startedAt)).size, 'one start time').toBe(1);
-      // 1 MiB every 20 ms is about 50 MiB/s (less under load); the rate must be in that range.
+      // The server paces evenly (less evenly under load): the reported rate is near the whole download's average.
+      const average = (64 << 20) / ((reports.at(-1)!.at - reports.find((p) => p.stage === 'downloading')!.at) / 1000);
       const mid = downloading[Math.floor(downloading.length / 2)]!;
-      expect(mid.bytesPerSecond).toBeGreaterThan(10 << 20);
-      expect(mid.bytesPerSecond).toBeLessThan(80 << 20);
+      expect(mid.bytesPerSecond).toBeGreaterThan(average / 2);
+      expect(mid.bytesPerSecond).toBeLessThan(average * 2);
       expect(reports.at(-1)).toMatchObject({ stage: 'verifying', bytes: 64 << 20 });
     } finally {
       await slow.close();
