@@ -6,6 +6,7 @@ import { burst } from './burst.js';
 import { controlPlane } from './control-plane.js';
 import { eventLatency } from './event-latency.js';
 import { handshake } from './handshake.js';
+import { importThroughput } from './import.js';
 import { goalMet, type BenchOptions, type BenchResult } from './lib/measure.js';
 import { postToClient } from './post-to-client.js';
 import { throughput } from './throughput.js';
@@ -23,6 +24,7 @@ const benchmarks: Record<string, (options: BenchOptions) => Promise<BenchResult>
   burst,
   'control-plane': controlPlane,
   'event-latency': eventLatency,
+  import: importThroughput,
 };
 
 async function main(): Promise<number> {

@@ -17,7 +17,7 @@ describe('importing an image in every shape it is published in', () => {
     work = tempDir('nbdmux-images-');
     storeDir = path.join(work, 'store');
     image = makeTestImage(work, 'disk.img', 6);
-    for (const as of ['xz', 'zst', 'gz', 'qcow2', 'vmdk', 'qcow2.xz'] as const) packed[as] = await pack(image, as);
+    for (const as of ['xz', 'zst', 'gz', 'qcow2', 'vmdk', 'vhdx', 'vdi', 'qcow2.xz'] as const) packed[as] = await pack(image, as);
     server = await startImageServer({
       '/disk.img': serveFile(image),
       '/disk.img.xz': serveFile(packed.xz!),
@@ -25,6 +25,8 @@ describe('importing an image in every shape it is published in', () => {
       '/disk.img.gz': serveFile(packed.gz!),
       '/disk.img.qcow2': serveFile(packed.qcow2!),
       '/disk.img.vmdk': serveFile(packed.vmdk!),
+      '/disk.img.vhdx': serveFile(packed.vhdx!),
+      '/disk.img.vdi': serveFile(packed.vdi!),
       '/disk.img.qcow2.xz': serveFile(packed['qcow2.xz']!),
       // The suffix lies: the bytes decide.
       '/misnamed.iso': serveFile(packed.xz!),
@@ -42,6 +44,8 @@ describe('importing an image in every shape it is published in', () => {
     ['gzip', '/disk.img.gz', ['downloading', 'decompressing', 'verifying']],
     ['qcow2', '/disk.img.qcow2', ['downloading', 'verifying', 'converting']],
     ['vmdk', '/disk.img.vmdk', ['downloading', 'verifying', 'converting']],
+    ['vhdx', '/disk.img.vhdx', ['downloading', 'verifying', 'converting']],
+    ['vdi', '/disk.img.vdi', ['downloading', 'verifying', 'converting']],
     ['qcow2 inside xz', '/disk.img.qcow2.xz', ['downloading', 'decompressing', 'verifying', 'converting']],
     ['xz under a misleading name', '/misnamed.iso', ['downloading', 'decompressing', 'verifying']],
   ];
@@ -62,6 +66,27 @@ describe('importing an image in every shape it is published in', () => {
     expect(fs.statSync(imported.file).blocks * 512).toBeLessThan(imported.size * 0.8);
     expect([...new Set(outcome.progress.map((p) => p.stage))]).toEqual(['queued', ...stages]);
     expect(storeEntries(storeDir).filter((name) => name.startsWith('.partial-')), 'nothing partial is left').toEqual([]);
+  });
+
+  it('keeps the exact bytes of an image whose size is no multiple of 4 KiB, ending in zeros or in data', async () => {
+    const random = fs.readFileSync(image).subarray(1 << 20, 2 << 20);
+    const endsInZeros = path.join(work, 'ends-in-zeros.img');
+    const endsInData = path.join(work, 'ends-in-data.img');
+    fs.writeFileSync(endsInZeros, Buffer.concat([random.subarray(0, 123_457), Buffer.alloc((3 << 20) + 517)]));
+    fs.writeFileSync(endsInData, Buffer.concat([Buffer.alloc((1 << 20) + 4096), random.subarray(0, 5000)]));
+    const routes = { '/zeros.img': serveFile(endsInZeros), '/zeros.img.gz': serveFile(await pack(endsInZeros, 'gz')), '/data.img': serveFile(endsInData), '/data.img.gz': serveFile(await pack(endsInData, 'gz')) };
+    const oddServer = await startImageServer(routes);
+    try {
+      const { importer } = testImporter(storeDir);
+      for (const route of Object.keys(routes)) {
+        const original = route.startsWith('/zeros') ? endsInZeros : endsInData;
+        const imported = (await importOnce(importer, { key: 'odd', url: oddServer.url(route) })).image!;
+        expect(imported.size, route).toBe(fs.statSync(original).size);
+        expect(sha256Of(imported.file), route).toBe(sha256Of(original));
+      }
+    } finally {
+      await oddServer.close();
+    }
   });
 
   it('keeps each import under its own name: a second import of the same bytes overwrites nothing', async () => {

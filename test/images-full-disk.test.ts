@@ -50,7 +50,10 @@ describe.skipIf(!isRoot)('an image larger than the free space of the image store
   }, 60_000);
   afterAll(async () => {
     await server?.close();
-    if (mount) execFileSync('umount', ['-l', mount]);
+    if (mount) {
+      execFileSync('umount', ['-l', mount]);
+      fs.rmdirSync(mount);
+    }
     fs.rmSync(work, { recursive: true, force: true });
   });
 

@@ -21,7 +21,7 @@ export interface Download {
 }
 
 /** Redirects followed at most; one more fails. */
-export const maxRedirects = 5;
+const maxRedirects = 5;
 
 /** Opens `url` (http, https, or a file under the image roots) for reading. */
 export async function openDownload(url: string, options: FetchOptions): Promise<Download> {

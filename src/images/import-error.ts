@@ -25,8 +25,9 @@ export class ImportError extends Error {
   constructor(
     readonly reason: ImportFailure,
     message: string,
+    options?: { cause: unknown },
   ) {
-    super(message);
+    super(message, options);
     this.name = 'ImportError';
   }
 }

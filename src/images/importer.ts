@@ -113,8 +113,9 @@ export class Importer {
       resolve(image);
     } catch (err) {
       const failure = err as ImportError;
-      if (failure.reason === 'io') log.error('import failed', { key: job.key, url: job.url, error: failure.stack ?? String(failure) });
-      else log.info('import failed', { key: job.key, url: job.url, reason: failure.reason, message: failure.message });
+      // Only an unforeseen error is nbdmux's own problem; the others are the source's, said in the message.
+      if (failure.reason === 'io') log.error('import failed', { key: job.key, url: job.url, error: (failure.cause as Error | undefined)?.stack ?? String(failure.cause) });
+      else log.warn('import failed', { key: job.key, url: job.url, reason: failure.reason, message: failure.message });
       reject(failure);
     }
   }

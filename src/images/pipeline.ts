@@ -96,7 +96,7 @@ export async function runImport(job: ImportJob, options: PipelineOptions, meter:
     for (const file of made) store.remove(file);
     if (signal.aborted) throw cancelled();
     if (err instanceof ImportError) throw err;
-    throw new ImportError('io', `the import failed: ${(err as Error).message}`);
+    throw new ImportError('io', `the import failed: ${(err as Error).message}`, { cause: err });
   }
 }
 

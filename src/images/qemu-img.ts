@@ -28,12 +28,16 @@ export async function inspectContainer(file: string, format: ContainerFormat, si
 }
 
 /** `qemu-img convert -O raw -S 4k` (sparse), reporting the fraction done; `watch` runs every half second and may throw to stop it. */
-export async function convertToRaw(file: string, format: ContainerFormat, out: string, signal: AbortSignal, onFraction: (fraction: number) => void, watch: () => Promise<void>): Promise<void> {
+export async function convertToRaw(file: string, format: ContainerFormat, out: string, signal: AbortSignal, onFraction: (fraction: number) => void, watch: () => void): Promise<void> {
   const watchdog = new AbortController();
   const abortBoth = () => watchdog.abort(cancelled());
   signal.addEventListener('abort', abortBoth, { once: true });
   const timer = setInterval(() => {
-    watch().catch((err: unknown) => watchdog.abort(err));
+    try {
+      watch();
+    } catch (err) {
+      watchdog.abort(err);
+    }
   }, 500);
   try {
     const { code, stderr } = await runQemuImg(['convert', '-p', '-f', format, '-O', 'raw', '-S', '4k', file, out], watchdog.signal, (text) => {

@@ -35,10 +35,9 @@ export class ImageStore {
     }
   }
 
-  /** Fails the import once the store is down to its reserve. */
-  checkSpace = async (): Promise<void> => {
-    const stats = await fs.promises.statfs(this.dir);
-    const free = stats.bavail * stats.bsize;
+  /** Fails the import once the store is down to its reserve (a statfs: microseconds, so sync). */
+  checkSpace = (): void => {
+    const free = this.freeBytes();
     if (free < reservedBytes) {
       throw new ImportError('no-space', `the image store ${this.dir} is down to ${free} free bytes (${reservedBytes} are kept in reserve): free space there, then import again`);
     }

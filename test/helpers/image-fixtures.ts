@@ -26,7 +26,7 @@ export function sha256Of(file: string): string {
 }
 
 /** `image` packed the way publishers ship it, with the real tools; returns the new file. */
-export async function pack(image: string, as: 'xz' | 'zst' | 'gz' | 'qcow2' | 'vmdk' | 'qcow2.xz'): Promise<string> {
+export async function pack(image: string, as: 'xz' | 'zst' | 'gz' | 'qcow2' | 'vmdk' | 'vhdx' | 'vdi' | 'qcow2.xz'): Promise<string> {
   const out = `${image}.${as}`;
   switch (as) {
     case 'xz':
@@ -38,6 +38,8 @@ export async function pack(image: string, as: 'xz' | 'zst' | 'gz' | 'qcow2' | 'v
     }
     case 'qcow2':
     case 'vmdk':
+    case 'vhdx':
+    case 'vdi':
       await runOrThrow('qemu-img', ['convert', '-f', 'raw', '-O', as, image, out]);
       return out;
     case 'qcow2.xz':
