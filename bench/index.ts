@@ -7,6 +7,7 @@ import { burst } from './burst.js';
 import { controlPlane } from './control-plane.js';
 import { eventLatency } from './event-latency.js';
 import { handshake } from './handshake.js';
+import { importThroughput } from './import.js';
 import { goalMet, type BenchOptions, type BenchResult } from './lib/measure.js';
 import { postToClient } from './post-to-client.js';
 import { soak } from './soak.js';
@@ -27,6 +28,7 @@ const benchmarks: Record<string, (options: BenchOptions) => Promise<BenchResult>
   'event-latency': eventLatency,
   soak,
   'boot-storm': bootStorm,
+  import: importThroughput,
 };
 
 async function main(): Promise<number> {

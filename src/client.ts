@@ -12,6 +12,8 @@ export type NbdmuxClient = TRPCClient<AppRouter>;
 export type NbdmuxInputs = inferRouterInputs<AppRouter>;
 export type NbdmuxOutputs = inferRouterOutputs<AppRouter>;
 export type NbdmuxExport = NbdmuxOutputs['exports']['list'][number];
+/** One of an export's versions, as `exports.versions` lists them (newest first). */
+export type NbdmuxVersion = NbdmuxOutputs['exports']['versions'][number];
 export type NbdmuxConnection = NbdmuxOutputs['connections']['list'][number];
 export type NbdmuxEvent = NbdmuxOutputs['events']['list'][number];
 /** What `events.stream` sends: an event, or `replay.skipped` when more were missed than it replays. */

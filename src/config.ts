@@ -17,6 +17,9 @@ Options (each also read from the environment variable shown; a flag wins):
   --nbd-bind ADDR         NBD listen address (default: --bind)               NBDMUX_NBD_BIND
   --nbd-server-bin PATH   nbd-server binary (default nbd-server)             NBDMUX_NBD_SERVER_BIN
   --image-root DIR        only files under DIR may be exported; repeatable    NBDMUX_IMAGE_ROOTS (a:b)
+  --image-store DIR       where imported images are kept; always an image    NBDMUX_IMAGE_STORE
+                          root (default DATA_DIR/images)
+  --max-imports N         imports running at once; more wait (default 2)     NBDMUX_MAX_IMPORTS
   --max-connections N     live NBD connections at most (default 256)         NBDMUX_MAX_CONNECTIONS
   --nbd-max-pending-per-client N
                           connections of one address that have not chosen    NBDMUX_NBD_MAX_PENDING_PER_CLIENT
@@ -38,6 +41,8 @@ Options (each also read from the environment variable shown; a flag wins):
                           open WebSockets per client address (32)            NBDMUX_MAX_WEBSOCKETS_PER_CLIENT
   --retain-days N         closed connections and events older than N         NBDMUX_RETAIN_DAYS
                           days are deleted (default 30)
+  --keep-versions N       imported images of the newest N versions of each   NBDMUX_KEEP_VERSIONS
+                          export are kept for rollback (default 3)
   --log-level LEVEL       debug, info, warn or error (default info)          NBDMUX_LOG_LEVEL
   --help                  print this help
   --version               print the version
@@ -68,6 +73,8 @@ const configSchema = z.object({
   nbdBind: z.string().min(1).optional(),
   nbdServerBin: z.string().min(1).default('nbd-server'),
   imageRoots: z.array(z.string().min(1)).default([]),
+  imageStore: z.string().min(1, '--image-store must not be empty').optional(),
+  maxImports: z.coerce.number().int('--max-imports must be a whole number').min(1, '--max-imports must be at least 1').max(64, '--max-imports must be at most 64').default(2),
   maxConnections: z.coerce
     .number()
     .int('--max-connections must be a whole number')
@@ -91,6 +98,8 @@ const configSchema = z.object({
     .min(1, '--retain-days must be at least 1 day')
     .max(36500, '--retain-days must be at most 36500 days')
     .default(30),
+  /** Imported images of older versions are deleted once no connection uses them. */
+  keepVersions: count('--keep-versions', 3),
   logLevel: z.enum(logLevels, { error: `--log-level must be one of ${logLevels.join(', ')}` }).default('info'),
   allowedHosts: z
     .array(z.string().refine((name) => canonicalHostName(name) !== null, { error: (issue) => `--allowed-host: not a host name or IP address: ${String(issue.input)}` }))
@@ -119,7 +128,8 @@ const checkedConfigSchema = configSchema
   })
   .transform((config) => ({ ...config, nbdMaxPendingPerClient: config.nbdMaxPendingPerClient ?? Math.min(defaultMaxPendingPerClient, config.maxConnections) }));
 
-export type Config = z.infer<typeof checkedConfigSchema>;
+/** The image store always has a path: DATA_DIR/images unless given (see parseCommandLine). */
+export type Config = Omit<z.infer<typeof checkedConfigSchema>, 'imageStore'> & { imageStore: string };
 
 export type CliRequest = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: Config };
 
@@ -141,6 +151,8 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
         'nbd-bind': { type: 'string' },
         'nbd-server-bin': { type: 'string' },
         'image-root': { type: 'string', multiple: true },
+        'image-store': { type: 'string' },
+        'max-imports': { type: 'string' },
         'max-connections': { type: 'string' },
         'nbd-max-pending-per-client': { type: 'string' },
         'nbd-negotiation-timeout': { type: 'string' },
@@ -152,6 +164,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
         'max-websockets': { type: 'string' },
         'max-websockets-per-client': { type: 'string' },
         'retain-days': { type: 'string' },
+        'keep-versions': { type: 'string' },
         'log-level': { type: 'string' },
         help: { type: 'boolean' },
         version: { type: 'boolean' },
@@ -174,10 +187,13 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
     nbdBind: values['nbd-bind'] ?? env.NBDMUX_NBD_BIND ?? bind,
     nbdServerBin: values['nbd-server-bin'] ?? env.NBDMUX_NBD_SERVER_BIN,
     imageRoots: values['image-root'] ?? envRoots,
+    imageStore: values['image-store'] ?? env.NBDMUX_IMAGE_STORE,
+    maxImports: values['max-imports'] ?? env.NBDMUX_MAX_IMPORTS,
     maxConnections: values['max-connections'] ?? env.NBDMUX_MAX_CONNECTIONS,
     nbdMaxPendingPerClient: values['nbd-max-pending-per-client'] ?? env.NBDMUX_NBD_MAX_PENDING_PER_CLIENT,
     nbdNegotiationTimeout: values['nbd-negotiation-timeout'] ?? env.NBDMUX_NBD_NEGOTIATION_TIMEOUT,
     retainDays: values['retain-days'] ?? env.NBDMUX_RETAIN_DAYS,
+    keepVersions: values['keep-versions'] ?? env.NBDMUX_KEEP_VERSIONS,
     logLevel: values['log-level'] ?? env.NBDMUX_LOG_LEVEL,
     allowedHosts: values['allowed-host'] ?? env.NBDMUX_ALLOWED_HOSTS?.split(',').map((name) => name.trim()).filter((name) => name !== ''),
     maxHttpConnections: values['max-http-connections'] ?? env.NBDMUX_MAX_HTTP_CONNECTIONS,
@@ -191,8 +207,9 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
   });
   if (!parsed.success) throw new ConfigError(parsed.error.issues[0]!.message);
   const config = parsed.data;
+  const dataDir = path.resolve(config.dataDir);
   return {
     kind: 'run',
-    config: { ...config, dataDir: path.resolve(config.dataDir), imageRoots: config.imageRoots.map((r) => path.resolve(r)) },
+    config: { ...config, dataDir, imageStore: path.resolve(config.imageStore ?? path.join(dataDir, 'images')), imageRoots: config.imageRoots.map((r) => path.resolve(r)) },
   };
 }

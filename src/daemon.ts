@@ -10,6 +10,7 @@ import { openDatabase, type Db } from './db/open.js';
 import { EventLog } from './events/event-log.js';
 import { PinnedFiles } from './exports/pinned-files.js';
 import { ExportRegistry, servedExports } from './exports/registry.js';
+import { Importer } from './images/importer.js';
 import type { Logger } from './log.js';
 import { Metrics } from './metrics.js';
 import { Retention } from './retention.js';
@@ -18,6 +19,9 @@ import { startHttpServer, type HttpServer } from './server.js';
 import { AllowList } from './exports/allow-list.js';
 import { Supervisor } from './supervisor/index.js';
 import { version } from './version.js';
+
+/** How often imported files that no version needs any more are looked for (one small query). */
+const garbageCheckMs = 5000;
 
 export interface Daemon {
   http: net.AddressInfo;
@@ -65,7 +69,13 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
       },
       servedExports(db, (id) => pins.fdOf(id)),
     );
-    const registry = new ExportRegistry(db, supervisor, events, pins, config.imageRoots);
+    // The store is always an image root; with no roots at all, any file may be exported anyway.
+    const imageRoots = config.imageRoots.length === 0 ? [] : [...config.imageRoots, config.imageStore];
+    const importer = new Importer({ storeDir: config.imageStore, maxImports: config.maxImports, imageRoots, log });
+    const registry = new ExportRegistry(db, supervisor, events, pins, { imageRoots, keepVersions: config.keepVersions, importer, log });
+    registry.failInterruptedImports();
+    // Files the last run could not delete yet (a connection still held them).
+    registry.collectGarbage();
     const gate = new AuthGate(config.adminPassword, secret, events, new RevokedSessions(db));
     const services = { registry, events, space, dataPlane: supervisor, info: { version, authRequired: gate.required } };
     metrics = new Metrics({ events, connections: supervisor.connections, exports: registry });
@@ -75,12 +85,15 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     pins.startChecking();
     const retention = new Retention(db, { retainDays: config.retainDays, keepNewestEvents: replayCap, log });
     retention.start();
+    // A version's last connection gone may free its stored file: looked for every few seconds.
+    const collecting = setInterval(() => registry.collectGarbage(), garbageCheckMs).unref();
     const running = { http, supervisor, metrics };
     return {
       http: http.address,
       nbd,
       close: async () => {
         pins.stop();
+        clearInterval(collecting);
         await Promise.all([running.http.close(), running.supervisor.stop(), retention.stop()]);
         running.metrics.stop();
         events.record('daemon.stopped', null, { pid: process.pid });

@@ -59,3 +59,19 @@ export function formatDuration(fromIso: string, toIso: string | null, now = Date
   if (seconds < 86400) return `${Math.floor(seconds / 3600)}h${String(Math.floor((seconds % 3600) / 60)).padStart(2, '0')}m`;
   return `${Math.floor(seconds / 86400)}d${String(Math.floor((seconds % 86400) / 3600)).padStart(2, '0')}h`;
 }
+
+type ImportShown = NonNullable<NbdmuxExport['import']>;
+
+/** How far an import is, 0 to 1; null while its total is unknown (no Content-Length, a stage just begun). */
+export function importFraction(progress: Pick<ImportShown, 'bytes' | 'totalBytes'>): number | null {
+  return progress.totalBytes ? Math.min(1, progress.bytes / progress.totalBytes) : null;
+}
+
+/** An import in words: `downloading 12.0 MiB of 40.0 MiB (30%), 4.0 MiB/s, 7s left`, or why it failed. */
+export function describeImport(progress: ImportShown): string {
+  if (progress.error !== null) return `version ${progress.version} failed: ${progress.error}`;
+  const fraction = importFraction(progress);
+  const amount = progress.totalBytes ? `${formatBytes(progress.bytes)} of ${formatBytes(progress.totalBytes)} (${Math.floor(fraction! * 100)}%)` : formatBytes(progress.bytes);
+  const left = progress.totalBytes && progress.bytesPerSecond > 0 ? `, ${formatDuration('1970-01-01T00:00:00Z', null, ((progress.totalBytes - progress.bytes) / progress.bytesPerSecond) * 1000)} left` : '';
+  return `${progress.stage} ${amount}, ${formatRate(progress.bytesPerSecond)}${left}`;
+}

@@ -7,9 +7,9 @@ import { tempDir } from './helpers/daemon.js';
 
 const cowDir = '/var/lib/nbdmux/cow';
 const exports: ServedExport[] = [
-  { id: 1, name: 'public', file: '/srv/images/p.img', fd: 30, readonly: true },
-  { id: 2, name: 'secret', file: '/srv/images/s.img', fd: 31, readonly: true, allow: ['127.0.0.2/32'] },
-  { id: 3, name: 'lab', file: '/srv/images/l.img', fd: 32, readonly: true, allow: ['10.0.0.0/8'] },
+  { id: 1, versionId: 101, name: 'public', file: '/srv/images/p.img', fd: 30, readonly: true },
+  { id: 2, versionId: 102, name: 'secret', file: '/srv/images/s.img', fd: 31, readonly: true, allow: ['127.0.0.2/32'] },
+  { id: 3, versionId: 103, name: 'lab', file: '/srv/images/l.img', fd: 32, readonly: true, allow: ['10.0.0.0/8'] },
 ];
 const minute = 60_000;
 
@@ -42,7 +42,7 @@ describe('ConfigVariants: one config per set of visible exports, each under DATA
     expect(everyone.path).not.toBe(path.join(dir, 'nbd-server.conf'));
     const handed = fs.readFileSync(everyone.path, 'utf8');
     // An export that sorts first arrives: every later section's /proc/self/fd/N moves by one.
-    variants.apply([{ id: 4, name: 'aardvark', file: '/srv/images/a.img', fd: 33, readonly: true }, ...exports]);
+    variants.apply([{ id: 4, versionId: 104, name: 'aardvark', file: '/srv/images/a.img', fd: 33, readonly: true }, ...exports]);
     expect(fs.readFileSync(everyone.path, 'utf8')).toBe(handed);
     const next = variants.forClient('127.0.0.2');
     expect(next.path).not.toBe(everyone.path);

@@ -6,7 +6,7 @@ import { eq } from 'drizzle-orm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DataDirSpace } from '../src/db/data-dir-space.js';
 import type { Db } from '../src/db/open.js';
-import { connectionsTable, exportsTable, type ConnectionRow } from '../src/db/schema.js';
+import { connectionsTable, exportsTable, exportVersionsTable, type ConnectionRow } from '../src/db/schema.js';
 import { EventLog } from '../src/events/event-log.js';
 import { createLogger } from '../src/log.js';
 import { ConnectionStore } from '../src/supervisor/connection-store.js';
@@ -39,7 +39,17 @@ afterEach(() => {
 });
 
 function addExport(name: string): number {
-  return db.insert(exportsTable).values({ name, file: `/srv/images/${name}.img`, readonly: true, size: 512, createdAt: new Date().toISOString() }).returning().all()[0]!.id;
+  const createdAt = new Date().toISOString();
+  const exportId = db.insert(exportsTable).values({ name, readonly: true, createdAt }).returning().all()[0]!.id;
+  addVersion(exportId, 1);
+  return exportId;
+}
+
+function addVersion(exportId: number, version: number): number {
+  const values = { exportId, version, file: `/srv/images/${exportId}-${version}.img`, size: 512, state: 'ready' as const, createdAt: new Date().toISOString() };
+  const versionId = db.insert(exportVersionsTable).values(values).returning().all()[0]!.id;
+  db.update(exportsTable).set({ currentVersionId: versionId }).where(eq(exportsTable.id, exportId)).run();
+  return versionId;
 }
 
 function rowOf(id: number): ConnectionRow {
@@ -61,7 +71,7 @@ async function serving(): Promise<ChildProcess> {
 function servedConnection(exportId: number, child: ChildProcess) {
   const conn = table.open('127.0.0.2', 40010);
   table.attachProcess(conn, child.pid!);
-  table.negotiated(conn, exportId);
+  table.negotiated(conn, exportId, null);
   return conn;
 }
 
@@ -71,15 +81,32 @@ async function endOf(child: ChildProcess): Promise<NodeJS.Signals | number | nul
 }
 
 describe('ConnectionTable', () => {
+  it('records the version each connection attached, and counts live connections per version', () => {
+    const alpha = addExport('alpha');
+    const beta = addExport('beta');
+    const [alpha2, alpha3] = [addVersion(alpha, 2), addVersion(alpha, 3)];
+    const onTwo = table.open('127.0.0.2', 40001);
+    table.negotiated(onTwo, alpha, alpha2);
+    const onThree = table.open('127.0.0.2', 40002);
+    table.negotiated(onThree, alpha, alpha3);
+    // A version of another export is no version of this one: the connection counts for its export only.
+    const misreported = table.open('127.0.0.2', 40003);
+    const betaVersion = db.select().from(exportsTable).where(eq(exportsTable.id, beta)).get()!.currentVersionId!;
+    table.negotiated(misreported, alpha, betaVersion);
+    expect([rowOf(onTwo.id).versionId, rowOf(onThree.id).versionId, rowOf(misreported.id).versionId]).toEqual([alpha2, alpha3, null]);
+    expect(table.countByVersion()).toEqual(new Map([[alpha2, 1], [alpha3, 1]]));
+    expect(table.countByExport()).toEqual(new Map([[alpha, 3]]));
+  });
+
   it('records each step of a connection in its row and as an event', () => {
     const alpha = addExport('alpha');
     const conn = table.open('127.0.0.2', 40001);
     expect(rowOf(conn.id)).toMatchObject({ clientAddress: '127.0.0.2', clientPort: 40001, exportId: null, closedAt: null });
     expect([table.size, table.pendingFrom('127.0.0.2'), table.pendingFrom('127.0.0.3')]).toEqual([1, 1, 0]);
 
-    table.negotiated(conn, alpha + 100); // an id no export ever had: not trusted
+    table.negotiated(conn, alpha + 100, null); // an id no export ever had: not trusted
     expect(conn.exportId).toBeNull();
-    table.negotiated(conn, alpha);
+    table.negotiated(conn, alpha, null);
     expect(rowOf(conn.id)).toMatchObject({ exportId: alpha, negotiatedAt: conn.negotiatedAt });
     expect(table.countByExport()).toEqual(new Map([[alpha, 1]]));
     expect(table.pendingFrom('127.0.0.2')).toBe(0);

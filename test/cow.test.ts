@@ -166,7 +166,7 @@ describe('copy-on-write exports', () => {
   });
 
   it('renders copyonwrite with the cow dir, never sparse_cow, and refuses a cow export without a safe cow dir', () => {
-    const cowExport = { id: 3, name: 'cow', file: '/srv/images/a.img', fd: 20, readonly: true, cow: true };
+    const cowExport = { id: 3, versionId: 103, name: 'cow', file: '/srv/images/a.img', fd: 20, readonly: true, cow: true };
     const text = renderNbdServerConfig([cowExport], '/var/lib/nbdmux/cow');
     const section = text.slice(text.indexOf('[cow]'));
     expect(section).toMatch(/^readonly = false$/m);

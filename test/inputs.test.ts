@@ -160,7 +160,7 @@ describe('REST input validation with --image-root: each bad request is refused p
     { title: 'an empty name', request: () => createRequest({ name: '', file: '/x.img' }), status: 400, code: 'BAD_REQUEST', field: 'name', message: /1 to 64 characters/ },
     { title: 'a missing name', request: () => createRequest({ file: '/x.img' }), status: 400, code: 'BAD_REQUEST', field: 'name', message: /: is required$/ },
     { title: 'a name that is not a string', request: () => createRequest({ name: 42, file: '/x.img' }), status: 400, code: 'BAD_REQUEST', field: 'name', message: /must be a string/ },
-    { title: 'a missing file', request: () => createRequest({ name: 'nofile' }), status: 400, code: 'BAD_REQUEST', field: 'file', message: /: is required$/ },
+    { title: 'a missing file', request: () => createRequest({ name: 'nofile' }), status: 400, code: 'BAD_REQUEST', field: 'file', message: /^file: give either "file" \(an image on this host\) or "url" \(an image to import\), exactly one$/ },
     { title: 'a relative path', request: () => createRequest({ name: 'rel', file: 'images/ok.img' }), status: 400, code: 'BAD_REQUEST', field: 'file', message: /absolute path/ },
     { title: 'a path with a space', request: () => createRequest({ name: 'sp', file: '/srv/my disk.img' }), status: 400, code: 'BAD_REQUEST', field: 'file', message: /may only contain/ },
     { title: 'a path with %', request: () => createRequest({ name: 'pct', file: '/srv/%s.img' }), status: 400, code: 'BAD_REQUEST', field: 'file', message: /may only contain/ },
@@ -219,7 +219,7 @@ describe('REST input validation with --image-root: each bad request is refused p
     { title: 'DELETE of an invalid name', request: () => ({ method: 'DELETE', route: '/exports/bad%20name' }), status: 400, code: 'BAD_REQUEST', field: 'name', message: /1 to 64 characters/ },
     { title: 'DELETE with force=maybe, which must not remove the export', request: () => ({ method: 'DELETE', route: '/exports/existing?force=maybe' }), status: 400, code: 'BAD_REQUEST', field: 'force', message: /true or false \(got "maybe"\)/ },
     { title: 'PUT on the collection', request: () => ({ method: 'PUT', route: '/exports' }), status: 405, code: 'METHOD_NOT_SUPPORTED', message: /PUT is not supported/, headers: { allow: 'GET, HEAD, POST' } },
-    { title: 'PATCH on an export', request: () => ({ method: 'PATCH', route: '/exports/existing' }), status: 405, code: 'METHOD_NOT_SUPPORTED', message: /PATCH is not supported/, headers: { allow: 'GET, HEAD, DELETE' } },
+    { title: 'PATCH on an export', request: () => ({ method: 'PATCH', route: '/exports/existing' }), status: 405, code: 'METHOD_NOT_SUPPORTED', message: /PATCH is not supported/, headers: { allow: 'GET, HEAD, PUT, DELETE' } },
   ];
 
   it.each(cases)('refuses $title', async (refusal) => {

@@ -15,7 +15,7 @@ import {
 } from '../src/supervisor/nbd-config.js';
 import { tempDir } from './helpers/daemon.js';
 
-const safeExport: ServedExport = { id: 1, name: 'alpha', file: '/srv/images/alpha.img', fd: 20, readonly: true };
+const safeExport: ServedExport = { id: 1, versionId: 101, name: 'alpha', file: '/srv/images/alpha.img', fd: 20, readonly: true };
 
 interface Section {
   name: string;
@@ -126,8 +126,12 @@ describe('renderNbdServerConfig refuses anything nbd-server could misread', () =
     expect(() => renderNbdServerConfig([{ ...safeExport, id }])).toThrow(/invalid export id/);
   });
 
+  it.each([0, -1, 1.5, Number.NaN])('refuses version id %s, which could not name the version in a prerun report', (versionId) => {
+    expect(() => renderNbdServerConfig([{ ...safeExport, versionId }])).toThrow(/invalid version id/);
+  });
+
   it('refuses the whole set when only the last export is unsafe, so no partial config is ever produced', () => {
-    const exports = [safeExport, { ...safeExport, id: 2, name: 'beta' }, { ...safeExport, id: 3, name: 'bad name' }];
+    const exports = [safeExport, { ...safeExport, id: 2, versionId: 102, name: 'beta' }, { ...safeExport, id: 3, versionId: 103, name: 'bad name' }];
     expect(() => renderNbdServerConfig(exports)).toThrow(/unsafe export name "bad name"/);
   });
 });
@@ -156,9 +160,9 @@ describe('the name and path patterns behind the renderer', () => {
 
 describe('renderNbdServerConfig output for a safe set of exports', () => {
   const exports: ServedExport[] = [
-    { id: 1, name: 'alpha', file: '/srv/images/alpha.img', fd: 31, readonly: true },
-    { id: 7, name: 'beta-2.x', file: '/srv/images/b+c/beta_2.img', fd: 22, readonly: false },
-    { id: 12, name: 'alpha-twin', file: '/srv/images/alpha.img', fd: 27, readonly: true },
+    { id: 1, versionId: 101, name: 'alpha', file: '/srv/images/alpha.img', fd: 31, readonly: true },
+    { id: 7, versionId: 107, name: 'beta-2.x', file: '/srv/images/b+c/beta_2.img', fd: 22, readonly: false },
+    { id: 12, versionId: 112, name: 'alpha-twin', file: '/srv/images/alpha.img', fd: 27, readonly: true },
   ];
   const text = renderNbdServerConfig(exports);
   const sections = parseSections(text);
@@ -176,7 +180,7 @@ describe('renderNbdServerConfig output for a safe set of exports', () => {
     expect(sections.map((s) => s.name)).toEqual(['generic', placeholderSection, 'alpha', 'beta-2.x', 'alpha-twin']);
   });
 
-  it.each(exports.map((exp, index) => ({ ...exp, index })))('writes export $name as the descriptor at its position ($index), never its path, with its mode and a prerun naming id $id', (exp) => {
+  it.each(exports.map((exp, index) => ({ ...exp, index })))('writes export $name as the descriptor at its position ($index), never its path, with its mode and a prerun naming id $id and version $versionId', (exp) => {
     const values = section(sections, exp.name);
     expect(Object.keys(values).sort()).toEqual(['exportname', 'prerun', 'readonly']);
     // The serving process inherits the pinned descriptors in config order from firstExportFd on:
@@ -184,12 +188,12 @@ describe('renderNbdServerConfig output for a safe set of exports', () => {
     expect(values.exportname).toBe(`/proc/self/fd/${firstExportFd + exp.index}`);
     expect(text).toContain(`# ${exp.file}, as judged at registration\n[${exp.name}]\n`);
     expect(values.readonly).toBe(exp.readonly ? 'true' : 'false');
-    expect(values.prerun).toMatch(new RegExp(`\\becho ${exp.id} >&${reportFd}`));
+    expect(values.prerun).toMatch(new RegExp(`\\becho ${exp.id} ${exp.versionId} >&${reportFd}`));
   });
 
-  it.each(exports)('gives export $name a prerun that, run as nbd-server runs it, reports exactly its id and succeeds', async (exp) => {
+  it.each(exports)('gives export $name a prerun that, run as nbd-server runs it, reports exactly its id and version and succeeds', async (exp) => {
     const { code, report } = await runPrerun(section(sections, exp.name).prerun!);
-    expect({ code, report }).toEqual({ code: 0, report: `${exp.id}\n` });
+    expect({ code, report }).toEqual({ code: 0, report: `${exp.id} ${exp.versionId}\n` });
   });
 
   it('contains no % anywhere: nbd-server treats prerun as a printf format', () => {
@@ -218,12 +222,12 @@ describe('renderNbdServerConfig output for a safe set of exports', () => {
 
 describe('exportsVisibleTo: a client is shown only the exports it may use', () => {
   const exports: ServedExport[] = [
-    { id: 1, name: 'both', file: '/srv/images/b.img', fd: 21, readonly: true, allow: ['10.1.2.3', '127.0.0.2'] },
-    { id: 2, name: 'lab', file: '/srv/images/l.img', fd: 22, readonly: true, allow: ['10.1.0.0/16'] },
-    { id: 3, name: 'one', file: '/srv/images/o.img', fd: 23, readonly: true, allow: ['127.0.0.2/32'] },
-    { id: 4, name: 'public', file: '/srv/images/p.img', fd: 24, readonly: true },
-    { id: 5, name: 'public-empty-list', file: '/srv/images/p.img', fd: 25, readonly: true, allow: [] },
-    { id: 6, name: 'v6', file: '/srv/images/v.img', fd: 26, readonly: true, allow: ['2001:db8::/32'] },
+    { id: 1, versionId: 101, name: 'both', file: '/srv/images/b.img', fd: 21, readonly: true, allow: ['10.1.2.3', '127.0.0.2'] },
+    { id: 2, versionId: 102, name: 'lab', file: '/srv/images/l.img', fd: 22, readonly: true, allow: ['10.1.0.0/16'] },
+    { id: 3, versionId: 103, name: 'one', file: '/srv/images/o.img', fd: 23, readonly: true, allow: ['127.0.0.2/32'] },
+    { id: 4, versionId: 104, name: 'public', file: '/srv/images/p.img', fd: 24, readonly: true },
+    { id: 5, versionId: 105, name: 'public-empty-list', file: '/srv/images/p.img', fd: 25, readonly: true, allow: [] },
+    { id: 6, versionId: 106, name: 'v6', file: '/srv/images/v.img', fd: 26, readonly: true, allow: ['2001:db8::/32'] },
   ];
 
   it.each([
@@ -254,7 +258,7 @@ describe('exportsVisibleTo: a client is shown only the exports it may use', () =
     ['', 1],
   ])('gives an export with a list a prerun that waits for the verdict: %j exits %i', async (verdict, code) => {
     const prerun = section(parseSections(renderNbdServerConfig([exports[2]!])), 'one').prerun!;
-    expect(await runPrerun(prerun, verdict)).toEqual({ code, report: '3\n' });
+    expect(await runPrerun(prerun, verdict)).toEqual({ code, report: '3 103\n' });
   });
 
   it('numbers descriptors right after the report pipe, where the spawner puts them', () => {

@@ -72,7 +72,7 @@ describe('the nbdmux operator CLI', () => {
     const image = makeImage(images, 'disk.img', 3 * 1024 * 1024);
     const added = await nbdmux(['add', 'disk', image], env);
     expect(added).toMatchObject({ code: 0, stderr: '' });
-    expect(added.stdout).toMatch(/^added disk\nname +disk\nstate +serving\nfile +\S+disk\.img\nmode +read-only\nallow +every client the NBD port admits\nsize +3\.0 MiB \(3145728 bytes\)/);
+    expect(added.stdout).toMatch(/^added disk\nname +disk\nstate +serving\nversion +1\nfile +\S+disk\.img\nmode +read-only\nallow +every client the NBD port admits\nsize +3\.0 MiB \(3145728 bytes\)/);
     expect(sha256(await readExport(daemon.nbdUri('disk')))).toBe(sha256(image));
 
     const more = await Promise.all([
@@ -98,7 +98,7 @@ describe('the nbdmux operator CLI', () => {
     const listed = await nbdmux(['ls'], env);
     expect(listed.code).toBe(0);
     const [header, ...rows] = listed.stdout.trimEnd().split('\n');
-    expect(header).toMatch(/^NAME +STATE +MODE +SIZE +CONNS +FILE$/);
+    expect(header).toMatch(/^NAME +STATE +MODE +VER +SIZE +CONNS +FILE$/);
     const start = (column: string) => header!.indexOf(column);
     const end = (column: string) => header!.indexOf(column) + column.length;
     expect(rows).toHaveLength(served.length);
@@ -108,6 +108,7 @@ describe('the nbdmux operator CLI', () => {
       expect(row.startsWith(`${exp.name} `)).toBe(true);
       expect(row.slice(start('STATE'))).toMatch(new RegExp(`^${exp.state} `));
       expect(row.slice(start('MODE'))).toMatch(new RegExp(`^${mode} `));
+      expect(row.slice(0, end('VER'))).toMatch(/ 1$/);
       expect(row.slice(0, end('SIZE'))).toMatch(/ 3\.0 MiB$/);
       expect(row.slice(0, end('CONNS'))).toMatch(/ 0$/);
       expect(row.slice(start('FILE'))).toBe(exp.file);

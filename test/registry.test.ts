@@ -47,7 +47,7 @@ describe('the export registry', () => {
   it('creates an export and hands the data plane the new served list in the same step as the commit', async () => {
     const created = await create('alpha', image, { allow: ['10.1.0.0/16'] });
     expect(created).toMatchObject({ name: 'alpha', file: image, readonly: true, cow: false, allow: ['10.1.0.0/16'], size: 64 * 1024, removedAt: null, state: 'serving', connections: 0 });
-    expect(plane.dataPlane.applied).toEqual([[{ id: created.id, name: 'alpha', file: image, readonly: true, cow: false, allow: ['10.1.0.0/16'], fd: expect.any(Number) }]]);
+    expect(plane.dataPlane.applied).toEqual([[{ id: created.id, versionId: expect.any(Number), name: 'alpha', file: image, readonly: true, cow: false, allow: ['10.1.0.0/16'], fd: expect.any(Number) }]]);
     // Served from the descriptor opened when the file was judged, not by its name.
     expect(fs.readlinkSync(`/proc/self/fd/${plane.dataPlane.applied[0]![0]!.fd}`)).toBe(image);
 

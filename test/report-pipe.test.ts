@@ -5,15 +5,19 @@ import { renderNbdServerConfig, reportFd, type ServedExport } from '../src/super
 import { answerReports, parseReport, verdictLine, type AnsweredReport } from '../src/supervisor/report-pipe.js';
 
 describe('the report pipe protocol', () => {
-  it.each<[text: string, exportId: number | null]>([
-    ['7\n', 7],
-    [' 12 \n', 12],
-    ['3\n4\n', 3],
+  it.each<[text: string, report: { exportId: number; versionId: number | null } | null]>([
+    ['7 9\n', { exportId: 7, versionId: 9 }],
+    [' 12 15 \n', { exportId: 12, versionId: 15 }],
+    // What the prerun of a process started before versions writes: it still counts for its export.
+    ['7\n', { exportId: 7, versionId: null }],
+    ['3 5\n4 6\n', { exportId: 3, versionId: 5 }],
     ['', null],
     ['abc\n', null],
-    ['9007199254740993\n', null],
-  ])('reads the report %j as export %j', (text, exportId) => {
-    expect(parseReport(text)).toBe(exportId);
+    ['7 x\n', null],
+    ['9007199254740993 1\n', null],
+    ['1 9007199254740993\n', null],
+  ])('reads the report %j as %j', (text, report) => {
+    expect(parseReport(text)).toEqual(report);
   });
 
   it('answers with one line per verdict', () => {
@@ -22,7 +26,7 @@ describe('the report pipe protocol', () => {
 });
 
 /** The prerun the renderer writes for an export with an allow list: it reports, then waits for the verdict. */
-const listed: ServedExport = { id: 42, name: 'listed', file: '/srv/images/l.img', fd: 20, readonly: true, allow: ['127.0.0.2'] };
+const listed: ServedExport = { id: 42, versionId: 142, name: 'listed', file: '/srv/images/l.img', fd: 20, readonly: true, allow: ['127.0.0.2'] };
 const prerun = /^prerun = (.*)$/m.exec(renderNbdServerConfig([listed]))![1]!;
 
 /**
@@ -50,12 +54,12 @@ describe('answerReports against the prerun nbd-server runs', () => {
     [true, 0],
     [false, 1],
   ])('admitted %s: the prerun exits %i', async (admitted, code) => {
-    expect(await answer(prerun, () => admitted)).toEqual({ code, judged: [42], answered: [{ exportId: 42, admitted }] });
+    expect(await answer(prerun, () => admitted)).toEqual({ code, judged: [42], answered: [{ exportId: 42, versionId: 142, admitted }] });
   });
 
   it('judges nothing and answers nothing that is no report', async () => {
     // The pause keeps the two writes apart; a verdict for the first would be read in place of the second's.
     const result = await answer(`echo hello >&${reportFd}; sleep 0.2; echo 5 >&${reportFd}; read -r verdict <&${reportFd}; [ "$verdict" = allow ]`, () => true);
-    expect(result).toEqual({ code: 0, judged: [5], answered: [null, { exportId: 5, admitted: true }] });
+    expect(result).toEqual({ code: 0, judged: [5], answered: [null, { exportId: 5, versionId: null, admitted: true }] });
   });
 });

@@ -54,7 +54,7 @@ describe('the router through createCaller', () => {
   it.each([
     ['an unknown field', { name: 'x', file: '/x.img', extra: 1 }, 'extra', /unknown field; remove it/],
     ['the reserved name generic', { name: 'generic', file: '/x.img' }, 'name', /reserved by nbd-server/],
-    ['a missing file', { name: 'x' }, 'file', /^is required$/],
+    ['a missing file', { name: 'x' }, 'file', /^give either "file" \(an image on this host\) or "url" \(an image to import\), exactly one$/],
     ['a path nbd-server would misread', { name: 'x', file: '/srv/my disk.img' }, 'file', /may only contain/],
     ['readonly that is not a boolean', { name: 'x', file: '/x.img', readonly: 'yes' }, 'readonly', /must be true or false/],
     ['cow with readonly false', { name: 'x', file: '/x.img', cow: true, readonly: false }, 'cow', /never writes its image/],

@@ -6,28 +6,58 @@ import type { EventDetails, EventType } from '../events/event-map.js';
  * An export is never deleted, only marked removed: its live connections keep pointing at it
  * while they drain, and its history stays readable. A name is unique among exports that are
  * not removed, so an image can be replaced under the same name while old machines drain.
+ * What it serves is its current version (exportVersionsTable).
  */
 export const exportsTable = sqliteTable(
   'exports',
   {
     id: integer('id').primaryKey({ autoIncrement: true }),
     name: text('name').notNull(),
-    file: text('file').notNull(),
+    /** The version new connections get; null while the first one is still being imported. */
+    currentVersionId: integer('current_version_id'),
     readonly: integer('readonly', { mode: 'boolean' }).notNull(),
     /** Each connection writes to its own diff file (nbd-server copyonwrite); the image is never written. */
     cow: integer('cow', { mode: 'boolean' }).notNull().default(false),
     /** Client addresses (CIDR) that may use this export; empty: every client the NBD port admits. */
     allow: text('allow', { mode: 'json' }).$type<string[]>().notNull().default(sql`'[]'`),
-    size: integer('size').notNull(),
-    /**
-     * `dev:ino:birthtime` of the file judged at registration: the one file this export may ever
-     * serve. Null for exports registered before pinning existed, until the next start pins them.
-     */
-    fileIdentity: text('file_identity'),
     createdAt: text('created_at').notNull(),
     removedAt: text('removed_at'),
   },
   (t) => [uniqueIndex('exports_active_name').on(t.name).where(sql`removed_at IS NULL`)],
+);
+
+/**
+ * The images an export has served or will serve, numbered from 1 per export. A version is never
+ * deleted: a store file it owned is (state `deleted`), once nothing can need it any more.
+ */
+export const exportVersionsTable = sqliteTable(
+  'export_versions',
+  {
+    id: integer('id').primaryKey({ autoIncrement: true }),
+    exportId: integer('export_id')
+      .notNull()
+      .references(() => exportsTable.id),
+    version: integer('version').notNull(),
+    /** The real path judged; null until an import has put its file in place. */
+    file: text('file'),
+    /**
+     * `dev:ino:birthtime` of the file judged: the one file this version may ever serve. Null for
+     * versions registered before pinning existed, until the next start pins them.
+     */
+    fileIdentity: text('file_identity'),
+    /** Of the downloaded bytes, for an import; null for a file registered by path. */
+    sha256: text('sha256'),
+    size: integer('size'),
+    /** The file is one nbdmux imported into its image store, so it is nbdmux's to delete. */
+    stored: integer('stored', { mode: 'boolean' }).notNull().default(false),
+    state: text('state', { enum: ['importing', 'ready', 'failed', 'deleted'] }).notNull(),
+    /** Where an import came from. */
+    url: text('url'),
+    /** Why an import failed. */
+    error: text('error'),
+    createdAt: text('created_at').notNull(),
+  },
+  (t) => [uniqueIndex('export_versions_number').on(t.exportId, t.version)],
 );
 
 /** One row per accepted TCP connection on the NBD port, from accept to close. */
@@ -36,6 +66,8 @@ export const connectionsTable = sqliteTable(
   {
     id: integer('id').primaryKey({ autoIncrement: true }),
     exportId: integer('export_id').references(() => exportsTable.id),
+    /** The version the client attached: it keeps that image until it ends. */
+    versionId: integer('version_id').references(() => exportVersionsTable.id),
     clientAddress: text('client_address').notNull(),
     clientPort: integer('client_port').notNull(),
     pid: integer('pid'),
@@ -80,6 +112,7 @@ export const revokedSessionsTable = sqliteTable('revoked_sessions', {
 });
 
 export type ExportRow = typeof exportsTable.$inferSelect;
+export type VersionRow = typeof exportVersionsTable.$inferSelect;
 export type ConnectionRow = typeof connectionsTable.$inferSelect;
 /** An event of one type, its details typed by it (drizzle types each column alone). */
 export type EventOf<T extends EventType> = Omit<typeof eventsTable.$inferSelect, 'type' | 'details'> & { type: T; details: EventDetails[T] };

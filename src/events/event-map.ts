@@ -9,6 +9,15 @@ export interface EventDetails {
   /** The data dir had space again after `fullSince`; `notRecorded` events were lost meanwhile. */
   'daemon.space-recovered': { dataDir: string; fullSince: string; notRecorded: number };
   'export.created': { id: number; file: string; readonly: boolean; cow: boolean; allow: string[]; size: number } & ActedBy;
+  /** `version` of the export became current (`update`: a file; `import`: a finished import; `rollback`: an earlier one again): new clients get `file`. */
+  'export.version-switched': { id: number; version: number; file: string; reason: 'update' | 'import' | 'rollback' } & ActedBy;
+  /** An import of `url` as `version` of the export began (queued, then running). */
+  'import.started': { id: number; version: number; url: string } & ActedBy;
+  /** The imported image is complete and checked; it became current unless a newer version already was. */
+  'import.done': { id: number; version: number; file: string; size: number; sha256: string };
+  /** `reason`: the importer's code (`dns`, `http-status`, `sha256-mismatch`, `no-space`...) or `interrupted` (nbdmux stopped). */
+  'import.failed': { id: number; version: number; reason: string; error: string };
+  'import.cancelled': { id: number; version: number };
   'export.removed': { id: number; force: boolean; liveConnections: number } & ActedBy;
   /** The registered path now leads elsewhere (`pathLeadsTo`), or back; what clients get meanwhile is `serving`. */
   'export.file-changed': { id: number; file: string; pathLeadsTo: 'another file' | 'nothing' | 'the registered file'; serving: 'the registered file' | 'nothing' };

@@ -83,7 +83,7 @@ function unservableKind(stats: BigIntStats): string | null {
   return 'not a regular file';
 }
 
-async function isUnderAnyRoot(realPath: string, imageRoots: readonly string[]): Promise<boolean> {
+export async function isUnderAnyRoot(realPath: string, imageRoots: readonly string[]): Promise<boolean> {
   for (const root of imageRoots) {
     const realRoot = await fs.realpath(root).catch(() => null);
     if (realRoot === null) continue;

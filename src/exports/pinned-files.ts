@@ -1,7 +1,7 @@
 import fs from 'node:fs';
-import { eq, isNull } from 'drizzle-orm';
+import { and, eq, isNull } from 'drizzle-orm';
 import type { Db } from '../db/open.js';
-import { exportsTable } from '../db/schema.js';
+import { exportsTable, exportVersionsTable } from '../db/schema.js';
 import type { EventLog } from '../events/event-log.js';
 import type { Logger } from '../log.js';
 import { fileIdentityOf, type PinnedImage } from './image-file.js';
@@ -23,6 +23,7 @@ export interface FileChange {
 }
 
 interface Pin {
+  exportId: number;
   name: string;
   file: string;
   fd: number;
@@ -33,14 +34,15 @@ interface Pin {
 }
 
 /**
- * The open descriptor of every served export's image, judged at registration: serving processes
+ * The open descriptor of every served export's current version's image, judged at registration,
+ * by version id: serving processes
  * inherit these and open /proc/self/fd/N, so what a client gets is always that very file (same
  * device, inode and birth time), never whatever its path leads to since. Cost: one descriptor
  * per export (Node raises its own soft limit to the hard one) and one stat per export per check.
  */
 export class PinnedFiles {
   private readonly pins = new Map<number, Pin>();
-  /** Exports left unserved at start: their path led elsewhere. */
+  /** Versions left unserved at start: their path led elsewhere. */
   private readonly unserved = new Map<number, FileChange>();
   private timer: NodeJS.Timeout | undefined;
 
@@ -50,59 +52,55 @@ export class PinnedFiles {
   ) {}
 
   /**
-   * At start: opens every export's stored path again and serves it only if that is still the
-   * pinned file. Exports registered before pinning existed are pinned now, if their real path
-   * still leads to a servable file without a symlink.
+   * At start: opens every served export's current version's stored path again and serves it
+   * only if that is still the pinned file. Versions registered before pinning existed are pinned
+   * now, if their real path still leads to a servable file without a symlink.
    */
   static reopen(db: Db, events: EventLog, log: Logger): PinnedFiles {
     const pins = new PinnedFiles(events, log);
-    const rows = db.select().from(exportsTable).where(isNull(exportsTable.removedAt)).all();
+    const rows = db
+      .select({ exportId: exportsTable.id, name: exportsTable.name, versionId: exportVersionsTable.id, file: exportVersionsTable.file, fileIdentity: exportVersionsTable.fileIdentity })
+      .from(exportsTable)
+      .innerJoin(exportVersionsTable, eq(exportVersionsTable.id, exportsTable.currentVersionId))
+      .where(and(isNull(exportsTable.removedAt), eq(exportVersionsTable.state, 'ready')))
+      .all();
     for (const row of rows) {
-      let fd: number;
-      try {
-        // Following any symlink: the identity check below decides, whatever the path went through.
-        fd = fs.openSync(row.file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-      } catch {
-        pins.leaveUnserved(row.id, row.name, row.file, 'nothing');
+      if (row.file === null) continue; // a ready version always has its file
+      const opened = openPinned(row.file, row.fileIdentity);
+      if (typeof opened === 'string') {
+        pins.leaveUnserved(row.versionId, row.exportId, row.name, row.file, opened);
         continue;
       }
-      const stats = fs.fstatSync(fd, { bigint: true });
-      const identity = fileIdentityOf(stats);
-      const unpinnedButIntact = row.fileIdentity === null && fs.readlinkSync(`/proc/self/fd/${fd}`) === row.file && (stats.isFile() || stats.isBlockDevice());
-      if (identity !== row.fileIdentity && !unpinnedButIntact) {
-        fs.closeSync(fd);
-        pins.leaveUnserved(row.id, row.name, row.file, 'another file');
-        continue;
-      }
-      if (row.fileIdentity === null) db.update(exportsTable).set({ fileIdentity: identity }).where(eq(exportsTable.id, row.id)).run();
-      pins.pins.set(row.id, { name: row.name, file: row.file, fd, identity, seen: identity, change: null });
+      if (row.fileIdentity === null) db.update(exportVersionsTable).set({ fileIdentity: opened.identity }).where(eq(exportVersionsTable.id, row.versionId)).run();
+      pins.pins.set(row.versionId, { exportId: row.exportId, name: row.name, file: row.file, fd: opened.fd, identity: opened.identity, seen: opened.identity, change: null });
     }
     return pins;
   }
 
-  /** Takes over the descriptor of a newly registered export. */
-  hold(exportId: number, name: string, image: PinnedImage): void {
-    this.pins.set(exportId, { name, file: image.realPath, fd: image.fd, identity: image.identity, seen: image.identity, change: null });
+  /** Takes over the descriptor of a version that becomes current. */
+  hold(versionId: number, exportId: number, name: string, image: Pick<PinnedImage, 'realPath' | 'fd' | 'identity'>): void {
+    this.pins.set(versionId, { exportId, name, file: image.realPath, fd: image.fd, identity: image.identity, seen: image.identity, change: null });
   }
 
   /**
-   * Closes a removed export's descriptor. Safe at once: the configs no longer name it, and every
-   * serving process started before holds its own copy, inherited at spawn.
+   * Closes the descriptor of a version no longer current (or of a removed export). Safe at once:
+   * the configs no longer name it, and every serving process started before holds its own copy,
+   * inherited at spawn.
    */
-  release(exportId: number): void {
-    const pin = this.pins.get(exportId);
+  release(versionId: number): void {
+    const pin = this.pins.get(versionId);
     if (pin) fs.closeSync(pin.fd);
-    this.pins.delete(exportId);
-    this.unserved.delete(exportId);
+    this.pins.delete(versionId);
+    this.unserved.delete(versionId);
   }
 
-  /** The descriptor to serve the export from; undefined when it is not served. */
-  fdOf(exportId: number): number | undefined {
-    return this.pins.get(exportId)?.fd;
+  /** The descriptor to serve the version from; undefined when it is not served. */
+  fdOf(versionId: number): number | undefined {
+    return this.pins.get(versionId)?.fd;
   }
 
-  changeOf(exportId: number): FileChange | null {
-    return this.unserved.get(exportId) ?? this.pins.get(exportId)?.change ?? null;
+  changeOf(versionId: number): FileChange | null {
+    return this.unserved.get(versionId) ?? this.pins.get(versionId)?.change ?? null;
   }
 
   startChecking(): void {
@@ -115,17 +113,17 @@ export class PinnedFiles {
 
   /** Notes, once per change, where each served export's path leads. The served file stays the pinned one. */
   check(): void {
-    for (const [exportId, pin] of this.pins) {
+    for (const pin of this.pins.values()) {
       const seen = identityAt(pin.file);
       if (seen === pin.seen) continue;
       pin.seen = seen;
       pin.change = seen === pin.identity ? null : { pathLeadsTo: seen === null ? 'nothing' : 'another file', serving: 'the registered file', seenAt: new Date().toISOString() };
-      this.record(exportId, pin.name, pin.file, pin.change?.pathLeadsTo ?? 'the registered file', 'the registered file');
+      this.record(pin.exportId, pin.name, pin.file, pin.change?.pathLeadsTo ?? 'the registered file', 'the registered file');
     }
   }
 
-  private leaveUnserved(exportId: number, name: string, file: string, pathLeadsTo: FileChange['pathLeadsTo']): void {
-    this.unserved.set(exportId, { pathLeadsTo, serving: 'nothing', seenAt: new Date().toISOString() });
+  private leaveUnserved(versionId: number, exportId: number, name: string, file: string, pathLeadsTo: FileChange['pathLeadsTo']): void {
+    this.unserved.set(versionId, { pathLeadsTo, serving: 'nothing', seenAt: new Date().toISOString() });
     this.record(exportId, name, file, pathLeadsTo, 'nothing');
   }
 
@@ -135,8 +133,31 @@ export class PinnedFiles {
   }
 }
 
+/**
+ * Opens `file` again for a version judged before, and returns its descriptor only if it is still
+ * that file (`identity`; null: judged before pinning existed, then only a real path to a regular
+ * file or block device is trusted); otherwise what the path leads to now.
+ */
+export function openPinned(file: string, identity: string | null): { fd: number; identity: string } | FileChange['pathLeadsTo'] {
+  let fd: number;
+  try {
+    // Following any symlink: the identity check below decides, whatever the path went through.
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  } catch {
+    return 'nothing';
+  }
+  const stats = fs.fstatSync(fd, { bigint: true });
+  const found = fileIdentityOf(stats);
+  const unpinnedButIntact = identity === null && fs.readlinkSync(`/proc/self/fd/${fd}`) === file && (stats.isFile() || stats.isBlockDevice());
+  if (found !== identity && !unpinnedButIntact) {
+    fs.closeSync(fd);
+    return 'another file';
+  }
+  return { fd, identity: found };
+}
+
 /** The identity of what `file` leads to now, through any symlink; null when it leads nowhere. */
-function identityAt(file: string): string | null {
+export function identityAt(file: string): string | null {
   try {
     return fileIdentityOf(fs.statSync(file, { bigint: true }));
   } catch {

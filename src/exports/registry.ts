@@ -1,26 +1,36 @@
-import { closeSync } from 'node:fs';
-import { and, asc, eq, inArray, isNull, isNotNull, or } from 'drizzle-orm';
+import fs, { closeSync } from 'node:fs';
+import { and, asc, desc, eq, inArray, isNull, isNotNull, or } from 'drizzle-orm';
 import type { Db } from '../db/open.js';
-import { exportsTable, type ExportRow } from '../db/schema.js';
+import { exportsTable, exportVersionsTable, type ExportRow, type VersionRow } from '../db/schema.js';
 import { badInput, conflict, notFound } from '../errors.js';
 import type { EventLog } from '../events/event-log.js';
 import type { Actor } from '../events/event-map.js';
+import { ImportError, type ImportedImage, type Importer } from '../images/importer.js';
+import type { Logger } from '../log.js';
 import type { ConnectionTable, ServedExport } from '../supervisor/index.js';
-import { pinImage } from './image-file.js';
-import type { CreateExportInput, DeleteExportInput } from './inputs.js';
-import type { FileChange, PinnedFiles } from './pinned-files.js';
+import { pinImage, type PinnedImage } from './image-file.js';
+import { VersionImports, type ImportView } from './imports.js';
+import { sourceOf, type CreateExportInput, type DeleteExportInput, type RollbackInput, type UpdateExportInput } from './inputs.js';
+import { openPinned, type FileChange, type PinnedFiles } from './pinned-files.js';
 import { configSafePathPattern } from './rules.js';
+import { collectGarbage, insertImportingVersion, insertVersion, rollbackTarget, versionById, versionsOf, type Tx, type VersionView } from './versions.js';
 
-export type ExportState = 'serving' | 'draining';
+/** `importing`: its first version is not ready yet, and no client can attach it; `failed`: that import failed. */
+export type ExportState = 'importing' | 'failed' | 'serving' | 'draining';
 
-/** An export as the control plane shows it. */
-export type ExportView = Omit<ExportRow, 'removedAt' | 'fileIdentity'> & {
-  removedAt: string | null;
-  state: ExportState;
-  connections: number;
-  /** Null while `file` still leads to the file judged at registration. */
-  fileChange: FileChange | null;
-};
+/** An export as the control plane shows it: its settings, and its current version's image. */
+export type ExportView = Omit<ExportRow, 'removedAt' | 'currentVersionId'> &
+  Pick<VersionRow, 'file' | 'size' | 'sha256'> & {
+    removedAt: string | null;
+    /** The current version's number. */
+    version: number | null;
+    state: ExportState;
+    connections: number;
+    /** Null while `file` still leads to the file judged at registration. */
+    fileChange: FileChange | null;
+    /** The newest version's import, while it runs or once it failed; null when the newest version is ready. */
+    import: ImportView | null;
+  };
 
 export interface RemovalResult {
   name: string;
@@ -35,20 +45,29 @@ export interface DataPlane {
   applyExports(exports: readonly ServedExport[]): void;
   /** Where copy-on-write diffs go: nbd-server's config must be able to name it. */
   readonly cowDir: string;
-  readonly connections: Pick<ConnectionTable, 'countByExport' | 'kill'>;
+  readonly connections: Pick<ConnectionTable, 'countByExport' | 'countByVersion' | 'kill'>;
 }
 
-/** The exports every new NBD connection may choose from: those whose pinned file is held open. */
+/** The exports every new NBD connection may choose from: their current versions whose pinned file is held open. */
 export function servedExports(db: Pick<Db, 'select'>, fdOf: PinnedFiles['fdOf']): ServedExport[] {
   return db
-    .select({ id: exportsTable.id, name: exportsTable.name, file: exportsTable.file, readonly: exportsTable.readonly, cow: exportsTable.cow, allow: exportsTable.allow })
+    .select({
+      id: exportsTable.id,
+      versionId: exportVersionsTable.id,
+      name: exportsTable.name,
+      file: exportVersionsTable.file,
+      readonly: exportsTable.readonly,
+      cow: exportsTable.cow,
+      allow: exportsTable.allow,
+    })
     .from(exportsTable)
+    .innerJoin(exportVersionsTable, eq(exportVersionsTable.id, exportsTable.currentVersionId))
     .where(isNull(exportsTable.removedAt))
     .orderBy(asc(exportsTable.name))
     .all()
-    .flatMap((row) => {
-      const fd = fdOf(row.id);
-      return fd === undefined ? [] : [{ ...row, fd }];
+    .flatMap(({ file, ...row }) => {
+      const fd = fdOf(row.versionId);
+      return fd === undefined || file === null ? [] : [{ ...row, file, fd }];
     });
 }
 
@@ -58,13 +77,17 @@ export function servedExports(db: Pick<Db, 'select'>, fdOf: PinnedFiles['fdOf'])
  * can never leave the two disagreeing.
  */
 export class ExportRegistry {
+  private readonly imports: VersionImports;
+
   constructor(
     private readonly db: Db,
     private readonly dataPlane: DataPlane,
     private readonly events: EventLog,
     private readonly pins: PinnedFiles,
-    private readonly imageRoots: readonly string[],
-  ) {}
+    private readonly options: { imageRoots: readonly string[]; keepVersions: number; importer: Importer; log: Logger },
+  ) {
+    this.imports = new VersionImports(db, events, options.importer, options.log);
+  }
 
   /** Exports being served, then those removed but still draining live connections. */
   list(): ExportView[] {
@@ -79,9 +102,7 @@ export class ExportRegistry {
   }
 
   get(name: string): ExportView {
-    const row = this.findServing(name);
-    if (!row) throw notFound(`no export named "${name}"`);
-    return this.toView(row, this.dataPlane.connections.countByExport());
+    return this.toView(this.serving(name), this.dataPlane.connections.countByExport());
   }
 
   async create(input: CreateExportInput, actor: Actor): Promise<ExportView> {
@@ -89,32 +110,171 @@ export class ExportRegistry {
     if (input.cow && !configSafePathPattern.test(this.dataPlane.cowDir)) {
       throw badInput('cow', `copy-on-write diffs go to ${this.dataPlane.cowDir}, a path nbd-server's config would misread; run nbdmux with a data dir of A-Z a-z 0-9 . _ / + - only`);
     }
-    const image = await pinImage(input.file, this.imageRoots, input.readonly);
-    let row: ExportRow;
+    const source = sourceOf(input);
+    const insertExport = (tx: Tx) => tx.insert(exportsTable).values({ name: input.name, readonly: input.readonly, cow: input.cow, allow: input.allow, createdAt: new Date().toISOString() }).returning().get();
+    if ('url' in source) {
+      const version = this.takingName(input.name, () => this.db.transaction((tx) => insertImportingVersion(tx, insertExport(tx).id, source.url)));
+      this.startImport(input.name, version, source, actor);
+      return this.get(input.name);
+    }
+    const image = await pinImage(source.file, this.options.imageRoots, input.readonly);
+    const row = this.takingName(input.name, () =>
+      this.switchVersion(image, (tx) => {
+        const exp = insertExport(tx);
+        return { exp, versionId: insertVersion(tx, exp.id, image) };
+      }),
+    );
+    this.events.record('export.created', row.name, { id: row.id, file: image.realPath, readonly: row.readonly, cow: row.cow, allow: row.allow, size: image.size, ...actor });
+    return this.toView(row, new Map());
+  }
+
+  /**
+   * Makes a file, or an imported image once complete, the export's new current version. The
+   * current one serves every new client until the switch, which commits and rewrites the config
+   * in one synchronous step; live clients keep the version they attached.
+   */
+  async update(input: UpdateExportInput, actor: Actor): Promise<ExportView> {
+    const { name } = input;
+    const source = sourceOf(input);
+    if ('url' in source) {
+      const exp = this.serving(name);
+      const version = this.db.transaction((tx) => insertImportingVersion(tx, exp.id, source.url));
+      this.startImport(name, version, source, actor);
+      return this.get(name);
+    }
+    const readonly = this.serving(name).readonly;
+    const image = await pinImage(source.file, this.options.imageRoots, readonly);
+    const row = this.switchVersion(image, (tx) => {
+      // Looked up again: the export may have been removed while the file was judged.
+      const exp = this.serving(name, tx);
+      return { exp, versionId: insertVersion(tx, exp.id, image) };
+    });
+    this.recordSwitch(row, 'update', actor);
+    return this.get(name);
+  }
+
+  /** Makes the previous (or the given) version current again, for new clients; live ones keep theirs. */
+  rollback({ name, version }: RollbackInput, actor: Actor): ExportView {
+    const exp = this.serving(name);
+    const target = rollbackTarget(this.db, exp, version);
+    const opened = openPinned(target.file!, target.fileIdentity);
+    if (typeof opened === 'string') {
+      throw conflict(`version ${target.version} of "${name}" cannot be served again: its file ${target.file} now leads to ${opened}; choose another version`);
+    }
+    const row = this.switchVersion({ fd: opened.fd, realPath: target.file!, identity: opened.identity }, () => ({ exp, versionId: target.id }));
+    this.recordSwitch(row, 'rollback', actor);
+    return this.get(name);
+  }
+
+  /** At start: imports the last run left unfinished are marked failed, their partial files removed. */
+  failInterruptedImports(): void {
+    this.imports.failInterrupted((exportId) => this.db.select({ name: exportsTable.name }).from(exportsTable).where(eq(exportsTable.id, exportId)).get()!.name);
+  }
+
+  /** An export's versions, newest first. */
+  versions(name: string): VersionView[] {
+    return versionsOf(this.db, this.serving(name), this.dataPlane.connections.countByVersion());
+  }
+
+  /** Deletes the stored files no version can need any more (see collectGarbage). */
+  collectGarbage(): void {
+    try {
+      const deleted = collectGarbage(this.db, this.options.keepVersions, this.dataPlane.connections.countByVersion());
+      if (deleted.length > 0) this.options.log.info('deleted imported images no version needs', { files: deleted });
+    } catch (err) {
+      this.options.log.warn('cannot delete unneeded imported images; they stay until the next try', { error: (err as Error).stack ?? String(err) });
+    }
+  }
+
+  /**
+   * Commits `change` (which names the export and the version to make current) and hands the new
+   * set to the data plane in one step, serving the version from `image.fd`; then pins it in place
+   * of the export's former current version. The descriptor is closed on failure.
+   */
+  private switchVersion(image: Pick<PinnedImage, 'fd' | 'realPath' | 'identity'>, change: (tx: Tx) => { exp: ExportRow; versionId: number }): ExportRow {
     let applied = false;
+    let previous: number | null = null;
+    let row: ExportRow;
     try {
       row = this.db.transaction((tx) => {
-        const inserted = tx
-          .insert(exportsTable)
-          .values({ name: input.name, file: image.realPath, readonly: input.readonly, cow: input.cow, allow: input.allow, size: image.size, fileIdentity: image.identity, createdAt: new Date().toISOString() })
-          .returning()
-          .get();
-        this.dataPlane.applyExports(servedExports(tx, (id) => (id === inserted.id ? image.fd : this.pins.fdOf(id))));
+        const { exp, versionId } = change(tx);
+        previous = exp.currentVersionId;
+        const updated = tx.update(exportsTable).set({ currentVersionId: versionId }).where(eq(exportsTable.id, exp.id)).returning().get()!;
+        this.dataPlane.applyExports(servedExports(tx, (id) => (id === versionId ? image.fd : this.pins.fdOf(id))));
         applied = true;
-        return inserted;
+        return updated;
       });
     } catch (err) {
       // A config may name the descriptor only until the committed set is applied again: once its
       // number is reused, a client would be handed whatever file got it.
       if (applied) this.dataPlane.applyExports(servedExports(this.db, (id) => this.pins.fdOf(id)));
       closeSync(image.fd);
-      // Another request took the name while this one inspected the file.
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') this.refuseTakenName(input.name);
       throw err;
     }
-    this.pins.hold(row.id, row.name, image);
-    this.events.record('export.created', row.name, { id: row.id, file: row.file, readonly: row.readonly, cow: row.cow, allow: row.allow, size: row.size, ...actor });
-    return this.toView(row, new Map());
+    this.pins.hold(row.currentVersionId!, row.id, row.name, image);
+    if (previous !== null) this.pins.release(previous);
+    return row;
+  }
+
+  private startImport(name: string, version: VersionRow, source: { url: string; sha256: string | undefined }, actor: Actor): void {
+    this.imports.start(name, version, source, actor, (image) => this.finishImport(name, version, image));
+  }
+
+  /**
+   * Serves a complete import: it becomes current unless a newer version already is (then it waits,
+   * ready, for a rollback). Its file is judged like any other; an export removed meanwhile gets
+   * nothing, and the file goes.
+   */
+  private async finishImport(name: string, version: VersionRow, image: ImportedImage): Promise<void> {
+    let pinned: PinnedImage;
+    let switched: ExportRow | null = null;
+    try {
+      pinned = await pinImage(image.file, this.options.imageRoots, this.notRemoved(version.exportId).readonly);
+      const ready = { file: pinned.realPath, fileIdentity: pinned.identity, size: pinned.size, sha256: image.sha256, stored: true, state: 'ready' as const };
+      const markReady = (tx: Tx) => tx.update(exportVersionsTable).set(ready).where(eq(exportVersionsTable.id, version.id)).run();
+      // Looked up after the await: the export may have been removed or moved on meanwhile.
+      const current = versionById(this.db, this.notRemoved(version.exportId).currentVersionId);
+      if (current && current.version > version.version) {
+        // A newer version already serves: it stays, and this one waits for a rollback.
+        closeSync(pinned.fd);
+        markReady(this.db);
+      } else {
+        switched = this.switchVersion(pinned, (tx) => {
+          markReady(tx);
+          return { exp: this.notRemoved(version.exportId, tx), versionId: version.id };
+        });
+      }
+    } catch (err) {
+      // Nothing serves the file yet: it goes with the failure.
+      fs.rmSync(image.file, { force: true });
+      this.imports.fail(name, version, err);
+      return;
+    }
+    this.events.record('import.done', name, { id: version.exportId, version: version.version, file: pinned.realPath, size: pinned.size, sha256: image.sha256 });
+    if (switched) this.recordSwitch(switched, 'import', {});
+  }
+
+  /** The export by id, unless removed: an import finishing for a removed export serves nothing. */
+  private notRemoved(exportId: number, db: Pick<Db, 'select'> = this.db): ExportRow {
+    const exp = db.select().from(exportsTable).where(and(eq(exportsTable.id, exportId), isNull(exportsTable.removedAt))).get();
+    if (!exp) throw new ImportError('cancelled', 'the import was cancelled: its export was removed');
+    return exp;
+  }
+
+  /** Runs `insert`, which takes `name`; when another request took it meanwhile, refused with a clear error. */
+  private takingName<T>(name: string, insert: () => T): T {
+    try {
+      return insert();
+    } catch (err) {
+      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') this.refuseTakenName(name);
+      throw err;
+    }
+  }
+
+  private recordSwitch(row: ExportRow, reason: 'update' | 'rollback' | 'import', actor: Partial<Actor>): void {
+    const version = versionById(this.db, row.currentVersionId)!;
+    this.events.record('export.version-switched', row.name, { id: row.id, version: version.version, file: version.file!, reason, ...actor });
+    this.collectGarbage();
   }
 
   /**
@@ -129,7 +289,8 @@ export class ExportRegistry {
         tx.update(exportsTable).set({ removedAt: new Date().toISOString() }).where(eq(exportsTable.id, serving.id)).run();
         this.dataPlane.applyExports(servedExports(tx, (id) => this.pins.fdOf(id)));
       });
-      this.pins.release(serving.id);
+      if (serving.currentVersionId !== null) this.pins.release(serving.currentVersionId);
+      this.imports.cancelAll(serving.id);
     }
     const draining = this.db
       .select({ id: exportsTable.id })
@@ -144,23 +305,38 @@ export class ExportRegistry {
     }
     const killed = force ? this.dataPlane.connections.kill(new Set(draining)) : 0;
     if (serving) this.events.record('export.removed', name, { id: serving.id, force, liveConnections: live, ...actor });
+    this.collectGarbage();
     return { name, killed, draining: force ? 0 : live };
   }
 
-  private findServing(name: string): ExportRow | undefined {
-    return this.db
+  private serving(name: string, db: Pick<Db, 'select'> = this.db): ExportRow {
+    const row = this.findServing(name, db);
+    if (!row) throw notFound(`no export named "${name}"`);
+    return row;
+  }
+
+  private findServing(name: string, db: Pick<Db, 'select'> = this.db): ExportRow | undefined {
+    return db
       .select()
       .from(exportsTable)
       .where(and(eq(exportsTable.name, name), isNull(exportsTable.removedAt)))
       .get();
   }
 
-  private toView({ fileIdentity: _pinned, ...row }: ExportRow, counts: ReadonlyMap<number, number>): ExportView {
+  private toView({ currentVersionId, ...row }: ExportRow, counts: ReadonlyMap<number, number>): ExportView {
+    const current = versionById(this.db, currentVersionId);
+    const newest = this.db.select().from(exportVersionsTable).where(eq(exportVersionsTable.exportId, row.id)).orderBy(desc(exportVersionsTable.version)).limit(1).get();
+    const importing = newest && (newest.state === 'importing' || newest.state === 'failed') && newest.id !== currentVersionId ? newest : undefined;
     return {
       ...row,
-      state: row.removedAt === null ? 'serving' : 'draining',
+      file: current?.file ?? null,
+      size: current?.size ?? null,
+      sha256: current?.sha256 ?? null,
+      version: current?.version ?? null,
+      state: row.removedAt !== null ? 'draining' : current ? 'serving' : importing?.state === 'importing' ? 'importing' : 'failed',
       connections: counts.get(row.id) ?? 0,
-      fileChange: row.removedAt === null ? this.pins.changeOf(row.id) : null,
+      fileChange: row.removedAt === null && currentVersionId !== null ? this.pins.changeOf(currentVersionId) : null,
+      import: importing ? this.imports.viewOf(importing) : null,
     };
   }
 
@@ -168,3 +344,4 @@ export class ExportRegistry {
     if (this.findServing(name)) throw conflict(`an export named "${name}" already exists; remove it first or choose another name`);
   }
 }
+

@@ -21,11 +21,13 @@ const commandFlags = {
   force: { type: 'boolean', read: Boolean },
   live: { type: 'boolean', read: Boolean },
   limit: { type: 'string', placeholder: 'N', read: (text: string | undefined) => (text === undefined ? undefined : checkedLimit(text)) },
+  sha256: { type: 'string', placeholder: 'HEX', read: (text: string | undefined) => text },
 } as const satisfies Record<string, FlagSpec>;
 
 type FlagName = keyof typeof commandFlags;
 
 interface CommandSpec {
+  /** `[NAME]` is optional; optional ones come last. */
   args: readonly string[];
   flags: readonly FlagName[];
   help: string;
@@ -44,6 +46,16 @@ const commandSpecs = {
   },
   rm: { args: ['NAME'], flags: ['force'], help: 'stop exporting NAME; live connections drain unless --force cuts them now' },
   show: { args: ['NAME'], flags: [], help: 'one export and its live connections' },
+  import: {
+    args: ['NAME', 'URL'],
+    flags: ['sha256', 'rw', 'cow', 'allow'],
+    help:
+      'import URL (http://, https://, or file:// on the daemon\'s machine; xz, zstd, gzip, qcow2, vmdk, vhdx, vdi or raw) as a new ' +
+      'export NAME, or as a new version of NAME, which serves until the import is ready; --sha256 checks the downloaded bytes. ' +
+      'Shows progress until done; exit 1 if it fails',
+  },
+  versions: { args: ['NAME'], flags: [], help: "NAME's versions, newest first, with the live connections each still serves" },
+  rollback: { args: ['NAME', '[VERSION]'], flags: [], help: 'serve the previous version of NAME (or VERSION) to new clients again' },
   connections: { args: [], flags: ['live', 'limit'], help: 'recent NBD connections, newest first (--live: open ones only)' },
   watch: { args: [], flags: [], help: 'live events and connections until Ctrl-C' },
   health: { args: [], flags: [], help: 'whether new NBD clients can be served; exit 1 when not' },
@@ -147,7 +159,8 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): Reques
   for (const flag of flagNames) {
     if (values[flag] !== undefined && !spec.flags.includes(flag)) throw new UsageError(`${command} takes no --${flag}`);
   }
-  if (args.length !== spec.args.length) {
+  const required = spec.args.filter((arg) => !arg.startsWith('['));
+  if (args.length < required.length || args.length > spec.args.length) {
     const expected = spec.args.length === 0 ? 'no arguments' : spec.args.join(' ');
     throw new UsageError(`${command} takes ${expected}, got ${args.length === 0 ? 'none' : args.map((a) => JSON.stringify(a)).join(' ')}`);
   }

@@ -1,8 +1,9 @@
 import path from 'node:path';
 import type { NbdmuxClient } from '../client.js';
-import type { CommandName, Invocation } from './args.js';
+import { UsageError, type CommandName, type Invocation } from './args.js';
 import { exitCodes } from './failure.js';
-import { renderConnections, renderExport, renderExports, renderHealth } from './views.js';
+import { importCommand } from './import.js';
+import { renderConnections, renderExport, renderExports, renderHealth, renderVersions } from './views.js';
 import { watch } from './watch.js';
 
 export interface Output {
@@ -57,6 +58,23 @@ export const commands: Record<CommandName, Command> = {
     }
     out.write(matching.map(renderExport).join('\n'));
     out.write(`\n${renderConnections(connections, true)}`);
+    return exitCodes.ok;
+  },
+
+  import: importCommand,
+
+  async versions(client, { args: [name], json }, out) {
+    const versions = await client.exports.versions.query({ name: name! });
+    if (json) printJson(out, versions);
+    else out.write(renderVersions(versions));
+    return exitCodes.ok;
+  },
+
+  async rollback(client, { args: [name, version], json }, out) {
+    if (version !== undefined && !/^[1-9]\d*$/.test(version)) throw new UsageError(`VERSION must be a version number (1, 2, ...), got ${JSON.stringify(version)}`);
+    const rolledBack = await client.exports.rollback.mutate({ name: name!, ...(version !== undefined && { version: Number(version) }) });
+    if (json) printJson(out, rolledBack);
+    else out.write(`${rolledBack.name} serves version ${rolledBack.version} to new clients; live ones keep the version they attached\n`);
     return exitCodes.ok;
   },
 

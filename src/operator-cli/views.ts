@@ -1,5 +1,5 @@
-import type { NbdmuxConnection, NbdmuxExport, NbdmuxHealth, NbdmuxStreamEvent } from '../client.js';
-import { clientEndpoint, explainMode, exportMode, formatBytes, formatDuration, formatRate } from '../presentation.js';
+import type { NbdmuxConnection, NbdmuxExport, NbdmuxHealth, NbdmuxStreamEvent, NbdmuxVersion } from '../client.js';
+import { clientEndpoint, describeImport, explainMode, exportMode, formatBytes, formatDuration, formatRate } from '../presentation.js';
 import { formatClock, formatDetails, formatTime } from './format.js';
 import { renderFields, renderTable, type Column } from './table.js';
 
@@ -7,9 +7,10 @@ const exportColumns: Column<NbdmuxExport>[] = [
   { header: 'NAME', value: (e) => e.name },
   { header: 'STATE', value: (e) => e.state },
   { header: 'MODE', value: exportMode },
-  { header: 'SIZE', value: (e) => formatBytes(e.size), alignRight: true },
+  { header: 'VER', value: (e) => (e.version === null ? '-' : String(e.version)), alignRight: true },
+  { header: 'SIZE', value: (e) => (e.size === null ? '-' : formatBytes(e.size)), alignRight: true },
   { header: 'CONNS', value: (e) => String(e.connections), alignRight: true },
-  { header: 'FILE', value: (e) => e.file },
+  { header: 'FILE', value: (e) => e.file ?? '-' },
 ];
 
 export function renderExports(exports: readonly NbdmuxExport[]): string {
@@ -21,14 +22,30 @@ export function renderExport(exp: NbdmuxExport): string {
   return renderFields([
     ['name', exp.name],
     ['state', exp.state === 'serving' ? 'serving' : `draining since ${formatTime(exp.removedAt!)} (removed; live connections finish)`],
-    ['file', exp.file],
+    ['version', exp.version === null ? '-' : String(exp.version)],
+    ['file', exp.file ?? '-'],
+    ...(exp.import ? [['import', `${exp.import.url}: ${describeImport(exp.import)}`] as const] : []),
     ...(exp.fileChange ? [['file changed', `${formatTime(exp.fileChange.seenAt)}: the path leads to ${exp.fileChange.pathLeadsTo}; serving ${exp.fileChange.serving}`] as const] : []),
     ['mode', explainMode(exp)],
     ['allow', exp.allow.length === 0 ? 'every client the NBD port admits' : exp.allow.join(', ')],
-    ['size', `${formatBytes(exp.size)} (${exp.size} bytes)`],
+    ['size', exp.size === null ? '-' : `${formatBytes(exp.size)} (${exp.size} bytes)`],
     ['created', formatTime(exp.createdAt)],
     ['connections', String(exp.connections)],
   ]);
+}
+
+const versionColumns: Column<NbdmuxVersion>[] = [
+  { header: 'VER', value: (v) => String(v.version), alignRight: true },
+  { header: 'CURRENT', value: (v) => (v.current ? '*' : '') },
+  { header: 'STATE', value: (v) => v.state },
+  { header: 'SIZE', value: (v) => (v.size === null ? '-' : formatBytes(v.size)), alignRight: true },
+  { header: 'CONNS', value: (v) => String(v.connections), alignRight: true },
+  { header: 'CREATED', value: (v) => formatTime(v.createdAt) },
+  { header: 'SOURCE', value: (v) => [v.url ?? v.file ?? '-', v.error ? `(${v.error})` : ''].filter(Boolean).join(' ') },
+];
+
+export function renderVersions(versions: readonly NbdmuxVersion[]): string {
+  return renderTable(versionColumns, versions);
 }
 
 const connectionColumns: Column<NbdmuxConnection>[] = [
@@ -75,6 +92,11 @@ function describeEvent(event: NbdmuxStreamEvent): string {
     case 'daemon.stopped':
     case 'daemon.space-recovered':
     case 'export.created':
+    case 'export.version-switched':
+    case 'import.started':
+    case 'import.done':
+    case 'import.failed':
+    case 'import.cancelled':
     case 'export.removed':
     case 'export.file-changed':
     case 'connection.opened':

@@ -4,7 +4,7 @@ import { getHTTPStatusCodeFromError } from '@trpc/server/http';
 import { badInput, describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { readJsonBody } from '../http/body.js';
+import { contentType, readJsonBody } from '../http/body.js';
 import type { CreateContext } from '../router/context.js';
 import { createCaller } from '../router/index.js';
 import type { Services } from '../router/trpc.js';
@@ -73,6 +73,10 @@ function matchRoute(pathname: string): Route | null {
   if (pathname === '/exports' || pathname === '/exports/') return exportsCollection;
   const item = /^\/exports\/([^/]+)$/.exec(pathname);
   if (item) return exportItem(item[1]!);
+  const versions = /^\/exports\/([^/]+)\/versions$/.exec(pathname);
+  if (versions) return exportVersions(versions[1]!);
+  const rollback = /^\/exports\/([^/]+)\/rollback$/.exec(pathname);
+  if (rollback) return exportRollback(rollback[1]!);
   return null;
 }
 
@@ -97,8 +101,10 @@ const exportsCollection: Route = {
   methods: ['GET', 'HEAD', 'POST'],
   async handle(method, { req, procedures }) {
     if (method === 'POST') {
-      const created = await procedures().exports.create((await readJsonBody(req)) as never);
-      return { status: 201, json: created, headers: { location: `/exports/${encodeURIComponent(created.name)}` } };
+      const body = await readJsonBody(req);
+      const created = await procedures().exports.create(body as never);
+      // An import answers before its image exists: accepted, not yet created.
+      return { status: isImport(body) ? 202 : 201, json: created, headers: { location: `/exports/${encodeURIComponent(created.name)}` } };
     }
     return { status: 200, json: await procedures().exports.list() };
   },
@@ -106,16 +112,56 @@ const exportsCollection: Route = {
 
 function exportItem(rawName: string): Route {
   return {
-    methods: ['GET', 'HEAD', 'DELETE'],
-    async handle(method, { url, procedures }) {
+    methods: ['GET', 'HEAD', 'PUT', 'DELETE'],
+    async handle(method, { req, url, procedures }) {
       const name = decodeName(rawName);
       if (method === 'DELETE') {
         await procedures().exports.delete({ name, force: parseForce(url.searchParams.get('force')) });
         return { status: 204 };
       }
+      if (method === 'PUT') {
+        const body = await readJsonBody(req);
+        return { status: isImport(body) ? 202 : 200, json: await procedures().exports.update(withPathName(body, name)) };
+      }
       return { status: 200, json: await procedures().exports.get({ name }) };
     },
   };
+}
+
+function exportVersions(rawName: string): Route {
+  return {
+    methods: ['GET', 'HEAD'],
+    async handle(_method, { procedures }) {
+      return { status: 200, json: await procedures().exports.versions({ name: decodeName(rawName) }) };
+    },
+  };
+}
+
+function exportRollback(rawName: string): Route {
+  return {
+    methods: ['POST'],
+    async handle(_method, { req, procedures }) {
+      // A bare POST rolls back to the previous version: no body, no content type needed.
+      const body = contentType(req) === undefined && !hasBody(req) ? {} : await readJsonBody(req);
+      return { status: 200, json: await procedures().exports.rollback(withPathName(body, decodeName(rawName))) };
+    },
+  };
+}
+
+/** The body's fields with the export name the path gives; the procedure's schema judges the rest. */
+function withPathName(body: unknown, name: string): never {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badInput('(body)', 'must be a JSON object');
+  if ('name' in body) throw badInput('name', 'the export is named by the path; remove "name" from the body');
+  return { ...body, name } as never;
+}
+
+/** A body the procedure accepted with a `url` started an import. */
+function isImport(body: unknown): boolean {
+  return typeof body === 'object' && body !== null && 'url' in body;
+}
+
+function hasBody(req: http.IncomingMessage): boolean {
+  return req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
 }
 
 function decodeName(raw: string): string {

@@ -1,7 +1,7 @@
-import { desc, eq, isNull } from 'drizzle-orm';
+import { and, desc, eq, isNull } from 'drizzle-orm';
 import type { DataDirSpace } from '../db/data-dir-space.js';
 import type { Db } from '../db/open.js';
-import { connectionsTable, exportsTable, type ConnectionRow } from '../db/schema.js';
+import { connectionsTable, exportsTable, exportVersionsTable, type ConnectionRow } from '../db/schema.js';
 
 /** A connection's row, with the name of the export it chose. */
 export interface StoredConnection {
@@ -50,5 +50,10 @@ export class ConnectionStore {
   /** An export's name and allow list, removed or not; undefined for an id never written. */
   exportById(exportId: number): { name: string; allow: string[] } | undefined {
     return this.db.select({ name: exportsTable.name, allow: exportsTable.allow }).from(exportsTable).where(eq(exportsTable.id, exportId)).get();
+  }
+
+  isVersionOf(versionId: number, exportId: number): boolean {
+    const row = this.db.select({ id: exportVersionsTable.id }).from(exportVersionsTable).where(and(eq(exportVersionsTable.id, versionId), eq(exportVersionsTable.exportId, exportId))).get();
+    return row !== undefined;
   }
 }

@@ -10,6 +10,8 @@ export type Outcome = NonNullable<ConnectionRow['outcome']>;
 export interface LiveConnection {
   readonly id: number;
   exportId: number | null;
+  /** The version it attached; null before negotiation (or for a process from before versions). */
+  versionId: number | null;
   readonly clientAddress: string;
   readonly clientPort: number;
   pid: number | null;
@@ -86,6 +88,15 @@ export class ConnectionTable {
     return counts;
   }
 
+  /** Live connections per version they attached. */
+  countByVersion(): Map<number, number> {
+    const counts = new Map<number, number>();
+    for (const conn of this.live.values()) {
+      if (conn.versionId !== null) counts.set(conn.versionId, (counts.get(conn.versionId) ?? 0) + 1);
+    }
+    return counts;
+  }
+
   /**
    * A full data dir does not cut a booting machine: its connection is served without a row
    * (shown in export counts, not in the connection list, and not adopted after a restart).
@@ -105,13 +116,15 @@ export class ConnectionTable {
     this.store.update(conn.id, { pid, pidStartTicks: conn.pidStartTicks });
   }
 
-  negotiated(conn: LiveConnection, exportId: number): void {
+  negotiated(conn: LiveConnection, exportId: number, versionId: number | null): void {
     if (!this.live.has(conn.id) || conn.exportId !== null) return;
     const exp = this.store.exportById(exportId);
     if (!exp) return; // not an id we ever wrote: ignore rather than trust it
     conn.exportId = exportId;
+    // Like the export id, a version id we never wrote is not trusted.
+    conn.versionId = versionId !== null && this.store.isVersionOf(versionId, exportId) ? versionId : null;
     conn.negotiatedAt = new Date().toISOString();
-    this.store.update(conn.id, { exportId, negotiatedAt: conn.negotiatedAt });
+    this.store.update(conn.id, { exportId, versionId: conn.versionId, negotiatedAt: conn.negotiatedAt });
     this.events.record('connection.negotiated', exp.name, { connection: conn.id, client: conn.clientAddress });
   }
 
@@ -214,13 +227,14 @@ function adoptedAndEnded(conn: LiveConnection): boolean {
 }
 
 function unrecordedRow(id: number, values: Pick<ConnectionRow, 'clientAddress' | 'clientPort' | 'openedAt'>): ConnectionRow {
-  return { id, ...values, exportId: null, pid: null, pidStartTicks: null, negotiatedAt: null, closedAt: null, outcome: null, exitCode: null, signal: null, bytesSent: 0, cowDiffBytes: null, error: null };
+  return { id, ...values, exportId: null, versionId: null, pid: null, pidStartTicks: null, negotiatedAt: null, closedAt: null, outcome: null, exitCode: null, signal: null, bytesSent: 0, cowDiffBytes: null, error: null };
 }
 
 function fromRow(row: ConnectionRow, adopted: boolean): LiveConnection {
   return {
     id: row.id,
     exportId: row.exportId,
+    versionId: row.versionId,
     clientAddress: row.clientAddress,
     clientPort: row.clientPort,
     pid: row.pid,

@@ -17,6 +17,8 @@ export const firstExportFd = reportFd + 1;
 
 export interface ServedExport {
   id: number;
+  /** The export's current version: the one this config serves, reported with the id. */
+  versionId: number;
   name: string;
   /** The real path judged at registration: only named in a comment, what is served is `fd`. */
   file: string;
@@ -72,6 +74,7 @@ export function renderNbdServerConfig(exports: readonly ServedExport[], cowDir?:
       throw new Error(`refusing to write unsafe export path ${JSON.stringify(exp.file)}`);
     }
     if (!Number.isSafeInteger(exp.id) || exp.id < 1) throw new Error(`invalid export id ${exp.id}`);
+    if (!Number.isSafeInteger(exp.versionId) || exp.versionId < 1) throw new Error(`invalid version id ${exp.versionId}`);
     if (exp.cow && (cowDir === undefined || !configSafePathPattern.test(cowDir))) {
       throw new Error(`refusing to write copy-on-write export ${exp.name} with cow dir ${JSON.stringify(cowDir)}: move the data dir to a path of A-Z a-z 0-9 . _ / + -`);
     }
@@ -84,13 +87,14 @@ export function renderNbdServerConfig(exports: readonly ServedExport[], cowDir?:
       // when the connection ends): the image stays untouched. Never sparse_cow: broken in 3.24.
       ...(exp.cow ? ['readonly = false', 'copyonwrite = true', `cowdir = ${cowDir}`] : [`readonly = ${exp.readonly ? 'true' : 'false'}`]),
       // Runs in the serving process after the client chose this export, before the file opens:
-      // the id names the export exactly, even when two exports share one file. The string is a
+      // the ids name the export and the version this config serves exactly, even when two exports
+      // share one file or a newer version became current since the process started. The string is a
       // printf format to nbd-server, so it must hold no '%'. A report nobody reads (the daemon is
       // restarting) must not refuse the client, hence the ignored SIGPIPE and `exit 0`.
       exp.allow && exp.allow.length > 0
         ? // Waits for the daemon's verdict on this client; no verdict (no daemon) refuses it.
-          `prerun = trap '' PIPE; echo ${exp.id} >&${reportFd}; read -r verdict <&${reportFd}; [ "$verdict" = ${admittedVerdict} ]`
-        : `prerun = trap '' PIPE; echo ${exp.id} >&${reportFd}; exit 0`,
+          `prerun = trap '' PIPE; echo ${exp.id} ${exp.versionId} >&${reportFd}; read -r verdict <&${reportFd}; [ "$verdict" = ${admittedVerdict} ]`
+        : `prerun = trap '' PIPE; echo ${exp.id} ${exp.versionId} >&${reportFd}; exit 0`,
     );
   }
   return lines.join('\n') + '\n';

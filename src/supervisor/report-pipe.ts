@@ -2,17 +2,29 @@ import type { Duplex } from 'node:stream';
 
 /**
  * The pipe between the daemon and one serving process (its descriptor `reportFd`). Once the
- * client has chosen an export, the config's prerun writes that export's id as one line; the
+ * client has chosen an export, the config's prerun writes that export's id and the id of the
+ * version its config serves as one line; the
  * daemon answers every report with a verdict line, which only an export with an allow list waits
  * for (its prerun refuses the client unless it reads `admittedVerdict`).
  */
 export const admittedVerdict = 'allow';
 const refusedVerdict = 'deny';
 
-/** The export id a report names; null for anything else (only our prerun writes here). */
-export function parseReport(text: string): number | null {
-  const exportId = Number.parseInt(text.trim(), 10);
-  return Number.isSafeInteger(exportId) ? exportId : null;
+/** What a report names. */
+export interface Report {
+  exportId: number;
+  /** Null from a process started by an nbdmux before versions, whose prerun names the export only. */
+  versionId: number | null;
+}
+
+/** The ids a report names; null for anything else (only our prerun writes here). */
+export function parseReport(text: string): Report | null {
+  const match = /^\s*(\d+)(?: (\d+))?\s*$/m.exec(text);
+  if (!match) return null;
+  const exportId = Number(match[1]);
+  const versionId = match[2] === undefined ? null : Number(match[2]);
+  if (!Number.isSafeInteger(exportId) || (versionId !== null && !Number.isSafeInteger(versionId))) return null;
+  return { exportId, versionId };
 }
 
 /** The line that answers a report. */
@@ -21,8 +33,7 @@ export function verdictLine(admitted: boolean): string {
 }
 
 /** A report and the verdict it got. */
-export interface AnsweredReport {
-  exportId: number;
+export interface AnsweredReport extends Report {
   admitted: boolean;
 }
 
@@ -32,11 +43,11 @@ export interface AnsweredReport {
  */
 export function answerReports(pipe: Duplex, judge: (exportId: number) => boolean, answered: (report: AnsweredReport | null) => void): void {
   pipe.on('data', (chunk: Buffer) => {
-    const exportId = parseReport(chunk.toString('utf8'));
-    if (exportId === null) return answered(null);
-    const admitted = judge(exportId);
+    const report = parseReport(chunk.toString('utf8'));
+    if (report === null) return answered(null);
+    const admitted = judge(report.exportId);
     pipe.write(verdictLine(admitted));
-    answered({ exportId, admitted });
+    answered({ ...report, admitted });
   });
   pipe.on('error', () => {});
 }

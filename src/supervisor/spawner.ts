@@ -157,7 +157,7 @@ export class Spawner {
       (report) => {
         if (report?.admitted) {
           clearTimeout(accepted.deadline);
-          table.negotiated(conn, report.exportId);
+          table.negotiated(conn, report.exportId, report.versionId);
           this.options.onNegotiated();
         } else if (report) {
           refused = true;

@@ -5,6 +5,7 @@ import { EventLog } from '../../src/events/event-log.js';
 import type { Actor } from '../../src/events/event-map.js';
 import { PinnedFiles } from '../../src/exports/pinned-files.js';
 import { ExportRegistry, type DataPlane } from '../../src/exports/registry.js';
+import { Importer } from '../../src/images/importer.js';
 import { createLogger } from '../../src/log.js';
 import { createCaller, type Context } from '../../src/router/index.js';
 import type { ServedExport } from '../../src/supervisor/index.js';
@@ -22,6 +23,8 @@ export class RecordingDataPlane implements DataPlane {
   readonly applied: ServedExport[][] = [];
   /** Live connections per export id, as the test sets them. */
   readonly live = new Map<number, number>();
+  /** Live connections per version id, as the test sets them. */
+  readonly liveByVersion = new Map<number, number>();
   /** The export ids of each kill asked for. */
   readonly kills: number[][] = [];
   /** The arguments of each connections.recent call. */
@@ -40,6 +43,7 @@ export class RecordingDataPlane implements DataPlane {
 
   readonly connections = {
     countByExport: () => new Map(this.live),
+    countByVersion: () => new Map(this.liveByVersion),
     kill: (exportIds: ReadonlySet<number>) => {
       this.kills.push([...exportIds]);
       let killed = 0;
@@ -76,7 +80,7 @@ export const testActor: Actor = { actor: 'open', client: '127.0.0.1' };
  * The control plane as the daemon wires it (src/daemon.ts), on a migrated in-memory database and
  * a recording data plane: the one place tests build a router context.
  */
-export function testControlPlane(options: { imageRoots?: string[]; cowDir?: string } = {}): TestControlPlane {
+export function testControlPlane(options: { imageRoots?: string[]; cowDir?: string; keepVersions?: number } = {}): TestControlPlane {
   const dataDir = tempDir('nbdmux-memory-');
   const logs: Array<Record<string, unknown>> = [];
   const log = createLogger('debug', (line) => logs.push(JSON.parse(line) as Record<string, unknown>));
@@ -85,7 +89,9 @@ export function testControlPlane(options: { imageRoots?: string[]; cowDir?: stri
   const events = new EventLog(db, space);
   const dataPlane = new RecordingDataPlane(options.cowDir ?? `${dataDir}/cow`);
   const pins = PinnedFiles.reopen(db, events, log);
-  const registry = new ExportRegistry(db, dataPlane, events, pins, options.imageRoots ?? []);
+  const imageRoots = options.imageRoots ?? [];
+  const importer = new Importer({ storeDir: `${dataDir}/images`, maxImports: 2, imageRoots, log });
+  const registry = new ExportRegistry(db, dataPlane, events, pins, { imageRoots, keepVersions: options.keepVersions ?? 3, importer, log });
   const context: Context = {
     registry,
     events,

@@ -22,18 +22,49 @@ export function bindAddForm(form: HTMLFormElement, api: NbdmuxClient): void {
       });
       form.reset();
     } catch (error) {
-      const { fields, general: message } = errorMessages(error);
-      for (const [field, text] of fields) {
-        // `allow.2` is the third range: its message belongs beside the allow field.
-        const slot = form.querySelector<HTMLElement>(`[data-error-for="${field.split('.')[0]}"]`);
-        if (slot) slot.textContent = text;
-        else general.textContent = `${field}: ${text}`;
-      }
-      if (message) general.textContent = message;
+      showErrors(form, general, error);
     } finally {
       submit.disabled = false;
     }
   });
+}
+
+/**
+ * The import form: a name not in use becomes a new export (exports.create), an existing one gets
+ * the image as its next version (exports.update), which serves once the import is ready.
+ */
+export function bindImportForm(form: HTMLFormElement, api: NbdmuxClient, exists: (name: string) => boolean): void {
+  const general = form.querySelector<HTMLElement>('.form-error')!;
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    clearErrors(form, general);
+    const submit = form.querySelector<HTMLButtonElement>('button[type=submit]')!;
+    submit.disabled = true;
+    const name = String(data.get('name') ?? '');
+    const sha256 = String(data.get('sha256') ?? '').trim();
+    const source = { url: String(data.get('url') ?? ''), ...(sha256 !== '' && { sha256 }) };
+    try {
+      if (exists(name)) await api.exports.update.mutate({ name, ...source });
+      else await api.exports.create.mutate({ name, ...source });
+      form.reset();
+    } catch (error) {
+      showErrors(form, general, error);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+}
+
+function showErrors(form: HTMLFormElement, general: HTMLElement, error: unknown): void {
+  const { fields, general: message } = errorMessages(error);
+  for (const [field, text] of fields) {
+    // `allow.2` is the third range: its message belongs beside the allow field.
+    const slot = form.querySelector<HTMLElement>(`[data-error-for="${field.split('.')[0]}"]`);
+    if (slot) slot.textContent = text;
+    else general.textContent = `${field}: ${text}`;
+  }
+  if (message) general.textContent = message;
 }
 
 function clearErrors(form: HTMLFormElement, general: HTMLElement): void {

@@ -1,6 +1,7 @@
 import { createNbdmuxClient, type NbdmuxExport } from '../../src/client.js';
 import { errorMessages } from './errors.js';
-import { bindAddForm } from './forms.js';
+import { bindAddForm, bindImportForm } from './forms.js';
+import { renderVersions } from './versions.js';
 import { prependEvents, renderConnections, renderExports, renderHealth, renderProblems } from './views.js';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -37,6 +38,40 @@ async function remove(exp: NbdmuxExport, force: boolean): Promise<void> {
   }
 }
 
+/** The export whose versions are shown, and the names in use (an import of one becomes its next version). */
+let versionsOf: string | null = null;
+let currentNames = new Set<string>();
+
+function showVersions(exp: NbdmuxExport): void {
+  versionsOf = exp.name;
+  void refreshVersions();
+}
+
+async function refreshVersions(): Promise<void> {
+  const name = versionsOf;
+  $('versions-section').hidden = name === null;
+  if (name === null) return;
+  $('versions-name').textContent = name;
+  try {
+    renderVersions($('versions'), name, await api.exports.versions.query({ name }), rollback);
+  } catch (error) {
+    // Removed meanwhile: nothing left to show.
+    versionsOf = null;
+    $('versions-section').hidden = true;
+    notice.textContent = errorMessages(error).general;
+  }
+}
+
+async function rollback(name: string, version: number): Promise<void> {
+  if (!confirm(`Serve version ${version} of "${name}" to new clients? Machines attached now keep the version they booted.`)) return;
+  try {
+    await api.exports.rollback.mutate({ name, version });
+    notice.textContent = '';
+  } catch (error) {
+    notice.textContent = errorMessages(error).general || 'the rollback was refused';
+  }
+}
+
 async function copy(text: string, button: HTMLButtonElement): Promise<void> {
   try {
     await navigator.clipboard.writeText(text);
@@ -54,7 +89,10 @@ api.status.stream.subscribe(undefined, {
   onData(status) {
     renderHealth($('health'), status.health);
     renderProblems($('problems'), status.health);
-    renderExports($('exports'), status.exports, status.health.nbdPort, { remove, copy });
+    renderExports($('exports'), status.exports, status.health.nbdPort, { remove, copy, showVersions });
+    currentNames = new Set(status.exports.filter((e) => e.state !== 'draining').map((e) => e.name));
+    // Each snapshot may follow a switch, a rollback or a connection that ended: the counts move.
+    void refreshVersions();
     renderConnections($('connections'), status.connections);
     $('connection-count').textContent = String(status.connections.length);
   },
@@ -85,3 +123,8 @@ api.events.stream.subscribe(
 );
 
 bindAddForm($('add-export') as HTMLFormElement, api);
+bindImportForm($('import-image') as HTMLFormElement, api, (name) => currentNames.has(name));
+$('versions-close').addEventListener('click', () => {
+  versionsOf = null;
+  void refreshVersions();
+});

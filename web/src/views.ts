@@ -1,9 +1,10 @@
 import type { NbdmuxConnection, NbdmuxEvent, NbdmuxExport, NbdmuxHealth } from '../../src/client.js';
-import { clientEndpoint, describeMode, formatBytes, formatDuration, formatRate } from '../../src/presentation.js';
+import { clientEndpoint, describeImport, describeMode, formatBytes, formatDuration, formatRate, importFraction } from '../../src/presentation.js';
 import { el, formatTime } from './format.js';
 
 export interface ExportActions {
   remove(exp: NbdmuxExport, force: boolean): void;
+  showVersions(exp: NbdmuxExport): void;
   copy(text: string, button: HTMLButtonElement): void;
 }
 
@@ -43,8 +44,12 @@ export function renderExports(target: HTMLElement, exports: NbdmuxExport[], nbdP
   target.replaceChildren(
     ...exports.map((exp) => {
       const buttons: HTMLButtonElement[] = [];
-      if (exp.state === 'serving') {
-        const remove = el('button', { text: 'Remove', className: 'small' });
+      if (exp.state !== 'draining') {
+        const versions = el('button', { text: 'Versions', className: 'small', title: 'Its versions, their live connections, and rollback' });
+        versions.addEventListener('click', () => actions.showVersions(exp));
+        buttons.push(versions);
+        // Removing an export that is importing cancels the import.
+        const remove = el('button', { text: exp.state === 'importing' ? 'Cancel' : 'Remove', className: 'small' });
         remove.addEventListener('click', () => actions.remove(exp, false));
         buttons.push(remove);
       }
@@ -57,10 +62,12 @@ export function renderExports(target: HTMLElement, exports: NbdmuxExport[], nbdP
       return el('tr', { className: exp.state, attrs: { 'data-export': exp.name, 'data-state': exp.state } }, [
         el('td', { text: exp.name, className: 'name' }),
         el('td', { className: 'file' }, [
-          el('span', { text: exp.file }),
+          el('span', { text: exp.file ?? '—' }),
+          ...(exp.version !== null ? [el('small', { text: `version ${exp.version}`, className: 'version' })] : []),
+          ...(exp.import ? [importProgress(exp.import)] : []),
           ...(exp.fileChange ? [el('small', { text: `path now leads to ${exp.fileChange.pathLeadsTo}; serving ${exp.fileChange.serving}`, className: 'file-changed' })] : []),
         ]),
-        el('td', { text: formatBytes(exp.size), className: 'num' }),
+        el('td', { text: exp.size === null ? '—' : formatBytes(exp.size), className: 'num' }),
         el('td', {}, [
           el('span', { text: describeMode(exp) }),
           ...(exp.allow.length > 0 ? [el('small', { text: `only ${exp.allow.join(', ')}`, className: 'allow' })] : []),
@@ -76,6 +83,14 @@ export function renderExports(target: HTMLElement, exports: NbdmuxExport[], nbdP
       ]);
     }),
   );
+}
+
+/** A bar (indeterminate while the total is unknown) with the stage, amounts, rate and time left; or the failure. */
+function importProgress(progress: NonNullable<NbdmuxExport['import']>): HTMLElement {
+  const fraction = importFraction(progress);
+  const bar = el('progress', { attrs: { max: '1', ...(fraction !== null && { value: String(fraction) }) } });
+  const text = el('small', { text: describeImport(progress) });
+  return el('div', { className: `import${progress.error !== null ? ' failed' : ''}`, attrs: { 'data-import-version': String(progress.version) } }, progress.error !== null ? [text] : [bar, text]);
 }
 
 export function renderConnections(target: HTMLElement, connections: NbdmuxConnection[]): void {
@@ -125,6 +140,18 @@ function describeEvent(event: NbdmuxEvent): string {
       const d = event.details;
       return `${name}${d.force ? ', cutting live connections' : d.liveConnections > 0 ? `, ${d.liveConnections} draining` : ''}${byActor(d)}`;
     }
+    case 'export.version-switched': {
+      const d = event.details;
+      return `${name} now serves version ${d.version} (${d.file}) to new clients${d.reason === 'rollback' ? ', rolled back' : ''}${byActor(d)}`;
+    }
+    case 'import.started':
+      return `${name}: importing version ${event.details.version} from ${event.details.url}${byActor(event.details)}`;
+    case 'import.done':
+      return `${name}: version ${event.details.version} imported (${formatBytes(event.details.size)}, sha256 ${event.details.sha256.slice(0, 12)}…)`;
+    case 'import.failed':
+      return `${name}: the import of version ${event.details.version} failed: ${event.details.error}`;
+    case 'import.cancelled':
+      return `${name}: the import of version ${event.details.version} was cancelled`;
     case 'export.file-changed':
       return `${name}: ${event.details.file} now leads to ${event.details.pathLeadsTo}; serving ${event.details.serving}`;
     case 'connection.opened':

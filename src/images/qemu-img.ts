@@ -1,0 +1,85 @@
+import { spawn } from 'node:child_process';
+import type { ContainerFormat } from './detect.js';
+import { cancelled, ImportError } from './import-error.js';
+
+interface QemuImgInfo {
+  'virtual-size': number;
+  'backing-filename'?: string;
+  'full-backing-filename'?: string;
+  'format-specific'?: { type: string; data?: { 'data-file'?: string; 'create-type'?: string; extents?: Array<{ filename: string }> } };
+}
+
+/**
+ * The virtual size of a downloaded container, after refusing every kind that would make qemu-img
+ * read another file on this machine (a hostile image could name /etc/shadow or another export):
+ * a backing file, a qcow2 external data file, a VMDK whose extents live in other files.
+ */
+export async function inspectContainer(file: string, format: ContainerFormat, signal: AbortSignal): Promise<number> {
+  const { code, stdout, stderr } = await runQemuImg(['info', '--output=json', '-f', format, file], signal);
+  if (code !== 0) throw new ImportError('bad-image', `the ${format} image is not valid: ${stderr.trim()}`);
+  const info = JSON.parse(stdout) as QemuImgInfo;
+  const backing = info['backing-filename'] ?? info['full-backing-filename'];
+  if (backing !== undefined) throw new ImportError('backing-file', `the ${format} image has a backing file (${backing}): it would read another file on this machine, so it is refused; import a standalone image (qemu-img convert it, or rebase it without -u)`);
+  const specific = info['format-specific']?.data;
+  if (specific?.['data-file'] !== undefined) throw new ImportError('backing-file', `the qcow2 image keeps its data in another file (${specific['data-file']}), so it is refused; import a standalone image`);
+  const foreignExtent = specific?.extents?.find((extent) => extent.filename !== file);
+  if (foreignExtent !== undefined) throw new ImportError('backing-file', `the vmdk image reads its data from another file (${foreignExtent.filename}), so it is refused; import a single-file (monolithic) vmdk`);
+  return info['virtual-size'];
+}
+
+/** `qemu-img convert -O raw -S 4k` (sparse), reporting the fraction done; `watch` runs every half second and may throw to stop it. */
+export async function convertToRaw(file: string, format: ContainerFormat, out: string, signal: AbortSignal, onFraction: (fraction: number) => void, watch: () => void): Promise<void> {
+  const watchdog = new AbortController();
+  const abortBoth = () => watchdog.abort(cancelled());
+  signal.addEventListener('abort', abortBoth, { once: true });
+  const timer = setInterval(() => {
+    try {
+      watch();
+    } catch (err) {
+      watchdog.abort(err);
+    }
+  }, 500);
+  try {
+    const { code, stderr } = await runQemuImg(['convert', '-p', '-f', format, '-O', 'raw', '-S', '4k', file, out], watchdog.signal, (text) => {
+      const percent = /\(([\d.]+)\/100%\)\s*$/.exec(text)?.[1];
+      if (percent !== undefined) onFraction(Number(percent) / 100);
+    });
+    if (code !== 0) {
+      if (/No space left|Disk quota/i.test(stderr)) throw new ImportError('no-space', 'the image store ran out of space while converting the image: free space there, then import again');
+      throw new ImportError('bad-image', `qemu-img could not convert the ${format} image: ${stderr.trim()}`);
+    }
+  } finally {
+    clearInterval(timer);
+    signal.removeEventListener('abort', abortBoth);
+  }
+}
+
+interface Ran {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs qemu-img; an abort kills it and rejects with the abort's reason. */
+function runQemuImg(args: string[], signal: AbortSignal, onStdout?: (text: string) => void): Promise<Ran> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason as Error);
+    const child = spawn('qemu-img', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      const text = chunk.toString();
+      if (onStdout) onStdout(text);
+      else stdout += text;
+    });
+    child.stderr.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4000)));
+    const onAbort = () => child.kill('SIGKILL');
+    signal.addEventListener('abort', onAbort, { once: true });
+    child.on('error', (err) => reject(new ImportError('tool-failed', `cannot run qemu-img (${err.message}): install the qemu-utils package`)));
+    child.on('close', (code) => {
+      signal.removeEventListener('abort', onAbort);
+      if (signal.aborted) reject(signal.reason as Error);
+      else resolve({ code, stdout, stderr });
+    });
+  });
+}

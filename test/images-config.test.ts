@@ -1,0 +1,35 @@
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, parseCommandLine, usage } from '../src/config.js';
+
+function configOf(argv: string[], env: NodeJS.ProcessEnv = {}) {
+  const request = parseCommandLine(['--data-dir', 'data', ...argv], env);
+  if (request.kind !== 'run') throw new Error(`expected a run, got ${request.kind}`);
+  return request.config;
+}
+
+describe('--image-store and --max-imports', () => {
+  it('default to DATA_DIR/images and 2', () => {
+    const config = configOf([]);
+    expect(config.imageStore).toBe(path.resolve('data/images'));
+    expect(config.maxImports).toBe(2);
+  });
+
+  it('are read from NBDMUX_IMAGE_STORE and NBDMUX_MAX_IMPORTS, and a flag wins', () => {
+    expect(configOf([], { NBDMUX_IMAGE_STORE: 'store', NBDMUX_MAX_IMPORTS: '5' })).toMatchObject({ imageStore: path.resolve('store'), maxImports: 5 });
+    expect(configOf(['--image-store', '/srv/images', '--max-imports', '1'], { NBDMUX_IMAGE_STORE: 'store', NBDMUX_MAX_IMPORTS: '5' })).toMatchObject({ imageStore: '/srv/images', maxImports: 1 });
+  });
+
+  it.each([
+    ['0', '--max-imports must be at least 1'],
+    ['1.5', '--max-imports must be a whole number'],
+    ['65', '--max-imports must be at most 64'],
+  ])('refuses --max-imports %s', (value, message) => {
+    expect(() => configOf(['--max-imports', value])).toThrow(new ConfigError(message));
+  });
+
+  it('are listed in --help', () => {
+    expect(usage).toMatch(/--image-store DIR .*NBDMUX_IMAGE_STORE/);
+    expect(usage).toMatch(/--max-imports N .*NBDMUX_MAX_IMPORTS/);
+  });
+});
