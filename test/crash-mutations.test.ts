@@ -20,7 +20,10 @@ function servedRows(dataDir: string): Array<{ name: string; file_identity: strin
   const db = new Database(path.join(dataDir, 'state.db'), { readonly: true });
   try {
     expect(db.pragma('integrity_check', { simple: true })).toBe('ok');
-    return db.prepare('SELECT name, file_identity FROM exports WHERE removed_at IS NULL ORDER BY name').all() as Array<{ name: string; file_identity: string | null }>;
+    // The pin belongs to the image: the export's current version holds it.
+    return db
+      .prepare('SELECT e.name, v.file_identity FROM exports e LEFT JOIN export_versions v ON v.id = e.current_version_id WHERE e.removed_at IS NULL ORDER BY e.name')
+      .all() as Array<{ name: string; file_identity: string | null }>;
   } finally {
     db.close();
   }

@@ -71,7 +71,7 @@ describe('the operator CLI with imports and versions', () => {
     ['a VERSION that is no number', () => ['rollback', 'net', 'two'], 2, /^nbdmux rollback: VERSION must be a version number/],
     ['a VERSION that never was', () => ['rollback', 'net', '7'], 1, /^nbdmux rollback: export "net" has no version 7/],
     ['no NAME', () => ['rollback'], 2, /^nbdmux: rollback takes NAME \[VERSION\], got none/],
-  ])('fails on %s with exit %i and one line', async (_what, args, code, message) => {
+  ])('fails on %s with one line and its exit code', async (_what, args, code, message) => {
     const result = await nbdmux(args());
     expect(result.code, result.stderr).toBe(code);
     expect(result.stderr.trimEnd().split('\n')).toHaveLength(1);
