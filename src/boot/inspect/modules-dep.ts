@@ -52,12 +52,17 @@ export function parseModulesDep(text: string): ModulesDep {
   if (lines.length > maxLines) dep.refused.push(`modules.dep has ${lines.length} lines: only the first ${maxLines} are read`);
   for (const line of lines.slice(0, maxLines)) {
     if (line.trim() === '') continue;
+    const shown = JSON.stringify(line.slice(0, 120));
     const colon = line.indexOf(':');
-    const modulePath = colon < 0 ? line.trim() : line.slice(0, colon).trim();
-    const needs = colon < 0 ? [] : line.slice(colon + 1).trim().split(/\s+/).filter(Boolean);
+    if (colon < 0) {
+      dep.refused.push(`${shown}: no ":"`);
+      continue;
+    }
+    const modulePath = line.slice(0, colon).trim();
+    const needs = line.slice(colon + 1).trim().split(/\s+/).filter(Boolean);
     const unsafe = [modulePath, ...needs].map((p) => [p, unsafeModulePath(p)] as const).find(([, why]) => why !== null);
-    if (colon < 0 || unsafe) {
-      dep.refused.push(`${JSON.stringify(line.slice(0, 120))}: ${unsafe ? `${JSON.stringify(unsafe[0])} is ${unsafe[1]}` : 'no ":"'}`);
+    if (unsafe) {
+      dep.refused.push(`${shown}: ${JSON.stringify(unsafe[0])} is ${unsafe[1]}`);
       continue;
     }
     const entry: ModuleEntry = { name: moduleNameOf(modulePath), path: modulePath, needs };
