@@ -64,9 +64,10 @@ export class ExtFilesystem {
       throw new ImageReadError(`cannot run debugfs (install e2fsprogs): ${result.error.message}`);
     }
     const stderr = result.stderr.toString();
-    const openFailure = /while trying to open .*$|while opening filesystem.*$/m.exec(stderr);
+    // e.g. "debugfs: The ext2 superblock is corrupt while trying to open /proc/self/fd/3?offset=..."
+    const openFailure = /^(?:debugfs: )?(.*) while trying to open /m.exec(stderr);
     if (result.status !== 0 || openFailure) {
-      throw new ImageReadError(`the ext filesystem cannot be opened: ${(openFailure?.[0] ?? lastLine(stderr)).replace(this.device, 'the image')}`);
+      throw new ImageReadError(`the ext filesystem cannot be opened: ${openFailure?.[1] ?? lastLine(stderr)}`);
     }
     if (/File not found by ext2_lookup|Attempt to read block|Corrupt|Bad/i.test(stderr)) {
       throw new ImageReadError(`the ext filesystem is damaged where ${what} lies: ${lastLine(stderr)}`);
