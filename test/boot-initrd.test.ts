@@ -7,7 +7,7 @@ import type { BootFilesCache as BootFilesCacheType, Kit } from '../src/boot/init
 import type { BootInspection } from '../src/boot/inspect/index.js';
 import type { Logger } from '../src/log.js';
 import { tempDir } from './helpers/daemon.js';
-import { debianBootTree, makeExt4, makeGptDisk, makeVfat } from './helpers/images.js';
+import { makeDebianDisk } from './helpers/images.js';
 import { sha256 } from './helpers/nbd.js';
 
 // The built modules: the build runs dist/src/boot/initrd/worker.js in a child, as the daemon does.
@@ -37,15 +37,8 @@ let cache: BootFilesCacheType;
 beforeAll(async () => {
   kitDir = execFileSync('ramboot/cached-build', { stdio: ['ignore', 'pipe', 'inherit'], timeout: 600_000 }).toString().trim();
   kit = await readKit(kitDir);
-  const { tree, kernelVersion } = debianBootTree(path.join(dir, 'debian.tree'));
-  const root = makeExt4(path.join(dir, 'debian.ext4'), tree, 160);
-  const esp = makeVfat(path.join(dir, 'esp.vfat'), 8);
-  const disk = makeGptDisk(path.join(dir, 'debian.img'), [
-    { image: esp, sizeMiB: 8, type: 'ef00' },
-    { image: root, sizeMiB: 160, type: '8300' },
-  ]);
-  debian = { file: disk.file, tree, kernelVersion };
-  inspection = await inspectBootImage({ image: { file: disk.file }, requiredModules: kit.rootModules });
+  debian = makeDebianDisk(dir);
+  inspection = await inspectBootImage({ image: { file: debian.file }, requiredModules: kit.rootModules });
   cache = await BootFilesCache.open(path.join(dir, 'boot'), kit, log);
 }, 600_000);
 

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from './helpers/daemon.js';
-import { debianBootTree, makeExt4, makeGptDisk, makeVfat, writeTree, type TreeEntry } from './helpers/images.js';
+import { makeDebianDisk, makeExt4, makeGptDisk, makeVfat, writeTree, type TreeEntry } from './helpers/images.js';
 
 // The built module: the inspection spawns dist/src/boot/inspect/worker.js, as the daemon does.
 type InspectModule = typeof import('../src/boot/inspect/index.js');
@@ -209,12 +209,8 @@ describe('real images', () => {
   });
 
   it('a Debian 12 image (mmdebstrap, merged /usr): its own kernel and modules', async () => {
-    const { tree, kernelVersion } = debianBootTree(path.join(dir, 'debian.tree'));
-    const root = makeExt4(path.join(dir, 'debian.ext4'), tree, 160);
-    const disk = makeGptDisk(path.join(dir, 'debian.img'), [
-      { image: esp, sizeMiB: 8, type: 'ef00' },
-      { image: root, sizeMiB: 160, type: '8300' },
-    ]);
+    const disk = makeDebianDisk(dir);
+    const { tree, kernelVersion } = disk;
     const started = Date.now();
     const inspection = await inspectBootImage({
       image: { file: disk.file },

@@ -2,20 +2,20 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
-/** A file tree to build an image from: text or bytes, a symlink, or a sparse file of a size. */
-export type TreeEntry = string | Buffer | { symlink: string } | { sparseBytes: number } | { directory: true };
+/** A file tree to build an image from: text or bytes, an executable, a symlink, or a sparse file of a size. */
+export type TreeEntry = string | Buffer | { executable: string | Buffer } | { symlink: string } | { sparseBytes: number };
 
 export function writeTree(root: string, entries: Record<string, TreeEntry>): string {
   for (const [name, entry] of Object.entries(entries)) {
     const file = path.join(root, name);
     fs.mkdirSync(path.dirname(file), { recursive: true });
     if (typeof entry === 'string' || Buffer.isBuffer(entry)) fs.writeFileSync(file, entry);
+    else if ('executable' in entry) fs.writeFileSync(file, entry.executable, { mode: 0o755 });
     else if ('symlink' in entry) fs.symlinkSync(entry.symlink, file);
-    else if ('sparseBytes' in entry) {
+    else {
       fs.writeFileSync(file, '');
       fs.truncateSync(file, entry.sparseBytes);
     }
-    else fs.mkdirSync(file, { recursive: true });
   }
   return root;
 }
@@ -103,4 +103,17 @@ export function debianBootTree(tree: string): { tree: string; kernelVersion: str
   const members = [kernel, './etc/os-release', './usr/lib/os-release', './lib', './bin', './sbin', `${modules}/modules.dep`, `${modules}/modules.builtin`, ...moduleDirs.map((dir) => `${modules}/kernel/${dir}`)];
   execFileSync('tar', ['-xf', tar, '-C', tree, ...members], { stdio: 'pipe' });
   return { tree, kernelVersion };
+}
+
+/** A GPT disk as the issue's Debian image: an EFI system partition first, then the ext4 root from debianBootTree. */
+export function makeDebianDisk(dir: string, extra: Record<string, TreeEntry> = {}): Disk & { tree: string; kernelVersion: string } {
+  const { tree, kernelVersion } = debianBootTree(path.join(dir, 'debian.tree'));
+  writeTree(tree, extra);
+  const root = makeExt4(path.join(dir, 'debian.ext4'), tree, 160);
+  const esp = makeVfat(path.join(dir, 'debian-esp.vfat'), 8);
+  const disk = makeGptDisk(path.join(dir, 'debian.img'), [
+    { image: esp, sizeMiB: 8, type: 'ef00' },
+    { image: root, sizeMiB: 160, type: '8300' },
+  ]);
+  return { ...disk, tree, kernelVersion };
 }
