@@ -131,10 +131,20 @@ describe('hostile and damaged images: a clear reason, nothing read outside the i
   it('a corrupt ext4 superblock whose magic is intact', async () => {
     const file = gptImage(fakeRoot());
     const fd = fs.openSync(file, 'r+');
-    // s_inodes_count, s_blocks_count and s_log_block_size wrecked; the 0xEF53 magic left.
-    fs.writeSync(fd, Buffer.alloc(32, 0xff), 0, 32, 9 * MiB + 1024);
+    // Blocks, clusters and inodes per group zeroed; the 0xEF53 magic and the size left.
+    fs.writeSync(fd, Buffer.alloc(12), 0, 12, 9 * MiB + 1024 + 0x20);
     fs.closeSync(fd);
     expect(await inspect(file)).toMatchObject({ ready: false, partition: 2, fstype: 'ext4', reason: 'the ext filesystem cannot be opened: The ext2 superblock is corrupt' });
+  });
+
+  it('an ext4 filesystem claiming more blocks than its partition holds: debugfs would read the next one', async () => {
+    const file = gptImage(fakeRoot());
+    const fd = fs.openSync(file, 'r+');
+    const blocksCount = Buffer.alloc(4);
+    blocksCount.writeUInt32LE(16 * 1024 + 1);
+    fs.writeSync(fd, blocksCount, 0, 4, 9 * MiB + 1024 + 4);
+    fs.closeSync(fd);
+    expect(await inspect(file)).toMatchObject({ ready: false, reason: `the ext filesystem claims ${16 * MiB + 1024} bytes, more than the ${16 * MiB} of its partition: it is damaged` });
   });
 
   it('a 4 GiB sparse "kernel" is refused by its size, never copied', async () => {

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { execFileSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
-import { chooseRoot, detectFilesystem } from '../src/boot/inspect/filesystems.js';
+import { chooseRoot, detectFilesystem, extFilesystemBytes } from '../src/boot/inspect/filesystems.js';
 import { readerOf } from '../src/boot/inspect/inspect-image.js';
 import { compareKernelVersions, newestKernelVersion } from '../src/boot/inspect/kernel-version.js';
 import { loadOrder, parseModulesBuiltin, parseModulesDep, unsafeModulePath } from '../src/boot/inspect/modules-dep.js';
@@ -172,17 +172,18 @@ describe('filesystems and the root choice', () => {
   });
 
   it('picks the largest partition holding a Linux filesystem, not the larger EFI system partition first', () => {
-    const chosen = withFile(path.join(dir, 'gpt.img'), (read, size) => chooseRoot(read, readPartitionTable(read, size)));
-    expect(chosen).toEqual({ found: true, partition: 2, offset: 35 * MiB, fstype: 'ext4' });
+    const chosen = withFile(path.join(dir, 'gpt.img'), (read, size) => chooseRoot(read, readPartitionTable(read, size), size));
+    expect(chosen).toEqual({ found: true, partition: 2, offset: 35 * MiB, size: 24 * MiB, fstype: 'ext4' });
+    expect(withFile(path.join(dir, 'gpt.img'), (read) => extFilesystemBytes(read, 35 * MiB))).toBe(24 * MiB);
   });
 
   it('picks the whole disk when it holds the filesystem', () => {
-    expect(withFile(ext4, (read, size) => chooseRoot(read, readPartitionTable(read, size)))).toEqual({ found: true, partition: null, offset: 0, fstype: 'ext4' });
+    expect(withFile(ext4, (read, size) => chooseRoot(read, readPartitionTable(read, size), size))).toEqual({ found: true, partition: null, offset: 0, size: 24 * MiB, fstype: 'ext4' });
   });
 
   it('says which partitions it saw when none holds a Linux filesystem', () => {
     const disk = makeGptDisk(path.join(dir, 'esp-only.img'), [{ image: esp, sizeMiB: 34, type: 'ef00' }, { sizeMiB: 4, type: '8300' }]);
-    expect(withFile(disk.file, (read, size) => chooseRoot(read, readPartitionTable(read, size)))).toEqual({
+    expect(withFile(disk.file, (read, size) => chooseRoot(read, readPartitionTable(read, size), size))).toEqual({
       found: false,
       partition: null,
       fstype: null,

@@ -30,24 +30,35 @@ export function detectFilesystem(read: ReadAt, offset: number): FilesystemType |
   return null;
 }
 
+/**
+ * The bytes an ext2/3/4 filesystem at `offset` says it spans: blocks (64-bit count when the
+ * 64bit feature is on) times the block size.
+ */
+export function extFilesystemBytes(read: ReadAt, offset: number): number {
+  const sb = read(offset + 1024, 0x154);
+  const is64bit = (sb.readUInt32LE(0x60) & 0x80) !== 0;
+  const blocks = sb.readUInt32LE(0x04) + (is64bit ? sb.readUInt32LE(0x150) * 2 ** 32 : 0);
+  return blocks * 2 ** (10 + sb.readUInt32LE(0x18));
+}
+
 export type RootChoice =
-  | { found: true; partition: number | null; offset: number; fstype: FilesystemType }
+  | { found: true; partition: number | null; offset: number; size: number; fstype: FilesystemType }
   | { found: false; partition: null; fstype: FilesystemType | null; reason: string };
 
 /**
  * ramboot's rule: the largest partition holding a Linux filesystem, else the whole disk, never
  * a partition picked by its number (partition 1 is often the EFI system partition).
  */
-export function chooseRoot(read: ReadAt, table: PartitionTable): RootChoice {
+export function chooseRoot(read: ReadAt, table: PartitionTable, diskSize: number): RootChoice {
   const bySizeDescending = [...table.partitions].sort((a, b) => b.size - a.size);
   const seen: string[] = [];
   for (const part of bySizeDescending) {
     const fstype = detectFilesystem(read, part.offset);
-    if (fstype && linuxFilesystems.has(fstype)) return { found: true, partition: part.number, offset: part.offset, fstype };
+    if (fstype && linuxFilesystems.has(fstype)) return { found: true, partition: part.number, offset: part.offset, size: part.size, fstype };
     seen.push(`${part.number}: ${fstype ?? 'unknown'}`);
   }
   const whole = detectFilesystem(read, 0);
-  if (whole && linuxFilesystems.has(whole)) return { found: true, partition: null, offset: 0, fstype: whole };
+  if (whole && linuxFilesystems.has(whole)) return { found: true, partition: null, offset: 0, size: diskSize, fstype: whole };
   if (table.partitions.length > 0) {
     return { found: false, partition: null, fstype: null, reason: `no partition holds a Linux filesystem (partitions ${seen.join(', ')})` };
   }

@@ -1,6 +1,6 @@
 import { fstatSync, readSync } from 'node:fs';
 import { ExtFilesystem, ImageReadError, type ExtEntry, type Resolved } from './ext-fs.js';
-import { chooseRoot } from './filesystems.js';
+import { chooseRoot, extFilesystemBytes } from './filesystems.js';
 import { compareKernelVersions } from './kernel-version.js';
 import { loadOrder, parseModulesBuiltin, parseModulesDep, type ModuleEntry } from './modules-dep.js';
 import { osNameOf } from './os-release.js';
@@ -37,10 +37,13 @@ export interface PlannedModule {
  */
 export function inspectImage(fd: number, size: number, options: InspectOptions): BootInspection {
   const read = readerOf(fd, size);
-  const root = chooseRoot(read, readPartitionTable(read, size));
+  const root = chooseRoot(read, readPartitionTable(read, size), size);
   const result: BootInspection = { ...nothingFound, partition: root.partition, fstype: root.fstype, partitionOffset: root.found ? root.offset : null };
   if (!root.found) return { ...result, reason: root.reason };
   if (!root.fstype.startsWith('ext')) return { ...result, reason: `the root filesystem is ${root.fstype}: nbdmux reads kernels from ext2/3/4 only` };
+  // debugfs reads whatever the superblock claims: a filesystem claiming more than its partition could read the next one.
+  const claimed = extFilesystemBytes(read, root.offset);
+  if (claimed > root.size) return { ...result, reason: `the ext filesystem claims ${claimed} bytes, more than the ${root.size} of its partition: it is damaged` };
   const ext = new ExtFilesystem(fd, root.offset);
   try {
     result.os = readOsName(ext);
