@@ -47,7 +47,7 @@ export class ExtFilesystem {
   }
 
   /** Runs one debugfs request; its stdout. */
-  run(args: string[], maxBytes: number, what: string): Buffer {
+  private run(args: string[], maxBytes: number, what: string): Buffer {
     const stdio: ('ignore' | 'pipe' | number)[] = ['ignore', 'pipe', 'pipe'];
     while (stdio.length < this.imageFd) stdio.push('ignore');
     stdio[this.imageFd] = this.imageFd;

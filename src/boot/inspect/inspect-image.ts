@@ -6,6 +6,7 @@ import { loadOrder, parseModulesBuiltin, parseModulesDep, type ModuleEntry } fro
 import { osNameOf } from './os-release.js';
 import { readPartitionTable, type ReadAt } from './partitions.js';
 import { nothingFound, type BootInspection } from './result.js';
+import type { WorkerRequest } from './worker-protocol.js';
 
 /** A kernel beyond this is no kernel: Debian's is 8 MB, a unified kernel image with firmware ~100 MB. */
 export const maxKernelBytes = 128 * 1024 * 1024;
@@ -17,12 +18,12 @@ const maxVersions = 32;
 /** A version is a directory name, and later part of a cache key and a URL: nothing exotic. */
 const versionPattern = /^[A-Za-z0-9][A-Za-z0-9._+~-]{0,99}$/;
 
-export interface InspectOptions {
-  /** Modules the kit's init loads (by name): the image's kernel must have each, or build it in. */
-  requiredModules: readonly string[];
-  /** A kernel version the export asks for; default: the newest. */
-  kernelVersion?: string | undefined;
-}
+/**
+ * requiredModules: the modules the kit's init loads for themselves (Kit.rootModules): the
+ * image's kernel must have each, or build it in. kernelVersion: one the export asks for;
+ * default the newest.
+ */
+export type InspectOptions = Omit<WorkerRequest, 'size'>;
 
 /** A module to copy out of the image, found under its kernel's modules directory. */
 export interface PlannedModule {
