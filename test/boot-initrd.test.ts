@@ -2,12 +2,13 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BootFilesCache as BootFilesCacheType, Kit } from '../src/boot/initrd/index.js';
 import type { BootInspection } from '../src/boot/inspect/index.js';
 import type { Logger } from '../src/log.js';
 import { tempDir } from './helpers/daemon.js';
-import { makeDebianDisk } from './helpers/images.js';
+import { makeDebianDisk, makeExt4, writeTree, type TreeEntry } from './helpers/images.js';
 import { sha256 } from './helpers/nbd.js';
 
 // The built modules: the build runs dist/src/boot/initrd/worker.js in a child, as the daemon does.
@@ -105,6 +106,32 @@ describe('per-image boot files', () => {
     expect(fs.readdirSync(path.join(dir, 'boot')).filter((name) => name.startsWith('7-')).sort()).toEqual([path.basename(renewed.initrd), path.basename(renewed.kernel)].sort());
     await cache.forget(7);
     expect(fs.readdirSync(path.join(dir, 'boot')).filter((name) => name.startsWith('7-'))).toEqual([]);
+  });
+
+  it('unpacks compressed modules (.ko.xz, .ko.gz: busybox insmod reads neither) while packing', async () => {
+    // Fake modules, one per module the kit loads, no dependencies: what matters is their bytes.
+    const version = '6.12.0-1-amd64';
+    const moduleText = (name: string) => `module ${name} for ${version}\n`;
+    const tree = path.join(dir, 'compressed.tree');
+    const entries: Record<string, TreeEntry> = { lib: { symlink: 'usr/lib' }, [`boot/vmlinuz-${version}`]: 'kernel' };
+    const dep: string[] = [];
+    const packers: [string, (text: string) => Buffer][] = [
+      ['.ko.xz', (text) => execFileSync('xz', ['-c'], { input: text })],
+      ['.ko.gz', (text) => gzipSync(text)],
+      ['.ko', (text) => Buffer.from(text)],
+    ];
+    kit.rootModules.forEach((name, i) => {
+      const [suffix, pack] = packers[i % packers.length]!;
+      dep.push(`kernel/${name}${suffix}:`);
+      entries[`usr/lib/modules/${version}/kernel/${name}${suffix}`] = pack(moduleText(name));
+    });
+    entries[`usr/lib/modules/${version}/modules.dep`] = `${dep.join('\n')}\n`;
+    const image = makeExt4(path.join(dir, 'compressed.ext4'), writeTree(tree, entries), 16);
+    const compressed = await inspectBootImage({ image: { file: image }, requiredModules: kit.rootModules });
+    expect(compressed).toMatchObject({ ready: true, kernel: version });
+    const files = await cache.filesFor({ exportId: 11, image: { file: image }, imageIdentity: 'v1', inspection: compressed });
+    const appended = unpackAppended(files.initrd);
+    for (const name of kit.rootModules) expect(fs.readFileSync(path.join(appended.root, `lib/modules/${name}.ko`), 'utf8')).toBe(moduleText(name));
   });
 
   it("falls back to the kit's kernel and initrd, with the reason, for an image not ready or whose build fails", async () => {
