@@ -2,6 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type net from 'node:net';
 import { AuthGate } from './auth/gate.js';
+import { KitArtifacts } from './boot/artifacts.js';
+import { bootRoutes } from './boot/routes.js';
 import { RevokedSessions } from './auth/revocations.js';
 import { loadSessionSecret } from './auth/secret.js';
 import type { Config } from './config.js';
@@ -61,10 +63,21 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
       },
       servedExports(db, (id) => pins.fdOf(id)),
     );
-    const registry = new ExportRegistry(db, supervisor, events, pins, config.imageRoots);
+    const artifacts = new KitArtifacts(config.rambootKit);
+    const registry = new ExportRegistry(db, supervisor, events, pins, config.imageRoots, artifacts);
     const gate = new AuthGate(config.adminPassword, secret, events, new RevokedSessions(db));
     const context = { registry, events, space, dataPlane: supervisor, info: { version, authRequired: gate.required } };
-    http = await startHttpServer({ config, context, gate, log });
+    const boot = bootRoutes({
+      registry,
+      artifacts,
+      events,
+      nbdAllow: new AllowList(config.nbdAllow),
+      nbdPublicPort: config.nbdPublicPort ?? supervisor.address!.port,
+      bootDefault: config.bootDefault ?? null,
+      menuTimeoutMs: config.bootMenuTimeout * 1000,
+      log,
+    });
+    http = await startHttpServer({ config, context, gate, boot, log });
     const nbd = supervisor.address!;
     events.record('daemon.started', null, { http: http.address.port, nbd: nbd.port, pid: process.pid });
     pins.startChecking();

@@ -5,6 +5,7 @@ import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import { getHTTPStatusCodeFromError } from '@trpc/server/http';
 import { loginPage, type AuthGate } from './auth/gate.js';
 import { hasOwnOrigin } from './auth/origin.js';
+import type { BootRoutes } from './boot/routes.js';
 import type { Config } from './config.js';
 import { AllowedHosts } from './http/allowed-hosts.js';
 import { httpConnectionLimit, limitConnections } from './http/connection-limits.js';
@@ -32,9 +33,11 @@ export async function startHttpServer(options: {
   config: Pick<Config, 'port' | 'bind' | 'allowedHosts' | 'maxHttpConnections' | 'maxHttpPerClient' | 'httpRequestTimeout' | 'maxConnections'>;
   context: Context;
   gate: AuthGate;
+  /** Open without authentication, to the machines the NBD port serves. */
+  boot: BootRoutes;
   log: Logger;
 }): Promise<HttpServer> {
-  const { config, context, gate, log } = options;
+  const { config, context, gate, boot, log } = options;
   const { port, bind } = config;
   const trpc = createHTTPHandler({
     router: appRouter,
@@ -63,6 +66,7 @@ export async function startHttpServer(options: {
     try {
       if (method === 'POST' && url.pathname === '/login') return await gate.login(req, res);
       if (method === 'POST' && url.pathname === '/logout') return gate.logout(req, res);
+      if (await boot(req, res, url)) return;
       if (!openPaths.has(url.pathname)) {
         const verdict = gate.check(req);
         if (!verdict.ok) {

@@ -19,7 +19,10 @@ export type EventType =
   | 'nbd-server.failed'
   | 'auth.login-succeeded'
   | 'auth.login-failed'
-  | 'auth.logout';
+  | 'auth.logout'
+  | 'boot.script'
+  | 'boot.kernel'
+  | 'boot.initrd';
 
 /**
  * Every event is written to the events table first, then announced to live listeners. While the

@@ -1,5 +1,5 @@
 import type { NbdmuxConnection, NbdmuxEvent, NbdmuxExport, NbdmuxHealth, NbdmuxStreamEvent } from '../client.js';
-import { clientEndpoint, explainMode, exportMode, formatBytes, formatDuration, formatRate } from '../presentation.js';
+import { clientEndpoint, describeBoot, explainMode, exportMode, formatBytes, formatDuration, formatRate } from '../presentation.js';
 import { formatClock, formatDetails, formatTime } from './format.js';
 import { renderFields, renderTable, type Column } from './table.js';
 
@@ -28,6 +28,8 @@ export function renderExport(exp: NbdmuxExport): string {
     ['size', `${formatBytes(exp.size)} (${exp.size} bytes)`],
     ['created', formatTime(exp.createdAt)],
     ['connections', String(exp.connections)],
+    ['boot', describeBoot(exp)],
+    ['kernel args', exp.cmdline === '' ? '(none)' : exp.cmdline],
   ]);
 }
 

@@ -1,5 +1,5 @@
 import type { NbdmuxConnection, NbdmuxEvent, NbdmuxExport, NbdmuxHealth } from '../../src/client.js';
-import { clientEndpoint, describeMode, formatBytes, formatDuration, formatRate } from '../../src/presentation.js';
+import { clientEndpoint, describeBoot, describeMode, formatBytes, formatDuration, formatRate } from '../../src/presentation.js';
 import { el, formatTime } from './format.js';
 
 export interface ExportActions {
@@ -71,6 +71,9 @@ export function renderExports(target: HTMLElement, exports: NbdmuxExport[], nbdP
         el('td', {}, [
           copyable(attachCommand(exp, nbdPort), 'nbd-client command', actions),
           copyable(kernelCommandLine(exp, nbdPort), 'kernel command line for the ramboot kit', actions),
+          copyable(`chain ${location.origin}/boot/${exp.name}.ipxe`, 'iPXE command that boots this export from nbdmux', actions),
+          el('small', { text: `boot: ${describeBoot(exp)}`, className: 'boot' }),
+          el('small', { text: `kernel args: ${exp.cmdline === '' ? '(none)' : exp.cmdline}`, className: 'cmdline' }),
         ]),
         el('td', {}, [el('div', { className: 'actions' }, buttons)]),
       ]);
