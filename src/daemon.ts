@@ -38,6 +38,8 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
   if (config.adminPassword === undefined) {
     log.warn('NBDMUX_ADMIN_PASSWORD is not set: anyone who reaches the HTTP port can change exports');
   }
+  // Before anything starts: a --ramboot-kit that is not a kit is refused at once.
+  const artifacts = new KitArtifacts(config.rambootKit);
   const secret = config.adminPassword === undefined ? undefined : loadSessionSecret(config.dataDir, config.sessionSecret);
   const db = openDatabase(path.join(config.dataDir, 'state.db'));
   const space = new DataDirSpace(config.dataDir, log);
@@ -63,7 +65,6 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
       },
       servedExports(db, (id) => pins.fdOf(id)),
     );
-    const artifacts = new KitArtifacts(config.rambootKit);
     const registry = new ExportRegistry(db, supervisor, events, pins, config.imageRoots, artifacts);
     const gate = new AuthGate(config.adminPassword, secret, events, new RevokedSessions(db));
     const context = { registry, events, space, dataPlane: supervisor, info: { version, authRequired: gate.required } };

@@ -44,7 +44,11 @@ describe('the dashboard in a real browser', () => {
     await expect(exportRow('debian').locator('.attach code').allTextContents()).resolves.toEqual([
       `nbd-client 127.0.0.1 ${daemon.nbdPort} -N debian /dev/nbd0`,
       `nbdroot=127.0.0.1:${daemon.nbdPort}/debian`,
+      `chain ${daemon.url}/boot/debian.ipxe`,
     ]);
+    // This daemon has no ramboot kit: the row says the export cannot boot, and why.
+    await expect(exportRow('debian').locator('small.boot').textContent()).resolves.toMatch(/^boot: not ready \(no kernel to boot: .*--ramboot-kit DIR/);
+    await expect(exportRow('debian').locator('small.cmdline').textContent()).resolves.toBe('kernel args: console=tty0 console=ttyS0,115200');
     await page.locator('#events li[data-type="export.created"]').first().waitFor({ timeout: 1000 });
   });
 

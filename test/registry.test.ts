@@ -126,7 +126,7 @@ describe('the export registry', () => {
     plane.registry.delete({ name: 'alpha', force: false });
     expect(plane.events.recent(10).map(({ type, exportName, details }) => ({ type, exportName, details }))).toEqual([
       { type: 'export.removed', exportName: 'alpha', details: { id: created.id, force: false, liveConnections: 0 } },
-      { type: 'export.created', exportName: 'alpha', details: { id: created.id, file: image, readonly: true, cow: false, allow: ['10.0.0.1'], size: 64 * 1024 } },
+      { type: 'export.created', exportName: 'alpha', details: { id: created.id, file: image, readonly: true, cow: false, allow: ['10.0.0.1'], cmdline: defaultCmdline, size: 64 * 1024 } },
     ]);
   });
 

@@ -26,10 +26,10 @@ export function renderExport(exp: NbdmuxExport): string {
     ['mode', explainMode(exp)],
     ['allow', exp.allow.length === 0 ? 'every client the NBD port admits' : exp.allow.join(', ')],
     ['size', `${formatBytes(exp.size)} (${exp.size} bytes)`],
-    ['created', formatTime(exp.createdAt)],
-    ['connections', String(exp.connections)],
     ['boot', describeBoot(exp)],
     ['kernel args', exp.cmdline === '' ? '(none)' : exp.cmdline],
+    ['created', formatTime(exp.createdAt)],
+    ['connections', String(exp.connections)],
   ]);
 }
 
