@@ -41,7 +41,7 @@ Options (each also read from the environment variable shown; a flag wins):
   --boot-default NAME     the export /boot.ipxe's menu boots unless someone  NBDMUX_BOOT_DEFAULT
                           chooses another
   --boot-menu-timeout S   seconds the menu waits before booting the default  NBDMUX_BOOT_MENU_TIMEOUT
-                          (default 10)
+                          (default 10; 0 boots it with no menu)
   --log-level LEVEL       debug, info, warn or error (default info)          NBDMUX_LOG_LEVEL
   --help                  print this help
   --version               print the version

@@ -58,6 +58,12 @@ describe('iPXE scripts', () => {
     expect(menuScript([{ name: 'alpha', description: null }], { httpBase: 'http://h', defaultName: null, timeoutMs: 5000 })).not.toContain('--default');
   });
 
+  it('boots the default at once, with no menu, when the timeout is 0 (iPXE would wait for ever)', () => {
+    const entries = [{ name: 'alpha', description: null }];
+    expect(menuScript(entries, { httpBase: 'http://h', defaultName: 'alpha', timeoutMs: 0 })).toBe('#!ipxe\nchain http://h/boot/alpha.ipxe\n');
+    expect(menuScript(entries, { httpBase: 'http://h', defaultName: null, timeoutMs: 0 })).toContain('\nchoose target || exit 1\n');
+  });
+
   it('says so, and gives up, when no export is ready', () => {
     expect(menuScript([], { httpBase: 'http://h', defaultName: 'alpha', timeoutMs: 5000 })).toMatch(/^#!ipxe\necho nbdmux: no export is ready to boot.*\nexit 1\n$/);
   });

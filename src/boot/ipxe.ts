@@ -71,7 +71,8 @@ export interface MenuEntry {
 
 /**
  * The menu of the exports a machine may boot. With `defaultName` among them, the menu boots it
- * after `timeoutMs`; otherwise it waits for a choice, so no machine boots an image nobody chose.
+ * after `timeoutMs` (0: at once, with no menu); otherwise it waits for a choice, so no machine
+ * boots an image nobody chose.
  * The chosen item's script is chained: it boots, so nothing here loops back to the menu.
  */
 export function menuScript(entries: readonly MenuEntry[], options: { httpBase: string; defaultName: string | null; timeoutMs: number }): string {
@@ -79,6 +80,8 @@ export function menuScript(entries: readonly MenuEntry[], options: { httpBase: s
     return lines('#!ipxe', 'echo nbdmux: no export is ready to boot; register one, or check its allow list and the boot status in GET /exports', 'exit 1');
   }
   const hasDefault = options.defaultName !== null && entries.some((entry) => entry.name === options.defaultName);
+  // iPXE's `choose --timeout 0` waits for ever: no wait at all means no menu.
+  if (hasDefault && options.timeoutMs === 0) return lines('#!ipxe', `chain ${options.httpBase}/boot/${options.defaultName}.ipxe`);
   const items = entries.map(({ name, description }) => {
     const shown = description === null ? '' : displayText(description);
     return `item ${name} ${name}${shown === '' ? '' : ` - ${shown}`}`;
