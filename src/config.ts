@@ -37,7 +37,7 @@ Options (each also read from the environment variable shown; a flag wins):
   --nbd-public-port N     the NBD port booting machines dial, when a port    NBDMUX_NBD_PUBLIC_PORT
                           forward or NAT changes it (default: --nbd-port)
   --ramboot-kit DIR       the ramboot kit (vmlinuz, initrd.img) that boots   NBDMUX_RAMBOOT_KIT
-                          exports over HTTP (see ramboot/cached-build)
+                          exports over HTTP (see ramboot/build-kit)
   --boot-default NAME     the export /boot.ipxe's menu boots unless someone  NBDMUX_BOOT_DEFAULT
                           chooses another
   --boot-menu-timeout S   seconds the menu waits before booting the default  NBDMUX_BOOT_MENU_TIMEOUT

@@ -2,10 +2,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type net from 'node:net';
 import { AuthGate } from './auth/gate.js';
-import { KitArtifacts } from './boot/artifacts.js';
-import { bootRoutes } from './boot/routes.js';
 import { RevokedSessions } from './auth/revocations.js';
 import { loadSessionSecret } from './auth/secret.js';
+import { KitArtifacts } from './boot/artifacts.js';
+import { bootRoutes } from './boot/routes.js';
 import type { Config } from './config.js';
 import { DataDirSpace } from './db/data-dir-space.js';
 import { openDatabase, type Db } from './db/open.js';
@@ -40,6 +40,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
   }
   // Before anything starts: a --ramboot-kit that is not a kit is refused at once.
   const artifacts = new KitArtifacts(config.rambootKit);
+  const nbdAllow = new AllowList(config.nbdAllow);
   const secret = config.adminPassword === undefined ? undefined : loadSessionSecret(config.dataDir, config.sessionSecret);
   const db = openDatabase(path.join(config.dataDir, 'state.db'));
   const space = new DataDirSpace(config.dataDir, log);
@@ -57,7 +58,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
         maxConnections: config.maxConnections,
         maxPendingPerClient: config.nbdMaxPendingPerClient,
         negotiationTimeoutMs: config.nbdNegotiationTimeout * 1000,
-        nbdAllow: new AllowList(config.nbdAllow),
+        nbdAllow,
         db,
         events,
         space,
@@ -72,7 +73,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
       registry,
       artifacts,
       events,
-      nbdAllow: new AllowList(config.nbdAllow),
+      nbdAllow,
       nbdPublicPort: config.nbdPublicPort ?? supervisor.address!.port,
       bootDefault: config.bootDefault ?? null,
       menuTimeoutMs: config.bootMenuTimeout * 1000,

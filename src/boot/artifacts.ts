@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { ExportRow } from '../db/schema.js';
 
 /** What the boot side needs of an export. */
-export type BootExport = Pick<ExportRow, 'id' | 'name' | 'file' | 'size'>;
+export type BootExport = Pick<ExportRow, 'id' | 'name' | 'file'>;
 
 /** Whether a machine can boot an export, and with what; shown as `boot` in GET /exports. */
 export interface BootInfo {
@@ -70,21 +70,21 @@ export class KitArtifacts implements BootArtifacts {
     const file = path.join(this.kitDir, name);
     try {
       const stat = await fs.promises.stat(file);
-      if (!stat.isFile()) return { ok: false, status: 503, reason: `${file} is not a file: rebuild the kit with ramboot/cached-build` };
+      if (!stat.isFile()) return { ok: false, status: 503, reason: `${file} is not a file: rebuild the kit with ramboot/build-kit` };
       return { ok: true, path: file, size: stat.size, etag: fileEtag(stat) };
     } catch (err) {
-      return { ok: false, status: 503, reason: `cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)}): rebuild the kit with ramboot/cached-build or fix --ramboot-kit` };
+      return { ok: false, status: 503, reason: `cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)}): rebuild the kit with ramboot/build-kit or fix --ramboot-kit` };
     }
   }
 }
 
-const noKit = 'no kernel to boot: the image is not inspected and nbdmux has no ramboot kit; start nbdmux-server with --ramboot-kit DIR (the directory ramboot/cached-build prints)';
+const noKit = 'no kernel to boot: the image is not inspected and nbdmux has no ramboot kit; start nbdmux-server with --ramboot-kit DIR (a directory ramboot/build-kit wrote)';
 
 function checkKitDir(kitDir: string): void {
   for (const name of [kitFiles.kernel, kitFiles.initrd]) {
     const file = path.join(kitDir, name);
     if (!fs.statSync(file, { throwIfNoEntry: false })?.isFile()) {
-      throw new Error(`--ramboot-kit ${kitDir} holds no ${name}: give the directory ramboot/cached-build (or ramboot/build-kit) wrote`);
+      throw new Error(`--ramboot-kit ${kitDir} holds no ${name}: give a directory ramboot/build-kit (or ramboot/cached-build) wrote`);
     }
   }
 }

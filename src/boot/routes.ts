@@ -164,11 +164,17 @@ async function sendFile(req: http.IncomingMessage, res: http.ServerResponse, fil
     res.writeHead(304, headers).end();
     return served(304);
   }
-  const handle = await fs.promises.open(file.path, 'r');
+  let handle: fs.promises.FileHandle;
+  try {
+    handle = await fs.promises.open(file.path, 'r');
+  } catch (err) {
+    sendJsonError(res, pathname, 503, 'SERVICE_UNAVAILABLE', `${pathname} cannot be read just now (${(err as NodeJS.ErrnoException).code ?? String(err)}); try again`, { 'retry-after': '1' });
+    return;
+  }
   try {
     // The length announced must be the length sent: a file replaced since it was judged is refused, not cut short.
     if ((await handle.stat()).size !== file.size) {
-      sendJsonError(res, pathname, 503, 'SERVICE_UNAVAILABLE', `${pathname} changed while being sent; try again`, { 'retry-after': '1' });
+      sendJsonError(res, pathname, 503, 'SERVICE_UNAVAILABLE', `${pathname} changed just now; try again`, { 'retry-after': '1' });
       return;
     }
     res.writeHead(200, { ...headers, 'content-type': 'application/octet-stream', 'content-length': file.size });
