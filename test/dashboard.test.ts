@@ -49,6 +49,11 @@ describe('the dashboard in a real browser', () => {
     // This daemon has no ramboot kit: the row says the export cannot boot, and why.
     await expect(exportRow('debian').locator('small.boot').textContent()).resolves.toMatch(/^boot: not ready \(no kernel to boot: .*--ramboot-kit DIR/);
     await expect(exportRow('debian').locator('small.cmdline').textContent()).resolves.toBe('kernel args: console=tty0 console=ttyS0,115200');
+    // A machine asking for the boot menu shows in the event log in words.
+    expect((await api(daemon, 'GET', '/boot.ipxe')).status).toBe(200);
+    const menuFetched = page.locator('#events li[data-type="boot.script"] .what').first();
+    await menuFetched.waitFor({ timeout: 2000 });
+    await expect(menuFetched.textContent()).resolves.toBe('127.0.0.1 fetched the boot menu (no export ready)');
     await page.locator('#events li[data-type="export.created"]').first().waitFor({ timeout: 1000 });
   });
 

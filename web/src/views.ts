@@ -140,6 +140,11 @@ function describeEvent({ type, exportName, details }: NbdmuxEvent): string {
       return `${name} (pid ${String(d.pid)}) from an earlier run`;
     case 'nbd-server.failed':
       return String(d.reason);
+    case 'boot.script':
+      return `${String(d.client)} fetched ${name ? `the boot script of ${name}` : `the boot menu (${d.menu ? String(d.menu).replaceAll(',', ', ') : 'no export ready'})`}${d.status === 304 ? ', unchanged' : ''}`;
+    case 'boot.kernel':
+    case 'boot.initrd':
+      return `${String(d.client)} fetched the ${type === 'boot.kernel' ? 'kernel' : 'initramfs'} of ${name}${d.status === 304 ? ', unchanged' : ` (${formatBytes(Number(d.bytes))})`}`;
     default:
       return name;
   }
