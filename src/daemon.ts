@@ -4,6 +4,8 @@ import type net from 'node:net';
 import { AuthGate } from './auth/gate.js';
 import { RevokedSessions } from './auth/revocations.js';
 import { loadSessionSecret } from './auth/secret.js';
+import { KitArtifacts } from './boot/artifacts.js';
+import { bootRoutes } from './boot/routes.js';
 import type { Config } from './config.js';
 import { DataDirSpace } from './db/data-dir-space.js';
 import { openDatabase, type Db } from './db/open.js';
@@ -36,6 +38,9 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
   if (config.adminPassword === undefined) {
     log.warn('NBDMUX_ADMIN_PASSWORD is not set: anyone who reaches the HTTP port can change exports');
   }
+  // Before anything starts: a --ramboot-kit that is not a kit is refused at once.
+  const artifacts = new KitArtifacts(config.rambootKit);
+  const nbdAllow = new AllowList(config.nbdAllow);
   const secret = config.adminPassword === undefined ? undefined : loadSessionSecret(config.dataDir, config.sessionSecret);
   const db = openDatabase(path.join(config.dataDir, 'state.db'));
   const space = new DataDirSpace(config.dataDir, log);
@@ -53,7 +58,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
         maxConnections: config.maxConnections,
         maxPendingPerClient: config.nbdMaxPendingPerClient,
         negotiationTimeoutMs: config.nbdNegotiationTimeout * 1000,
-        nbdAllow: new AllowList(config.nbdAllow),
+        nbdAllow,
         db,
         events,
         space,
@@ -61,10 +66,20 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
       },
       servedExports(db, (id) => pins.fdOf(id)),
     );
-    const registry = new ExportRegistry(db, supervisor, events, pins, config.imageRoots);
+    const registry = new ExportRegistry(db, supervisor, events, pins, config.imageRoots, artifacts);
     const gate = new AuthGate(config.adminPassword, secret, events, new RevokedSessions(db));
     const services = { registry, events, space, dataPlane: supervisor, info: { version, authRequired: gate.required } };
-    http = await startHttpServer({ config, services, gate, log });
+    const boot = bootRoutes({
+      registry,
+      artifacts,
+      events,
+      nbdAllow,
+      nbdPublicPort: config.nbdPublicPort ?? supervisor.address!.port,
+      bootDefault: config.bootDefault ?? null,
+      menuTimeoutMs: config.bootMenuTimeout * 1000,
+      log,
+    });
+    http = await startHttpServer({ config, services, gate, boot, log });
     const nbd = supervisor.address!;
     events.record('daemon.started', null, { http: http.address.port, nbd: nbd.port, pid: process.pid });
     pins.startChecking();

@@ -59,3 +59,11 @@ export function formatDuration(fromIso: string, toIso: string | null, now = Date
   if (seconds < 86400) return `${Math.floor(seconds / 3600)}h${String(Math.floor((seconds % 3600) / 60)).padStart(2, '0')}m`;
   return `${Math.floor(seconds / 86400)}d${String(Math.floor((seconds % 86400) / 3600)).padStart(2, '0')}h`;
 }
+
+/** Whether machines can boot the export from nbdmux, with what, and any fallback: `ready: Debian GNU/Linux 12, kernel 6.1.0-50-amd64, partition 2 (ext4)`. */
+export function describeBoot({ boot }: Pick<NbdmuxExport, 'boot'>): string {
+  const root = boot.partition === null ? boot.fstype : `partition ${boot.partition}${boot.fstype === null ? '' : ` (${boot.fstype})`}`;
+  const facts = [boot.os, boot.kernel === null ? null : `kernel ${boot.kernel}`, root].filter((fact) => fact !== null);
+  const what = boot.ready ? ['ready', facts.join(', ')].filter((part) => part !== '').join(': ') : 'not ready';
+  return boot.reason === null ? what : `${what} (${boot.reason})`;
+}

@@ -1,6 +1,7 @@
 import { sql } from 'drizzle-orm';
 import { integer, sqliteTable, text, uniqueIndex, index } from 'drizzle-orm/sqlite-core';
 import type { EventDetails, EventType } from '../events/event-map.js';
+import { defaultCmdline } from '../boot/ipxe.js';
 
 /**
  * An export is never deleted, only marked removed: its live connections keep pointing at it
@@ -19,6 +20,8 @@ export const exportsTable = sqliteTable(
     /** Client addresses (CIDR) that may use this export; empty: every client the NBD port admits. */
     allow: text('allow', { mode: 'json' }).$type<string[]>().notNull().default(sql`'[]'`),
     size: integer('size').notNull(),
+    /** Kernel arguments a booting machine gets after nbdmux's own (initrd=, nbdroot=); see exports/inputs.ts. */
+    cmdline: text('cmdline').notNull().default(defaultCmdline),
     /**
      * `dev:ino:birthtime` of the file judged at registration: the one file this export may ever
      * serve. Null for exports registered before pinning existed, until the next start pins them.

@@ -8,7 +8,8 @@ export interface EventDetails {
   'daemon.stopped': { pid: number };
   /** The data dir had space again after `fullSince`; `notRecorded` events were lost meanwhile. */
   'daemon.space-recovered': { dataDir: string; fullSince: string; notRecorded: number };
-  'export.created': { id: number; file: string; readonly: boolean; cow: boolean; allow: string[]; size: number } & ActedBy;
+  /** `cmdline`: the kernel arguments its boot script passes (absent in events from before boot scripts). */
+  'export.created': { id: number; file: string; readonly: boolean; cow: boolean; allow: string[]; cmdline?: string; size: number } & ActedBy;
   'export.removed': { id: number; force: boolean; liveConnections: number } & ActedBy;
   /** The registered path now leads elsewhere (`pathLeadsTo`), or back; what clients get meanwhile is `serving`. */
   'export.file-changed': { id: number; file: string; pathLeadsTo: 'another file' | 'nothing' | 'the registered file'; serving: 'the registered file' | 'nothing' };
@@ -34,6 +35,10 @@ export interface EventDetails {
   'auth.login-succeeded': { client: string; actor?: SessionActor };
   'auth.login-failed': { client: string; via: 'bearer' | 'login' };
   'auth.logout': { client: string; actor?: SessionActor };
+  /** A machine fetched an export's iPXE script, or the menu (`menu`: the exports it offered, comma-separated); 304 when unchanged. */
+  'boot.script': { client: string; status: number; menu?: string; nbd?: string };
+  'boot.kernel': { client: string; status: number; bytes: number };
+  'boot.initrd': { client: string; status: number; bytes: number };
 }
 
 export type EventType = keyof EventDetails;

@@ -1,5 +1,6 @@
 import { closeSync } from 'node:fs';
 import { and, asc, eq, inArray, isNull, isNotNull, or } from 'drizzle-orm';
+import type { BootArtifacts, BootInfo } from '../boot/artifacts.js';
 import type { Db } from '../db/open.js';
 import { exportsTable, type ExportRow } from '../db/schema.js';
 import { badInput, conflict, notFound } from '../errors.js';
@@ -20,6 +21,8 @@ export type ExportView = Omit<ExportRow, 'removedAt' | 'fileIdentity'> & {
   connections: number;
   /** Null while `file` still leads to the file judged at registration. */
   fileChange: FileChange | null;
+  /** Whether a machine can boot it from nbdmux (GET /boot/{name}.ipxe), and with what. */
+  boot: BootInfo;
 };
 
 export interface RemovalResult {
@@ -64,6 +67,7 @@ export class ExportRegistry {
     private readonly events: EventLog,
     private readonly pins: PinnedFiles,
     private readonly imageRoots: readonly string[],
+    private readonly boot: Pick<BootArtifacts, 'bootInfo'>,
   ) {}
 
   /** Exports being served, then those removed but still draining live connections. */
@@ -96,7 +100,7 @@ export class ExportRegistry {
       row = this.db.transaction((tx) => {
         const inserted = tx
           .insert(exportsTable)
-          .values({ name: input.name, file: image.realPath, readonly: input.readonly, cow: input.cow, allow: input.allow, size: image.size, fileIdentity: image.identity, createdAt: new Date().toISOString() })
+          .values({ name: input.name, file: image.realPath, readonly: input.readonly, cow: input.cow, allow: input.allow, cmdline: input.cmdline, size: image.size, fileIdentity: image.identity, createdAt: new Date().toISOString() })
           .returning()
           .get();
         this.dataPlane.applyExports(servedExports(tx, (id) => (id === inserted.id ? image.fd : this.pins.fdOf(id))));
@@ -113,7 +117,7 @@ export class ExportRegistry {
       throw err;
     }
     this.pins.hold(row.id, row.name, image);
-    this.events.record('export.created', row.name, { id: row.id, file: row.file, readonly: row.readonly, cow: row.cow, allow: row.allow, size: row.size, ...actor });
+    this.events.record('export.created', row.name, { id: row.id, file: row.file, readonly: row.readonly, cow: row.cow, allow: row.allow, cmdline: row.cmdline, size: row.size, ...actor });
     return this.toView(row, new Map());
   }
 
@@ -161,6 +165,7 @@ export class ExportRegistry {
       state: row.removedAt === null ? 'serving' : 'draining',
       connections: counts.get(row.id) ?? 0,
       fileChange: row.removedAt === null ? this.pins.changeOf(row.id) : null,
+      boot: this.boot.bootInfo(row),
     };
   }
 

@@ -1,0 +1,1 @@
+ALTER TABLE `exports` ADD `cmdline` text DEFAULT 'console=tty0 console=ttyS0,115200' NOT NULL;
