@@ -118,8 +118,8 @@ describe('netboot: machines boot nbdmux exports under qemu', () => {
         expectBootedFromExport(expect, lines, '/dev/nbd0p3', true);
         expect(said(lines, 'block-write')).toMatch(/^refused: .*Operation not permitted/);
       }
-      expect(dhcp.lines().some((line) => /^ramboot: .* network up: eth0 10\.0\.2\.15\/24$/.test(line.text))).toBe(true);
-      expect(fixed.lines().some((line) => /^ramboot: .* network up: eth0 10\.0\.2\.16\/24$/.test(line.text))).toBe(true);
+      expect(dhcp.lines().some((line) => /^ramboot: .* network up: ens2 10\.0\.2\.15\/24$/.test(line.text))).toBe(true);
+      expect(fixed.lines().some((line) => /^ramboot: .* network up: ens2 10\.0\.2\.16\/24$/.test(line.text))).toBe(true);
       recordTiming('gpt-dhcp (vmlinuz)', dhcp);
       recordTiming('gpt-static', fixed);
       dhcp.kill();

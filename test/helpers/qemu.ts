@@ -25,13 +25,7 @@ export function rambootKit(timeoutMs: number): Promise<RambootKit> {
     execFile(cachedBuild, { timeout: timeoutMs, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
       if (err) return reject(new Error(`ramboot/cached-build failed: ${err.message}\n${stderr}`));
       const dir = stdout.trim();
-      const env = Object.fromEntries(
-        fs
-          .readFileSync(path.join(dir, 'test-image.env'), 'utf8')
-          .split('\n')
-          .filter((line) => line.includes('='))
-          .map((line) => line.split('=', 2) as [string, string]),
-      );
+      const env = readEnvFile(path.join(dir, 'test-image.env'));
       resolve({
         dir,
         vmlinuz: path.join(dir, 'vmlinuz'),
@@ -45,8 +39,54 @@ export function rambootKit(timeoutMs: number): Promise<RambootKit> {
   });
 }
 
+const cachedDebianImage = fileURLToPath(new URL('../../ramboot/cached-debian-image', import.meta.url));
+
+export interface DebianImage {
+  /** A GPT disk: EFI system partition, then an ext4 root with Debian 12, its kernel, ifupdown DHCP on `nic`. */
+  file: string;
+  /** The image's own kernel: its /lib/modules entry. */
+  kernelVersion: string;
+  /** The interface its /etc/network/interfaces configures: the NIC must sit in PCI slot 2. */
+  nic: string;
+}
+
+/** The Debian 12 test image, built by ramboot/cached-debian-image (once per content, cached outside the clone). */
+export function debianImage(timeoutMs: number): Promise<DebianImage> {
+  return new Promise((resolve, reject) => {
+    execFile(cachedDebianImage, { timeout: timeoutMs, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
+      if (err) return reject(new Error(`ramboot/cached-debian-image failed: ${err.message}\n${stderr}`));
+      const dir = stdout.trim();
+      const env = readEnvFile(path.join(dir, 'debian-image.env'));
+      resolve({ file: path.join(dir, 'debian-12.img'), kernelVersion: env.KERNEL_VERSION!, nic: env.NIC! });
+    });
+  });
+}
+
+/** KEY=VALUE lines, as the ramboot build scripts write them. */
+function readEnvFile(file: string): Record<string, string> {
+  return Object.fromEntries(
+    fs
+      .readFileSync(file, 'utf8')
+      .split('\n')
+      .filter((line) => line.includes('='))
+      .map((line) => line.split('=', 2) as [string, string]),
+  );
+}
+
 /** Where the guest reaches nbdmux: qemu forwards this address, inside the guest only, to the host's loopback. */
 export const guestNbdAddress = '10.0.2.100:10809';
+/** Where a PXE-booting guest reaches the HTTP server of `pxe.httpPort` (port 80 of the same address). */
+export const guestHttpHost = '10.0.2.100';
+
+/** Boot from qemu's own PXE ROM (Debian ipxe-qemu) instead of loading a kernel directly. */
+export interface PxeBoot {
+  /** qemu's built-in TFTP server serves this directory... */
+  tftpDir: string;
+  /** ...and its DHCP names this file in it as the boot file: an iPXE script that chains over HTTP. */
+  bootfile: string;
+  /** The host's HTTP port on 127.0.0.1, reached by the guest as http://10.0.2.100/. */
+  httpPort: number;
+}
 
 export interface GuestOptions {
   kit: RambootKit;
@@ -58,6 +98,14 @@ export interface GuestOptions {
   serialLog: string;
   /** Hard limit: qemu is SIGKILLed by `timeout` after this. */
   timeoutSeconds: number;
+  /** More virtio-net-pci properties, e.g. `addr=2` to pin the PCI slot the NIC's predictable name (ens2) comes from. */
+  nicOptions?: string;
+  /** Guest RAM (default 512). */
+  memoryMiB?: number;
+  /** More qemu arguments, e.g. `-global PIIX4_PM.acpi-root-pci-hotplug=off` (no hotplug slots). */
+  qemuArgs?: string[];
+  /** Boot through the PXE ROM: kit, kernel and append are then unused, the chained script names the kernel. */
+  pxe?: PxeBoot;
 }
 
 export interface SerialLine {
@@ -85,9 +133,27 @@ const pollMs = 50;
  * reaches 127.0.0.1: restrict=on cuts the guest off from everything, and one guestfwd opens a
  * fresh loopback connection to the NBD port for each guest connection.
  */
-export function bootGuest({ kit, kernel, nbdPort, append, serialLog, timeoutSeconds }: GuestOptions): Guest {
+export function bootGuest({ kit, kernel, nbdPort, append, serialLog, timeoutSeconds, nicOptions, memoryMiB, qemuArgs = [], pxe }: GuestOptions): Guest {
   fs.rmSync(serialLog, { force: true });
   const [guestHost, guestPort] = guestNbdAddress.split(':');
+  const nbdForward = `guestfwd=tcp:${guestHost}:${guestPort}-cmd:socat - TCP:127.0.0.1:${nbdPort}`;
+  const nic = `virtio-net-pci,netdev=n0${nicOptions ? `,${nicOptions}` : ''}`;
+  const bootArgs = pxe
+    ? [
+        '-boot', 'n',
+        '-netdev', `user,id=n0,restrict=on,tftp=${pxe.tftpDir},bootfile=${pxe.bootfile},${nbdForward},` +
+          `guestfwd=tcp:${guestHttpHost}:80-cmd:socat - TCP:127.0.0.1:${pxe.httpPort}`,
+        // The default option ROM: iPXE, which fetches the boot file over TFTP and runs it.
+        '-device', nic,
+      ]
+    : [
+        '-kernel', kit[kernel],
+        '-initrd', kit.initrd,
+        '-append', `console=ttyS0 panic=-1 ${append}`,
+        '-netdev', `user,id=n0,restrict=on,${nbdForward}`,
+        // No option ROM: the kernel is loaded directly, nothing PXE-boots inside qemu.
+        '-device', `${nic},romfile=`,
+      ];
   const args = [
     // Niced: emulated CPUs must not starve the daemons and test files running beside them.
     '-n', '10',
@@ -95,15 +161,11 @@ export function bootGuest({ kit, kernel, nbdPort, append, serialLog, timeoutSeco
     'qemu-system-x86_64',
     // A stock Debian kernel does not boot under this host's KVM (see shared notes): TCG unless told.
     '-accel', process.env.NBDMUX_QEMU_ACCEL ?? 'tcg',
-    '-m', '512',
+    '-m', String(memoryMiB ?? 512),
     '-nodefaults', '-no-reboot', '-display', 'none',
     '-serial', `file:${serialLog}`,
-    '-kernel', kit[kernel],
-    '-initrd', kit.initrd,
-    '-append', `console=ttyS0 panic=-1 ${append}`,
-    '-netdev', `user,id=n0,restrict=on,guestfwd=tcp:${guestHost}:${guestPort}-cmd:socat - TCP:127.0.0.1:${nbdPort}`,
-    // No option ROM: the kernel is loaded directly, nothing PXE-boots inside qemu.
-    '-device', 'virtio-net-pci,netdev=n0,romfile=',
+    ...qemuArgs,
+    ...bootArgs,
   ];
   const started = Date.now();
   // Its own process group: `timeout`, qemu and the socat processes of guestfwd end together.
