@@ -2,6 +2,7 @@ import { sql } from 'drizzle-orm';
 import { integer, sqliteTable, text, uniqueIndex, index } from 'drizzle-orm/sqlite-core';
 import type { EventDetails, EventType } from '../events/event-map.js';
 import { defaultCmdline } from '../boot/ipxe.js';
+import type { BootInspection } from '../boot/inspect/result.js';
 
 /**
  * An export is never deleted, only marked removed: its live connections keep pointing at it
@@ -27,6 +28,10 @@ export const exportsTable = sqliteTable(
      * serve. Null for exports registered before pinning existed, until the next start pins them.
      */
     fileIdentity: text('file_identity'),
+    /** What the last inspection found inside the image (src/boot/inspect); null: never inspected. */
+    bootInspection: text('boot', { mode: 'json' }).$type<BootInspection>(),
+    /** The image version and kit that inspection saw (src/boot/boot-files.ts): another one inspects again. */
+    bootIdentity: text('boot_identity'),
     createdAt: text('created_at').notNull(),
     removedAt: text('removed_at'),
   },

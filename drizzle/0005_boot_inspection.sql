@@ -1,0 +1,2 @@
+ALTER TABLE `exports` ADD `boot` text;--> statement-breakpoint
+ALTER TABLE `exports` ADD `boot_identity` text;
