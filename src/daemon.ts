@@ -4,7 +4,8 @@ import type net from 'node:net';
 import { AuthGate } from './auth/gate.js';
 import { RevokedSessions } from './auth/revocations.js';
 import { loadSessionSecret } from './auth/secret.js';
-import { KitArtifacts } from './boot/artifacts.js';
+import { noKitArtifacts } from './boot/artifacts.js';
+import { ImageBootArtifacts } from './boot/boot-files.js';
 import { bootRoutes } from './boot/routes.js';
 import type { Config } from './config.js';
 import { DataDirSpace } from './db/data-dir-space.js';
@@ -38,8 +39,6 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
   if (config.adminPassword === undefined) {
     log.warn('NBDMUX_ADMIN_PASSWORD is not set: anyone who reaches the HTTP port can change exports');
   }
-  // Before anything starts: a --ramboot-kit that is not a kit is refused at once.
-  const artifacts = new KitArtifacts(config.rambootKit);
   const nbdAllow = new AllowList(config.nbdAllow);
   const secret = config.adminPassword === undefined ? undefined : loadSessionSecret(config.dataDir, config.sessionSecret);
   const db = openDatabase(path.join(config.dataDir, 'state.db'));
@@ -49,6 +48,9 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
   try {
     const events = new EventLog(db, space);
     const pins = PinnedFiles.reopen(db, events, log);
+    // Before the ports open: a --ramboot-kit that is not a kit is refused at once.
+    const { rambootKit } = config;
+    const artifacts = rambootKit === undefined ? noKitArtifacts : await ImageBootArtifacts.open({ db, pins, kitDir: rambootKit, dataDir: config.dataDir, log });
     supervisor = await Supervisor.start(
       {
         dataDir: config.dataDir,

@@ -5,12 +5,12 @@ import { describeBoot } from '../src/presentation.js';
 const at = { httpBase: 'http://10.0.2.100', nbdHost: '10.0.2.100', nbdPort: 10809 };
 
 describe('iPXE scripts', () => {
-  it('boots an export: its kernel and initramfs from nbdmux, nbdroot at the NBD address, then its own arguments', () => {
-    expect(exportScript({ name: 'debian-12', cmdline: defaultCmdline }, at)).toBe(
+  it('boots an export: its kernel and initramfs from nbdmux, nbdroot at the NBD address and its root partition, then its own arguments', () => {
+    expect(exportScript({ name: 'debian-12', cmdline: defaultCmdline, partition: 2 }, at)).toBe(
       [
         '#!ipxe',
         'echo nbdmux: booting debian-12',
-        'kernel http://10.0.2.100/boot/debian-12/vmlinuz initrd=initrd.img nbdroot=10.0.2.100:10809/debian-12 console=tty0 console=ttyS0,115200',
+        'kernel http://10.0.2.100/boot/debian-12/vmlinuz initrd=initrd.img nbdroot=10.0.2.100:10809/debian-12 nbdroot.part=2 console=tty0 console=ttyS0,115200',
         'initrd http://10.0.2.100/boot/debian-12/initrd.img',
         'boot',
         '',
@@ -18,8 +18,8 @@ describe('iPXE scripts', () => {
     );
   });
 
-  it('leaves no trailing space when the export has no kernel arguments', () => {
-    expect(exportScript({ name: 'a', cmdline: '' }, at)).toContain('nbdroot=10.0.2.100:10809/a\n');
+  it('leaves no trailing space when the export has no kernel arguments and no known partition', () => {
+    expect(exportScript({ name: 'a', cmdline: '', partition: null }, at)).toContain('nbdroot=10.0.2.100:10809/a\n');
   });
 
   it.each([

@@ -57,9 +57,11 @@ export function httpBase(host: string, port: number | null): string {
 }
 
 /** The script that boots one export: the kernel and initramfs from nbdmux, the root over NBD. */
-export function exportScript(exp: { name: string; cmdline: string }, at: BootEndpoint): string {
+export function exportScript(exp: { name: string; cmdline: string; partition: number | null }, at: BootEndpoint): string {
   const files = `${at.httpBase}/boot/${exp.name}`;
-  const kernelArgs = ['initrd=initrd.img', `nbdroot=${at.nbdHost}:${at.nbdPort}/${exp.name}`, exp.cmdline].filter((arg) => arg !== '').join(' ');
+  // The root partition the inspection found: ramboot's own guess (the largest Linux one) may differ.
+  const part = exp.partition === null ? '' : `nbdroot.part=${exp.partition}`;
+  const kernelArgs = ['initrd=initrd.img', `nbdroot=${at.nbdHost}:${at.nbdPort}/${exp.name}`, part, exp.cmdline].filter((arg) => arg !== '').join(' ');
   return lines('#!ipxe', `echo nbdmux: booting ${exp.name}`, `kernel ${files}/vmlinuz ${kernelArgs}`, `initrd ${files}/initrd.img`, 'boot');
 }
 

@@ -96,7 +96,7 @@ export function bootRoutes(options: BootRoutesOptions): BootRoutes {
         return true;
       }
       const endpoint: BootEndpoint = { httpBase: requestBase(req), nbdHost: nbdHostFor(req), nbdPort: options.nbdPublicPort };
-      recordScript(exp.name, sendText(req, res, exportScript(exp, endpoint)), { nbd: `${endpoint.nbdHost}:${endpoint.nbdPort}` });
+      recordScript(exp.name, sendText(req, res, exportScript({ ...exp, partition: info.partition }, endpoint)), { nbd: `${endpoint.nbdHost}:${endpoint.nbdPort}` });
       return true;
     }
     const file = await (target.kind === 'kernel' ? artifacts.kernelFor(exp) : artifacts.initrdFor(exp));

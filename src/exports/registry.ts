@@ -15,7 +15,7 @@ import { configSafePathPattern } from './rules.js';
 export type ExportState = 'serving' | 'draining';
 
 /** An export as the control plane shows it. */
-export type ExportView = Omit<ExportRow, 'removedAt' | 'fileIdentity'> & {
+export type ExportView = Omit<ExportRow, 'removedAt' | 'fileIdentity' | 'bootInspection' | 'bootIdentity'> & {
   removedAt: string | null;
   state: ExportState;
   connections: number;
@@ -67,7 +67,7 @@ export class ExportRegistry {
     private readonly events: EventLog,
     private readonly pins: PinnedFiles,
     private readonly imageRoots: readonly string[],
-    private readonly boot: Pick<BootArtifacts, 'bootInfo'>,
+    private readonly boot: Pick<BootArtifacts, 'bootInfo' | 'registered' | 'removed'>,
   ) {}
 
   /** Exports being served, then those removed but still draining live connections. */
@@ -117,6 +117,7 @@ export class ExportRegistry {
       throw err;
     }
     this.pins.hold(row.id, row.name, image);
+    this.boot.registered(row.id);
     this.events.record('export.created', row.name, { id: row.id, file: row.file, readonly: row.readonly, cow: row.cow, allow: row.allow, cmdline: row.cmdline, size: row.size, ...actor });
     return this.toView(row, new Map());
   }
@@ -134,6 +135,7 @@ export class ExportRegistry {
         this.dataPlane.applyExports(servedExports(tx, (id) => this.pins.fdOf(id)));
       });
       this.pins.release(serving.id);
+      this.boot.removed(serving.id);
     }
     const draining = this.db
       .select({ id: exportsTable.id })
@@ -159,7 +161,7 @@ export class ExportRegistry {
       .get();
   }
 
-  private toView({ fileIdentity: _pinned, ...row }: ExportRow, counts: ReadonlyMap<number, number>): ExportView {
+  private toView({ fileIdentity: _pinned, bootInspection: _inspection, bootIdentity: _inspected, ...row }: ExportRow, counts: ReadonlyMap<number, number>): ExportView {
     return {
       ...row,
       state: row.removedAt === null ? 'serving' : 'draining',

@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { KitArtifacts } from '../../src/boot/artifacts.js';
+import { noKitArtifacts } from '../../src/boot/artifacts.js';
 import { DataDirSpace } from '../../src/db/data-dir-space.js';
 import type { Db } from '../../src/db/open.js';
 import { EventLog } from '../../src/events/event-log.js';
@@ -86,7 +86,7 @@ export function testControlPlane(options: { imageRoots?: string[]; cowDir?: stri
   const events = new EventLog(db, space);
   const dataPlane = new RecordingDataPlane(options.cowDir ?? `${dataDir}/cow`);
   const pins = PinnedFiles.reopen(db, events, log);
-  const registry = new ExportRegistry(db, dataPlane, events, pins, options.imageRoots ?? [], new KitArtifacts(undefined));
+  const registry = new ExportRegistry(db, dataPlane, events, pins, options.imageRoots ?? [], noKitArtifacts);
   const context: Context = {
     registry,
     events,
