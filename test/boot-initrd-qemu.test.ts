@@ -5,7 +5,7 @@ import { afterAll, expect, it } from 'vitest';
 import type { Logger } from '../src/log.js';
 import { api, killEverything, startDaemon, tempDir } from './helpers/daemon.js';
 import { makeDebianDisk } from './helpers/images.js';
-import { bootGuest, guestNbdAddress, rambootKit } from './helpers/qemu.js';
+import { bootGuest, debianImage, guestNbdAddress, rambootKit } from './helpers/qemu.js';
 
 type InitrdModule = typeof import('../src/boot/initrd/index.js');
 type InspectModule = typeof import('../src/boot/inspect/index.js');
@@ -32,7 +32,7 @@ poweroff -f
 it("boots the image's own kernel with the initramfs built for it: its modules load, its root mounts", async () => {
   const kitFiles = await rambootKit(540_000);
   const kit = await readKit(kitFiles.dir);
-  const disk = makeDebianDisk(dir, { 'nbdmux-test/busybox': { executable: fs.readFileSync('/bin/busybox') }, 'nbdmux-test/init': { executable: init } });
+  const disk = makeDebianDisk(await debianImage(1_200_000), dir, { 'nbdmux-test/busybox': { executable: fs.readFileSync('/bin/busybox') }, 'nbdmux-test/init': { executable: init } });
   const inspection = await inspectBootImage({ image: { file: disk.file }, requiredModules: kit.rootModules });
   const cache = await BootFilesCache.open(path.join(dir, 'boot'), kit, quiet);
   const files = await cache.filesFor({ exportId: 1, image: { file: disk.file }, imageIdentity: 'v1', inspection });

@@ -9,6 +9,7 @@ import type { BootInspection } from '../src/boot/inspect/index.js';
 import type { Logger } from '../src/log.js';
 import { tempDir } from './helpers/daemon.js';
 import { makeDebianDisk, makeExt4, writeTree, type TreeEntry } from './helpers/images.js';
+import { debianImage } from './helpers/qemu.js';
 import { sha256 } from './helpers/nbd.js';
 
 // The built modules: the build runs dist/src/boot/initrd/worker.js in a child, as the daemon does.
@@ -38,10 +39,10 @@ let cache: BootFilesCacheType;
 beforeAll(async () => {
   kitDir = execFileSync('ramboot/cached-build', { stdio: ['ignore', 'pipe', 'inherit'], timeout: 600_000 }).toString().trim();
   kit = await readKit(kitDir);
-  debian = makeDebianDisk(dir);
+  debian = makeDebianDisk(await debianImage(1_200_000), dir);
   inspection = await inspectBootImage({ image: { file: debian.file }, requiredModules: kit.rootModules });
   cache = await BootFilesCache.open(path.join(dir, 'boot'), kit, log);
-}, 600_000);
+}, 1_800_000);
 
 /** The archive appended after the kit's initrd, unpacked with gzip and GNU cpio into a directory. */
 function unpackAppended(initrd: string): { files: string[]; root: string } {

@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import type { DebianImage } from './qemu.js';
 
 /** A file tree to build an image from: text or bytes, an executable, a symlink, or a sparse file of a size. */
 export type TreeEntry = string | Buffer | { executable: string | Buffer } | { symlink: string } | { sparseBytes: number };
@@ -85,29 +86,34 @@ function fill(file: string, parts: DiskPart[], offsets: number[]): Disk {
 
 /**
  * A Debian 12 root tree with only what booting reads: /boot's kernel, os-release, and from
- * /lib/modules the modules ramboot loads (and their dependencies) with modules.dep. Taken from a
- * root tar made by mmdebstrap (ramboot/build-debian-image's, or the one named by
- * NBDMUX_DEBIAN_ROOTFS_TAR), as a real image has them, merged /usr symlinks included.
+ * /lib/modules the modules ramboot loads (and their dependencies) with modules.dep. Copied out of
+ * the real Debian test image (ramboot/cached-debian-image, built by mmdebstrap) with debugfs, as
+ * the image has them, merged /usr symlinks included.
  */
-export function debianBootTree(tree: string): { tree: string; kernelVersion: string } {
-  const tar = process.env.NBDMUX_DEBIAN_ROOTFS_TAR ?? '/tmp/debtest/rootfs.tar';
-  if (!fs.existsSync(tar)) throw new Error(`no Debian root tar at ${tar}: build one with mmdebstrap and set NBDMUX_DEBIAN_ROOTFS_TAR`);
-  fs.mkdirSync(tree, { recursive: true });
-  const listing = execFileSync('tar', ['-tf', tar, './boot'], { maxBuffer: 1024 * 1024 }).toString().split('\n');
-  const kernel = listing.find((name) => name.startsWith('./boot/vmlinuz-'));
-  if (!kernel) throw new Error(`${tar} holds no /boot/vmlinuz-*`);
-  const kernelVersion = kernel.replace('./boot/vmlinuz-', '');
-  const modules = `./usr/lib/modules/${kernelVersion}`;
+export function debianBootTree(debian: DebianImage, tree: string): { tree: string; kernelVersion: string } {
+  const { kernelVersion } = debian;
+  const modules = `/usr/lib/modules/${kernelVersion}`;
   // The kit's modules and what they need in Debian 12's kernel, nothing else: a small image.
   const moduleDirs = ['drivers/virtio', 'drivers/block/nbd.ko', 'drivers/net/virtio_net.ko', 'drivers/net/net_failover.ko', 'drivers/net/ethernet/intel/e1000', 'drivers/net/ethernet/intel/e1000e', 'drivers/net/ethernet/intel/igb', 'drivers/dca', 'drivers/i2c/algos', 'net/core/failover.ko', 'fs/ext4', 'fs/jbd2', 'fs/overlayfs', 'fs/mbcache.ko', 'lib/crc16.ko', 'crypto/crc32c_generic.ko'];
-  const members = [kernel, './etc/os-release', './usr/lib/os-release', './lib', './bin', './sbin', `${modules}/modules.dep`, `${modules}/modules.builtin`, ...moduleDirs.map((dir) => `${modules}/kernel/${dir}`)];
-  execFileSync('tar', ['-xf', tar, '-C', tree, ...members], { stdio: 'pipe' });
+  const members = [`/boot/vmlinuz-${kernelVersion}`, '/etc/os-release', '/usr/lib/os-release', '/lib', '/bin', '/sbin', `${modules}/modules.dep`, `${modules}/modules.builtin`, ...moduleDirs.map((dir) => `${modules}/kernel/${dir}`)];
+  for (const member of members) fs.mkdirSync(path.join(tree, path.dirname(member)), { recursive: true });
+  const commands = members.map((member) => `rdump ${member} ${path.join(tree, path.dirname(member))}`).join('\n');
+  execFileSync('debugfs', ['-f', '-', `${debian.file}?offset=${rootOffset(debian.file)}`], { input: commands, stdio: ['pipe', 'pipe', 'pipe'] });
+  if (!fs.existsSync(path.join(tree, 'boot', `vmlinuz-${kernelVersion}`))) throw new Error(`${debian.file} gave no /boot/vmlinuz-${kernelVersion}`);
   return { tree, kernelVersion };
 }
 
+/** Byte offset of a GPT disk's Linux filesystem partition (sfdisk reads the file, no privileges). */
+function rootOffset(disk: string): number {
+  const table = JSON.parse(execFileSync('sfdisk', ['-J', disk]).toString()) as { partitiontable: { partitions: { start: number; type: string }[] } };
+  const root = table.partitiontable.partitions.find((part) => part.type === '0FC63DAF-8483-4772-8E79-3D69D8477DE4');
+  if (!root) throw new Error(`${disk} has no Linux filesystem partition`);
+  return root.start * 512;
+}
+
 /** A GPT disk as the issue's Debian image: an EFI system partition first, then the ext4 root from debianBootTree. */
-export function makeDebianDisk(dir: string, extra: Record<string, TreeEntry> = {}): Disk & { tree: string; kernelVersion: string } {
-  const { tree, kernelVersion } = debianBootTree(path.join(dir, 'debian.tree'));
+export function makeDebianDisk(debian: DebianImage, dir: string, extra: Record<string, TreeEntry> = {}): Disk & { tree: string; kernelVersion: string } {
+  const { tree, kernelVersion } = debianBootTree(debian, path.join(dir, 'debian.tree'));
   writeTree(tree, extra);
   const root = makeExt4(path.join(dir, 'debian.ext4'), tree, 160);
   const esp = makeVfat(path.join(dir, 'debian-esp.vfat'), 8);
