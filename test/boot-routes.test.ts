@@ -5,7 +5,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNbdmuxClient } from '../src/client.js';
-import { killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
+import { gzipSync } from 'node:zlib';
+import { packCpio } from '../src/boot/initrd/cpio.js';
+import { killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
 import { makeImage } from './helpers/nbd.js';
 import { runText } from './helpers/process.js';
 
@@ -46,6 +48,33 @@ function request(daemon: RunningDaemon, route: string, options: { method?: strin
   });
 }
 
+/**
+ * A kit whose bytes are sent, never booted: a kernel of the given bytes and an initrd holding only
+ * the load order nbdmux reads from a kit. Booting a real kit through these routes is test/pxe-boot.test.ts's job.
+ */
+function fakeKit(kernel: Buffer | { sparseBytes: number }): string {
+  const kit = tempDir('nbdmux-kit-');
+  if (Buffer.isBuffer(kernel)) fs.writeFileSync(path.join(kit, 'vmlinuz'), kernel);
+  else {
+    fs.writeFileSync(path.join(kit, 'vmlinuz'), '');
+    fs.truncateSync(path.join(kit, 'vmlinuz'), kernel.sparseBytes);
+  }
+  const loadOrder = { name: 'lib/modules/load-order', mode: 0o100644, data: Buffer.from('nbd max_part=16\n') };
+  // Random bytes, which gzip cannot shrink: an initrd larger than any buffer, sent whole all the same.
+  const filler = { name: 'filler', mode: 0o100644, data: randomBytes(1024 * 1024 + 5) };
+  fs.writeFileSync(path.join(kit, 'initrd.img'), gzipSync(packCpio([loadOrder, filler])));
+  fs.writeFileSync(path.join(kit, 'kit.env'), 'KERNEL_PACKAGE=linux-image-6.1.0-99-amd64\nKERNEL_VERSION=6.1.0-99-amd64\n');
+  return kit;
+}
+
+/** Once nbdmux has looked inside each export's image: before, none is ready to boot. */
+async function inspected(daemon: RunningDaemon, headers: Record<string, string> = {}): Promise<void> {
+  await waitFor('every image inspected', async () => {
+    const exports = JSON.parse((await request(daemon, '/exports', { headers })).body.toString()) as { boot: { reason: string | null } }[];
+    return exports.every((exp) => exp.boot.reason !== 'inspecting') || undefined;
+  });
+}
+
 const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
 const bootRoutes = (name: string) => ['/boot.ipxe', `/boot/${name}.ipxe`, `/boot/${name}/vmlinuz`, `/boot/${name}/initrd.img`];
 
@@ -57,12 +86,7 @@ describe('boot routes', () => {
   const publicPort = 18099;
 
   beforeAll(async () => {
-    // Only the bytes of the kit matter here (they are sent, never booted): random files stand in
-    // for vmlinuz and initrd.img. Booting a real kit through these routes is the netboot test's job.
-    kit = tempDir('nbdmux-kit-');
-    fs.writeFileSync(path.join(kit, 'vmlinuz'), randomBytes(3 * 1024 * 1024 + 17));
-    fs.writeFileSync(path.join(kit, 'initrd.img'), randomBytes(1024 * 1024 + 5));
-    fs.writeFileSync(path.join(kit, 'kit.env'), 'KERNEL_PACKAGE=linux-image-6.1.0-99-amd64\nKERNEL_VERSION=6.1.0-99-amd64\n');
+    kit = fakeKit(randomBytes(3 * 1024 * 1024 + 17));
     image = makeImage(tempDir('nbdmux-images-'), 'boot.img', 1024 * 1024);
     daemon = await startDaemon({
       args: [
@@ -79,6 +103,7 @@ describe('boot routes', () => {
     ]) {
       expect((await request(daemon, '/exports', { method: 'POST', json: exp, headers: bearer })).status).toBe(201);
     }
+    await inspected(daemon, bearer);
   });
   afterAll(() => killEverything(dataDirs));
 
@@ -190,14 +215,14 @@ describe('boot routes', () => {
   it('shows boot and cmdline in GET /exports', async () => {
     const beta = JSON.parse((await request(daemon, '/exports/beta', { headers: bearer })).body.toString());
     expect(beta.cmdline).toBe('quiet net.ifnames=0 nbdroot.overlay=2G');
-    expect(beta.boot).toEqual({ ready: true, os: null, kernel: '6.1.0-99-amd64', partition: null, fstype: null, reason: "boots the ramboot kit's kernel 6.1.0-99-amd64: the image is not inspected" });
+    expect(beta.boot).toEqual({ ready: true, os: null, kernel: '6.1.0-99-amd64', partition: null, fstype: null, reason: "boots the ramboot kit's kernel 6.1.0-99-amd64: no partition table and no filesystem nbdmux recognises" });
     expect(JSON.parse((await request(daemon, '/exports/alpha', { headers: bearer })).body.toString()).cmdline).toBe('console=tty0 console=ttyS0,115200');
   });
 
   it('shows boot and kernel args in nbdmux show', async () => {
     const { NBDMUX_URL: _url, ...env } = process.env;
     const shown = await runText(process.execPath, [operatorCli, 'show', 'beta'], { env: { ...env, NBDMUX_URL: daemon.url, NBDMUX_ADMIN_PASSWORD: password }, timeoutMs: 20_000 });
-    expect(shown.stdout).toMatch(/\nboot +ready: kernel 6\.1\.0-99-amd64 \(boots the ramboot kit's kernel 6\.1\.0-99-amd64: the image is not inspected\)\nkernel args +quiet net\.ifnames=0 nbdroot\.overlay=2G\n/);
+    expect(shown.stdout).toMatch(/\nboot +ready: kernel 6\.1\.0-99-amd64 \(boots the ramboot kit's kernel 6\.1\.0-99-amd64: no partition table and no filesystem nbdmux recognises\)\nkernel args +quiet net\.ifnames=0 nbdroot\.overlay=2G\n/);
   });
 
   it.each([
@@ -248,15 +273,13 @@ describe('boot routes without a kit or --nbd-public-port', () => {
   it('puts the NBD port nbdmux listens on in nbdroot by default, and streams a kernel it never holds whole', async () => {
     // A sparse 256 MiB "kernel": a daemon that read it whole would peak 256 MiB higher; streaming
     // it costs a fixed ~40 MiB of buffers here, the same for 1 GiB.
-    const kit = tempDir('nbdmux-kit-');
     const kernelBytes = 256 * 1024 * 1024;
-    fs.writeFileSync(path.join(kit, 'initrd.img'), 'x');
-    fs.writeFileSync(path.join(kit, 'vmlinuz'), '');
-    fs.truncateSync(path.join(kit, 'vmlinuz'), kernelBytes);
+    const kit = fakeKit({ sparseBytes: kernelBytes });
     const withKit = await startDaemon({ args: ['--ramboot-kit', kit] });
     dataDirs.push(withKit.dataDir);
     const image = makeImage(tempDir('nbdmux-images-'), 'boot.img', 1024 * 1024);
     expect((await request(withKit, '/exports', { method: 'POST', json: { name: 'alpha', file: image } })).status).toBe(201);
+    await inspected(withKit);
     expect((await request(withKit, '/boot/alpha.ipxe')).body.toString()).toContain(`nbdroot=127.0.0.1:${withKit.nbdPort}/alpha `);
 
     const peakBefore = peakRssBytes(withKit.child.pid!);
