@@ -98,13 +98,13 @@ export function debianBootTree(debian: DebianImage, tree: string): { tree: strin
   const members = [`/boot/vmlinuz-${kernelVersion}`, '/etc/os-release', '/usr/lib/os-release', '/lib', '/bin', '/sbin', `${modules}/modules.dep`, `${modules}/modules.builtin`, ...moduleDirs.map((dir) => `${modules}/kernel/${dir}`)];
   for (const member of members) fs.mkdirSync(path.join(tree, path.dirname(member)), { recursive: true });
   const commands = members.map((member) => `rdump ${member} ${path.join(tree, path.dirname(member))}`).join('\n');
-  execFileSync('debugfs', ['-f', '-', `${debian.file}?offset=${rootOffset(debian.file)}`], { input: commands, stdio: ['pipe', 'pipe', 'pipe'] });
+  execFileSync('debugfs', ['-f', '-', `${debian.file}?offset=${linuxPartitionOffset(debian.file)}`], { input: commands, stdio: ['pipe', 'pipe', 'pipe'] });
   if (!fs.existsSync(path.join(tree, 'boot', `vmlinuz-${kernelVersion}`))) throw new Error(`${debian.file} gave no /boot/vmlinuz-${kernelVersion}`);
   return { tree, kernelVersion };
 }
 
 /** Byte offset of a GPT disk's Linux filesystem partition (sfdisk reads the file, no privileges). */
-function rootOffset(disk: string): number {
+export function linuxPartitionOffset(disk: string): number {
   const table = JSON.parse(execFileSync('sfdisk', ['-J', disk]).toString()) as { partitiontable: { partitions: { start: number; type: string }[] } };
   const root = table.partitiontable.partitions.find((part) => part.type === '0FC63DAF-8483-4772-8E79-3D69D8477DE4');
   if (!root) throw new Error(`${disk} has no Linux filesystem partition`);
