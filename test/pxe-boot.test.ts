@@ -20,19 +20,23 @@ import { bootGuest, debianImage, guestHttpHost, rambootKit, type DebianImage, ty
 const debianTimeoutSeconds = 360;
 const busyboxTimeoutSeconds = 150;
 
-/** A loopback forwarder in front of the HTTP port that notes when each machine connection opened and closed. */
-function timedForward(targetPort: number): Promise<{ port: number; connections: { openedAt: number; closedAt?: number }[]; close(): void }> {
-  const connections: { openedAt: number; closedAt?: number }[] = [];
+/** When the machine's first HTTP request came and nbdmux's last answer byte went, through a loopback forwarder in front of the HTTP port. */
+interface HttpTimes {
+  firstRequestAt?: number;
+  lastAnswerAt?: number;
+}
+
+function timedForward(targetPort: number): Promise<{ port: number; times: HttpTimes; close(): void }> {
+  const times: HttpTimes = {};
   const server = net.createServer((guest) => {
-    const connection: { openedAt: number; closedAt?: number } = { openedAt: Date.now() };
-    connections.push(connection);
     const daemon = net.connect({ host: '127.0.0.1', port: targetPort });
+    guest.on('data', () => (times.firstRequestAt ??= Date.now()));
+    daemon.on('data', () => (times.lastAnswerAt = Date.now()));
     guest.pipe(daemon).pipe(guest);
-    const closed = () => (connection.closedAt ??= Date.now());
-    guest.on('close', closed).on('error', () => daemon.destroy());
+    guest.on('error', () => daemon.destroy());
     daemon.on('close', () => guest.destroy()).on('error', () => guest.destroy());
   });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ port: (server.address() as net.AddressInfo).port, connections, close: () => server.close() })));
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ port: (server.address() as net.AddressInfo).port, times, close: () => server.close() })));
 }
 
 describe('pxe-boot: from a PXE ROM to a running system, everything from nbdmux', () => {
@@ -68,7 +72,7 @@ describe('pxe-boot: from a PXE ROM to a running system, everything from nbdmux',
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  /** Boots `name` from the PXE ROM; resolves with its console and when its HTTP connections opened and closed, in ms from qemu's start. */
+  /** Boots `name` from the PXE ROM; resolves with its console and its HTTP times, in ms from qemu's start. */
   async function pxeBoot(name: string, timeoutSeconds: number, extra: { nicOptions?: string; memoryMiB?: number } = {}) {
     const http = await timedForward(daemon.httpPort);
     const started = Date.now();
@@ -84,8 +88,8 @@ describe('pxe-boot: from a PXE ROM to a running system, everything from nbdmux',
     });
     const { code, atMs: exitedMs } = await guest.exited;
     http.close();
-    const connections = http.connections.map((c) => ({ openedMs: c.openedAt - started, closedMs: (c.closedAt ?? Date.now()) - started }));
-    return { code, exitedMs, lines: guest.lines(), connections };
+    const sinceStart = (at: number | undefined) => (at === undefined ? undefined : at - started);
+    return { code, exitedMs, lines: guest.lines(), http: { scriptMs: sinceStart(http.times.firstRequestAt), downloadedMs: sinceStart(http.times.lastAnswerAt) } };
   }
 
   const bytes = async (route: string) => Buffer.from(await (await fetch(`${daemon.url}${route}`)).arrayBuffer());
@@ -96,7 +100,7 @@ describe('pxe-boot: from a PXE ROM to a running system, everything from nbdmux',
     async () => {
       expect((await api(daemon, 'GET', '/exports/debian')).json.boot).toEqual({ ready: true, os: 'Debian GNU/Linux 12 (bookworm)', kernel: debian.kernelVersion, partition: 2, fstype: 'ext4', reason: null });
       // PCI slot 2: the slot the image's /etc/network/interfaces (ens2) was written for.
-      const { code, exitedMs, lines, connections } = await pxeBoot('debian', debianTimeoutSeconds, { nicOptions: 'addr=2', memoryMiB: 1024 });
+      const { code, exitedMs, lines, http } = await pxeBoot('debian', debianTimeoutSeconds, { nicOptions: 'addr=2', memoryMiB: 1024 });
       const text = lines.map((line) => line.text).join('\n');
       const said = (key: string) => {
         const prefix = `nbdmux-boot-check: ${key} `;
@@ -106,6 +110,14 @@ describe('pxe-boot: from a PXE ROM to a running system, everything from nbdmux',
       expect(code, `qemu did not power off by itself (137: killed after ${debianTimeoutSeconds} s)\n${text.slice(-3000)}`).toBe(0);
       expect(text).not.toContain('ramboot: FAILED');
 
+      // What the machine fetched, before this test fetches the same files to compare them.
+      const events = await createNbdmuxClient({ url: daemon.url }).events.list.query({ limit: 50 });
+      const bootEvents = events.filter((event) => event.exportName === 'debian' && (event.type === 'boot.script' || event.type === 'boot.kernel' || event.type === 'boot.initrd'));
+      expect(bootEvents.map((event) => [event.type, 'status' in event.details ? event.details.status : null]).reverse()).toEqual([
+        ['boot.script', 200],
+        ['boot.kernel', 200],
+        ['boot.initrd', 200],
+      ]);
       // The kernel running is the image's own: its version, and the very bytes of its /boot/vmlinuz-VERSION.
       expect(said('uname')).toBe(debian.kernelVersion);
       const imageKernel = path.join(dir, 'image-vmlinuz');
@@ -126,14 +138,7 @@ describe('pxe-boot: from a PXE ROM to a running system, everything from nbdmux',
       expect(lines.some((line) => line.text.endsWith('nbdmux-boot-check: poweroff'))).toBe(true);
       expect(lines.some((line) => /reboot: Power down/.test(line.text))).toBe(true);
 
-      const events = await createNbdmuxClient({ url: daemon.url }).events.list.query({ limit: 50 });
-      const bootEvents = events.filter((event) => event.exportName === 'debian' && (event.type === 'boot.script' || event.type === 'boot.kernel' || event.type === 'boot.initrd'));
-      expect(bootEvents.map((event) => [event.type, 'status' in event.details ? event.details.status : null]).reverse()).toEqual([
-        ['boot.script', 200],
-        ['boot.kernel', 200],
-        ['boot.initrd', 200],
-      ]);
-      report('debian (its own kernel)', lines, connections, exitedMs);
+      report('debian (its own kernel)', lines, http, exitedMs);
       console.log(`pxe-boot: the Debian image from ramboot/cached-debian-image in ${seconds(imageBuildMs)} s (warm cache)`);
     },
     (debianTimeoutSeconds + 60) * 1000,
@@ -143,32 +148,30 @@ describe('pxe-boot: from a PXE ROM to a running system, everything from nbdmux',
     "boots the busybox test image, which has no kernel, with the kit's kernel through the same path",
     async () => {
       expect((await api(daemon, 'GET', '/exports/busybox')).json.boot.reason).toMatch(/^boots the ramboot kit's kernel \S+: the image has no \/lib\/modules directory/);
-      const { code, exitedMs, lines, connections } = await pxeBoot('busybox', busyboxTimeoutSeconds);
+      const { code, exitedMs, lines, http } = await pxeBoot('busybox', busyboxTimeoutSeconds);
       const text = lines.map((line) => line.text);
       expect(code, text.slice(-30).join('\n')).toBe(0);
       expect(text.filter((line) => line.startsWith('ramboot: FAILED'))).toEqual([]);
       expect(text.find((line) => line.startsWith('ramtest: init '))).toMatch(new RegExp(`^ramtest: init pid 1 image ${kit.imageId} `));
       expect((await bytes('/boot/busybox/vmlinuz')).equals(fs.readFileSync(kit.vmlinuz))).toBe(true);
-      report("busybox (the kit's kernel)", lines, connections, exitedMs);
+      report("busybox (the kit's kernel)", lines, http, exitedMs);
     },
     (busyboxTimeoutSeconds + 60) * 1000,
   );
 
-  /** The boot's split, from qemu's start: PXE ROM to the script request, downloads, attach, userspace. */
-  function report(what: string, lines: SerialLine[], connections: { openedMs: number; closedMs: number }[], exitedMs: number): void {
-    const at = (pattern: RegExp) => lines.find((line) => pattern.test(line.text))?.atMs;
-    const script = connections[0]?.openedMs;
-    const downloaded = Math.max(...connections.map((c) => c.closedMs));
-    const rootMounted = at(/^ramboot: \[[\d.]+\] root mounted/);
-    const running = at(/nbdmux-boot-check: system |^ramtest: init /);
+  /** The boot's split, host clock from qemu's start: PXE ROM to the script request, downloads, kernel, attach, userspace. */
+  function report(what: string, lines: SerialLine[], http: { scriptMs?: number; downloadedMs?: number }, exitedMs: number): void {
+    const line = (pattern: RegExp) => lines.find((candidate) => pattern.test(candidate.text));
+    const attach = /attached .* in ([\d.]+)s$/.exec(line(/^ramboot: \[[\d.]+\] attached /)?.text ?? '')?.[1];
     console.log(
       [
-        `pxe-boot ${what}, host clock from qemu start (${connections.length} HTTP connections):`,
-        `  PXE ROM (DHCP, TFTP chain) to the script request: ${seconds(script)} s`,
-        `  script, kernel and initrd downloaded by:          ${seconds(downloaded)} s`,
-        `  kernel up and root attached (NBD) and mounted:    ${seconds(rootMounted)} s`,
-        `  userspace ready (systemd running / test init):   ${seconds(running)} s`,
-        `  powered off, qemu exited:                         ${seconds(exitedMs)} s`,
+        `pxe-boot ${what}, seconds from qemu start:`,
+        `  PXE ROM (BIOS, DHCP, TFTP chain.ipxe) until the script request: ${seconds(http.scriptMs)}`,
+        `  script, kernel and initrd downloaded over HTTP by:             ${seconds(http.downloadedMs)}`,
+        `  the kernel ran the initramfs by:                               ${seconds(line(/^ramboot: \[[\d.]+\] starting/)?.atMs)}`,
+        `  export attached over NBD (nbd-client, in ${attach ?? '?'} s) and root mounted by: ${seconds(line(/^ramboot: \[[\d.]+\] root mounted/)?.atMs)}`,
+        `  userspace ready (systemd running, or the test init) by:        ${seconds(line(/nbdmux-boot-check: system |^ramtest: init /)?.atMs)}`,
+        `  powered off from inside, qemu exited:                          ${seconds(exitedMs)}`,
       ].join('\n'),
     );
   }

@@ -16,7 +16,8 @@ const parallelInspections = 2;
 /** An export's pinned image as it is now. */
 interface ImageNow {
   fd: number;
-  size: number;
+  /** Undefined for a block device, whose stat says 0: the size judged at registration stands. */
+  size: number | undefined;
   /** Pinned identity, size, mtime and the kit: what an inspection's answer is valid for. */
   identity: string;
 }
@@ -114,7 +115,7 @@ export class ImageBootArtifacts implements BootArtifacts {
     if (!image) return { ok: false, status: 404, reason: 'its file is not served (see fileChange in GET /exports)' };
     const inspection = this.inspectionOf(exp.id, image);
     if (!inspection) return { ok: false, status: 503, reason: 'its image changed while it was inspected; try again' };
-    const files = await this.cache.filesFor({ exportId: exp.id, image: { fd: image.fd, size: image.size }, imageIdentity: image.identity, inspection });
+    const files = await this.cache.filesFor({ exportId: exp.id, image: { fd: image.fd, size: image.size ?? exp.size }, imageIdentity: image.identity, inspection });
     if (!files.own && inspection.ready) this.buildFailures.set(exp.id, { identity: image.identity, reason: files.reason ?? 'its boot files could not be built' });
     return files;
   }
@@ -124,7 +125,7 @@ export class ImageBootArtifacts implements BootArtifacts {
     const fd = this.pins.fdOf(exportId);
     if (fd === undefined) return undefined;
     const stat = fs.fstatSync(fd, { bigint: true });
-    const image = { fd, size: Number(stat.size), identity: this.identityOf(stat) };
+    const image = { fd, size: stat.isBlockDevice() ? undefined : Number(stat.size), identity: this.identityOf(stat) };
     if (this.inspected.get(exportId)?.identity !== image.identity && !this.inspecting.has(exportId)) this.startInspection(exportId);
     return image;
   }
