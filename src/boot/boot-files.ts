@@ -157,7 +157,7 @@ export class ImageBootArtifacts implements BootArtifacts {
         this.inspected.set(exportId, { identity, inspection });
         this.log.info('image inspected for booting', { exportId, ready: inspection.ready, kernel: inspection.kernel, reason: inspection.reason, ms: Date.now() - started });
       })
-      .catch((err: Error) => this.log.warn('cannot inspect an image for booting: its machines get the kit kernel until the next try', { exportId, error: err.stack ?? String(err) }))
+      .catch((err: Error) => this.log.warn('cannot inspect an image for booting: it cannot boot until a later look inspects it again', { exportId, error: err.stack ?? String(err) }))
       .finally(() => this.inspecting.delete(exportId));
     this.inspecting.set(exportId, job);
   }
