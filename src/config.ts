@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { canonicalHostName } from './http/allowed-hosts.js';
 import { logLevels } from './log.js';
 import { parseCidr } from './exports/allow-list.js';
+import { exportNamePattern } from './exports/rules.js';
 
 export const usage = `Usage: nbdmux-server --data-dir DIR [options]
 
@@ -43,6 +44,14 @@ Options (each also read from the environment variable shown; a flag wins):
                           days are deleted (default 30)
   --keep-versions N       imported images of the newest N versions of each   NBDMUX_KEEP_VERSIONS
                           export are kept for rollback (default 3)
+  --nbd-public-port N     the NBD port booting machines dial, when a port    NBDMUX_NBD_PUBLIC_PORT
+                          forward or NAT changes it (default: --nbd-port)
+  --ramboot-kit DIR       the ramboot kit (vmlinuz, initrd.img) that boots   NBDMUX_RAMBOOT_KIT
+                          exports over HTTP (see ramboot/build-kit)
+  --boot-default NAME     the export /boot.ipxe's menu boots unless someone  NBDMUX_BOOT_DEFAULT
+                          chooses another
+  --boot-menu-timeout S   seconds the menu waits before booting the default  NBDMUX_BOOT_MENU_TIMEOUT
+                          (default 10; 0 boots it with no menu)
   --log-level LEVEL       debug, info, warn or error (default info)          NBDMUX_LOG_LEVEL
   --help                  print this help
   --version               print the version
@@ -114,6 +123,15 @@ const configSchema = z.object({
     .min(1, '--http-request-timeout must be at least 1 second')
     .max(3600, '--http-request-timeout must be at most 3600 seconds')
     .default(10),
+  nbdPublicPort: port('--nbd-public-port').min(1, '--nbd-public-port must be a port number from 1 to 65535').optional(),
+  rambootKit: z.string().min(1, '--ramboot-kit must not be empty').optional(),
+  bootDefault: z.string().regex(exportNamePattern, { error: (issue) => `--boot-default: not an export name: ${String(issue.input)}` }).optional(),
+  bootMenuTimeout: z.coerce
+    .number()
+    .int('--boot-menu-timeout must be a whole number of seconds')
+    .min(0, '--boot-menu-timeout must be at least 0 seconds')
+    .max(3600, '--boot-menu-timeout must be at most 3600 seconds')
+    .default(10),
   nbdAllow: z.array(z.string().refine((cidr) => parseCidr(cidr) !== null, { error: (issue) => `--nbd-allow: not an IP address or CIDR range: ${String(issue.input)}` })).default([]),
   adminPassword: z.string().min(1, 'NBDMUX_ADMIN_PASSWORD must not be empty (unset it to disable authentication)').optional(),
   sessionSecret: z.string().min(32, 'NBDMUX_SESSION_SECRET must be at least 32 characters').optional(),
@@ -165,6 +183,10 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
         'max-websockets-per-client': { type: 'string' },
         'retain-days': { type: 'string' },
         'keep-versions': { type: 'string' },
+        'nbd-public-port': { type: 'string' },
+        'ramboot-kit': { type: 'string' },
+        'boot-default': { type: 'string' },
+        'boot-menu-timeout': { type: 'string' },
         'log-level': { type: 'string' },
         help: { type: 'boolean' },
         version: { type: 'boolean' },
@@ -194,6 +216,10 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
     nbdNegotiationTimeout: values['nbd-negotiation-timeout'] ?? env.NBDMUX_NBD_NEGOTIATION_TIMEOUT,
     retainDays: values['retain-days'] ?? env.NBDMUX_RETAIN_DAYS,
     keepVersions: values['keep-versions'] ?? env.NBDMUX_KEEP_VERSIONS,
+    nbdPublicPort: values['nbd-public-port'] ?? env.NBDMUX_NBD_PUBLIC_PORT,
+    rambootKit: values['ramboot-kit'] ?? env.NBDMUX_RAMBOOT_KIT,
+    bootDefault: values['boot-default'] ?? env.NBDMUX_BOOT_DEFAULT,
+    bootMenuTimeout: values['boot-menu-timeout'] ?? env.NBDMUX_BOOT_MENU_TIMEOUT,
     logLevel: values['log-level'] ?? env.NBDMUX_LOG_LEVEL,
     allowedHosts: values['allowed-host'] ?? env.NBDMUX_ALLOWED_HOSTS?.split(',').map((name) => name.trim()).filter((name) => name !== ''),
     maxHttpConnections: values['max-http-connections'] ?? env.NBDMUX_MAX_HTTP_CONNECTIONS,
@@ -210,6 +236,12 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
   const dataDir = path.resolve(config.dataDir);
   return {
     kind: 'run',
-    config: { ...config, dataDir, imageStore: path.resolve(config.imageStore ?? path.join(dataDir, 'images')), imageRoots: config.imageRoots.map((r) => path.resolve(r)) },
+    config: {
+      ...config,
+      dataDir,
+      imageStore: path.resolve(config.imageStore ?? path.join(dataDir, 'images')),
+      imageRoots: config.imageRoots.map((r) => path.resolve(r)),
+      rambootKit: config.rambootKit === undefined ? undefined : path.resolve(config.rambootKit),
+    },
   };
 }

@@ -4,6 +4,9 @@ import type net from 'node:net';
 import { AuthGate } from './auth/gate.js';
 import { RevokedSessions } from './auth/revocations.js';
 import { loadSessionSecret } from './auth/secret.js';
+import { noKitArtifacts } from './boot/artifacts.js';
+import { ImageBootArtifacts } from './boot/boot-files.js';
+import { bootRoutes } from './boot/routes.js';
 import type { Config } from './config.js';
 import { DataDirSpace } from './db/data-dir-space.js';
 import { openDatabase, type Db } from './db/open.js';
@@ -43,6 +46,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
   if (config.adminPassword === undefined) {
     log.warn('NBDMUX_ADMIN_PASSWORD is not set: anyone who reaches the HTTP port can change exports');
   }
+  const nbdAllow = new AllowList(config.nbdAllow);
   const secret = config.adminPassword === undefined ? undefined : loadSessionSecret(config.dataDir, config.sessionSecret);
   const db = openDatabase(path.join(config.dataDir, 'state.db'));
   const space = new DataDirSpace(config.dataDir, log);
@@ -52,6 +56,9 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
   try {
     const events = new EventLog(db, space);
     const pins = PinnedFiles.reopen(db, events, log);
+    // Before the ports open: a --ramboot-kit that is not a kit is refused at once.
+    const { rambootKit } = config;
+    const artifacts = rambootKit === undefined ? noKitArtifacts : await ImageBootArtifacts.open({ db, pins, kitDir: rambootKit, dataDir: config.dataDir, log });
     supervisor = await Supervisor.start(
       {
         dataDir: config.dataDir,
@@ -61,7 +68,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
         maxConnections: config.maxConnections,
         maxPendingPerClient: config.nbdMaxPendingPerClient,
         negotiationTimeoutMs: config.nbdNegotiationTimeout * 1000,
-        nbdAllow: new AllowList(config.nbdAllow),
+        nbdAllow,
         db,
         events,
         space,
@@ -72,14 +79,24 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     // The store is always an image root; with no roots at all, any file may be exported anyway.
     const imageRoots = config.imageRoots.length === 0 ? [] : [...config.imageRoots, config.imageStore];
     const importer = new Importer({ storeDir: config.imageStore, maxImports: config.maxImports, imageRoots, log });
-    const registry = new ExportRegistry(db, supervisor, events, pins, { imageRoots, keepVersions: config.keepVersions, importer, log });
+    const registry = new ExportRegistry(db, supervisor, events, pins, { imageRoots, keepVersions: config.keepVersions, importer, boot: artifacts, log });
     registry.failInterruptedImports();
     // Files the last run could not delete yet (a connection still held them).
     registry.collectGarbage();
     const gate = new AuthGate(config.adminPassword, secret, events, new RevokedSessions(db));
     const services = { registry, events, space, dataPlane: supervisor, info: { version, authRequired: gate.required } };
     metrics = new Metrics({ events, connections: supervisor.connections, exports: registry });
-    http = await startHttpServer({ config, services, metrics, gate, log });
+    const boot = bootRoutes({
+      registry,
+      artifacts,
+      events,
+      nbdAllow,
+      nbdPublicPort: config.nbdPublicPort ?? supervisor.address!.port,
+      bootDefault: config.bootDefault ?? null,
+      menuTimeoutMs: config.bootMenuTimeout * 1000,
+      log,
+    });
+    http = await startHttpServer({ config, services, metrics, gate, boot, log });
     const nbd = supervisor.address!;
     events.record('daemon.started', null, { http: http.address.port, nbd: nbd.port, pid: process.pid });
     pins.startChecking();

@@ -75,3 +75,11 @@ export function describeImport(progress: ImportShown): string {
   const left = progress.totalBytes && progress.bytesPerSecond > 0 ? `, ${formatDuration('1970-01-01T00:00:00Z', null, ((progress.totalBytes - progress.bytes) / progress.bytesPerSecond) * 1000)} left` : '';
   return `${progress.stage} ${amount}, ${formatRate(progress.bytesPerSecond)}${left}`;
 }
+
+/** Whether machines can boot the export from nbdmux, with what, and any fallback: `ready: Debian GNU/Linux 12, kernel 6.1.0-50-amd64, partition 2 (ext4)`. */
+export function describeBoot({ boot }: Pick<NbdmuxExport, 'boot'>): string {
+  const root = boot.partition === null ? boot.fstype : `partition ${boot.partition}${boot.fstype === null ? '' : ` (${boot.fstype})`}`;
+  const facts = [boot.os, boot.kernel === null ? null : `kernel ${boot.kernel}`, root].filter((fact) => fact !== null);
+  const what = boot.ready ? ['ready', facts.join(', ')].filter((part) => part !== '').join(': ') : 'not ready';
+  return boot.reason === null ? what : `${what} (${boot.reason})`;
+}

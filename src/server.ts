@@ -4,6 +4,7 @@ import { getTRPCErrorFromUnknown } from '@trpc/server';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import { getHTTPStatusCodeFromError } from '@trpc/server/http';
 import { loginPage, refusalCode, refusalHeaders, type AuthGate } from './auth/gate.js';
+import type { BootRoutes } from './boot/routes.js';
 import type { Config } from './config.js';
 import { AllowedHosts } from './http/allowed-hosts.js';
 import { httpConnectionLimit, limitConnections } from './http/connection-limits.js';
@@ -34,9 +35,11 @@ export async function startHttpServer(options: {
   services: Services;
   metrics: Metrics;
   gate: AuthGate;
+  /** Open without authentication, to the machines the NBD port serves. */
+  boot: BootRoutes;
   log: Logger;
 }): Promise<HttpServer> {
-  const { config, services, metrics, gate, log } = options;
+  const { config, services, metrics, gate, boot, log } = options;
   const { port, bind } = config;
   const createContext = contextFactory(services, (req) => gate.caller(req));
   const trpc = createHTTPHandler({
@@ -67,6 +70,7 @@ export async function startHttpServer(options: {
     try {
       if (method === 'POST' && url.pathname === '/login') return await gate.login(req, res);
       if (method === 'POST' && url.pathname === '/logout') return gate.logout(req, res);
+      if (await boot(req, res, url)) return;
       // Every procedure checks its caller itself (authedProcedure), before reading any input.
       if (url.pathname.startsWith('/trpc/')) return trpc(req, res);
       if (!openPaths.has(url.pathname)) {

@@ -44,7 +44,16 @@ describe('the dashboard in a real browser', () => {
     await expect(exportRow('debian').locator('.attach code').allTextContents()).resolves.toEqual([
       `nbd-client 127.0.0.1 ${daemon.nbdPort} -N debian /dev/nbd0`,
       `nbdroot=127.0.0.1:${daemon.nbdPort}/debian`,
+      `chain ${daemon.url}/boot/debian.ipxe`,
     ]);
+    // This daemon has no ramboot kit: the row says the export cannot boot, and why.
+    await expect(exportRow('debian').locator('small.boot').textContent()).resolves.toMatch(/^boot: not ready \(no kernel to boot: .*--ramboot-kit DIR/);
+    await expect(exportRow('debian').locator('small.cmdline').textContent()).resolves.toBe('kernel args: console=tty0 console=ttyS0,115200');
+    // A machine asking for the boot menu shows in the event log in words.
+    expect((await api(daemon, 'GET', '/boot.ipxe')).status).toBe(200);
+    const menuFetched = page.locator('#events li[data-type="boot.script"] .what').first();
+    await menuFetched.waitFor({ timeout: 2000 });
+    await expect(menuFetched.textContent()).resolves.toBe('127.0.0.1 fetched the boot menu (no export ready)');
     await page.locator('#events li[data-type="export.created"]').first().waitFor({ timeout: 1000 });
     await expect(page.locator('#events li[data-type="export.created"] .what').first().textContent()).resolves.toBe(
       `debian → ${fs.realpathSync(image)} (3.0 MiB, read-only) by open from 127.0.0.1`,

@@ -59,6 +59,9 @@ describe('the CLI shows every event type', () => {
     'auth.login-succeeded': { client: '10.0.0.9', actor: 'session:abcdEF12' },
     'auth.login-failed': { client: '10.0.0.9', via: 'bearer' },
     'auth.logout': { client: '10.0.0.9' },
+    'boot.script': { client: '10.1.0.5', status: 200, nbd: '10.0.0.1:10809' },
+    'boot.kernel': { client: '10.1.0.5', status: 304, bytes: 8_000_000 },
+    'boot.initrd': { client: '10.1.0.5', status: 200, bytes: 7_600_000 },
   };
   const expected: Record<EventType, string> = {
     'daemon.started': 'http=4040 nbd=10809 pid=7',
@@ -82,6 +85,9 @@ describe('the CLI shows every event type', () => {
     'auth.login-succeeded': 'client=10.0.0.9 actor=session:abcdEF12',
     'auth.login-failed': 'client=10.0.0.9 via=bearer',
     'auth.logout': 'client=10.0.0.9',
+    'boot.script': 'client=10.1.0.5 status=200 nbd=10.0.0.1:10809',
+    'boot.kernel': 'client=10.1.0.5 status=304 bytes=8000000',
+    'boot.initrd': 'client=10.1.0.5 status=200 bytes=7600000',
   };
   const at = new Date(2026, 0, 2, 3, 4, 5).toISOString();
 

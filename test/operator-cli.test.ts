@@ -295,7 +295,7 @@ describe('nbdmux watch', () => {
   it('prints one line per event and status change when not on a terminal', async () => {
     const watching = startCli(['watch'], env);
     await waitFor('the status line', () => (/^\d\d:\d\d:\d\d {2}status {2}- {2}health ok, \d+ export\(s\), 0 live connection\(s\)$/m.test(watching.stdout()) ? true : undefined));
-    expect(watching.stdout()).toMatch(/^\d\d:\d\d:\d\d {2}export\.created {2}live {2}id=\d+ file=\S+live\.img readonly=true cow=false allow=\[\] size=2097152 actor=open client=127\.0\.0\.1$/m);
+    expect(watching.stdout()).toMatch(/^\d\d:\d\d:\d\d {2}export\.created {2}live {2}id=\d+ file=\S+live\.img readonly=true cow=false allow=\[\] cmdline="console=tty0 console=ttyS0,115200" size=2097152 actor=open client=127\.0\.0\.1$/m);
     expect((await nbdmux(['rm', 'live'], env)).code).toBe(0);
     await waitFor('the export.removed line', () => (/ {2}export\.removed {2}live {2}id=\d+ force=false liveConnections=0 actor=open client=127\.0\.0\.1$/m.test(watching.stdout()) ? true : undefined));
     watching.child.kill('SIGINT');

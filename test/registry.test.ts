@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { TRPCError } from '@trpc/server';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { defaultCmdline } from '../src/boot/ipxe.js';
 import { describeError } from '../src/errors.js';
 import { testActor, testControlPlane, type TestControlPlane } from './helpers/context.js';
 import { tempDir } from './helpers/daemon.js';
@@ -42,7 +43,7 @@ describe('the export registry', () => {
   afterEach(() => plane.close());
 
   const create = (name: string, file = image, extra: { readonly?: boolean; cow?: boolean; allow?: string[] } = {}) =>
-    plane.registry.create({ name, file, readonly: extra.readonly ?? true, cow: extra.cow ?? false, allow: extra.allow ?? [] }, testActor);
+    plane.registry.create({ name, file, readonly: extra.readonly ?? true, cow: extra.cow ?? false, allow: extra.allow ?? [], cmdline: defaultCmdline }, testActor);
 
   it('creates an export and hands the data plane the new served list in the same step as the commit', async () => {
     const created = await create('alpha', image, { allow: ['10.1.0.0/16'] });
@@ -111,7 +112,7 @@ describe('the export registry', () => {
   it('refuses a copy-on-write export when the cow dir is a path nbd-server would misread', async () => {
     const unsafe = testControlPlane({ imageRoots: [images], cowDir: '/var/lib/nbd mux/cow' });
     try {
-      const error = await refusal(() => unsafe.registry.create({ name: 'cow', file: image, readonly: true, cow: true, allow: [] }, testActor));
+      const error = await refusal(() => unsafe.registry.create({ name: 'cow', file: image, readonly: true, cow: true, allow: [], cmdline: defaultCmdline }, testActor));
       expect(describeError(error).issues?.map((i) => i.field)).toEqual(['cow']);
       expect(error.message).toContain('/var/lib/nbd mux/cow');
       expect(unsafe.dataPlane.applied).toEqual([]);
@@ -125,7 +126,7 @@ describe('the export registry', () => {
     plane.registry.delete({ name: 'alpha', force: false }, testActor);
     expect(plane.events.recent(10).map(({ type, exportName, details }) => ({ type, exportName, details }))).toEqual([
       { type: 'export.removed', exportName: 'alpha', details: { id: created.id, force: false, liveConnections: 0, ...testActor } },
-      { type: 'export.created', exportName: 'alpha', details: { id: created.id, file: image, readonly: true, cow: false, allow: ['10.0.0.1'], size: 64 * 1024, ...testActor } },
+      { type: 'export.created', exportName: 'alpha', details: { id: created.id, file: image, readonly: true, cow: false, allow: ['10.0.0.1'], cmdline: defaultCmdline, size: 64 * 1024, ...testActor } },
     ]);
   });
 

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import { eq } from 'drizzle-orm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { defaultCmdline } from '../src/boot/ipxe.js';
 import { exportVersionsTable } from '../src/db/schema.js';
 import { testActor, testControlPlane, type TestControlPlane } from './helpers/context.js';
 import { tempDir } from './helpers/daemon.js';
@@ -30,7 +31,7 @@ describe('the registry with versions', () => {
   it('makes a new version current in one step with the config, and closes the former one\'s descriptor', async () => {
     const one = image('one.img');
     const two = image('two.img');
-    await plane.registry.create({ name: 'lab', file: one, readonly: true, cow: false, allow: [] }, testActor);
+    await plane.registry.create({ name: 'lab', file: one, readonly: true, cow: false, allow: [], cmdline: defaultCmdline }, testActor);
     const firstFd = plane.dataPlane.applied.at(-1)![0]!.fd;
 
     const updated = await plane.registry.update({ name: 'lab', file: two }, testActor);
@@ -49,7 +50,7 @@ describe('the registry with versions', () => {
   });
 
   it('refuses an update of an export removed while its file was judged, keeping nothing of it', async () => {
-    await plane.registry.create({ name: 'lab', file: image('one.img'), readonly: true, cow: false, allow: [] }, testActor);
+    await plane.registry.create({ name: 'lab', file: image('one.img'), readonly: true, cow: false, allow: [], cmdline: defaultCmdline }, testActor);
     const pending = plane.registry.update({ name: 'lab', file: image('two.img') }, testActor);
     plane.registry.delete({ name: 'lab', force: false }, testActor);
     await expect(pending).rejects.toThrow('no export named "lab"');
@@ -58,7 +59,7 @@ describe('the registry with versions', () => {
   });
 
   it('refuses a rollback with nothing earlier to go to', async () => {
-    await plane.registry.create({ name: 'lab', file: image('one.img'), readonly: true, cow: false, allow: [] }, testActor);
+    await plane.registry.create({ name: 'lab', file: image('one.img'), readonly: true, cow: false, allow: [], cmdline: defaultCmdline }, testActor);
     expect(() => plane.registry.rollback({ name: 'lab' }, testActor)).toThrow('export "lab" has no earlier version that can be served');
   });
 
@@ -68,8 +69,8 @@ describe('the registry with versions', () => {
     const markStored = (version: number) => plane.db.update(exportVersionsTable).set({ stored: true }).where(eq(exportVersionsTable.id, versionIds().get(version)!)).run();
     const files = ['v1.img', 'v2.img', 'v3.img', 'v4.img'].map(image);
     const registered = image('by-path.img');
-    await plane.registry.create({ name: 'keep', file: registered, readonly: true, cow: false, allow: [] }, testActor);
-    await plane.registry.create({ name: 'lab', file: files[0]!, readonly: true, cow: false, allow: [] }, testActor);
+    await plane.registry.create({ name: 'keep', file: registered, readonly: true, cow: false, allow: [], cmdline: defaultCmdline }, testActor);
+    await plane.registry.create({ name: 'lab', file: files[0]!, readonly: true, cow: false, allow: [], cmdline: defaultCmdline }, testActor);
     markStored(1);
     // A machine still runs on version 1.
     plane.dataPlane.liveByVersion.set(versionIds().get(1)!, 1);

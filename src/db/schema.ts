@@ -1,6 +1,8 @@
 import { sql } from 'drizzle-orm';
 import { integer, sqliteTable, text, uniqueIndex, index } from 'drizzle-orm/sqlite-core';
 import type { EventDetails, EventType } from '../events/event-map.js';
+import { defaultCmdline } from '../boot/ipxe.js';
+import type { BootInspection } from '../boot/inspect/result.js';
 
 /**
  * An export is never deleted, only marked removed: its live connections keep pointing at it
@@ -20,6 +22,8 @@ export const exportsTable = sqliteTable(
     cow: integer('cow', { mode: 'boolean' }).notNull().default(false),
     /** Client addresses (CIDR) that may use this export; empty: every client the NBD port admits. */
     allow: text('allow', { mode: 'json' }).$type<string[]>().notNull().default(sql`'[]'`),
+    /** Kernel arguments a booting machine gets after nbdmux's own (initrd=, nbdroot=); see exports/inputs.ts. */
+    cmdline: text('cmdline').notNull().default(defaultCmdline),
     createdAt: text('created_at').notNull(),
     removedAt: text('removed_at'),
   },
@@ -55,6 +59,10 @@ export const exportVersionsTable = sqliteTable(
     url: text('url'),
     /** Why an import failed. */
     error: text('error'),
+    /** What the last inspection found inside the image (src/boot/inspect); null: never inspected. */
+    bootInspection: text('boot', { mode: 'json' }).$type<BootInspection>(),
+    /** The file state and kit that inspection saw (src/boot/boot-files.ts): another one inspects again. */
+    bootIdentity: text('boot_identity'),
     createdAt: text('created_at').notNull(),
   },
   (t) => [uniqueIndex('export_versions_number').on(t.exportId, t.version)],

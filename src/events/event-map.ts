@@ -8,7 +8,8 @@ export interface EventDetails {
   'daemon.stopped': { pid: number };
   /** The data dir had space again after `fullSince`; `notRecorded` events were lost meanwhile. */
   'daemon.space-recovered': { dataDir: string; fullSince: string; notRecorded: number };
-  'export.created': { id: number; file: string; readonly: boolean; cow: boolean; allow: string[]; size: number } & ActedBy;
+  /** `cmdline`: the kernel arguments its boot script passes (absent in events from before boot scripts). */
+  'export.created': { id: number; file: string; readonly: boolean; cow: boolean; allow: string[]; cmdline?: string; size: number } & ActedBy;
   /** `version` of the export became current (`update`: a file; `import`: a finished import; `rollback`: an earlier one again): new clients get `file`. */
   'export.version-switched': { id: number; version: number; file: string; reason: 'update' | 'import' | 'rollback' } & ActedBy;
   /** An import of `url` as `version` of the export began (queued, then running). */
@@ -49,6 +50,10 @@ export interface EventDetails {
   'auth.login-succeeded': { client: string; actor?: SessionActor };
   'auth.login-failed': { client: string; via: 'bearer' | 'login' };
   'auth.logout': { client: string; actor?: SessionActor };
+  /** A machine fetched an export's iPXE script, or the menu (`menu`: the exports it offered, comma-separated); 304 when unchanged. */
+  'boot.script': { client: string; status: number; menu?: string; nbd?: string };
+  'boot.kernel': { client: string; status: number; bytes: number };
+  'boot.initrd': { client: string; status: number; bytes: number };
 }
 
 export type EventType = keyof EventDetails;

@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
+import { cmdlineProblem, defaultCmdline } from '../boot/ipxe.js';
 import { parseCidr } from './allow-list.js';
 import { configSafePathPattern, exportNamePattern, isReservedExportName } from './rules.js';
 
@@ -58,6 +59,14 @@ export function sourceOf(input: { file?: string | undefined; url?: string | unde
   return input.url !== undefined ? { url: input.url, sha256: input.sha256 } : { file: input.file! };
 }
 
+/** Kernel arguments for machines booting the export through nbdmux's iPXE scripts. */
+export const kernelCmdline = z
+  .string(requiredString)
+  .superRefine((cmdline, ctx) => {
+    const problem = cmdlineProblem(cmdline);
+    if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
+  });
+
 export const createExportInput = z
   .strictObject({
     name: exportName,
@@ -73,6 +82,7 @@ export const createExportInput = z
       })
       .max(64, 'at most 64 ranges')
       .default([]),
+    cmdline: kernelCmdline.default(defaultCmdline),
   })
   // A cow export keeps the image read-only by definition: readonly false would ask for the opposite.
   .refine((input) => !(input.cow && !input.readonly), {

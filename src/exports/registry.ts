@@ -1,5 +1,6 @@
 import fs, { closeSync } from 'node:fs';
 import { and, asc, desc, eq, inArray, isNull, isNotNull, or } from 'drizzle-orm';
+import type { BootArtifacts, BootInfo } from '../boot/artifacts.js';
 import type { Db } from '../db/open.js';
 import { exportsTable, exportVersionsTable, type ExportRow, type VersionRow } from '../db/schema.js';
 import { badInput, conflict, notFound } from '../errors.js';
@@ -30,6 +31,8 @@ export type ExportView = Omit<ExportRow, 'removedAt' | 'currentVersionId'> &
     fileChange: FileChange | null;
     /** The newest version's import, while it runs or once it failed; null when the newest version is ready. */
     import: ImportView | null;
+    /** Whether a machine can boot its current version from nbdmux (GET /boot/{name}.ipxe), and with what. */
+    boot: BootInfo;
   };
 
 export interface RemovalResult {
@@ -84,7 +87,7 @@ export class ExportRegistry {
     private readonly dataPlane: DataPlane,
     private readonly events: EventLog,
     private readonly pins: PinnedFiles,
-    private readonly options: { imageRoots: readonly string[]; keepVersions: number; importer: Importer; log: Logger },
+    private readonly options: { imageRoots: readonly string[]; keepVersions: number; importer: Importer; boot: Pick<BootArtifacts, 'bootInfo' | 'versionCurrent' | 'removed'>; log: Logger },
   ) {
     this.imports = new VersionImports(db, events, options.importer, options.log);
   }
@@ -111,7 +114,7 @@ export class ExportRegistry {
       throw badInput('cow', `copy-on-write diffs go to ${this.dataPlane.cowDir}, a path nbd-server's config would misread; run nbdmux with a data dir of A-Z a-z 0-9 . _ / + - only`);
     }
     const source = sourceOf(input);
-    const insertExport = (tx: Tx) => tx.insert(exportsTable).values({ name: input.name, readonly: input.readonly, cow: input.cow, allow: input.allow, createdAt: new Date().toISOString() }).returning().get();
+    const insertExport = (tx: Tx) => tx.insert(exportsTable).values({ name: input.name, readonly: input.readonly, cow: input.cow, allow: input.allow, cmdline: input.cmdline, createdAt: new Date().toISOString() }).returning().get();
     if ('url' in source) {
       const version = this.takingName(input.name, () => this.db.transaction((tx) => insertImportingVersion(tx, insertExport(tx).id, source.url)));
       this.startImport(input.name, version, source, actor);
@@ -124,7 +127,7 @@ export class ExportRegistry {
         return { exp, versionId: insertVersion(tx, exp.id, image) };
       }),
     );
-    this.events.record('export.created', row.name, { id: row.id, file: image.realPath, readonly: row.readonly, cow: row.cow, allow: row.allow, size: image.size, ...actor });
+    this.events.record('export.created', row.name, { id: row.id, file: image.realPath, readonly: row.readonly, cow: row.cow, allow: row.allow, cmdline: row.cmdline, size: image.size, ...actor });
     return this.toView(row, new Map());
   }
 
@@ -213,6 +216,7 @@ export class ExportRegistry {
     }
     this.pins.hold(row.currentVersionId!, row.id, row.name, image);
     if (previous !== null) this.pins.release(previous);
+    this.options.boot.versionCurrent(row.id, row.currentVersionId!);
     return row;
   }
 
@@ -291,6 +295,7 @@ export class ExportRegistry {
       });
       if (serving.currentVersionId !== null) this.pins.release(serving.currentVersionId);
       this.imports.cancelAll(serving.id);
+      this.options.boot.removed(serving.id);
     }
     const draining = this.db
       .select({ id: exportsTable.id })
@@ -337,6 +342,7 @@ export class ExportRegistry {
       connections: counts.get(row.id) ?? 0,
       fileChange: row.removedAt === null && currentVersionId !== null ? this.pins.changeOf(currentVersionId) : null,
       import: importing ? this.imports.viewOf(importing) : null,
+      boot: this.options.boot.bootInfo(row),
     };
   }
 

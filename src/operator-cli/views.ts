@@ -1,5 +1,5 @@
 import type { NbdmuxConnection, NbdmuxExport, NbdmuxHealth, NbdmuxStreamEvent, NbdmuxVersion } from '../client.js';
-import { clientEndpoint, describeImport, explainMode, exportMode, formatBytes, formatDuration, formatRate } from '../presentation.js';
+import { clientEndpoint, describeBoot, describeImport, explainMode, exportMode, formatBytes, formatDuration, formatRate } from '../presentation.js';
 import { formatClock, formatDetails, formatTime } from './format.js';
 import { renderFields, renderTable, type Column } from './table.js';
 
@@ -29,6 +29,8 @@ export function renderExport(exp: NbdmuxExport): string {
     ['mode', explainMode(exp)],
     ['allow', exp.allow.length === 0 ? 'every client the NBD port admits' : exp.allow.join(', ')],
     ['size', exp.size === null ? '-' : `${formatBytes(exp.size)} (${exp.size} bytes)`],
+    ['boot', describeBoot(exp)],
+    ['kernel args', exp.cmdline === '' ? '(none)' : exp.cmdline],
     ['created', formatTime(exp.createdAt)],
     ['connections', String(exp.connections)],
   ]);
@@ -109,6 +111,9 @@ function describeEvent(event: NbdmuxStreamEvent): string {
     case 'auth.login-succeeded':
     case 'auth.login-failed':
     case 'auth.logout':
+    case 'boot.script':
+    case 'boot.kernel':
+    case 'boot.initrd':
       return formatDetails(event.details);
     default:
       return unknownEvent(event);

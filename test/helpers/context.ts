@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import { noKitArtifacts } from '../../src/boot/artifacts.js';
 import { DataDirSpace } from '../../src/db/data-dir-space.js';
 import type { Db } from '../../src/db/open.js';
 import { EventLog } from '../../src/events/event-log.js';
@@ -91,7 +92,7 @@ export function testControlPlane(options: { imageRoots?: string[]; cowDir?: stri
   const pins = PinnedFiles.reopen(db, events, log);
   const imageRoots = options.imageRoots ?? [];
   const importer = new Importer({ storeDir: `${dataDir}/images`, maxImports: 2, imageRoots, log });
-  const registry = new ExportRegistry(db, dataPlane, events, pins, { imageRoots, keepVersions: options.keepVersions ?? 3, importer, log });
+  const registry = new ExportRegistry(db, dataPlane, events, pins, { imageRoots, keepVersions: options.keepVersions ?? 3, importer, boot: noKitArtifacts, log });
   const context: Context = {
     registry,
     events,

@@ -1,5 +1,5 @@
 import type { NbdmuxConnection, NbdmuxEvent, NbdmuxExport, NbdmuxHealth } from '../../src/client.js';
-import { clientEndpoint, describeImport, describeMode, formatBytes, formatDuration, formatRate, importFraction } from '../../src/presentation.js';
+import { clientEndpoint, describeBoot, describeImport, describeMode, formatBytes, formatDuration, formatRate, importFraction } from '../../src/presentation.js';
 import { el, formatTime } from './format.js';
 
 export interface ExportActions {
@@ -78,6 +78,9 @@ export function renderExports(target: HTMLElement, exports: NbdmuxExport[], nbdP
         el('td', {}, [
           copyable(attachCommand(exp, nbdPort), 'nbd-client command', actions),
           copyable(kernelCommandLine(exp, nbdPort), 'kernel command line for the ramboot kit', actions),
+          copyable(`chain ${location.origin}/boot/${exp.name}.ipxe`, 'iPXE command that boots this export from nbdmux', actions),
+          el('small', { text: `boot: ${describeBoot(exp)}`, className: 'boot' }),
+          el('small', { text: `kernel args: ${exp.cmdline === '' ? '(none)' : exp.cmdline}`, className: 'cmdline' }),
         ]),
         el('td', {}, [el('div', { className: 'actions' }, buttons)]),
       ]);
@@ -179,6 +182,16 @@ function describeEvent(event: NbdmuxEvent): string {
     case 'nbd-server.recovered': {
       const d = event.details;
       return `nbd-server serves again after ${d.failedStarts} failed start(s) since ${formatTime(d.failingSince)} (last: ${d.lastReason})`;
+    }
+    case 'boot.script': {
+      const d = event.details;
+      const what = name ? `the boot script of ${name}` : `the boot menu (${d.menu ? d.menu.replaceAll(',', ', ') : 'no export ready'})`;
+      return `${d.client} fetched ${what}${d.status === 304 ? ', unchanged' : ''}`;
+    }
+    case 'boot.kernel':
+    case 'boot.initrd': {
+      const d = event.details;
+      return `${d.client} fetched the ${event.type === 'boot.kernel' ? 'kernel' : 'initramfs'} of ${name}${d.status === 304 ? ', unchanged' : ` (${formatBytes(d.bytes)})`}`;
     }
     case 'daemon.started':
     case 'daemon.stopped':

@@ -1,0 +1,50 @@
+import type fs from 'node:fs';
+import type { ExportRow } from '../db/schema.js';
+
+/** What the boot side needs of an export: it boots the export's current version. */
+export type BootExport = Pick<ExportRow, 'id'>;
+
+/** Whether a machine can boot an export, and with what; shown as `boot` in GET /exports. */
+export interface BootInfo {
+  /** A machine can boot it now: with the image's own kernel, or the kit's (then `reason` says why). */
+  ready: boolean;
+  /** The image's OS (its os-release PRETTY_NAME), when known. */
+  os: string | null;
+  /** The kernel version a machine gets. */
+  kernel: string | null;
+  /** The root partition's number (the script's nbdroot.part=N), or null for a whole-disk filesystem or when not known. */
+  partition: number | null;
+  fstype: string | null;
+  /** Why it cannot boot, or which fallback it uses; null when it boots exactly what the image holds. */
+  reason: string | null;
+}
+
+/** A file to send: its size and ETag describe it as it was when judged. */
+export type BootFile = { ok: true; path: string; size: number; etag: string } | { ok: false; status: 404 | 503; reason: string };
+
+/** The files and facts that boot an export (src/boot/boot-files.ts), told by the registry when exports come and go. */
+export interface BootArtifacts {
+  bootInfo(exp: BootExport): BootInfo;
+  kernelFor(exp: BootExport): Promise<BootFile>;
+  initrdFor(exp: BootExport): Promise<BootFile>;
+  /** A version became the export's current one (created, replaced, imported, rolled back): look inside its image now, not when a machine first asks. */
+  versionCurrent(exportId: number, versionId: number): void;
+  /** A removed export: drop what was built for it. */
+  removed(exportId: number): void;
+}
+
+const noKit = 'no kernel to boot: nbdmux has no ramboot kit; start nbdmux-server with --ramboot-kit DIR (a directory ramboot/cached-build printed)';
+
+/** Without `--ramboot-kit` nothing is bootable (the initramfs is the kit's), and each answer says how to get one. */
+export const noKitArtifacts: BootArtifacts = {
+  bootInfo: () => ({ ready: false, os: null, kernel: null, partition: null, fstype: null, reason: noKit }),
+  kernelFor: () => Promise.resolve({ ok: false, status: 404, reason: noKit }),
+  initrdFor: () => Promise.resolve({ ok: false, status: 404, reason: noKit }),
+  versionCurrent: () => {},
+  removed: () => {},
+};
+
+/** Changes whenever the file is replaced or rewritten: inode, size and modification time. */
+export function fileEtag(stat: fs.Stats): string {
+  return `"${stat.ino.toString(36)}-${stat.size.toString(36)}-${Math.trunc(stat.mtimeMs).toString(36)}"`;
+}

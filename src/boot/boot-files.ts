@@ -1,0 +1,211 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { and, eq, isNull } from 'drizzle-orm';
+import type { Db } from '../db/open.js';
+import { exportsTable, exportVersionsTable } from '../db/schema.js';
+import { fileIdentityOf } from '../exports/image-file.js';
+import type { PinnedFiles } from '../exports/pinned-files.js';
+import type { Logger } from '../log.js';
+import { fileEtag, type BootArtifacts, type BootExport, type BootFile, type BootInfo } from './artifacts.js';
+import { BootFilesCache, readKit, type BootFiles, type Kit } from './initrd/index.js';
+import { bootSummaryOf, inspectBootImage, type BootInspection } from './inspect/index.js';
+
+/** Inspections at once: each is a node child of about 100 ms and a few debugfs runs. */
+const parallelInspections = 2;
+
+/** An export's current version's pinned image as it is now. */
+interface ImageNow {
+  versionId: number;
+  fd: number;
+  /** Undefined for a block device, whose stat says 0: the size judged when the version was registered stands. */
+  size: number | undefined;
+  /** Pinned identity, size, mtime and the kit: what an inspection's answer is valid for. */
+  identity: string;
+}
+
+/**
+ * What each export boots, from what is inside its current version's image: the image's own
+ * kernel with an initramfs carrying its own modules, or the kit's kernel and initrd with the reason.
+ *
+ * The inspection belongs to the image, so to a version: each is inspected (out of process, at most
+ * `parallelInspections` at once) when it becomes current, at start when it was never inspected as
+ * it is, and whenever a look finds its size, mtime or the kit changed; the answer is stored in the
+ * version's row (`boot`, `boot_identity`), so a rollback to an image inspected before needs no new
+ * look. Nothing here waits for an inspection but a machine asking for a file.
+ */
+export class ImageBootArtifacts implements BootArtifacts {
+  /** By version id; `exportId` lets a removal drop them all. */
+  private readonly inspected = new Map<number, { exportId: number; identity: string; inspection: BootInspection }>();
+  /** One inspection queued or running per version: a look meanwhile says "inspecting". */
+  private readonly inspecting = new Map<number, Promise<void>>();
+  /** An image whose own files failed to build boots the kit's: why, for the version and file state that failed. */
+  private readonly buildFailures = new Map<number, { identity: string; reason: string }>();
+  private readonly slots = new Slots(parallelInspections);
+
+  private constructor(
+    private readonly db: Db,
+    private readonly pins: Pick<PinnedFiles, 'fdOf'>,
+    private readonly kit: Kit,
+    private readonly cache: BootFilesCache,
+    private readonly log: Logger,
+  ) {}
+
+  /** Reads the kit (`--ramboot-kit`), opens the cache under the data dir, and inspects every current version not inspected as it is. */
+  static async open(options: { db: Db; pins: Pick<PinnedFiles, 'fdOf'>; kitDir: string; dataDir: string; log: Logger }): Promise<ImageBootArtifacts> {
+    const { db, pins, kitDir, dataDir, log } = options;
+    for (const name of ['vmlinuz', 'initrd.img', 'kit.env']) {
+      if (!fs.statSync(path.join(kitDir, name), { throwIfNoEntry: false })?.isFile()) {
+        throw new Error(`--ramboot-kit ${kitDir} holds no ${name}: give a directory ramboot/cached-build (or ramboot/build-kit) wrote`);
+      }
+    }
+    const kit = await readKit(kitDir).catch((err: Error) => {
+      throw new Error(`--ramboot-kit ${kitDir} cannot be read (${err.message}): rebuild it with ramboot/cached-build`);
+    });
+    const cache = await BootFilesCache.open(path.join(dataDir, 'boot'), kit, log);
+    const artifacts = new ImageBootArtifacts(db, pins, kit, cache, log);
+    const current = db.select({ exportId: exportsTable.id, versionId: exportsTable.currentVersionId }).from(exportsTable).where(isNull(exportsTable.removedAt)).all();
+    for (const { exportId, versionId } of current) if (versionId !== null) artifacts.versionCurrent(exportId, versionId);
+    return artifacts;
+  }
+
+  bootInfo(exp: BootExport): BootInfo {
+    const image = this.imageNow(exp.id);
+    if (!image) return { ready: false, os: null, kernel: null, partition: null, fstype: null, reason: 'it serves no image now (see state and fileChange in GET /exports)' };
+    const inspection = this.inspectionOf(image);
+    if (!inspection) return { ready: false, os: null, kernel: null, partition: null, fstype: null, reason: 'inspecting' };
+    const summary = bootSummaryOf(inspection);
+    const failure = this.buildFailures.get(image.versionId);
+    const buildFailed = failure?.identity === image.identity ? failure.reason : null;
+    if (summary.ready && buildFailed === null) return summary;
+    const why = buildFailed ?? summary.reason ?? 'the image has no usable kernel of its own';
+    // The kit's kernel still boots the image's root filesystem: partition and fstype stay the image's.
+    return { ...summary, ready: true, kernel: this.kit.kernelVersion, reason: `boots the ramboot kit's kernel ${this.kit.kernelVersion}: ${why}` };
+  }
+
+  async kernelFor(exp: BootExport): Promise<BootFile> {
+    const files = await this.filesOf(exp);
+    return 'kernel' in files ? fileAt(files.kernel) : files;
+  }
+
+  async initrdFor(exp: BootExport): Promise<BootFile> {
+    const files = await this.filesOf(exp);
+    return 'initrd' in files ? fileAt(files.initrd) : files;
+  }
+
+  versionCurrent(exportId: number, versionId: number): void {
+    if (!this.inspected.has(versionId)) {
+      // Inspected in an earlier run, or before a rollback made it current again: no new look unless its file changed.
+      const stored = this.db.select({ inspection: exportVersionsTable.bootInspection, identity: exportVersionsTable.bootIdentity }).from(exportVersionsTable).where(eq(exportVersionsTable.id, versionId)).get();
+      if (stored && stored.inspection !== null && stored.identity !== null) this.inspected.set(versionId, { exportId, identity: stored.identity, inspection: stored.inspection });
+    }
+    this.imageNow(exportId);
+  }
+
+  removed(exportId: number): void {
+    for (const [versionId, known] of this.inspected) {
+      if (known.exportId !== exportId) continue;
+      this.inspected.delete(versionId);
+      this.buildFailures.delete(versionId);
+    }
+    this.cache.forget(exportId).catch((err: Error) => this.log.warn('cannot remove the boot files of a removed export', { exportId, error: err.stack ?? String(err) }));
+  }
+
+  /**
+   * Both files of one `filesFor` answer, so kernel and initrd match: the image's own once
+   * built, else the kit's. Waits for an inspection under way (bounded by its time limit).
+   */
+  private async filesOf(exp: BootExport): Promise<BootFiles | Extract<BootFile, { ok: false }>> {
+    let image = this.imageNow(exp.id);
+    if (image && !this.inspectionOf(image)) {
+      await this.inspecting.get(image.versionId);
+      image = this.imageNow(exp.id);
+    }
+    if (!image) return { ok: false, status: 404, reason: 'it serves no image now (see state and fileChange in GET /exports)' };
+    const inspection = this.inspectionOf(image);
+    if (!inspection) return { ok: false, status: 503, reason: 'its image changed while it was inspected; try again' };
+    const files = await this.cache.filesFor({ exportId: exp.id, image: { fd: image.fd, size: image.size ?? this.registeredSize(image.versionId) }, imageIdentity: image.identity, inspection });
+    if (!files.own && inspection.ready) this.buildFailures.set(image.versionId, { identity: image.identity, reason: files.reason ?? 'its boot files could not be built' });
+    return files;
+  }
+
+  /**
+   * The export's current version's pinned image now, starting an inspection when none is known for
+   * it as it is; undefined when the export serves no image (removed, importing its first version,
+   * or its file not held).
+   */
+  private imageNow(exportId: number): ImageNow | undefined {
+    const versionId = this.db.select({ id: exportsTable.currentVersionId }).from(exportsTable).where(and(eq(exportsTable.id, exportId), isNull(exportsTable.removedAt))).get()?.id ?? null;
+    const fd = versionId === null ? undefined : this.pins.fdOf(versionId);
+    if (versionId === null || fd === undefined) return undefined;
+    const stat = fs.fstatSync(fd, { bigint: true });
+    const image = { versionId, fd, size: stat.isBlockDevice() ? undefined : Number(stat.size), identity: this.identityOf(stat) };
+    if (this.inspected.get(versionId)?.identity !== image.identity && !this.inspecting.has(versionId)) this.startInspection(exportId, versionId);
+    return image;
+  }
+
+  /** A block device's size as judged when its version was registered (its stat says 0). */
+  private registeredSize(versionId: number): number | undefined {
+    return this.db.select({ size: exportVersionsTable.size }).from(exportVersionsTable).where(eq(exportVersionsTable.id, versionId)).get()?.size ?? undefined;
+  }
+
+  /** Rewritten in place (size, mtime), replaced (pinned identity) or another kit: inspect again. */
+  private identityOf(stat: fs.BigIntStats): string {
+    return `${fileIdentityOf(stat)}:${stat.size}:${stat.mtimeNs}:${this.kit.id}`;
+  }
+
+  private inspectionOf(image: ImageNow): BootInspection | undefined {
+    const known = this.inspected.get(image.versionId);
+    return known?.identity === image.identity ? known.inspection : undefined;
+  }
+
+  private startInspection(exportId: number, versionId: number): void {
+    const job = this.slots
+      .run(async () => {
+        const fd = this.pins.fdOf(versionId);
+        // No longer current, or its export removed, while it waited.
+        if (fd === undefined) return;
+        const before = fs.fstatSync(fd, { bigint: true });
+        const identity = this.identityOf(before);
+        const size = before.isBlockDevice() ? this.registeredSize(versionId) : Number(before.size);
+        const started = Date.now();
+        const inspection = await inspectBootImage({ image: { fd, size }, requiredModules: this.kit.rootModules });
+        if (this.pins.fdOf(versionId) !== fd) return;
+        // Stored under the identity seen before it began: a change meanwhile is noticed at the next look.
+        this.db.update(exportVersionsTable).set({ bootInspection: inspection, bootIdentity: identity }).where(eq(exportVersionsTable.id, versionId)).run();
+        this.inspected.set(versionId, { exportId, identity, inspection });
+        this.log.info('image inspected for booting', { exportId, versionId, ready: inspection.ready, kernel: inspection.kernel, reason: inspection.reason, ms: Date.now() - started });
+      })
+      .catch((err: Error) => this.log.warn('cannot inspect an image for booting: it cannot boot until a later look inspects it again', { exportId, versionId, error: err.stack ?? String(err) }))
+      .finally(() => this.inspecting.delete(versionId));
+    this.inspecting.set(versionId, job);
+  }
+}
+
+/** A built or kit file, its size and ETag as they are now. */
+async function fileAt(file: string): Promise<BootFile> {
+  try {
+    const stat = await fs.promises.stat(file);
+    return { ok: true, path: file, size: stat.size, etag: fileEtag(stat) };
+  } catch (err) {
+    return { ok: false, status: 503, reason: `cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)}); try again, or rebuild the kit with ramboot/cached-build` };
+  }
+}
+
+/** Runs at most `limit` jobs at once, the rest in order of arrival. */
+class Slots {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(private readonly limit: number) {}
+
+  async run<T>(job: () => Promise<T>): Promise<T> {
+    while (this.active >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    this.active++;
+    try {
+      return await job();
+    } finally {
+      this.active--;
+      this.waiting.shift()?.();
+    }
+  }
+}

@@ -1,0 +1,141 @@
+import { fstatSync, readSync } from 'node:fs';
+import { ExtFilesystem, ImageReadError, type ExtEntry, type Resolved } from './ext-fs.js';
+import { chooseRoot, extFilesystemBytes } from './filesystems.js';
+import { compareKernelVersions } from './kernel-version.js';
+import { loadOrder, parseModulesBuiltin, parseModulesDep, type ModuleEntry } from './modules-dep.js';
+import { osNameOf } from './os-release.js';
+import { readPartitionTable, type ReadAt } from './partitions.js';
+import { nothingFound, type BootInspection } from './result.js';
+import type { WorkerRequest } from './worker-protocol.js';
+
+/** A kernel beyond this is no kernel: Debian's is 8 MB, a unified kernel image with firmware ~100 MB. */
+export const maxKernelBytes = 128 * 1024 * 1024;
+const maxModuleBytes = 64 * 1024 * 1024;
+const maxModulesDepBytes = 16 * 1024 * 1024;
+const maxOsReleaseBytes = 64 * 1024;
+/** Kernel versions under /lib/modules considered, newest first. */
+const maxVersions = 32;
+/** A version is a directory name, and later part of a cache key and a URL: nothing exotic. */
+const versionPattern = /^[A-Za-z0-9][A-Za-z0-9._+~-]{0,99}$/;
+
+/**
+ * requiredModules: the modules the kit's init loads for themselves (Kit.rootModules): the
+ * image's kernel must have each, or build it in. kernelVersion: one the export asks for;
+ * default the newest.
+ */
+export type InspectOptions = Omit<WorkerRequest, 'size'>;
+
+/** A module to copy out of the image, found under its kernel's modules directory. */
+export interface PlannedModule {
+  module: ModuleEntry;
+  file: ExtEntry;
+}
+
+/**
+ * Inspects the image held open as `fd` (`size` bytes): partition table, root filesystem, OS
+ * name, the kernel to boot and its modules. Runs synchronously: it belongs in a child process
+ * (see worker.ts). A damaged or hostile image gives `ready: false` and a reason, never a throw.
+ */
+export function inspectImage(fd: number, size: number, options: InspectOptions): BootInspection {
+  const read = readerOf(fd, size);
+  const root = chooseRoot(read, readPartitionTable(read, size), size);
+  const result: BootInspection = { ...nothingFound, partition: root.partition, fstype: root.fstype, partitionOffset: root.found ? root.offset : null };
+  if (!root.found) return { ...result, reason: root.reason };
+  if (!root.fstype.startsWith('ext')) return { ...result, reason: `the root filesystem is ${root.fstype}: nbdmux reads kernels from ext2/3/4 only` };
+  // debugfs reads whatever the superblock claims: a filesystem claiming more than its partition could read the next one.
+  const claimed = extFilesystemBytes(read, root.offset);
+  if (claimed > root.size) return { ...result, reason: `the ext filesystem claims ${claimed} bytes, more than the ${root.size} of its partition: it is damaged` };
+  const ext = new ExtFilesystem(fd, root.offset);
+  try {
+    result.os = readOsName(ext);
+    const kernel = chooseKernel(ext, options.kernelVersion);
+    Object.assign(result, { kernel: kernel.version, kernelPath: kernel.file.path, kernelSize: kernel.file.entry.size, modulesDir: kernel.modulesDir });
+    ext.requireFile(kernel.file, maxKernelBytes);
+    planModules(ext, kernel.modulesDir, options.requiredModules);
+    return { ...result, ready: true };
+  } catch (err) {
+    if (err instanceof ImageReadError) return { ...result, reason: err.message };
+    throw err;
+  }
+}
+
+/** Reads at most `size` bytes of the image: nothing past its end. */
+export function readerOf(fd: number, size: number): ReadAt {
+  return (offset, length) => {
+    const wanted = Math.max(0, Math.min(length, size - offset));
+    if (wanted === 0 || offset < 0) return Buffer.alloc(0);
+    const buffer = Buffer.alloc(wanted);
+    const got = readSync(fd, buffer, 0, wanted, offset);
+    return buffer.subarray(0, got);
+  };
+}
+
+/** The image's size: the caller's word for a block device, whose fstat says 0. */
+export function imageSizeOf(fd: number, given: number | undefined): number {
+  return given ?? fstatSync(fd).size;
+}
+
+function readOsName(ext: ExtFilesystem): string | null {
+  for (const file of ['/etc/os-release', '/usr/lib/os-release']) {
+    try {
+      const text = ext.readFile(file, maxOsReleaseBytes);
+      if (text) return osNameOf(text.toString('utf8'));
+    } catch (err) {
+      // A broken os-release only leaves the name unknown.
+      if (!(err instanceof ImageReadError)) throw err;
+    }
+  }
+  return null;
+}
+
+interface KernelChoice {
+  version: string;
+  file: Resolved;
+  modulesDir: string;
+}
+
+/**
+ * The newest kernel (or the one asked for) that has both a file (/boot/vmlinuz-VERSION, or
+ * /lib/modules/VERSION/vmlinuz as Fedora keeps it) and its modules directory.
+ */
+function chooseKernel(ext: ExtFilesystem, wantedVersion: string | undefined): KernelChoice {
+  const modulesRoot = ext.resolve('/lib/modules');
+  if (modulesRoot?.entry.kind !== 'directory') throw new ImageReadError('the image has no /lib/modules directory, so no kernel of its own to boot');
+  const versions = ext
+    .list(modulesRoot.entry, modulesRoot.path)
+    .map((entry) => entry.name)
+    .filter((name) => versionPattern.test(name))
+    .sort((a, b) => compareKernelVersions(b, a));
+  if (wantedVersion !== undefined && !versions.includes(wantedVersion)) {
+    throw new ImageReadError(`the export asks for kernel ${wantedVersion}, but /lib/modules has ${versions.join(', ') || 'none'}`);
+  }
+  for (const version of wantedVersion === undefined ? versions.slice(0, maxVersions) : [wantedVersion]) {
+    const modulesDir = ext.resolve(`${modulesRoot.path}/${version}`);
+    if (modulesDir?.entry.kind !== 'directory') continue;
+    const file = ext.resolve(`/boot/vmlinuz-${version}`) ?? ext.resolve(`${modulesDir.path}/vmlinuz`);
+    if (file) return { version, file, modulesDir: modulesDir.path };
+  }
+  const boot = ext.resolve('/boot');
+  const kernels = boot?.entry.kind === 'directory' ? ext.list(boot.entry, boot.path).filter((e) => e.name.startsWith('vmlinuz')) : [];
+  throw new ImageReadError(
+    `no kernel with a matching /lib/modules/VERSION: /boot has ${kernels.map((e) => e.name).join(', ') || 'no vmlinuz-*'}, /lib/modules has ${versions.join(', ') || 'nothing'}`,
+  );
+}
+
+/**
+ * The modules ramboot's init needs, from the image's own modules.dep, each after what it
+ * needs, each a regular file of bounded size that stays under `modulesDir`.
+ */
+export function planModules(ext: ExtFilesystem, modulesDir: string, wanted: readonly string[]): PlannedModule[] {
+  const depText = ext.readFile(`${modulesDir}/modules.dep`, maxModulesDepBytes);
+  if (!depText) throw new ImageReadError(`${modulesDir}/modules.dep is missing: run depmod in the image`);
+  const builtinText = ext.readFile(`${modulesDir}/modules.builtin`, maxModulesDepBytes);
+  const order = loadOrder(parseModulesDep(depText.toString('utf8')), parseModulesBuiltin(builtinText?.toString('utf8') ?? ''), wanted);
+  if (!order.ok) throw new ImageReadError(order.reason);
+  return order.modules.map((module) => {
+    const found = ext.resolve(`${modulesDir}/${module.path}`);
+    if (!found) throw new ImageReadError(`modules.dep lists ${module.path}, which is missing from ${modulesDir}`);
+    if (!found.path.startsWith(`${modulesDir}/`)) throw new ImageReadError(`${modulesDir}/${module.path} leads to ${found.path}, outside ${modulesDir}`);
+    return { module, file: ext.requireFile(found, maxModuleBytes) };
+  });
+}

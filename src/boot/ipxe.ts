@@ -1,0 +1,99 @@
+/**
+ * iPXE scripts, rendered from parts that are already validated: export names (exportNamePattern),
+ * hosts (canonicalHostName), ports, and kernel arguments that passed `cmdlineProblem`. Text that
+ * comes from an image (its OS name) is only ever shown through `displayText`.
+ *
+ * What iPXE's script reader treats specially (ipxe/ipxe, src/image/script.c, src/core/exec.c,
+ * src/core/settings.c): a line ending in `\` continues on the next; `${name}` anywhere in a word
+ * is replaced by a setting (again and again while any remain), so `${net0/mac}` becomes the MAC;
+ * a word starting with `#` ends the command (a comment); the words `;`, `&&` and `||` separate
+ * commands; words are split at whitespace with no quoting, and a `:` starting a line is a label.
+ */
+
+/** What a booting machine's kernel gets after nbdmux's own arguments, unless the export says otherwise. */
+export const defaultCmdline = 'console=tty0 console=ttyS0,115200';
+
+/** The kernel's whole command line is 2048 bytes on x86; nbdmux's own arguments need the rest. */
+export const maxCmdlineLength = 1024;
+
+/** Arguments nbdmux writes itself: a second one on the line would silently win in the initramfs. */
+const ownArguments = ['initrd', 'nbdroot'];
+
+/** Why iPXE or the kernel would not pass `cmdline` through as written; null when it is fine. */
+export function cmdlineProblem(cmdline: string): string | null {
+  if (cmdline.length > maxCmdlineLength) return `must be at most ${maxCmdlineLength} characters (the kernel's whole command line is 2048)`;
+  if (!/^[\x20-\x7e]*$/.test(cmdline)) return 'must be printable ASCII on one line: no newline, tab or other control character';
+  if (cmdline.includes('$')) return "must not contain '$': iPXE replaces ${...} with its own settings (such as ${net0/mac}) before the kernel sees the line";
+  if (cmdline.includes('\\')) return "must not contain '\\': iPXE joins a line ending in '\\' with the next one";
+  if (/[#;&|]/.test(cmdline)) return "must not contain '#', ';', '&' or '|': iPXE reads them as a comment or as the end of the command";
+  if (/["'`]/.test(cmdline)) return 'must not contain quotes: iPXE splits words at spaces without quoting, so the kernel would not get the value as written';
+  const own = cmdline.split(' ').find((word) => ownArguments.includes(word.split('=')[0]!));
+  if (own !== undefined) return `must not set ${own.split('=')[0]}=: nbdmux writes it for each export (remove "${own}")`;
+  return null;
+}
+
+/** Image-supplied text (an OS name) reduced to characters no iPXE command can misread, and bounded. */
+export function displayText(text: string, maxLength = 60): string {
+  return text
+    .replace(/[^A-Za-z0-9 .,:()/+_-]/g, '?')
+    .replace(/\s+/g, ' ')
+    .trim()
+    .slice(0, maxLength);
+}
+
+/** Where the machine reached nbdmux over HTTP and NBD, as validated parts. */
+export interface BootEndpoint {
+  /** The HTTP base the machine used, `http://host[:port]`, built by `httpBase`. */
+  httpBase: string;
+  /** The NBD server as the initramfs must dial it: an IPv4 address (ramboot does not resolve names). */
+  nbdHost: string;
+  nbdPort: number;
+}
+
+/** `http://host[:port]` from a canonical host name (see canonicalHostName) and the port the client used, if it named one. */
+export function httpBase(host: string, port: number | null): string {
+  const literal = host.includes(':') ? `[${host}]` : host;
+  return `http://${literal}${port === null ? '' : `:${port}`}`;
+}
+
+/** The script that boots one export: the kernel and initramfs from nbdmux, the root over NBD. */
+export function exportScript(exp: { name: string; cmdline: string; partition: number | null }, at: BootEndpoint): string {
+  const files = `${at.httpBase}/boot/${exp.name}`;
+  // The root partition the inspection found: ramboot's own guess (the largest Linux one) may differ.
+  const part = exp.partition === null ? '' : `nbdroot.part=${exp.partition}`;
+  const kernelArgs = ['initrd=initrd.img', `nbdroot=${at.nbdHost}:${at.nbdPort}/${exp.name}`, part, exp.cmdline].filter((arg) => arg !== '').join(' ');
+  return lines('#!ipxe', `echo nbdmux: booting ${exp.name}`, `kernel ${files}/vmlinuz ${kernelArgs}`, `initrd ${files}/initrd.img`, 'boot');
+}
+
+export interface MenuEntry {
+  name: string;
+  /** Shown beside the name, from the image (reduced by displayText here). */
+  description: string | null;
+}
+
+/**
+ * The menu of the exports a machine may boot. With `defaultName` among them, the menu boots it
+ * after `timeoutMs` (0: at once, with no menu); otherwise it waits for a choice, so no machine
+ * boots an image nobody chose.
+ * The chosen item's script is chained: it boots, so nothing here loops back to the menu.
+ */
+export function menuScript(entries: readonly MenuEntry[], options: { httpBase: string; defaultName: string | null; timeoutMs: number }): string {
+  if (entries.length === 0) {
+    return lines('#!ipxe', 'echo nbdmux: no export is ready to boot; register one, or check its allow list and the boot status in GET /exports', 'exit 1');
+  }
+  const hasDefault = options.defaultName !== null && entries.some((entry) => entry.name === options.defaultName);
+  // iPXE's `choose --timeout 0` waits for ever: no wait at all means no menu.
+  if (hasDefault && options.timeoutMs === 0) return lines('#!ipxe', `chain ${options.httpBase}/boot/${options.defaultName}.ipxe`);
+  const items = entries.map(({ name, description }) => {
+    const shown = description === null ? '' : displayText(description);
+    return `item ${name} ${name}${shown === '' ? '' : ` - ${shown}`}`;
+  });
+  const choose = hasDefault ? `choose --default ${options.defaultName} --timeout ${options.timeoutMs} target` : 'choose target';
+  const missing = options.defaultName !== null && !hasDefault ? [`item --gap (the default, ${options.defaultName}, is not available to boot: choose)`] : [];
+  // `${target}` is iPXE's own setting, holding an item's label: one of the export names above.
+  return lines('#!ipxe', 'menu nbdmux: choose an export to boot', ...items, ...missing, `${choose} || exit 1`, `chain ${options.httpBase}/boot/\${target}.ipxe`);
+}
+
+function lines(...parts: string[]): string {
+  return `${parts.join('\n')}\n`;
+}
