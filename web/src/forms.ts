@@ -3,29 +3,16 @@ import { errorMessages } from './errors.js';
 
 /** The add-export form: sends exports.create and shows the API's own messages beside the fields. */
 export function bindAddForm(form: HTMLFormElement, api: NbdmuxClient): void {
-  const general = form.querySelector<HTMLElement>('.form-error')!;
-  form.addEventListener('submit', async (event) => {
-    event.preventDefault();
-    const data = new FormData(form);
-    clearErrors(form, general);
-    const submit = form.querySelector<HTMLButtonElement>('button[type=submit]')!;
-    submit.disabled = true;
-    try {
-      await api.exports.create.mutate({
-        name: String(data.get('name') ?? ''),
-        file: String(data.get('file') ?? ''),
-        readonly: data.get('readonly') === 'on',
-        cow: data.get('cow') === 'on',
-        allow: String(data.get('allow') ?? '')
-          .split(/[\s,]+/)
-          .filter((range) => range !== ''),
-      });
-      form.reset();
-    } catch (error) {
-      showErrors(form, general, error);
-    } finally {
-      submit.disabled = false;
-    }
+  onSubmit(form, async (data) => {
+    await api.exports.create.mutate({
+      name: String(data.get('name') ?? ''),
+      file: String(data.get('file') ?? ''),
+      readonly: data.get('readonly') === 'on',
+      cow: data.get('cow') === 'on',
+      allow: String(data.get('allow') ?? '')
+        .split(/[\s,]+/)
+        .filter((range) => range !== ''),
+    });
   });
 }
 
@@ -34,6 +21,17 @@ export function bindAddForm(form: HTMLFormElement, api: NbdmuxClient): void {
  * the image as its next version (exports.update), which serves once the import is ready.
  */
 export function bindImportForm(form: HTMLFormElement, api: NbdmuxClient, exists: (name: string) => boolean): void {
+  onSubmit(form, async (data) => {
+    const name = String(data.get('name') ?? '');
+    const sha256 = String(data.get('sha256') ?? '').trim();
+    const source = { url: String(data.get('url') ?? ''), ...(sha256 !== '' && { sha256 }) };
+    if (exists(name)) await api.exports.update.mutate({ name, ...source });
+    else await api.exports.create.mutate({ name, ...source });
+  });
+}
+
+/** On submit, `send` gets the form's data: done, the form is cleared; refused, the API's messages show beside the fields. */
+function onSubmit(form: HTMLFormElement, send: (data: FormData) => Promise<void>): void {
   const general = form.querySelector<HTMLElement>('.form-error')!;
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
@@ -41,12 +39,8 @@ export function bindImportForm(form: HTMLFormElement, api: NbdmuxClient, exists:
     clearErrors(form, general);
     const submit = form.querySelector<HTMLButtonElement>('button[type=submit]')!;
     submit.disabled = true;
-    const name = String(data.get('name') ?? '');
-    const sha256 = String(data.get('sha256') ?? '').trim();
-    const source = { url: String(data.get('url') ?? ''), ...(sha256 !== '' && { sha256 }) };
     try {
-      if (exists(name)) await api.exports.update.mutate({ name, ...source });
-      else await api.exports.create.mutate({ name, ...source });
+      await send(data);
       form.reset();
     } catch (error) {
       showErrors(form, general, error);
