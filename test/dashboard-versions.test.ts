@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { launchBrowser } from './helpers/browser.js';
+import { launchBrowser, openDashboard } from './helpers/browser.js';
 import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
 import { makeTestImage, startImageServer, type ImageServer, type Route } from './helpers/image-fixtures.js';
 import { makeImage, startSlowReader } from './helpers/nbd.js';
@@ -39,9 +39,7 @@ describe('the dashboard with imports and versions, in a real browser', () => {
     server = await startImageServer({ '/lab.img': serveSlowly(makeTestImage(images, 'lab.img', 2)) });
     daemon = await startDaemon();
     browser = await launchBrowser();
-    page = await browser.context.newPage();
-    await page.goto(daemon.url);
-    await page.waitForSelector('body[data-link="up"]');
+    page = await openDashboard(browser.context, daemon.url);
   });
   afterAll(async () => {
     await browser?.close();

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { launchBrowser } from './helpers/browser.js';
+import { launchBrowser, openDashboard } from './helpers/browser.js';
 import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
 import { makeImage, startSlowReader } from './helpers/nbd.js';
 
@@ -20,9 +20,7 @@ describe('the dashboard in a real browser', () => {
     dataDirs.push(daemon.dataDir);
     images = tempDir('nbdmux-images-');
     browser = await launchBrowser();
-    page = await browser.context.newPage();
-    await page.goto(daemon.url);
-    await page.waitForSelector('body[data-link="up"]');
+    page = await openDashboard(browser.context, daemon.url);
     // No admin password in this daemon: the page must say that anyone can change exports.
     await page.locator('#open-banner').waitFor({ state: 'visible' });
     expect(await page.locator('#logout').isVisible()).toBe(false);

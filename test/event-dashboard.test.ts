@@ -3,7 +3,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { launchBrowser } from './helpers/browser.js';
+import { launchBrowser, openDashboard } from './helpers/browser.js';
 import { killEverything, startDaemon, type RunningDaemon } from './helpers/daemon.js';
 
 describe('the dashboard event log under floods and long gaps', () => {
@@ -14,9 +14,7 @@ describe('the dashboard event log under floods and long gaps', () => {
   beforeAll(async () => {
     daemon = await startDaemon({ args: ['--nbd-allow', '127.0.0.1/32'] });
     browser = await launchBrowser();
-    page = await browser.context.newPage();
-    await page.goto(daemon.url);
-    await page.waitForSelector('body[data-link="up"]');
+    page = await openDashboard(browser.context, daemon.url);
   });
   afterAll(async () => {
     await browser?.close();

@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { chromium, type BrowserContext } from 'playwright-core';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { tempDir } from './daemon.js';
 
 /** Debian's Chromium, headless, with a fresh profile and nothing that reaches beyond this machine. */
@@ -19,4 +19,12 @@ export async function launchBrowser(): Promise<{ context: BrowserContext; close(
       fs.rmSync(profile, { recursive: true, force: true });
     },
   };
+}
+
+/** A new page on the dashboard at `url`, once its live connection to the daemon is up. */
+export async function openDashboard(context: BrowserContext, url: string): Promise<Page> {
+  const page = await context.newPage();
+  await page.goto(url);
+  await page.waitForSelector('body[data-link="up"]');
+  return page;
 }
