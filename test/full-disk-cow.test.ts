@@ -1,29 +1,15 @@
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
 import { makeImage, nbdsh, readExport, sha256, startSlowReader } from './helpers/nbd.js';
+import { fillUp, isRoot, mountTmpfs, unmountTmpfs } from './helpers/tmpfs.js';
 import { trpcClient } from './helpers/trpc.js';
 
-const isRoot = process.getuid?.() === 0;
 if (!isRoot) console.warn('full-disk cow tests skipped: mounting a small tmpfs as the data dir needs root (CI runs as root)');
 
 const imageBytes = 2 * 1024 * 1024;
-
-/** Writes zeros until the file system says it is full. */
-function fillUp(file: string): void {
-  const chunk = Buffer.alloc(64 * 1024);
-  const fd = fs.openSync(file, 'w');
-  try {
-    for (;;) fs.writeSync(fd, chunk);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
-  } finally {
-    fs.closeSync(fd);
-  }
-}
 
 /**
  * A machine writing its whole cow export, 64 KiB at a time, then reading every block back: prints
@@ -67,13 +53,12 @@ describe.skipIf(!isRoot)('copy-on-write diffs on a data dir that fills up', () =
   let dataDir: string;
   let daemon: RunningDaemon;
   beforeAll(() => {
-    mount = tempDir('nbdmux-tmpfs-');
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mount]);
+    mount = mountTmpfs('4m');
     dataDir = path.join(mount, 'data');
   });
   afterAll(() => {
     killEverything(daemon ? [dataDir] : []);
-    execFileSync('umount', ['-l', mount]);
+    unmountTmpfs(mount);
   });
 
   it("fail that connection's writes only, corrupt nothing stored, and work again once space is freed", async () => {

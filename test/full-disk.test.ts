@@ -1,27 +1,11 @@
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
 import { makeImage, readExport, sha256 } from './helpers/nbd.js';
+import { fillUp, isRoot, mountTmpfs, unmountTmpfs } from './helpers/tmpfs.js';
 
-const isRoot = process.getuid?.() === 0;
 if (!isRoot) console.warn('full-disk tests skipped: mounting a small tmpfs as the data dir needs root (CI runs as root)');
-
-/** Writes zeros until the file system says it is full; returns the bytes written. */
-function fillUp(file: string): number {
-  const chunk = Buffer.alloc(64 * 1024);
-  const fd = fs.openSync(file, 'w');
-  let written = 0;
-  try {
-    for (;;) written += fs.writeSync(fd, chunk);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
-  } finally {
-    fs.closeSync(fd);
-  }
-  return written;
-}
 
 describe.skipIf(!isRoot)('a data dir that fills up', () => {
   let mount: string;
@@ -29,14 +13,13 @@ describe.skipIf(!isRoot)('a data dir that fills up', () => {
   let daemon: RunningDaemon;
   let images: string;
   beforeAll(() => {
-    mount = tempDir('nbdmux-tmpfs-');
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mount]);
+    mount = mountTmpfs('4m');
     dataDir = path.join(mount, 'data');
     images = tempDir('nbdmux-images-');
   });
   afterAll(() => {
     killEverything(daemon ? [dataDir] : []);
-    execFileSync('umount', ['-l', mount]);
+    unmountTmpfs(mount);
   });
 
   it('is reported, refuses changes with 503, keeps serving, and recovers by itself', async () => {

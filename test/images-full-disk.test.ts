@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -6,9 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { reservedBytes } from '../src/images/store.js';
 import { tempDir } from './helpers/daemon.js';
 import { runOrThrow } from './helpers/process.js';
+import { isRoot, mountTmpfs, unmountTmpfs } from './helpers/tmpfs.js';
 import { importOnce, makeTestImage, pack, serveFile, sha256Of, startImageServer, storeEntries, testImporter, type ImageServer } from './helpers/image-fixtures.js';
 
-const isRoot = process.getuid?.() === 0;
 if (!isRoot) console.warn('image store full-disk tests skipped: mounting a small tmpfs as the image store needs root (CI runs as root)');
 
 /**
@@ -34,8 +33,7 @@ describe.skipIf(!isRoot)('an image larger than the free space of the image store
 
   beforeAll(async () => {
     work = tempDir('nbdmux-images-');
-    mount = tempDir('nbdmux-store-tmpfs-');
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=40m', 'tmpfs', mount]);
+    mount = mountTmpfs('40m', 'nbdmux-store-tmpfs-');
     small = makeTestImage(work, 'small.img', 2);
     large = makeLargeImage(work);
     const compressedQcow2 = path.join(work, 'large-compressed.qcow2');
@@ -50,10 +48,7 @@ describe.skipIf(!isRoot)('an image larger than the free space of the image store
   }, 60_000);
   afterAll(async () => {
     await server?.close();
-    if (mount) {
-      execFileSync('umount', ['-l', mount]);
-      fs.rmdirSync(mount);
-    }
+    if (mount) unmountTmpfs(mount);
     fs.rmSync(work, { recursive: true, force: true });
   });
 
