@@ -13,6 +13,9 @@ import { openDatabase, type Db } from './db/open.js';
 import { EventLog } from './events/event-log.js';
 import { PinnedFiles } from './exports/pinned-files.js';
 import { ExportRegistry, servedExports } from './exports/registry.js';
+import { MachineBoots } from './machines/boots.js';
+import { MachineRegistry, servedStates } from './machines/registry.js';
+import { StateFiles } from './machines/state-files.js';
 import { Importer } from './images/importer.js';
 import type { Logger } from './log.js';
 import { Metrics } from './metrics.js';
@@ -59,6 +62,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     // Before the ports open: a --ramboot-kit that is not a kit is refused at once.
     const { rambootKit } = config;
     const artifacts = rambootKit === undefined ? noKitArtifacts : await ImageBootArtifacts.open({ db, pins, kitDir: rambootKit, dataDir: config.dataDir, log });
+    const stateFiles = new StateFiles(path.join(config.dataDir, 'machines'));
     supervisor = await Supervisor.start(
       {
         dataDir: config.dataDir,
@@ -75,6 +79,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
         log,
       },
       servedExports(db, (id) => pins.fdOf(id)),
+      servedStates(db, stateFiles),
     );
     // The store is always an image root; with no roots at all, any file may be exported anyway.
     const imageRoots = config.imageRoots.length === 0 ? [] : [...config.imageRoots, config.imageStore];
@@ -83,13 +88,15 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     registry.failInterruptedImports();
     // Files the last run could not delete yet (a connection still held them).
     registry.collectGarbage();
+    const machines = new MachineRegistry(db, supervisor, events, stateFiles);
     const gate = new AuthGate(config.adminPassword, secret, events, new RevokedSessions(db));
-    const services = { registry, events, space, dataPlane: supervisor, info: { version, authRequired: gate.required } };
+    const services = { registry, machines, events, space, dataPlane: supervisor, info: { version, authRequired: gate.required } };
     metrics = new Metrics({ events, connections: supervisor.connections, exports: registry });
     const boot = bootRoutes({
       registry,
       artifacts,
       events,
+      machines: new MachineBoots(db, events, machines),
       nbdAllow,
       nbdPublicPort: config.nbdPublicPort ?? supervisor.address!.port,
       bootDefault: config.bootDefault ?? null,

@@ -71,7 +71,7 @@ async function serving(): Promise<ChildProcess> {
 function servedConnection(exportId: number, child: ChildProcess) {
   const conn = table.open('127.0.0.2', 40010);
   table.attachProcess(conn, child.pid!);
-  table.negotiated(conn, exportId, null);
+  table.negotiated(conn, { exportId, versionId: null });
   return conn;
 }
 
@@ -86,13 +86,13 @@ describe('ConnectionTable', () => {
     const beta = addExport('beta');
     const [alpha2, alpha3] = [addVersion(alpha, 2), addVersion(alpha, 3)];
     const onTwo = table.open('127.0.0.2', 40001);
-    table.negotiated(onTwo, alpha, alpha2);
+    table.negotiated(onTwo, { exportId: alpha, versionId: alpha2 });
     const onThree = table.open('127.0.0.2', 40002);
-    table.negotiated(onThree, alpha, alpha3);
+    table.negotiated(onThree, { exportId: alpha, versionId: alpha3 });
     // A version of another export is no version of this one: the connection counts for its export only.
     const misreported = table.open('127.0.0.2', 40003);
     const betaVersion = db.select().from(exportsTable).where(eq(exportsTable.id, beta)).get()!.currentVersionId!;
-    table.negotiated(misreported, alpha, betaVersion);
+    table.negotiated(misreported, { exportId: alpha, versionId: betaVersion });
     expect([rowOf(onTwo.id).versionId, rowOf(onThree.id).versionId, rowOf(misreported.id).versionId]).toEqual([alpha2, alpha3, null]);
     expect(table.countByVersion()).toEqual(new Map([[alpha2, 1], [alpha3, 1]]));
     expect(table.countByExport()).toEqual(new Map([[alpha, 3]]));
@@ -104,9 +104,9 @@ describe('ConnectionTable', () => {
     expect(rowOf(conn.id)).toMatchObject({ clientAddress: '127.0.0.2', clientPort: 40001, exportId: null, closedAt: null });
     expect([table.size, table.pendingFrom('127.0.0.2'), table.pendingFrom('127.0.0.3')]).toEqual([1, 1, 0]);
 
-    table.negotiated(conn, alpha + 100, null); // an id no export ever had: not trusted
+    table.negotiated(conn, { exportId: alpha + 100, versionId: null }); // an id no export ever had: not trusted
     expect(conn.exportId).toBeNull();
-    table.negotiated(conn, alpha, null);
+    table.negotiated(conn, { exportId: alpha, versionId: null });
     expect(rowOf(conn.id)).toMatchObject({ exportId: alpha, negotiatedAt: conn.negotiatedAt });
     expect(table.countByExport()).toEqual(new Map([[alpha, 1]]));
     expect(table.pendingFrom('127.0.0.2')).toBe(0);

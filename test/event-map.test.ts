@@ -62,6 +62,12 @@ describe('the CLI shows every event type', () => {
     'boot.script': { client: '10.1.0.5', status: 200, nbd: '10.0.0.1:10809' },
     'boot.kernel': { client: '10.1.0.5', status: 304, bytes: 8_000_000 },
     'boot.initrd': { client: '10.1.0.5', status: 200, bytes: 7_600_000 },
+    'machine.created': { mac: '52:54:00:12:34:56', name: 'node7', persistent: true, actor: 'open', client: '10.0.0.9' },
+    'machine.updated': { mac: '52:54:00:12:34:56', name: 'node7', changed: ['export'], stateDiscarded: true, actor: 'open', client: '10.0.0.9' },
+    'machine.deleted': { mac: '52:54:00:12:34:56', name: 'node7', actor: 'bearer', client: '10.0.0.9' },
+    'machine.reset': { mac: '52:54:00:12:34:56', name: 'node7', actor: 'bearer', client: '10.0.0.9' },
+    'machine.discovered': { mac: '52:54:00:ab:cd:ef', client: '10.1.0.6' },
+    'machine.stage': { mac: '52:54:00:12:34:56', name: 'node7', stage: 'root', client: '10.1.0.5', detail: 'ramboot: [1.20] starting\nramboot: [3.40] root mounted' },
   };
   const expected: Record<EventType, string> = {
     'daemon.started': 'http=4040 nbd=10809 pid=7',
@@ -88,6 +94,12 @@ describe('the CLI shows every event type', () => {
     'boot.script': 'client=10.1.0.5 status=200 nbd=10.0.0.1:10809',
     'boot.kernel': 'client=10.1.0.5 status=304 bytes=8000000',
     'boot.initrd': 'client=10.1.0.5 status=200 bytes=7600000',
+    'machine.created': 'mac=52:54:00:12:34:56 name=node7 persistent=true actor=open client=10.0.0.9',
+    'machine.updated': 'mac=52:54:00:12:34:56 name=node7 changed=[export] stateDiscarded=true actor=open client=10.0.0.9',
+    'machine.deleted': 'mac=52:54:00:12:34:56 name=node7 actor=bearer client=10.0.0.9',
+    'machine.reset': 'mac=52:54:00:12:34:56 name=node7 actor=bearer client=10.0.0.9',
+    'machine.discovered': 'mac=52:54:00:ab:cd:ef client=10.1.0.6',
+    'machine.stage': 'mac=52:54:00:12:34:56 name=node7 stage=root client=10.1.0.5 detail="ramboot: [3.40] root mounted"',
   };
   const at = new Date(2026, 0, 2, 3, 4, 5).toISOString();
 

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import type { Duplex } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { renderNbdServerConfig, reportFd, type ServedExport } from '../src/supervisor/nbd-config.js';
-import { answerReports, parseReport, verdictLine, type AnsweredReport } from '../src/supervisor/report-pipe.js';
+import { answerReports, parseReport, verdictLine, type AnsweredReport, type Report } from '../src/supervisor/report-pipe.js';
 
 describe('the report pipe protocol', () => {
   it.each<[text: string, report: { exportId: number; versionId: number | null } | null]>([
@@ -39,9 +39,10 @@ function answer(command: string, judge: (exportId: number) => boolean): Promise<
     const child = spawn('/bin/sh', ['-c', command], { stdio, timeout: 10_000 });
     const judged: number[] = [];
     const answered: Array<AnsweredReport | null> = [];
-    const judgeAndNote = (exportId: number) => {
-      judged.push(exportId);
-      return judge(exportId);
+    const judgeAndNote = (report: Report) => {
+      const id = 'machineId' in report ? report.machineId : report.exportId;
+      judged.push(id);
+      return judge(id);
     };
     answerReports(child.stdio[reportFd] as Duplex, judgeAndNote, (report) => answered.push(report));
     child.on('error', reject);

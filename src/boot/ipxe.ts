@@ -56,13 +56,37 @@ export function httpBase(host: string, port: number | null): string {
   return `http://${literal}${port === null ? '' : `:${port}`}`;
 }
 
-/** The script that boots one export: the kernel and initramfs from nbdmux, the root over NBD. */
-export function exportScript(exp: { name: string; cmdline: string; partition: number | null }, at: BootEndpoint): string {
+/** Who boots, when a known machine asks (all validated: MAC, host name, hex id, cmdline rules). */
+export interface MachineIdentity {
+  name: string;
+  mac: string;
+  machineId: string;
+  cmdline: string;
+  /** Its state export, for a persistent machine. */
+  stateExport: string | null;
+}
+
+/**
+ * The script that boots one export: the kernel and initramfs from nbdmux, the root over NBD.
+ * A known machine also gets where to report its stages, its state, and its own identity, which
+ * systemd takes from the command line over the image's shared /etc/machine-id and hostname.
+ */
+export function exportScript(exp: { name: string; cmdline: string; partition: number | null }, at: BootEndpoint, machine?: MachineIdentity): string {
   const files = `${at.httpBase}/boot/${exp.name}`;
+  const nbd = `${at.nbdHost}:${at.nbdPort}`;
   // The root partition the inspection found: ramboot's own guess (the largest Linux one) may differ.
   const part = exp.partition === null ? '' : `nbdroot.part=${exp.partition}`;
-  const kernelArgs = ['initrd=initrd.img', `nbdroot=${at.nbdHost}:${at.nbdPort}/${exp.name}`, part, exp.cmdline].filter((arg) => arg !== '').join(' ');
-  return lines('#!ipxe', `echo nbdmux: booting ${exp.name}`, `kernel ${files}/vmlinuz ${kernelArgs}`, `initrd ${files}/initrd.img`, 'boot');
+  const identity = machine
+    ? [`nbdmux.mac=${machine.mac}`, `nbdmux.report=${at.httpBase}/boot/report`, machine.stateExport === null ? '' : `nbdroot.state=${nbd}/${machine.stateExport}`, `systemd.hostname=${machine.name}`, `systemd.machine_id=${machine.machineId}`]
+    : [];
+  const kernelArgs = ['initrd=initrd.img', `nbdroot=${nbd}/${exp.name}`, part, ...identity, exp.cmdline, machine?.cmdline ?? ''].filter((arg) => arg !== '').join(' ');
+  const who = machine ? `${machine.name} (${machine.mac}) boots ${exp.name}` : `booting ${exp.name}`;
+  return lines('#!ipxe', `echo nbdmux: ${who}`, `kernel ${files}/vmlinuz ${kernelArgs}`, `initrd ${files}/initrd.img`, 'boot');
+}
+
+/** A known machine that cannot boot now: the console says why, and the ROM moves on to its next boot device. */
+export function cannotBootScript(machineName: string, reason: string): string {
+  return lines('#!ipxe', `echo nbdmux: machine ${machineName} cannot boot: ${displayText(reason, 200)}`, 'exit 1');
 }
 
 export interface MenuEntry {

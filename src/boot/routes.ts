@@ -5,19 +5,26 @@ import net from 'node:net';
 import { pipeline } from 'node:stream/promises';
 import type { EventLog } from '../events/event-log.js';
 import type { EventDetails } from '../events/event-map.js';
-import type { ExportRegistry } from '../exports/registry.js';
+import type { ExportRegistry, ExportView } from '../exports/registry.js';
 import { hostOfHeader } from '../http/allowed-hosts.js';
+import { readBody } from '../http/body.js';
 import { sendJsonError } from '../http-reply.js';
 import type { Logger } from '../log.js';
 import { AllowList } from '../exports/allow-list.js';
 import { exportNamePattern } from '../exports/rules.js';
 import type { BootArtifacts, BootFile } from './artifacts.js';
-import { exportScript, httpBase, menuScript, type BootEndpoint } from './ipxe.js';
+import { normaliseMac } from '../machines/inputs.js';
+import { maxReportBytes, reportedStages, type MachineBoots, type ReportedStage } from '../machines/boots.js';
+import { stateExportName } from '../machines/registry.js';
+import type { MachineRow } from '../db/schema.js';
+import { cannotBootScript, exportScript, httpBase, menuScript, type BootEndpoint } from './ipxe.js';
 
 export interface BootRoutesOptions {
   registry: Pick<ExportRegistry, 'list'>;
   artifacts: BootArtifacts;
   events: Pick<EventLog, 'record'>;
+  /** Known machines' boots: scripts by MAC, their stages, their reports. */
+  machines: Pick<MachineBoots, 'scriptFetched' | 'fileFetched' | 'report'>;
   /** `--nbd-allow`: a machine the NBD port would refuse gets no boot files either. */
   nbdAllow: AllowList;
   /** The NBD port machines dial (`--nbd-public-port`, else the port nbdmux listens on). */
@@ -31,10 +38,11 @@ export interface BootRoutesOptions {
 /** Answers a boot route and returns true, or returns false for any other path. */
 export type BootRoutes = (req: http.IncomingMessage, res: http.ServerResponse, url: URL) => Promise<boolean>;
 
-type Target = { kind: 'menu' } | { kind: 'script' | 'kernel' | 'initrd'; rawName: string };
+type Target = { kind: 'menu' } | { kind: 'report' } | { kind: 'script' | 'kernel' | 'initrd'; rawName: string };
 
 function matchBootRoute(pathname: string): Target | null {
   if (pathname === '/boot.ipxe') return { kind: 'menu' };
+  if (pathname === '/boot/report') return { kind: 'report' };
   const script = /^\/boot\/([^/]+)\.ipxe$/.exec(pathname);
   if (script) return { kind: 'script', rawName: script[1]! };
   const file = /^\/boot\/([^/]+)\/(vmlinuz|initrd\.img)$/.exec(pathname);
@@ -54,13 +62,18 @@ export function bootRoutes(options: BootRoutesOptions): BootRoutes {
     const target = matchBootRoute(url.pathname);
     if (!target) return false;
     const method = req.method ?? 'GET';
-    if (method !== 'GET' && method !== 'HEAD') {
-      sendJsonError(res, url.pathname, 405, 'METHOD_NOT_SUPPORTED', `${method} is not supported here; use GET or HEAD`, { allow: 'GET, HEAD' });
+    const allowed = target.kind === 'report' ? ['POST'] : ['GET', 'HEAD'];
+    if (!allowed.includes(method)) {
+      sendJsonError(res, url.pathname, 405, 'METHOD_NOT_SUPPORTED', `${method} is not supported here; use ${allowed.join(' or ')}`, { allow: allowed.join(', ') });
       return true;
     }
     const client = req.socket.remoteAddress ?? '';
     if (!nbdAllow.allows(client)) {
       sendJsonError(res, url.pathname, 403, 'FORBIDDEN', `${client} may not use the NBD port (--nbd-allow), so it gets no boot files either`);
+      return true;
+    }
+    if (target.kind === 'report') {
+      await report(req, res, url, client, options.machines);
       return true;
     }
     const bootable = registry.list().filter((exp) => exp.state === 'serving' && new AllowList(exp.allow).allows(client));
@@ -72,6 +85,21 @@ export function bootRoutes(options: BootRoutesOptions): BootRoutes {
       if (method === 'GET') events.record(type, exportName, { client, status, bytes });
     };
 
+    const macParam = target.kind === 'menu' ? url.searchParams.get('mac') : null;
+    if (macParam !== null) {
+      const mac = normaliseMac(macParam);
+      if (mac === null) {
+        sendJsonError(res, url.pathname, 400, 'BAD_REQUEST', `mac: "${macParam.slice(0, 40)}" is not a MAC address; chain /boot.ipxe?mac=\${net0/mac} from iPXE`);
+        return true;
+      }
+      // HEAD fetches nothing: only a GET is a machine booting.
+      const machine = method === 'GET' ? options.machines.scriptFetched(mac, client) : undefined;
+      if (machine !== undefined) {
+        const script = machineScript(machine, bootable, artifacts, { httpBase: requestBase(req), nbdHost: nbdHostFor(req), nbdPort: options.nbdPublicPort });
+        recordScript(script.exportName, sendText(req, res, script.text), script.exportName === null ? {} : { nbd: `${nbdHostFor(req)}:${options.nbdPublicPort}` });
+        return true;
+      }
+    }
     if (target.kind === 'menu') {
       const entries = bootable.flatMap((exp) => {
         const info = artifacts.bootInfo(exp);
@@ -104,9 +132,54 @@ export function bootRoutes(options: BootRoutesOptions): BootRoutes {
       sendJsonError(res, url.pathname, file.status, file.status === 404 ? 'NOT_FOUND' : 'SERVICE_UNAVAILABLE', `export "${exp.name}" cannot boot: ${file.reason}`);
       return true;
     }
-    await sendFile(req, res, file, url.pathname, log, (status) => recordFile(target.kind === 'kernel' ? 'boot.kernel' : 'boot.initrd', exp.name, status, file.size));
+    const kind = target.kind;
+    await sendFile(req, res, file, url.pathname, log, (status) => {
+      recordFile(kind === 'kernel' ? 'boot.kernel' : 'boot.initrd', exp.name, status, file.size);
+      if (method === 'GET') options.machines.fileFetched(client, exp.name, kind);
+    });
     return true;
   };
+}
+
+/** A known machine's script: its export's, with its identity; or why it cannot boot. */
+function machineScript(machine: MachineRow, bootable: readonly ExportView[], artifacts: BootArtifacts, endpoint: BootEndpoint): { text: string; exportName: string | null } {
+  if (machine.exportId === null) {
+    return { text: cannotBootScript(machine.name, `no export is set for it: PATCH /machines/${machine.mac} with "export"`), exportName: null };
+  }
+  const exp = bootable.find((candidate) => candidate.id === machine.exportId);
+  if (exp === undefined) {
+    return { text: cannotBootScript(machine.name, `its export is removed, or not serving, or its allow list leaves out this address: see GET /machines/${machine.mac}`), exportName: null };
+  }
+  const info = artifacts.bootInfo(exp);
+  if (!info.ready) return { text: cannotBootScript(machine.name, `export ${exp.name} cannot boot: ${info.reason ?? 'not ready'}`), exportName: exp.name };
+  const identity = { name: machine.name, mac: machine.mac, machineId: machine.machineId, cmdline: machine.cmdline, stateExport: machine.persistent ? stateExportName(machine.mac) : null };
+  return { text: exportScript({ ...exp, partition: info.partition }, endpoint, identity), exportName: exp.name };
+}
+
+/** `POST /boot/report?mac=MAC&stage=STAGE`, a text body: a machine's initramfs or booted system says where its boot is. */
+async function report(req: http.IncomingMessage, res: http.ServerResponse, url: URL, client: string, machines: BootRoutesOptions['machines']): Promise<void> {
+  const mac = normaliseMac(url.searchParams.get('mac') ?? '');
+  const stage = url.searchParams.get('stage') ?? '';
+  if (mac === null || !(reportedStages as readonly string[]).includes(stage)) {
+    sendJsonError(res, url.pathname, 400, 'BAD_REQUEST', `want ?mac=MAC&stage=${reportedStages.join('|')}`);
+    return;
+  }
+  if (Number(req.headers['content-length'] ?? 0) > maxReportBytes) {
+    sendJsonError(res, url.pathname, 413, 'PAYLOAD_TOO_LARGE', `a report is at most ${maxReportBytes} bytes`, { connection: 'close' });
+    req.resume();
+    return;
+  }
+  let body: Buffer;
+  try {
+    body = await readBody(req);
+  } catch {
+    // Too large, or cut off: the machine's report is lost, nothing else.
+    sendJsonError(res, url.pathname, 413, 'PAYLOAD_TOO_LARGE', `a report is at most ${maxReportBytes} bytes`, { connection: 'close' });
+    return;
+  }
+  const outcome = machines.report(mac, client, stage as ReportedStage, body.toString('latin1'));
+  if (outcome.ok) res.writeHead(204, { 'cache-control': 'no-store' }).end();
+  else sendJsonError(res, url.pathname, outcome.status, outcome.status === 403 ? 'FORBIDDEN' : 'CONFLICT', outcome.message);
 }
 
 function decodeName(raw: string): string | null {

@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import { integer, sqliteTable, text, uniqueIndex, index } from 'drizzle-orm/sqlite-core';
-import type { EventDetails, EventType } from '../events/event-map.js';
+import { machineStages, type EventDetails, type EventType, type MachineStage } from '../events/event-map.js';
 import { defaultCmdline } from '../boot/ipxe.js';
 import type { BootInspection } from '../boot/inspect/result.js';
 
@@ -91,6 +91,8 @@ export const connectionsTable = sqliteTable(
     /** Size of a copy-on-write connection's diff file when last seen; null when it has none. */
     cowDiffBytes: integer('cow_diff_bytes'),
     error: text('error'),
+    /** Set when it serves a machine's persistent state (exportId is then null); kept after the machine is deleted. */
+    machineId: integer('machine_id'),
   },
   // Both the live connections (closed_at NULL) and those retention prunes (oldest closed_at) are a range of it.
   (t) => [index('connections_open').on(t.closedAt)],
@@ -119,9 +121,53 @@ export const revokedSessionsTable = sqliteTable('revoked_sessions', {
   expiresAt: integer('expires_at').notNull(),
 });
 
+/**
+ * The lab's machines, by the MAC of their boot NIC: what each boots, its identity, and where its
+ * current boot is. A machine is deleted for good (its state file too); its history stays in events.
+ */
+export const machinesTable = sqliteTable('machines', {
+  id: integer('id').primaryKey({ autoIncrement: true }),
+  /** Lower case, colon-separated: the one spelling (see machines/inputs.ts). */
+  mac: text('mac').notNull().unique(),
+  name: text('name').notNull().unique(),
+  /** The export it boots; a removed export leaves the id here, shown as none with the reason. */
+  exportId: integer('export_id').references(() => exportsTable.id),
+  /** Kernel arguments after its export's. */
+  cmdline: text('cmdline').notNull().default(''),
+  persistent: integer('persistent', { mode: 'boolean' }).notNull().default(false),
+  /** Bytes of its state filesystem, used while `persistent`. */
+  stateSize: integer('state_size').notNull(),
+  /** `systemd.machine_id`: 32 hex digits, made once when the machine is created. */
+  machineId: text('machine_id').notNull(),
+  createdAt: text('created_at').notNull(),
+  /** Where the current (or last) boot is, and when it got there. */
+  stage: text('stage', { enum: machineStages }),
+  stageAt: text('stage_at'),
+  /** A `failed` stage's reason, or the timing lines `root` came with. */
+  stageDetail: text('stage_detail'),
+  /** When each stage of the current boot was reached. */
+  timeline: text('timeline', { mode: 'json' }).$type<Partial<Record<MachineStage, string>>>().notNull().default(sql`'{}'`),
+  /** The address that fetched its script last: its boot's connections and reports must come from there. */
+  address: text('address'),
+  lastSeenAt: text('last_seen_at'),
+  /** The NBD connection of its root in the current boot. */
+  rootConnectionId: integer('root_connection_id'),
+});
+
+/** MACs that asked for a script and are not machines (yet): one row each, however often they ask. */
+export const discoveredMachinesTable = sqliteTable('discovered_machines', {
+  mac: text('mac').primaryKey(),
+  address: text('address').notNull(),
+  firstSeenAt: text('first_seen_at').notNull(),
+  lastSeenAt: text('last_seen_at').notNull(),
+  requests: integer('requests').notNull().default(1),
+});
+
 export type ExportRow = typeof exportsTable.$inferSelect;
 export type VersionRow = typeof exportVersionsTable.$inferSelect;
 export type ConnectionRow = typeof connectionsTable.$inferSelect;
+export type MachineRow = typeof machinesTable.$inferSelect;
+export type DiscoveredMachineRow = typeof discoveredMachinesTable.$inferSelect;
 /** An event of one type, its details typed by it (drizzle types each column alone). */
 export type EventOf<T extends EventType> = Omit<typeof eventsTable.$inferSelect, 'type' | 'details'> & { type: T; details: EventDetails[T] };
 export type EventRow = { [T in EventType]: EventOf<T> }[EventType];

@@ -23,7 +23,8 @@ export interface EventDetails {
   /** The registered path now leads elsewhere (`pathLeadsTo`), or back; what clients get meanwhile is `serving`. */
   'export.file-changed': { id: number; file: string; pathLeadsTo: 'another file' | 'nothing' | 'the registered file'; serving: 'the registered file' | 'nothing' };
   'connection.opened': { connection: number; client: string; port: number };
-  'connection.negotiated': { connection: number; client: string };
+  /** `machineState`: the machine whose persistent state it attached (the event then names no export). */
+  'connection.negotiated': { connection: number; client: string; machineState?: number };
   'connection.closed': {
     connection: number;
     client: string;
@@ -54,7 +55,21 @@ export interface EventDetails {
   'boot.script': { client: string; status: number; menu?: string; nbd?: string };
   'boot.kernel': { client: string; status: number; bytes: number };
   'boot.initrd': { client: string; status: number; bytes: number };
+  'machine.created': { mac: string; name: string; persistent: boolean } & ActedBy;
+  /** `changed`: the fields that changed; `stateDiscarded`: its persistent state went with the change. */
+  'machine.updated': { mac: string; name: string; changed: string[]; stateDiscarded: boolean } & ActedBy;
+  'machine.deleted': { mac: string; name: string } & ActedBy;
+  /** Its persistent state was discarded: the next boot starts from the image. */
+  'machine.reset': { mac: string; name: string } & ActedBy;
+  /** A MAC no machine has asked for a boot script (recorded the first time only). */
+  'machine.discovered': { mac: string; client: string };
+  /** The machine's boot reached `stage`; `detail`: a failure's reason, or the timing lines of `root`. */
+  'machine.stage': { mac: string; name: string; stage: MachineStage; client: string; detail?: string };
 }
+
+/** Where a machine's boot is, in the order a good boot passes them (failed: at any point). */
+export const machineStages = ['script', 'kernel', 'initrd', 'attached', 'root', 'up', 'off', 'failed'] as const;
+export type MachineStage = (typeof machineStages)[number];
 
 export type EventType = keyof EventDetails;
 

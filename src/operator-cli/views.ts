@@ -114,7 +114,17 @@ function describeEvent(event: NbdmuxStreamEvent): string {
     case 'boot.script':
     case 'boot.kernel':
     case 'boot.initrd':
+    case 'machine.created':
+    case 'machine.updated':
+    case 'machine.deleted':
+    case 'machine.reset':
+    case 'machine.discovered':
       return formatDetails(event.details);
+    case 'machine.stage': {
+      // A report's lines (the timing of `root`) would break the one-line-per-event shape: its last line says enough.
+      const { detail, ...rest } = event.details;
+      return formatDetails(detail === undefined ? rest : { ...rest, detail: detail.split('\n').pop()! });
+    }
     default:
       return unknownEvent(event);
   }

@@ -77,6 +77,12 @@ function matchRoute(pathname: string): Route | null {
   if (versions) return exportVersions(versions[1]!);
   const rollback = /^\/exports\/([^/]+)\/rollback$/.exec(pathname);
   if (rollback) return exportRollback(rollback[1]!);
+  if (pathname === '/machines' || pathname === '/machines/') return machinesCollection;
+  if (pathname === '/machines/discovered') return discoveredMachines;
+  const machine = /^\/machines\/([^/]+)$/.exec(pathname);
+  if (machine) return machineItem(machine[1]!);
+  const reset = /^\/machines\/([^/]+)\/reset$/.exec(pathname);
+  if (reset) return machineReset(reset[1]!);
   return null;
 }
 
@@ -148,11 +154,59 @@ function exportRollback(rawName: string): Route {
   };
 }
 
+const machinesCollection: Route = {
+  methods: ['GET', 'HEAD', 'POST'],
+  async handle(method, { req, procedures }) {
+    if (method === 'POST') {
+      const created = await procedures().machines.create((await readJsonBody(req)) as never);
+      return { status: 201, json: created, headers: { location: `/machines/${created.mac}` } };
+    }
+    return { status: 200, json: await procedures().machines.list() };
+  },
+};
+
+const discoveredMachines: Route = {
+  methods: ['GET', 'HEAD'],
+  async handle(_method, { procedures }) {
+    return { status: 200, json: await procedures().machines.discovered() };
+  },
+};
+
+function machineItem(rawMac: string): Route {
+  return {
+    methods: ['GET', 'HEAD', 'PATCH', 'DELETE'],
+    async handle(method, { req, procedures }) {
+      const mac = decodePathPart('mac', rawMac);
+      if (method === 'DELETE') {
+        await procedures().machines.delete({ mac });
+        return { status: 204 };
+      }
+      if (method === 'PATCH') return { status: 200, json: await procedures().machines.update(withPathField(await readJsonBody(req), 'mac', mac, 'machine')) };
+      return { status: 200, json: await procedures().machines.get({ mac }) };
+    },
+  };
+}
+
+function machineReset(rawMac: string): Route {
+  return {
+    methods: ['POST'],
+    async handle(_method, { procedures }) {
+      await procedures().machines.reset({ mac: decodePathPart('mac', rawMac) });
+      return { status: 204 };
+    },
+  };
+}
+
 /** The body's fields with the export name the path gives; the procedure's schema judges the rest. */
 function withPathName(body: unknown, name: string): never {
+  return withPathField(body, 'name', name, 'export');
+}
+
+/** The body's fields with the one the path gives (an export's name, a machine's MAC). */
+function withPathField(body: unknown, field: string, value: string, what: string): never {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badInput('(body)', 'must be a JSON object');
-  if ('name' in body) throw badInput('name', 'the export is named by the path; remove "name" from the body');
-  return { ...body, name } as never;
+  if (field in body) throw badInput(field, `the ${what} is named by the path; remove "${field}" from the body`);
+  return { ...body, [field]: value } as never;
 }
 
 /** A body the procedure accepted with a `url` started an import. */
@@ -165,10 +219,14 @@ function hasBody(req: http.IncomingMessage): boolean {
 }
 
 function decodeName(raw: string): string {
+  return decodePathPart('name', raw);
+}
+
+function decodePathPart(field: string, raw: string): string {
   try {
     return decodeURIComponent(raw);
   } catch {
-    throw badInput('name', 'the export name in the path is not valid percent-encoding');
+    throw badInput(field, `the ${field} in the path is not valid percent-encoding`);
   }
 }
 

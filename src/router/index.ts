@@ -1,12 +1,14 @@
 import { connectionsRouter } from './connections.js';
 import { eventsRouter } from './events.js';
 import { exportsRouter } from './exports.js';
+import { machinesRouter } from './machines.js';
 import { statusRouter } from './status.js';
 import { systemRouter } from './system.js';
 import { createCallerFactory, router } from './trpc.js';
 
 export const appRouter = router({
   exports: exportsRouter,
+  machines: machinesRouter,
   connections: connectionsRouter,
   events: eventsRouter,
   status: statusRouter,

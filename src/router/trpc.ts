@@ -4,11 +4,13 @@ import { isOutOfSpace, type DataDirSpace } from '../db/data-dir-space.js';
 import { dataDirFull, describeError } from '../errors.js';
 import type { EventLog } from '../events/event-log.js';
 import type { ExportRegistry } from '../exports/registry.js';
+import type { MachineRegistry } from '../machines/registry.js';
 import type { ConnectionTable, DataPlaneHealth } from '../supervisor/index.js';
 
 /** The domain modules, the same for every request. */
 export interface Services {
   registry: ExportRegistry;
+  machines: MachineRegistry;
   events: EventLog;
   space: Pick<DataDirSpace, 'dataDir' | 'reportFull'>;
   info: { version: string; authRequired: boolean };

@@ -1,21 +1,25 @@
 import { once, type EventEmitter } from 'node:events';
 import type { ExportRegistry } from '../exports/registry.js';
+import type { MachineRegistry } from '../machines/registry.js';
 import type { ConnectionTable, DataPlaneHealth } from '../supervisor/index.js';
 
 /** What a status snapshot is read from: the domain modules, never a request's context. */
 export interface StatusSources {
   dataPlane: { health(): Promise<DataPlaneHealth>; connections: Pick<ConnectionTable, 'recent'>; maxConnections: number };
   registry: Pick<ExportRegistry, 'list'>;
+  machines: Pick<MachineRegistry, 'list' | 'discovered'>;
   /** Emits 'event' for every event recorded: something may have changed. */
   events: EventEmitter;
 }
 
-/** Everything the dashboard shows about the data plane, in one consistent picture. */
+/** Everything the dashboard shows about the data plane and the machines, in one consistent picture. */
 export async function statusSnapshot(sources: StatusSources) {
   return {
     health: await sources.dataPlane.health(),
     exports: sources.registry.list(),
     connections: sources.dataPlane.connections.recent(sources.dataPlane.maxConnections, true),
+    machines: sources.machines.list(),
+    discoveredMachines: sources.machines.discovered(),
   };
 }
 

@@ -2,7 +2,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { AllowList } from '../exports/allow-list.js';
-import { allowListsOf, exportsVisibleTo, renderNbdServerConfig, writeFileAtomically, type ServedExport } from './nbd-config.js';
+import { allowListsOf, exportsVisibleTo, renderNbdServerConfig, writeFileAtomically, type ServedExport, type ServedState } from './nbd-config.js';
 
 /** What one serving process is started with: its config, and the descriptors that config names, in order. */
 export interface ClientConfig {
@@ -27,9 +27,10 @@ const staleAfterMs = 60_000;
  */
 export class ConfigVariants {
   private exports: readonly ServedExport[] = [];
+  private states: readonly ServedState[] = [];
   private allowLists = new Map<number, AllowList>();
   /** Configs of the current set, by the ids of the exports they hold. */
-  private current = new Map<string, ClientConfig>();
+  private current = new Map<string, ClientConfig & { states: number }>();
   /** Every variant file known to exist, by path, with the last time a process was started with it. */
   private readonly lastUsed = new Map<string, number>();
 
@@ -57,17 +58,29 @@ export class ConfigVariants {
     writeFileAtomically(this.fullPath, text);
     this.exports = exports;
     this.allowLists = allowListsOf(exports);
-    this.current = new Map([[idsKey(exports), full]]);
+    this.current = new Map([[idsKey(exports, []), full]]);
     return text;
+  }
+
+  /** Makes `states` the machines' state exports; each is in the config of its one client only. */
+  applyStates(states: readonly ServedState[]): void {
+    this.states = states;
+    this.current = new Map([...this.current].filter(([, config]) => config.states === 0));
+  }
+
+  /** The state a live process of `machineId` serves, as the current set says; undefined once none does. */
+  stateOf(machineId: number): ServedState | undefined {
+    return this.states.find((state) => state.machineId === machineId);
   }
 
   /** The config for a new connection from `clientAddress`, written on first use. */
   forClient(clientAddress: string): ClientConfig {
     const visible = exportsVisibleTo(this.exports, clientAddress, this.allowLists);
-    const key = idsKey(visible);
+    const states = this.states.filter((state) => state.client === clientAddress);
+    const key = idsKey(visible, states);
     let config = this.current.get(key);
     if (config === undefined) {
-      config = this.write(visible, renderNbdServerConfig(visible, this.cowDir));
+      config = this.write(visible, renderNbdServerConfig(visible, this.cowDir, states), states);
       this.current.set(key, config);
     }
     this.lastUsed.set(config.path, Date.now());
@@ -75,11 +88,11 @@ export class ConfigVariants {
   }
 
   /** The file holding `text`, named by it: an existing file of that name already holds exactly this text. */
-  private write(exports: readonly ServedExport[], text: string): ClientConfig {
+  private write(exports: readonly ServedExport[], text: string, states: readonly ServedState[] = []): ClientConfig & { states: number } {
     const variantPath = `${this.fullPath}.${crypto.createHash('sha256').update(text).digest('hex').slice(0, 16)}`;
     if (!this.lastUsed.has(variantPath)) writeFileAtomically(variantPath, text);
     this.lastUsed.set(variantPath, Date.now());
-    return { path: variantPath, fds: exports.map((exp) => exp.fd) };
+    return { path: variantPath, fds: [...exports.map((exp) => exp.fd), ...states.map((state) => state.fd)], states: states.length };
   }
 
   /** Removes variants that are not current and were last started with long enough ago. */
@@ -93,6 +106,6 @@ export class ConfigVariants {
   }
 }
 
-function idsKey(exports: readonly ServedExport[]): string {
-  return exports.map((exp) => exp.id).join(',');
+function idsKey(exports: readonly ServedExport[], states: readonly ServedState[]): string {
+  return [...exports.map((exp) => exp.id), ...states.map((state) => state.name)].join(',');
 }

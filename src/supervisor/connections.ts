@@ -2,6 +2,7 @@ import type { ConnectionRow } from '../db/schema.js';
 import type { EventLog } from '../events/event-log.js';
 import type { ConnectionStore } from './connection-store.js';
 import { removeCowDiff } from './cow-diffs.js';
+import type { Report } from './report-pipe.js';
 import { isRunning, killProcess, readStartTicks } from './proc.js';
 import { sampleConnections, sampleLastBytes } from './sampler.js';
 
@@ -12,6 +13,8 @@ export interface LiveConnection {
   exportId: number | null;
   /** The version it attached; null before negotiation (or for a process from before versions). */
   versionId: number | null;
+  /** The machine whose persistent state it serves (then exportId stays null). */
+  machineId: number | null;
   readonly clientAddress: string;
   readonly clientPort: number;
   pid: number | null;
@@ -76,7 +79,7 @@ export class ConnectionTable {
   /** Live connections from this address whose client has not chosen an export yet. */
   pendingFrom(clientAddress: string): number {
     let pending = 0;
-    for (const conn of this.live.values()) if (conn.clientAddress === clientAddress && conn.exportId === null) pending++;
+    for (const conn of this.live.values()) if (conn.clientAddress === clientAddress && !hasChosen(conn)) pending++;
     return pending;
   }
 
@@ -116,8 +119,16 @@ export class ConnectionTable {
     this.store.update(conn.id, { pid, pidStartTicks: conn.pidStartTicks });
   }
 
-  negotiated(conn: LiveConnection, exportId: number, versionId: number | null): void {
-    if (!this.live.has(conn.id) || conn.exportId !== null) return;
+  negotiated(conn: LiveConnection, report: Report): void {
+    if (!this.live.has(conn.id) || hasChosen(conn)) return;
+    if ('machineId' in report) {
+      conn.machineId = report.machineId;
+      conn.negotiatedAt = new Date().toISOString();
+      this.store.update(conn.id, { machineId: conn.machineId, negotiatedAt: conn.negotiatedAt });
+      this.events.record('connection.negotiated', null, { connection: conn.id, client: conn.clientAddress, machineState: conn.machineId });
+      return;
+    }
+    const { exportId, versionId } = report;
     const exp = this.store.exportById(exportId);
     if (!exp) return; // not an id we ever wrote: ignore rather than trust it
     conn.exportId = exportId;
@@ -169,7 +180,7 @@ export class ConnectionTable {
       const conn = fromRow(row, true);
       this.live.set(conn.id, conn);
       const running = conn.pid !== null && conn.pidStartTicks !== null && isRunning({ pid: conn.pid, startTicks: conn.pidStartTicks });
-      if (running && conn.exportId === null) {
+      if (running && !hasChosen(conn)) {
         cut++;
         killProcess(conn.pid!); // ours: pid and start time match
         this.close(conn, { outcome: 'not-served', error: 'had chosen no export when nbdmux restarted: cut, since no daemon can learn which export it serves' });
@@ -179,7 +190,7 @@ export class ConnectionTable {
       } else {
         ended++;
         this.close(conn, {
-          outcome: conn.exportId === null ? 'not-served' : 'closed',
+          outcome: hasChosen(conn) ? 'closed' : 'not-served',
           error: 'ended while nbdmux was not running',
         });
       }
@@ -221,13 +232,18 @@ export class ConnectionTable {
   }
 }
 
+/** Whether the client has chosen what it is served: an export, or its machine's state. */
+export function hasChosen(conn: Pick<LiveConnection, 'exportId' | 'machineId'>): boolean {
+  return conn.exportId !== null || conn.machineId !== null;
+}
+
 /** An adopted process is not our child, so no 'close' tells its end: /proc does. */
 function adoptedAndEnded(conn: LiveConnection): boolean {
   return conn.adopted && conn.pid !== null && !isRunning({ pid: conn.pid, startTicks: conn.pidStartTicks ?? -1 });
 }
 
 function unrecordedRow(id: number, values: Pick<ConnectionRow, 'clientAddress' | 'clientPort' | 'openedAt'>): ConnectionRow {
-  return { id, ...values, exportId: null, versionId: null, pid: null, pidStartTicks: null, negotiatedAt: null, closedAt: null, outcome: null, exitCode: null, signal: null, bytesSent: 0, cowDiffBytes: null, error: null };
+  return { id, ...values, exportId: null, versionId: null, machineId: null, pid: null, pidStartTicks: null, negotiatedAt: null, closedAt: null, outcome: null, exitCode: null, signal: null, bytesSent: 0, cowDiffBytes: null, error: null };
 }
 
 function fromRow(row: ConnectionRow, adopted: boolean): LiveConnection {
@@ -235,6 +251,7 @@ function fromRow(row: ConnectionRow, adopted: boolean): LiveConnection {
     id: row.id,
     exportId: row.exportId,
     versionId: row.versionId,
+    machineId: row.machineId,
     clientAddress: row.clientAddress,
     clientPort: row.clientPort,
     pid: row.pid,

@@ -12,14 +12,14 @@ import { ConnectionTable, type LiveConnection } from './connections.js';
 import { ConfigVariants } from './config-variants.js';
 import { prepareCowDir, removeLeftoverCowDiffs } from './cow-diffs.js';
 import { configEnablesTls, detectFastStart, type FastStart } from './fast-start.js';
-import type { ServedExport } from './nbd-config.js';
+import type { ServedExport, ServedState } from './nbd-config.js';
 import { probeNbdServer } from './nbd-server-binary.js';
 import { nbdServerGreets } from './self-test.js';
 import { describeShortage } from './shortages.js';
 import { Spawner } from './spawner.js';
 import { StartFailures } from './start-failures.js';
 
-export type { ServedExport } from './nbd-config.js';
+export type { ServedExport, ServedState } from './nbd-config.js';
 export type { ConnectionTable, ConnectionView, LiveConnection } from './connections.js';
 
 export interface SupervisorOptions {
@@ -106,7 +106,7 @@ export class Supervisor {
       log,
       onStartFailed: (conn, reason) => this.startFailures.failed({ connection: conn.id, client: conn.clientAddress, reason }),
       onNegotiated: () => this.startFailures.recovered(),
-      admit: (conn, exportId) => this.admits(conn, exportId),
+      admit: (conn, report) => ('machineId' in report ? this.admitsState(conn, report.machineId) : this.admits(conn, report.exportId)),
     });
     this.server = net.createServer({ pauseOnConnect: true }, (socket) => this.accept(socket));
     this.refreshTimer = setInterval(() => {
@@ -117,14 +117,15 @@ export class Supervisor {
     }, refreshIntervalMs).unref();
   }
 
-  /** Checks the binary, writes the config, adopts surviving connections, then listens. */
-  static async start(options: SupervisorOptions, exports: readonly ServedExport[]): Promise<Supervisor> {
+  /** Checks the binary, writes the config, adopts surviving connections, then listens: machines' states are served from the first connection. */
+  static async start(options: SupervisorOptions, exports: readonly ServedExport[], states: readonly ServedState[]): Promise<Supervisor> {
     const version = await probeNbdServer(options.nbdServerBin);
     const fastStart = await detectFastStart(options.nbdServerBin);
     if (!fastStart.enabled) options.log.warn('fast start off: nbd-server runs without the shim that skips its unused DH parameters', { reason: fastStart.reason });
     const supervisor = new Supervisor(options, version, fastStart);
     prepareCowDir(supervisor.cowDir);
     supervisor.applyExports(exports);
+    supervisor.applyStates(states);
     const { adopted, ended, cut } = supervisor.connections.adoptSurvivors();
     if (adopted + ended + cut > 0) options.log.info('found connections of an earlier run', { adopted, ended, cut });
     // Diffs of serving processes killed while no nbdmux watched; adopted ones keep theirs.
@@ -143,6 +144,11 @@ export class Supervisor {
   /** Makes `exports` the set every new connection sees. Synchronous, so callers can keep it in step with a transaction. */
   applyExports(exports: readonly ServedExport[]): void {
     this.configEnablesTls = configEnablesTls(this.configs.apply(exports));
+  }
+
+  /** Makes `states` the machines' state exports new connections may attach. */
+  applyStates(states: readonly ServedState[]): void {
+    this.configs.applyStates(states);
   }
 
   get maxConnections(): number {
@@ -207,6 +213,21 @@ export class Supervisor {
     if (!row) return false;
     if (row.allow.length === 0 || new AllowList(row.allow).allows(conn.clientAddress)) return true;
     this.recordRefusal(row.name, conn.clientAddress, conn.clientPort, `${conn.clientAddress} is not in the allow list of export ${row.name}`);
+    return false;
+  }
+
+  /** A machine's state: from the address its current boot came from, and never attached twice at once. */
+  private admitsState(conn: LiveConnection, machineId: number): boolean {
+    const state = this.configs.stateOf(machineId);
+    const holder = this.connections.list().find((other) => other.machineId === machineId && other.id !== conn.id);
+    const refusal =
+      state === undefined || state.client !== conn.clientAddress
+        ? `${conn.clientAddress} may no longer attach the state of machine ${state?.machine ?? machineId}: it was reset or deleted, or its boot now comes from another address`
+        : holder !== undefined
+          ? `the state of machine ${state.machine} is already attached (connection ${holder.id} from ${holder.clientAddress}): a second boot of the same machine must wait until the first one's connection closes`
+          : null;
+    if (refusal === null) return true;
+    this.recordRefusal(null, conn.clientAddress, conn.clientPort, refusal);
     return false;
   }
 

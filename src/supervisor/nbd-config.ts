@@ -32,6 +32,23 @@ export interface ServedExport {
 }
 
 /**
+ * A machine's persistent state (src/machines): served read-write, only to the address that
+ * fetched the machine's script for this boot, and to one connection at a time.
+ */
+export interface ServedState {
+  machineId: number;
+  /** The machine's name, for refusals. */
+  machine: string;
+  /** `__state-<MAC in hex>`: a reserved name no export can take. */
+  name: string;
+  fd: number;
+  /** The one client address that sees it in its config. */
+  client: string;
+}
+
+export const stateNamePattern = /^__state-[0-9a-f]{12}$/;
+
+/**
  * The exports a client may see and use: those with no allow list, and those whose list holds
  * its address. The others are left out of its config entirely, so it cannot list or probe them.
  */
@@ -50,7 +67,7 @@ export function allowListsOf(exports: readonly ServedExport[]): Map<number, Allo
  * text. Throws on a name or path that could be misread, as a last line of defence behind input
  * validation.
  */
-export function renderNbdServerConfig(exports: readonly ServedExport[], cowDir?: string): string {
+export function renderNbdServerConfig(exports: readonly ServedExport[], cowDir?: string, states: readonly ServedState[] = []): string {
   const lines = [
     '# Written by nbdmux; any edit is overwritten on the next change.',
     '[generic]',
@@ -95,6 +112,19 @@ export function renderNbdServerConfig(exports: readonly ServedExport[], cowDir?:
         ? // Waits for the daemon's verdict on this client; no verdict (no daemon) refuses it.
           `prerun = trap '' PIPE; echo ${exp.id} ${exp.versionId} >&${reportFd}; read -r verdict <&${reportFd}; [ "$verdict" = ${admittedVerdict} ]`
         : `prerun = trap '' PIPE; echo ${exp.id} ${exp.versionId} >&${reportFd}; exit 0`,
+    );
+  }
+  for (const [index, state] of states.entries()) {
+    if (!stateNamePattern.test(state.name)) throw new Error(`refusing to write unsafe state export name ${JSON.stringify(state.name)}`);
+    if (!Number.isSafeInteger(state.machineId) || state.machineId < 1) throw new Error(`invalid machine id ${state.machineId}`);
+    lines.push(
+      '',
+      `# the persistent state of machine ${state.machineId}`,
+      `[${state.name}]`,
+      `exportname = /proc/self/fd/${firstExportFd + exports.length + index}`,
+      'readonly = false',
+      // Always waits for the verdict: the daemon refuses a second attach of the same state.
+      `prerun = trap '' PIPE; echo state ${state.machineId} >&${reportFd}; read -r verdict <&${reportFd}; [ "$verdict" = ${admittedVerdict} ]`,
     );
   }
   return lines.join('\n') + '\n';

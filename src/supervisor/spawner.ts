@@ -4,10 +4,10 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from '../log.js';
 import type { ClientConfig } from './config-variants.js';
 import { classifyClose, noExportChosen } from './close-classification.js';
-import type { ConnectionTable, LiveConnection } from './connections.js';
+import { hasChosen, type ConnectionTable, type LiveConnection } from './connections.js';
 import { reportFd } from './nbd-config.js';
 import { isOnCpu, killProcess } from './proc.js';
-import { answerReports } from './report-pipe.js';
+import { answerReports, type Report } from './report-pipe.js';
 import { describeShortage } from './shortages.js';
 
 /**
@@ -33,8 +33,8 @@ export interface SpawnerOptions {
   /** nbd-server failed for this client; true when that was news, false when only counted (the connection's end is then summarised too). */
   onStartFailed: (conn: LiveConnection, reason: string) => boolean;
   onNegotiated: () => void;
-  /** Whether this client may use the export it chose (its allow list); a refusal is the caller's to record. */
-  admit: (conn: LiveConnection, exportId: number) => boolean;
+  /** Whether this client may use the export or machine state it chose; a refusal is the caller's to record. */
+  admit: (conn: LiveConnection, report: Report) => boolean;
 }
 
 /** An accepted connection, from the queue until its process ends. */
@@ -77,7 +77,7 @@ export class Spawner {
    */
   private cutUnnegotiated(accepted: Accepted): void {
     const { conn } = accepted;
-    if (conn.exportId !== null) return;
+    if (hasChosen(conn)) return;
     accepted.expired = true;
     const queued = this.waiting.indexOf(accepted);
     if (queued >= 0) {
@@ -153,11 +153,11 @@ export class Spawner {
     let refused = false;
     answerReports(
       child.stdio[reportFd] as Duplex,
-      (exportId) => this.options.admit(conn, exportId),
+      (report) => this.options.admit(conn, report),
       (report) => {
         if (report?.admitted) {
           clearTimeout(accepted.deadline);
-          table.negotiated(conn, report.exportId, report.versionId);
+          table.negotiated(conn, report);
           this.options.onNegotiated();
         } else if (report) {
           refused = true;
@@ -171,7 +171,7 @@ export class Spawner {
     child.on('close', (exitCode, signal) => {
       release();
       clearTimeout(accepted.deadline);
-      const end = { exitCode, signal, stderr, killRequested: conn.killRequested, negotiated: conn.exportId !== null, refused, expired: accepted.expired };
+      const end = { exitCode, signal, stderr, killRequested: conn.killRequested, negotiated: hasChosen(conn), refused, expired: accepted.expired };
       const { outcome, error, nbdServerFailed } = classifyClose(end, this.options.negotiationTimeoutMs);
       const summarised = nbdServerFailed !== undefined && !this.options.onStartFailed(conn, nbdServerFailed);
       table.close(conn, { outcome, exitCode, signal, error, summarised });

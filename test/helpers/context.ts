@@ -9,7 +9,9 @@ import { ExportRegistry, type DataPlane } from '../../src/exports/registry.js';
 import { Importer } from '../../src/images/importer.js';
 import { createLogger } from '../../src/log.js';
 import { createCaller, type Context } from '../../src/router/index.js';
-import type { ServedExport } from '../../src/supervisor/index.js';
+import { MachineRegistry, type MachineDataPlane } from '../../src/machines/registry.js';
+import { StateFiles } from '../../src/machines/state-files.js';
+import type { LiveConnection, ServedExport, ServedState } from '../../src/supervisor/index.js';
 import { tempDir } from './daemon.js';
 import { memoryDatabase } from './db.js';
 
@@ -19,9 +21,13 @@ import { memoryDatabase } from './db.js';
  * of exports to serve, handed over in the same step as the commit, and the connections to cut.
  * What nbd-server does with them is shown end to end by the tests that start the daemon.
  */
-export class RecordingDataPlane implements DataPlane {
+export class RecordingDataPlane implements DataPlane, MachineDataPlane {
   /** Every export list handed over, in order. */
   readonly applied: ServedExport[][] = [];
+  /** Every list of machine states handed over, in order. */
+  readonly appliedStates: ServedState[][] = [];
+  /** Live connections as machines see them, as the test sets them. */
+  readonly liveConnections: Array<Pick<LiveConnection, 'id' | 'machineId'>> = [];
   /** Live connections per export id, as the test sets them. */
   readonly live = new Map<number, number>();
   /** Live connections per version id, as the test sets them. */
@@ -42,7 +48,12 @@ export class RecordingDataPlane implements DataPlane {
     this.applied.push([...exports]);
   }
 
+  applyStates(states: readonly ServedState[]): void {
+    this.appliedStates.push([...states]);
+  }
+
   readonly connections = {
+    list: () => this.liveConnections as LiveConnection[],
     countByExport: () => new Map(this.live),
     countByVersion: () => new Map(this.liveByVersion),
     kill: (exportIds: ReadonlySet<number>) => {
@@ -67,6 +78,9 @@ export interface TestControlPlane {
   events: EventLog;
   space: DataDirSpace;
   registry: ExportRegistry;
+  machines: MachineRegistry;
+  /** Where persistent machines' state files are made (real mkfs.ext4). */
+  stateFiles: StateFiles;
   context: Context;
   caller: ReturnType<typeof createCaller>;
   /** Every log line written, parsed. */
@@ -93,8 +107,11 @@ export function testControlPlane(options: { imageRoots?: string[]; cowDir?: stri
   const imageRoots = options.imageRoots ?? [];
   const importer = new Importer({ storeDir: `${dataDir}/images`, maxImports: 2, imageRoots, log });
   const registry = new ExportRegistry(db, dataPlane, events, pins, { imageRoots, keepVersions: options.keepVersions ?? 3, importer, boot: noKitArtifacts, log });
+  const stateFiles = new StateFiles(`${dataDir}/machines`);
+  const machines = new MachineRegistry(db, dataPlane, events, stateFiles);
   const context: Context = {
     registry,
+    machines,
     events,
     space,
     info: { version: 'test', authRequired: false },
@@ -108,6 +125,8 @@ export function testControlPlane(options: { imageRoots?: string[]; cowDir?: stri
     events,
     space,
     registry,
+    machines,
+    stateFiles,
     context,
     caller: createCaller(context),
     logs,

@@ -160,7 +160,7 @@ function describeEvent(event: NbdmuxEvent): string {
     case 'connection.opened':
       return `${event.details.client}:${event.details.port}`;
     case 'connection.negotiated':
-      return `${event.details.client} attached ${name}`;
+      return `${event.details.client} attached ${event.details.machineState === undefined ? name : 'its machine state'}`;
     case 'connection.closed': {
       const d = event.details;
       return `${d.client}${name ? ` left ${name}` : ''}: ${d.outcome}, ${formatBytes(d.bytesSent)}${d.error ? ` (${d.error})` : ''}`;
@@ -192,6 +192,22 @@ function describeEvent(event: NbdmuxEvent): string {
     case 'boot.initrd': {
       const d = event.details;
       return `${d.client} fetched the ${event.type === 'boot.kernel' ? 'kernel' : 'initramfs'} of ${name}${d.status === 304 ? ', unchanged' : ` (${formatBytes(d.bytes)})`}`;
+    }
+    case 'machine.created':
+      return `machine ${event.details.name} (${event.details.mac})${name ? ` boots ${name}` : ''}${event.details.persistent ? ', persistent' : ''}${byActor(event.details)}`;
+    case 'machine.updated': {
+      const d = event.details;
+      return `machine ${d.name}: ${d.changed.length > 0 ? d.changed.join(', ') : 'nothing'} changed${d.stateDiscarded ? ', its state discarded' : ''}${byActor(d)}`;
+    }
+    case 'machine.deleted':
+      return `machine ${event.details.name} (${event.details.mac}) deleted${byActor(event.details)}`;
+    case 'machine.reset':
+      return `machine ${event.details.name}: its state discarded${byActor(event.details)}`;
+    case 'machine.discovered':
+      return `unknown MAC ${event.details.mac} asked to boot from ${event.details.client}`;
+    case 'machine.stage': {
+      const d = event.details;
+      return `machine ${d.name}: ${d.stage}${d.detail ? ` (${d.detail.split('\n').pop()})` : ''}`;
     }
     case 'daemon.started':
     case 'daemon.stopped':

@@ -1,0 +1,140 @@
+import { and, eq, inArray, sql } from 'drizzle-orm';
+import type { Db } from '../db/open.js';
+import { discoveredMachinesTable, exportsTable, machinesTable, type MachineRow } from '../db/schema.js';
+import type { EventLog } from '../events/event-log.js';
+import type { MachineStage } from '../events/event-map.js';
+import type { EventRow } from '../db/schema.js';
+import type { MachineRegistry } from './registry.js';
+
+/** What a machine's boot reports itself (the initramfs, then the booted system). */
+export const reportedStages = ['root', 'up', 'failed'] as const;
+export type ReportedStage = (typeof reportedStages)[number];
+
+/** Unknown MACs remembered, the newest. */
+const maxDiscovered = 1000;
+
+/** A report's text is kept, shown and logged: bounded, one line per line, printable only. */
+export const maxReportBytes = 4096;
+
+export type ReportOutcome = { ok: true } | { ok: false; status: 403 | 409; message: string };
+
+/** The stages a boot passes before its root is up: a file fetched or a connection made in them moves it on. */
+const booting: readonly MachineStage[] = ['script', 'kernel', 'initrd'];
+
+/**
+ * Where each machine's boot is, from what nbdmux sees of it: its script fetched, its kernel and
+ * initramfs, its NBD connection (matched by the address that fetched the script), and the
+ * reports of ramboot and of the booted system. Each step is stored and recorded as an event.
+ */
+export class MachineBoots {
+  constructor(
+    private readonly db: Db,
+    private readonly events: EventLog,
+    private readonly machines: MachineRegistry,
+  ) {
+    events.on('event', (event) => this.observe(event));
+  }
+
+  /**
+   * A machine asked for its script from `client`: a new boot. Its state becomes visible to this
+   * address alone. Undefined for an unknown MAC, which is recorded as discovered.
+   */
+  scriptFetched(mac: string, client: string): MachineRow | undefined {
+    const known = this.db.select().from(machinesTable).where(eq(machinesTable.mac, mac)).get();
+    if (known === undefined) {
+      this.discovered(mac, client);
+      return undefined;
+    }
+    const now = new Date().toISOString();
+    const row = this.db
+      .update(machinesTable)
+      .set({ address: client, lastSeenAt: now, stage: 'script', stageAt: now, stageDetail: null, timeline: { script: now }, rootConnectionId: null })
+      .where(eq(machinesTable.id, known.id))
+      .returning()
+      .all()[0]!;
+    this.machines.applyStates();
+    this.recordStage(row, 'script');
+    return row;
+  }
+
+  /** A boot file of `exportName` went to `client`: the machine booting it from there moves on. */
+  fileFetched(client: string, exportName: string, stage: 'kernel' | 'initrd'): void {
+    const row = this.bootingFrom(client, exportName);
+    if (row) this.moveTo(row, stage, null);
+  }
+
+  /** A report from the machine's initramfs or booted system; refused unless it comes from the address of its current boot. */
+  report(mac: string, client: string, stage: ReportedStage, text: string): ReportOutcome {
+    const row = this.db.select().from(machinesTable).where(eq(machinesTable.mac, mac)).get();
+    // The same answer for an unknown MAC and a known one from elsewhere: a report cannot probe for machines.
+    if (row === undefined || row.address !== client) {
+      return { ok: false, status: 403, message: `no machine with MAC ${mac} is booting from ${client}: a machine reports from the address that fetched its script` };
+    }
+    if (row.timeline[stage] !== undefined) {
+      return { ok: false, status: 409, message: `machine ${row.name} already reported ${stage} in this boot` };
+    }
+    this.moveTo(row, stage, cleanReport(text));
+    return { ok: true };
+  }
+
+  private observe(event: EventRow): void {
+    if (event.type === 'connection.negotiated' && event.exportName !== null) {
+      const row = this.bootingFrom(event.details.client, event.exportName);
+      if (row) this.moveTo(row, 'attached', null, { rootConnectionId: event.details.connection });
+    } else if (event.type === 'connection.closed') {
+      const row = this.db.select().from(machinesTable).where(eq(machinesTable.rootConnectionId, event.details.connection)).get();
+      if (row === undefined || row.stage === 'failed' || row.stage === 'off') return;
+      if (row.stage === 'up') this.moveTo(row, 'off', null);
+      else this.moveTo(row, 'failed', `its root's NBD connection closed at stage ${row.stage}, before the system was up (a reset, a crash, or a power cut?)`);
+    }
+  }
+
+  /** The machine whose current boot, from `client`, is booting `exportName` and has not attached yet. */
+  private bootingFrom(client: string, exportName: string): MachineRow | undefined {
+    return this.db
+      .select({ machine: machinesTable })
+      .from(machinesTable)
+      .innerJoin(exportsTable, eq(exportsTable.id, machinesTable.exportId))
+      .where(and(eq(machinesTable.address, client), eq(exportsTable.name, exportName), inArray(machinesTable.stage, [...booting])))
+      .get()?.machine;
+  }
+
+  private moveTo(row: MachineRow, stage: MachineStage, detail: string | null, more: Partial<MachineRow> = {}): void {
+    const now = new Date().toISOString();
+    const moved = this.db
+      .update(machinesTable)
+      .set({ stage, stageAt: now, stageDetail: detail, lastSeenAt: now, timeline: { ...row.timeline, [stage]: now }, ...more })
+      .where(eq(machinesTable.id, row.id))
+      .returning()
+      .all()[0]!;
+    this.recordStage(moved, stage);
+  }
+
+  private recordStage(row: MachineRow, stage: MachineStage): void {
+    const exportName = row.exportId === null ? null : (this.db.select({ name: exportsTable.name }).from(exportsTable).where(eq(exportsTable.id, row.exportId)).get()?.name ?? null);
+    this.events.record('machine.stage', exportName, { mac: row.mac, name: row.name, stage, client: row.address ?? '', ...(row.stageDetail !== null && { detail: row.stageDetail }) });
+  }
+
+  private discovered(mac: string, client: string): void {
+    const now = new Date().toISOString();
+    const [row] = this.db
+      .insert(discoveredMachinesTable)
+      .values({ mac, address: client, firstSeenAt: now, lastSeenAt: now })
+      .onConflictDoUpdate({ target: discoveredMachinesTable.mac, set: { address: client, lastSeenAt: now, requests: sql`${discoveredMachinesTable.requests} + 1` } })
+      .returning()
+      .all();
+    if (row!.requests > 1) return;
+    this.events.record('machine.discovered', null, { mac, client });
+    // Any client may send any MAC: only the newest are worth keeping.
+    this.db.run(sql`DELETE FROM discovered_machines WHERE mac NOT IN (SELECT mac FROM discovered_machines ORDER BY last_seen_at DESC LIMIT ${maxDiscovered})`);
+  }
+}
+
+/** Printable ASCII lines only (a console line's escape codes and NULs go), at most maxReportBytes. */
+function cleanReport(text: string): string {
+  return text
+    .replace(/\r\n?/g, '\n')
+    .replace(/[^\n\x20-\x7e]/g, '?')
+    .slice(0, maxReportBytes)
+    .trimEnd();
+}

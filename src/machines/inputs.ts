@@ -1,0 +1,105 @@
+import { z } from 'zod';
+import { exportName, kernelCmdline } from '../exports/inputs.js';
+
+// Every control-plane input about machines, defined once: the router validates with these, the
+// boot routes parse a MAC with the same rule, and clients infer their types through the router.
+
+const mib = 1024 * 1024;
+/** ext4 with a journal needs some room; below this a machine could hardly write anything. */
+export const minStateSize = 64 * mib;
+export const maxStateSize = 16 * 1024 * 1024 * mib;
+export const defaultStateSize = 4 * 1024 * mib;
+
+/** `aa:bb:cc:dd:ee:ff` from colon- or hyphen-separated hex in either case; null for anything else. */
+export function normaliseMac(text: string): string | null {
+  if (!/^[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}$/.test(text)) return null;
+  return text.toLowerCase().replaceAll('-', ':');
+}
+
+export const macAddress = z
+  .string({ error: (issue) => (issue.input === undefined ? 'is required' : 'must be a string') })
+  .transform((text, ctx) => {
+    const mac = normaliseMac(text);
+    if (mac === null) {
+      ctx.addIssue({ code: 'custom', message: 'must be a MAC address: six pairs of hex digits separated by ":" or "-", e.g. 52:54:00:12:34:56' });
+      return z.NEVER;
+    }
+    // The low bit of the first octet marks a group address: no NIC boots with one.
+    if (parseInt(mac.slice(0, 2), 16) & 1 || mac === '00:00:00:00:00:00') {
+      ctx.addIssue({ code: 'custom', message: `${mac} is a multicast or null address, which no network card has: give the boot NIC's own MAC` });
+      return z.NEVER;
+    }
+    return mac;
+  });
+
+/** A hostname label, as systemd.hostname= sets it and DNS can carry it. */
+export const machineName = z
+  .string({ error: (issue) => (issue.input === undefined ? 'is required' : 'must be a string') })
+  .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a host name: 1 to 63 characters of a-z 0-9 and "-", not starting or ending with "-"');
+
+/** Bytes, as a whole number or with a binary unit: 4294967296, "4G", "4GiB", "512M". */
+const stateSize = z
+  .union([z.number(), z.string()], { error: 'must be a size in bytes, or a number with K, M, G or T (binary units), e.g. "4G"' })
+  .transform((value, ctx) => {
+    const bytes = typeof value === 'number' ? value : parseSize(value);
+    if (bytes === null || !Number.isSafeInteger(bytes)) {
+      ctx.addIssue({ code: 'custom', message: 'must be a whole number of bytes, or a number with K, M, G or T (binary units), e.g. "4G"' });
+      return z.NEVER;
+    }
+    if (bytes < minStateSize || bytes > maxStateSize) {
+      ctx.addIssue({ code: 'custom', message: `must be between 64M and 16T (got ${bytes} bytes)` });
+      return z.NEVER;
+    }
+    if (bytes % 4096 !== 0) {
+      ctx.addIssue({ code: 'custom', message: 'must be a multiple of 4096 bytes, the filesystem block size' });
+      return z.NEVER;
+    }
+    return bytes;
+  });
+
+function parseSize(text: string): number | null {
+  const match = /^(\d+)\s*([KMGT]?)(?:i?B)?$/i.exec(text.trim());
+  if (!match) return null;
+  const power = ' KMGT'.indexOf(match[2]!.toUpperCase() || ' ');
+  return Number(match[1]) * 1024 ** power;
+}
+
+/** Extra kernel arguments: the export's rules (no `$`, no quotes...), and the ones nbdmux sets per machine are its own. */
+const machineCmdline = kernelCmdline.superRefine((cmdline, ctx) => {
+  const own = cmdline.split(' ').find((word) => /^(systemd\.hostname|systemd\.machine_id|nbdmux\.[a-z]+|nbdroot\.state)=/.test(word));
+  if (own !== undefined) ctx.addIssue({ code: 'custom', message: `must not set ${own.split('=')[0]}=: nbdmux writes it for each machine (remove "${own}")` });
+});
+
+const machineFields = {
+  name: machineName,
+  /** The export it boots; null: none (its script then says so). */
+  export: exportName.nullable(),
+  cmdline: machineCmdline,
+  persistent: z.boolean({ error: 'must be true or false' }),
+  stateSize,
+};
+
+export const createMachineInput = z.strictObject({
+  mac: macAddress,
+  name: machineFields.name,
+  export: machineFields.export.default(null),
+  cmdline: machineFields.cmdline.default(''),
+  persistent: machineFields.persistent.default(false),
+  stateSize: machineFields.stateSize.default(defaultStateSize),
+});
+
+export const updateMachineInput = z.strictObject({
+  mac: macAddress,
+  name: machineFields.name.optional(),
+  export: machineFields.export.optional(),
+  cmdline: machineFields.cmdline.optional(),
+  persistent: machineFields.persistent.optional(),
+  stateSize: machineFields.stateSize.optional(),
+  /** With a new `export`: keep the state written over the old one (an upper layer belongs to its lower layer). */
+  keepState: z.boolean({ error: 'must be true or false' }).default(false),
+});
+
+export const machineByMacInput = z.strictObject({ mac: macAddress });
+
+export type CreateMachineInput = z.infer<typeof createMachineInput>;
+export type UpdateMachineInput = z.infer<typeof updateMachineInput>;

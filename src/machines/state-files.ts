@@ -1,0 +1,89 @@
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+/**
+ * The persistent machines' state: one sparse ext4 file each, `DATA_DIR/machines/<MAC in hex>.ext4`, made
+ * by mkfs.ext4 on a file (no root, no loop device) and held open here, as the descriptor every
+ * nbd-server serving it inherits. ramboot mounts it as the overlay's upper layer.
+ */
+export class StateFiles {
+  /** By MAC. */
+  private readonly fds = new Map<string, number>();
+
+  constructor(readonly dir: string) {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  }
+
+  pathOf(mac: string): string {
+    return path.join(this.dir, `${mac.replaceAll(':', '')}.ext4`);
+  }
+
+  /** The open descriptor of a machine's state file, opened on first use; undefined when it has none. */
+  fdOf(mac: string): number | undefined {
+    let fd = this.fds.get(mac);
+    if (fd === undefined) {
+      try {
+        fd = fs.openSync(this.pathOf(mac), fs.constants.O_RDWR | fs.constants.O_NOFOLLOW);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+        throw err;
+      }
+      this.fds.set(mac, fd);
+    }
+    return fd;
+  }
+
+  exists(mac: string): boolean {
+    return fs.existsSync(this.pathOf(mac));
+  }
+
+  /**
+   * An empty filesystem of `size` bytes, written whole under a temporary name first: a crash
+   * or a full disk midway never leaves a half-made file that a machine would mount.
+   */
+  async create(mac: string, size: number): Promise<void> {
+    const file = this.pathOf(mac);
+    const temp = `${file}.new`;
+    try {
+      fs.rmSync(temp, { force: true });
+      fs.writeFileSync(temp, '', { mode: 0o600 });
+      fs.truncateSync(temp, size);
+      // Lazy init: only the metadata is written now, so a 4 GiB state costs a few MiB of disk.
+      await run('mkfs.ext4', ['-q', '-F', '-L', 'nbdmux-state', '-E', 'lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0', temp], { timeout: 60_000 });
+      fs.renameSync(temp, file);
+    } catch (err) {
+      fs.rmSync(temp, { force: true });
+      const detail = (err as { stderr?: string }).stderr?.trim() || (err as NodeJS.ErrnoException).code || (err as Error).message;
+      throw new Error(`cannot make the state filesystem ${file}: ${detail}`);
+    }
+  }
+
+  /**
+   * Grows a machine's state filesystem (offline: no connection may hold it). ext4 cannot shrink
+   * offline safely, so a smaller size is the caller's to refuse.
+   */
+  async grow(mac: string, size: number): Promise<void> {
+    const file = this.pathOf(mac);
+    try {
+      fs.truncateSync(file, size);
+      // resize2fs insists on a freshly checked filesystem; -p repairs only what is safe to.
+      await run('e2fsck', ['-f', '-p', file], { timeout: 120_000 });
+      await run('resize2fs', [file], { timeout: 120_000 });
+    } catch (err) {
+      const detail = (err as { stderr?: string }).stderr?.trim() || (err as NodeJS.ErrnoException).code || (err as Error).message;
+      throw new Error(`cannot grow the state filesystem ${file}: ${detail}`);
+    }
+  }
+
+  /** Deletes a machine's state; a serving process still holding it keeps its own descriptor. */
+  discard(mac: string): void {
+    const fd = this.fds.get(mac);
+    if (fd !== undefined) fs.closeSync(fd);
+    this.fds.delete(mac);
+    fs.rmSync(this.pathOf(mac), { force: true });
+  }
+}
