@@ -5,9 +5,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNbdmuxClient } from '../src/client.js';
-import { gzipSync } from 'node:zlib';
-import { packCpio } from '../src/boot/initrd/cpio.js';
 import { killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
+import { fakeKit } from './helpers/fake-kit.js';
 import { makeImage } from './helpers/nbd.js';
 import { runText } from './helpers/process.js';
 
@@ -48,24 +47,6 @@ function request(daemon: RunningDaemon, route: string, options: { method?: strin
   });
 }
 
-/**
- * A kit whose bytes are sent, never booted: a kernel of the given bytes and an initrd holding only
- * the load order nbdmux reads from a kit. Booting a real kit through these routes is test/pxe-boot.test.ts's job.
- */
-function fakeKit(kernel: Buffer | { sparseBytes: number }): string {
-  const kit = tempDir('nbdmux-kit-');
-  if (Buffer.isBuffer(kernel)) fs.writeFileSync(path.join(kit, 'vmlinuz'), kernel);
-  else {
-    fs.writeFileSync(path.join(kit, 'vmlinuz'), '');
-    fs.truncateSync(path.join(kit, 'vmlinuz'), kernel.sparseBytes);
-  }
-  const loadOrder = { name: 'lib/modules/load-order', mode: 0o100644, data: Buffer.from('nbd max_part=16\n') };
-  // Random bytes, which gzip cannot shrink: an initrd larger than any buffer, sent whole all the same.
-  const filler = { name: 'filler', mode: 0o100644, data: randomBytes(1024 * 1024 + 5) };
-  fs.writeFileSync(path.join(kit, 'initrd.img'), gzipSync(packCpio([loadOrder, filler])));
-  fs.writeFileSync(path.join(kit, 'kit.env'), 'KERNEL_PACKAGE=linux-image-6.1.0-99-amd64\nKERNEL_VERSION=6.1.0-99-amd64\n');
-  return kit;
-}
 
 /** Once nbdmux has looked inside each export's image: before, none is ready to boot. */
 async function inspected(daemon: RunningDaemon, headers: Record<string, string> = {}): Promise<void> {

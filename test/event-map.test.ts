@@ -95,7 +95,7 @@ describe('the CLI shows every event type', () => {
     'boot.kernel': 'client=10.1.0.5 status=304 bytes=8000000',
     'boot.initrd': 'client=10.1.0.5 status=200 bytes=7600000',
     'machine.created': 'mac=52:54:00:12:34:56 name=node7 persistent=true actor=open client=10.0.0.9',
-    'machine.updated': 'mac=52:54:00:12:34:56 name=node7 changed=[export] stateDiscarded=true actor=open client=10.0.0.9',
+    'machine.updated': 'mac=52:54:00:12:34:56 name=node7 changed=["export"] stateDiscarded=true actor=open client=10.0.0.9',
     'machine.deleted': 'mac=52:54:00:12:34:56 name=node7 actor=bearer client=10.0.0.9',
     'machine.reset': 'mac=52:54:00:12:34:56 name=node7 actor=bearer client=10.0.0.9',
     'machine.discovered': 'mac=52:54:00:ab:cd:ef client=10.1.0.6',
