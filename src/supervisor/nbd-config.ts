@@ -123,6 +123,9 @@ export function renderNbdServerConfig(exports: readonly ServedExport[], cowDir?:
       `[${state.name}]`,
       `exportname = /proc/self/fd/${firstExportFd + exports.length + index}`,
       'readonly = false',
+      // The machine's filesystem journal relies on flushes and forced unit access reaching the file.
+      'flush = true',
+      'fua = true',
       // Always waits for the verdict: the daemon refuses a second attach of the same state.
       `prerun = trap '' PIPE; echo state ${state.machineId} >&${reportFd}; read -r verdict <&${reportFd}; [ "$verdict" = ${admittedVerdict} ]`,
     );

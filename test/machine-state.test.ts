@@ -1,0 +1,144 @@
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
+import { fakeKit } from './helpers/fake-kit.js';
+import { listExports, makeImage, nbdsh, startNbdshSession } from './helpers/nbd.js';
+import { startRelay, type Relay } from './helpers/relay.js';
+
+/**
+ * A persistent machine's state export through the real daemon and real NBD clients: served only
+ * to the address that fetched the machine's script, never twice at once, gone after a reset.
+ * The machine is played by requests from 127.0.0.2 (its script) and nbdsh/nbdinfo through a
+ * relay that connects from 127.0.0.2; 127.0.0.1 and 127.0.0.3 are the other clients.
+ */
+const mac = '52:54:00:12:34:56';
+const stateName = '__state-525400123456';
+
+function request(daemon: RunningDaemon, method: string, route: string, from: string, body?: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port: daemon.httpPort, path: route, method, localAddress: from, agent: false, headers: { host: `127.0.0.1:${daemon.httpPort}` } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (text += chunk));
+      res.on('end', () => resolve({ status: res.statusCode!, text }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** Reads 8 bytes at `offset` of an export as hex, or throws with nbdsh's error. */
+async function peek(uri: string, offset: number): Promise<string> {
+  const result = await nbdsh(['-u', uri, '-c', `print(h.pread(8, ${offset}).hex())`]);
+  if (result.code !== 0) throw new Error(result.stderr.toString());
+  return result.stdout.toString().trim();
+}
+
+describe('machine state exports', () => {
+  const dirs: string[] = [];
+  let daemon: RunningDaemon;
+  let machineRelay: Relay;
+  let machineUri: string;
+  const marker = Buffer.from('persists').toString('hex');
+  const markerOffset = 32 * 1024 * 1024;
+
+  beforeAll(async () => {
+    const images = tempDir('nbdmux-images-');
+    dirs.push(images);
+    daemon = await startDaemon({ args: ['--ramboot-kit', fakeKit(Buffer.from('kernel')), '--nbd-allow', '127.0.0.0/8'] });
+    dirs.push(daemon.dataDir);
+    expect((await api(daemon, 'POST', '/exports', { name: 'img', file: makeImage(images, 'img.img', 1024 * 1024) })).status).toBe(201);
+    await waitFor('the image inspected', async () => ((await api(daemon, 'GET', '/exports/img')).json.boot.reason !== 'inspecting') || undefined);
+    expect((await api(daemon, 'POST', '/machines', { mac: mac.toUpperCase(), name: 'node7', export: 'img', persistent: true, stateSize: '64M' })).status).toBe(201);
+    machineRelay = await startRelay(daemon.nbdPort, '127.0.0.2');
+    machineUri = `nbd://127.0.0.1:${machineRelay.port}/${stateName}`;
+  });
+  afterAll(async () => {
+    await machineRelay?.close();
+    killEverything([daemon.dataDir]);
+    for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("gives the machine's script its identity, its state and where to report", async () => {
+    const script = await request(daemon, 'GET', `/boot.ipxe?mac=${mac}`, '127.0.0.2');
+    expect(script.status).toBe(200);
+    const machine = (await api(daemon, 'GET', `/machines/${mac}`)).json;
+    const nbd = `127.0.0.1:${daemon.nbdPort}`;
+    expect(script.text).toContain(`echo nbdmux: node7 (${mac}) boots img\n`);
+    expect(script.text).toContain(
+      ` nbdroot=${nbd}/img nbdmux.mac=${mac} nbdmux.report=http://127.0.0.1:${daemon.httpPort}/boot/report nbdroot.state=${nbd}/${stateName} systemd.hostname=node7 systemd.machine_id=${machine.machineId} console=tty0 console=ttyS0,115200\n`,
+    );
+    expect(machine).toMatchObject({ stage: 'script', address: '127.0.0.2', stateExport: stateName });
+  });
+
+  it('shows and serves the state to that address alone', async () => {
+    expect(await listExports(`nbd://127.0.0.1:${machineRelay.port}`)).toEqual(['img', stateName]);
+    // ext4's magic, 0xEF53 little-endian, at byte 1080: the state file nbdmux made.
+    expect((await peek(machineUri, 1080)).slice(0, 4)).toBe('53ef');
+    expect(await listExports(`nbd://127.0.0.1:${daemon.nbdPort}`)).toEqual(['img']);
+    const other = await startRelay(daemon.nbdPort, '127.0.0.3');
+    try {
+      expect(await listExports(`nbd://127.0.0.1:${other.port}`)).toEqual(['img']);
+      // Refused exactly as a name never registered is: another client cannot even learn it exists.
+      const failure = (name: string) => peek(`nbd://127.0.0.1:${other.port}/${name}`, 0).then(() => 'served', (err: Error) => err.message.replaceAll(name, 'NAME'));
+      expect(await failure(stateName)).toBe(await failure('never-registered'));
+      expect(await failure(stateName)).not.toBe('served');
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('keeps what the machine writes across connections, attaches it once at a time, and discards it on reset', async () => {
+    const write = await nbdsh(['-u', machineUri, '-c', `h.pwrite(bytes.fromhex(${JSON.stringify(marker)}), ${markerOffset}); h.flush()`]);
+    expect(write.code, write.stderr.toString()).toBe(0);
+    expect(await peek(machineUri, markerOffset)).toBe(marker);
+
+    const stopFile = path.join(tempDir('nbdmux-stop-'), 'stop');
+    const holder = startNbdshSession(machineUri, 'import os, time\nprint("held", flush=True)\nwhile not os.path.exists(' + JSON.stringify(stopFile) + '): time.sleep(0.05)', 'held', stopFile);
+    await holder.ready;
+    await expect(peek(machineUri, markerOffset)).rejects.toThrow();
+    const refused = await waitFor('the second attach refused', async () => {
+      const events = (await api(daemon, 'GET', '/exports')).status === 200 ? await eventsOfType(daemon, 'connection.refused') : [];
+      return events.find((event) => /state of machine node7 is already attached/.test(event.details.reason));
+    });
+    expect(refused.details.client).toBe('127.0.0.2');
+    expect((await api(daemon, 'GET', `/machines/${mac}`)).json.attached).toBe(true);
+    expect((await api(daemon, 'POST', `/machines/${mac}/reset`)).status).toBe(409);
+    expect((await api(daemon, 'DELETE', `/machines/${mac}`)).status).toBe(409);
+    expect((await holder.finish()).code).toBe(0);
+
+    const detached = () => waitFor('the state detached', async () => (await api(daemon, 'GET', `/machines/${mac}`)).json.attached === false || undefined);
+    await detached();
+    expect(await peek(machineUri, markerOffset)).toBe(marker);
+    await detached();
+    expect((await api(daemon, 'POST', `/machines/${mac}/reset`)).status).toBe(204);
+    expect(await peek(machineUri, markerOffset)).toBe('0000000000000000');
+  });
+
+  it('stops serving the state to the old address once the machine boots from another', async () => {
+    expect((await request(daemon, 'GET', `/boot.ipxe?mac=${mac}`, '127.0.0.3')).status).toBe(200);
+    expect(await listExports(`nbd://127.0.0.1:${machineRelay.port}`)).toEqual(['img']);
+  });
+
+  it('takes reports only from the address of the current boot, and records unknown MACs as discovered', async () => {
+    expect((await request(daemon, 'POST', `/boot/report?mac=${mac}&stage=root`, '127.0.0.2', 'x')).status).toBe(403);
+    expect((await request(daemon, 'POST', `/boot/report?mac=52:54:00:00:00:99&stage=root`, '127.0.0.3', 'x')).status).toBe(403);
+    expect((await request(daemon, 'POST', `/boot/report?mac=${mac}&stage=bogus`, '127.0.0.3', 'x')).status).toBe(400);
+    expect((await request(daemon, 'GET', `/boot/report?mac=${mac}&stage=root`, '127.0.0.3')).status).toBe(405);
+    expect((await request(daemon, 'POST', `/boot/report?mac=${mac}&stage=failed`, '127.0.0.3', 'cannot attach export img: no such export')).status).toBe(204);
+    expect((await api(daemon, 'GET', `/machines/${mac}`)).json).toMatchObject({ stage: 'failed', stageDetail: 'cannot attach export img: no such export' });
+
+    const menu = await request(daemon, 'GET', '/boot.ipxe?mac=52:54:00:ab:cd:ef', '127.0.0.4');
+    expect(menu.text).toMatch(/^#!ipxe\nmenu nbdmux: choose an export to boot\n/);
+    expect((await api(daemon, 'GET', '/machines/discovered')).json).toEqual([expect.objectContaining({ mac: '52:54:00:ab:cd:ef', address: '127.0.0.4', requests: 1 })]);
+    expect((await request(daemon, 'GET', '/boot.ipxe?mac=not-a-mac', '127.0.0.4')).status).toBe(400);
+  });
+});
+
+async function eventsOfType(daemon: RunningDaemon, type: string): Promise<Array<{ details: Record<string, any> }>> {
+  const { createNbdmuxClient } = await import('../src/client.js');
+  const events = await createNbdmuxClient({ url: daemon.url }).events.list.query({ limit: 200 });
+  return events.filter((event) => event.type === type) as never;
+}
