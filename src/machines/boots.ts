@@ -84,8 +84,8 @@ export class MachineBoots {
     } else if (event.type === 'connection.closed') {
       const row = this.db.select().from(machinesTable).where(eq(machinesTable.rootConnectionId, event.details.connection)).get();
       if (row === undefined || row.stage === 'failed' || row.stage === 'off') return;
-      if (row.stage === 'up') this.moveTo(row, 'off', null);
-      else this.moveTo(row, 'failed', `its root's NBD connection closed at stage ${row.stage}, before the system was up (a reset, a crash, or a power cut?)`);
+      // Only a report says a boot failed: an image without systemd never reports up, and powers off all the same.
+      this.moveTo(row, 'off', row.stage === 'up' ? null : `its root's NBD connection closed at stage ${row.stage}, before the system reported up`);
     }
   }
 
