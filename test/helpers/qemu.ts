@@ -88,6 +88,13 @@ export interface PxeBoot {
   httpPort: number;
 }
 
+/** One more path from the guest to the host's loopback: connections to `guestAddress` inside the guest reach 127.0.0.1:`hostPort`. */
+export interface GuestForward {
+  /** `ADDRESS:PORT` in qemu's user network, e.g. `10.0.2.101:80`. */
+  guestAddress: string;
+  hostPort: number;
+}
+
 export interface GuestOptions {
   kit: RambootKit;
   kernel: 'vmlinuz' | 'vmlinux';
@@ -106,6 +113,8 @@ export interface GuestOptions {
   qemuArgs?: string[];
   /** Boot through the PXE ROM: kit, kernel and append are then unused, the chained script names the kernel. */
   pxe?: PxeBoot;
+  /** More guestfwd paths to the host's loopback, besides the NBD port's (and the PXE HTTP port's). */
+  forwards?: GuestForward[];
 }
 
 export interface SerialLine {
@@ -130,19 +139,23 @@ const pollMs = 50;
 
 /**
  * Boots the kit's kernel and initramfs under qemu (TCG), with user networking that only ever
- * reaches 127.0.0.1: restrict=on cuts the guest off from everything, and one guestfwd opens a
- * fresh loopback connection to the NBD port for each guest connection.
+ * reaches 127.0.0.1: restrict=on cuts the guest off from everything, and each guestfwd (the NBD
+ * port, the PXE HTTP port, `forwards`) opens a fresh loopback connection for each guest connection.
  */
-export function bootGuest({ kit, kernel, nbdPort, append, serialLog, timeoutSeconds, nicOptions, memoryMiB, qemuArgs = [], pxe }: GuestOptions): Guest {
+export function bootGuest({ kit, kernel, nbdPort, append, serialLog, timeoutSeconds, nicOptions, memoryMiB, qemuArgs = [], pxe, forwards = [] }: GuestOptions): Guest {
   fs.rmSync(serialLog, { force: true });
-  const [guestHost, guestPort] = guestNbdAddress.split(':');
-  const nbdForward = `guestfwd=tcp:${guestHost}:${guestPort}-cmd:socat - TCP:127.0.0.1:${nbdPort}`;
+  const guestForwards = [
+    { guestAddress: guestNbdAddress, hostPort: nbdPort },
+    ...(pxe ? [{ guestAddress: `${guestHttpHost}:80`, hostPort: pxe.httpPort }] : []),
+    ...forwards,
+  ]
+    .map(({ guestAddress, hostPort }) => `guestfwd=tcp:${guestAddress}-cmd:socat - TCP:127.0.0.1:${hostPort}`)
+    .join(',');
   const nic = `virtio-net-pci,netdev=n0${nicOptions ? `,${nicOptions}` : ''}`;
   const bootArgs = pxe
     ? [
         '-boot', 'n',
-        '-netdev', `user,id=n0,restrict=on,tftp=${pxe.tftpDir},bootfile=${pxe.bootfile},${nbdForward},` +
-          `guestfwd=tcp:${guestHttpHost}:80-cmd:socat - TCP:127.0.0.1:${pxe.httpPort}`,
+        '-netdev', `user,id=n0,restrict=on,tftp=${pxe.tftpDir},bootfile=${pxe.bootfile},${guestForwards}`,
         // The default option ROM: iPXE, which fetches the boot file over TFTP and runs it.
         '-device', nic,
       ]
@@ -150,7 +163,7 @@ export function bootGuest({ kit, kernel, nbdPort, append, serialLog, timeoutSeco
         '-kernel', kit[kernel],
         '-initrd', kit.initrd,
         '-append', `console=ttyS0 panic=-1 ${append}`,
-        '-netdev', `user,id=n0,restrict=on,${nbdForward}`,
+        '-netdev', `user,id=n0,restrict=on,${guestForwards}`,
         // No option ROM: the kernel is loaded directly, nothing PXE-boots inside qemu.
         '-device', `${nic},romfile=`,
       ];
