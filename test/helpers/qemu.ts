@@ -115,6 +115,8 @@ export interface GuestOptions {
   pxe?: PxeBoot;
   /** More guestfwd paths to the host's loopback, besides the NBD port's (and the PXE HTTP port's). */
   forwards?: GuestForward[];
+  /** The loopback address every forwarded connection comes from (default 127.0.0.1): one per guest, so nbdmux tells guests apart. */
+  sourceAddress?: string;
 }
 
 export interface SerialLine {
@@ -142,14 +144,14 @@ const pollMs = 50;
  * reaches 127.0.0.1: restrict=on cuts the guest off from everything, and each guestfwd (the NBD
  * port, the PXE HTTP port, `forwards`) opens a fresh loopback connection for each guest connection.
  */
-export function bootGuest({ kit, kernel, nbdPort, append, serialLog, timeoutSeconds, nicOptions, memoryMiB, qemuArgs = [], pxe, forwards = [] }: GuestOptions): Guest {
+export function bootGuest({ kit, kernel, nbdPort, append, serialLog, timeoutSeconds, nicOptions, memoryMiB, qemuArgs = [], pxe, forwards = [], sourceAddress }: GuestOptions): Guest {
   fs.rmSync(serialLog, { force: true });
   const guestForwards = [
     { guestAddress: guestNbdAddress, hostPort: nbdPort },
     ...(pxe ? [{ guestAddress: `${guestHttpHost}:80`, hostPort: pxe.httpPort }] : []),
     ...forwards,
   ]
-    .map(({ guestAddress, hostPort }) => `guestfwd=tcp:${guestAddress}-cmd:socat - TCP:127.0.0.1:${hostPort}`)
+    .map(({ guestAddress, hostPort }) => `guestfwd=tcp:${guestAddress}-cmd:socat - TCP:127.0.0.1:${hostPort}${sourceAddress ? `,bind=${sourceAddress}` : ''}`)
     .join(',');
   const nic = `virtio-net-pci,netdev=n0${nicOptions ? `,${nicOptions}` : ''}`;
   const bootArgs = pxe
