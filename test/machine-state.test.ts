@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
 import { fakeKit } from './helpers/fake-kit.js';
-import { listExports, makeImage, nbdsh, startNbdshSession } from './helpers/nbd.js';
+import { listExports, makeImage, nbdsh, sha256, startNbdshSession, startSlowReader } from './helpers/nbd.js';
 import { startRelay, type Relay } from './helpers/relay.js';
 
 /**
@@ -39,6 +39,7 @@ async function peek(uri: string, offset: number): Promise<string> {
 describe('machine state exports', () => {
   const dirs: string[] = [];
   let daemon: RunningDaemon;
+  let daemonArgs: string[];
   let machineRelay: Relay;
   let machineUri: string;
   const marker = Buffer.from('persists').toString('hex');
@@ -47,7 +48,8 @@ describe('machine state exports', () => {
   beforeAll(async () => {
     const images = tempDir('nbdmux-images-');
     dirs.push(images);
-    daemon = await startDaemon({ args: ['--ramboot-kit', fakeKit(Buffer.from('kernel')), '--nbd-allow', '127.0.0.0/8'] });
+    daemonArgs = ['--ramboot-kit', fakeKit(Buffer.from('kernel')), '--nbd-allow', '127.0.0.0/8'];
+    daemon = await startDaemon({ args: daemonArgs });
     dirs.push(daemon.dataDir);
     expect((await api(daemon, 'POST', '/exports', { name: 'img', file: makeImage(images, 'img.img', 1024 * 1024) })).status).toBe(201);
     await waitFor('the image inspected', async () => ((await api(daemon, 'GET', '/exports/img')).json.boot.reason !== 'inspecting') || undefined);
@@ -115,6 +117,19 @@ describe('machine state exports', () => {
     await detached();
     expect((await api(daemon, 'POST', `/machines/${mac}/reset`)).status).toBe(204);
     expect(await peek(machineUri, markerOffset)).toBe('0000000000000000');
+  });
+
+  it("keeps the machine's state connection through a restart of nbdmux, still attached once only", async () => {
+    const reader = startSlowReader(machineUri, path.join(tempDir('nbdmux-stop-'), 'stop'));
+    await reader.connected;
+    expect(await daemon.stop()).toBe(0);
+    daemon = await startDaemon({ dataDir: daemon.dataDir, nbdPort: daemon.nbdPort, args: daemonArgs });
+    expect((await api(daemon, 'GET', `/machines/${mac}`)).json.attached).toBe(true);
+    await expect(peek(machineUri, 0)).rejects.toThrow();
+    expect((await api(daemon, 'POST', `/machines/${mac}/reset`)).status).toBe(409);
+    const { code, sha256: read } = await reader.finish();
+    expect(code).toBe(0);
+    expect(read).toBe(sha256(path.join(daemon.dataDir, 'machines', '525400123456.ext4')));
   });
 
   it('stops serving the state to the old address once the machine boots from another', async () => {
