@@ -88,13 +88,6 @@ export interface PxeBoot {
   httpPort: number;
 }
 
-/** One more path from the guest to the host's loopback: connections to `guestAddress` inside the guest reach 127.0.0.1:`hostPort`. */
-export interface GuestForward {
-  /** `ADDRESS:PORT` in qemu's user network, e.g. `10.0.2.101:80`. */
-  guestAddress: string;
-  hostPort: number;
-}
-
 export interface GuestOptions {
   kit: RambootKit;
   kernel: 'vmlinuz' | 'vmlinux';
@@ -113,8 +106,6 @@ export interface GuestOptions {
   qemuArgs?: string[];
   /** Boot through the PXE ROM: kit, kernel and append are then unused, the chained script names the kernel. */
   pxe?: PxeBoot;
-  /** More guestfwd paths to the host's loopback, besides the NBD port's (and the PXE HTTP port's). */
-  forwards?: GuestForward[];
   /** The loopback address every forwarded connection comes from (default 127.0.0.1): one per guest, so nbdmux tells guests apart. */
   sourceAddress?: string;
 }
@@ -142,14 +133,13 @@ const pollMs = 50;
 /**
  * Boots the kit's kernel and initramfs under qemu (TCG), with user networking that only ever
  * reaches 127.0.0.1: restrict=on cuts the guest off from everything, and each guestfwd (the NBD
- * port, the PXE HTTP port, `forwards`) opens a fresh loopback connection for each guest connection.
+ * port, the PXE HTTP port) opens a fresh loopback connection for each guest connection.
  */
-export function bootGuest({ kit, kernel, nbdPort, append, serialLog, timeoutSeconds, nicOptions, memoryMiB, qemuArgs = [], pxe, forwards = [], sourceAddress }: GuestOptions): Guest {
+export function bootGuest({ kit, kernel, nbdPort, append, serialLog, timeoutSeconds, nicOptions, memoryMiB, qemuArgs = [], pxe, sourceAddress }: GuestOptions): Guest {
   fs.rmSync(serialLog, { force: true });
   const guestForwards = [
     { guestAddress: guestNbdAddress, hostPort: nbdPort },
     ...(pxe ? [{ guestAddress: `${guestHttpHost}:80`, hostPort: pxe.httpPort }] : []),
-    ...forwards,
   ]
     .map(({ guestAddress, hostPort }) => `guestfwd=tcp:${guestAddress}-cmd:socat - TCP:127.0.0.1:${hostPort}${sourceAddress ? `,bind=${sourceAddress}` : ''}`)
     .join(',');
