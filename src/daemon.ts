@@ -96,7 +96,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
       registry,
       artifacts,
       events,
-      machines: new MachineBoots(db, events, machines),
+      machines: new MachineBoots(db, events, machines, space),
       nbdAllow,
       nbdPublicPort: config.nbdPublicPort ?? supervisor.address!.port,
       bootDefault: config.bootDefault ?? null,

@@ -31,6 +31,11 @@ export function conflict(message: string): TRPCError {
   return new TRPCError({ code: 'CONFLICT', message });
 }
 
+/** The change needs something of this host that failed (a tool, the disk): the message says what. */
+export function unavailable(message: string): TRPCError {
+  return new TRPCError({ code: 'SERVICE_UNAVAILABLE', message });
+}
+
 export function dataDirFull(dataDir: string): TRPCError {
   return new TRPCError({ code: 'SERVICE_UNAVAILABLE', message: `the data dir ${dataDir} is full, so nothing was changed: free space there, then try again` });
 }

@@ -151,7 +151,7 @@ describe('machines', () => {
   });
 
   it('serves a persistent machine\'s state only to the address its current boot came from', async () => {
-    const boots = new MachineBoots(plane.db, plane.events, plane.machines);
+    const boots = new MachineBoots(plane.db, plane.events, plane.machines, plane.space);
     await plane.caller.machines.create({ mac, name: 'a', export: 'debian', persistent: true, stateSize: '64M' });
     expect(plane.dataPlane.appliedStates.at(-1) ?? []).toEqual([]);
     boots.scriptFetched(mac, '10.1.0.7');
@@ -165,7 +165,7 @@ describe('machines', () => {
   });
 
   it('moves through the stages from what it sees, refusing reports from elsewhere and repeated ones', async () => {
-    const boots = new MachineBoots(plane.db, plane.events, plane.machines);
+    const boots = new MachineBoots(plane.db, plane.events, plane.machines, plane.space);
     await plane.caller.machines.create({ mac, name: 'a', export: 'debian' });
     boots.scriptFetched(mac, '10.1.0.7');
     boots.fileFetched('10.1.0.99', 'debian', 'kernel'); // another address: not this machine's

@@ -1,9 +1,10 @@
 import { and, eq, inArray, sql } from 'drizzle-orm';
+import type { DataDirSpace } from '../db/data-dir-space.js';
 import type { Db } from '../db/open.js';
 import { discoveredMachinesTable, exportsTable, machinesTable, type MachineRow } from '../db/schema.js';
 import type { EventLog } from '../events/event-log.js';
-import type { MachineStage } from '../events/event-map.js';
 import type { EventRow } from '../db/schema.js';
+import type { MachineStage } from '../events/event-map.js';
 import type { MachineRegistry } from './registry.js';
 
 /** What a machine's boot reports itself (the initramfs, then the booted system). */
@@ -31,6 +32,8 @@ export class MachineBoots {
     private readonly db: Db,
     private readonly events: EventLog,
     private readonly machines: MachineRegistry,
+    /** A full data dir loses the stages, never a boot: writes that cannot be made are skipped. */
+    private readonly space: Pick<DataDirSpace, 'tryWrite'>,
   ) {
     events.on('event', (event) => this.observe(event));
   }
@@ -46,12 +49,9 @@ export class MachineBoots {
       return undefined;
     }
     const now = new Date().toISOString();
-    const row = this.db
-      .update(machinesTable)
-      .set({ address: client, lastSeenAt: now, stage: 'script', stageAt: now, stageDetail: null, timeline: { script: now }, rootConnectionId: null })
-      .where(eq(machinesTable.id, known.id))
-      .returning()
-      .all()[0]!;
+    const boot = { address: client, lastSeenAt: now, stage: 'script', stageAt: now, stageDetail: null, timeline: { script: now }, rootConnectionId: null } as const;
+    const row = this.space.tryWrite(() => this.db.update(machinesTable).set(boot).where(eq(machinesTable.id, known.id)).returning().all()[0]!);
+    if (row === undefined) return { ...known, ...boot };
     this.machines.applyStates();
     this.recordStage(row, 'script');
     return row;
@@ -101,13 +101,16 @@ export class MachineBoots {
 
   private moveTo(row: MachineRow, stage: MachineStage, detail: string | null, more: Partial<MachineRow> = {}): void {
     const now = new Date().toISOString();
-    const moved = this.db
-      .update(machinesTable)
-      .set({ stage, stageAt: now, stageDetail: detail, lastSeenAt: now, timeline: { ...row.timeline, [stage]: now }, ...more })
-      .where(eq(machinesTable.id, row.id))
-      .returning()
-      .all()[0]!;
-    this.recordStage(moved, stage);
+    const moved = this.space.tryWrite(
+      () =>
+        this.db
+          .update(machinesTable)
+          .set({ stage, stageAt: now, stageDetail: detail, lastSeenAt: now, timeline: { ...row.timeline, [stage]: now }, ...more })
+          .where(eq(machinesTable.id, row.id))
+          .returning()
+          .all()[0]!,
+    );
+    if (moved !== undefined) this.recordStage(moved, stage);
   }
 
   private recordStage(row: MachineRow, stage: MachineStage): void {
@@ -117,16 +120,19 @@ export class MachineBoots {
 
   private discovered(mac: string, client: string): void {
     const now = new Date().toISOString();
-    const [row] = this.db
-      .insert(discoveredMachinesTable)
-      .values({ mac, address: client, firstSeenAt: now, lastSeenAt: now })
-      .onConflictDoUpdate({ target: discoveredMachinesTable.mac, set: { address: client, lastSeenAt: now, requests: sql`${discoveredMachinesTable.requests} + 1` } })
-      .returning()
-      .all();
-    if (row!.requests > 1) return;
+    const row = this.space.tryWrite(
+      () =>
+        this.db
+          .insert(discoveredMachinesTable)
+          .values({ mac, address: client, firstSeenAt: now, lastSeenAt: now })
+          .onConflictDoUpdate({ target: discoveredMachinesTable.mac, set: { address: client, lastSeenAt: now, requests: sql`${discoveredMachinesTable.requests} + 1` } })
+          .returning()
+          .all()[0]!,
+    );
+    if (row === undefined || row.requests > 1) return;
     this.events.record('machine.discovered', null, { mac, client });
     // Any client may send any MAC: only the newest are worth keeping.
-    this.db.run(sql`DELETE FROM discovered_machines WHERE mac NOT IN (SELECT mac FROM discovered_machines ORDER BY last_seen_at DESC LIMIT ${maxDiscovered})`);
+    this.space.tryWrite(() => this.db.run(sql`DELETE FROM discovered_machines WHERE mac NOT IN (SELECT mac FROM discovered_machines ORDER BY last_seen_at DESC LIMIT ${maxDiscovered})`));
   }
 }
 

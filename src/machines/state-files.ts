@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { unavailable } from '../errors.js';
 
 const run = promisify(execFile);
 
@@ -57,8 +58,7 @@ export class StateFiles {
       fs.renameSync(temp, file);
     } catch (err) {
       fs.rmSync(temp, { force: true });
-      const detail = (err as { stderr?: string }).stderr?.trim() || (err as NodeJS.ErrnoException).code || (err as Error).message;
-      throw new Error(`cannot make the state filesystem ${file}: ${detail}`);
+      throw unavailable(`cannot make the state filesystem ${file}, so nothing was changed: ${failureDetail(err)}`);
     }
   }
 
@@ -74,8 +74,7 @@ export class StateFiles {
       await run('e2fsck', ['-f', '-p', file], { timeout: 120_000 });
       await run('resize2fs', [file], { timeout: 120_000 });
     } catch (err) {
-      const detail = (err as { stderr?: string }).stderr?.trim() || (err as NodeJS.ErrnoException).code || (err as Error).message;
-      throw new Error(`cannot grow the state filesystem ${file}: ${detail}`);
+      throw unavailable(`cannot grow the state filesystem ${file}: ${failureDetail(err)}; the machine keeps its state at the size it had`);
     }
   }
 
@@ -86,4 +85,9 @@ export class StateFiles {
     this.fds.delete(mac);
     fs.rmSync(this.pathOf(mac), { force: true });
   }
+}
+
+/** What a failed tool or file call says: its stderr, else the error code. */
+function failureDetail(err: unknown): string {
+  return (err as { stderr?: string }).stderr?.trim() || (err as NodeJS.ErrnoException).code || (err as Error).message;
 }
