@@ -66,6 +66,15 @@ export class ConfigVariants {
   applyStates(states: readonly ServedState[]): void {
     this.states = states;
     this.current = new Map([...this.current].filter(([, config]) => config.states === 0));
+    // Written now, while the machine fetches its script, not at its first connection: a data dir
+    // that fills up in between must not keep it from attaching its state.
+    for (const client of new Set(states.map((state) => state.client))) {
+      try {
+        this.forClient(client);
+      } catch {
+        // Full already: its connection tries again, and is refused with the reason if it still cannot.
+      }
+    }
   }
 
   /** The state a live process of `machineId` serves, as the current set says; undefined once none does. */
