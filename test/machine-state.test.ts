@@ -1,10 +1,10 @@
 import fs from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
 import { fakeKit } from './helpers/fake-kit.js';
 import { listExports, makeImage, nbdsh, sha256, startNbdshSession, startSlowReader } from './helpers/nbd.js';
+import { httpRequest } from './helpers/raw-http.js';
 import { startRelay, type Relay } from './helpers/relay.js';
 
 /**
@@ -17,16 +17,7 @@ const mac = '52:54:00:12:34:56';
 const stateName = '__state-525400123456';
 
 function request(daemon: RunningDaemon, method: string, route: string, from: string, body?: string): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port: daemon.httpPort, path: route, method, localAddress: from, agent: false, headers: { host: `127.0.0.1:${daemon.httpPort}` } }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => (text += chunk));
-      res.on('end', () => resolve({ status: res.statusCode!, text }));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
+  return httpRequest(daemon.httpPort, { method, path: route, localAddress: from, headers: { host: `127.0.0.1:${daemon.httpPort}` }, body });
 }
 
 /** Reads 8 bytes at `offset` of an export as hex, or throws with nbdsh's error. */

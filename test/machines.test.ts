@@ -1,11 +1,8 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import { TRPCError } from '@trpc/server';
-import { getHTTPStatusCodeFromError } from '@trpc/server/http';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { describeError, type ErrorDescription } from '../src/errors.js';
 import { MachineBoots } from '../src/machines/boots.js';
-import { testControlPlane, type TestControlPlane } from './helpers/context.js';
+import { refusal, testControlPlane, type TestControlPlane } from './helpers/context.js';
 import { tempDir } from './helpers/daemon.js';
 import { makeImage } from './helpers/nbd.js';
 
@@ -13,15 +10,6 @@ import { makeImage } from './helpers/nbd.js';
  * The machines' rules through createCaller, on a migrated in-memory database; state files are
  * real (mkfs.ext4 on a sparse file, checked with dumpe2fs). Booting them is the qemu tests' job.
  */
-
-async function refusal(call: () => Promise<unknown>): Promise<{ status: number; error: ErrorDescription }> {
-  const error = await call().then(
-    () => null,
-    (err: unknown) => err,
-  );
-  expect(error).toBeInstanceOf(TRPCError);
-  return { status: getHTTPStatusCodeFromError(error as TRPCError), error: describeError(error as TRPCError) };
-}
 
 /** What dumpe2fs says of a state file. */
 function dumpe2fs(file: string, name: string): string {

@@ -1,23 +1,10 @@
 import fs from 'node:fs';
-import { TRPCError } from '@trpc/server';
-import { getHTTPStatusCodeFromError } from '@trpc/server/http';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { describeError, type ErrorDescription } from '../src/errors.js';
-import { testControlPlane, type TestControlPlane } from './helpers/context.js';
+import { refusal, testControlPlane, type TestControlPlane } from './helpers/context.js';
 import { tempDir } from './helpers/daemon.js';
 import { makeImage } from './helpers/nbd.js';
 
 /** The router's procedures through createCaller, as REST calls them: inputs, defaults, errors, in milliseconds. */
-
-/** What REST would answer for the error a call threw: its HTTP status and its JSON error. */
-async function refusal(call: () => Promise<unknown>): Promise<{ status: number; error: ErrorDescription }> {
-  const error = await call().then(
-    () => null,
-    (err: unknown) => err,
-  );
-  expect(error).toBeInstanceOf(TRPCError);
-  return { status: getHTTPStatusCodeFromError(error as TRPCError), error: describeError(error as TRPCError) };
-}
 
 describe('the router through createCaller', () => {
   let images: string;

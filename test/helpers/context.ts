@@ -1,4 +1,7 @@
 import fs from 'node:fs';
+import { TRPCError } from '@trpc/server';
+import { getHTTPStatusCodeFromError } from '@trpc/server/http';
+import { describeError, type ErrorDescription } from '../../src/errors.js';
 import { noKitArtifacts } from '../../src/boot/artifacts.js';
 import { DataDirSpace } from '../../src/db/data-dir-space.js';
 import type { Db } from '../../src/db/open.js';
@@ -136,4 +139,16 @@ export function testControlPlane(options: { imageRoots?: string[]; cowDir?: stri
       fs.rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** What REST would answer for the error a call threw: its HTTP status and its JSON error. Throws when the call was not refused. */
+export async function refusal(call: () => Promise<unknown>): Promise<{ status: number; error: ErrorDescription }> {
+  let thrown: unknown;
+  try {
+    await call();
+  } catch (err) {
+    thrown = err;
+  }
+  if (!(thrown instanceof TRPCError)) throw new Error(`expected a refusal (a TRPCError), got ${thrown === undefined ? 'success' : String(thrown)}`);
+  return { status: getHTTPStatusCodeFromError(thrown), error: describeError(thrown) };
 }

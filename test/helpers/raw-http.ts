@@ -61,7 +61,8 @@ export function httpRequest(
   options: { method?: string; path: string; headers?: Record<string, string>; body?: unknown; host?: string; localAddress?: string },
 ): Promise<{ status: number; text: string }> {
   const { method = 'GET', path, headers = {}, body, host = '127.0.0.1', localAddress } = options;
-  const payload = body === undefined ? undefined : JSON.stringify(body);
+  // A string goes as it is (a machine's text report); anything else as JSON.
+  const payload = body === undefined || typeof body === 'string' ? body : JSON.stringify(body);
   return new Promise((resolve, reject) => {
     const req = http.request(
       {
@@ -71,7 +72,7 @@ export function httpRequest(
         path,
         ...(localAddress && { localAddress }),
         agent: false,
-        headers: { ...(payload !== undefined && { 'content-type': 'application/json' }), ...headers },
+        headers: { ...(payload !== undefined && { 'content-type': typeof body === 'string' ? 'text/plain; charset=utf-8' : 'application/json' }), ...headers },
       },
       (res) => {
         let text = '';
