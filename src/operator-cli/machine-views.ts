@@ -35,9 +35,10 @@ export function renderMachine(m: NbdmuxMachine): string {
     ['last seen', m.lastSeenAt === null ? 'never' : formatTime(m.lastSeenAt)],
     ['created', formatTime(m.createdAt)],
   ]);
+  // Every boot starts with its script: none fetched, no boot to show.
   const start = m.timeline.script;
+  if (start === undefined) return fields;
   const stages = Object.entries(m.timeline).sort(([, a], [, b]) => a.localeCompare(b));
-  if (start === undefined || stages.length === 0) return fields;
   const timelineColumns: Column<[string, string]>[] = [
     { header: 'STAGE', value: ([stage]) => stage },
     { header: 'AT', value: ([, at]) => formatTime(at) },
