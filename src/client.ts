@@ -19,6 +19,10 @@ export type NbdmuxEvent = NbdmuxOutputs['events']['list'][number];
 /** What `events.stream` sends: an event, or `replay.skipped` when more were missed than it replays. */
 export type NbdmuxStreamEvent = NbdmuxOutputs['events']['stream'] extends AsyncIterable<{ data: infer Item }> ? Item : never;
 export type NbdmuxHealth = NbdmuxOutputs['system']['health'];
+/** A lab machine by its boot NIC's MAC: what it boots, its identity, and where its current boot is. */
+export type NbdmuxMachine = NbdmuxOutputs['machines']['list'][number];
+/** An unknown MAC that asked for a boot script. */
+export type NbdmuxDiscoveredMachine = NbdmuxOutputs['machines']['discovered'][number];
 /** What `status.stream` sends: a snapshot of health, exports and live connections, on subscribe and on every change. */
 export type NbdmuxStatus = NbdmuxOutputs['status']['stream'] extends AsyncIterable<infer Snapshot> ? Snapshot : never;
 

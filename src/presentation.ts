@@ -3,7 +3,7 @@
  * and numbers are written once, here. Imported by the Node CLI and bundled into the page, so it
  * must not import anything Node-only (types from the client are erased).
  */
-import type { NbdmuxConnection, NbdmuxExport } from './client.js';
+import type { NbdmuxConnection, NbdmuxExport, NbdmuxMachine } from './client.js';
 
 export type ExportMode = 'ro' | 'rw' | 'cow';
 
@@ -82,4 +82,14 @@ export function describeBoot({ boot }: Pick<NbdmuxExport, 'boot'>): string {
   const facts = [boot.os, boot.kernel === null ? null : `kernel ${boot.kernel}`, root].filter((fact) => fact !== null);
   const what = boot.ready ? ['ready', facts.join(', ')].filter((part) => part !== '').join(': ') : 'not ready';
   return boot.reason === null ? what : `${what} (${boot.reason})`;
+}
+
+/** Where a machine's boot is: its stage, or `never booted` until it first asks for its script. */
+export function describeStage({ stage }: Pick<NbdmuxMachine, 'stage'>): string {
+  return stage ?? 'never booted';
+}
+
+/** What a machine boots: its export, or `none`, with why when its export was removed. */
+export function describeMachineExport(machine: Pick<NbdmuxMachine, 'export' | 'exportProblem'>): string {
+  return machine.export ?? (machine.exportProblem === null ? 'none' : `none: ${machine.exportProblem}`);
 }

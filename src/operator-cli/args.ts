@@ -22,6 +22,15 @@ const commandFlags = {
   live: { type: 'boolean', read: Boolean },
   limit: { type: 'string', placeholder: 'N', read: (text: string | undefined) => (text === undefined ? undefined : checkedLimit(text)) },
   sha256: { type: 'string', placeholder: 'HEX', read: (text: string | undefined) => text },
+  name: { type: 'string', placeholder: 'NAME', read: (text: string | undefined) => text },
+  export: { type: 'string', placeholder: 'EXPORT', read: (text: string | undefined) => text },
+  'no-export': { type: 'boolean', read: Boolean },
+  cmdline: { type: 'string', placeholder: 'ARGS', read: (text: string | undefined) => text },
+  // Unset unless given: `machines set` changes only what the operator names.
+  persistent: { type: 'boolean', read: (value: boolean | undefined) => value },
+  'no-persistent': { type: 'boolean', read: Boolean },
+  'state-size': { type: 'string', placeholder: 'SIZE', read: (text: string | undefined) => text },
+  'keep-state': { type: 'boolean', read: Boolean },
 } as const satisfies Record<string, FlagSpec>;
 
 type FlagName = keyof typeof commandFlags;
@@ -59,6 +68,25 @@ const commandSpecs = {
   connections: { args: [], flags: ['live', 'limit'], help: 'recent NBD connections, newest first (--live: open ones only)' },
   watch: { args: [], flags: [], help: 'live events and connections until Ctrl-C' },
   health: { args: [], flags: [], help: 'whether new NBD clients can be served; exit 1 when not' },
+  'machines list': { args: [], flags: [], help: 'the machines (also "nbdmux machines"): export, stage and for how long, address, last seen' },
+  'machines add': {
+    args: ['MAC', 'NAME'],
+    flags: ['export', 'cmdline', 'persistent', 'state-size'],
+    help:
+      'a machine whose boot NIC has MAC, with host name NAME, booting EXPORT with extra kernel ARGS; --persistent keeps what ' +
+      'it writes across boots, in a state filesystem of SIZE (bytes, or with K, M, G or T; default 4G)',
+  },
+  'machines set': {
+    args: ['MAC'],
+    flags: ['name', 'export', 'no-export', 'cmdline', 'persistent', 'no-persistent', 'state-size', 'keep-state'],
+    help:
+      'change what is given; a new --export discards the state of a persistent machine unless --keep-state, ' +
+      '--no-persistent discards it, a larger --state-size grows it',
+  },
+  'machines show': { args: ['MAC'], flags: [], help: 'one machine: every field, its stage and the timeline of its current boot' },
+  'machines rm': { args: ['MAC'], flags: [], help: 'forget the machine, deleting its state; refused while it is attached' },
+  'machines reset': { args: ['MAC'], flags: [], help: "discard a persistent machine's state: its next boot starts from the image; refused while it is attached" },
+  'machines discovered': { args: [], flags: [], help: 'unknown MACs that asked to boot, the latest first: "machines add" makes one a machine' },
 } as const satisfies Record<string, CommandSpec>;
 
 export type CommandName = keyof typeof commandSpecs;
@@ -79,19 +107,20 @@ export class UsageError extends Error {}
 const synopsisWidth = 29;
 const helpWidth = 62;
 
-function synopsis(name: string, spec: CommandSpec): string {
+/** The command's words: its name, its arguments, and each flag as one word, `[--export EXPORT]`, never split by wrapping. */
+function synopsis(name: string, spec: CommandSpec): string[] {
   const flags = spec.flags.map((flag) => {
     const option: FlagSpec = commandFlags[flag];
     return `[--${flag}${option.placeholder ? ` ${option.placeholder}` : ''}]${option.multiple ? '...' : ''}`;
   });
-  return [name, ...spec.args, ...flags].join(' ');
+  return [name, ...spec.args, ...flags];
 }
 
-/** Words wrapped to lines of at most `width` characters. */
-function wrap(text: string, width: number): string[] {
+/** Words wrapped to lines of at most `width` characters (a longer word has a line of its own). */
+function wrap(words: readonly string[], width: number): string[] {
   const lines: string[] = [];
   let line = '';
-  for (const word of text.split(' ')) {
+  for (const word of words) {
     if (line !== '' && line.length + 1 + word.length > width) {
       lines.push(line);
       line = word;
@@ -104,9 +133,10 @@ function commandHelp(): string {
   const indent = ' '.repeat(2 + synopsisWidth);
   return Object.entries(commandSpecs)
     .map(([name, spec]) => {
-      const head = `  ${synopsis(name, spec)}`;
-      const [first = '', ...rest] = wrap(spec.help, helpWidth);
-      const lines = head.length < indent.length - 1 ? [head.padEnd(indent.length) + first] : [head, indent + first];
+      // A synopsis longer than a line goes on over more, indented under the command's name.
+      const heads = wrap(synopsis(name, spec), synopsisWidth + helpWidth - 4).map((line, i) => (i === 0 ? `  ${line}` : `      ${line}`));
+      const [first = '', ...rest] = wrap(spec.help.split(' '), helpWidth);
+      const lines = heads.length === 1 && heads[0]!.length < indent.length - 1 ? [heads[0]!.padEnd(indent.length) + first] : [...heads, indent + first];
       return [...lines, ...rest.map((line) => indent + line)].join('\n');
     })
     .join('\n');
@@ -114,7 +144,7 @@ function commandHelp(): string {
 
 export const usage = `Usage: nbdmux [--url URL] [--json] COMMAND [ARGS]
 
-Manages a running nbdmux daemon: its exports, connections and health.
+Manages a running nbdmux daemon: its exports, machines, connections and health.
 
 Commands:
 ${commandHelp()}
@@ -151,8 +181,10 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): Reques
   if (values.help) return { kind: 'help' };
   if (values.version) return { kind: 'version' };
 
-  const [command, ...args] = positionals;
-  if (command === undefined) throw new UsageError('no command given');
+  const [first, ...rest] = positionals;
+  if (first === undefined) throw new UsageError('no command given');
+  // `machines` alone lists them; otherwise its next word names the command.
+  const [command, args] = first === 'machines' ? [`machines ${rest[0] ?? 'list'}`, rest.slice(1)] : [first, rest];
   if (!Object.hasOwn(commandSpecs, command)) throw new UsageError(`unknown command "${command}"`);
   const spec: CommandSpec = commandSpecs[command as CommandName];
   const flagNames = Object.keys(commandFlags) as FlagName[];

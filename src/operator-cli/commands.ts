@@ -2,7 +2,9 @@ import path from 'node:path';
 import type { NbdmuxClient } from '../client.js';
 import { UsageError, type CommandName, type Invocation } from './args.js';
 import { exitCodes } from './failure.js';
+import { printJson } from './format.js';
 import { importCommand } from './import.js';
+import { machineCommands } from './machines.js';
 import { renderConnections, renderExport, renderExports, renderHealth, renderVersions } from './views.js';
 import { watch } from './watch.js';
 
@@ -11,9 +13,7 @@ export interface Output {
 }
 
 /** Each command prints either for people or, with --json, one JSON document for scripts, and returns its exit code. */
-type Command = (client: NbdmuxClient, invocation: Invocation, out: Output) => Promise<number>;
-
-const printJson = (out: Output, value: unknown) => out.write(`${JSON.stringify(value, null, 2)}\n`);
+export type Command = (client: NbdmuxClient, invocation: Invocation, out: Output) => Promise<number>;
 
 export const commands: Record<CommandName, Command> = {
   async ls(client, { json }, out) {
@@ -93,4 +93,5 @@ export const commands: Record<CommandName, Command> = {
   },
 
   watch,
+  ...machineCommands,
 };

@@ -13,6 +13,8 @@ export interface Failure {
 export interface FailureContext {
   url: string;
   passwordSet: boolean;
+  /** The command that failed, if one was parsed: a name it did not find is listed by its group's listing. */
+  command?: string | undefined;
 }
 
 export function describeFailure(error: unknown, context: FailureContext): Failure {
@@ -21,7 +23,7 @@ export function describeFailure(error: unknown, context: FailureContext): Failur
   return { message: oneLine(error instanceof Error ? error.message : String(error)), exitCode: exitCodes.failed };
 }
 
-function clientErrorMessage(error: NbdmuxError, { url, passwordSet }: FailureContext): string {
+function clientErrorMessage(error: NbdmuxError, { url, passwordSet, command }: FailureContext): string {
   const status = (error.meta?.response as { status?: number } | undefined)?.status ?? error.data?.httpStatus;
   const code = error.data?.code;
   if (code === 'UNAUTHORIZED' || status === 401) {
@@ -29,7 +31,7 @@ function clientErrorMessage(error: NbdmuxError, { url, passwordSet }: FailureCon
       ? `the daemon at ${url} refused the admin password in NBDMUX_ADMIN_PASSWORD: check it`
       : `the daemon at ${url} requires the admin password: set NBDMUX_ADMIN_PASSWORD`;
   }
-  if (code === 'NOT_FOUND') return `${error.message}; "nbdmux ls" lists the exports`;
+  if (code === 'NOT_FOUND') return `${error.message}; ${command?.startsWith('machines ') ? '"nbdmux machines" lists the machines' : '"nbdmux ls" lists the exports'}`;
   if (code !== undefined) return error.message;
 
   // No tRPC answer at all: the daemon was not reached, or something else answered.

@@ -18,9 +18,9 @@ try {
   }
 } catch (err) {
   const url = request?.kind === 'run' ? request.invocation.url : '';
-  const failure = describeFailure(err, { url, passwordSet: password !== undefined });
-  const command = request?.kind === 'run' ? ` ${request.invocation.command}` : '';
-  process.stderr.write(`nbdmux${command}: ${failure.message}\n`);
+  const command = request?.kind === 'run' ? request.invocation.command : undefined;
+  const failure = describeFailure(err, { url, passwordSet: password !== undefined, command });
+  process.stderr.write(`nbdmux${command === undefined ? '' : ` ${command}`}: ${failure.message}\n`);
   process.exitCode = failure.exitCode;
 }
 // Ctrl-C means now: while the daemon is away, a pending reconnect timer would hold watch up to 2 s.

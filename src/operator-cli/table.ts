@@ -19,8 +19,9 @@ export function renderTable<Row>(columns: readonly Column<Row>[], rows: readonly
   return [renderLine(columns.map((column) => column.header)), ...cells.map(renderLine)].join('\n') + '\n';
 }
 
-/** `key  value` lines with the keys padded to one width, for a single record. */
+/** `key  value` lines with the keys padded to one width, for a single record; a value's further lines stay in the value column. */
 export function renderFields(fields: ReadonlyArray<readonly [string, string]>): string {
   const width = Math.max(...fields.map(([key]) => key.length));
-  return fields.map(([key, value]) => `${key.padEnd(width)}  ${value}`).join('\n') + '\n';
+  const indent = `\n${' '.repeat(width + 2)}`;
+  return fields.map(([key, value]) => `${key.padEnd(width)}  ${value.replaceAll('\n', indent)}`).join('\n') + '\n';
 }

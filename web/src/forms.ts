@@ -31,7 +31,7 @@ export function bindImportForm(form: HTMLFormElement, api: NbdmuxClient, exists:
 }
 
 /** On submit, `send` gets the form's data: done, the form is cleared; refused, the API's messages show beside the fields. */
-function onSubmit(form: HTMLFormElement, send: (data: FormData) => Promise<void>): void {
+export function onSubmit(form: HTMLFormElement, send: (data: FormData) => Promise<void>): void {
   const general = form.querySelector<HTMLElement>('.form-error')!;
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
@@ -61,7 +61,7 @@ function showErrors(form: HTMLFormElement, general: HTMLElement, error: unknown)
   if (message) general.textContent = message;
 }
 
-function clearErrors(form: HTMLFormElement, general: HTMLElement): void {
+export function clearErrors(form: HTMLFormElement, general: HTMLElement): void {
   general.textContent = '';
   for (const slot of form.querySelectorAll<HTMLElement>('[data-error-for]')) slot.textContent = '';
 }

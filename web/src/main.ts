@@ -1,6 +1,8 @@
 import { createNbdmuxClient, type NbdmuxExport } from '../../src/client.js';
 import { errorMessages } from './errors.js';
 import { bindAddForm, bindImportForm } from './forms.js';
+import { addDiscovered, bindAddMachineForm, fillExportChoices, machineActions, MachineEditor } from './machine-forms.js';
+import { renderDiscovered, renderMachines, tickDurations } from './machines.js';
 import { renderVersions } from './versions.js';
 import { prependEvents, renderConnections, renderExports, renderHealth, renderProblems } from './views.js';
 
@@ -85,6 +87,10 @@ async function copy(text: string, button: HTMLButtonElement): Promise<void> {
   setTimeout(() => (button.textContent = 'Copy'), 1500);
 }
 
+const addMachine = $('add-machine') as HTMLFormElement;
+const machineEditor = new MachineEditor($('edit-machine') as HTMLFormElement, api);
+const onMachine = machineActions(api, $('machine-notice'), machineEditor);
+
 api.status.stream.subscribe(undefined, {
   onData(status) {
     renderHealth($('health'), status.health);
@@ -95,8 +101,15 @@ api.status.stream.subscribe(undefined, {
     void refreshVersions();
     renderConnections($('connections'), status.connections);
     $('connection-count').textContent = String(status.connections.length);
+    renderMachines($('machines'), status.machines, onMachine);
+    machineEditor.refresh(status.machines);
+    $('machine-count').textContent = String(status.machines.length);
+    renderDiscovered($('discovered'), status.discoveredMachines, (mac) => addDiscovered(addMachine, mac));
+    for (const select of document.querySelectorAll<HTMLSelectElement>('select[name=export]')) fillExportChoices(select, [...currentNames]);
   },
 });
+// Snapshots come when something changes; a machine stuck at a stage changes nothing, yet its time there grows.
+setInterval(() => tickDurations($('machines')), 1000);
 
 const info = await api.system.info.query();
 $('open-banner').hidden = info.authRequired;
@@ -124,6 +137,7 @@ api.events.stream.subscribe(
 
 bindAddForm($('add-export') as HTMLFormElement, api);
 bindImportForm($('import-image') as HTMLFormElement, api, (name) => currentNames.has(name));
+bindAddMachineForm(addMachine, api);
 $('versions-close').addEventListener('click', () => {
   versionsOf = null;
   void refreshVersions();

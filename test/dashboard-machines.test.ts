@@ -1,0 +1,158 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createNbdmuxClient, type NbdmuxClient } from '../src/client.js';
+import { launchBrowser, openDashboard } from './helpers/browser.js';
+import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
+import { makeImage } from './helpers/nbd.js';
+
+const artifacts = path.resolve('test-artifacts');
+
+const node1 = '52:54:00:12:34:56';
+const node2 = '52:54:00:12:34:57';
+const unknown = '52:54:00:aa:bb:cc';
+
+describe('the dashboard with machines, in a real browser', () => {
+  let daemon: RunningDaemon;
+  let client: NbdmuxClient;
+  let browser: Awaited<ReturnType<typeof launchBrowser>>;
+  let page: Page;
+
+  beforeAll(async () => {
+    daemon = await startDaemon();
+    client = createNbdmuxClient({ url: daemon.url });
+    const images = tempDir('nbdmux-images-');
+    for (const name of ['debian', 'alpine']) expect((await api(daemon, 'POST', '/exports', { name, file: makeImage(images, `${name}.img`, 1024 * 1024) })).status).toBe(201);
+    browser = await launchBrowser();
+    page = await openDashboard(browser.context, daemon.url);
+  });
+  afterAll(async () => {
+    await browser?.close();
+    killEverything([daemon.dataDir]);
+  });
+
+  const machineRow = (mac: string) => page.locator(`#machines tr[data-machine="${mac}"]`);
+  const cell = (mac: string, column: 'name' | 'export' | 'persistent' | 'stage') => machineRow(mac).locator(`td.${column}`);
+  const lastEvent = async (type: string) => (await client.events.list.query({ limit: 20 })).find((event) => event.type === type);
+  /** Answers the next confirm() and returns its question. */
+  const nextQuestion = (accept: boolean) =>
+    new Promise<string>((resolve) => page.once('dialog', (dialog) => (resolve(dialog.message()), void (accept ? dialog.accept() : dialog.dismiss()))));
+
+  it('adds a machine from the form, showing the API message beside a bad MAC', async () => {
+    const form = page.locator('#add-machine');
+    // The export choices come with the first snapshot.
+    await form.locator('select[name=export] option[value="debian"]').waitFor({ state: 'attached', timeout: 2000 });
+    await form.locator('input[name=mac]').fill('52:54:00:12:34');
+    await form.locator('input[name=name]').fill('node-1');
+    await form.locator('select[name=export]').selectOption('debian');
+    await form.locator('button[type=submit]').click();
+    await expect.poll(() => form.locator('[data-error-for="mac"]').textContent()).toMatch(/^must be a MAC address: six pairs of hex digits/);
+
+    await form.locator('input[name=mac]').fill(node1.toUpperCase());
+    await form.locator('button[type=submit]').click();
+    await machineRow(node1).waitFor({ timeout: 2000 });
+    await expect(cell(node1, 'name').textContent()).resolves.toBe('node-1');
+    await expect(cell(node1, 'export').textContent()).resolves.toBe('debian');
+    await expect(cell(node1, 'persistent').textContent()).resolves.toBe('no');
+    await expect(cell(node1, 'stage').textContent()).resolves.toBe('never booted');
+    await expect(form.locator('[data-error-for="mac"]').textContent()).resolves.toBe('');
+    expect((await api(daemon, 'GET', `/machines/${node1}`)).json).toMatchObject({ name: 'node-1', export: 'debian', persistent: false });
+  });
+
+  it('shows a stage change live, counting the time at it, and a failure with its reason in full', async () => {
+    const sent = Date.now();
+    expect((await api(daemon, 'GET', `/boot.ipxe?mac=${node1}`)).status).toBe(200);
+    await page.locator(`#machines tr[data-machine="${node1}"][data-stage="script"]`).waitFor({ timeout: 2000 });
+    console.log(`script fetched to stage in the page: ${Date.now() - sent} ms`);
+    await expect(cell(node1, 'stage').locator('.state').textContent()).resolves.toBe('script');
+    await expect(machineRow(node1).locator('td').nth(5).textContent()).resolves.toBe('127.0.0.1');
+    // No event comes while a machine sits at a stage: the page's own clock moves the duration.
+    const since = cell(node1, 'stage').locator('small.since');
+    const first = await since.textContent();
+    expect(first).toMatch(/^for \d+s$/);
+    await expect.poll(() => since.textContent(), { timeout: 3000 }).not.toBe(first);
+
+    const reason = 'FAILED: no root device appeared\nnbd0: the server refused the export';
+    expect((await fetch(`${daemon.url}/boot/report?mac=${node1}&stage=failed`, { method: 'POST', body: reason })).status).toBe(204);
+    await page.locator(`#machines tr[data-machine="${node1}"][data-stage="failed"]`).waitFor({ timeout: 2000 });
+    await expect(cell(node1, 'stage').locator('small.stage-detail').textContent()).resolves.toBe(reason);
+    fs.mkdirSync(artifacts, { recursive: true });
+    await page.locator('section', { has: page.locator('#machines') }).screenshot({ path: path.join(artifacts, 'dashboard-machines.png') });
+  });
+
+  it('edits a machine: its export, and for a persistent one whether it keeps its state', async () => {
+    const form = page.locator('#edit-machine');
+    await machineRow(node1).getByRole('button', { name: 'Edit' }).click();
+    await form.waitFor({ state: 'visible' });
+    await expect(form.locator('input[name=name]').inputValue()).resolves.toBe('node-1');
+    await expect(form.locator('select[name=export]').inputValue()).resolves.toBe('debian');
+    await form.locator('select[name=export]').selectOption('alpine');
+    // A machine without state has none to keep.
+    expect(await form.locator('[data-keep-state]').isVisible()).toBe(false);
+    await form.locator('button[type=submit]').click();
+    await form.waitFor({ state: 'hidden', timeout: 2000 });
+    await expect.poll(() => cell(node1, 'export').textContent()).toBe('alpine');
+    expect((await lastEvent('machine.updated'))?.details).toMatchObject({ mac: node1, changed: ['export'] });
+
+    expect((await api(daemon, 'POST', '/machines', { mac: node2, name: 'node-2', export: 'debian', persistent: true, stateSize: '64M' })).status).toBe(201);
+    await expect.poll(() => cell(node2, 'persistent').textContent()).toBe('64.0 MiB of state');
+    for (const keep of [true, false]) {
+      await machineRow(node2).getByRole('button', { name: 'Edit' }).click();
+      await expect(form.locator('input[name=stateSize]').inputValue()).resolves.toBe('64M');
+      expect(await form.locator('[data-keep-state]').isVisible()).toBe(false);
+      await form.locator('select[name=export]').selectOption(keep ? 'alpine' : 'debian');
+      expect(await form.locator('[data-keep-state]').isVisible()).toBe(true);
+      await form.locator('input[name=keepState]').setChecked(keep);
+      await form.locator('button[type=submit]').click();
+      await form.waitFor({ state: 'hidden', timeout: 2000 });
+      expect((await lastEvent('machine.updated'))?.details).toMatchObject({ mac: node2, changed: ['export'], stateDiscarded: !keep });
+    }
+
+    // A refused edit keeps the form open, with the API's message beside the field.
+    await machineRow(node2).getByRole('button', { name: 'Edit' }).click();
+    await form.locator('input[name=name]').fill('Node_2');
+    await form.locator('button[type=submit]').click();
+    await expect.poll(() => form.locator('[data-error-for="name"]').textContent()).toMatch(/^must be a host name/);
+    await form.getByRole('button', { name: 'Cancel' }).click();
+    expect(await form.isVisible()).toBe(false);
+    expect((await api(daemon, 'GET', `/machines/${node2}`)).json).toMatchObject({ name: 'node-2', export: 'debian' });
+  });
+
+  it('lists a MAC that asked to boot under Discovered; its add fills in the MAC', async () => {
+    expect((await api(daemon, 'GET', `/boot.ipxe?mac=${unknown}`)).status).toBe(200);
+    const discovered = page.locator(`#discovered tr[data-discovered="${unknown}"]`);
+    await discovered.waitFor({ timeout: 2000 });
+    await expect(discovered.locator('td').allTextContents()).resolves.toEqual([unknown, '127.0.0.1', expect.any(String), expect.any(String), '1', 'Add']);
+
+    const form = page.locator('#add-machine');
+    await discovered.getByRole('button', { name: 'Add' }).click();
+    await expect(form.locator('input[name=mac]').inputValue()).resolves.toBe(unknown);
+    await expect(page.evaluate<string>('document.activeElement.name')).resolves.toBe('name');
+    await form.locator('input[name=name]').fill('node-3');
+    await form.locator('button[type=submit]').click();
+    await machineRow(unknown).waitFor({ timeout: 2000 });
+    // A machine is no longer unknown.
+    await discovered.waitFor({ state: 'detached', timeout: 2000 });
+    await expect(cell(unknown, 'export').textContent()).resolves.toBe('none');
+  });
+
+  it('resets a persistent machine and removes one, each after asking', async () => {
+    expect(await machineRow(node1).getByRole('button', { name: 'Reset state' }).count()).toBe(0);
+    const resetAsked = nextQuestion(true);
+    await machineRow(node2).getByRole('button', { name: 'Reset state' }).click();
+    expect(await resetAsked).toBe('Discard what "node-2" wrote? Its next boot starts from the image as it is.');
+    await expect.poll(async () => (await lastEvent('machine.reset'))?.details).toMatchObject({ mac: node2 });
+
+    const declined = nextQuestion(false);
+    await machineRow(node1).getByRole('button', { name: 'Remove' }).click();
+    expect(await declined).toMatch(/^Remove machine "node-1" \(52:54:00:12:34:56\)\?/);
+    expect((await api(daemon, 'GET', `/machines/${node1}`)).status).toBe(200);
+    const removeAsked = nextQuestion(true);
+    await machineRow(node1).getByRole('button', { name: 'Remove' }).click();
+    await removeAsked;
+    await machineRow(node1).waitFor({ state: 'detached', timeout: 2000 });
+    expect((await api(daemon, 'GET', '/machines')).json.map((m: { name: string }) => m.name)).toEqual(['node-2', 'node-3']);
+    await expect(page.locator('#machine-count').textContent()).resolves.toBe('2');
+  });
+});
