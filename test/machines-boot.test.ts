@@ -2,6 +2,8 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createNbdmuxClient } from '../src/client.js';
+import { launchBrowser, openDashboard } from './helpers/browser.js';
 import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
 import { bootGuest, debianImage, guestHttpHost, rambootKit, type DebianImage, type Guest, type RambootKit, type SerialLine } from './helpers/qemu.js';
 
@@ -96,6 +98,21 @@ describe('machines: boot by MAC, identity, stages and persistent state, under qe
       // PCI slot 2: the slot the image's /etc/network/interfaces (ens2) was written for.
       const a = pxeBoot(nodeA, 'node-a', debianTimeoutSeconds, { nicOptions: 'addr=2', memoryMiB: 1024 });
       const b = pxeBoot(nodeB, 'node-b', debianTimeoutSeconds, { nicOptions: 'addr=2', memoryMiB: 1024 });
+      // What the dashboard showed, every stage each row took, recorded in the page itself.
+      const browser = await launchBrowser();
+      const page = await openDashboard(browser.context, daemon.url);
+      await page.evaluate(`(() => {
+        const seen = {};
+        window.stagesSeen = seen;
+        const note = () => {
+          for (const row of document.querySelectorAll('#machines tr[data-machine]')) {
+            const stages = (seen[row.dataset.machine] ??= []);
+            if (!stages.includes(row.dataset.stage)) stages.push(row.dataset.stage);
+          }
+        };
+        note();
+        new MutationObserver(note).observe(document.querySelector('#machines'), { subtree: true, childList: true, attributes: true });
+      })()`);
       // What GET /machines showed while they booted: `up` lasts only until the image's check powers it off.
       const seen = new Map<string, Set<string>>([[nodeA.name, new Set()], [nodeB.name, new Set()]]);
       let booting = true;
@@ -105,8 +122,7 @@ describe('machines: boot by MAC, identity, stages and persistent state, under qe
           await new Promise((resolve) => setTimeout(resolve, 200));
         }
       })();
-      const [endA, endB] = await Promise.all([a.exited, b.exited]);
-      booting = false;
+      const [endA, endB] = await Promise.all([a.exited, b.exited]).finally(() => (booting = false));
       await watching;
       for (const [guest, end, node] of [[a, endA, nodeA], [b, endB, nodeB]] as const) {
         const lines = guest.lines();
@@ -118,6 +134,16 @@ describe('machines: boot by MAC, identity, stages and persistent state, under qe
       expect((await machine(nodeA.mac)).machineId).not.toBe((await machine(nodeB.mac)).machineId);
       expect([...seen.get(nodeA.name)!]).toContain('up');
       expect([...seen.get(nodeB.name)!]).toContain('up');
+      const dashboardSaw = (await page.evaluate('window.stagesSeen')) as Record<string, string[]>;
+      await browser.close();
+      // In the order of a boot (a snapshot may carry two quick steps at once), up among them, off last.
+      const order = ['never', 'script', 'kernel', 'initrd', 'attached', 'root', 'up', 'off'];
+      for (const node of [nodeA, nodeB]) {
+        const stages = dashboardSaw[node.mac]!;
+        expect(stages, `the dashboard's ${node.name} row`).toContain('up');
+        expect(stages.at(-1)).toBe('off');
+        expect([...stages].sort((x, y) => order.indexOf(x) - order.indexOf(y))).toEqual(stages);
+      }
       for (const node of [nodeA, nodeB]) {
         const row = await waitFor(`${node.name} off`, async () => {
           const current = await machine(node.mac);
@@ -128,8 +154,12 @@ describe('machines: boot by MAC, identity, stages and persistent state, under qe
         const stages = Object.fromEntries(Object.entries(row.timeline).map(([stage, at]) => [stage, Date.parse(at)]));
         console.log(`machines-boot: ${node.name}: ${Object.entries(stages).map(([stage, at]) => `${stage} +${((at - stages.script!) / 1000).toFixed(1)}s`).join(', ')}`);
       }
-      const events = (await api(daemon, 'GET', '/machines')).json as MachineJson[];
-      expect(events.map((row) => row.name)).toEqual(['keeper', 'node-a', 'node-b']);
+      // Both show their own boot: neither took the other's connection for its own.
+      const listed = (await api(daemon, 'GET', '/machines')).json as Array<MachineJson & { address: string }>;
+      expect(listed.filter((row) => row.name !== 'keeper').map((row) => [row.name, row.address])).toEqual([
+        [nodeA.name, nodeA.from],
+        [nodeB.name, nodeB.from],
+      ]);
     },
     (debianTimeoutSeconds + 60) * 1000,
   );
@@ -167,8 +197,10 @@ describe('machines: boot by MAC, identity, stages and persistent state, under qe
       const guest = pxeBoot(stranger, 'stranger', busyboxTimeoutSeconds);
       const found = await waitFor('the stranger discovered', async () => ((await api(daemon, 'GET', '/machines/discovered')).json as Array<{ mac: string; address: string }>).find((row) => row.mac === stranger.mac), 120_000, 500);
       expect(found.address).toBe(stranger.from);
-      // No default export: the menu waits for a choice, which nobody makes here.
-      await guest.waitForLine(/nbdmux: choose an export to boot/, 30_000);
+      // It was answered with the menu (shown on its screen, not its serial console), which waits for a choice nobody makes here.
+      const events = await createNbdmuxClient({ url: daemon.url }).events.list.query({ limit: 100 });
+      const answered = events.find((event) => event.type === 'boot.script' && event.details.client === stranger.from);
+      expect(answered?.details).toMatchObject({ status: 200, menu: 'busybox,debian' });
       guest.kill();
     },
     (busyboxTimeoutSeconds + 30) * 1000,

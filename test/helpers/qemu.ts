@@ -141,7 +141,8 @@ export function bootGuest({ kit, kernel, nbdPort, append, serialLog, timeoutSeco
     { guestAddress: guestNbdAddress, hostPort: nbdPort },
     ...(pxe ? [{ guestAddress: `${guestHttpHost}:80`, hostPort: pxe.httpPort }] : []),
   ]
-    .map(({ guestAddress, hostPort }) => `guestfwd=tcp:${guestAddress}-cmd:socat - TCP:127.0.0.1:${hostPort}${sourceAddress ? `,bind=${sourceAddress}` : ''}`)
+    // `,,` is a literal comma inside a qemu option value.
+    .map(({ guestAddress, hostPort }) => `guestfwd=tcp:${guestAddress}-cmd:socat - TCP:127.0.0.1:${hostPort}${sourceAddress ? `,,bind=${sourceAddress}` : ''}`)
     .join(',');
   const nic = `virtio-net-pci,netdev=n0${nicOptions ? `,${nicOptions}` : ''}`;
   const bootArgs = pxe
