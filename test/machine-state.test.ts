@@ -142,4 +142,20 @@ describe('machine state exports', () => {
     expect((await api(daemon, 'GET', '/machines/discovered')).json).toEqual([expect.objectContaining({ mac: '52:54:00:ab:cd:ef', address: '127.0.0.4', requests: 1 })]);
     expect((await request(daemon, 'GET', '/boot.ipxe?mac=not-a-mac', '127.0.0.4')).status).toBe(400);
   });
+
+  it("tells a machine with no export, or whose export was removed, why it cannot boot", async () => {
+    const images = tempDir('nbdmux-images-');
+    dirs.push(images);
+    expect((await api(daemon, 'POST', '/exports', { name: 'gone', file: makeImage(images, 'gone.img', 1024 * 1024) })).status).toBe(201);
+    expect((await api(daemon, 'POST', '/machines', { mac: '52:54:00:00:00:21', name: 'orphan', export: 'gone' })).status).toBe(201);
+    expect((await api(daemon, 'POST', '/machines', { mac: '52:54:00:00:00:22', name: 'idle' })).status).toBe(201);
+    expect((await api(daemon, 'DELETE', '/exports/gone')).status).toBe(204);
+    expect((await api(daemon, 'GET', '/machines/52:54:00:00:00:21')).json).toMatchObject({ export: null, exportProblem: expect.stringMatching(/^its export gone was removed at /) });
+    expect((await request(daemon, 'GET', '/boot.ipxe?mac=52:54:00:00:00:21', '127.0.0.5')).text).toBe(
+      '#!ipxe\necho nbdmux: machine orphan cannot boot: its export is removed, or not serving, or its allow list leaves out this address: see GET /machines/52:54:00:00:00:21\nexit 1\n',
+    );
+    expect((await request(daemon, 'GET', '/boot.ipxe?mac=52:54:00:00:00:22', '127.0.0.5')).text).toBe(
+      '#!ipxe\necho nbdmux: machine idle cannot boot: no export is set for it: PATCH /machines/52:54:00:00:00:22 with an export\nexit 1\n',
+    );
+  });
 });

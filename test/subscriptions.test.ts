@@ -91,12 +91,13 @@ describe('live subscriptions over WebSocket', () => {
       events.unsubscribe();
       status.unsubscribe();
     }
-    // What is left is the one listener /metrics holds for the daemon's life (src/metrics.ts).
+    // What is left are the two listeners held for the daemon's life: /metrics' (src/metrics.ts) and
+    // the machines' stages (src/machines/boots.ts).
     const stats = await waitFor('every listener to be released', async () => {
       const current = await trpcClient(daemon.url).system.stats.query();
-      return current.eventListeners === 1 ? current : undefined;
+      return current.eventListeners === 2 ? current : undefined;
     });
-    expect(stats.eventListeners).toBe(1);
+    expect(stats.eventListeners).toBe(2);
   });
 
   it('refuses WebSocket upgrades on other paths and from other origins', async () => {

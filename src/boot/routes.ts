@@ -144,7 +144,7 @@ export function bootRoutes(options: BootRoutesOptions): BootRoutes {
 /** A known machine's script: its export's, with its identity; or why it cannot boot. */
 function machineScript(machine: MachineRow, bootable: readonly ExportView[], artifacts: BootArtifacts, endpoint: BootEndpoint): { text: string; exportName: string | null } {
   if (machine.exportId === null) {
-    return { text: cannotBootScript(machine.name, `no export is set for it: PATCH /machines/${machine.mac} with "export"`), exportName: null };
+    return { text: cannotBootScript(machine.name, `no export is set for it: PATCH /machines/${machine.mac} with an export`), exportName: null };
   }
   const exp = bootable.find((candidate) => candidate.id === machine.exportId);
   if (exp === undefined) {
