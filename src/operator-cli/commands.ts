@@ -1,19 +1,11 @@
 import path from 'node:path';
-import type { NbdmuxClient } from '../client.js';
-import { UsageError, type CommandName, type Invocation } from './args.js';
+import { UsageError, type CommandName } from './args.js';
 import { exitCodes } from './failure.js';
-import { printJson } from './format.js';
 import { importCommand } from './import.js';
 import { machineCommands } from './machines.js';
+import { printJson, type Command } from './output.js';
 import { renderConnections, renderExport, renderExports, renderHealth, renderVersions } from './views.js';
 import { watch } from './watch.js';
-
-export interface Output {
-  write(text: string): void;
-}
-
-/** Each command prints either for people or, with --json, one JSON document for scripts, and returns its exit code. */
-export type Command = (client: NbdmuxClient, invocation: Invocation, out: Output) => Promise<number>;
 
 export const commands: Record<CommandName, Command> = {
   async ls(client, { json }, out) {

@@ -1,5 +1,3 @@
-import type { Output } from './commands.js';
-
 /** Local time, to the second, sortable: `2026-11-25 08:51:20`. */
 export function formatTime(iso: string): string {
   const at = new Date(iso);
@@ -17,9 +15,4 @@ export function formatDetails(details: Record<string, unknown>): string {
   return Object.entries(details)
     .map(([key, value]) => `${key}=${typeof value === 'string' && !/\s/.test(value) ? value : JSON.stringify(value)}`)
     .join(' ');
-}
-
-/** What --json prints: one JSON document. */
-export function printJson(out: Output, value: unknown): void {
-  out.write(`${JSON.stringify(value, null, 2)}\n`);
 }

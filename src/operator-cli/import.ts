@@ -1,7 +1,7 @@
 import { isNbdmuxError, type NbdmuxClient, type NbdmuxExport } from '../client.js';
 import { describeImport, importFraction } from '../presentation.js';
 import type { Invocation } from './args.js';
-import type { Output } from './commands.js';
+import type { Output } from './output.js';
 import { exitCodes } from './failure.js';
 
 /** How often the daemon is asked how the import goes: its progress changes at most 4 times a second. */

@@ -1,7 +1,6 @@
 import { UsageError } from './args.js';
-import type { Command } from './commands.js';
 import { exitCodes } from './failure.js';
-import { printJson } from './format.js';
+import { printJson, type Command } from './output.js';
 import { renderDiscovered, renderMachine, renderMachines } from './machine-views.js';
 
 /** `nbdmux machines ...`: the lab's machines by MAC, as machines.* procedures see them. */

@@ -1,6 +1,6 @@
 import type { NbdmuxClient, NbdmuxStreamEvent, NbdmuxStatus } from '../client.js';
 import type { Invocation } from './args.js';
-import type { Output } from './commands.js';
+import type { Output } from './output.js';
 import { exitCodes } from './failure.js';
 import { formatClock } from './format.js';
 import { renderConnections, renderEvent } from './views.js';
