@@ -7,8 +7,9 @@ import type { EventLog } from '../events/event-log.js';
 import { RefusalSummary } from '../events/refusal-summary.js';
 import { AllowList } from '../exports/allow-list.js';
 import type { Logger } from '../log.js';
+import { refusalOf } from './admission.js';
 import { ConnectionStore } from './connection-store.js';
-import { ConnectionTable, type LiveConnection } from './connections.js';
+import { ConnectionTable } from './connections.js';
 import { ConfigVariants } from './config-variants.js';
 import { prepareCowDir, removeLeftoverCowDiffs } from './cow-diffs.js';
 import { configEnablesTls, detectFastStart, type FastStart } from './fast-start.js';
@@ -106,7 +107,11 @@ export class Supervisor {
       log,
       onStartFailed: (conn, reason) => this.startFailures.failed({ connection: conn.id, client: conn.clientAddress, reason }),
       onNegotiated: () => this.startFailures.recovered(),
-      admit: (conn, report) => ('machineId' in report ? this.admitsState(conn, report.machineId) : this.admits(conn, report.exportId)),
+      admit: (conn, report) => {
+        const refusal = refusalOf(conn, report, { store: this.store, configs: this.configs, connections: this.connections });
+        if (refusal !== null) this.recordRefusal(refusal.exportName, conn.clientAddress, conn.clientPort, refusal.reason);
+        return refusal === null;
+      },
     });
     this.server = net.createServer({ pauseOnConnect: true }, (socket) => this.accept(socket));
     this.refreshTimer = setInterval(() => {
@@ -205,30 +210,6 @@ export class Supervisor {
     this.refusals.flush();
     this.startFailures.flush();
     await closed;
-  }
-
-  /** Judged on the export's stored allow list, so it holds for exports removed since the process started too. */
-  private admits(conn: LiveConnection, exportId: number): boolean {
-    const row = this.store.exportById(exportId);
-    if (!row) return false;
-    if (row.allow.length === 0 || new AllowList(row.allow).allows(conn.clientAddress)) return true;
-    this.recordRefusal(row.name, conn.clientAddress, conn.clientPort, `${conn.clientAddress} is not in the allow list of export ${row.name}`);
-    return false;
-  }
-
-  /** A machine's state: from the address its current boot came from, and never attached twice at once. */
-  private admitsState(conn: LiveConnection, machineId: number): boolean {
-    const state = this.configs.stateOf(machineId);
-    const holder = this.connections.list().find((other) => other.machineId === machineId && other.id !== conn.id);
-    const refusal =
-      state === undefined || state.client !== conn.clientAddress
-        ? `${conn.clientAddress} may no longer attach the state of machine ${state?.machine ?? machineId}: it was reset or deleted, or its boot now comes from another address`
-        : holder !== undefined
-          ? `the state of machine ${state.machine} is already attached (connection ${holder.id} from ${holder.clientAddress}): a second boot of the same machine must wait until the first one's connection closes`
-          : null;
-    if (refusal === null) return true;
-    this.recordRefusal(null, conn.clientAddress, conn.clientPort, refusal);
-    return false;
   }
 
   private accept(socket: net.Socket): void {
