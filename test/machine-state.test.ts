@@ -56,7 +56,11 @@ describe('machine state exports', () => {
   });
 
   it("gives the machine's script its identity, its state and where to report", async () => {
+    // A HEAD is no boot: the headers of the machine's script, and no stage.
+    const head = await request(daemon, 'HEAD', `/boot.ipxe?mac=${mac}`, '127.0.0.2');
+    expect((await api(daemon, 'GET', `/machines/${mac}`)).json.stage).toBeNull();
     const script = await request(daemon, 'GET', `/boot.ipxe?mac=${mac}`, '127.0.0.2');
+    expect(head.status).toBe(200);
     expect(script.status).toBe(200);
     const machine = (await api(daemon, 'GET', `/machines/${mac}`)).json;
     const nbd = `127.0.0.1:${daemon.nbdPort}`;

@@ -24,7 +24,7 @@ export interface BootRoutesOptions {
   artifacts: BootArtifacts;
   events: Pick<EventLog, 'record'>;
   /** Known machines' boots: scripts by MAC, their stages, their reports. */
-  machines: Pick<MachineBoots, 'scriptFetched' | 'fileFetched' | 'report'>;
+  machines: Pick<MachineBoots, 'scriptFetched' | 'lookup' | 'fileFetched' | 'report'>;
   /** `--nbd-allow`: a machine the NBD port would refuse gets no boot files either. */
   nbdAllow: AllowList;
   /** The NBD port machines dial (`--nbd-public-port`, else the port nbdmux listens on). */
@@ -93,7 +93,7 @@ export function bootRoutes(options: BootRoutesOptions): BootRoutes {
         return true;
       }
       // HEAD fetches nothing: only a GET is a machine booting.
-      const machine = method === 'GET' ? options.machines.scriptFetched(mac, client) : undefined;
+      const machine = method === 'GET' ? options.machines.scriptFetched(mac, client) : options.machines.lookup(mac);
       if (machine !== undefined) {
         const script = machineScript(machine, bootable, artifacts, { httpBase: requestBase(req), nbdHost: nbdHostFor(req), nbdPort: options.nbdPublicPort });
         recordScript(script.exportName, sendText(req, res, script.text), script.exportName === null ? {} : { nbd: `${nbdHostFor(req)}:${options.nbdPublicPort}` });

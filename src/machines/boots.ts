@@ -43,7 +43,7 @@ export class MachineBoots {
    * address alone. Undefined for an unknown MAC, which is recorded as discovered.
    */
   scriptFetched(mac: string, client: string): MachineRow | undefined {
-    const known = this.db.select().from(machinesTable).where(eq(machinesTable.mac, mac)).get();
+    const known = this.lookup(mac);
     if (known === undefined) {
       this.discovered(mac, client);
       return undefined;
@@ -57,6 +57,11 @@ export class MachineBoots {
     return row;
   }
 
+  /** The machine of a MAC, as it is: what a HEAD of its script answers about, changing nothing. */
+  lookup(mac: string): MachineRow | undefined {
+    return this.db.select().from(machinesTable).where(eq(machinesTable.mac, mac)).get();
+  }
+
   /** A boot file of `exportName` went to `client`: the machine booting it from there moves on. */
   fileFetched(client: string, exportName: string, stage: 'kernel' | 'initrd'): void {
     const row = this.bootingFrom(client, exportName);
@@ -65,7 +70,7 @@ export class MachineBoots {
 
   /** A report from the machine's initramfs or booted system; refused unless it comes from the address of its current boot. */
   report(mac: string, client: string, stage: ReportedStage, text: string): ReportOutcome {
-    const row = this.db.select().from(machinesTable).where(eq(machinesTable.mac, mac)).get();
+    const row = this.lookup(mac);
     // The same answer for an unknown MAC and a known one from elsewhere: a report cannot probe for machines.
     if (row === undefined || row.address !== client) {
       return { ok: false, status: 403, message: `no machine with MAC ${mac} is booting from ${client}: a machine reports from the address that fetched its script` };
