@@ -89,6 +89,8 @@ describe('deploy/Containerfile', () => {
     expect(spec.from).toMatch(/^\S*node:20[-.\w]*$/);
     expect(spec.run).toMatch(/apt-get install [^&]*\bnbd-server\b/);
     expect(spec.run).toMatch(/apt-get install [^&]*\btini\b/);
+    // Persistent machines' state: mkfs.ext4, e2fsck, resize2fs (and debugfs for boot inspection).
+    expect(spec.run).toMatch(/apt-get install [^&]*\be2fsprogs\b/);
     expect(spec.entrypoint.slice(0, 2)).toEqual(['/usr/bin/tini', '--']);
     expect(spec.user).not.toMatch(/^(root|0)(:|$)/);
     expect(spec.run).toMatch(new RegExp(`useradd [^&]*--system[^&]* ${spec.user}\\b`));
