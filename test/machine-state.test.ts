@@ -147,6 +147,20 @@ describe('machine state exports', () => {
     expect((await request(daemon, 'GET', '/boot.ipxe?mac=not-a-mac', '127.0.0.4')).status).toBe(400);
   });
 
+  it('answers bad machine input over REST with the precise status, on the field at fault', async () => {
+    const post = (body: unknown) => api(daemon, 'POST', '/machines', body);
+    const field = (name: string) => ({ error: { code: 'BAD_REQUEST', issues: [expect.objectContaining({ field: name })] } });
+    expect(await post({ mac: 'nope', name: 'x' })).toMatchObject({ status: 400, json: field('mac') });
+    expect(await post({ mac: '52:54:00:00:00:31', name: 'x', export: 'nope' })).toMatchObject({ status: 400, json: field('export') });
+    expect(await post({ mac: mac.toUpperCase(), name: 'other' })).toMatchObject({ status: 409, json: { error: { code: 'CONFLICT' } } });
+    expect(await post({ mac: '52:54:00:00:00:31', name: 'node7' })).toMatchObject({ status: 409, json: { error: { code: 'CONFLICT' } } });
+    expect(await api(daemon, 'PATCH', `/machines/${mac}`, { mac })).toMatchObject({ status: 400, json: field('mac') });
+    expect(await api(daemon, 'PATCH', `/machines/${mac}`, { stateSize: '1M' })).toMatchObject({ status: 400, json: field('stateSize') });
+    expect((await api(daemon, 'GET', '/machines/52:54:00:00:00:99')).status).toBe(404);
+    expect(await api(daemon, 'GET', '/machines/zz')).toMatchObject({ status: 400, json: field('mac') });
+    expect((await api(daemon, 'PUT', `/machines/${mac}`, {})).status).toBe(405);
+  });
+
   it("tells a machine with no export, or whose export was removed, why it cannot boot", async () => {
     const images = tempDir('nbdmux-images-');
     dirs.push(images);
