@@ -191,6 +191,32 @@ describe('machines: boot by MAC, identity, stages and persistent state, under qe
   );
 
   it(
+    'refuses a second boot of a machine whose state is attached, while the first boot keeps reading its disk',
+    async () => {
+      expect((await api(daemon, 'PATCH', `/machines/${keeper.mac}`, { cmdline: 'ramtest=hold' })).status).toBe(200);
+      const first = pxeBoot(keeper, 'keeper-held', busyboxTimeoutSeconds);
+      await first.waitForLine(/ramtest: read 1 /, 120_000);
+      // The same MAC from another address: a second machine claiming to be this one.
+      const twin = pxeBoot({ mac: keeper.mac, from: '127.0.0.6' }, 'keeper-twin', busyboxTimeoutSeconds);
+      const failed = await twin.waitForLine(/ramboot: FAILED: /, 120_000);
+      expect(failed.text).toMatch(/cannot attach export __state-52540000000c from 10\.0\.2\.100:10809/);
+      expect((await twin.exited).code).toBe(0);
+      expect(await machine(keeper.mac)).toMatchObject({ stage: 'failed', stageDetail: expect.stringContaining('cannot attach export __state-52540000000c') });
+      const events = await createNbdmuxClient({ url: daemon.url }).events.list.query({ limit: 200 });
+      expect(events.find((event) => event.type === 'connection.refused' && event.details.client === '127.0.0.6')?.details).toMatchObject({
+        reason: expect.stringMatching(/^the state of machine keeper is already attached \(connection \d+ from 127\.0\.0\.4\)/),
+      });
+
+      const reads = () => first.lines().flatMap((line) => /ramtest: read \d+ (\S+)/.exec(line.text)?.[1] ?? []);
+      const readsBefore = reads().length;
+      await waitFor('the first boot reading on', () => (reads().length >= readsBefore + 4 || undefined), 60_000, 200);
+      expect(new Set(reads())).toEqual(new Set([kit.payloadSha256]));
+      first.kill();
+    },
+    2 * (busyboxTimeoutSeconds + 30) * 1000,
+  );
+
+  it(
     'records an unknown MAC as discovered and offers it the menu',
     async () => {
       const stranger = { mac: '52:54:00:00:00:0d', from: '127.0.0.5' };
