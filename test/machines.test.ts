@@ -152,6 +152,39 @@ describe('machines', () => {
     expect(plane.events.recent(10).filter((event) => event.type === 'machine.discovered')).toHaveLength(1);
   });
 
+  it('never closes a state descriptor the data plane still names: a reused number could serve another file', async () => {
+    const boots = new MachineBoots(plane.db, plane.events, plane.machines, plane.space);
+    await plane.caller.machines.create({ mac, name: 'a', export: 'debian', persistent: true, stateSize: '64M' });
+    boots.scriptFetched(mac, '10.1.0.7');
+    // Which file a descriptor holds: a closed number reopened for another file holds another (inode, birth time).
+    const fileOf = (fd: number) => {
+      try {
+        const stat = fs.fstatSync(fd, { bigint: true });
+        return `${stat.ino}:${stat.birthtimeNs}`;
+      } catch {
+        return 'closed';
+      }
+    };
+    let named = new Map<number, string>();
+    const stillOpenWhenReplaced: boolean[] = [];
+    const record = plane.dataPlane.applyStates.bind(plane.dataPlane);
+    plane.dataPlane.applyStates = (states) => {
+      stillOpenWhenReplaced.push([...named].every(([fd, file]) => fileOf(fd) === file));
+      record(states);
+      named = new Map(states.map((state) => [state.fd, fileOf(state.fd)]));
+    };
+    named = new Map(plane.dataPlane.appliedStates.at(-1)!.map((state) => [state.fd, fileOf(state.fd)]));
+    await plane.caller.machines.reset({ mac });
+    await plane.caller.machines.update({ mac, export: 'alpine' });
+    await plane.caller.machines.update({ mac, persistent: false });
+    expect(stillOpenWhenReplaced).toEqual([true, true, true]);
+    expect(plane.dataPlane.appliedStates.at(-1)).toEqual([]);
+    // And what is handed over is the current file, never a deleted one.
+    await plane.caller.machines.update({ mac, persistent: true });
+    const [state] = plane.dataPlane.appliedStates.at(-1)!;
+    expect(fs.readlinkSync(`/proc/self/fd/${state!.fd}`)).toBe(plane.stateFiles.pathOf(mac));
+  });
+
   it('moves through the stages from what it sees, refusing reports from elsewhere and repeated ones', async () => {
     const boots = new MachineBoots(plane.db, plane.events, plane.machines, plane.space);
     await plane.caller.machines.create({ mac, name: 'a', export: 'debian' });

@@ -86,7 +86,9 @@ export class MachineRegistry {
             .all()[0]!;
         });
       } catch (err) {
+        // Never served: nothing names its descriptor.
         this.states.discard(input.mac);
+        this.states.closeRetired();
         throw err;
       }
       this.events.record('machine.created', input.export, { mac: row.mac, name: row.name, persistent: row.persistent, ...actor });
@@ -114,11 +116,12 @@ export class MachineRegistry {
       if ((discard || grow) && this.attached(before)) {
         throw conflict(`machine ${before.name} is attached: ${discard ? 'its state would be discarded' : 'its state filesystem would grow'} under a running system; power it off first`);
       }
-      if (discard) this.states.discard(before.mac);
-      if (grow) await this.states.grow(before.mac, stateSize);
-      if (persistent && (discard || !hasState)) await this.states.create(before.mac, stateSize);
-      const row = this.db.update(machinesTable).set({ name, exportId, cmdline: input.cmdline ?? before.cmdline, persistent, stateSize }).where(eq(machinesTable.id, before.id)).returning().all()[0]!;
-      this.applyStates();
+      const row = await this.changingStates(async () => {
+        if (discard) this.states.discard(before.mac);
+        if (grow) await this.states.grow(before.mac, stateSize);
+        if (persistent && (discard || !hasState)) await this.states.create(before.mac, stateSize);
+        return this.db.update(machinesTable).set({ name, exportId, cmdline: input.cmdline ?? before.cmdline, persistent, stateSize }).where(eq(machinesTable.id, before.id)).returning().all()[0]!;
+      });
       const changed = (['name', 'exportId', 'cmdline', 'persistent', 'stateSize'] as const).filter((field) => row[field] !== before[field]).map((field) => (field === 'exportId' ? 'export' : field));
       this.events.record('machine.updated', this.exportName(row.exportId), { mac: row.mac, name: row.name, changed, stateDiscarded: discard, ...actor });
       return this.toView(row);
@@ -129,9 +132,9 @@ export class MachineRegistry {
     return this.serially(async () => {
       const row = this.row(mac);
       this.refuseAttached(row, 'deleted');
-      this.states.discard(row.mac);
+      // The row first: if it cannot go, nothing did.
       this.db.delete(machinesTable).where(eq(machinesTable.id, row.id)).run();
-      this.applyStates();
+      await this.changingStates(async () => this.states.discard(row.mac));
       this.events.record('machine.deleted', null, { mac: row.mac, name: row.name, ...actor });
     });
   }
@@ -142,9 +145,10 @@ export class MachineRegistry {
       const row = this.row(mac);
       if (!row.persistent) throw conflict(`machine ${row.name} is not persistent, so it has no state to reset; PATCH persistent: true to give it one`);
       this.refuseAttached(row, 'reset');
-      this.states.discard(row.mac);
-      await this.states.create(row.mac, row.stateSize);
-      this.applyStates();
+      await this.changingStates(async () => {
+        this.states.discard(row.mac);
+        await this.states.create(row.mac, row.stateSize);
+      });
       this.events.record('machine.reset', this.exportName(row.exportId), { mac: row.mac, name: row.name, ...actor });
     });
   }
@@ -152,6 +156,7 @@ export class MachineRegistry {
   /** Hands the data plane every persistent machine's state, each for the address its current boot came from. */
   applyStates(): void {
     this.dataPlane.applyStates(servedStates(this.db, this.states));
+    this.states.closeRetired();
   }
 
   row(mac: string): MachineRow {
@@ -198,6 +203,18 @@ export class MachineRegistry {
 
   private refuseAttached(row: MachineRow, what: string): void {
     if (this.attached(row)) throw conflict(`machine ${row.name} is attached (its boot's NBD connection is live), so its state cannot be ${what}: power it off first`);
+  }
+
+  /**
+   * Runs a change of state files, then hands the data plane the states as they are, whether the
+   * change completed or failed midway (a discarded state must not stay served).
+   */
+  private async changingStates<T>(change: () => Promise<T>): Promise<T> {
+    try {
+      return await change();
+    } finally {
+      this.applyStates();
+    }
   }
 
   private serially<T>(change: () => Promise<T>): Promise<T> {

@@ -14,6 +14,11 @@ const run = promisify(execFile);
 export class StateFiles {
   /** By MAC. */
   private readonly fds = new Map<string, number>();
+  /**
+   * Descriptors of discarded states, closed only once the data plane no longer names them: closed
+   * at once, the number could be reused for another file that a cached config would then serve.
+   */
+  private retired: number[] = [];
 
   constructor(readonly dir: string) {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -78,12 +83,19 @@ export class StateFiles {
     }
   }
 
-  /** Deletes a machine's state; a serving process still holding it keeps its own descriptor. */
+  /**
+   * Deletes a machine's state; a serving process still holding it keeps its own descriptor. Ours
+   * is closed by closeRetired, once the data plane has the states without it.
+   */
   discard(mac: string): void {
     const fd = this.fds.get(mac);
-    if (fd !== undefined) fs.closeSync(fd);
+    if (fd !== undefined) this.retired.push(fd);
     this.fds.delete(mac);
     fs.rmSync(this.pathOf(mac), { force: true });
+  }
+
+  closeRetired(): void {
+    for (const fd of this.retired.splice(0)) fs.closeSync(fd);
   }
 }
 
