@@ -96,7 +96,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
       registry,
       artifacts,
       events,
-      machines: new MachineBoots(db, events, machines, space),
+      machines: new MachineBoots(db, events, machines, space, log),
       nbdAllow,
       nbdPublicPort: config.nbdPublicPort ?? supervisor.address!.port,
       bootDefault: config.bootDefault ?? null,

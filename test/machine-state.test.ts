@@ -138,6 +138,7 @@ describe('machine state exports', () => {
     expect((await request(daemon, 'POST', `/boot/report?mac=52:54:00:00:00:99&stage=root`, '127.0.0.3', 'x')).status).toBe(403);
     expect((await request(daemon, 'POST', `/boot/report?mac=${mac}&stage=bogus`, '127.0.0.3', 'x')).status).toBe(400);
     expect((await request(daemon, 'GET', `/boot/report?mac=${mac}&stage=root`, '127.0.0.3')).status).toBe(405);
+    expect((await request(daemon, 'POST', `/boot/report?mac=${mac}&stage=root`, '127.0.0.3', 'x'.repeat(5000))).status).toBe(413);
     expect((await request(daemon, 'POST', `/boot/report?mac=${mac}&stage=failed`, '127.0.0.3', 'cannot attach export img: no such export')).status).toBe(204);
     expect((await api(daemon, 'GET', `/machines/${mac}`)).json).toMatchObject({ stage: 'failed', stageDetail: 'cannot attach export img: no such export' });
 

@@ -1,7 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { MachineBoots } from '../src/machines/boots.js';
 import { refusal, testControlPlane, type TestControlPlane } from './helpers/context.js';
 import { tempDir } from './helpers/daemon.js';
 import { makeImage } from './helpers/nbd.js';
@@ -139,7 +138,7 @@ describe('machines', () => {
   });
 
   it('serves a persistent machine\'s state only to the address its current boot came from', async () => {
-    const boots = new MachineBoots(plane.db, plane.events, plane.machines, plane.space);
+    const { boots } = plane;
     await plane.caller.machines.create({ mac, name: 'a', export: 'debian', persistent: true, stateSize: '64M' });
     expect(plane.dataPlane.appliedStates.at(-1) ?? []).toEqual([]);
     boots.scriptFetched(mac, '10.1.0.7');
@@ -153,7 +152,7 @@ describe('machines', () => {
   });
 
   it('never closes a state descriptor the data plane still names: a reused number could serve another file', async () => {
-    const boots = new MachineBoots(plane.db, plane.events, plane.machines, plane.space);
+    const { boots } = plane;
     await plane.caller.machines.create({ mac, name: 'a', export: 'debian', persistent: true, stateSize: '64M' });
     boots.scriptFetched(mac, '10.1.0.7');
     // Which file a descriptor holds: a closed number reopened for another file holds another (inode, birth time).
@@ -186,7 +185,7 @@ describe('machines', () => {
   });
 
   it('moves through the stages from what it sees, refusing reports from elsewhere and repeated ones', async () => {
-    const boots = new MachineBoots(plane.db, plane.events, plane.machines, plane.space);
+    const { boots } = plane;
     await plane.caller.machines.create({ mac, name: 'a', export: 'debian' });
     boots.scriptFetched(mac, '10.1.0.7');
     boots.fileFetched('10.1.0.99', 'debian', 'kernel'); // another address: not this machine's

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import type http from 'node:http';
 import net from 'node:net';
 import { pipeline } from 'node:stream/promises';
+import { TRPCError } from '@trpc/server';
 import type { EventLog } from '../events/event-log.js';
 import type { EventDetails } from '../events/event-map.js';
 import type { ExportRegistry, ExportView } from '../exports/registry.js';
@@ -172,9 +173,10 @@ async function report(req: http.IncomingMessage, res: http.ServerResponse, url: 
   let body: Buffer;
   try {
     body = await readBody(req);
-  } catch {
-    // Too large, or cut off: the machine's report is lost, nothing else.
-    sendJsonError(res, url.pathname, 413, 'PAYLOAD_TOO_LARGE', `a report is at most ${maxReportBytes} bytes`, { connection: 'close' });
+  } catch (err) {
+    // Too large (sent without a length), or cut off: the machine's report is lost, nothing else.
+    if (err instanceof TRPCError && err.code === 'PAYLOAD_TOO_LARGE') sendJsonError(res, url.pathname, 413, 'PAYLOAD_TOO_LARGE', `a report is at most ${maxReportBytes} bytes`, { connection: 'close' });
+    else res.destroy();
     return;
   }
   const outcome = machines.report(mac, client, stage as ReportedStage, body.toString('latin1'));

@@ -1,10 +1,10 @@
 import { and, eq, inArray, sql } from 'drizzle-orm';
 import type { DataDirSpace } from '../db/data-dir-space.js';
 import type { Db } from '../db/open.js';
-import { discoveredMachinesTable, exportsTable, machinesTable, type MachineRow } from '../db/schema.js';
+import { discoveredMachinesTable, exportsTable, machinesTable, type EventRow, type MachineRow } from '../db/schema.js';
 import type { EventLog } from '../events/event-log.js';
-import type { EventRow } from '../db/schema.js';
 import type { MachineStage } from '../events/event-map.js';
+import type { Logger } from '../log.js';
 import type { MachineRegistry } from './registry.js';
 
 /** What a machine's boot reports itself (the initramfs, then the booted system). */
@@ -34,8 +34,16 @@ export class MachineBoots {
     private readonly machines: MachineRegistry,
     /** A full data dir loses the stages, never a boot: writes that cannot be made are skipped. */
     private readonly space: Pick<DataDirSpace, 'tryWrite'>,
+    log: Logger,
   ) {
-    events.on('event', (event) => this.observe(event));
+    events.on('event', (event) => {
+      // Called inside whatever recorded the event (a connection closing): a stage must never break it.
+      try {
+        this.observe(event);
+      } catch (err) {
+        log.warn('a machine stage was not recorded', { event: event.type, error: (err as Error).stack ?? String(err) });
+      }
+    });
   }
 
   /**

@@ -12,6 +12,7 @@ import { ExportRegistry, type DataPlane } from '../../src/exports/registry.js';
 import { Importer } from '../../src/images/importer.js';
 import { createLogger } from '../../src/log.js';
 import { createCaller, type Context } from '../../src/router/index.js';
+import { MachineBoots } from '../../src/machines/boots.js';
 import { MachineRegistry, type MachineDataPlane } from '../../src/machines/registry.js';
 import { StateFiles } from '../../src/machines/state-files.js';
 import type { LiveConnection, ServedExport, ServedState } from '../../src/supervisor/index.js';
@@ -82,6 +83,8 @@ export interface TestControlPlane {
   space: DataDirSpace;
   registry: ExportRegistry;
   machines: MachineRegistry;
+  /** The machines' boots, as the boot routes drive them. */
+  boots: MachineBoots;
   /** Where persistent machines' state files are made (real mkfs.ext4). */
   stateFiles: StateFiles;
   context: Context;
@@ -112,6 +115,7 @@ export function testControlPlane(options: { imageRoots?: string[]; cowDir?: stri
   const registry = new ExportRegistry(db, dataPlane, events, pins, { imageRoots, keepVersions: options.keepVersions ?? 3, importer, boot: noKitArtifacts, log });
   const stateFiles = new StateFiles(`${dataDir}/machines`);
   const machines = new MachineRegistry(db, dataPlane, events, stateFiles);
+  const boots = new MachineBoots(db, events, machines, space, log);
   const context: Context = {
     registry,
     machines,
@@ -129,6 +133,7 @@ export function testControlPlane(options: { imageRoots?: string[]; cowDir?: stri
     space,
     registry,
     machines,
+    boots,
     stateFiles,
     context,
     caller: createCaller(context),
