@@ -107,6 +107,8 @@ describe('the dashboard with machines, in a real browser', () => {
       await form.locator('button[type=submit]').click();
       await form.waitFor({ state: 'hidden', timeout: 2000 });
       expect((await lastEvent('machine.updated'))?.details).toMatchObject({ mac: node2, changed: ['export'], stateDiscarded: !keep });
+      // The next Edit opens the machine as its row shows it: wait for the row to show this change.
+      await expect.poll(() => cell(node2, 'export').textContent()).toBe(keep ? 'alpine' : 'debian');
     }
 
     // A refused edit keeps the form open, with the API's message beside the field.
