@@ -60,14 +60,15 @@ export class MachineBoots {
     const boot = { address: client, lastSeenAt: now, stage: 'script', stageAt: now, stageDetail: null, timeline: { script: now }, rootConnectionId: null } as const;
     const row = this.space.tryWrite(() => this.db.update(machinesTable).set(boot).where(eq(machinesTable.id, known.id)).returning().all()[0]!);
     if (row === undefined) return { ...known, ...boot };
-    this.machines.applyStates();
+    // Only a persistent machine's address decides what is served: a boot storm of others rewrites no config.
+    if (row.persistent) this.machines.applyStates();
     this.recordStage(row, 'script');
     return row;
   }
 
   /** The machine of a MAC, as it is: what a HEAD of its script answers about, changing nothing. */
   lookup(mac: string): MachineRow | undefined {
-    return this.db.select().from(machinesTable).where(eq(machinesTable.mac, mac)).get();
+    return this.machines.find(mac);
   }
 
   /** A boot file of `exportName` went to `client`: the machine booting it from there moves on. */
@@ -127,8 +128,7 @@ export class MachineBoots {
   }
 
   private recordStage(row: MachineRow, stage: MachineStage): void {
-    const exportName = row.exportId === null ? null : (this.db.select({ name: exportsTable.name }).from(exportsTable).where(eq(exportsTable.id, row.exportId)).get()?.name ?? null);
-    this.events.record('machine.stage', exportName, { mac: row.mac, name: row.name, stage, client: row.address ?? '', ...(row.stageDetail !== null && { detail: row.stageDetail }) });
+    this.events.record('machine.stage', this.machines.exportName(row.exportId), { mac: row.mac, name: row.name, stage, client: row.address ?? '', ...(row.stageDetail !== null && { detail: row.stageDetail }) });
   }
 
   private discovered(mac: string, client: string): void {

@@ -58,7 +58,8 @@ export class MachineRegistry {
   ) {}
 
   list(): MachineView[] {
-    return this.db.select().from(machinesTable).orderBy(asc(machinesTable.name)).all().map((row) => this.toView(row));
+    const holding = this.holding();
+    return this.db.select().from(machinesTable).orderBy(asc(machinesTable.name)).all().map((row) => this.toView(row, holding));
   }
 
   get(mac: string): MachineView {
@@ -159,18 +160,28 @@ export class MachineRegistry {
     this.states.closeRetired();
   }
 
+  find(mac: string): MachineRow | undefined {
+    return this.db.select().from(machinesTable).where(eq(machinesTable.mac, mac)).get();
+  }
+
   row(mac: string): MachineRow {
-    const row = this.db.select().from(machinesTable).where(eq(machinesTable.mac, mac)).get();
+    const row = this.find(mac);
     if (!row) throw notFound(`no machine with MAC ${mac}: GET /machines lists them, and unknown MACs that asked to boot are under GET /machines/discovered`);
     return row;
   }
 
   /** Whether a live connection of its current boot holds its root or its state. */
-  attached(row: Pick<MachineRow, 'id' | 'rootConnectionId'>): boolean {
-    return this.dataPlane.connections.list().some((conn) => conn.machineId === row.id || conn.id === row.rootConnectionId);
+  attached(row: Pick<MachineRow, 'id' | 'rootConnectionId'>, holding = this.holding()): boolean {
+    return holding.machineIds.has(row.id) || (row.rootConnectionId !== null && holding.connectionIds.has(row.rootConnectionId));
   }
 
-  toView({ id: _id, exportId, rootConnectionId: _root, ...row }: MachineRow): MachineView {
+  /** The live connections, as `attached` asks about them: read once for a whole list. */
+  private holding(): { machineIds: Set<number>; connectionIds: Set<number> } {
+    const live = this.dataPlane.connections.list();
+    return { machineIds: new Set(live.flatMap((conn) => (conn.machineId === null ? [] : [conn.machineId]))), connectionIds: new Set(live.map((conn) => conn.id)) };
+  }
+
+  toView({ id: _id, exportId, rootConnectionId: _root, ...row }: MachineRow, holding = this.holding()): MachineView {
     const exp = exportId === null ? undefined : this.db.select({ name: exportsTable.name, removedAt: exportsTable.removedAt }).from(exportsTable).where(eq(exportsTable.id, exportId)).get();
     const removed = exp !== undefined && exp.removedAt !== null;
     return {
@@ -178,7 +189,7 @@ export class MachineRegistry {
       export: exp === undefined || removed ? null : exp.name,
       exportProblem: removed ? `its export ${exp.name} was removed at ${exp.removedAt}: set another one` : null,
       stateExport: row.persistent ? stateExportName(row.mac) : null,
-      attached: this.attached({ id: _id, rootConnectionId: _root }),
+      attached: this.attached({ id: _id, rootConnectionId: _root }, holding),
     };
   }
 
@@ -188,7 +199,8 @@ export class MachineRegistry {
     return exp.id;
   }
 
-  private exportName(exportId: number | null): string | null {
+  /** The name of the export an id names, removed or not; what its events are filed under. */
+  exportName(exportId: number | null): string | null {
     return exportId === null ? null : (this.db.select({ name: exportsTable.name }).from(exportsTable).where(eq(exportsTable.id, exportId)).get()?.name ?? null);
   }
 
