@@ -9,6 +9,7 @@ import { tryAgainLater, WebSocketCaps, type WebSocketLimits } from './http/webso
 import type { Logger } from './log.js';
 import { maxBodyBytes } from './http/body.js';
 import { adapterOptions, type CreateContext } from './router/context.js';
+import { clientAddressOf } from './net/client-address.js';
 
 export const webSocketPath = '/trpc';
 const closeGraceMs = 1000;
@@ -42,7 +43,7 @@ export function attachWebSocket(
     const caller = gate.caller(req);
     if (!caller.ok) return refuse(socket, caller.status, caller.message);
     wss.handleUpgrade(req, socket, head, (ws) => {
-      const client = req.socket.remoteAddress ?? 'unknown';
+      const client = clientAddressOf(req.socket);
       const refusal = caps.admit(client);
       if (refusal !== null) {
         ws.close(tryAgainLater, refusal);

@@ -9,6 +9,7 @@ import { crossSiteRefusal, hasOwnOrigin } from './origin.js';
 import type { RevokedSessions } from './revocations.js';
 import { defaultThrottleLimits, FailureThrottle, type Refusal as ThrottleRefusal } from './throttle.js';
 import { constantTimeEqual, sessionLifetimeMs, SessionTokens, type Session } from './tokens.js';
+import { clientAddressOf } from '../net/client-address.js';
 
 const cookieName = 'nbdmux_session';
 
@@ -195,7 +196,7 @@ async function readPassword(req: http.IncomingMessage): Promise<string | null> {
 }
 
 export function clientAddress(req: http.IncomingMessage): string {
-  return req.socket.remoteAddress ?? 'unknown';
+  return clientAddressOf(req.socket);
 }
 
 function sessionCookie(req: http.IncomingMessage, token: string, maxAgeSeconds: number): string {

@@ -1,4 +1,5 @@
 import net from 'node:net';
+import { canonicalAddress } from '../net/client-address.js';
 
 export interface ThrottleLimits {
   /** Failures one source (an IPv4 address, an IPv6 /64) may make within the window. */
@@ -78,9 +79,9 @@ export class FailureThrottle {
  * listener reports IPv4 clients) count as the IPv4 address.
  */
 export function throttleSource(address: string): string {
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1];
-  if (mapped) return mapped;
-  const withoutZone = address.split('%')[0]!;
+  const canonical = canonicalAddress(address);
+  if (net.isIPv4(canonical)) return canonical;
+  const withoutZone = canonical.split('%')[0]!;
   if (net.isIPv6(withoutZone)) return `${ipv6Groups(withoutZone).slice(0, 4).join(':')}::/64`;
   return address;
 }

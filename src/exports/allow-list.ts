@@ -1,4 +1,5 @@
 import net from 'node:net';
+import { canonicalAddress } from '../net/client-address.js';
 
 /** Parses "10.0.0.0/8", "2001:db8::/32" or a bare address; null when it is not one. */
 export function parseCidr(text: string): { address: string; prefix: number; family: 'ipv4' | 'ipv6' } | null {
@@ -28,9 +29,7 @@ export class AllowList {
 
   allows(address: string): boolean {
     if (this.empty) return true;
-    // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d.
-    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1];
-    if (mapped) return this.list.check(mapped, 'ipv4');
-    return this.list.check(address, net.isIP(address) === 6 ? 'ipv6' : 'ipv4');
+    const canonical = canonicalAddress(address);
+    return this.list.check(canonical, net.isIP(canonical) === 6 ? 'ipv6' : 'ipv4');
   }
 }

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import type http from 'node:http';
 import type net from 'node:net';
 import type { Logger } from '../log.js';
+import { clientAddressOf } from '../net/client-address.js';
 
 /** Descriptors the daemon needs besides HTTP and NBD connections: database, listeners, logs, nbd-server starts in progress. */
 const reservedDescriptors = 128;
@@ -75,7 +76,7 @@ export function limitConnections(server: http.Server, limits: ConnectionLimits, 
   };
 
   server.on('connection', (socket: net.Socket) => {
-    const client = socket.remoteAddress ?? 'unknown';
+    const client = clientAddressOf(socket);
     const fromClient = perClient.get(client) ?? 0;
     if (fromClient >= limits.perClient) {
       return refuse(socket, `too many connections from ${client}: close idle ones (limit --max-http-per-client ${limits.perClient})`, { client });

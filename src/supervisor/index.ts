@@ -19,6 +19,7 @@ import { nbdServerGreets } from './self-test.js';
 import { describeShortage } from './shortages.js';
 import { Spawner } from './spawner.js';
 import { StartFailures } from './start-failures.js';
+import { clientAddressOf } from '../net/client-address.js';
 
 export type { ServedExport, ServedState } from './nbd-config.js';
 export type { ConnectionTable, ConnectionView, LiveConnection } from './connections.js';
@@ -213,7 +214,7 @@ export class Supervisor {
   }
 
   private accept(socket: net.Socket): void {
-    const client = socket.remoteAddress ?? 'unknown';
+    const client = clientAddressOf(socket);
     const port = socket.remotePort ?? 0;
     const { nbdAllow, maxPendingPerClient, maxConnections } = this.options;
     const refusal = !nbdAllow.allows(client)
