@@ -11,6 +11,8 @@ import type { Config } from './config.js';
 import { DataDirSpace } from './db/data-dir-space.js';
 import { openDatabase, type Db } from './db/open.js';
 import { EventLog } from './events/event-log.js';
+import { SummarisedEvents } from './events/summarised-events.js';
+import { BootableExports } from './exports/bootable.js';
 import { PinnedFiles } from './exports/pinned-files.js';
 import { ExportRegistry, servedExports } from './exports/registry.js';
 import { MachineBoots } from './machines/boots.js';
@@ -56,6 +58,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
   let supervisor: Supervisor | undefined;
   let http: HttpServer | undefined;
   let metrics: Metrics | undefined;
+  let bootEvents: SummarisedEvents | undefined;
   try {
     const events = new EventLog(db, space);
     const pins = PinnedFiles.reopen(db, events, log);
@@ -92,11 +95,12 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     const gate = new AuthGate(config.adminPassword, secret, events, new RevokedSessions(db));
     const services = { registry, machines, events, space, dataPlane: supervisor, info: { version, authRequired: gate.required } };
     metrics = new Metrics({ events, connections: supervisor.connections, exports: registry });
+    bootEvents = new SummarisedEvents(events);
     const boot = bootRoutes({
-      registry,
+      exports: new BootableExports(db),
       artifacts,
-      events,
-      machines: new MachineBoots(db, events, machines, space, log),
+      events: bootEvents,
+      machines: new MachineBoots(db, events, bootEvents, machines, space, log),
       nbdAllow,
       nbdPublicPort: config.nbdPublicPort ?? supervisor.address!.port,
       bootDefault: config.bootDefault ?? null,
@@ -120,6 +124,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
         clearInterval(collecting);
         await Promise.all([running.http.close(), running.supervisor.stop(), retention.stop()]);
         running.metrics.stop();
+        bootEvents?.stop();
         events.record('daemon.stopped', null, { pid: process.pid });
         space.stop();
         db.$client.close();
@@ -128,6 +133,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
   } catch (err) {
     await Promise.all([http?.close(), supervisor?.stop()]);
     metrics?.stop();
+    bootEvents?.stop();
     space.stop();
     closeQuietly(db);
     throw err;

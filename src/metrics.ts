@@ -116,7 +116,8 @@ export class Metrics {
     }
     // Recorded by boot routes and imports where they exist: matched by name, so these count once they do.
     const type: string = event.type;
-    if (type.startsWith('boot.') && event.exportName !== null) this.bootStages.inc({ export: event.exportName, stage: type.slice('boot.'.length) });
+    // A summary of repeats (see SummarisedEvents) stands for `count` fetches.
+    if (type.startsWith('boot.') && event.exportName !== null) this.bootStages.inc({ export: event.exportName, stage: type.slice('boot.'.length) }, (event.details as { count?: number }).count ?? 1);
     const result = type.startsWith('import.') ? type.slice('import.'.length) : undefined;
     if (result !== undefined && importResults.includes(result)) this.imports.inc({ result });
   }

@@ -51,18 +51,21 @@ export interface EventDetails {
   'auth.login-succeeded': { client: string; actor?: SessionActor };
   'auth.login-failed': { client: string; via: 'bearer' | 'login' };
   'auth.logout': { client: string; actor?: SessionActor };
-  /** A machine fetched an export's iPXE script, or the menu (`menu`: the exports it offered, comma-separated); 304 when unchanged. */
-  'boot.script': { client: string; status: number; menu?: string; nbd?: string };
-  'boot.kernel': { client: string; status: number; bytes: number };
-  'boot.initrd': { client: string; status: number; bytes: number };
+  /**
+   * A machine fetched an export's iPXE script, or the menu (`menu`: the exports it offered, comma-separated); 304 when unchanged.
+   * The boot events are summarised (see SummarisedEvents): with `count`, that many more alike came `since` then.
+   */
+  'boot.script': { client: string; status: number; menu?: string; nbd?: string } & Repeated;
+  'boot.kernel': { client: string; status: number; bytes: number } & Repeated;
+  'boot.initrd': { client: string; status: number; bytes: number } & Repeated;
   'machine.created': { mac: string; name: string; persistent: boolean } & ActedBy;
   /** `changed`: the fields that changed; `stateDiscarded`: its persistent state went with the change. */
   'machine.updated': { mac: string; name: string; changed: string[]; stateDiscarded: boolean } & ActedBy;
   'machine.deleted': { mac: string; name: string } & ActedBy;
   /** Its persistent state was discarded: the next boot starts from the image. */
   'machine.reset': { mac: string; name: string } & ActedBy;
-  /** A MAC no machine has asked for a boot script (recorded the first time only). */
-  'machine.discovered': { mac: string; client: string };
+  /** A MAC no machine has asked for a boot script (recorded the first time only); with `count`, that many more new MACs came from `client` `since` then. */
+  'machine.discovered': { mac: string; client: string } & Repeated;
   /** The machine's boot reached `stage`; `detail`: a failure's reason, or the timing lines of `root`. */
   'machine.stage': { mac: string; name: string; stage: MachineStage; client: string; detail?: string };
 }
@@ -80,6 +83,12 @@ export interface Actor {
   actor: 'open' | 'bearer' | SessionActor;
   /** The address the request came from. */
   client: string;
+}
+
+/** What a summary of repeats adds to the first occurrence's details. */
+export interface Repeated {
+  count?: number;
+  since?: string;
 }
 
 /** Optional because events recorded before nbdmux named actors have none: readers must not count on it. */

@@ -6,6 +6,7 @@ import { noKitArtifacts } from '../../src/boot/artifacts.js';
 import { DataDirSpace } from '../../src/db/data-dir-space.js';
 import type { Db } from '../../src/db/open.js';
 import { EventLog } from '../../src/events/event-log.js';
+import { SummarisedEvents } from '../../src/events/summarised-events.js';
 import type { Actor } from '../../src/events/event-map.js';
 import { PinnedFiles } from '../../src/exports/pinned-files.js';
 import { ExportRegistry, type DataPlane } from '../../src/exports/registry.js';
@@ -115,7 +116,8 @@ export function testControlPlane(options: { imageRoots?: string[]; cowDir?: stri
   const registry = new ExportRegistry(db, dataPlane, events, pins, { imageRoots, keepVersions: options.keepVersions ?? 3, importer, boot: noKitArtifacts, log });
   const stateFiles = new StateFiles(`${dataDir}/machines`);
   const machines = new MachineRegistry(db, dataPlane, events, stateFiles);
-  const boots = new MachineBoots(db, events, machines, space, log);
+  const bootEvents = new SummarisedEvents(events);
+  const boots = new MachineBoots(db, events, bootEvents, machines, space, log);
   const context: Context = {
     registry,
     machines,
@@ -139,6 +141,7 @@ export function testControlPlane(options: { imageRoots?: string[]; cowDir?: stri
     caller: createCaller(context),
     logs,
     close: () => {
+      bootEvents.stop();
       space.stop();
       db.$client.close();
       fs.rmSync(dataDir, { recursive: true, force: true });

@@ -186,12 +186,12 @@ function describeEvent(event: NbdmuxEvent): string {
     case 'boot.script': {
       const d = event.details;
       const what = name ? `the boot script of ${name}` : `the boot menu (${d.menu ? d.menu.replaceAll(',', ', ') : 'no export ready'})`;
-      return `${d.client} fetched ${what}${d.status === 304 ? ', unchanged' : ''}`;
+      return `${d.client} fetched ${what}${d.status === 304 ? ', unchanged' : ''}${repeats(d)}`;
     }
     case 'boot.kernel':
     case 'boot.initrd': {
       const d = event.details;
-      return `${d.client} fetched the ${event.type === 'boot.kernel' ? 'kernel' : 'initramfs'} of ${name}${d.status === 304 ? ', unchanged' : ` (${formatBytes(d.bytes)})`}`;
+      return `${d.client} fetched the ${event.type === 'boot.kernel' ? 'kernel' : 'initramfs'} of ${name}${d.status === 304 ? ', unchanged' : ` (${formatBytes(d.bytes)})`}${repeats(d)}`;
     }
     case 'machine.created':
       return `machine ${event.details.name} (${event.details.mac})${name ? ` boots ${name}` : ''}${event.details.persistent ? ', persistent' : ''}${byActor(event.details)}`;
@@ -204,7 +204,9 @@ function describeEvent(event: NbdmuxEvent): string {
     case 'machine.reset':
       return `machine ${event.details.name}: its state discarded${byActor(event.details)}`;
     case 'machine.discovered':
-      return `unknown MAC ${event.details.mac} asked to boot from ${event.details.client}`;
+      return event.details.count === undefined
+        ? `unknown MAC ${event.details.mac} asked to boot from ${event.details.client}`
+        : `${event.details.count} more unknown MACs asked to boot from ${event.details.client} since ${formatTime(event.details.since ?? '')}`;
     case 'machine.stage': {
       const d = event.details;
       return `machine ${d.name}: ${d.stage}${d.detail ? ` (${d.detail.split('\n').pop()})` : ''}`;
@@ -221,6 +223,11 @@ function describeEvent(event: NbdmuxEvent): string {
 }
 
 /** Who made a change; events from before nbdmux named actors have none. */
+/** A summary of repeats: how many more fetches alike came since the first. */
+function repeats({ count, since }: { count?: number; since?: string }): string {
+  return count === undefined ? '' : `, and ${count} more time${count === 1 ? '' : 's'} since ${formatTime(since ?? '')}`;
+}
+
 function byActor({ actor, client }: { actor?: string; client?: string }): string {
   return actor ? ` by ${actor} from ${client}` : '';
 }
