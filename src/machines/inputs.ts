@@ -64,17 +64,12 @@ function parseSize(text: string): number | null {
   return Number(match[1]) * 1024 ** power;
 }
 
-/** Extra kernel arguments: the export's rules (no `$`, no quotes...), and the ones nbdmux sets per machine are its own. */
-const machineCmdline = kernelCmdline.superRefine((cmdline, ctx) => {
-  const own = cmdline.split(' ').find((word) => /^(systemd\.hostname|systemd\.machine_id|nbdmux\.[a-z]+|nbdroot\.state)=/.test(word));
-  if (own !== undefined) ctx.addIssue({ code: 'custom', message: `must not set ${own.split('=')[0]}=: nbdmux writes it for each machine (remove "${own}")` });
-});
-
 const machineFields = {
   name: machineName,
   /** The export it boots; null: none (its script then says so). */
   export: exportName.nullable(),
-  cmdline: machineCmdline,
+  /** Extra kernel arguments, after the export's: the export's rules (no `$`, no quotes, none of nbdmux's own). */
+  cmdline: kernelCmdline,
   persistent: z.boolean({ error: 'must be true or false' }),
   stateSize,
 };
