@@ -73,12 +73,16 @@ export class StateFiles {
    */
   async grow(mac: string, size: number): Promise<void> {
     const file = this.pathOf(mac);
+    const before = fs.statSync(file).size;
     try {
-      fs.truncateSync(file, size);
       // resize2fs insists on a freshly checked filesystem; -p repairs only what is safe to.
       await run('e2fsck', ['-f', '-p', file], { timeout: 120_000 });
+      fs.truncateSync(file, size);
       await run('resize2fs', [file], { timeout: 120_000 });
     } catch (err) {
+      // The check runs before the file grows, and resize2fs writes the grown metadata as it closes the
+      // filesystem, at its end: on a failure the file goes back to the size the database keeps.
+      fs.truncateSync(file, before);
       throw unavailable(`cannot grow the state filesystem ${file}: ${failureDetail(err)}; the machine keeps its state at the size it had`);
     }
   }
