@@ -171,7 +171,7 @@ describe('machine state exports', () => {
     expect((await api(daemon, 'DELETE', '/exports/gone')).status).toBe(204);
     expect((await api(daemon, 'GET', '/machines/52:54:00:00:00:21')).json).toMatchObject({ export: null, exportProblem: expect.stringMatching(/^its export gone was removed at /) });
     expect((await request(daemon, 'GET', '/boot.ipxe?mac=52:54:00:00:00:21', '127.0.0.5')).text).toBe(
-      '#!ipxe\necho nbdmux: machine orphan cannot boot: its export is removed, or not serving, or its allow list leaves out this address: see GET /machines/52:54:00:00:00:21\nexit 1\n',
+      '#!ipxe\necho nbdmux: machine orphan cannot boot: its export is removed, or not serving: see GET /machines/52:54:00:00:00:21\nexit 1\n',
     );
     expect((await request(daemon, 'GET', '/boot.ipxe?mac=52:54:00:00:00:22', '127.0.0.5')).text).toBe(
       '#!ipxe\necho nbdmux: machine idle cannot boot: no export is set for it: PATCH /machines/52:54:00:00:00:22 with an export\nexit 1\n',

@@ -176,7 +176,7 @@ describe('machines', () => {
     await plane.caller.machines.reset({ mac });
     await plane.caller.machines.update({ mac, export: 'alpine' });
     await plane.caller.machines.update({ mac, persistent: false });
-    expect(stillOpenWhenReplaced).toEqual([true, true, true]);
+    expect(stillOpenWhenReplaced).toEqual(Array(6).fill(true)); // each change withholds the state first, then hands over the new set
     expect(plane.dataPlane.appliedStates.at(-1)).toEqual([]);
     // And what is handed over is the current file, never a deleted one.
     await plane.caller.machines.update({ mac, persistent: true });

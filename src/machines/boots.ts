@@ -3,7 +3,8 @@ import type { DataDirSpace } from '../db/data-dir-space.js';
 import type { Db } from '../db/open.js';
 import { discoveredMachinesTable, exportsTable, machinesTable, type EventRow, type MachineRow } from '../db/schema.js';
 import type { EventLog } from '../events/event-log.js';
-import type { MachineStage } from '../events/event-map.js';
+import { machineStages, type MachineStage } from '../events/event-map.js';
+import type { SummarisedEvents } from '../events/summarised-events.js';
 import type { Logger } from '../log.js';
 import type { MachineRegistry } from './registry.js';
 
@@ -31,6 +32,8 @@ export class MachineBoots {
   constructor(
     private readonly db: Db,
     private readonly events: EventLog,
+    /** Where `machine.discovered` goes: any client can make up MACs, so their events are summarised. */
+    private readonly summarised: Pick<SummarisedEvents, 'record'>,
     private readonly machines: MachineRegistry,
     /** A full data dir loses the stages, never a boot: writes that cannot be made are skipped. */
     private readonly space: Pick<DataDirSpace, 'tryWrite'>,
@@ -86,6 +89,13 @@ export class MachineBoots {
     }
     if (row.timeline[stage] !== undefined) {
       return { ok: false, status: 409, message: `machine ${row.name} already reported ${stage} in this boot` };
+    }
+    if (row.stage === 'off' || row.stage === 'failed') {
+      return { ok: false, status: 409, message: `the boot of machine ${row.name} has ended (${row.stage}): a report belongs to a boot in progress, and the next one begins with its script` };
+    }
+    // A boot only moves on: `failed` may end it at any stage, the others only follow the stage it is at.
+    if (stage !== 'failed' && row.stage !== null && machineStages.indexOf(stage) < machineStages.indexOf(row.stage)) {
+      return { ok: false, status: 409, message: `machine ${row.name} is at stage ${row.stage}: a report of ${stage} would move its boot backwards` };
     }
     this.moveTo(row, stage, cleanReport(text));
     return { ok: true };
@@ -143,7 +153,7 @@ export class MachineBoots {
           .all()[0]!,
     );
     if (row === undefined || row.requests > 1) return;
-    this.events.record('machine.discovered', null, { mac, client });
+    this.summarised.record('machine.discovered', null, { mac, client });
     // Any client may send any MAC: only the newest are worth keeping.
     this.space.tryWrite(() => this.db.run(sql`DELETE FROM discovered_machines WHERE mac NOT IN (SELECT mac FROM discovered_machines ORDER BY last_seen_at DESC LIMIT ${maxDiscovered})`));
   }

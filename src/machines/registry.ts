@@ -3,6 +3,8 @@ import { and, asc, desc, eq, isNotNull, isNull } from 'drizzle-orm';
 import type { Db } from '../db/open.js';
 import { discoveredMachinesTable, exportsTable, machinesTable, type DiscoveredMachineRow, type MachineRow } from '../db/schema.js';
 import { badInput, conflict, notFound } from '../errors.js';
+import { joinedCmdlineProblem } from '../boot/ipxe.js';
+import { admits } from '../exports/bootable.js';
 import type { EventLog } from '../events/event-log.js';
 import type { Actor } from '../events/event-map.js';
 import type { ConnectionTable, ServedState } from '../supervisor/index.js';
@@ -30,16 +32,21 @@ export function stateExportName(mac: string): string {
   return `__state-${mac.replaceAll(':', '')}`;
 }
 
-/** The persistent machines' state exports, each for the address its current boot came from. */
+/**
+ * The persistent machines' state exports, each for the address its current boot came from, while
+ * the export the machine boots still admits that address.
+ */
 export function servedStates(db: Pick<Db, 'select'>, states: Pick<StateFiles, 'fdOf'>): ServedState[] {
   return db
-    .select()
+    .select({ machine: machinesTable, exp: { id: exportsTable.id, allow: exportsTable.allow } })
     .from(machinesTable)
+    .innerJoin(exportsTable, eq(exportsTable.id, machinesTable.exportId))
     .where(and(eq(machinesTable.persistent, true), isNotNull(machinesTable.address)))
     .all()
-    .flatMap((row) => {
-      const fd = states.fdOf(row.mac);
-      return fd === undefined ? [] : [{ machineId: row.id, machine: row.name, name: stateExportName(row.mac), fd, client: row.address! }];
+    .flatMap(({ machine, exp }) => {
+      const fd = states.fdOf(machine.mac);
+      if (fd === undefined || !admits(exp, machine.address!)) return [];
+      return [{ machineId: machine.id, machine: machine.name, name: stateExportName(machine.mac), fd, client: machine.address!, exportId: exp.id }];
     });
 }
 
@@ -49,6 +56,8 @@ export function servedStates(db: Pick<Db, 'select'>, states: Pick<StateFiles, 'f
  */
 export class MachineRegistry {
   private queue: Promise<unknown> = Promise.resolve();
+  /** Machines (by id) whose state file a change is rewriting: served to no one until it is done. */
+  private readonly withheld = new Set<number>();
 
   constructor(
     private readonly db: Db,
@@ -75,6 +84,7 @@ export class MachineRegistry {
     return this.serially(async () => {
       this.refuseTaken(input.mac, input.name);
       const exportId = input.export === null ? null : this.exportIdOf(input.export);
+      this.refuseLongCmdline(exportId, input.cmdline);
       if (input.persistent) await this.states.create(input.mac, input.stateSize);
       let row: MachineRow;
       try {
@@ -103,6 +113,7 @@ export class MachineRegistry {
       const name = input.name ?? before.name;
       if (name !== before.name) this.refuseTaken(null, name);
       const exportId = input.export === undefined ? before.exportId : input.export === null ? null : this.exportIdOf(input.export);
+      this.refuseLongCmdline(exportId, input.cmdline ?? before.cmdline);
       const persistent = input.persistent ?? before.persistent;
       const stateSize = input.stateSize ?? before.stateSize;
       const hasState = before.persistent && this.states.exists(before.mac);
@@ -117,7 +128,7 @@ export class MachineRegistry {
       if ((discard || grow) && this.attached(before)) {
         throw conflict(`machine ${before.name} is attached: ${discard ? 'its state would be discarded' : 'its state filesystem would grow'} under a running system; power it off first`);
       }
-      const row = await this.changingStates(async () => {
+      const row = await this.changingStates(discard || grow ? before.mac : null, async () => {
         if (discard) this.states.discard(before.mac);
         if (grow) await this.states.grow(before.mac, stateSize);
         if (persistent && (discard || !hasState)) await this.states.create(before.mac, stateSize);
@@ -135,7 +146,7 @@ export class MachineRegistry {
       this.refuseAttached(row, 'deleted');
       // The row first: if it cannot go, nothing did.
       this.db.delete(machinesTable).where(eq(machinesTable.id, row.id)).run();
-      await this.changingStates(async () => this.states.discard(row.mac));
+      await this.changingStates(null, async () => this.states.discard(row.mac));
       this.events.record('machine.deleted', null, { mac: row.mac, name: row.name, ...actor });
     });
   }
@@ -146,7 +157,7 @@ export class MachineRegistry {
       const row = this.row(mac);
       if (!row.persistent) throw conflict(`machine ${row.name} is not persistent, so it has no state to reset; PATCH persistent: true to give it one`);
       this.refuseAttached(row, 'reset');
-      await this.changingStates(async () => {
+      await this.changingStates(row.mac, async () => {
         this.states.discard(row.mac);
         await this.states.create(row.mac, row.stateSize);
       });
@@ -156,7 +167,7 @@ export class MachineRegistry {
 
   /** Hands the data plane every persistent machine's state, each for the address its current boot came from. */
   applyStates(): void {
-    this.dataPlane.applyStates(servedStates(this.db, this.states));
+    this.dataPlane.applyStates(servedStates(this.db, this.states).filter((state) => !this.withheld.has(state.machineId)));
     this.states.closeRetired();
   }
 
@@ -204,6 +215,13 @@ export class MachineRegistry {
     return exportId === null ? null : (this.db.select({ name: exportsTable.name }).from(exportsTable).where(eq(exportsTable.id, exportId)).get()?.name ?? null);
   }
 
+  /** A machine's arguments follow its export's on one kernel line, which has a bound. */
+  private refuseLongCmdline(exportId: number | null, cmdline: string): void {
+    const exportCmdline = exportId === null ? undefined : this.db.select({ cmdline: exportsTable.cmdline }).from(exportsTable).where(eq(exportsTable.id, exportId)).get()?.cmdline;
+    const problem = exportCmdline === undefined ? null : joinedCmdlineProblem(exportCmdline, cmdline);
+    if (problem !== null) throw badInput('cmdline', problem);
+  }
+
   private refuseTaken(mac: string | null, name: string): void {
     if (mac !== null && this.db.select({ id: machinesTable.id }).from(machinesTable).where(eq(machinesTable.mac, mac)).get()) {
       throw conflict(`a machine with MAC ${mac} already exists: change it with PATCH /machines/${mac}`);
@@ -219,12 +237,21 @@ export class MachineRegistry {
 
   /**
    * Runs a change of state files, then hands the data plane the states as they are, whether the
-   * change completed or failed midway (a discarded state must not stay served).
+   * change completed or failed midway (a discarded state must not stay served). The state of
+   * `withhold` (a MAC), whose file the change rewrites, is out of every config while it runs:
+   * taken out in the same step as the caller's check that nothing holds it, so no client can
+   * attach it between the check and the end of the change.
    */
-  private async changingStates<T>(change: () => Promise<T>): Promise<T> {
+  private async changingStates<T>(withhold: string | null, change: () => Promise<T>): Promise<T> {
+    const withheld = withhold === null ? undefined : this.find(withhold)?.id;
+    if (withheld !== undefined) {
+      this.withheld.add(withheld);
+      this.applyStates();
+    }
     try {
       return await change();
     } finally {
+      if (withheld !== undefined) this.withheld.delete(withheld);
       this.applyStates();
     }
   }

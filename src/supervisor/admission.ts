@@ -1,4 +1,4 @@
-import { AllowList } from '../exports/allow-list.js';
+import { admits } from '../exports/bootable.js';
 import type { ConfigVariants } from './config-variants.js';
 import type { ConnectionStore } from './connection-store.js';
 import type { ConnectionTable, LiveConnection } from './connections.js';
@@ -27,12 +27,14 @@ export function refusalOf(conn: LiveConnection, report: Report, { store, configs
   if ('exportId' in report) {
     const row = store.exportById(report.exportId);
     if (!row) return { exportName: null, reason: `${client} chose export id ${report.exportId}, which nbdmux never wrote` };
-    if (row.allow.length === 0 || new AllowList(row.allow).allows(client)) return null;
+    if (admits(row, client)) return null;
     return { exportName: row.name, reason: `${client} is not in the allow list of export ${row.name}` };
   }
   const state = configs.stateOf(report.machineId);
-  if (state === undefined || state.client !== client) {
-    return { exportName: null, reason: `${client} may no longer attach the state of machine ${state?.machine ?? report.machineId}: it was reset or deleted, or its boot now comes from another address` };
+  // The export's allow list as stored now: narrowed since the boot began, it refuses the state too.
+  const exp = state === undefined ? undefined : store.exportById(state.exportId);
+  if (state === undefined || state.client !== client || exp === undefined || !admits(exp, client)) {
+    return { exportName: null, reason: `${client} may no longer attach the state of machine ${state?.machine ?? report.machineId}: it was reset or deleted, its boot now comes from another address, or its export's allow list leaves this address out` };
   }
   const holder = connections.list().find((other) => other.machineId === report.machineId && other.id !== conn.id);
   if (holder === undefined) return null;

@@ -44,6 +44,8 @@ export interface ServedState {
   fd: number;
   /** The one client address that sees it in its config. */
   client: string;
+  /** The export the machine boots: the state is served only to an address its allow list admits. */
+  exportId: number;
 }
 
 export const stateNamePattern = /^__state-[0-9a-f]{12}$/;

@@ -1,0 +1,42 @@
+import { and, asc, eq, isNotNull, isNull } from 'drizzle-orm';
+import type { Db } from '../db/open.js';
+import { exportsTable, type ExportRow } from '../db/schema.js';
+import { AllowList } from './allow-list.js';
+
+/** What a boot script needs of an export, and who may boot it. */
+export type BootableExport = Pick<ExportRow, 'id' | 'name' | 'cmdline' | 'allow'>;
+
+const columns = { id: exportsTable.id, name: exportsTable.name, cmdline: exportsTable.cmdline, allow: exportsTable.allow };
+/** Not removed, and with a current version: what GET /exports shows as `serving`. */
+const serving = and(isNull(exportsTable.removedAt), isNotNull(exportsTable.currentVersionId));
+
+/**
+ * The exports a client may boot, read for the open boot routes. One export is found by its
+ * indexed name or id, so a request (a refused one above all) costs the same with 10 exports or
+ * 10,000; only the menu reads them all.
+ */
+export class BootableExports {
+  constructor(private readonly db: Pick<Db, 'select'>) {}
+
+  /** The export of that name or id, when it serves; `admits` says who may boot it. */
+  find(which: { name: string } | { id: number }): BootableExport | undefined {
+    const match = 'name' in which ? eq(exportsTable.name, which.name) : eq(exportsTable.id, which.id);
+    return this.db.select(columns).from(exportsTable).where(and(match, serving)).get();
+  }
+
+  /** Every export `client` may boot, by name: the menu. */
+  all(client: string): BootableExport[] {
+    return this.db
+      .select(columns)
+      .from(exportsTable)
+      .where(serving)
+      .orderBy(asc(exportsTable.name))
+      .all()
+      .filter((exp) => admits(exp, client));
+  }
+}
+
+/** Whether the export's allow list admits `client` (an empty list admits every client the NBD port does). */
+export function admits(exp: Pick<BootableExport, 'allow'>, client: string): boolean {
+  return exp.allow.length === 0 || new AllowList(exp.allow).allows(client);
+}
