@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { bootFlood } from './boot-flood.js';
 import { bootStorm } from './boot-storm.js';
 import { burst } from './burst.js';
 import { controlPlane } from './control-plane.js';
@@ -28,6 +29,7 @@ const benchmarks: Record<string, (options: BenchOptions) => Promise<BenchResult>
   'event-latency': eventLatency,
   soak,
   'boot-storm': bootStorm,
+  'boot-flood': bootFlood,
   import: importThroughput,
 };
 
