@@ -25,7 +25,7 @@ boot_timeout_seconds=900
 work=$(mktemp -d)
 nbdkit_pid=
 cleanup() {
-	[ -n "$nbdkit_pid" ] && kill "$nbdkit_pid" 2>/dev/null || true
+	if [ -n "$nbdkit_pid" ]; then kill "$nbdkit_pid" 2>/dev/null || true; fi
 	rm -rf "$work"
 }
 trap cleanup EXIT
