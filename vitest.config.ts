@@ -1,13 +1,32 @@
 import { defineConfig } from 'vitest/config';
 
+/**
+ * Three speeds: `unit` (pure and in-memory, no build: `npm run test:unit`), `daemon` (the built
+ * bin with real nbd-server and NBD clients; a stale dist/ is rebuilt first) and `e2e` (qemu
+ * guests and Chromium). `npm test` runs all three. A test file not named below is a daemon test.
+ */
+const unit = [
+  'bench-growth', 'boot-inspect', 'boot-routes-cost', 'close-classification', 'config-variants', 'connection-table', 'event-map',
+  'images-config', 'images-detect', 'images-failures', 'images-formats', 'images-full-disk', 'images-queue', 'ipxe',
+  'machine-rules-hostile', 'machines', 'migrations', 'nbd-config', 'presentation', 'refusal-summary', 'registry', 'report-pipe',
+  'retention', 'router', 'start-failures', 'throttle', 'version-registry',
+].map((name) => `test/${name}.test.ts`);
+const e2e = [
+  'auth', 'boot-initrd-qemu', 'client-package', 'dashboard-logout', 'dashboard-machines', 'dashboard-versions', 'dashboard',
+  'debian-boot', 'event-dashboard', 'machines-boot', 'netboot', 'nic-names', 'pxe-boot', 'pxe-chain',
+].map((name) => `test/${name}.test.ts`);
+
 export default defineConfig({
   test: {
-    // The daemon under test is the built bin (npm test builds first), exactly what an operator runs.
-    include: ['test/**/*.test.ts'],
     pool: 'forks',
     testTimeout: 60_000,
     hookTimeout: 30_000,
     reporters: ['default', 'json'],
     outputFile: { json: 'test-results/vitest.json' },
+    projects: [
+      { extends: true, test: { name: 'unit', include: unit } },
+      { extends: true, test: { name: 'daemon', include: ['test/**/*.test.ts'], exclude: [...unit, ...e2e], globalSetup: ['test/global-build.ts'] } },
+      { extends: true, test: { name: 'e2e', include: e2e, globalSetup: ['test/global-build.ts'] } },
+    ],
   },
 });

@@ -9,6 +9,7 @@ import { attemptLogin, logIn } from './helpers/auth.js';
 import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
 import { listExports, makeImage, readExport, sha256 } from './helpers/nbd.js';
 import { run } from './helpers/process.js';
+import { skipWithout } from './helpers/tools.js';
 
 const password = 'correct horse battery staple';
 const secret = 'a-test-signing-secret-of-at-least-32-characters';
@@ -166,7 +167,7 @@ describe('auth for the control plane', () => {
     expect((await fetch(`${daemon.url}/exports`, { headers: { authorization: 'Bearer a new password' } })).status).toBe(200);
   });
 
-  it('lets a browser log in, see the dashboard, and log out', async () => {
+  it.skipIf(skipWithout('/usr/bin/chromium'))('lets a browser log in, see the dashboard, and log out', async () => {
     const browser = await launchBrowser();
     try {
       const page = await browser.context.newPage();

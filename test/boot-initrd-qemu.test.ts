@@ -6,6 +6,7 @@ import type { Logger } from '../src/log.js';
 import { api, killEverything, startDaemon, tempDir } from './helpers/daemon.js';
 import { makeDebianDisk } from './helpers/images.js';
 import { bootGuest, debianImage, guestNbdAddress, rambootKit } from './helpers/qemu.js';
+import { skipWithout } from './helpers/tools.js';
 
 type InitrdModule = typeof import('../src/boot/initrd/index.js');
 type InspectModule = typeof import('../src/boot/inspect/index.js');
@@ -29,7 +30,7 @@ echo "ramtest-own: uname=$(uname -r) modules=$(cut -d' ' -f1 /proc/modules | sor
 poweroff -f
 `;
 
-it("boots the image's own kernel with the initramfs built for it: its modules load, its root mounts", async () => {
+it.skipIf(skipWithout('qemu-system-x86_64'))("boots the image's own kernel with the initramfs built for it: its modules load, its root mounts", async () => {
   const kitFiles = await rambootKit(540_000);
   const kit = await readKit(kitFiles.dir);
   const disk = makeDebianDisk(await debianImage(1_200_000), dir, { 'nbdmux-test/busybox': { executable: fs.readFileSync('/bin/busybox') }, 'nbdmux-test/init': { executable: init } });

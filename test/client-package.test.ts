@@ -7,6 +7,7 @@ import { launchBrowser } from './helpers/browser.js';
 import { killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
 import { makeImage } from './helpers/nbd.js';
 import { runText } from './helpers/process.js';
+import { skipWithout } from './helpers/tools.js';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const tsc = path.join(repo, 'node_modules/typescript/bin/tsc');
@@ -73,6 +74,7 @@ console.log(size, exported);
 /** What a web page bundles: the same entry, resolved for browsers. */
 const browserEntry = `
 import { createNbdmuxClient, isNbdmuxError } from 'nbdmux/client';
+import { skipWithout } from './helpers/tools.js';
 
 window.runNbdmux = async (name, file) => {
   const nbdmux = createNbdmuxClient({ url: location.origin });
@@ -184,7 +186,7 @@ describe('the packed client package in a separate TypeScript project', () => {
     });
   });
 
-  it('runs in a browser from a bundle, authenticated by the session cookie', async () => {
+  it.skipIf(skipWithout('/usr/bin/chromium'))('runs in a browser from a bundle, authenticated by the session cookie', async () => {
     const bundle = await build({ entryPoints: [path.join(scratch, 'browser-entry.js')], bundle: true, platform: 'browser', format: 'esm', write: false, logLevel: 'silent' });
     const code = bundle.outputFiles[0]!.text;
     expect(code).not.toMatch(/from ['"]ws['"]|require\(['"]ws['"]\)/);

@@ -1,12 +1,13 @@
 import { expect, it } from 'vitest';
 import { launchBrowser } from './helpers/browser.js';
 import { killEverything, startDaemon } from './helpers/daemon.js';
+import { skipWithout } from './helpers/tools.js';
 
 const password = 'a long admin password';
 
 // The daemon closes a logged-out session's sockets; the page learns of it only through the
 // client's link callback, so this is the one place that path is seen end to end.
-it('sends every tab of a session back to the login form when one of them logs out', async () => {
+it.skipIf(skipWithout('/usr/bin/chromium'))('sends every tab of a session back to the login form when one of them logs out', async () => {
   const daemon = await startDaemon({ env: { NBDMUX_ADMIN_PASSWORD: password } });
   const browser = await launchBrowser();
   try {

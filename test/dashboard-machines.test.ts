@@ -6,6 +6,7 @@ import { createNbdmuxClient, type NbdmuxClient } from '../src/client.js';
 import { launchBrowser, openDashboard } from './helpers/browser.js';
 import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
 import { makeImage } from './helpers/nbd.js';
+import { skipWithout } from './helpers/tools.js';
 
 const artifacts = path.resolve('test-artifacts');
 
@@ -13,7 +14,7 @@ const node1 = '52:54:00:12:34:56';
 const node2 = '52:54:00:12:34:57';
 const unknown = '52:54:00:aa:bb:cc';
 
-describe('the dashboard with machines, in a real browser', () => {
+describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard with machines, in a real browser', () => {
   let daemon: RunningDaemon;
   let client: NbdmuxClient;
   let browser: Awaited<ReturnType<typeof launchBrowser>>;

@@ -6,6 +6,7 @@ import { launchBrowser, openDashboard } from './helpers/browser.js';
 import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
 import { makeTestImage, startImageServer, type ImageServer, type Route } from './helpers/image-fixtures.js';
 import { makeImage, startSlowReader } from './helpers/nbd.js';
+import { skipWithout } from './helpers/tools.js';
 
 const artifacts = path.resolve('test-artifacts');
 
@@ -27,7 +28,7 @@ function serveSlowly(file: string): Route {
   };
 }
 
-describe('the dashboard with imports and versions, in a real browser', () => {
+describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard with imports and versions, in a real browser', () => {
   let daemon: RunningDaemon;
   let server: ImageServer;
   let browser: Awaited<ReturnType<typeof launchBrowser>>;

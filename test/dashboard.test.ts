@@ -5,10 +5,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchBrowser, openDashboard } from './helpers/browser.js';
 import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
 import { makeImage, startSlowReader } from './helpers/nbd.js';
+import { skipWithout } from './helpers/tools.js';
 
 const artifacts = path.resolve('test-artifacts');
 
-describe('the dashboard in a real browser', () => {
+describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard in a real browser', () => {
   let daemon: RunningDaemon;
   let browser: Awaited<ReturnType<typeof launchBrowser>>;
   let page: Page;

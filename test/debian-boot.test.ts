@@ -4,6 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
 import { bootGuest, debianImage, guestNbdAddress, rambootKit, type DebianImage, type Guest, type RambootKit, type SerialLine } from './helpers/qemu.js';
+import { skipWithout } from './helpers/tools.js';
 
 /**
  * A real Debian 12 image (mmdebstrap: its own kernel, systemd, udev, ifupdown with DHCP on ens2,
@@ -14,7 +15,7 @@ import { bootGuest, debianImage, guestNbdAddress, rambootKit, type DebianImage, 
  */
 const bootTimeoutSeconds = 480;
 
-describe('debian-boot: a real Debian 12 image boots from nbdmux and keeps its network', () => {
+describe.skipIf(skipWithout('qemu-system-x86_64'))('debian-boot: a real Debian 12 image boots from nbdmux and keeps its network', () => {
   let kit: RambootKit;
   let image: DebianImage;
   let daemon: RunningDaemon;

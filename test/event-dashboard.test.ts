@@ -5,8 +5,9 @@ import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchBrowser, openDashboard } from './helpers/browser.js';
 import { killEverything, startDaemon, type RunningDaemon } from './helpers/daemon.js';
+import { skipWithout } from './helpers/tools.js';
 
-describe('the dashboard event log under floods and long gaps', () => {
+describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard event log under floods and long gaps', () => {
   let daemon: RunningDaemon;
   let browser: Awaited<ReturnType<typeof launchBrowser>>;
   let page: Page;

@@ -6,6 +6,7 @@ import { createNbdmuxClient } from '../src/client.js';
 import { launchBrowser, openDashboard } from './helpers/browser.js';
 import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
 import { bootGuest, debianImage, guestHttpHost, rambootKit, type DebianImage, type Guest, type RambootKit, type SerialLine } from './helpers/qemu.js';
+import { skipWithout } from './helpers/tools.js';
 
 /**
  * The proof of issue 12, from qemu's own PXE ROM with nbdmux as the whole boot server: the ROM
@@ -28,7 +29,7 @@ interface MachineJson {
   timeline: Record<string, string>;
 }
 
-describe('machines: boot by MAC, identity, stages and persistent state, under qemu', () => {
+describe.skipIf(skipWithout('qemu-system-x86_64') || skipWithout('/usr/bin/chromium'))('machines: boot by MAC, identity, stages and persistent state, under qemu', () => {
   const dir = tempDir('nbdmux-machines-boot-');
   const logs = path.resolve('test-artifacts', 'machines-boot');
   let kit: RambootKit;

@@ -5,6 +5,7 @@ import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon 
 import { sha256 } from './helpers/nbd.js';
 import { bootGuest, guestNbdAddress, rambootKit, type Guest, type RambootKit, type SerialLine } from './helpers/qemu.js';
 import { trpcClient } from './helpers/trpc.js';
+import { skipWithout } from './helpers/tools.js';
 
 /**
  * Real machines (qemu, TCG) boot real nbdmux exports with the ramboot kit's kernel and
@@ -16,7 +17,7 @@ const bootTimeoutSeconds = 300;
 const lineTimeoutMs = 240_000;
 const testTimeoutMs = 330_000;
 
-describe('netboot: machines boot nbdmux exports under qemu', () => {
+describe.skipIf(skipWithout('qemu-system-x86_64'))('netboot: machines boot nbdmux exports under qemu', () => {
   let kit: RambootKit;
   let images: { gpt: string; mbr: string; disk: string };
   let daemon: RunningDaemon;

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
 import { bootGuest, guestNbdAddress, rambootKit, type Guest, type RambootKit } from './helpers/qemu.js';
+import { skipWithout } from './helpers/tools.js';
 
 /**
  * The ramboot initramfs renames the boot NIC to the name systemd's udev (net_id, Debian 12's
@@ -13,7 +14,7 @@ import { bootGuest, guestNbdAddress, rambootKit, type Guest, type RambootKit } f
  */
 const bootTimeoutSeconds = 240;
 
-describe('nic-names: the boot NIC gets its predictable name in the initramfs', () => {
+describe.skipIf(skipWithout('qemu-system-x86_64'))('nic-names: the boot NIC gets its predictable name in the initramfs', () => {
   let kit: RambootKit;
   let daemon: RunningDaemon;
   const guests: Guest[] = [];

@@ -9,6 +9,7 @@ import { createNbdmuxClient } from '../src/client.js';
 import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
 import { linuxPartitionOffset } from './helpers/images.js';
 import { bootGuest, debianImage, guestHttpHost, rambootKit, type DebianImage, type Guest, type RambootKit, type SerialLine } from './helpers/qemu.js';
+import { skipWithout } from './helpers/tools.js';
 
 /**
  * The proof of issue 11: machines boot from qemu's own PXE ROM (Debian ipxe-qemu) with nbdmux as
@@ -39,7 +40,7 @@ function timedForward(targetPort: number): Promise<{ port: number; times: HttpTi
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ port: (server.address() as net.AddressInfo).port, times, close: () => server.close() })));
 }
 
-describe('pxe-boot: from a PXE ROM to a running system, everything from nbdmux', () => {
+describe.skipIf(skipWithout('qemu-system-x86_64'))('pxe-boot: from a PXE ROM to a running system, everything from nbdmux', () => {
   const dir = tempDir('nbdmux-pxe-boot-');
   const logs = path.resolve('test-artifacts', 'pxe-boot');
   let kit: RambootKit;

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
 import { bootGuest, guestHttpHost, guestNbdAddress, rambootKit, type Guest, type RambootKit } from './helpers/qemu.js';
+import { skipWithout } from './helpers/tools.js';
 
 /**
  * A machine boots from qemu's own PXE ROM (Debian ipxe-qemu), the way a lab machine starts:
@@ -14,7 +15,7 @@ import { bootGuest, guestHttpHost, guestNbdAddress, rambootKit, type Guest, type
  */
 const bootTimeoutSeconds = 240;
 
-describe('pxe-chain: a machine boots an export from qemu PXE ROM through an iPXE script', () => {
+describe.skipIf(skipWithout('qemu-system-x86_64'))('pxe-chain: a machine boots an export from qemu PXE ROM through an iPXE script', () => {
   let kit: RambootKit;
   let daemon: RunningDaemon;
   let server: http.Server;
