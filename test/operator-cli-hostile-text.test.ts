@@ -8,7 +8,7 @@ import { createNbdmuxClient } from '../src/client.js';
 import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
 import { serveFile, startImageServer, type ImageServer } from './helpers/image-fixtures.js';
 import { makeExt4, makeGptDisk, makeVfat, writeTree } from './helpers/images.js';
-import { runText } from './helpers/process.js';
+import { runText, startProcess } from './helpers/process.js';
 import { rambootKit, type RambootKit } from './helpers/qemu.js';
 
 const cli = fileURLToPath(new URL('../dist/src/operator-cli/main.js', import.meta.url));
@@ -94,6 +94,49 @@ describe('text from images and servers, in the API and the operator CLI', () => 
       expect(shown.code, shown.stderr).toBe(0);
       expect(shown.stdout).not.toMatch(controlCharacter);
       expect(shown.stdout).toContain('backing file (/srv/\\u001b]0;owned by an image\\u0007.img)');
+    }
+  });
+
+  it('prints the rows an older nbdmux stored raw with their control characters written out: show, versions, watch', async () => {
+    // Only a row written before the daemon cleaned its input holds raw text: written here by hand, daemon stopped.
+    await daemon.stop();
+    const Database = (await import('better-sqlite3')).default;
+    const db = new Database(path.join(daemon.dataDir, 'state.db'));
+    const raw = `old\x9b2J ${retitle}\u202eeman`;
+    db.prepare(`UPDATE export_versions SET error = ? WHERE state = 'failed'`).run(raw);
+    db.prepare(`UPDATE events SET details = json_set(details, '$.error', ?) WHERE type = 'import.failed'`).run(raw);
+    db.close();
+    daemon = await startDaemon({ dataDir: daemon.dataDir, args: ['--ramboot-kit', kit.dir] });
+    dataDirs.push(daemon.dataDir);
+    expect((await api(daemon, 'GET', '/exports/backed/versions')).json[0].error).toBe(raw);
+
+    const written = 'old\\u009b2J \\u001b]0;owned by an image\\u0007\\u202eeman';
+    for (const args of [['show', 'backed'], ['versions', 'backed']]) {
+      const shown = await nbdmux(args);
+      expect(shown.stdout).not.toMatch(controlCharacter);
+      expect(shown.stdout).toContain(written);
+    }
+    // --json prints the same document, with JSON's own escapes for what a terminal would act on.
+    const json = await nbdmux(['--json', 'versions', 'backed']);
+    expect(json.stdout).not.toMatch(controlCharacter);
+    expect(JSON.parse(json.stdout)[0].error).toBe(raw);
+
+    const { NBDMUX_ADMIN_PASSWORD: _password, ...env } = process.env;
+    const lines = startProcess(process.execPath, [cli, 'watch'], { env: { ...env, NBDMUX_URL: daemon.url } });
+    // script(1) gives watch a terminal: the screen it redraws writes its own sequences, and only those.
+    const screen = startProcess('script', ['-qfec', `stty cols 400 rows 40; exec ${process.execPath} ${cli} watch`, '/dev/null'], { env: { ...env, NBDMUX_URL: daemon.url }, stdin: 'pipe' });
+    try {
+      await waitFor('the event line', () => (lines.stdout().includes('import.failed') ? true : undefined));
+      expect(lines.stdout()).not.toMatch(controlCharacter);
+      expect(lines.stdout()).toContain(`error="${written}`);
+      await waitFor('the event on the screen', () => (screen.stdout().includes('import.failed') ? true : undefined));
+      expect(screen.stdout()).toContain(`error="${written}`);
+      // Its own: CSI sequences (ESC [), CR LF between lines. None from the row: no OSC (ESC ]), no BEL, no C1, no bidi.
+      expect(screen.stdout().replace(/\x1b\[[?0-9;]*[A-Za-z]/g, '').replaceAll('\r\n', '\n')).not.toMatch(controlCharacter);
+    } finally {
+      lines.child.kill('SIGINT');
+      screen.child.stdin!.write('\x03');
+      await Promise.all([lines.exited, screen.exited]);
     }
   });
 });
