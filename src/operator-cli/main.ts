@@ -5,8 +5,9 @@ import { version } from '../version.js';
 import { parseCommandLine, usage, type Request } from './args.js';
 import { commands } from './commands.js';
 import { describeFailure } from './failure.js';
-import { terminalSafe } from './output.js';
+import { endQuietlyWhenReaderLeaves, terminalSafe } from './output.js';
 
+endQuietlyWhenReaderLeaves(process.stdout);
 const password = process.env.NBDMUX_ADMIN_PASSWORD || undefined;
 let request: Request | undefined;
 try {

@@ -25,3 +25,14 @@ export function printJson(out: Output, value: unknown): void {
 export function terminalSafe(stream: Pick<NodeJS.WritableStream, 'write'>): Output {
   return { write: (text) => void stream.write(cleanText(text, { multiline: true })) };
 }
+
+/**
+ * A reader that goes away (`nbdmux ls --json | head`) is done with the output, not a failure:
+ * the command ends at once, quietly, with 0, as cat and ls do. Any other write error is one.
+ */
+export function endQuietlyWhenReaderLeaves(stream: NodeJS.WriteStream): void {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+    process.exit(0);
+  });
+}
