@@ -76,7 +76,8 @@ describe('the nbdmux operator CLI', () => {
     expect(sha256(await readExport(daemon.nbdUri('disk')))).toBe(sha256(image));
 
     const more = await Promise.all([
-      nbdmux(['add', 'scratch', image, '--rw'], env),
+      // Read-write: the one export of its file.
+      nbdmux(['add', 'scratch', makeImage(images, 'scratch.img', 3 * 1024 * 1024), '--rw'], env),
       nbdmux(['add', 'overlay', image, '--cow'], env),
       // A relative FILE is taken from the working directory, as any command line tool would.
       nbdmux(['add', 'relative', 'disk.img'], env, images),
@@ -92,7 +93,7 @@ describe('the nbdmux operator CLI', () => {
       ['lab-only', true, false, fs.realpathSync(image)],
       ['overlay', true, true, fs.realpathSync(image)],
       ['relative', true, false, fs.realpathSync(image)],
-      ['scratch', false, false, fs.realpathSync(image)],
+      ['scratch', false, false, fs.realpathSync(path.join(images, 'scratch.img'))],
     ]);
 
     const listed = await nbdmux(['ls'], env);
