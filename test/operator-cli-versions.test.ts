@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
-import { makeTestImage, pack, serveFile, sha256Of, startImageServer, type ImageServer } from './helpers/image-fixtures.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
+import { makeTestImage, pack, serveFile, serveStalled, sha256Of, startImageServer, type ImageServer } from './helpers/image-fixtures.js';
 import { readExport, sha256 } from './helpers/nbd.js';
 import { runText } from './helpers/process.js';
 
@@ -21,7 +21,7 @@ describe('the operator CLI with imports and versions', () => {
     raw.one = makeTestImage(work, 'one.img', 3);
     raw.two = makeTestImage(work, 'two.img', 2);
     oneZst = await pack(raw.one, 'zst');
-    server = await startImageServer({ '/one.img.zst': serveFile(oneZst), '/two.img': serveFile(raw.two) });
+    server = await startImageServer({ '/one.img.zst': serveFile(oneZst), '/two.img': serveFile(raw.two), '/stalled.img': serveStalled(raw.two, 4096) });
     daemon = await startDaemon();
   });
   afterAll(async () => {
@@ -63,6 +63,23 @@ describe('the operator CLI with imports and versions', () => {
     expect(await servedSha()).toBe(sha256Of(raw.one));
     expect(await nbdmux(['rollback', 'net', '2'])).toMatchObject({ code: 0, stdout: expect.stringContaining('serves version 2') });
     expect(await servedSha()).toBe(sha256Of(raw.two));
+  });
+
+  it('shows an export whose first version is importing, or failed, as what it is', async () => {
+    // Started through the API: the CLI's import would follow each to its end.
+    expect((await api(daemon, 'POST', '/exports', { name: 'slow', url: server.url('/stalled.img') })).status).toBe(202);
+    expect((await api(daemon, 'POST', '/exports', { name: 'missing', url: server.url('/nothing-here.img') })).status).toBe(202);
+    const stateLine = async (name: string) => /^state +(.*)$/m.exec((await nbdmux(['show', name])).stdout)?.[1];
+
+    expect(await stateLine('slow')).toBe('importing (no version is ready yet: no client can attach it)');
+    const failed = await waitFor('the import to fail', async () => {
+      const line = await stateLine('missing');
+      return line?.startsWith('importing') ? undefined : line;
+    });
+    expect(failed).toBe('failed (its import failed, see import, and no version is ready: no client can attach it; "nbdmux import missing URL" tries again)');
+    expect((await nbdmux(['show', 'missing'])).stdout).toMatch(/\nimport +http:\S+\/nothing-here\.img: version 1 failed: GET \S+ answered 404 Not Found\n/);
+    expect((await nbdmux(['ls'])).stdout).toMatch(/\nmissing +failed +ro +- +- +0 +-\n(.*\n)*slow +importing +ro /);
+    expect((await nbdmux(['rm', 'slow'])).code).toBe(0);
   });
 
   it.each<[what: string, args: () => string[], code: number, message: RegExp]>([

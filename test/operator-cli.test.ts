@@ -1,4 +1,4 @@
-import type { ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -76,7 +76,8 @@ describe('the nbdmux operator CLI', () => {
     expect(sha256(await readExport(daemon.nbdUri('disk')))).toBe(sha256(image));
 
     const more = await Promise.all([
-      nbdmux(['add', 'scratch', image, '--rw'], env),
+      // Read-write: the one export of its file.
+      nbdmux(['add', 'scratch', makeImage(images, 'scratch.img', 3 * 1024 * 1024), '--rw'], env),
       nbdmux(['add', 'overlay', image, '--cow'], env),
       // A relative FILE is taken from the working directory, as any command line tool would.
       nbdmux(['add', 'relative', 'disk.img'], env, images),
@@ -92,7 +93,7 @@ describe('the nbdmux operator CLI', () => {
       ['lab-only', true, false, fs.realpathSync(image)],
       ['overlay', true, true, fs.realpathSync(image)],
       ['relative', true, false, fs.realpathSync(image)],
-      ['scratch', false, false, fs.realpathSync(image)],
+      ['scratch', false, false, fs.realpathSync(path.join(images, 'scratch.img'))],
     ]);
 
     const listed = await nbdmux(['ls'], env);
@@ -116,6 +117,26 @@ describe('the nbdmux operator CLI', () => {
 
     const json = await nbdmux(['--json', 'ls'], env);
     expect(JSON.parse(json.stdout)).toEqual(await client.exports.list.query());
+  });
+
+  it('ends quietly with 0 when what reads its output goes away (nbdmux --json show X | head), whatever the command', async () => {
+    const readerGone = (args: string[]) =>
+      new Promise<CliResult>((resolve, reject) => {
+        const child = spawn(process.execPath, [cli, ...args], { env: cliEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+        // The read end closed before the CLI writes a byte: what `head` does once it has its lines, made certain.
+        child.stdout.destroy();
+        let stderr = '';
+        child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+        const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+        child.on('error', reject);
+        child.on('close', (code) => {
+          clearTimeout(timer);
+          resolve({ code, stdout: '', stderr });
+        });
+      });
+    const commands = [['--json', 'show', 'lab-only'], ['show', 'lab-only'], ['ls'], ['--json', 'ls'], ['connections'], ['health'], ['versions', 'lab-only'], ['machines', 'list'], ['watch'], ['watch', '--json'], ['--help']];
+    const results = await Promise.all(commands.map(readerGone));
+    for (const [i, result] of results.entries()) expect(result, commands[i]!.join(' ')).toEqual({ code: 0, stdout: '', stderr: '' });
   });
 
   it('shows an export with its live connections, and removes it: draining, then --force', async () => {

@@ -6,6 +6,7 @@ import { exportsTable, exportVersionsTable } from '../db/schema.js';
 import { fileIdentityOf } from '../exports/image-file.js';
 import type { PinnedFiles } from '../exports/pinned-files.js';
 import type { Logger } from '../log.js';
+import { cleanText } from '../untrusted-text.js';
 import { fileEtag, type BootArtifacts, type BootExport, type BootFile, type BootInfo } from './artifacts.js';
 import { BootFilesCache, readKit, type BootFiles, type Kit } from './initrd/index.js';
 import { bootSummaryOf, inspectBootImage, type BootInspection } from './inspect/index.js';
@@ -124,7 +125,7 @@ export class ImageBootArtifacts implements BootArtifacts {
     const inspection = this.inspectionOf(image);
     if (!inspection) return { ok: false, status: 503, reason: 'its image changed while it was inspected; try again' };
     const files = await this.cache.filesFor({ exportId: exp.id, image: { fd: image.fd, size: image.size ?? this.registeredSize(image.versionId) }, imageIdentity: image.identity, inspection });
-    if (!files.own && inspection.ready) this.buildFailures.set(image.versionId, { identity: image.identity, reason: files.reason ?? 'its boot files could not be built' });
+    if (!files.own && inspection.ready) this.buildFailures.set(image.versionId, { identity: image.identity, reason: cleanText(files.reason ?? 'its boot files could not be built') });
     return files;
   }
 
@@ -168,7 +169,9 @@ export class ImageBootArtifacts implements BootArtifacts {
         const identity = this.identityOf(before);
         const size = before.isBlockDevice() ? this.registeredSize(versionId) : Number(before.size);
         const started = Date.now();
-        const inspection = await inspectBootImage({ image: { fd, size }, requiredModules: this.kit.rootModules });
+        const found = await inspectBootImage({ image: { fd, size }, requiredModules: this.kit.rootModules });
+        // The image's words (its os-release, its file names in a reason) reach terminals and the dashboard: stored with their control characters written out.
+        const inspection = { ...found, os: found.os && cleanText(found.os), reason: found.reason && cleanText(found.reason) };
         if (this.pins.fdOf(versionId) !== fd) return;
         // Stored under the identity seen before it began: a change meanwhile is noticed at the next look.
         this.db.update(exportVersionsTable).set({ bootInspection: inspection, bootIdentity: identity }).where(eq(exportVersionsTable.id, versionId)).run();

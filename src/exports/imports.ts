@@ -6,6 +6,7 @@ import type { Actor } from '../events/event-map.js';
 import type { ImportedImage, Importer, ImportProgress } from '../images/importer.js';
 import { ImportError } from '../images/import-error.js';
 import type { Logger } from '../log.js';
+import { cleanText } from '../untrusted-text.js';
 
 /** An import as the control plane shows it: where it is, or why it failed. */
 export type ImportView = ImportProgress & { version: number; url: string; error: string | null };
@@ -94,13 +95,15 @@ export class VersionImports {
   fail(name: string, version: VersionRow, err: unknown, reason?: 'interrupted'): void {
     const failure = err instanceof ImportError ? err : new ImportError('io', `the import failed: ${(err as Error).message}`);
     if (!(err instanceof ImportError)) this.log.error('import failed', { export: name, error: (err as Error).stack ?? String(err) });
+    // It can quote the server (its status line) and the image (a qcow2's backing file name, qemu-img's words on it).
+    const error = cleanText(failure.message);
     const changed = this.db
       .update(exportVersionsTable)
-      .set({ state: 'failed', error: failure.message })
+      .set({ state: 'failed', error })
       .where(and(eq(exportVersionsTable.id, version.id), eq(exportVersionsTable.state, 'importing')))
       .run();
     if (changed.changes === 0) return;
     if (failure.reason === 'cancelled') this.events.record('import.cancelled', name, { id: version.exportId, version: version.version });
-    else this.events.record('import.failed', name, { id: version.exportId, version: version.version, reason: reason ?? failure.reason, error: failure.message });
+    else this.events.record('import.failed', name, { id: version.exportId, version: version.version, reason: reason ?? failure.reason, error });
   }
 }

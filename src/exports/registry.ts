@@ -11,6 +11,7 @@ import type { Logger } from '../log.js';
 import type { ConnectionTable, ServedExport } from '../supervisor/index.js';
 import { pinImage, type PinnedImage } from './image-file.js';
 import { VersionImports, type ImportView } from './imports.js';
+import { refuseSecondWriter } from './one-writer.js';
 import { sourceOf, type CreateExportInput, type DeleteExportInput, type RollbackInput, type UpdateExportInput } from './inputs.js';
 import { openPinned, type FileChange, type PinnedFiles } from './pinned-files.js';
 import { configSafePathPattern } from './rules.js';
@@ -192,7 +193,8 @@ export class ExportRegistry {
   /**
    * Commits `change` (which names the export and the version to make current) and hands the new
    * set to the data plane in one step, serving the version from `image.fd`; then pins it in place
-   * of the export's former current version. The descriptor is closed on failure.
+   * of the export's former current version. Refused when the file would have a second writer.
+   * The descriptor is closed on failure.
    */
   private switchVersion(image: Pick<PinnedImage, 'fd' | 'realPath' | 'identity'>, change: (tx: Tx) => { exp: ExportRow; versionId: number }): ExportRow {
     let applied = false;
@@ -201,6 +203,7 @@ export class ExportRegistry {
     try {
       row = this.db.transaction((tx) => {
         const { exp, versionId } = change(tx);
+        refuseSecondWriter(tx, exp, image.realPath, image.identity, [...this.dataPlane.connections.countByVersion().keys()]);
         previous = exp.currentVersionId;
         const updated = tx.update(exportsTable).set({ currentVersionId: versionId }).where(eq(exportsTable.id, exp.id)).returning().get()!;
         this.dataPlane.applyExports(servedExports(tx, (id) => (id === versionId ? image.fd : this.pins.fdOf(id))));

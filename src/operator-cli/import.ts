@@ -1,5 +1,6 @@
 import { isNbdmuxError, type NbdmuxClient, type NbdmuxExport } from '../client.js';
 import { describeImport, importFraction } from '../presentation.js';
+import { cleanText } from '../untrusted-text.js';
 import type { Invocation } from './args.js';
 import type { Output } from './output.js';
 import { exitCodes } from './failure.js';
@@ -26,7 +27,7 @@ export async function importCommand(client: NbdmuxClient, { args: [name, url], s
   }
   const started = existing ? await client.exports.update.mutate({ name: name!, ...source }) : await client.exports.create.mutate({ name: name!, ...source, readonly: !rw, cow, allow });
   const version = started.import!.version;
-  const progress = json ? null : process.stdout.isTTY ? new Bar(out) : new PlainLines(out);
+  const progress = json ? null : process.stdout.isTTY ? new Bar(process.stdout) : new PlainLines(out);
   if (progress) out.write(`importing ${url} as version ${version} of ${name}\n`);
   for (;;) {
     const exp = await client.exports.get.query({ name: name! });
@@ -48,18 +49,21 @@ export async function importCommand(client: NbdmuxClient, { args: [name, url], s
 
 type Progress = NonNullable<NbdmuxExport['import']>;
 
-/** One line redrawn in place: `[#########-----] downloading 12.0 MiB of 40.0 MiB (30%), ...`. */
+/**
+ * One line redrawn in place: `[#########-----] downloading 12.0 MiB of 40.0 MiB (30%), ...`.
+ * Its own sequences go to the terminal as they are, the daemon's words written out.
+ */
 class Bar {
-  constructor(private readonly out: Output) {}
+  constructor(private readonly terminal: Pick<NodeJS.WritableStream, 'write'>) {}
 
   show(progress: Progress): void {
     const fraction = importFraction(progress);
     const filled = fraction === null ? 0 : Math.round(fraction * barWidth);
-    this.out.write(`\r\x1b[2K[${'#'.repeat(filled)}${'-'.repeat(barWidth - filled)}] ${describeImport(progress)}`);
+    this.terminal.write(`\r\x1b[2K[${'#'.repeat(filled)}${'-'.repeat(barWidth - filled)}] ${cleanText(describeImport(progress))}`);
   }
 
   end(): void {
-    this.out.write('\r\x1b[2K');
+    this.terminal.write('\r\x1b[2K');
   }
 }
 

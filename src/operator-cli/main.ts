@@ -1,10 +1,13 @@
 #!/usr/bin/env node
 import { createNbdmuxClient } from '../client.js';
+import { cleanText } from '../untrusted-text.js';
 import { version } from '../version.js';
 import { parseCommandLine, usage, type Request } from './args.js';
 import { commands } from './commands.js';
 import { describeFailure } from './failure.js';
+import { endQuietlyWhenReaderLeaves, terminalSafe } from './output.js';
 
+endQuietlyWhenReaderLeaves(process.stdout);
 const password = process.env.NBDMUX_ADMIN_PASSWORD || undefined;
 let request: Request | undefined;
 try {
@@ -14,13 +17,14 @@ try {
   else {
     const { invocation } = request;
     const client = createNbdmuxClient({ url: invocation.url, password });
-    process.exitCode = await commands[invocation.command](client, invocation, process.stdout);
+    process.exitCode = await commands[invocation.command](client, invocation, terminalSafe(process.stdout));
   }
 } catch (err) {
   const url = request?.kind === 'run' ? request.invocation.url : '';
   const command = request?.kind === 'run' ? request.invocation.command : undefined;
   const failure = describeFailure(err, { url, passwordSet: password !== undefined, command });
-  process.stderr.write(`nbdmux${command === undefined ? '' : ` ${command}`}: ${failure.message}\n`);
+  // The message may quote the daemon, or whatever answered at its URL.
+  process.stderr.write(`nbdmux${command === undefined ? '' : ` ${command}`}: ${cleanText(failure.message)}\n`);
   process.exitCode = failure.exitCode;
 }
 // Ctrl-C means now: while the daemon is away, a pending reconnect timer would hold watch up to 2 s.

@@ -1,3 +1,5 @@
+import { cleanText } from '../untrusted-text.js';
+
 export interface Column<Row> {
   header: string;
   value(row: Row): string;
@@ -5,9 +7,13 @@ export interface Column<Row> {
   alignRight?: boolean;
 }
 
-/** Columns padded to their widest cell, two spaces apart; the last column is not padded, so long paths never add trailing blanks. */
+/**
+ * Columns padded to their widest cell, two spaces apart; the last column is not padded, so long
+ * paths never add trailing blanks. A cell is one line, its control characters written out before
+ * it is measured: a newline or an escape sequence in a cell would break the columns.
+ */
 export function renderTable<Row>(columns: readonly Column<Row>[], rows: readonly Row[]): string {
-  const cells = rows.map((row) => columns.map((column) => column.value(row)));
+  const cells = rows.map((row) => columns.map((column) => cleanText(column.value(row))));
   const widths = columns.map((column, i) => Math.max(column.header.length, ...cells.map((line) => line[i]!.length)));
   const renderLine = (line: readonly string[]) =>
     line

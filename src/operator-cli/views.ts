@@ -21,7 +21,7 @@ export function renderExports(exports: readonly NbdmuxExport[]): string {
 export function renderExport(exp: NbdmuxExport): string {
   return renderFields([
     ['name', exp.name],
-    ['state', exp.state === 'serving' ? 'serving' : `draining since ${formatTime(exp.removedAt!)} (removed; live connections finish)`],
+    ['state', describeState(exp)],
     ['version', exp.version === null ? '-' : String(exp.version)],
     ['file', exp.file ?? '-'],
     ...(exp.import ? [['import', `${exp.import.url}: ${describeImport(exp.import)}`] as const] : []),
@@ -34,6 +34,20 @@ export function renderExport(exp: NbdmuxExport): string {
     ['created', formatTime(exp.createdAt)],
     ['connections', String(exp.connections)],
   ]);
+}
+
+/** The export's state with what it means for its clients. */
+function describeState(exp: NbdmuxExport): string {
+  switch (exp.state) {
+    case 'serving':
+      return 'serving';
+    case 'importing':
+      return 'importing (no version is ready yet: no client can attach it)';
+    case 'failed':
+      return `failed (its import failed, see import, and no version is ready: no client can attach it; "nbdmux import ${exp.name} URL" tries again)`;
+    case 'draining':
+      return `draining since ${formatTime(exp.removedAt!)} (removed; live connections finish)`;
+  }
 }
 
 const versionColumns: Column<NbdmuxVersion>[] = [

@@ -1,4 +1,5 @@
 import type { NbdmuxClient, NbdmuxStreamEvent, NbdmuxStatus } from '../client.js';
+import { cleanText } from '../untrusted-text.js';
 import type { Invocation } from './args.js';
 import type { Output } from './output.js';
 import { exitCodes } from './failure.js';
@@ -88,7 +89,7 @@ class Lines implements WatchView {
   connection(up: boolean, reason?: string) {
     if (up === !this.lost) return;
     this.lost = !up;
-    process.stderr.write(up ? 'nbdmux: connected again\n' : `nbdmux: lost the connection to the daemon${reason ? ` (${reason})` : ''}; reconnecting\n`);
+    process.stderr.write(up ? 'nbdmux: connected again\n' : `nbdmux: lost the connection to the daemon${reason ? ` (${cleanText(reason)})` : ''}; reconnecting\n`);
   }
   close() {}
 }
@@ -145,7 +146,11 @@ class Screen implements WatchView {
     lines.push('', 'EVENTS');
     const room = Math.max(0, height - lines.length - 1);
     lines.push(...this.events.slice(-room).map(renderEvent));
-    const fitted = lines.slice(0, height).map((line) => (line.length > width ? line.slice(0, width - 1) + '…' : line));
+    // Straight to the terminal, so written out here: a control character in an event would act on the screen, and throw off the fitting.
+    const fitted = lines
+      .slice(0, height)
+      .map((line) => cleanText(line))
+      .map((line) => (line.length > width ? line.slice(0, width - 1) + '…' : line));
     process.stdout.write(`\x1b[H${fitted.map((line) => `${line}\x1b[K`).join('\n')}\x1b[J`);
   }
 }
