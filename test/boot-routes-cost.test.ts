@@ -3,7 +3,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { noKitArtifacts, type BootArtifacts, type BootInfo } from '../src/boot/artifacts.js';
-import { bootRoutes } from '../src/boot/routes.js';
+import { bootRoutes } from '../src/http/boot-routes.js';
 import { SummarisedEvents } from '../src/events/summarised-events.js';
 import { AllowList } from '../src/exports/allow-list.js';
 import { BootableExports } from '../src/exports/bootable.js';

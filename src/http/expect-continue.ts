@@ -1,5 +1,5 @@
 import type http from 'node:http';
-import { sendJsonError } from '../http-reply.js';
+import { sendJsonError } from './reply.js';
 import { bodyTooLargeMessage, maxBodyBytes } from './body.js';
 
 /**

@@ -3,7 +3,7 @@ import type http from 'node:http';
 import { fileURLToPath } from 'node:url';
 
 /** The built dashboard (npm run build bundles web/ into dist/web). */
-const webRoot = fileURLToPath(new URL('../web/', import.meta.url));
+const webRoot = fileURLToPath(new URL('../../web/', import.meta.url));
 
 /** The dashboard's files: a fixed list, so no request path ever reaches the file system. */
 const files: Record<string, { file: string; type: string }> = {

@@ -2,9 +2,9 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import type http from 'node:http';
 import { pipeline } from 'node:stream/promises';
-import { sendJsonError } from '../http-reply.js';
+import { sendJsonError } from './reply.js';
 import type { Logger } from '../log.js';
-import type { BootFile } from './artifacts.js';
+import type { BootFile } from '../boot/artifacts.js';
 
 /** True when the client already holds the entity tagged `etag` (If-None-Match, weak comparison). */
 function clientHas(req: http.IncomingMessage, etag: string): boolean {

@@ -4,19 +4,19 @@ import { TRPCError } from '@trpc/server';
 import type { EventDetails } from '../events/event-map.js';
 import { admits, type BootableExports } from '../exports/bootable.js';
 import type { SummarisedEvents } from '../events/summarised-events.js';
-import { hostOfHeader } from '../http/allowed-hosts.js';
-import { readBody } from '../http/body.js';
-import { sendJsonError } from '../http-reply.js';
+import { hostOfHeader } from './allowed-hosts.js';
+import { readBody } from './body.js';
+import { sendJsonError } from './reply.js';
 import type { Logger } from '../log.js';
 import type { AllowList } from '../exports/allow-list.js';
 import { exportNamePattern } from '../exports/rules.js';
-import type { BootArtifacts } from './artifacts.js';
-import { sendFile, sendText } from './send.js';
+import type { BootArtifacts } from '../boot/artifacts.js';
+import { sendFile, sendText } from './boot-send.js';
 import { normaliseMac } from '../machines/inputs.js';
 import { maxReportBytes, reportedStages, type MachineBoots, type ReportedStage } from '../machines/boots.js';
 import { stateExportName } from '../machines/registry.js';
 import type { MachineRow } from '../db/schema.js';
-import { cannotBootScript, exportScript, httpBase, menuScript, type BootEndpoint } from './ipxe.js';
+import { cannotBootScript, exportScript, httpBase, menuScript, type BootEndpoint } from '../boot/ipxe.js';
 import { clientAddressOf, canonicalAddress } from '../net/client-address.js';
 
 export interface BootRoutesOptions {

@@ -4,7 +4,7 @@ import { getHTTPStatusCodeFromError } from '@trpc/server/http';
 import { badInput, describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { contentType, readJsonBody } from '../http/body.js';
+import { contentType, readJsonBody } from './body.js';
 import type { CreateContext } from '../router/context.js';
 import { createCaller } from '../router/index.js';
 import type { Services } from '../router/trpc.js';
