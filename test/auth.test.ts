@@ -127,7 +127,7 @@ describe('auth for the control plane', () => {
     expect((await attemptLogin(daemon, 'a wrong guess')).status).toBe(401);
     const response = await fetch(`${daemon.url}/login`, { method: 'POST', redirect: 'manual', headers: { origin: daemon.url, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ password }) });
     expect(response.status).toBe(303);
-    expect(response.headers.get('set-cookie')).toMatch(/^nbdmux_session=[^;]+; Path=\/; Max-Age=604800; HttpOnly; SameSite=Strict$/);
+    expect(response.headers.get('set-cookie')).toMatch(/^nbdmux_session=[^;]+; Max-Age=604800; Path=\/; HttpOnly; SameSite=Strict$/);
     const events = (await fetch(`${daemon.url}/trpc/events.list`, { headers: { authorization: `Bearer ${password}` } }).then((r) => r.json())) as { result: { data: unknown[] } };
     const logins = (events.result.data as Array<{ type: string; details: { client: string } }>).filter((e) => e.type.startsWith('auth.'));
     expect(logins.some((e) => e.type === 'auth.login-succeeded' && e.details.client === '127.0.0.1')).toBe(true);

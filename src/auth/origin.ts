@@ -1,5 +1,5 @@
 import type http from 'node:http';
-import type { Identity, Refusal } from './gate.js';
+import type { Identity, Refusal } from './caller.js';
 
 const safeMethods = new Set(['GET', 'HEAD', 'OPTIONS']);
 

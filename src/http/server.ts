@@ -3,7 +3,9 @@ import type net from 'node:net';
 import { getTRPCErrorFromUnknown } from '@trpc/server';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import { getHTTPStatusCodeFromError } from '@trpc/server/http';
-import { loginPage, refusalCode, refusalHeaders, type AuthGate } from '../auth/gate.js';
+import { refusalCode, refusalHeaders } from '../auth/caller.js';
+import type { AuthGate } from '../auth/gate.js';
+import { login, loginPage, logout } from '../auth/login.js';
 import type { BootRoutes } from './boot-routes.js';
 import type { Config } from '../config.js';
 import { AllowedHosts } from './allowed-hosts.js';
@@ -68,8 +70,8 @@ export async function startHttpServer(options: {
     if (!screening.ok) return sendJsonError(res, '', screening.status, screening.code, screening.message);
     const { url } = screening;
     try {
-      if (method === 'POST' && url.pathname === '/login') return await gate.login(req, res);
-      if (method === 'POST' && url.pathname === '/logout') return gate.logout(req, res);
+      if (method === 'POST' && url.pathname === '/login') return await login(gate, req, res);
+      if (method === 'POST' && url.pathname === '/logout') return logout(gate, req, res);
       if (await boot(req, res, url)) return;
       // Every procedure checks its caller itself (authedProcedure), before reading any input.
       if (url.pathname.startsWith('/trpc/')) return trpc(req, res);

@@ -1,6 +1,6 @@
 import type http from 'node:http';
 import type { TRPCError } from '@trpc/server';
-import type { Caller } from '../auth/gate.js';
+import type { Caller } from '../auth/caller.js';
 import type { Logger } from '../log.js';
 import { appRouter } from './index.js';
 import type { Context, Services } from './trpc.js';

@@ -1,5 +1,5 @@
 import { initTRPC, TRPCError } from '@trpc/server';
-import { actorOf, refusalCode, type Caller } from '../auth/gate.js';
+import { actorOf, refusalCode, type Caller } from '../auth/caller.js';
 import { isOutOfSpace, type DataDirSpace } from '../db/data-dir-space.js';
 import { dataDirFull, describeError } from '../errors.js';
 import type { EventLog } from '../events/event-log.js';
