@@ -1,7 +1,8 @@
 import { admits } from '../exports/bootable.js';
 import type { ConfigVariants } from './config-variants.js';
 import type { ConnectionStore } from './connection-store.js';
-import type { ConnectionTable, LiveConnection } from './connections.js';
+import type { ConnectionTable } from './connections.js';
+import type { LiveConnection } from './live-connection.js';
 import type { Report } from './report-pipe.js';
 
 /** What admission reads: the stored exports, the machines' states as served now, the live connections. */

@@ -22,7 +22,8 @@ import { StartFailures } from './start-failures.js';
 import { clientAddressOf } from '../net/client-address.js';
 
 export type { ServedExport, ServedState } from './nbd-config.js';
-export type { ConnectionTable, ConnectionView, LiveConnection } from './connections.js';
+export type { ConnectionTable, ConnectionView } from './connections.js';
+export type { LiveConnection } from './live-connection.js';
 
 export interface SupervisorOptions {
   dataDir: string;

@@ -1,4 +1,4 @@
-import type { LiveConnection } from './connections.js';
+import type { LiveConnection } from './live-connection.js';
 import { listCowDiffs } from './cow-diffs.js';
 import { readBytesWritten } from './proc.js';
 
