@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { canonicalHostName } from './http/allowed-hosts.js';
 import { logLevels } from './log.js';
 import { parseCidr } from './exports/allow-list.js';
-import { exportNamePattern } from './exports/rules.js';
+import { exportNamePattern } from './rules/names.js';
 
 export const usage = `Usage: nbdmux-server --data-dir DIR [options]
 

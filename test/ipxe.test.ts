@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { cmdlineProblem, defaultCmdline, displayText, exportScript, httpBase, maxCmdlineLength, menuScript } from '../src/boot/ipxe.js';
+import { displayText, exportScript, httpBase, menuScript } from '../src/boot/ipxe.js';
+import { cmdlineProblem, defaultCmdline, maxCmdlineLength } from '../src/rules/cmdline.js';
 import { describeBoot } from '../src/presentation.js';
 
 const at = { httpBase: 'http://10.0.2.100', nbdHost: '10.0.2.100', nbdPort: 10809 };

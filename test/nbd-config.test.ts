@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
-import { configSafePathPattern, exportNamePattern, isReservedExportName } from '../src/exports/rules.js';
+import { configSafePathPattern, exportNamePattern, isReservedExportName } from '../src/rules/names.js';
 import {
   exportsVisibleTo,
   firstExportFd,

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { TRPCError } from '@trpc/server';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { defaultCmdline } from '../src/boot/ipxe.js';
+import { defaultCmdline } from '../src/rules/cmdline.js';
 import { describeError } from '../src/errors.js';
 import { testActor, testControlPlane, type TestControlPlane } from './helpers/context.js';
 import { tempDir } from './helpers/daemon.js';

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { eq } from 'drizzle-orm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { defaultCmdline } from '../src/boot/ipxe.js';
+import { defaultCmdline } from '../src/rules/cmdline.js';
 import { exportVersionsTable } from '../src/db/schema.js';
 import { testActor, testControlPlane, type TestControlPlane } from './helpers/context.js';
 import { tempDir } from './helpers/daemon.js';

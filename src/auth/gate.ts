@@ -1,7 +1,7 @@
 import type http from 'node:http';
 import type { WebSocket } from 'ws';
 import type { EventLog } from '../events/event-log.js';
-import { clientAddressOf } from '../net/client-address.js';
+import { clientAddressOf } from '../rules/client-address.js';
 import { sessionActor, type Caller, type Identity, type Refusal } from './caller.js';
 import { crossSiteRefusal } from './origin.js';
 import type { RevokedSessions } from './revocations.js';

@@ -1,6 +1,6 @@
 import type http from 'node:http';
 import { contentType, readBody } from '../http/body.js';
-import { clientAddressOf } from '../net/client-address.js';
+import { clientAddressOf } from '../rules/client-address.js';
 import type { AuthGate } from './gate.js';
 import { renderLoginPage } from './login-page.js';
 import { hasOwnOrigin } from './origin.js';

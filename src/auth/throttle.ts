@@ -1,5 +1,5 @@
 import net from 'node:net';
-import { canonicalAddress } from '../net/client-address.js';
+import { canonicalAddress } from '../rules/client-address.js';
 
 export interface ThrottleLimits {
   /** Failures one source (an IPv4 address, an IPv6 /64) may make within the window. */

@@ -1,5 +1,5 @@
 import net from 'node:net';
-import { canonicalAddress } from '../net/client-address.js';
+import { canonicalAddress } from '../rules/client-address.js';
 
 /** Parses "10.0.0.0/8", "2001:db8::/32" or a bare address; null when it is not one. */
 export function parseCidr(text: string): { address: string; prefix: number; family: 'ipv4' | 'ipv6' } | null {

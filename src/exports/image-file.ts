@@ -1,9 +1,9 @@
 import fs from 'node:fs/promises';
 import { closeSync, constants, fstatSync, open as openCallback, readlinkSync, type BigIntStats } from 'node:fs';
-import path from 'node:path';
 import { promisify } from 'node:util';
 import { badInput } from '../errors.js';
-import { configSafePathPattern } from './rules.js';
+import { isUnderAnyRoot } from '../rules/image-roots.js';
+import { configSafePathPattern } from '../rules/names.js';
 
 const openFd = promisify(openCallback);
 
@@ -81,17 +81,6 @@ function unservableKind(stats: BigIntStats): string | null {
   if (stats.isSocket()) return 'a socket';
   if (stats.isCharacterDevice()) return 'a character device';
   return 'not a regular file';
-}
-
-export async function isUnderAnyRoot(realPath: string, imageRoots: readonly string[]): Promise<boolean> {
-  for (const root of imageRoots) {
-    const realRoot = await fs.realpath(root).catch(() => null);
-    if (realRoot === null) continue;
-    const relative = path.relative(realRoot, realPath);
-    const outside = relative === '' || relative === '..' || relative.startsWith(`..${path.sep}`) || path.isAbsolute(relative);
-    if (!outside) return true;
-  }
-  return false;
 }
 
 /** The kernel's own count of 512-byte sectors: stat reports 0 bytes for a block device. */

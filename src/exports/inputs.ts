@@ -1,8 +1,8 @@
 import path from 'node:path';
 import { z } from 'zod';
-import { cmdlineProblem, defaultCmdline } from '../boot/ipxe.js';
+import { cmdlineProblem, defaultCmdline } from '../rules/cmdline.js';
 import { parseCidr } from './allow-list.js';
-import { configSafePathPattern, exportNamePattern, isReservedExportName } from './rules.js';
+import { configSafePathPattern, exportNamePattern, isReservedExportName } from '../rules/names.js';
 
 // Every control-plane input about exports, defined once: the router validates with these,
 // and clients infer their types from them through the router.

@@ -14,7 +14,7 @@ import { VersionImports, type ImportView } from './imports.js';
 import { refuseSecondWriter } from './one-writer.js';
 import { sourceOf, type CreateExportInput, type DeleteExportInput, type RollbackInput, type UpdateExportInput } from './inputs.js';
 import { openPinned, type FileChange, type PinnedFiles } from './pinned-files.js';
-import { configSafePathPattern } from './rules.js';
+import { configSafePathPattern } from '../rules/names.js';
 import { collectGarbage, insertImportingVersion, insertVersion, rollbackTarget, versionById, versionsOf, type Tx, type VersionView } from './versions.js';
 
 /** `importing`: its first version is not ready yet, and no client can attach it; `failed`: that import failed. */

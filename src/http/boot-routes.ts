@@ -9,15 +9,14 @@ import { readBody } from './body.js';
 import { sendJsonError } from './reply.js';
 import type { Logger } from '../log.js';
 import type { AllowList } from '../exports/allow-list.js';
-import { exportNamePattern } from '../exports/rules.js';
+import { exportNamePattern, stateExportName } from '../rules/names.js';
 import type { BootArtifacts } from '../boot/artifacts.js';
 import { sendFile, sendText } from './boot-send.js';
-import { normaliseMac } from '../machines/inputs.js';
+import { normaliseMac } from '../rules/mac.js';
 import { maxReportBytes, reportedStages, type MachineBoots, type ReportedStage } from '../machines/boots.js';
-import { stateExportName } from '../machines/registry.js';
 import type { MachineRow } from '../db/schema.js';
 import { cannotBootScript, exportScript, httpBase, menuScript, type BootEndpoint } from '../boot/ipxe.js';
-import { clientAddressOf, canonicalAddress } from '../net/client-address.js';
+import { clientAddressOf, canonicalAddress } from '../rules/client-address.js';
 
 export interface BootRoutesOptions {
   exports: BootableExports;

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import type http from 'node:http';
 import type net from 'node:net';
 import type { Logger } from '../log.js';
-import { clientAddressOf } from '../net/client-address.js';
+import { clientAddressOf } from '../rules/client-address.js';
 
 /** Descriptors the daemon needs besides HTTP and NBD connections: database, listeners, logs, nbd-server starts in progress. */
 const reservedDescriptors = 128;

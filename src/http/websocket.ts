@@ -9,7 +9,7 @@ import { tryAgainLater, WebSocketCaps, type WebSocketLimits } from './websocket-
 import type { Logger } from '../log.js';
 import { maxBodyBytes } from './body.js';
 import { adapterOptions, type CreateContext } from '../router/context.js';
-import { clientAddressOf } from '../net/client-address.js';
+import { clientAddressOf } from '../rules/client-address.js';
 
 export const webSocketPath = '/trpc';
 const closeGraceMs = 1000;

@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import { fileURLToPath } from 'node:url';
-import { isUnderAnyRoot } from '../exports/image-file.js';
+import { isUnderAnyRoot } from '../rules/image-roots.js';
 import { cancelled, ImportError } from './import-error.js';
 
 export interface FetchOptions {

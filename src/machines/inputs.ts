@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { exportName, kernelCmdline } from '../exports/inputs.js';
+import { normaliseMac } from '../rules/mac.js';
 
 // Every control-plane input about machines, defined once: the router validates with these, the
 // boot routes parse a MAC with the same rule, and clients infer their types through the router.
@@ -9,12 +10,6 @@ const mib = 1024 * 1024;
 export const minStateSize = 64 * mib;
 export const maxStateSize = 16 * 1024 * 1024 * mib;
 export const defaultStateSize = 4 * 1024 * mib;
-
-/** `aa:bb:cc:dd:ee:ff` from colon- or hyphen-separated hex in either case; null for anything else. */
-export function normaliseMac(text: string): string | null {
-  if (!/^[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}$/.test(text)) return null;
-  return text.toLowerCase().replaceAll('-', ':');
-}
 
 export const macAddress = z
   .string({ error: (issue) => (issue.input === undefined ? 'is required' : 'must be a string') })

@@ -3,8 +3,9 @@ import { and, asc, desc, eq, isNotNull, isNull } from 'drizzle-orm';
 import type { Db } from '../db/open.js';
 import { discoveredMachinesTable, exportsTable, machinesTable, type DiscoveredMachineRow, type MachineRow } from '../db/schema.js';
 import { badInput, conflict, notFound } from '../errors.js';
-import { joinedCmdlineProblem } from '../boot/ipxe.js';
+import { joinedCmdlineProblem } from '../rules/cmdline.js';
 import { admits } from '../exports/bootable.js';
+import { stateExportName } from '../rules/names.js';
 import type { EventLog } from '../events/event-log.js';
 import type { Actor } from '../events/event-map.js';
 import type { ConnectionTable, ServedState } from '../supervisor/index.js';
@@ -26,10 +27,6 @@ export type MachineView = Omit<MachineRow, 'id' | 'exportId' | 'rootConnectionId
 export interface MachineDataPlane {
   applyStates(states: readonly ServedState[]): void;
   readonly connections: Pick<ConnectionTable, 'list'>;
-}
-
-export function stateExportName(mac: string): string {
-  return `__state-${mac.replaceAll(':', '')}`;
 }
 
 /**

@@ -19,7 +19,7 @@ import { nbdServerGreets } from './self-test.js';
 import { describeShortage } from './shortages.js';
 import { Spawner } from './spawner.js';
 import { StartFailures } from './start-failures.js';
-import { clientAddressOf } from '../net/client-address.js';
+import { clientAddressOf } from '../rules/client-address.js';
 
 export type { ServedExport, ServedState } from './nbd-config.js';
 export type { ConnectionTable, ConnectionView } from './connections.js';

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { AllowList } from '../exports/allow-list.js';
-import { configSafePathPattern, exportNamePattern, isReservedExportName } from '../exports/rules.js';
+import { configSafePathPattern, exportNamePattern, isReservedExportName, stateNamePattern } from '../rules/names.js';
 import { admittedVerdict } from './report-pipe.js';
 
 /** nbd-server refuses to start with no export; this one is hidden from lists and refuses every client. */
@@ -47,8 +47,6 @@ export interface ServedState {
   /** The export the machine boots: the state is served only to an address its allow list admits. */
   exportId: number;
 }
-
-export const stateNamePattern = /^__state-[0-9a-f]{12}$/;
 
 /**
  * The exports a client may see and use: those with no allow list, and those whose list holds
