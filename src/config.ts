@@ -3,7 +3,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { canonicalHostName } from './http/allowed-hosts.js';
 import { logLevels } from './log.js';
-import { parseCidr } from './exports/allow-list.js';
+import { parseCidr } from './rules/allow-list.js';
 import { exportNamePattern } from './rules/names.js';
 
 export const usage = `Usage: nbdmux-server --data-dir DIR [options]

@@ -24,7 +24,7 @@ import { Metrics } from './metrics.js';
 import { Retention } from './retention.js';
 import { replayCap } from './router/events.js';
 import { startHttpServer, type HttpServer } from './http/server.js';
-import { AllowList } from './exports/allow-list.js';
+import { AllowList } from './rules/allow-list.js';
 import { Supervisor } from './supervisor/index.js';
 import { version } from './version.js';
 

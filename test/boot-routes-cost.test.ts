@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { noKitArtifacts, type BootArtifacts, type BootInfo } from '../src/boot/artifacts.js';
 import { bootRoutes } from '../src/http/boot-routes.js';
 import { SummarisedEvents } from '../src/events/summarised-events.js';
-import { AllowList } from '../src/exports/allow-list.js';
+import { AllowList } from '../src/rules/allow-list.js';
 import { BootableExports } from '../src/exports/bootable.js';
 import { createLogger } from '../src/log.js';
 import { testControlPlane, type TestControlPlane } from './helpers/context.js';

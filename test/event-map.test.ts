@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { DataDirSpace } from '../src/db/data-dir-space.js';
 import { EventLog } from '../src/events/event-log.js';
-import type { EventDetails, EventType } from '../src/events/event-map.js';
+import type { EventDetails, EventType } from '../src/model/event-map.js';
 import { createLogger } from '../src/log.js';
 import { renderEvent } from '../src/operator-cli/views.js';
 import { memoryDatabase } from './helpers/db.js';

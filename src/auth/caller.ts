@@ -1,4 +1,4 @@
-import type { Actor } from '../events/event-map.js';
+import type { Actor } from '../model/event-map.js';
 import type { Session } from './tokens.js';
 
 export type Identity = { via: 'open' } | { via: 'bearer' } | { via: 'cookie'; session: Session };

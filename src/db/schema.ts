@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import { integer, sqliteTable, text, uniqueIndex, index } from 'drizzle-orm/sqlite-core';
-import { machineStages, type EventDetails, type EventType, type MachineStage } from '../events/event-map.js';
+import { machineStages, type EventDetails, type EventType, type MachineStage } from '../model/event-map.js';
 import { defaultCmdline } from '../rules/cmdline.js';
 import type { BootInspection } from '../boot/inspect/result.js';
 

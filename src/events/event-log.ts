@@ -3,7 +3,7 @@ import { asc, count, desc, gt, max, min } from 'drizzle-orm';
 import type { DataDirSpace } from '../db/data-dir-space.js';
 import type { Db } from '../db/open.js';
 import { eventsTable, type EventOf, type EventRow } from '../db/schema.js';
-import type { EventDetails, EventType } from './event-map.js';
+import type { EventDetails, EventType } from '../model/event-map.js';
 
 /**
  * Every event is written to the events table first, then announced to live listeners. While the

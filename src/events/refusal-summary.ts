@@ -1,4 +1,4 @@
-import type { EventDetails } from './event-map.js';
+import type { EventDetails } from '../model/event-map.js';
 import { IntervalSummary } from './interval-summary.js';
 
 /** A client the NBD port turned away, and why. */

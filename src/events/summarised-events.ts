@@ -1,5 +1,5 @@
 import type { EventLog } from './event-log.js';
-import type { EventDetails } from './event-map.js';
+import type { EventDetails } from '../model/event-map.js';
 import { IntervalSummary } from './interval-summary.js';
 
 /** Events any client can cause as often as it likes, without logging in: each carries `count` and `since` when it sums up repeats. */

@@ -1,7 +1,7 @@
 import { and, asc, eq, isNotNull, isNull } from 'drizzle-orm';
 import type { Db } from '../db/open.js';
 import { exportsTable, type ExportRow } from '../db/schema.js';
-import { AllowList } from './allow-list.js';
+import { admits } from '../rules/allow-list.js';
 
 /** What a boot script needs of an export, and who may boot it. */
 export type BootableExport = Pick<ExportRow, 'id' | 'name' | 'cmdline' | 'allow'>;
@@ -34,9 +34,4 @@ export class BootableExports {
       .all()
       .filter((exp) => admits(exp, client));
   }
-}
-
-/** Whether the export's allow list admits `client` (an empty list admits every client the NBD port does). */
-export function admits(exp: Pick<BootableExport, 'allow'>, client: string): boolean {
-  return exp.allow.length === 0 || new AllowList(exp.allow).allows(client);
 }

@@ -2,7 +2,7 @@ import { and, eq } from 'drizzle-orm';
 import type { Db } from '../db/open.js';
 import { exportVersionsTable, type VersionRow } from '../db/schema.js';
 import type { EventLog } from '../events/event-log.js';
-import type { Actor } from '../events/event-map.js';
+import type { Actor } from '../model/event-map.js';
 import type { ImportedImage, Importer, ImportProgress } from '../images/importer.js';
 import { ImportError } from '../images/import-error.js';
 import type { Logger } from '../log.js';

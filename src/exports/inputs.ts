@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { cmdlineProblem, defaultCmdline } from '../rules/cmdline.js';
-import { parseCidr } from './allow-list.js';
+import { parseCidr } from '../rules/allow-list.js';
 import { configSafePathPattern, exportNamePattern, isReservedExportName } from '../rules/names.js';
 
 // Every control-plane input about exports, defined once: the router validates with these,

@@ -5,7 +5,7 @@ import type { Db } from '../db/open.js';
 import { exportsTable, exportVersionsTable, type ExportRow, type VersionRow } from '../db/schema.js';
 import { badInput, conflict, notFound } from '../errors.js';
 import type { EventLog } from '../events/event-log.js';
-import type { Actor } from '../events/event-map.js';
+import type { Actor } from '../model/event-map.js';
 import { ImportError, type ImportedImage, type Importer } from '../images/importer.js';
 import type { Logger } from '../log.js';
 import type { ConnectionTable, ServedExport } from '../supervisor/index.js';

@@ -1,14 +1,15 @@
 import type http from 'node:http';
 import net from 'node:net';
 import { TRPCError } from '@trpc/server';
-import type { EventDetails } from '../events/event-map.js';
-import { admits, type BootableExports } from '../exports/bootable.js';
+import type { EventDetails } from '../model/event-map.js';
+import type { BootableExports } from '../exports/bootable.js';
+import { admits } from '../rules/allow-list.js';
 import type { SummarisedEvents } from '../events/summarised-events.js';
 import { hostOfHeader } from './allowed-hosts.js';
 import { readBody } from './body.js';
 import { sendJsonError } from './reply.js';
 import type { Logger } from '../log.js';
-import type { AllowList } from '../exports/allow-list.js';
+import type { AllowList } from '../rules/allow-list.js';
 import { exportNamePattern, stateExportName } from '../rules/names.js';
 import type { BootArtifacts } from '../boot/artifacts.js';
 import { sendFile, sendText } from './boot-send.js';

@@ -5,7 +5,7 @@ import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import { getHTTPStatusCodeFromError } from '@trpc/server/http';
 import { refusalCode, refusalHeaders } from '../auth/caller.js';
 import type { AuthGate } from '../auth/gate.js';
-import { login, loginPage, logout } from '../auth/login.js';
+import { login, loginPage, logout } from './login.js';
 import type { BootRoutes } from './boot-routes.js';
 import type { Config } from '../config.js';
 import { AllowedHosts } from './allowed-hosts.js';

@@ -3,7 +3,7 @@ import type { DataDirSpace } from '../db/data-dir-space.js';
 import type { Db } from '../db/open.js';
 import { discoveredMachinesTable, exportsTable, machinesTable, type EventRow, type MachineRow } from '../db/schema.js';
 import type { EventLog } from '../events/event-log.js';
-import { machineStages, type MachineStage } from '../events/event-map.js';
+import { machineStages, type MachineStage } from '../model/event-map.js';
 import type { SummarisedEvents } from '../events/summarised-events.js';
 import type { Logger } from '../log.js';
 import type { MachineRegistry } from './registry.js';

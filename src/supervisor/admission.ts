@@ -1,4 +1,4 @@
-import { admits } from '../exports/bootable.js';
+import { admits } from '../rules/allow-list.js';
 import type { ConfigVariants } from './config-variants.js';
 import type { ConnectionStore } from './connection-store.js';
 import type { ConnectionTable } from './connections.js';

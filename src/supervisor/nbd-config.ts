@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { AllowList } from '../exports/allow-list.js';
+import { AllowList } from '../rules/allow-list.js';
 import { configSafePathPattern, exportNamePattern, isReservedExportName, stateNamePattern } from '../rules/names.js';
 import { admittedVerdict } from './report-pipe.js';
 

@@ -7,7 +7,7 @@ import { DataDirSpace } from '../../src/db/data-dir-space.js';
 import type { Db } from '../../src/db/open.js';
 import { EventLog } from '../../src/events/event-log.js';
 import { SummarisedEvents } from '../../src/events/summarised-events.js';
-import type { Actor } from '../../src/events/event-map.js';
+import type { Actor } from '../../src/model/event-map.js';
 import { PinnedFiles } from '../../src/exports/pinned-files.js';
 import { ExportRegistry, type DataPlane } from '../../src/exports/registry.js';
 import { Importer } from '../../src/images/importer.js';

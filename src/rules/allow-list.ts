@@ -1,5 +1,5 @@
 import net from 'node:net';
-import { canonicalAddress } from '../rules/client-address.js';
+import { canonicalAddress } from './client-address.js';
 
 /** Parses "10.0.0.0/8", "2001:db8::/32" or a bare address; null when it is not one. */
 export function parseCidr(text: string): { address: string; prefix: number; family: 'ipv4' | 'ipv6' } | null {
@@ -32,4 +32,9 @@ export class AllowList {
     const canonical = canonicalAddress(address);
     return this.list.check(canonical, net.isIP(canonical) === 6 ? 'ipv6' : 'ipv4');
   }
+}
+
+/** Whether an export's allow list admits `client` (an empty list admits every client the NBD port does). */
+export function admits(exp: { allow: readonly string[] }, client: string): boolean {
+  return exp.allow.length === 0 || new AllowList(exp.allow).allows(client);
 }

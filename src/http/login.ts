@@ -1,11 +1,11 @@
 import type http from 'node:http';
-import { contentType, readBody } from '../http/body.js';
+import { contentType, readBody } from './body.js';
 import { clientAddressOf } from '../rules/client-address.js';
-import type { AuthGate } from './gate.js';
+import type { AuthGate } from '../auth/gate.js';
 import { renderLoginPage } from './login-page.js';
-import { hasOwnOrigin } from './origin.js';
-import { sessionCookie } from './session-cookie.js';
-import { sessionLifetimeMs } from './tokens.js';
+import { hasOwnOrigin } from '../auth/origin.js';
+import { sessionCookie } from '../auth/session-cookie.js';
+import { sessionLifetimeMs } from '../auth/tokens.js';
 
 /** The page a browser without a session gets at `/`. */
 export function loginPage(res: http.ServerResponse): void {
