@@ -7,6 +7,7 @@ import { fileIdentityOf } from '../exports/image-file.js';
 import type { PinnedFiles } from '../exports/pinned-files.js';
 import type { Logger } from '../log.js';
 import { fileEtag, type BootArtifacts, type BootExport, type BootFile, type BootInfo } from './artifacts.js';
+import { ChildQueue } from './bounded-child.js';
 import { BootFilesCache, readKit, type BootFiles, type Kit } from './initrd/index.js';
 import { bootSummaryOf, inspectBootImage, type BootInspection } from './inspect/index.js';
 
@@ -40,7 +41,7 @@ export class ImageBootArtifacts implements BootArtifacts {
   private readonly inspecting = new Map<number, Promise<void>>();
   /** An image whose own files failed to build boots the kit's: why, for the version and file state that failed. */
   private readonly buildFailures = new Map<number, { identity: string; reason: string }>();
-  private readonly slots = new Slots(parallelInspections);
+  private readonly queue = new ChildQueue(parallelInspections);
 
   private constructor(
     private readonly db: Db,
@@ -159,7 +160,7 @@ export class ImageBootArtifacts implements BootArtifacts {
   }
 
   private startInspection(exportId: number, versionId: number): void {
-    const job = this.slots
+    const job = this.queue
       .run(async () => {
         const fd = this.pins.fdOf(versionId);
         // No longer current, or its export removed, while it waited.
@@ -188,24 +189,5 @@ async function fileAt(file: string): Promise<BootFile> {
     return { ok: true, path: file, size: stat.size, etag: fileEtag(stat) };
   } catch (err) {
     return { ok: false, status: 503, reason: `cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)}); try again, or rebuild the kit with ramboot/cached-build` };
-  }
-}
-
-/** Runs at most `limit` jobs at once, the rest in order of arrival. */
-class Slots {
-  private active = 0;
-  private readonly waiting: (() => void)[] = [];
-
-  constructor(private readonly limit: number) {}
-
-  async run<T>(job: () => Promise<T>): Promise<T> {
-    while (this.active >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve));
-    this.active++;
-    try {
-      return await job();
-    } finally {
-      this.active--;
-      this.waiting.shift()?.();
-    }
   }
 }

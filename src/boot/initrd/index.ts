@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
-import { parseAnswer, runBoundedChild, withImageFd, type ChildAnswer, type ChildLimits, type ImageSource } from '../bounded-child.js';
+import { ChildQueue, parseAnswer, runBoundedChild, withImageFd, type ChildAnswer, type ChildLimits, type ImageSource } from '../bounded-child.js';
 import type { BootInspection } from '../inspect/result.js';
 import type { Logger } from '../../log.js';
 import type { BuildRequest } from './build.js';
@@ -14,6 +14,9 @@ export { readKit, type Kit } from './kit.js';
 const workerFile = fileURLToPath(new URL('./worker.js', import.meta.url));
 
 export const defaultBuildLimits: ChildLimits = { timeoutMs: 60_000, heapMiB: 512, maxOutputBytes: 64 * 1024 };
+
+/** Builds at once, as inspections: a burst of first boots costs two children, the rest wait their turn. */
+const parallelBuilds = 2;
 
 /** A build directory older than this was left by a killed daemon. */
 const leftoverAgeMs = 60 * 60 * 1000;
@@ -41,13 +44,15 @@ export interface BootFilesRequest {
 /**
  * The kernel and initramfs of each export, built once per (image identity, kernel, kit) in a
  * bounded child, under `dir` as `EXPORTID-KEY.vmlinuz` / `EXPORTID-KEY.initrd.img`, each
- * renamed into place whole. Concurrent requests for one build wait for the same child; an
- * export's older builds are removed once its new one is in place.
+ * renamed into place whole. Concurrent requests for one build wait for the same child, and at
+ * most `parallelBuilds` children run at once; an export's older builds are removed once its new
+ * one is in place.
  */
 export class BootFilesCache {
   private readonly building = new Map<string, Promise<BootFiles>>();
   /** Builds that failed, by stem: asked again, they fall back at once instead of failing again. */
   private readonly failed = new Map<string, string>();
+  private readonly queue = new ChildQueue(parallelBuilds);
 
   private constructor(
     private readonly dir: string,
@@ -92,6 +97,10 @@ export class BootFilesCache {
     const own: BootFiles = { kernel: `${stem}.vmlinuz`, initrd: `${stem}.initrd.img`, own: true, reason: null };
     // The initrd is renamed into place last: there, both are whole.
     if (await exists(own.initrd)) return own;
+    return this.queue.run(() => this.build(request, own, stem));
+  }
+
+  private async build(request: BootFilesRequest, own: BootFiles, stem: string): Promise<BootFiles> {
     const started = Date.now();
     const outDir = await fs.mkdtemp(path.join(this.dir, '.build-'));
     try {
