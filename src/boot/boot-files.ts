@@ -125,7 +125,8 @@ export class ImageBootArtifacts implements BootArtifacts {
     const inspection = this.inspectionOf(image);
     if (!inspection) return { ok: false, status: 503, reason: 'its image changed while it was inspected; try again' };
     const files = await this.cache.filesFor({ exportId: exp.id, image: { fd: image.fd, size: image.size ?? this.registeredSize(image.versionId) }, imageIdentity: image.identity, inspection });
-    if (!files.own && inspection.ready) this.buildFailures.set(image.versionId, { identity: image.identity, reason: files.reason ?? 'its boot files could not be built' });
+    if (files.own) this.buildFailures.delete(image.versionId);
+    else if (inspection.ready) this.buildFailures.set(image.versionId, { identity: image.identity, reason: files.reason ?? 'its boot files could not be built' });
     return files;
   }
 
