@@ -36,7 +36,7 @@ const maxUnpackedBytes = 128 * 1024 * 1024;
 const unpackerAddressSpace = 256 * 1024 * 1024;
 const unpackTimeoutMs = 20_000;
 /** busybox insmod reads none of these: each is unpacked while packing. */
-const unpackers: Record<string, string[]> = { '.ko.xz': ['xz', '-dc'], '.ko.gz': ['gzip', '-dc'] };
+const unpackers: Record<string, string[]> = { '.ko.xz': ['xz', '-dc'], '.ko.gz': ['gzip', '-dc'], '.ko.zst': ['zstd', '-dcq'] };
 
 /**
  * Copies the image's kernel out and builds its initramfs: the kit's initrd.img unchanged,
