@@ -67,7 +67,11 @@ export class SparseFile {
     readonly path: string,
     private readonly space: BuildSpace,
   ) {
-    this.fd = fs.openSync(path, 'wx', 0o600);
+    try {
+      this.fd = fs.openSync(path, 'wx', 0o600);
+    } catch (err) {
+      space.refusedWrite(err);
+    }
   }
 
   get size(): number {
