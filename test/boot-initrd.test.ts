@@ -109,7 +109,7 @@ describe('per-image boot files', () => {
     expect(fs.readdirSync(path.join(dir, 'boot')).filter((name) => name.startsWith('7-'))).toEqual([]);
   });
 
-  it('unpacks compressed modules (.ko.xz, .ko.gz: busybox insmod reads neither) while packing', async () => {
+  it('unpacks compressed modules (.ko.xz, .ko.gz, .ko.zst: busybox insmod reads none) while packing', async () => {
     // Fake modules, one per module the kit loads, no dependencies: what matters is their bytes.
     const version = '6.12.0-1-amd64';
     const moduleText = (name: string) => `module ${name} for ${version}\n`;
@@ -119,6 +119,7 @@ describe('per-image boot files', () => {
     const packers: [string, (text: string) => Buffer][] = [
       ['.ko.xz', (text) => execFileSync('xz', ['-c'], { input: text })],
       ['.ko.gz', (text) => gzipSync(text)],
+      ['.ko.zst', (text) => execFileSync('zstd', ['-c'], { input: text })],
       ['.ko', (text) => Buffer.from(text)],
     ];
     kit.rootModules.forEach((name, i) => {

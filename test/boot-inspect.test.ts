@@ -232,6 +232,7 @@ describe('modules.dep', () => {
     'kernel/fs/mbcache.ko:',
     'kernel/fs/jbd2/jbd2.ko:',
     'kernel/drivers/i2c/algos/i2c-algo-bit.ko.xz:',
+    'kernel/drivers/net/virtio_net.ko.zst:',
     'kernel/evil.ko: ../../etc/shadow',
     '/etc/passwd.ko:',
     'kernel/./x.ko:',
@@ -241,12 +242,12 @@ describe('modules.dep', () => {
 
   it('refuses paths leaving /lib/modules/VERSION, each with the reason', () => {
     const dep = parseModulesDep(depText);
-    expect([...dep.byName.keys()]).toEqual(['ext4', 'crc16', 'mbcache', 'jbd2', 'i2c_algo_bit']);
+    expect([...dep.byName.keys()]).toEqual(['ext4', 'crc16', 'mbcache', 'jbd2', 'i2c_algo_bit', 'virtio_net']);
     expect(dep.refused).toEqual([
       '"kernel/evil.ko: ../../etc/shadow": "../../etc/shadow" is a path climbing out with ".."',
       '"/etc/passwd.ko:": "/etc/passwd.ko" is an absolute path',
       '"kernel/./x.ko:": "kernel/./x.ko" is an empty or "." path component',
-      '"kernel/noext:": "kernel/noext" is no module suffix (.ko, .ko.xz, .ko.gz)',
+      '"kernel/noext:": "kernel/noext" is no module suffix (.ko, .ko.xz, .ko.gz, .ko.zst)',
       '"no colon here": no ":"',
     ]);
     expect(unsafeModulePath('kernel/a\nb.ko')).toBe('control characters or backslashes');

@@ -8,11 +8,19 @@ import type { PinnedFiles } from '../exports/pinned-files.js';
 import type { Logger } from '../log.js';
 import { cleanText } from '../untrusted-text.js';
 import { fileEtag, type BootArtifacts, type BootExport, type BootFile, type BootInfo } from './artifacts.js';
+import { ChildQueue } from './bounded-child.js';
 import { BootFilesCache, readKit, type BootFiles, type Kit } from './initrd/index.js';
 import { bootSummaryOf, inspectBootImage, type BootInspection } from './inspect/index.js';
 
 /** Inspections at once: each is a node child of about 100 ms and a few debugfs runs. */
 const parallelInspections = 2;
+/**
+ * An image inspected before and changed since (a read-write export being written) is inspected
+ * again once it has stayed unchanged this long, or at the latest `maxSettleMs` after the change
+ * was first seen: a few inspections a minute while it is written, not one per look.
+ */
+const settleMs = 2000;
+const maxSettleMs = 30_000;
 
 /** An export's current version's pinned image as it is now. */
 interface ImageNow {
@@ -30,18 +38,22 @@ interface ImageNow {
  *
  * The inspection belongs to the image, so to a version: each is inspected (out of process, at most
  * `parallelInspections` at once) when it becomes current, at start when it was never inspected as
- * it is, and whenever a look finds its size, mtime or the kit changed; the answer is stored in the
- * version's row (`boot`, `boot_identity`), so a rollback to an image inspected before needs no new
- * look. Nothing here waits for an inspection but a machine asking for a file.
+ * it is, and once a look finds its size, mtime or the kit changed and it then settles (see
+ * `settleMs`); the answer is stored in the version's row (`boot`, `boot_identity`), so a rollback
+ * to an image inspected before needs no new look. A version inspected before boots as it was last
+ * inspected until the new answer is in; its boot files are built once per inspection. Nothing
+ * here waits for an inspection but a machine asking for a file of a version never inspected.
  */
 export class ImageBootArtifacts implements BootArtifacts {
   /** By version id; `exportId` lets a removal drop them all. */
   private readonly inspected = new Map<number, { exportId: number; identity: string; inspection: BootInspection }>();
-  /** One inspection queued or running per version: a look meanwhile says "inspecting". */
+  /** One inspection queued or running per version: a look at a version never inspected says "inspecting" meanwhile. */
   private readonly inspecting = new Map<number, Promise<void>>();
-  /** An image whose own files failed to build boots the kit's: why, for the version and file state that failed. */
+  /** Versions changed since their inspection, waiting to settle before the next one: `identity` as last seen. */
+  private readonly settling = new Map<number, { exportId: number; identity: string; firstSeen: number; timer: NodeJS.Timeout }>();
+  /** An image whose own files failed to build boots the kit's: why, for the inspection (its identity) they were built from. */
   private readonly buildFailures = new Map<number, { identity: string; reason: string }>();
-  private readonly slots = new Slots(parallelInspections);
+  private readonly queue = new ChildQueue(parallelInspections);
 
   private constructor(
     private readonly db: Db,
@@ -72,11 +84,11 @@ export class ImageBootArtifacts implements BootArtifacts {
   bootInfo(exp: BootExport): BootInfo {
     const image = this.imageNow(exp.id);
     if (!image) return { ready: false, os: null, kernel: null, partition: null, fstype: null, reason: 'it serves no image now (see state and fileChange in GET /exports)' };
-    const inspection = this.inspectionOf(image);
-    if (!inspection) return { ready: false, os: null, kernel: null, partition: null, fstype: null, reason: 'inspecting' };
-    const summary = bootSummaryOf(inspection);
+    const known = this.inspected.get(image.versionId);
+    if (!known) return { ready: false, os: null, kernel: null, partition: null, fstype: null, reason: 'inspecting' };
+    const summary = bootSummaryOf(known.inspection);
     const failure = this.buildFailures.get(image.versionId);
-    const buildFailed = failure?.identity === image.identity ? failure.reason : null;
+    const buildFailed = failure?.identity === known.identity ? failure.reason : null;
     if (summary.ready && buildFailed === null) return summary;
     const why = buildFailed ?? summary.reason ?? 'the image has no usable kernel of its own';
     // The kit's kernel still boots the image's root filesystem: partition and fstype stay the image's.
@@ -108,40 +120,78 @@ export class ImageBootArtifacts implements BootArtifacts {
       this.inspected.delete(versionId);
       this.buildFailures.delete(versionId);
     }
+    for (const [versionId, pending] of this.settling) {
+      if (pending.exportId !== exportId) continue;
+      clearTimeout(pending.timer);
+      this.settling.delete(versionId);
+    }
     this.cache.forget(exportId).catch((err: Error) => this.log.warn('cannot remove the boot files of a removed export', { exportId, error: err.stack ?? String(err) }));
   }
 
   /**
    * Both files of one `filesFor` answer, so kernel and initrd match: the image's own once
-   * built, else the kit's. Waits for an inspection under way (bounded by its time limit).
+   * built, else the kit's. Waits for the first inspection of a version under way (bounded by its
+   * time limit); a version inspected before is built from its last inspection.
    */
   private async filesOf(exp: BootExport): Promise<BootFiles | Extract<BootFile, { ok: false }>> {
     let image = this.imageNow(exp.id);
-    if (image && !this.inspectionOf(image)) {
+    if (image && !this.inspected.has(image.versionId)) {
       await this.inspecting.get(image.versionId);
       image = this.imageNow(exp.id);
     }
     if (!image) return { ok: false, status: 404, reason: 'it serves no image now (see state and fileChange in GET /exports)' };
-    const inspection = this.inspectionOf(image);
-    if (!inspection) return { ok: false, status: 503, reason: 'its image changed while it was inspected; try again' };
-    const files = await this.cache.filesFor({ exportId: exp.id, image: { fd: image.fd, size: image.size ?? this.registeredSize(image.versionId) }, imageIdentity: image.identity, inspection });
-    if (!files.own && inspection.ready) this.buildFailures.set(image.versionId, { identity: image.identity, reason: cleanText(files.reason ?? 'its boot files could not be built') });
+    const known = this.inspected.get(image.versionId);
+    if (!known) return { ok: false, status: 503, reason: 'its image is not inspected yet; try again' };
+    const source = { fd: image.fd, size: image.size ?? this.registeredSize(image.versionId) };
+    const files = await this.cache.filesFor({ exportId: exp.id, image: source, imageIdentity: known.identity, inspection: known.inspection });
+    if (files.own) this.buildFailures.delete(image.versionId);
+    else if (known.inspection.ready) this.buildFailures.set(image.versionId, { identity: known.identity, reason: cleanText(files.reason ?? 'its boot files could not be built') });
     return files;
   }
 
   /**
    * The export's current version's pinned image now, starting an inspection when none is known for
-   * it as it is; undefined when the export serves no image (removed, importing its first version,
-   * or its file not held).
+   * it as it is (at once for a version never inspected, else once it settles); undefined when the
+   * export serves no image (removed, importing its first version, or its file not held).
    */
   private imageNow(exportId: number): ImageNow | undefined {
-    const versionId = this.db.select({ id: exportsTable.currentVersionId }).from(exportsTable).where(and(eq(exportsTable.id, exportId), isNull(exportsTable.removedAt))).get()?.id ?? null;
+    const versionId = this.currentVersionOf(exportId);
     const fd = versionId === null ? undefined : this.pins.fdOf(versionId);
     if (versionId === null || fd === undefined) return undefined;
     const stat = fs.fstatSync(fd, { bigint: true });
     const image = { versionId, fd, size: stat.isBlockDevice() ? undefined : Number(stat.size), identity: this.identityOf(stat) };
-    if (this.inspected.get(versionId)?.identity !== image.identity && !this.inspecting.has(versionId)) this.startInspection(exportId, versionId);
+    const known = this.inspected.get(versionId);
+    if (known?.identity === image.identity || this.inspecting.has(versionId)) return image;
+    if (!known) this.startInspection(exportId, versionId);
+    else this.inspectOnceSettled(exportId, versionId, image.identity);
     return image;
+  }
+
+  private currentVersionOf(exportId: number): number | null {
+    return this.db.select({ id: exportsTable.currentVersionId }).from(exportsTable).where(and(eq(exportsTable.id, exportId), isNull(exportsTable.removedAt))).get()?.id ?? null;
+  }
+
+  /**
+   * Inspects a changed version again once two stats `settleMs` apart find its image the same
+   * (the first is the look's, `identity`), or `maxSettleMs` after the change was first seen.
+   */
+  private inspectOnceSettled(exportId: number, versionId: number, identity: string): void {
+    // The timer's own stats tell whether it settled: a look meanwhile changes nothing.
+    if (this.settling.has(versionId)) return;
+    const check = () => {
+      const fd = this.pins.fdOf(versionId);
+      const now = fd === undefined || this.currentVersionOf(exportId) !== versionId ? null : this.identityOf(fs.fstatSync(fd, { bigint: true }));
+      const waited = Date.now() - settle.firstSeen;
+      if (now !== null && now !== settle.identity && waited < maxSettleMs) {
+        settle.identity = now;
+        settle.timer = setTimeout(check, Math.min(settleMs, maxSettleMs - waited)).unref();
+        return;
+      }
+      this.settling.delete(versionId);
+      if (now !== null && now !== this.inspected.get(versionId)?.identity && !this.inspecting.has(versionId)) this.startInspection(exportId, versionId);
+    };
+    const settle = { exportId, identity, firstSeen: Date.now(), timer: setTimeout(check, settleMs).unref() };
+    this.settling.set(versionId, settle);
   }
 
   /** A block device's size as judged when its version was registered (its stat says 0). */
@@ -154,13 +204,8 @@ export class ImageBootArtifacts implements BootArtifacts {
     return `${fileIdentityOf(stat)}:${stat.size}:${stat.mtimeNs}:${this.kit.id}`;
   }
 
-  private inspectionOf(image: ImageNow): BootInspection | undefined {
-    const known = this.inspected.get(image.versionId);
-    return known?.identity === image.identity ? known.inspection : undefined;
-  }
-
   private startInspection(exportId: number, versionId: number): void {
-    const job = this.slots
+    const job = this.queue
       .run(async () => {
         const fd = this.pins.fdOf(versionId);
         // No longer current, or its export removed, while it waited.
@@ -191,24 +236,5 @@ async function fileAt(file: string): Promise<BootFile> {
     return { ok: true, path: file, size: stat.size, etag: fileEtag(stat) };
   } catch (err) {
     return { ok: false, status: 503, reason: `cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)}); try again, or rebuild the kit with ramboot/cached-build` };
-  }
-}
-
-/** Runs at most `limit` jobs at once, the rest in order of arrival. */
-class Slots {
-  private active = 0;
-  private readonly waiting: (() => void)[] = [];
-
-  constructor(private readonly limit: number) {}
-
-  async run<T>(job: () => Promise<T>): Promise<T> {
-    while (this.active >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve));
-    this.active++;
-    try {
-      return await job();
-    } finally {
-      this.active--;
-      this.waiting.shift()?.();
-    }
   }
 }

@@ -76,3 +76,26 @@ export function parseAnswer(output: string): unknown {
 function lastLine(text: string): string {
   return text.trim().split('\n').at(-1)?.slice(0, 500) ?? '';
 }
+
+/**
+ * Runs at most `limit` jobs at once, the rest in order of arrival: each kind of bounded child
+ * (inspections, initramfs builds) has one, so a burst of requests costs `limit` children's
+ * memory, never one per request.
+ */
+export class ChildQueue {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(private readonly limit: number) {}
+
+  async run<T>(job: () => Promise<T>): Promise<T> {
+    while (this.active >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    this.active++;
+    try {
+      return await job();
+    } finally {
+      this.active--;
+      this.waiting.shift()?.();
+    }
+  }
+}

@@ -1,12 +1,16 @@
-import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import fs from 'node:fs';
 import path from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGzip } from 'node:zlib';
 import { z } from 'zod';
-import { gunzipSync, gzipSync } from 'node:zlib';
 import { ExtFilesystem, ImageReadError } from '../inspect/ext-fs.js';
 import { maxKernelBytes, planModules } from '../inspect/inspect-image.js';
 import { moduleKey } from '../inspect/modules-dep.js';
-import { packCpio, type CpioEntry } from './cpio.js';
+import { cpioChunks, type CpioEntry } from './cpio.js';
+import { BuildSpace, SparseFile } from './out-file.js';
 
 /** What the build child is asked; the image is its descriptor 3. */
 export const buildRequestSchema = z.object({
@@ -21,64 +25,120 @@ export const buildRequestSchema = z.object({
 });
 export type BuildRequest = z.infer<typeof buildRequestSchema>;
 
-/** All modules copied out of one image, bytes, uncompressed: ramboot's set is ~3 MB. */
+/** All modules copied out of one image, bytes as stored: ramboot's set is ~3 MB. */
 const maxModulesBytes = 256 * 1024 * 1024;
-const maxModuleBytesUnpacked = 64 * 1024 * 1024;
+/**
+ * All modules unpacked, counted as they unpack: ramboot's set is ~5 MB, and a module of zeros
+ * packs a thousandfold, so what the image stores says nothing about what it unpacks to.
+ */
+const maxUnpackedBytes = 128 * 1024 * 1024;
+/** Address space of one unpacker: a crafted stream (a huge xz dictionary) cannot make it eat the machine. */
+const unpackerAddressSpace = 256 * 1024 * 1024;
+const unpackTimeoutMs = 20_000;
+/** busybox insmod reads none of these: each is unpacked while packing. */
+const unpackers: Record<string, string[]> = { '.ko.xz': ['xz', '-dc'], '.ko.gz': ['gzip', '-dc'], '.ko.zst': ['zstd', '-dcq'] };
 
 /**
  * Copies the image's kernel out and builds its initramfs: the kit's initrd.img unchanged,
  * then a second (gzip) cpio archive the kernel unpacks over it, holding the image's own modules
- * that ramboot's init loads (`/lib/modules/NAME.ko`, uncompressed: busybox insmod reads no
- * .xz) and a `/lib/modules/load-order` for them with the kit's parameters. Synchronous: runs
- * in a child (see worker.ts). Returns the module names, in load order.
+ * that ramboot's init loads (`/lib/modules/NAME.ko`, uncompressed) and a `/lib/modules/load-order`
+ * for them with the kit's parameters. Every file goes through the data dir as a stream, sparse,
+ * within its free space; the modules unpacked are bounded in all. Runs in a child (see
+ * worker.ts). Returns the module names, in load order.
  */
-export function buildBootFiles(imageFd: number, request: BuildRequest): string[] {
+export async function buildBootFiles(imageFd: number, request: BuildRequest): Promise<string[]> {
   const ext = new ExtFilesystem(imageFd, request.partitionOffset);
   const kernel = ext.resolve(request.kernelPath);
   if (!kernel) throw new ImageReadError(`${request.kernelPath} is gone from the image`);
+  const kernelEntry = ext.requireFile(kernel, maxKernelBytes);
   const planned = planModules(ext, request.modulesDir, request.rootModules);
   const total = planned.reduce((sum, { file }) => sum + file.size, 0);
   if (total > maxModulesBytes) throw new ImageReadError(`the modules ramboot needs add up to ${total} bytes, more than the ${maxModulesBytes} nbdmux accepts`);
 
-  const dumpDir = path.join(request.outDir, 'modules');
-  mkdirSync(dumpDir);
-  const kernelOut = path.join(request.outDir, 'vmlinuz');
-  const copies = [{ entry: ext.requireFile(kernel, maxKernelBytes), out: kernelOut }, ...planned.map(({ file }, i) => ({ entry: file, out: path.join(dumpDir, String(i)) }))];
-  ext.dump(copies, path.join(request.outDir, 'debugfs-commands'));
-  for (const { entry, out } of copies) {
-    if (sizeOf(out) !== entry.size) throw new ImageReadError(`debugfs could not copy ${entry.name} (inode ${entry.ino}) out of the image: the filesystem looks damaged`);
+  // Named by the boot directory, which outlives this build's own.
+  const space = new BuildSpace(path.dirname(request.outDir));
+  const allocated = ext.allocatedBytes([kernelEntry, ...planned.map(({ file }) => file)]).reduce((sum, bytes) => sum + bytes, 0);
+  space.require(allocated + fs.statSync(request.kitInitrd).size, "copying the image's kernel and modules and the kit's initrd");
+  const copies = [
+    { entry: kernelEntry, what: request.kernelPath, out: new SparseFile(path.join(request.outDir, 'vmlinuz'), space) },
+    ...planned.map(({ module, file }, i) => ({ entry: file, what: module.path, out: new SparseFile(path.join(request.outDir, `module-${i}`), space) })),
+  ];
+  try {
+    await ext.copyOut(copies.map(({ entry, what, out }) => ({ entry, what, sink: out.write })));
+  } finally {
+    for (const { out } of copies) out.close();
+  }
+
+  let unpacked = 0;
+  const modules: CpioEntry[] = [];
+  for (const [i, { module }] of planned.entries()) {
+    const copied = copies[i + 1]!.out.path;
+    const unpacker = Object.entries(unpackers).find(([suffix]) => module.path.endsWith(suffix))?.[1];
+    const plain = unpacker ? await unpack(unpacker, copied, module.path, maxUnpackedBytes - unpacked, space) : copied;
+    unpacked += fs.statSync(plain).size;
+    if (unpacked > maxUnpackedBytes) throw tooMuchUnpacked(module.path);
+    modules.push({ name: `lib/modules/${module.name}.ko`, mode: 0o100644, file: plain });
   }
 
   const params = new Map(request.kitLoadOrder.map(({ name, params }) => [moduleKey(name), params]));
   const entries: CpioEntry[] = [
     { name: 'lib', mode: 0o040755 },
     { name: 'lib/modules', mode: 0o040755 },
-    ...planned.map(({ module }, i) => ({ name: `lib/modules/${module.name}.ko`, mode: 0o100644, data: unpackModule(path.join(dumpDir, String(i)), module.path) })),
+    ...modules,
     { name: 'lib/modules/load-order', mode: 0o100644, data: Buffer.from(planned.map(({ module }) => `${module.name} ${params.get(moduleKey(module.name)) ?? ''}\n`).join('')) },
   ];
-  rmSync(dumpDir, { recursive: true });
-  rmSync(path.join(request.outDir, 'debugfs-commands'));
-  const kitInitrd = readFileSync(request.kitInitrd);
-  // Zeros between archives are skipped by the kernel; an uncompressed one would need 4-byte alignment.
-  const padding = Buffer.alloc((4 - (kitInitrd.length % 4)) % 4);
-  writeFileSync(path.join(request.outDir, 'initrd.img'), Buffer.concat([kitInitrd, padding, gzipSync(packCpio(entries), { level: 6 })]));
+  const initrd = path.join(request.outDir, 'initrd.img');
+  // gzip of what does not compress adds under 0.1 %, headers a few KiB.
+  space.require(fs.statSync(request.kitInitrd).size + unpacked * 1.001 + 64 * 1024, 'packing the initramfs');
+  try {
+    fs.copyFileSync(request.kitInitrd, initrd);
+    // Zeros between archives are skipped by the kernel; an uncompressed one would need 4-byte alignment.
+    fs.appendFileSync(initrd, Buffer.alloc((4 - (fs.statSync(initrd).size % 4)) % 4));
+    await pipeline(Readable.from(cpioChunks(entries)), createGzip({ level: 6 }), fs.createWriteStream(initrd, { flags: 'a' }));
+  } catch (err) {
+    space.refusedWrite(err);
+  }
   return planned.map(({ module }) => module.name);
 }
 
-function unpackModule(file: string, modulePath: string): Buffer {
-  if (modulePath.endsWith('.ko.gz')) return gunzipSync(readFileSync(file), { maxOutputLength: maxModuleBytesUnpacked });
-  if (modulePath.endsWith('.ko.xz')) {
-    const xz = spawnSync('xz', ['-dc', file], { maxBuffer: maxModuleBytesUnpacked, timeout: 10_000 });
-    if (xz.status !== 0) throw new ImageReadError(`${modulePath} does not unpack with xz: ${xz.error?.message ?? xz.stderr.toString().trim()}`);
-    return xz.stdout;
+/**
+ * Unpacks a module copied out as `packed` into a sparse file beside it, streamed, refused once
+ * it passes `allowed` bytes; the packed copy is removed. Returns the unpacked file.
+ */
+async function unpack(unpacker: string[], packed: string, modulePath: string, allowed: number, space: BuildSpace): Promise<string> {
+  const [tool, ...args] = unpacker as [string, ...string[]];
+  const out = new SparseFile(`${packed}.ko`, space);
+  const child = spawn('prlimit', [`--as=${unpackerAddressSpace}`, '--', tool, ...args, packed], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const closed = once(child, 'close') as Promise<[number | null, NodeJS.Signals | null]>;
+  closed.catch(() => {});
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill('SIGKILL');
+  }, unpackTimeoutMs);
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4096)));
+  try {
+    for await (const chunk of child.stdout as AsyncIterable<Buffer>) {
+      if (out.size + chunk.length > allowed) throw tooMuchUnpacked(modulePath);
+      out.write(chunk);
+    }
+    const [status, signal] = await closed.catch((err: Error) => {
+      throw new ImageReadError(`cannot run ${tool} to unpack ${modulePath} (install it): ${err.message}`);
+    });
+    if (timedOut) throw new ImageReadError(`unpacking ${modulePath} took longer than ${unpackTimeoutMs / 1000} s`);
+    if (status !== 0) throw new ImageReadError(`${modulePath} does not unpack with ${tool} (${signal ?? `exit ${status}`}): ${stderr.trim().split('\n').at(-1)?.slice(0, 300) ?? ''}`);
+  } finally {
+    clearTimeout(timer);
+    child.kill('SIGKILL');
+    out.close();
   }
-  return readFileSync(file);
+  fs.rmSync(packed);
+  return out.path;
 }
 
-function sizeOf(file: string): number {
-  try {
-    return statSync(file).size;
-  } catch {
-    return -1;
-  }
+function tooMuchUnpacked(modulePath: string): ImageReadError {
+  return new ImageReadError(
+    `the modules ramboot needs unpack to more than ${maxUnpackedBytes / 1024 / 1024} MiB in all (${modulePath} went past it), more than nbdmux unpacks into an initramfs: look at what the image's modules.dep makes them need`,
+  );
 }

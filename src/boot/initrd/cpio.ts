@@ -1,33 +1,51 @@
+import fs from 'node:fs';
+
 /** The "newc" cpio format the kernel unpacks an initramfs from (Documentation/driver-api/early-userspace). */
 export interface CpioEntry {
   name: string;
   /** File type and permission bits, as st_mode. */
   mode: number;
   data?: Buffer;
+  /** Or a file whose bytes are read as the archive is written, a chunk at a time. */
+  file?: string;
 }
 
 const trailer = 'TRAILER!!!';
 const headerBytes = 110;
+const readChunkBytes = 256 * 1024;
 
-/** One archive: each entry in order, owned by root, time 0 (the same bytes for the same input). */
-export function packCpio(entries: readonly CpioEntry[]): Buffer {
-  const parts: Buffer[] = [];
-  let length = 0;
-  const push = (chunk: Buffer) => {
-    parts.push(chunk);
-    length += chunk.length;
-  };
-  const pad = () => push(Buffer.alloc((4 - (length % 4)) % 4));
-  [...entries, { name: trailer, mode: 0 }].forEach((entry, i) => {
-    const data = entry.data ?? Buffer.alloc(0);
-    const isDirectory = (entry.mode & 0o170000) === 0o040000;
-    const fields = [i + 1, entry.mode, 0, 0, isDirectory ? 2 : 1, 0, data.length, 0, 0, 0, 0, Buffer.byteLength(entry.name) + 1, 0];
-    push(Buffer.from(`070701${fields.map((field) => field.toString(16).padStart(8, '0')).join('')}${entry.name}\0`, 'latin1'));
-    pad();
-    push(data);
-    pad();
-  });
-  return Buffer.concat(parts, length);
+/**
+ * One archive, as chunks in order: each entry owned by root, time 0 (the same bytes for the
+ * same input). A file entry is read a chunk at a time, so the archive is never held whole.
+ */
+export function* cpioChunks(entries: readonly CpioEntry[]): Generator<Buffer> {
+  let written = 0;
+  const padAfter = (length: number) => Buffer.alloc((4 - (length % 4)) % 4);
+  for (const [i, entry] of [...entries, { name: trailer, mode: 0 }].entries()) {
+    const fd = entry.file === undefined ? undefined : fs.openSync(entry.file, 'r');
+    try {
+      const size = fd === undefined ? (entry.data?.length ?? 0) : fs.fstatSync(fd).size;
+      const isDirectory = (entry.mode & 0o170000) === 0o040000;
+      const fields = [i + 1, entry.mode, 0, 0, isDirectory ? 2 : 1, 0, size, 0, 0, 0, 0, Buffer.byteLength(entry.name) + 1, 0];
+      const header = Buffer.from(`070701${fields.map((field) => field.toString(16).padStart(8, '0')).join('')}${entry.name}\0`, 'latin1');
+      const head = Buffer.concat([header, padAfter(written + header.length), entry.data ?? Buffer.alloc(0)]);
+      written += head.length;
+      yield head;
+      for (let at = 0; fd !== undefined && at < size; ) {
+        const chunk = Buffer.allocUnsafe(Math.min(readChunkBytes, size - at));
+        const got = fs.readSync(fd, chunk, 0, chunk.length, at);
+        if (got === 0) throw new Error(`${entry.file} ended at byte ${at} of its ${size} while it was packed`);
+        at += got;
+        written += got;
+        yield chunk.subarray(0, got);
+      }
+      const after = padAfter(written);
+      written += after.length;
+      if (after.length > 0) yield after;
+    } finally {
+      if (fd !== undefined) fs.closeSync(fd);
+    }
+  }
 }
 
 /** The entries of one archive, up to its trailer; throws on anything that is not newc. */

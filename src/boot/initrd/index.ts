@@ -3,8 +3,9 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
-import { parseAnswer, runBoundedChild, withImageFd, type ChildAnswer, type ChildLimits, type ImageSource } from '../bounded-child.js';
+import { ChildQueue, parseAnswer, runBoundedChild, withImageFd, type ChildAnswer, type ChildLimits, type ImageSource } from '../bounded-child.js';
 import type { BootInspection } from '../inspect/result.js';
+import { isOutOfSpace } from '../../db/data-dir-space.js';
 import type { Logger } from '../../log.js';
 import type { BuildRequest } from './build.js';
 import type { Kit } from './kit.js';
@@ -13,12 +14,16 @@ export { readKit, type Kit } from './kit.js';
 
 const workerFile = fileURLToPath(new URL('./worker.js', import.meta.url));
 
-export const defaultBuildLimits: ChildLimits = { timeoutMs: 60_000, heapMiB: 512, maxOutputBytes: 64 * 1024 };
+/** As the inspection's heap: the build streams every file, so it holds no module, kernel or archive whole. */
+export const defaultBuildLimits: ChildLimits = { timeoutMs: 60_000, heapMiB: 128, maxOutputBytes: 64 * 1024 };
+
+/** Builds at once, as inspections: a burst of first boots costs two children, the rest wait their turn. */
+const parallelBuilds = 2;
 
 /** A build directory older than this was left by a killed daemon. */
 const leftoverAgeMs = 60 * 60 * 1000;
 
-const answerSchema = z.union([z.object({ ok: z.literal(true), modules: z.array(z.string()) }), z.object({ ok: z.literal(false), reason: z.string() })]);
+const answerSchema = z.union([z.object({ ok: z.literal(true), modules: z.array(z.string()) }), z.object({ ok: z.literal(false), reason: z.string(), noSpace: z.boolean() })]);
 
 /** The two files a machine boots an export from. */
 export interface BootFiles {
@@ -41,13 +46,15 @@ export interface BootFilesRequest {
 /**
  * The kernel and initramfs of each export, built once per (image identity, kernel, kit) in a
  * bounded child, under `dir` as `EXPORTID-KEY.vmlinuz` / `EXPORTID-KEY.initrd.img`, each
- * renamed into place whole. Concurrent requests for one build wait for the same child; an
- * export's older builds are removed once its new one is in place.
+ * renamed into place whole. Concurrent requests for one build wait for the same child, and at
+ * most `parallelBuilds` children run at once; an export's older builds are removed once its new
+ * one is in place.
  */
 export class BootFilesCache {
   private readonly building = new Map<string, Promise<BootFiles>>();
   /** Builds that failed, by stem: asked again, they fall back at once instead of failing again. */
   private readonly failed = new Map<string, string>();
+  private readonly queue = new ChildQueue(parallelBuilds);
 
   private constructor(
     private readonly dir: string,
@@ -92,8 +99,16 @@ export class BootFilesCache {
     const own: BootFiles = { kernel: `${stem}.vmlinuz`, initrd: `${stem}.initrd.img`, own: true, reason: null };
     // The initrd is renamed into place last: there, both are whole.
     if (await exists(own.initrd)) return own;
+    return this.queue.run(() => this.build(request, own, stem));
+  }
+
+  private async build(request: BootFilesRequest, own: BootFiles, stem: string): Promise<BootFiles> {
     const started = Date.now();
-    const outDir = await fs.mkdtemp(path.join(this.dir, '.build-'));
+    const outDir = await fs.mkdtemp(path.join(this.dir, '.build-')).catch((err: unknown) => {
+      if (isOutOfSpace(err)) return null;
+      throw err;
+    });
+    if (outDir === null) return this.kitFiles(`the data dir has no room left at ${this.dir}: free space there, and the next boot request builds the image's files again`);
     try {
       const buildRequest: BuildRequest = {
         partitionOffset: request.inspection.partitionOffset ?? 0,
@@ -107,7 +122,8 @@ export class BootFilesCache {
       const outcome = outcomeOf(await withImageFd(request.image, (fd) => runBoundedChild('the initramfs build', workerFile, buildRequest, fd, this.limits)));
       if ('reason' in outcome) {
         this.log.warn('cannot build the boot files of an image: its machines boot the kit kernel', { exportId: request.exportId, reason: outcome.reason });
-        this.failed.set(stem, outcome.reason);
+        // Space freed later builds it at the next request; the image's own faults stay.
+        if (!outcome.noSpace) this.failed.set(stem, outcome.reason);
         return this.kitFiles(outcome.reason);
       }
       await fs.rename(path.join(outDir, 'vmlinuz'), own.kernel);
@@ -132,11 +148,11 @@ export class BootFilesCache {
   }
 }
 
-function outcomeOf(answer: ChildAnswer): { modules: string[] } | { reason: string } {
-  if (!answer.ok) return { reason: answer.reason };
+function outcomeOf(answer: ChildAnswer): { modules: string[] } | { reason: string; noSpace: boolean } {
+  if (!answer.ok) return { reason: answer.reason, noSpace: false };
   const parsed = answerSchema.safeParse(parseAnswer(answer.output));
-  if (!parsed.success) return { reason: 'the initramfs build answered something unreadable' };
-  return parsed.data.ok ? { modules: parsed.data.modules } : { reason: parsed.data.reason };
+  if (!parsed.success) return { reason: 'the initramfs build answered something unreadable', noSpace: false };
+  return parsed.data.ok ? { modules: parsed.data.modules } : { reason: parsed.data.reason, noSpace: parsed.data.noSpace };
 }
 
 async function exists(file: string): Promise<boolean> {

@@ -1,5 +1,5 @@
-import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 
 /** Why an image cannot be read as nbdmux wants: said to the operator as the `reason`. */
 export class ImageReadError extends Error {}
@@ -10,6 +10,13 @@ export interface ExtEntry {
   kind: 'directory' | 'file' | 'symlink' | 'other';
   /** Bytes: a file's length, a symlink's target length. */
   size: number;
+}
+
+/** A file `copyOut` streams out: `what` names it in reasons, `sink` takes its bytes in order. */
+export interface CopiedFile {
+  entry: ExtEntry;
+  what: string;
+  sink: (chunk: Buffer) => void;
 }
 
 export interface Resolved {
@@ -23,6 +30,8 @@ const maxSymlinkHops = 40;
 const maxListingBytes = 4 * 1024 * 1024;
 const maxSymlinkBytes = 4096;
 const callTimeoutMs = 5000;
+/** One run copying a kernel and its modules out, up to the largest sizes accepted, on a loaded machine. */
+const copyTimeoutMs = 30_000;
 /** Address space of one debugfs: a hostile filesystem cannot make it eat the machine. */
 const debugfsAddressSpace = 1024 * 1024 * 1024;
 const root: ExtEntry = { ino: 2, name: '', kind: 'directory', size: 0 };
@@ -47,12 +56,10 @@ export class ExtFilesystem {
   }
 
   /** Runs one debugfs request; its stdout. */
-  private run(args: string[], maxBytes: number, what: string): Buffer {
-    const stdio: ('ignore' | 'pipe' | number)[] = ['ignore', 'pipe', 'pipe'];
-    while (stdio.length < this.imageFd) stdio.push('ignore');
-    stdio[this.imageFd] = this.imageFd;
-    const result = spawnSync('prlimit', [`--as=${debugfsAddressSpace}`, '--', 'debugfs', '-c', ...args, this.device], {
-      stdio,
+  private run(args: string[], maxBytes: number, what: string, input?: string): Buffer {
+    const result = spawnSync('prlimit', this.debugfsArgs(args), {
+      stdio: this.stdio(input === undefined ? 'ignore' : 'pipe'),
+      input,
       timeout: callTimeoutMs,
       killSignal: 'SIGKILL',
       maxBuffer: maxBytes,
@@ -63,16 +70,20 @@ export class ExtFilesystem {
       if (code === 'ETIMEDOUT') throw new ImageReadError(`reading ${what} took longer than ${callTimeoutMs / 1000} s: the filesystem looks damaged`);
       throw new ImageReadError(`cannot run debugfs (install e2fsprogs): ${result.error.message}`);
     }
-    const stderr = result.stderr.toString();
-    // e.g. "debugfs: The ext2 superblock is corrupt while trying to open /proc/self/fd/3?offset=..."
-    const openFailure = /^(?:debugfs: )?(.*) while trying to open /m.exec(stderr);
-    if (result.status !== 0 || openFailure) {
-      throw new ImageReadError(`the ext filesystem cannot be opened: ${openFailure?.[1] ?? lastLine(stderr)}`);
-    }
-    if (/File not found by ext2_lookup|Attempt to read block|Corrupt|Bad/i.test(stderr)) {
-      throw new ImageReadError(`the ext filesystem is damaged where ${what} lies: ${lastLine(stderr)}`);
-    }
+    checkDebugfs(result.status, result.stderr.toString(), what);
     return result.stdout;
+  }
+
+  private debugfsArgs(args: string[]): string[] {
+    return [`--as=${debugfsAddressSpace}`, '--', 'debugfs', '-c', ...args, this.device];
+  }
+
+  /** The image's descriptor stays at its number in debugfs, which opens it as /proc/self/fd/N. */
+  private stdio(stdin: 'ignore' | 'pipe'): ('ignore' | 'pipe' | number)[] {
+    const stdio: ('ignore' | 'pipe' | number)[] = [stdin, 'pipe', 'pipe'];
+    while (stdio.length < this.imageFd) stdio.push('ignore');
+    stdio[this.imageFd] = this.imageFd;
+    return stdio;
   }
 
   /** A directory's entries (without `.` and `..`), read once. */
@@ -136,10 +147,57 @@ export class ExtFilesystem {
     return found.entry;
   }
 
-  /** Copies files out, each to its `out` path, in one debugfs run driven by a command file. */
-  dump(files: { entry: ExtEntry; out: string }[], commandFile: string): void {
-    writeFileSync(commandFile, files.map(({ entry, out }) => `dump <${entry.ino}> "${out}"\n`).join(''));
-    this.run(['-f', commandFile], 1024 * 1024, `${files.length} files`);
+  /**
+   * The bytes each file's blocks take in the filesystem (holes are not counted), from its inode
+   * in one debugfs run: what a sparse copy of it can need at most, if the inode tells the truth.
+   */
+  allocatedBytes(entries: readonly ExtEntry[]): number[] {
+    const text = this.run(['-f', '-'], maxListingBytes, `the inodes of ${entries.length} files`, entries.map(({ ino }) => `stat <${ino}>\n`).join('')).toString('utf8');
+    let at = 0;
+    return entries.map(({ ino, name }) => {
+      // Sections in the order asked; the first Blockcount after a section's head is its own (xattr values come later).
+      const head = new RegExp(`^Inode: ${ino}\\s`, 'm').exec(text.slice(at));
+      const blocks = head ? /Blockcount: (\d+)/.exec(text.slice(at + head.index)) : null;
+      if (!head || !blocks) throw new ImageReadError(`the inode of ${name} (${ino}) cannot be read: the filesystem looks damaged`);
+      at += head.index + blocks.index + blocks[0].length;
+      // In 512-byte units, as stat(2)'s st_blocks.
+      return Number(blocks[1]) * 512;
+    });
+  }
+
+  /**
+   * Streams regular files' bytes, each to its `sink`, as one debugfs run reads them (`cat`), a
+   * pipe's worth at a time, never a file whole. debugfs echoes each command before its bytes
+   * (flushed first), so each file's bytes are told apart by its echo and its size. Throws what a
+   * sink throws, and when what comes is not each file whole.
+   */
+  async copyOut(files: readonly CopiedFile[]): Promise<void> {
+    const what = `${files.length} files`;
+    const child = spawn('prlimit', this.debugfsArgs(['-f', '-']), { stdio: this.stdio('pipe') });
+    const closed = once(child, 'close') as Promise<[number | null, NodeJS.Signals | null]>;
+    closed.catch(() => {});
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, copyTimeoutMs);
+    let stderr = '';
+    child.stderr!.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4096)));
+    child.stdin!.on('error', () => {});
+    child.stdin!.end(files.map(({ entry }) => `cat <${entry.ino}>\n`).join(''));
+    const split = new CatSplitter(files);
+    try {
+      for await (const chunk of child.stdout! as AsyncIterable<Buffer>) split.push(chunk);
+      const [status] = await closed.catch((err: Error) => {
+        throw new ImageReadError(`cannot run debugfs (install e2fsprogs): ${err.message}`);
+      });
+      if (timedOut) throw new ImageReadError(`copying ${what} out of the image took longer than ${copyTimeoutMs / 1000} s: the filesystem looks damaged`);
+      checkDebugfs(status, stderr, what);
+      split.end();
+    } finally {
+      clearTimeout(timer);
+      child.kill('SIGKILL');
+    }
   }
 
   private readLink(entry: ExtEntry, path: string): string {
@@ -160,6 +218,63 @@ function kindOf(octalMode: string): ExtEntry['kind'] {
 
 function pathOf(stack: ExtEntry[]): string {
   return stack.length === 1 ? '/' : stack.map((e) => e.name).join('/');
+}
+
+/** Tells apart the files of one debugfs run of `cat` commands: each command's echo, then the file's bytes. */
+class CatSplitter {
+  private index = 0;
+  /** Bytes of the current file still to come; null while its echo is. */
+  private left: number | null = null;
+  private echo = Buffer.alloc(0);
+
+  constructor(private readonly files: readonly CopiedFile[]) {}
+
+  push(chunk: Buffer): void {
+    for (let at = 0; at < chunk.length; ) {
+      const file = this.files[this.index];
+      if (!file) throw new ImageReadError('debugfs gave more bytes than the files asked for: the filesystem looks damaged');
+      if (this.left === null) {
+        const expected = Buffer.from(`debugfs: cat <${file.entry.ino}>\n`);
+        const piece = chunk.subarray(at, at + expected.length - this.echo.length);
+        this.echo = Buffer.concat([this.echo, piece]);
+        at += piece.length;
+        if (this.echo.length < expected.length) continue;
+        if (!this.echo.equals(expected)) throw this.short(file);
+        this.echo = Buffer.alloc(0);
+        this.left = file.entry.size;
+      }
+      const piece = chunk.subarray(at, at + this.left);
+      if (piece.length > 0) file.sink(piece);
+      at += piece.length;
+      this.left -= piece.length;
+      if (this.left === 0) {
+        this.index++;
+        this.left = null;
+      }
+    }
+  }
+
+  /** The run ended: every file must have come whole. */
+  end(): void {
+    const file = this.files[this.index];
+    if (file) throw this.short(file);
+  }
+
+  private short(file: CopiedFile): ImageReadError {
+    return new ImageReadError(`debugfs could not copy ${file.what} (inode ${file.entry.ino}) out of the image whole: the filesystem looks damaged`);
+  }
+}
+
+/** Refuses what debugfs said on stderr about the image: it could not open it, or a read failed. */
+function checkDebugfs(status: number | null, stderr: string, what: string): void {
+  // e.g. "debugfs: The ext2 superblock is corrupt while trying to open /proc/self/fd/3?offset=..."
+  const openFailure = /^(?:debugfs: )?(.*) while trying to open /m.exec(stderr);
+  if (status !== 0 || openFailure) {
+    throw new ImageReadError(`the ext filesystem cannot be opened: ${openFailure?.[1] ?? lastLine(stderr)}`);
+  }
+  if (/File not found by ext2_lookup|Attempt to read block|Corrupt|Bad/i.test(stderr)) {
+    throw new ImageReadError(`the ext filesystem is damaged where ${what} lies: ${lastLine(stderr)}`);
+  }
 }
 
 function lastLine(text: string): string {

@@ -1,6 +1,6 @@
 /** A kernel module as the image's modules.dep lists it. */
 export interface ModuleEntry {
-  /** Its name as depmod and insmod see it: the file name without `.ko[.xz|.gz]`. */
+  /** Its name as depmod and insmod see it: the file name without `.ko[.xz|.gz|.zst]`. */
   name: string;
   /** Relative to /lib/modules/VERSION, checked: no `..`, no absolute path. */
   path: string;
@@ -16,7 +16,7 @@ export interface ModulesDep {
   refused: string[];
 }
 
-export const moduleSuffixes = ['.ko', '.ko.xz', '.ko.gz'] as const;
+export const moduleSuffixes = ['.ko', '.ko.xz', '.ko.gz', '.ko.zst'] as const;
 const maxLines = 100_000;
 
 /** The kernel's module name for a module file path. */
