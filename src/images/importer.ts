@@ -73,7 +73,7 @@ export class Importer {
           this.waiting.splice(index, 1);
           entry.reject(cancelled());
         }
-        controller.abort();
+        controller.abort(cancelled());
       },
     };
   }

@@ -33,6 +33,7 @@ const maxCompressionLayers = 2;
  */
 export async function runImport(job: ImportJob, options: PipelineOptions, meter: ProgressMeter, signal: AbortSignal): Promise<ImportedImage> {
   const { store } = options;
+  const tools = { signal };
   const made: string[] = [];
   let stream: AsyncIterableIterator<Buffer> | undefined;
   try {
@@ -56,7 +57,7 @@ export async function runImport(job: ImportJob, options: PipelineOptions, meter:
     for (let layers = 0; isCompressed(format); layers++) {
       if (layers === maxCompressionLayers) throw new ImportError('bad-image', `the image is compressed more than ${maxCompressionLayers} times over: decompress it once before publishing`);
       meter.enter('decompressing', downloaded, download.totalBytes);
-      ({ format, stream } = await sniff(decompress(format, stream)));
+      ({ format, stream } = await sniff(decompress(format, stream, tools)));
     }
     if (download.totalBytes !== null) store.ensureRoomFor(download.totalBytes, `the download of ${job.url}`);
 
@@ -65,7 +66,12 @@ export async function runImport(job: ImportJob, options: PipelineOptions, meter:
     made.push(landed);
     const writer = await SparseWriter.create(landed, store.checkSpace);
     try {
-      for await (const chunk of stream) await writer.write(chunk);
+      // Long after the download (which hears the cancel) has ended, gzip may still inflate here in
+      // process, turning the last kilobytes into gigabytes: the cancel must stop this loop too.
+      for await (const chunk of stream) {
+        if (signal.aborted) throw cancelled();
+        await writer.write(chunk);
+      }
       await writer.finish();
     } finally {
       await writer.close();
@@ -79,12 +85,12 @@ export async function runImport(job: ImportJob, options: PipelineOptions, meter:
 
     let raw = landed;
     if (container !== null) {
-      const virtualSize = await inspectContainer(landed, container, signal);
+      const virtualSize = await inspectContainer(landed, container, tools);
       store.ensureRoomFor(virtualSize, `the ${container} image's virtual size`);
       raw = store.partialPath(job.key, 'raw');
       made.push(raw);
       meter.enter('converting', 0, virtualSize);
-      await convertToRaw(landed, container, raw, signal, (fraction) => meter.update(Math.round(fraction * virtualSize)), store.checkSpace);
+      await convertToRaw(landed, container, raw, tools, (fraction) => meter.update(Math.round(fraction * virtualSize)), store.checkSpace);
       syncPrivate(raw);
       store.remove(landed);
     }
