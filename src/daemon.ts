@@ -83,7 +83,13 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     );
     // The store is always an image root; with no roots at all, any file may be exported anyway.
     const imageRoots = config.imageRoots.length === 0 ? [] : [...config.imageRoots, config.imageStore];
-    const importer = new Importer({ storeDir: config.imageStore, maxImports: config.maxImports, imageRoots, log });
+    const importer = new Importer({
+      storeDir: config.imageStore,
+      maxImports: config.maxImports,
+      imageRoots,
+      toolIdleMs: config.importToolTimeout * 1000,
+      log,
+    });
     const registry = new ExportRegistry(db, supervisor, events, pins, { imageRoots, keepVersions: config.keepVersions, importer, boot: artifacts, log });
     registry.failInterruptedImports();
     // Files the last run could not delete yet (a connection still held them).

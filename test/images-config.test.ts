@@ -33,3 +33,23 @@ describe('--image-store and --max-imports', () => {
     expect(usage).toMatch(/--max-imports N .*NBDMUX_MAX_IMPORTS/);
   });
 });
+
+describe('--import-tool-timeout', () => {
+  it('defaults to 60 s; is read from its variable, and the flag wins', () => {
+    expect(configOf([])).toMatchObject({ importToolTimeout: 60 });
+    const env = { NBDMUX_IMPORT_TOOL_TIMEOUT: '5' };
+    expect(configOf([], env)).toMatchObject({ importToolTimeout: 5 });
+    expect(configOf(['--import-tool-timeout', '600'], env)).toMatchObject({ importToolTimeout: 600 });
+  });
+
+  it.each([
+    [['--import-tool-timeout', '0'], '--import-tool-timeout must be at least 1 second'],
+    [['--import-tool-timeout', '86401'], '--import-tool-timeout must be at most 86400 seconds'],
+  ])('refuses %j', (argv, message) => {
+    expect(() => configOf(argv)).toThrow(new ConfigError(message));
+  });
+
+  it('is listed in --help', () => {
+    expect(usage).toMatch(/--import-tool-timeout S .*NBDMUX_IMPORT_TOOL_TIMEOUT/);
+  });
+});

@@ -8,7 +8,7 @@ import { startTool, type ToolBounds } from './tool.js';
 /**
  * The decompressed bytes of `input`, as they arrive: zlib for gzip, an `xz -dc` / `zstd -dc`
  * child otherwise, fed through a pipe (so at most a pipe's worth waits there). The child ends
- * with the iteration, and on its own at a cancel.
+ * with the iteration, and on its own at a cancel or when it idles past the bound (`bounds`).
  */
 export function decompress(format: CompressedFormat, input: AsyncIterable<Buffer>, bounds: ToolBounds): AsyncIterable<Buffer> {
   return format === 'gzip' ? gunzip(input) : throughChild(format, input, bounds);
@@ -35,7 +35,7 @@ async function* gunzip(input: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
 async function* throughChild(command: 'xz' | 'zstd', input: AsyncIterable<Buffer>, bounds: ToolBounds): AsyncGenerator<Buffer> {
   const tool = startTool(command, ['-dc'], bounds, input);
   try {
-    // Killed by a cancel, the child's stdout ends here and `exited` says why.
+    // Killed (a cancel, the idle bound), the child's stdout ends here and `exited` says why.
     for await (const chunk of tool.child.stdout as AsyncIterable<Buffer>) yield chunk;
     const { code, stderr } = await tool.exited;
     const fed = await tool.fed;

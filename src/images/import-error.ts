@@ -17,6 +17,7 @@ export type ImportFailure =
   | 'backing-file'
   | 'no-space'
   | 'tool-failed'
+  | 'tool-timeout'
   | 'io'
   | 'cancelled';
 

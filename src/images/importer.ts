@@ -34,6 +34,8 @@ export interface ImporterOptions {
   connectTimeoutMs?: number;
   /** A server that sends no byte this long fails the import as stalled (default 30 s). */
   stallTimeoutMs?: number;
+  /** xz, zstd or qemu-img reading and writing nothing this long is killed, failing the import (default 60 s). */
+  toolIdleMs?: number;
 }
 
 interface Queued {
@@ -105,6 +107,7 @@ export class Importer {
           imageRoots: this.options.imageRoots,
           connectTimeoutMs: this.options.connectTimeoutMs ?? 15_000,
           stallTimeoutMs: this.options.stallTimeoutMs ?? 30_000,
+          toolIdleMs: this.options.toolIdleMs ?? 60_000,
         },
         meter,
         controller.signal,

@@ -15,6 +15,8 @@ export interface PipelineOptions {
   imageRoots: readonly string[];
   connectTimeoutMs: number;
   stallTimeoutMs: number;
+  /** A tool (xz, zstd, qemu-img) that reads and writes nothing this long is killed. */
+  toolIdleMs: number;
 }
 
 export interface ImportJob {
@@ -33,7 +35,7 @@ const maxCompressionLayers = 2;
  */
 export async function runImport(job: ImportJob, options: PipelineOptions, meter: ProgressMeter, signal: AbortSignal): Promise<ImportedImage> {
   const { store } = options;
-  const tools = { signal };
+  const tools = { signal, idleMs: options.toolIdleMs };
   const made: string[] = [];
   let stream: AsyncIterableIterator<Buffer> | undefined;
   try {
