@@ -16,7 +16,7 @@ import { ExportRegistry, servedExports } from './exports/registry.js';
 import { MachineBoots } from './machines/boots.js';
 import { MachineRegistry, servedStates } from './machines/registry.js';
 import { StateFiles } from './machines/state-files.js';
-import { Importer } from './images/importer.js';
+import { defaultMinRate, Importer } from './images/importer.js';
 import type { Logger } from './log.js';
 import { Metrics } from './metrics.js';
 import { Retention } from './retention.js';
@@ -87,6 +87,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
       storeDir: config.imageStore,
       maxImports: config.maxImports,
       imageRoots,
+      minRate: { ...defaultMinRate, bytes: config.importMinRate },
       toolIdleMs: config.importToolTimeout * 1000,
       log,
     });

@@ -11,6 +11,7 @@ export type ImportFailure =
   | 'redirects'
   | 'truncated'
   | 'stalled'
+  | 'too-slow'
   | 'network'
   | 'sha256-mismatch'
   | 'bad-image'

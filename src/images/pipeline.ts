@@ -5,6 +5,7 @@ import { detectFormat, headBytes, isCompressed, isContainer, type ImageFormat } 
 import { openDownload } from './fetch.js';
 import { cancelled, ImportError } from './import-error.js';
 import type { ImportedImage } from './importer.js';
+import type { MinRate } from './min-rate.js';
 import type { ProgressMeter } from './progress.js';
 import { convertToRaw, inspectContainer } from './qemu-img.js';
 import { SparseWriter } from './sparse-writer.js';
@@ -15,6 +16,7 @@ export interface PipelineOptions {
   imageRoots: readonly string[];
   connectTimeoutMs: number;
   stallTimeoutMs: number;
+  minRate: MinRate;
   /** A tool (xz, zstd, qemu-img) that reads and writes nothing this long is killed. */
   toolIdleMs: number;
 }
