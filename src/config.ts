@@ -21,6 +21,10 @@ Options (each also read from the environment variable shown; a flag wins):
   --image-store DIR       where imported images are kept; always an image    NBDMUX_IMAGE_STORE
                           root (default DATA_DIR/images)
   --max-imports N         imports running at once; more wait (default 2)     NBDMUX_MAX_IMPORTS
+  --import-min-rate BYTES a download slower than this per 60 s of waiting    NBDMUX_IMPORT_MIN_RATE
+                          on it fails (default 65536; 0: no minimum)
+  --import-tool-timeout S xz, zstd or qemu-img reading and writing nothing   NBDMUX_IMPORT_TOOL_TIMEOUT
+                          this long is killed, failing its import (60)
   --max-connections N     live NBD connections at most (default 256)         NBDMUX_MAX_CONNECTIONS
   --nbd-max-pending-per-client N
                           connections of one address that have not chosen    NBDMUX_NBD_MAX_PENDING_PER_CLIENT
@@ -84,6 +88,18 @@ const configSchema = z.object({
   imageRoots: z.array(z.string().min(1)).default([]),
   imageStore: z.string().min(1, '--image-store must not be empty').optional(),
   maxImports: z.coerce.number().int('--max-imports must be a whole number').min(1, '--max-imports must be at least 1').max(64, '--max-imports must be at most 64').default(2),
+  importMinRate: z.coerce
+    .number()
+    .int('--import-min-rate must be a whole number of bytes')
+    .min(0, '--import-min-rate must be at least 0 bytes (0: no minimum)')
+    .max(1 << 30, '--import-min-rate must be at most 1073741824 bytes')
+    .default(64 << 10),
+  importToolTimeout: z.coerce
+    .number()
+    .int('--import-tool-timeout must be a whole number of seconds')
+    .min(1, '--import-tool-timeout must be at least 1 second')
+    .max(86400, '--import-tool-timeout must be at most 86400 seconds')
+    .default(60),
   maxConnections: z.coerce
     .number()
     .int('--max-connections must be a whole number')
@@ -171,6 +187,8 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
         'image-root': { type: 'string', multiple: true },
         'image-store': { type: 'string' },
         'max-imports': { type: 'string' },
+        'import-min-rate': { type: 'string' },
+        'import-tool-timeout': { type: 'string' },
         'max-connections': { type: 'string' },
         'nbd-max-pending-per-client': { type: 'string' },
         'nbd-negotiation-timeout': { type: 'string' },
@@ -211,6 +229,8 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
     imageRoots: values['image-root'] ?? envRoots,
     imageStore: values['image-store'] ?? env.NBDMUX_IMAGE_STORE,
     maxImports: values['max-imports'] ?? env.NBDMUX_MAX_IMPORTS,
+    importMinRate: values['import-min-rate'] ?? env.NBDMUX_IMPORT_MIN_RATE,
+    importToolTimeout: values['import-tool-timeout'] ?? env.NBDMUX_IMPORT_TOOL_TIMEOUT,
     maxConnections: values['max-connections'] ?? env.NBDMUX_MAX_CONNECTIONS,
     nbdMaxPendingPerClient: values['nbd-max-pending-per-client'] ?? env.NBDMUX_NBD_MAX_PENDING_PER_CLIENT,
     nbdNegotiationTimeout: values['nbd-negotiation-timeout'] ?? env.NBDMUX_NBD_NEGOTIATION_TIMEOUT,

@@ -18,7 +18,7 @@ import { ExportRegistry, servedExports } from './exports/registry.js';
 import { MachineBoots } from './machines/boots.js';
 import { MachineRegistry, servedStates } from './machines/registry.js';
 import { StateFiles } from './machines/state-files.js';
-import { Importer } from './images/importer.js';
+import { defaultMinRate, Importer } from './images/importer.js';
 import type { Logger } from './log.js';
 import { Metrics } from './metrics.js';
 import { Retention } from './retention.js';
@@ -86,7 +86,14 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     );
     // The store is always an image root; with no roots at all, any file may be exported anyway.
     const imageRoots = config.imageRoots.length === 0 ? [] : [...config.imageRoots, config.imageStore];
-    const importer = new Importer({ storeDir: config.imageStore, maxImports: config.maxImports, imageRoots, log });
+    const importer = new Importer({
+      storeDir: config.imageStore,
+      maxImports: config.maxImports,
+      imageRoots,
+      minRate: { ...defaultMinRate, bytes: config.importMinRate },
+      toolIdleMs: config.importToolTimeout * 1000,
+      log,
+    });
     const registry = new ExportRegistry(db, supervisor, events, pins, { imageRoots, keepVersions: config.keepVersions, importer, boot: artifacts, log });
     registry.failInterruptedImports();
     // Files the last run could not delete yet (a connection still held them).

@@ -1,11 +1,26 @@
 import fs from 'node:fs';
 import https from 'node:https';
+import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from './helpers/daemon.js';
-import { importOnce, makeTestImage, pack, redirect, serveFile, serveStalled, serveTruncated, startImageServer, storeEntries, testImporter, type ImageServer } from './helpers/image-fixtures.js';
+import { importOnce, makeTestImage, pack, redirect, serveFile, serveStalled, serveTruncated, startImageServer, storeEntries, testImporter, type ImageServer, type Route } from './helpers/image-fixtures.js';
 import { freePort } from './helpers/ports.js';
 import { runOrThrow } from './helpers/process.js';
+
+/** Announces a megabyte, then sends one byte every 100 ms: never quiet long enough to look stalled. */
+const trickle: Route = (_req, res) => {
+  res.writeHead(200, { 'content-length': 1 << 20 });
+  const timer = setInterval(() => res.write('x'), 100);
+  res.on('close', () => clearInterval(timer));
+};
+
+/** Resolves with `promise`, or fails the test once `ms` have passed (the import would otherwise run for ever). */
+function within<T>(ms: number, promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_resolve, reject) => (timer = setTimeout(() => reject(new Error(`still running after ${ms} ms`)), ms)));
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
 
 /** Every way a download goes wrong fails the import with its own reason and a message naming it, and leaves nothing in the store. */
 describe('a download that goes wrong', () => {
@@ -29,6 +44,7 @@ describe('a download that goes wrong', () => {
       '/truncated.img.xz': serveTruncated(xz, fs.statSync(xz).size >> 1),
       '/stalled.img': serveStalled(image, 64 * 1024),
       '/stalled.img.xz': serveStalled(xz, 64 * 1024),
+      '/trickle.img': trickle,
       ...chain('three', 3),
       ...chain('five', 5),
       ...chain('six', 6),
@@ -91,6 +107,54 @@ describe('a download that goes wrong', () => {
       expect(Date.now() - started).toBeLessThan(5000);
     }
     noPartialFiles();
+  });
+
+  it('a source that trickles (its body or its response head) fails as too slow after one window, saying its rate and the minimum', async () => {
+    // A byte every 100 ms, each in a header line that never ends: Node waits for the head's end up to 16 KiB.
+    const slowHead = net.createServer((socket) => {
+      socket.write('HTTP/1.1 200 OK\r\nx-slow: ');
+      const timer = setInterval(() => socket.write('x'), 100);
+      socket.on('close', () => clearInterval(timer));
+      socket.on('error', () => {});
+    });
+    await new Promise<void>((resolve) => slowHead.listen(0, '127.0.0.1', resolve));
+    try {
+      const { importer } = testImporter(storeDir, { minRate: { bytes: 1024, windowMs: 1000 } });
+      for (const url of [server.url('/trickle.img'), `http://127.0.0.1:${(slowHead.address() as net.AddressInfo).port}/disk.img`]) {
+        const started = Date.now();
+        const { error } = await within(10_000, importOnce(importer, { key: 'trickle', url }));
+        expect(error?.reason, url).toBe('too-slow');
+        expect(error?.message).toMatch(/^127\.0\.0\.1:\d+ sent \d+ B in the last 1 s the import waited on it, below the minimum 1\.0 KiB per 1 s \(--import-min-rate\): check the URL and the link/);
+        expect(Date.now() - started).toBeGreaterThanOrEqual(1000);
+        expect(Date.now() - started).toBeLessThan(3000);
+      }
+    } finally {
+      slowHead.close();
+    }
+    noPartialFiles();
+  });
+
+  it('a fast source behind a slow import is not too slow: only the time spent waiting on it counts', async () => {
+    // 1 GiB of zeros in 1 MB of gzip: inflating and writing it takes seconds, during which the
+    // download (whole in the socket buffers) is read at a few hundred KB/s, far below this minimum.
+    const zeros = path.join(work, 'zeros.img');
+    await runOrThrow('sh', ['-c', 'head -c 256M /dev/zero | gzip -9 > "$1.one" && cat "$1.one" "$1.one" "$1.one" "$1.one" > "$1.gz"', 'pack', zeros]);
+    const fast = await startImageServer({ '/zeros.img.gz': serveFile(`${zeros}.gz`) });
+    try {
+      const { importer } = testImporter(storeDir, { minRate: { bytes: 4 << 20, windowMs: 1000 } });
+      const started = Date.now();
+      const { error, image: imported } = await importOnce(importer, { key: 'zeros', url: fast.url('/zeros.img.gz') });
+      expect(error).toBeUndefined();
+      expect(imported?.size).toBe(1 << 30);
+      const seconds = (Date.now() - started) / 1000;
+      console.log(`1 MB of gzip became 1 GiB in ${seconds} s`);
+      // What makes the case: a whole window passed, and over the import's wall time the source's bytes came slower than the minimum.
+      expect(seconds).toBeGreaterThan(1);
+      expect(fs.statSync(`${zeros}.gz`).size / seconds).toBeLessThan(4 << 20);
+      fs.rmSync(imported!.file);
+    } finally {
+      await fast.close();
+    }
   });
 
   it('a stalled import is cancelled at once, and nothing of it is left', async () => {

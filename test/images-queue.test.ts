@@ -4,12 +4,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from './helpers/daemon.js';
 import { importOnce, makeTestImage, pack, serveFile, sha256Of, startImageServer, storeEntries, testImporter, type ImageServer, type Route } from './helpers/image-fixtures.js';
 import { runOrThrow } from './helpers/process.js';
-import type { ImportProgress } from '../src/images/importer.js';
+import type { ImportError, ImportProgress } from '../src/images/importer.js';
 
 describe('the import queue, its checks and its leftovers', () => {
   let work: string;
   let image: string;
   let server: ImageServer;
+  let fifo: string;
   /** Requests to /held.img wait here until the test lets them go. */
   const held: Array<() => void> = [];
   const holdThenServe = (file: string): Route => (req, res) => held.push(() => serveFile(file)(req, res));
@@ -23,16 +24,29 @@ describe('the import queue, its checks and its leftovers', () => {
     await runOrThrow('qemu-img', ['create', '-f', 'qcow2', '-b', image, '-F', 'raw', hostile]);
     // A vmdk descriptor whose extent is another file on this machine, by absolute path.
     const descriptor = path.join(work, 'hostile.vmdk');
-    fs.writeFileSync(descriptor, ['# Disk DescriptorFile', 'version=1', 'CID=fffffffe', 'parentCID=ffffffff', 'createType="monolithicFlat"', `RW ${fs.statSync(image).size / 512} FLAT "${image}" 0`, 'ddb.virtualHWVersion = "4"', ''].join('\n'));
+    const sectors = fs.statSync(image).size / 512;
+    const vmdkOf = (extent: string) => ['# Disk DescriptorFile', 'version=1', 'CID=fffffffe', 'parentCID=ffffffff', 'createType="monolithicFlat"', `RW ${sectors} FLAT "${extent}" 0`, 'ddb.virtualHWVersion = "4"', ''].join('\n');
+    fs.writeFileSync(descriptor, vmdkOf(image));
+    // One whose extent is a FIFO nobody writes: `qemu-img info` blocks in open(), doing nothing.
+    fifo = path.join(work, 'extent.fifo');
+    await runOrThrow('mkfifo', [fifo]);
+    fs.writeFileSync(path.join(work, 'fifo.vmdk'), vmdkOf(fifo));
     server = await startImageServer({
       '/disk.img': serveFile(image),
       '/disk.img.qcow2': serveFile(qcow2),
       '/hostile.qcow2': serveFile(hostile),
       '/hostile.vmdk': serveFile(descriptor),
+      '/fifo.vmdk': serveFile(path.join(work, 'fifo.vmdk')),
       '/held.img': holdThenServe(image),
     });
   }, 60_000);
   afterAll(async () => {
+    // A qemu-img still blocked on the FIFO (an importer without a bound) gets its writer and goes.
+    try {
+      fs.closeSync(fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK));
+    } catch {
+      // ENXIO: no reader, nothing blocked
+    }
     await server?.close();
     fs.rmSync(work, { recursive: true, force: true });
   });
@@ -61,6 +75,27 @@ describe('the import queue, its checks and its leftovers', () => {
     expect(extent.error?.reason).toBe('backing-file');
     expect(extent.error?.message).toContain(`reads its data from another file (${image})`);
     expect(storeEntries(storeDir)).toEqual([]);
+  });
+
+  it('kills qemu-img info blocked on a vmdk extent that is a FIFO after --import-tool-timeout, failing the import and freeing its slot', async () => {
+    const storeDir = path.join(work, 'fifo-store');
+    const { importer } = testImporter(storeDir, { maxImports: 1, toolIdleMs: 1000 });
+    const started = Date.now();
+    const blocked = importer.start({ key: 'fifo', url: server.url('/fifo.vmdk') }, () => {});
+    const stages: string[] = [];
+    const queued = importer.start({ key: 'next', url: server.url('/disk.img') }, (p) => stages.push(p.stage));
+    const qemuImgChildren = () => runOrThrow('pgrep', ['-P', String(process.pid), '-x', 'qemu-img']).then((out) => out.trim(), () => '');
+    await expect.poll(qemuImgChildren, { message: 'qemu-img info runs' }).not.toBe('');
+    expect(stages).toEqual(['queued']);
+
+    const failure = await Promise.race([blocked.done.then(() => null, (err: ImportError) => err), new Promise<string>((resolve) => setTimeout(() => resolve('still blocked after 10 s'), 10_000))]);
+    expect(failure).toMatchObject({ reason: 'tool-timeout', message: expect.stringMatching(/^qemu-img info read and wrote nothing for 1 s \(--import-tool-timeout\), so it was killed: the image makes it wait on something/) });
+    console.log(`the FIFO vmdk failed after ${(Date.now() - started) / 1000} s: ${(failure as ImportError).message}`);
+    expect(Date.now() - started).toBeLessThan(4000);
+    expect(await qemuImgChildren()).toBe('');
+    // Its slot went to the import waiting behind it.
+    expect(sha256Of((await queued.done).file)).toBe(sha256Of(image));
+    expect(storeEntries(storeDir).filter((name) => name.startsWith('.partial-'))).toEqual([]);
   });
 
   it('runs at most --max-imports at once; the rest wait as queued, and a queued one can be cancelled', async () => {

@@ -1,19 +1,17 @@
-import { spawn } from 'node:child_process';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import type { CompressedFormat } from './detect.js';
 import { ImportError } from './import-error.js';
-
-const tools = { xz: { command: 'xz', package: 'xz-utils' }, zstd: { command: 'zstd', package: 'zstd' } } as const;
+import { startTool, type ToolBounds } from './tool.js';
 
 /**
  * The decompressed bytes of `input`, as they arrive: zlib for gzip, an `xz -dc` / `zstd -dc`
- * child otherwise, fed through a pipe (so at most a pipe's worth waits there). Stopping the
- * iteration (a failure or a cancel) kills the child.
+ * child otherwise, fed through a pipe (so at most a pipe's worth waits there). The child ends
+ * with the iteration, and on its own at a cancel or when it idles past the bound (`bounds`).
  */
-export function decompress(format: CompressedFormat, input: AsyncIterable<Buffer>): AsyncIterable<Buffer> {
-  return format === 'gzip' ? gunzip(input) : throughChild(tools[format], input);
+export function decompress(format: CompressedFormat, input: AsyncIterable<Buffer>, bounds: ToolBounds): AsyncIterable<Buffer> {
+  return format === 'gzip' ? gunzip(input) : throughChild(format, input, bounds);
 }
 
 async function* gunzip(input: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
@@ -34,29 +32,17 @@ async function* gunzip(input: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
   }
 }
 
-async function* throughChild(tool: (typeof tools)[keyof typeof tools], input: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-  const child = spawn(tool.command, ['-dc'], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-2000)));
-  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
-  const spawnFailure = new Promise<never>((_resolve, reject) =>
-    child.on('error', (err) => reject(new ImportError('tool-failed', `cannot run ${tool.command} (${err.message}): install the ${tool.package} package`))),
-  );
-  spawnFailure.catch(() => {});
-  const source = Readable.from(input);
-  // The child's exit code says whether its input was good; the pipe's own EPIPE adds nothing.
-  const feeding = pipeline(source, child.stdin).then(
-    () => null,
-    (err: unknown) => err,
-  );
+async function* throughChild(command: 'xz' | 'zstd', input: AsyncIterable<Buffer>, bounds: ToolBounds): AsyncGenerator<Buffer> {
+  const tool = startTool(command, ['-dc'], bounds, input);
   try {
-    for await (const chunk of child.stdout as AsyncIterable<Buffer>) yield chunk;
-    const [fed, code] = await Promise.race([Promise.all([feeding, exited]), spawnFailure]);
-    // A failed download (truncated, stalled) ends xz's input early: that, not xz's complaint, is the cause.
+    // Killed (a cancel, the idle bound), the child's stdout ends here and `exited` says why.
+    for await (const chunk of tool.child.stdout as AsyncIterable<Buffer>) yield chunk;
+    const { code, stderr } = await tool.exited;
+    const fed = await tool.fed;
+    // A failed download (truncated, stalled) ends the tool's input early: that, not its complaint, is the cause.
     if (fed instanceof ImportError) throw fed;
-    if (code !== 0) throw new ImportError('bad-image', `the ${tool.command} stream is corrupt (${tool.command} -dc: ${stderr.trim() || `exit ${code}`})`);
+    if (code !== 0) throw new ImportError('bad-image', `the ${command} stream is corrupt (${command} -dc: ${stderr.trim() || `exit ${code}`})`);
   } finally {
-    source.destroy();
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    tool.kill();
   }
 }

@@ -4,7 +4,9 @@ import http from 'node:http';
 import https from 'node:https';
 import { fileURLToPath } from 'node:url';
 import { isUnderAnyRoot } from '../rules/image-roots.js';
+import { formatBytes } from '../presentation.js';
 import { cancelled, ImportError } from './import-error.js';
+import { SourceRate, type MinRate } from './min-rate.js';
 
 export interface FetchOptions {
   imageRoots: readonly string[];
@@ -12,6 +14,8 @@ export interface FetchOptions {
   connectTimeoutMs: number;
   /** No byte for this long (headers or body) fails the download as stalled. */
   stallTimeoutMs: number;
+  /** A server slower than this, over the time the import waits on it, fails the download. */
+  minRate: MinRate;
 }
 
 export interface Download {
@@ -33,9 +37,9 @@ export async function openDownload(url: string, options: FetchOptions): Promise<
   const seen = new Set<string>();
   for (let current = parsed; ; ) {
     seen.add(current.href);
-    const { response, failure } = await request(current, options);
+    const { response, rate, failure } = await request(current, options);
     const location = response.statusCode !== undefined && response.statusCode >= 300 && response.statusCode < 400 ? response.headers.location : undefined;
-    if (location === undefined) return body(current, response, failure);
+    if (location === undefined) return body(current, response, rate, failure);
     response.resume();
     const next = parseUrl(location, current);
     if (next.protocol !== 'http:' && next.protocol !== 'https:') throw new ImportError('redirects', `${current.href} redirected to ${next.href}: only http and https redirects are followed`);
@@ -56,12 +60,14 @@ function parseUrl(url: string, base?: URL): URL {
 
 interface Response {
   response: http.IncomingMessage;
+  /** Told when the body is asked for and arrives; the request fails once it is too slow. */
+  rate: SourceRate;
   /** Why the request was ended on purpose (cancel, stall), if it was: the body then sees only a reset. */
   failure(): ImportError | null;
 }
 
 /** One GET, resolved with the response head; every network failure becomes an ImportError saying which. */
-function request(url: URL, { signal, connectTimeoutMs, stallTimeoutMs }: FetchOptions): Promise<Response> {
+function request(url: URL, { signal, connectTimeoutMs, stallTimeoutMs, minRate }: FetchOptions): Promise<Response> {
   return new Promise((resolve, reject) => {
     if (signal.aborted) return reject(cancelled());
     const get = url.protocol === 'https:' ? https.get : http.get;
@@ -77,19 +83,26 @@ function request(url: URL, { signal, connectTimeoutMs, stallTimeoutMs }: FetchOp
     const connectTimer = setTimeout(() => fail(new ImportError('connect-timeout', `${url.host} did not accept a connection within ${connectTimeoutMs / 1000} s`)), connectTimeoutMs);
     req.on('socket', (socket) => socket.once(url.protocol === 'https:' ? 'secureConnect' : 'connect', () => clearTimeout(connectTimer)));
     req.setTimeout(stallTimeoutMs, () => fail(stalled(url, stallTimeoutMs)));
+    // A byte now and then resets the stall timer for ever: only a rate bounds how long a source holds a slot.
+    const rate = new SourceRate(minRate);
+    const rateTimer = setInterval(() => {
+      const slow = rate.tooSlow();
+      if (slow !== null) fail(tooSlow(url, slow.bytes, minRate));
+    }, Math.min(1000, minRate.windowMs / 10));
     req.on('close', () => {
       clearTimeout(connectTimer);
+      clearInterval(rateTimer);
       signal.removeEventListener('abort', onAbort);
     });
     req.on('error', (err) => reject(describeNetworkError(url, err)));
     req.on('response', (response) => {
       clearTimeout(connectTimer);
-      resolve({ response, failure: () => failure });
+      resolve({ response, rate, failure: () => failure });
     });
   });
 }
 
-function body(url: URL, response: http.IncomingMessage, failure: () => ImportError | null): Download {
+function body(url: URL, response: http.IncomingMessage, rate: SourceRate, failure: () => ImportError | null): Download {
   if (response.statusCode !== 200) {
     response.resume();
     throw new ImportError('http-status', `GET ${url.href} answered ${response.statusCode} ${response.statusMessage ?? ''}`.trim());
@@ -100,8 +113,10 @@ function body(url: URL, response: http.IncomingMessage, failure: () => ImportErr
     let received = 0;
     try {
       for await (const chunk of response as AsyncIterable<Buffer>) {
+        rate.received(chunk.length);
         received += chunk.length;
         yield chunk;
+        rate.waiting();
       }
     } catch (err) {
       throw failure() ?? (err instanceof ImportError ? err : truncated(url, received, totalBytes));
@@ -140,6 +155,14 @@ async function openFile(url: URL, imageRoots: readonly string[]): Promise<Downlo
 
 function stalled(url: URL, stallTimeoutMs: number): ImportError {
   return new ImportError('stalled', `${url.host} sent nothing for ${stallTimeoutMs / 1000} s: the server stalled; try again later or another mirror`);
+}
+
+function tooSlow(url: URL, bytes: number, { bytes: floor, windowMs }: MinRate): ImportError {
+  const seconds = windowMs / 1000;
+  return new ImportError(
+    'too-slow',
+    `${url.host} sent ${formatBytes(bytes)} in the last ${seconds} s the import waited on it, below the minimum ${formatBytes(floor)} per ${seconds} s (--import-min-rate): check the URL and the link (or lower --import-min-rate for a slow link)`,
+  );
 }
 
 function truncated(url: URL, received: number, totalBytes: number | null): ImportError {

@@ -11,12 +11,14 @@ export type ImportFailure =
   | 'redirects'
   | 'truncated'
   | 'stalled'
+  | 'too-slow'
   | 'network'
   | 'sha256-mismatch'
   | 'bad-image'
   | 'backing-file'
   | 'no-space'
   | 'tool-failed'
+  | 'tool-timeout'
   | 'io'
   | 'cancelled';
 

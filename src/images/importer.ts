@@ -1,5 +1,6 @@
 import type { Logger } from '../log.js';
 import { cancelled, ImportError } from './import-error.js';
+import type { MinRate } from './min-rate.js';
 import { runImport, type ImportJob } from './pipeline.js';
 import { ProgressMeter } from './progress.js';
 import { ImageStore } from './store.js';
@@ -34,7 +35,13 @@ export interface ImporterOptions {
   connectTimeoutMs?: number;
   /** A server that sends no byte this long fails the import as stalled (default 30 s). */
   stallTimeoutMs?: number;
+  /** A server slower than this fails the import as too slow (default 64 KiB per 60 s; 0 bytes: no minimum). */
+  minRate?: MinRate;
+  /** xz, zstd or qemu-img reading and writing nothing this long is killed, failing the import (default 60 s). */
+  toolIdleMs?: number;
 }
+
+export const defaultMinRate: MinRate = { bytes: 64 << 10, windowMs: 60_000 };
 
 interface Queued {
   job: ImportJob;
@@ -73,7 +80,7 @@ export class Importer {
           this.waiting.splice(index, 1);
           entry.reject(cancelled());
         }
-        controller.abort();
+        controller.abort(cancelled());
       },
     };
   }
@@ -105,6 +112,8 @@ export class Importer {
           imageRoots: this.options.imageRoots,
           connectTimeoutMs: this.options.connectTimeoutMs ?? 15_000,
           stallTimeoutMs: this.options.stallTimeoutMs ?? 30_000,
+          minRate: this.options.minRate ?? defaultMinRate,
+          toolIdleMs: this.options.toolIdleMs ?? 60_000,
         },
         meter,
         controller.signal,

@@ -5,6 +5,7 @@ import { detectFormat, headBytes, isCompressed, isContainer, type ImageFormat } 
 import { openDownload } from './fetch.js';
 import { cancelled, ImportError } from './import-error.js';
 import type { ImportedImage } from './importer.js';
+import type { MinRate } from './min-rate.js';
 import type { ProgressMeter } from './progress.js';
 import { convertToRaw, inspectContainer } from './qemu-img.js';
 import { SparseWriter } from './sparse-writer.js';
@@ -15,6 +16,9 @@ export interface PipelineOptions {
   imageRoots: readonly string[];
   connectTimeoutMs: number;
   stallTimeoutMs: number;
+  minRate: MinRate;
+  /** A tool (xz, zstd, qemu-img) that reads and writes nothing this long is killed. */
+  toolIdleMs: number;
 }
 
 export interface ImportJob {
@@ -33,6 +37,7 @@ const maxCompressionLayers = 2;
  */
 export async function runImport(job: ImportJob, options: PipelineOptions, meter: ProgressMeter, signal: AbortSignal): Promise<ImportedImage> {
   const { store } = options;
+  const tools = { signal, idleMs: options.toolIdleMs };
   const made: string[] = [];
   let stream: AsyncIterableIterator<Buffer> | undefined;
   try {
@@ -56,7 +61,7 @@ export async function runImport(job: ImportJob, options: PipelineOptions, meter:
     for (let layers = 0; isCompressed(format); layers++) {
       if (layers === maxCompressionLayers) throw new ImportError('bad-image', `the image is compressed more than ${maxCompressionLayers} times over: decompress it once before publishing`);
       meter.enter('decompressing', downloaded, download.totalBytes);
-      ({ format, stream } = await sniff(decompress(format, stream)));
+      ({ format, stream } = await sniff(decompress(format, stream, tools)));
     }
     if (download.totalBytes !== null) store.ensureRoomFor(download.totalBytes, `the download of ${job.url}`);
 
@@ -65,7 +70,12 @@ export async function runImport(job: ImportJob, options: PipelineOptions, meter:
     made.push(landed);
     const writer = await SparseWriter.create(landed, store.checkSpace);
     try {
-      for await (const chunk of stream) await writer.write(chunk);
+      // Long after the download (which hears the cancel) has ended, gzip may still inflate here in
+      // process, turning the last kilobytes into gigabytes: the cancel must stop this loop too.
+      for await (const chunk of stream) {
+        if (signal.aborted) throw cancelled();
+        await writer.write(chunk);
+      }
       await writer.finish();
     } finally {
       await writer.close();
@@ -79,12 +89,12 @@ export async function runImport(job: ImportJob, options: PipelineOptions, meter:
 
     let raw = landed;
     if (container !== null) {
-      const virtualSize = await inspectContainer(landed, container, signal);
+      const virtualSize = await inspectContainer(landed, container, tools);
       store.ensureRoomFor(virtualSize, `the ${container} image's virtual size`);
       raw = store.partialPath(job.key, 'raw');
       made.push(raw);
       meter.enter('converting', 0, virtualSize);
-      await convertToRaw(landed, container, raw, signal, (fraction) => meter.update(Math.round(fraction * virtualSize)), store.checkSpace);
+      await convertToRaw(landed, container, raw, tools, (fraction) => meter.update(Math.round(fraction * virtualSize)), store.checkSpace);
       syncPrivate(raw);
       store.remove(landed);
     }

@@ -1,6 +1,6 @@
-import { spawn } from 'node:child_process';
 import type { ContainerFormat } from './detect.js';
-import { cancelled, ImportError } from './import-error.js';
+import { ImportError } from './import-error.js';
+import { startTool, type ToolBounds } from './tool.js';
 
 interface QemuImgInfo {
   'virtual-size': number;
@@ -14,8 +14,8 @@ interface QemuImgInfo {
  * read another file on this machine (a hostile image could name /etc/shadow or another export):
  * a backing file, a qcow2 external data file, a VMDK whose extents live in other files.
  */
-export async function inspectContainer(file: string, format: ContainerFormat, signal: AbortSignal): Promise<number> {
-  const { code, stdout, stderr } = await runQemuImg(['info', '--output=json', '-f', format, file], signal);
+export async function inspectContainer(file: string, format: ContainerFormat, bounds: ToolBounds): Promise<number> {
+  const { code, stdout, stderr } = await runQemuImg(['info', '--output=json', '-f', format, file], bounds);
   if (code !== 0) throw new ImportError('bad-image', `the ${format} image is not valid: ${stderr.trim()}`);
   const info = JSON.parse(stdout) as QemuImgInfo;
   const backing = info['backing-filename'] ?? info['full-backing-filename'];
@@ -28,10 +28,8 @@ export async function inspectContainer(file: string, format: ContainerFormat, si
 }
 
 /** `qemu-img convert -O raw -S 4k` (sparse), reporting the fraction done; `watch` runs every half second and may throw to stop it. */
-export async function convertToRaw(file: string, format: ContainerFormat, out: string, signal: AbortSignal, onFraction: (fraction: number) => void, watch: () => void): Promise<void> {
+export async function convertToRaw(file: string, format: ContainerFormat, out: string, bounds: ToolBounds, onFraction: (fraction: number) => void, watch: () => void): Promise<void> {
   const watchdog = new AbortController();
-  const abortBoth = () => watchdog.abort(cancelled());
-  signal.addEventListener('abort', abortBoth, { once: true });
   const timer = setInterval(() => {
     try {
       watch();
@@ -40,7 +38,8 @@ export async function convertToRaw(file: string, format: ContainerFormat, out: s
     }
   }, 500);
   try {
-    const { code, stderr } = await runQemuImg(['convert', '-p', '-f', format, '-O', 'raw', '-S', '4k', file, out], watchdog.signal, (text) => {
+    const signal = AbortSignal.any([bounds.signal, watchdog.signal]);
+    const { code, stderr } = await runQemuImg(['convert', '-p', '-f', format, '-O', 'raw', '-S', '4k', file, out], { ...bounds, signal }, (text) => {
       const percent = /\(([\d.]+)\/100%\)\s*$/.exec(text)?.[1];
       if (percent !== undefined) onFraction(Number(percent) / 100);
     });
@@ -50,36 +49,18 @@ export async function convertToRaw(file: string, format: ContainerFormat, out: s
     }
   } finally {
     clearInterval(timer);
-    signal.removeEventListener('abort', abortBoth);
   }
 }
 
-interface Ran {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs qemu-img; an abort kills it and rejects with the abort's reason. */
-function runQemuImg(args: string[], signal: AbortSignal, onStdout?: (text: string) => void): Promise<Ran> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason as Error);
-    const child = spawn('qemu-img', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      const text = chunk.toString();
-      if (onStdout) onStdout(text);
-      else stdout += text;
-    });
-    child.stderr.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4000)));
-    const onAbort = () => child.kill('SIGKILL');
-    signal.addEventListener('abort', onAbort, { once: true });
-    child.on('error', (err) => reject(new ImportError('tool-failed', `cannot run qemu-img (${err.message}): install the qemu-utils package`)));
-    child.on('close', (code) => {
-      signal.removeEventListener('abort', onAbort);
-      if (signal.aborted) reject(signal.reason as Error);
-      else resolve({ code, stdout, stderr });
-    });
+/** Runs qemu-img to its end under the import's bounds; its stdout is collected, or handed to `onStdout` as it comes. */
+async function runQemuImg(args: string[], bounds: ToolBounds, onStdout?: (text: string) => void): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const tool = startTool('qemu-img', args, bounds, null);
+  let stdout = '';
+  tool.child.stdout.on('data', (chunk: Buffer) => {
+    const text = chunk.toString();
+    if (onStdout) onStdout(text);
+    else stdout += text;
   });
+  const { code, stderr } = await tool.exited;
+  return { code, stdout, stderr };
 }

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { createLogger, type Logger } from '../../src/log.js';
-import { Importer, type ImportedImage, type ImportError, type ImportProgress } from '../../src/images/importer.js';
+import { Importer, type ImportedImage, type ImportError, type ImporterOptions, type ImportProgress } from '../../src/images/importer.js';
 import { runOrThrow } from './process.js';
 
 /**
@@ -111,10 +111,10 @@ export interface TestImporter {
   logs: string[];
 }
 
-export function testImporter(storeDir: string, options: { maxImports?: number; imageRoots?: string[]; stallTimeoutMs?: number } = {}): TestImporter {
+export function testImporter(storeDir: string, options: Partial<Omit<ImporterOptions, 'storeDir' | 'log'>> = {}): TestImporter {
   const logs: string[] = [];
   const log: Logger = createLogger('debug', (line) => logs.push(line));
-  const importer = new Importer({ storeDir, maxImports: options.maxImports ?? 2, imageRoots: options.imageRoots ?? [], log, stallTimeoutMs: options.stallTimeoutMs });
+  const importer = new Importer({ maxImports: 2, imageRoots: [], ...options, storeDir, log });
   return { importer, logs };
 }
 
