@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { clientEndpoint, describeMode, explainMode, exportMode, formatBytes, formatDuration, formatRate } from '../src/presentation.js';
+import { clientEndpoint, describeMode, explainMode, exportMode } from '../src/presentation.js';
+import { formatBytes, formatDuration, formatRate } from '../src/units.js';
 
 // The words the CLI and the dashboard both show; their end-to-end tests check them in place.
 describe('shared presentation', () => {

@@ -4,7 +4,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { fileURLToPath } from 'node:url';
 import { isUnderAnyRoot } from '../rules/image-roots.js';
-import { formatBytes } from '../presentation.js';
+import { formatBytes } from '../units.js';
 import { cancelled, ImportError } from './import-error.js';
 import { SourceRate, type MinRate } from './min-rate.js';
 

@@ -1,5 +1,6 @@
 import type { NbdmuxDiscoveredMachine, NbdmuxMachine } from '../client.js';
-import { describeMachineExport, describeStage, formatBytes, formatDuration } from '../presentation.js';
+import { describeMachineExport, describeStage } from '../presentation.js';
+import { formatBytes, formatDuration } from '../units.js';
 import { formatTime } from './format.js';
 import { renderFields, renderTable, type Column } from './table.js';
 

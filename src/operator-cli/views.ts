@@ -1,5 +1,6 @@
 import type { NbdmuxConnection, NbdmuxExport, NbdmuxHealth, NbdmuxStreamEvent, NbdmuxVersion } from '../client.js';
-import { clientEndpoint, describeBoot, describeImport, explainMode, exportMode, formatBytes, formatDuration, formatRate } from '../presentation.js';
+import { clientEndpoint, describeBoot, describeImport, explainMode, exportMode } from '../presentation.js';
+import { formatBytes, formatDuration, formatRate } from '../units.js';
 import { formatClock, formatDetails, formatTime } from './format.js';
 import { renderFields, renderTable, type Column } from './table.js';
 

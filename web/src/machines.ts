@@ -1,5 +1,6 @@
 import type { NbdmuxDiscoveredMachine, NbdmuxMachine } from '../../src/client.js';
-import { describeMachineExport, describeStage, formatBytes, formatDuration } from '../../src/presentation.js';
+import { describeMachineExport, describeStage } from '../../src/presentation.js';
+import { formatBytes, formatDuration } from '../../src/units.js';
 import { el, formatTime } from './format.js';
 
 export interface MachineActions {

@@ -1,5 +1,5 @@
 import type { NbdmuxVersion } from '../../src/client.js';
-import { formatBytes } from '../../src/presentation.js';
+import { formatBytes } from '../../src/units.js';
 import { el, formatTime } from './format.js';
 
 /** One export's versions, newest first, each with the live connections it still serves and, when it can serve again, a rollback button. */

@@ -1,5 +1,6 @@
 import type { NbdmuxConnection, NbdmuxEvent, NbdmuxExport, NbdmuxHealth } from '../../src/client.js';
-import { clientEndpoint, describeBoot, describeImport, describeMode, formatBytes, formatDuration, formatRate, importFraction } from '../../src/presentation.js';
+import { clientEndpoint, describeBoot, describeImport, describeMode, importFraction } from '../../src/presentation.js';
+import { formatBytes, formatDuration, formatRate } from '../../src/units.js';
 import { el, formatTime } from './format.js';
 
 export interface ExportActions {
