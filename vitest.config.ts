@@ -8,7 +8,7 @@ import { defineConfig } from 'vitest/config';
 const unit = [
   'bench-growth', 'boot-inspect', 'boot-routes-cost', 'close-classification', 'config-variants', 'connection-table', 'event-map',
   'images-config', 'images-detect', 'images-failures', 'images-formats', 'images-full-disk', 'images-queue', 'ipxe',
-  'machine-rules-hostile', 'machines', 'migrations', 'nbd-config', 'presentation', 'refusal-summary', 'registry', 'report-pipe', 'untrusted-text', 'options',
+  'machine-rules-hostile', 'machines', 'migrations', 'nbd-config', 'presentation', 'refusal-summary', 'registry', 'report-pipe', 'untrusted-text', 'options', 'images-min-rate',
   'retention', 'router', 'start-failures', 'throttle', 'version-registry',
 ].map((name) => `test/${name}.test.ts`);
 const e2e = [

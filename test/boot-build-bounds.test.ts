@@ -17,7 +17,7 @@ import { isRoot, mountTmpfs, unmountTmpfs } from './helpers/tmpfs.js';
 
 const MiB = 1024 * 1024;
 const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
-const builtWorker = path.resolve('dist/src/boot/initrd/worker.js');
+const builtWorker = path.resolve('dist/src/initrd/worker.js');
 
 async function bytes(daemon: RunningDaemon, route: string): Promise<Buffer> {
   const res = await fetch(`${daemon.url}${route}`);

@@ -8,10 +8,10 @@ import { makeDebianDisk } from './helpers/images.js';
 import { bootGuest, debianImage, guestNbdAddress, rambootKit } from './helpers/qemu.js';
 import { skipWithout } from './helpers/tools.js';
 
-type InitrdModule = typeof import('../src/boot/initrd/index.js');
-type InspectModule = typeof import('../src/boot/inspect/index.js');
-const { BootFilesCache, readKit } = (await import(pathToFileURL(path.resolve('dist/src/boot/initrd/index.js')).href)) as InitrdModule;
-const { inspectBootImage } = (await import(pathToFileURL(path.resolve('dist/src/boot/inspect/index.js')).href)) as InspectModule;
+type InitrdModule = typeof import('../src/initrd/index.js');
+type InspectModule = typeof import('../src/inspect/index.js');
+const { BootFilesCache, readKit } = (await import(pathToFileURL(path.resolve('dist/src/initrd/index.js')).href)) as InitrdModule;
+const { inspectBootImage } = (await import(pathToFileURL(path.resolve('dist/src/inspect/index.js')).href)) as InspectModule;
 
 const dir = tempDir('nbdmux-initrd-qemu-');
 const dataDirs: string[] = [];

@@ -4,19 +4,19 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { BootFilesCache as BootFilesCacheType, Kit } from '../src/boot/initrd/index.js';
-import type { BootInspection } from '../src/boot/inspect/index.js';
+import type { BootFilesCache as BootFilesCacheType, Kit } from '../src/initrd/index.js';
+import type { BootInspection } from '../src/inspect/index.js';
 import type { Logger } from '../src/log.js';
 import { tempDir } from './helpers/daemon.js';
 import { makeDebianDisk, makeExt4, writeTree, type TreeEntry } from './helpers/images.js';
 import { debianImage } from './helpers/qemu.js';
 import { sha256 } from './helpers/nbd.js';
 
-// The built modules: the build runs dist/src/boot/initrd/worker.js in a child, as the daemon does.
-type InitrdModule = typeof import('../src/boot/initrd/index.js');
-type InspectModule = typeof import('../src/boot/inspect/index.js');
-const { BootFilesCache, readKit } = (await import(pathToFileURL(path.resolve('dist/src/boot/initrd/index.js')).href)) as InitrdModule;
-const { inspectBootImage } = (await import(pathToFileURL(path.resolve('dist/src/boot/inspect/index.js')).href)) as InspectModule;
+// The built modules: the build runs dist/src/initrd/worker.js in a child, as the daemon does.
+type InitrdModule = typeof import('../src/initrd/index.js');
+type InspectModule = typeof import('../src/inspect/index.js');
+const { BootFilesCache, readKit } = (await import(pathToFileURL(path.resolve('dist/src/initrd/index.js')).href)) as InitrdModule;
+const { inspectBootImage } = (await import(pathToFileURL(path.resolve('dist/src/inspect/index.js')).href)) as InspectModule;
 
 const dir = tempDir('nbdmux-initrd-');
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));

@@ -8,9 +8,9 @@ import { tempDir } from './helpers/daemon.js';
 import { makeDebianDisk, makeExt4, makeGptDisk, makeVfat, writeTree, type TreeEntry } from './helpers/images.js';
 import { debianImage } from './helpers/qemu.js';
 
-// The built module: the inspection spawns dist/src/boot/inspect/worker.js, as the daemon does.
-type InspectModule = typeof import('../src/boot/inspect/index.js');
-const built = pathToFileURL(path.resolve('dist/src/boot/inspect/index.js')).href;
+// The built module: the inspection spawns dist/src/inspect/worker.js, as the daemon does.
+type InspectModule = typeof import('../src/inspect/index.js');
+const built = pathToFileURL(path.resolve('dist/src/inspect/index.js')).href;
 const { inspectBootImage, defaultInspectLimits } = (await import(built)) as InspectModule;
 
 const MiB = 1024 * 1024;

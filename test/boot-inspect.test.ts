@@ -3,12 +3,12 @@ import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { execFileSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
-import { chooseRoot, detectFilesystem, extFilesystemBytes } from '../src/boot/inspect/filesystems.js';
-import { readerOf } from '../src/boot/inspect/inspect-image.js';
-import { compareKernelVersions, newestKernelVersion } from '../src/boot/inspect/kernel-version.js';
-import { loadOrder, parseModulesBuiltin, parseModulesDep, unsafeModulePath } from '../src/boot/inspect/modules-dep.js';
-import { osNameOf } from '../src/boot/inspect/os-release.js';
-import { readPartitionTable, type ReadAt } from '../src/boot/inspect/partitions.js';
+import { detectFilesystem, extFilesystemBytes, type ReadAt } from '../src/inspect/filesystems.js';
+import { readerOf } from '../src/inspect/inspect-image.js';
+import { compareKernelVersions, newestKernelVersion } from '../src/inspect/kernel-version.js';
+import { loadOrder, parseModulesBuiltin, parseModulesDep, unsafeModulePath } from '../src/inspect/modules-dep.js';
+import { osNameOf } from '../src/inspect/os-release.js';
+import { chooseRoot, readPartitionTable } from '../src/inspect/partitions.js';
 import { tempDir } from './helpers/daemon.js';
 import { makeExt4, makeGptDisk, makeMbrDisk, makeVfat, writeTree } from './helpers/images.js';
 

@@ -4,7 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from './helpers/daemon.js';
 import { importOnce, makeTestImage, pack, serveFile, sha256Of, startImageServer, storeEntries, testImporter, type ImageServer, type Route } from './helpers/image-fixtures.js';
 import { runOrThrow } from './helpers/process.js';
-import type { ImportError, ImportProgress } from '../src/images/importer.js';
+import type { ImportError } from '../src/images/importer.js';
+import type { ImportProgress } from '../src/images/progress.js';
 
 describe('the import queue, its checks and its leftovers', () => {
   let work: string;

@@ -4,7 +4,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { unpackCpio } from '../src/boot/initrd/cpio.js';
+import { unpackCpio } from '../src/initrd/cpio.js';
 import { createNbdmuxClient } from '../src/client.js';
 import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
 import { linuxPartitionOffset } from './helpers/images.js';

@@ -3,14 +3,13 @@ import path from 'node:path';
 import { and, eq, isNull } from 'drizzle-orm';
 import type { Db } from '../db/open.js';
 import { exportsTable, exportVersionsTable } from '../db/schema.js';
-import { fileIdentityOf } from '../exports/image-file.js';
-import type { PinnedFiles } from '../exports/pinned-files.js';
+import { fileIdentityOf } from '../rules/file-identity.js';
 import type { Logger } from '../log.js';
 import { cleanText } from '../untrusted-text.js';
 import { fileEtag, type BootArtifacts, type BootExport, type BootFile, type BootInfo } from './artifacts.js';
-import { ChildQueue } from './bounded-child.js';
-import { BootFilesCache, readKit, type BootFiles, type Kit } from './initrd/index.js';
-import { bootSummaryOf, inspectBootImage, type BootInspection } from './inspect/index.js';
+import { ChildQueue } from '../bounded-child.js';
+import { BootFilesCache, readKit, type BootFiles, type Kit } from '../initrd/index.js';
+import { bootSummaryOf, inspectBootImage, type BootInspection } from '../inspect/index.js';
 
 /** Inspections at once: each is a node child of about 100 ms and a few debugfs runs. */
 const parallelInspections = 2;
@@ -21,6 +20,11 @@ const parallelInspections = 2;
  */
 const settleMs = 2000;
 const maxSettleMs = 30_000;
+
+/** The descriptors of the versions' images, held open by the export registry (exports/pinned-files.ts). */
+export interface HeldImages {
+  fdOf(versionId: number): number | undefined;
+}
 
 /** An export's current version's pinned image as it is now. */
 interface ImageNow {
@@ -57,14 +61,14 @@ export class ImageBootArtifacts implements BootArtifacts {
 
   private constructor(
     private readonly db: Db,
-    private readonly pins: Pick<PinnedFiles, 'fdOf'>,
+    private readonly pins: HeldImages,
     private readonly kit: Kit,
     private readonly cache: BootFilesCache,
     private readonly log: Logger,
   ) {}
 
   /** Reads the kit (`--ramboot-kit`), opens the cache under the data dir, and inspects every current version not inspected as it is. */
-  static async open(options: { db: Db; pins: Pick<PinnedFiles, 'fdOf'>; kitDir: string; dataDir: string; log: Logger }): Promise<ImageBootArtifacts> {
+  static async open(options: { db: Db; pins: HeldImages; kitDir: string; dataDir: string; log: Logger }): Promise<ImageBootArtifacts> {
     const { db, pins, kitDir, dataDir, log } = options;
     for (const name of ['vmlinuz', 'initrd.img', 'kit.env']) {
       if (!fs.statSync(path.join(kitDir, name), { throwIfNoEntry: false })?.isFile()) {

@@ -2,7 +2,7 @@ import { sql } from 'drizzle-orm';
 import { integer, sqliteTable, text, uniqueIndex, index } from 'drizzle-orm/sqlite-core';
 import { machineStages, type EventDetails, type EventType, type MachineStage } from '../model/event-map.js';
 import { defaultCmdline } from '../rules/cmdline.js';
-import type { BootInspection } from '../boot/inspect/result.js';
+import type { BootInspection } from '../inspect/result.js';
 
 /**
  * An export is never deleted, only marked removed: its live connections keep pointing at it
@@ -59,7 +59,7 @@ export const exportVersionsTable = sqliteTable(
     url: text('url'),
     /** Why an import failed. */
     error: text('error'),
-    /** What the last inspection found inside the image (src/boot/inspect); null: never inspected. */
+    /** What the last inspection found inside the image (src/inspect); null: never inspected. */
     bootInspection: text('boot', { mode: 'json' }).$type<BootInspection>(),
     /** The file state and kit that inspection saw (src/boot/boot-files.ts): another one inspects again. */
     bootIdentity: text('boot_identity'),

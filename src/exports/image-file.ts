@@ -2,6 +2,7 @@ import fs from 'node:fs/promises';
 import { closeSync, constants, fstatSync, open as openCallback, readlinkSync, type BigIntStats } from 'node:fs';
 import { promisify } from 'node:util';
 import { badInput } from '../errors.js';
+import { fileIdentityOf } from '../rules/file-identity.js';
 import { isUnderAnyRoot } from '../rules/image-roots.js';
 import { configSafePathPattern } from '../rules/names.js';
 
@@ -60,14 +61,6 @@ export async function pinImage(file: string, imageRoots: readonly string[], read
   }
 }
 
-/**
- * Device, inode and birth time: a path that leads to another identity leads to another file.
- * The birth time tells a new file from an old one that reused a freed inode number (0 on file
- * systems that do not record it, where device and inode alone decide).
- */
-export function fileIdentityOf(stats: BigIntStats): string {
-  return `${stats.dev}:${stats.ino}:${stats.birthtimeNs}`;
-}
 
 function refuseUnservableKind(file: string, stats: BigIntStats): void {
   const kind = unservableKind(stats);

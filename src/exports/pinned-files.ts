@@ -4,7 +4,8 @@ import type { Db } from '../db/open.js';
 import { exportsTable, exportVersionsTable } from '../db/schema.js';
 import type { EventLog } from '../events/event-log.js';
 import type { Logger } from '../log.js';
-import { fileIdentityOf, type PinnedImage } from './image-file.js';
+import { fileIdentityOf } from '../rules/file-identity.js';
+import type { PinnedImage } from './image-file.js';
 
 /** How often the paths are compared with their files: one stat per export. */
 const checkIntervalMs = 3000;

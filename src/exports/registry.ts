@@ -6,7 +6,8 @@ import { exportsTable, exportVersionsTable, type ExportRow, type VersionRow } fr
 import { badInput, conflict, notFound } from '../errors.js';
 import type { EventLog } from '../events/event-log.js';
 import type { Actor } from '../model/event-map.js';
-import { ImportError, type ImportedImage, type Importer } from '../images/importer.js';
+import { ImportError, type Importer } from '../images/importer.js';
+import type { ImportedImage } from '../images/pipeline.js';
 import type { Logger } from '../log.js';
 import type { ConnectionTable, ServedExport } from '../supervisor/index.js';
 import { pinImage, type PinnedImage } from './image-file.js';

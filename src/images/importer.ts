@@ -1,30 +1,11 @@
 import type { Logger } from '../log.js';
 import { cancelled, ImportError } from './import-error.js';
 import type { MinRate } from './min-rate.js';
-import { runImport, type ImportJob } from './pipeline.js';
-import { ProgressMeter } from './progress.js';
+import { runImport, type ImportedImage, type ImportJob } from './pipeline.js';
+import { ProgressMeter, type ImportProgress } from './progress.js';
 import { ImageStore } from './store.js';
 
 export { ImportError, type ImportFailure } from './import-error.js';
-
-export type ImportStage = 'queued' | 'downloading' | 'decompressing' | 'converting' | 'verifying';
-
-export interface ImportProgress {
-  stage: ImportStage;
-  bytes: number;
-  /** Known when the server sent Content-Length (downloading) or qemu-img told (converting). */
-  totalBytes: number | null;
-  bytesPerSecond: number;
-  startedAt: string;
-}
-
-export interface ImportedImage {
-  /** The final path inside the image store. */
-  file: string;
-  size: number;
-  /** Of the downloaded bytes, as publishers sign them. */
-  sha256: string;
-}
 
 export interface ImporterOptions {
   storeDir: string;

@@ -4,12 +4,19 @@ import { decompress } from './decompress.js';
 import { detectFormat, headBytes, isCompressed, isContainer, type ImageFormat } from './detect.js';
 import { openDownload } from './fetch.js';
 import { cancelled, ImportError } from './import-error.js';
-import type { ImportedImage } from './importer.js';
 import type { MinRate } from './min-rate.js';
 import type { ProgressMeter } from './progress.js';
 import { convertToRaw, inspectContainer } from './qemu-img.js';
 import { SparseWriter } from './sparse-writer.js';
 import type { ImageStore } from './store.js';
+
+export interface ImportedImage {
+  /** The final path inside the image store. */
+  file: string;
+  size: number;
+  /** Of the downloaded bytes, as publishers sign them. */
+  sha256: string;
+}
 
 export interface PipelineOptions {
   store: ImageStore;

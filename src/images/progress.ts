@@ -1,4 +1,13 @@
-import type { ImportProgress, ImportStage } from './importer.js';
+export type ImportStage = 'queued' | 'downloading' | 'decompressing' | 'converting' | 'verifying';
+
+export interface ImportProgress {
+  stage: ImportStage;
+  bytes: number;
+  /** Known when the server sent Content-Length (downloading) or qemu-img told (converting). */
+  totalBytes: number | null;
+  bytesPerSecond: number;
+  startedAt: string;
+}
 
 /** Progress is passed on at most this often (stage changes pass at once). */
 export const progressIntervalMs = 250;

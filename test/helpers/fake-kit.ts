@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { cpioChunks } from '../../src/boot/initrd/cpio.js';
+import { cpioChunks } from '../../src/initrd/cpio.js';
 import { tempDir } from './daemon.js';
 import { makeExt4, writeTree, type TreeEntry } from './images.js';
 

@@ -3,7 +3,9 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { createLogger, type Logger } from '../../src/log.js';
-import { Importer, type ImportedImage, type ImportError, type ImporterOptions, type ImportProgress } from '../../src/images/importer.js';
+import { Importer, type ImportError, type ImporterOptions } from '../../src/images/importer.js';
+import type { ImportedImage } from '../../src/images/pipeline.js';
+import type { ImportProgress } from '../../src/images/progress.js';
 import { runOrThrow } from './process.js';
 
 /**

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
-import { isOutOfSpace } from '../../db/data-dir-space.js';
-import { reservedBytes } from '../../images/store.js';
+import { isOutOfSpace } from '../db/data-dir-space.js';
+import { reservedBytes } from '../images/store.js';
 import { ImageReadError } from '../inspect/ext-fs.js';
 
 /** Runs of zeros this long, aligned, become holes: the file system's block. */

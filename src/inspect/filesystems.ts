@@ -1,10 +1,11 @@
-import type { PartitionTable, ReadAt } from './partitions.js';
+/** Reads `length` bytes at `offset` of the image; fewer (or none) past its end. */
+export type ReadAt = (offset: number, length: number) => Buffer;
 
 export const filesystemTypes = ['ext2', 'ext3', 'ext4', 'xfs', 'btrfs', 'vfat'] as const;
 export type FilesystemType = (typeof filesystemTypes)[number];
 
 /** What ramboot's init mounts as a root (its `linux_fs`). */
-const linuxFilesystems: ReadonlySet<FilesystemType> = new Set(['ext2', 'ext3', 'ext4', 'xfs', 'btrfs']);
+export const linuxFilesystems: ReadonlySet<FilesystemType> = new Set(['ext2', 'ext3', 'ext4', 'xfs', 'btrfs']);
 
 // ext feature bits beyond what ext3 knows, as blkid tells ext4 from ext3.
 const extCompatHasJournal = 0x4;
@@ -39,31 +40,5 @@ export function extFilesystemBytes(read: ReadAt, offset: number): number {
   const is64bit = (sb.readUInt32LE(0x60) & 0x80) !== 0;
   const blocks = sb.readUInt32LE(0x04) + (is64bit ? sb.readUInt32LE(0x150) * 2 ** 32 : 0);
   return blocks * 2 ** (10 + sb.readUInt32LE(0x18));
-}
-
-export type RootChoice =
-  | { found: true; partition: number | null; offset: number; size: number; fstype: FilesystemType }
-  | { found: false; partition: null; fstype: FilesystemType | null; reason: string };
-
-/**
- * ramboot's rule: the largest partition holding a Linux filesystem, else the whole disk, never
- * a partition picked by its number (partition 1 is often the EFI system partition).
- */
-export function chooseRoot(read: ReadAt, table: PartitionTable, diskSize: number): RootChoice {
-  const bySizeDescending = [...table.partitions].sort((a, b) => b.size - a.size);
-  const seen: string[] = [];
-  for (const part of bySizeDescending) {
-    const fstype = detectFilesystem(read, part.offset);
-    if (fstype && linuxFilesystems.has(fstype)) return { found: true, partition: part.number, offset: part.offset, size: part.size, fstype };
-    seen.push(`${part.number}: ${fstype ?? 'unknown'}`);
-  }
-  const whole = detectFilesystem(read, 0);
-  if (whole && linuxFilesystems.has(whole)) return { found: true, partition: null, offset: 0, size: diskSize, fstype: whole };
-  if (table.partitions.length > 0) {
-    return { found: false, partition: null, fstype: null, reason: `no partition holds a Linux filesystem (partitions ${seen.join(', ')})` };
-  }
-  if (whole) return { found: false, partition: null, fstype: whole, reason: `the disk holds ${whole}, not a Linux root filesystem` };
-  const unread = table.problems.length > 0 ? ` (${table.problems.join('; ')})` : '';
-  return { found: false, partition: null, fstype: null, reason: `no partition table and no filesystem nbdmux recognises${unread}` };
 }
 

@@ -5,8 +5,8 @@ import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { ChildQueue, parseAnswer, runBoundedChild, withImageFd, type ChildAnswer, type ChildLimits, type ImageSource } from '../bounded-child.js';
 import type { BootInspection } from '../inspect/result.js';
-import { isOutOfSpace } from '../../db/data-dir-space.js';
-import type { Logger } from '../../log.js';
+import { isOutOfSpace } from '../db/data-dir-space.js';
+import type { Logger } from '../log.js';
 import type { BuildRequest } from './build.js';
 import type { Kit } from './kit.js';
 

@@ -1,10 +1,10 @@
 import { fstatSync, readSync } from 'node:fs';
 import { ExtFilesystem, ImageReadError, type ExtEntry, type Resolved } from './ext-fs.js';
-import { chooseRoot, extFilesystemBytes } from './filesystems.js';
+import { extFilesystemBytes, type ReadAt } from './filesystems.js';
 import { compareKernelVersions } from './kernel-version.js';
 import { loadOrder, parseModulesBuiltin, parseModulesDep, type ModuleEntry } from './modules-dep.js';
 import { osNameOf } from './os-release.js';
-import { readPartitionTable, type ReadAt } from './partitions.js';
+import { chooseRoot, readPartitionTable } from './partitions.js';
 import { nothingFound, type BootInspection } from './result.js';
 import type { WorkerRequest } from './worker-protocol.js';
 

@@ -1,8 +1,5 @@
 import { crc32 } from 'node:zlib';
-import { detectFilesystem } from './filesystems.js';
-
-/** Reads `length` bytes at `offset` of the image; fewer (or none) past its end. */
-export type ReadAt = (offset: number, length: number) => Buffer;
+import { detectFilesystem, linuxFilesystems, type FilesystemType, type ReadAt } from './filesystems.js';
 
 export interface Partition {
   /** The number the kernel gives it: nbd0pN, ramboot's nbdroot.part=N. */
@@ -147,4 +144,30 @@ function keepSound(found: Partition[], diskSize: number, problems: string[]): Pa
     }
   }
   return kept;
+}
+
+export type RootChoice =
+  | { found: true; partition: number | null; offset: number; size: number; fstype: FilesystemType }
+  | { found: false; partition: null; fstype: FilesystemType | null; reason: string };
+
+/**
+ * ramboot's rule: the largest partition holding a Linux filesystem, else the whole disk, never
+ * a partition picked by its number (partition 1 is often the EFI system partition).
+ */
+export function chooseRoot(read: ReadAt, table: PartitionTable, diskSize: number): RootChoice {
+  const bySizeDescending = [...table.partitions].sort((a, b) => b.size - a.size);
+  const seen: string[] = [];
+  for (const part of bySizeDescending) {
+    const fstype = detectFilesystem(read, part.offset);
+    if (fstype && linuxFilesystems.has(fstype)) return { found: true, partition: part.number, offset: part.offset, size: part.size, fstype };
+    seen.push(`${part.number}: ${fstype ?? 'unknown'}`);
+  }
+  const whole = detectFilesystem(read, 0);
+  if (whole && linuxFilesystems.has(whole)) return { found: true, partition: null, offset: 0, size: diskSize, fstype: whole };
+  if (table.partitions.length > 0) {
+    return { found: false, partition: null, fstype: null, reason: `no partition holds a Linux filesystem (partitions ${seen.join(', ')})` };
+  }
+  if (whole) return { found: false, partition: null, fstype: whole, reason: `the disk holds ${whole}, not a Linux root filesystem` };
+  const unread = table.problems.length > 0 ? ` (${table.problems.join('; ')})` : '';
+  return { found: false, partition: null, fstype: null, reason: `no partition table and no filesystem nbdmux recognises${unread}` };
 }
