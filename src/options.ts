@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import { canonicalHostName } from './http/allowed-hosts.js';
 import { logLevels } from './log.js';
 import { parseCidr } from './rules/allow-list.js';
+import { canonicalHostName } from './rules/host-name.js';
 import { exportNamePattern } from './rules/names.js';
 
 /**

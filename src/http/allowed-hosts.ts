@@ -1,5 +1,5 @@
-import net from 'node:net';
 import os from 'node:os';
+import { canonicalHostName } from '../rules/host-name.js';
 
 /** Bind addresses that mean "every address of this machine". */
 const everyAddress = new Set(['0.0.0.0', '::']);
@@ -33,13 +33,6 @@ export class AllowedHosts {
 export function hostOfHeader(header: string): string | null {
   const host = hostAndPort.exec(header)?.[1];
   return host === undefined ? null : canonicalHostName(host);
-}
-
-/** A DNS name or IP address in the one spelling we compare (lowercase, IPv6 compressed and without brackets); null if it is neither. */
-export function canonicalHostName(name: string): string | null {
-  const unbracketed = name.startsWith('[') && name.endsWith(']') ? name.slice(1, -1) : name;
-  if (net.isIPv6(unbracketed)) return new URL(`http://[${unbracketed}]`).hostname.slice(1, -1);
-  return /^[A-Za-z0-9.-]+$/.test(name) ? name.toLowerCase() : null;
 }
 
 function interfaceAddresses(): Set<string> {
