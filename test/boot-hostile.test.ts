@@ -86,16 +86,23 @@ describe('a machine whose export has an allow list', () => {
     expect((await api(daemon, 'GET', '/machines/discovered')).json.map((found: { mac: string }) => found.mac)).toEqual(['52:54:00:00:00:99']);
   });
 
-  it('changes nothing for a HEAD, an address outside --nbd-allow, or a machine that cannot boot', async () => {
+  it('changes nothing for a HEAD or an address outside --nbd-allow, and serves no state while the machine has no export', async () => {
     const before = await bootOf(daemon);
     expect((await request(daemon, `/boot.ipxe?mac=${mac}`, '127.0.0.2', 'HEAD')).status).toBe(200);
+    expect((await request(daemon, `/boot.ipxe?mac=${mac}`, '127.0.0.3', 'HEAD')).status).toBe(200);
     expect((await request(daemon, `/boot.ipxe?mac=${mac}`, '127.0.0.9')).status).toBe(403);
     expect(await bootOf(daemon)).toEqual(before);
-    // With no export it cannot boot: the script says why, and its boot stays where it was.
+    // With no export it cannot boot: its script says why, and its state is served to no one, not even its boot's address.
     expect((await api(daemon, 'PATCH', `/machines/${mac}`, { export: null })).status).toBe(200);
-    const cannot = await request(daemon, `/boot.ipxe?mac=${mac}`, '127.0.0.3');
+    const cannot = await request(daemon, `/boot.ipxe?mac=${mac}`, '127.0.0.2');
     expect(cannot.text).toContain('machine vault cannot boot: no export is set for it');
-    expect(await bootOf(daemon)).toEqual(before);
+    expect(await bootOf(daemon)).toMatchObject({ address: '127.0.0.2', stage: 'script' });
+    expect(await listFrom(daemon, '127.0.0.2')).toEqual([]);
+    expect(await listFrom(daemon, '127.0.0.3')).toEqual(['secret']);
+    // Given its export again, the address outside the export's list still gets nothing of it.
+    expect((await api(daemon, 'PATCH', `/machines/${mac}`, { export: 'secret', keepState: true })).status).toBe(200);
+    expect(await listFrom(daemon, '127.0.0.2')).toEqual([]);
+    expect(await attach(daemon, stateName, '127.0.0.2')).not.toBe('attached');
   });
 });
 

@@ -95,8 +95,8 @@ export function bootRoutes(options: BootRoutesOptions): BootRoutes {
       const machine = options.machines.lookup(mac);
       const script = machine === undefined ? undefined : machineScript(machine, client, exports, artifacts, endpoint());
       if (script !== undefined) {
-        // Only a script that boots starts a boot: this address becomes the machine's, its state served to it.
-        if (booting && script.boots) options.machines.scriptFetched(mac, client);
+        // The machine's own script, booting or saying why it cannot: this address is its boot now.
+        if (booting) options.machines.scriptFetched(mac, client);
         recordScript(script.exportName, sendText(req, res, script.text), script.boots ? { nbd: `${endpoint().nbdHost}:${endpoint().nbdPort}` } : {});
         return true;
       }
@@ -148,7 +148,8 @@ export function bootRoutes(options: BootRoutesOptions): BootRoutes {
 
 /**
  * A known machine's script: its export's with its identity (`boots`), or why it cannot boot.
- * Undefined when its export's allow list leaves out `client`: that address learns nothing of it.
+ * Undefined when its export's allow list leaves out `client`: that address learns nothing of it,
+ * and changes nothing of it.
  */
 function machineScript(machine: MachineRow, client: string, exports: BootableExports, artifacts: BootArtifacts, endpoint: BootEndpoint): { text: string; exportName: string | null; boots: boolean } | undefined {
   const cannot = (exportName: string | null, reason: string) => ({ text: cannotBootScript(machine.name, reason), exportName, boots: false });

@@ -31,13 +31,13 @@ export interface MachineDataPlane {
 
 /**
  * The persistent machines' state exports, each for the address its current boot came from, while
- * the export the machine boots still admits that address.
+ * the machine has an export, not removed, whose allow list admits that address.
  */
 export function servedStates(db: Pick<Db, 'select'>, states: Pick<StateFiles, 'fdOf'>): ServedState[] {
   return db
     .select({ machine: machinesTable, exp: { id: exportsTable.id, allow: exportsTable.allow } })
     .from(machinesTable)
-    .innerJoin(exportsTable, eq(exportsTable.id, machinesTable.exportId))
+    .innerJoin(exportsTable, and(eq(exportsTable.id, machinesTable.exportId), isNull(exportsTable.removedAt)))
     .where(and(eq(machinesTable.persistent, true), isNotNull(machinesTable.address)))
     .all()
     .flatMap(({ machine, exp }) => {
