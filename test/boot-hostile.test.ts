@@ -162,8 +162,11 @@ describe('a dual-stack NBD port beside an IPv4 HTTP port', () => {
   it('sees one client: its script fetch and its NBD connection match, so it attaches, and its state is served to it', async () => {
     expect((await request(daemon, `/boot.ipxe?mac=${mac}`, '127.0.0.7')).status).toBe(200);
     expect(await attach(daemon, 'img', '127.0.0.7')).toBe('attached');
-    const machine = (await api(daemon, 'GET', `/machines/${mac}`)).json;
-    // The connection ended as nbdsh did: attached, then off.
+    // The connection ended as nbdsh did: attached, then off (once the daemon has seen it close).
+    const machine = await waitFor('the machine off', async () => {
+      const shown = (await api(daemon, 'GET', `/machines/${mac}`)).json;
+      return shown.stage === 'off' ? shown : undefined;
+    });
     expect(machine).toMatchObject({ address: '127.0.0.7', stage: 'off', stageDetail: "its root's NBD connection closed at stage attached, before the system reported up" });
     expect(Object.keys(machine.timeline)).toEqual(['script', 'attached', 'off']);
     expect(await attach(daemon, stateName, '127.0.0.7')).toBe('attached');
