@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { ConfigError, parseCommandLine, usage } from './config.js';
 import { startDaemon } from './daemon.js';
-import { createLogger } from './log.js';
+import { errorText, createLogger } from './log.js';
 import { version } from './version.js';
 
 function fail(message: string, exitCode: number): never {
@@ -45,7 +45,7 @@ log.info('nbdmux listening', {
  * client, and every NBD connection being started, is still served.
  */
 function keepServingAfterBugs(): void {
-  const report = (msg: string) => (err: unknown) => log.error(msg, { error: (err as Error | undefined)?.stack ?? String(err) });
+  const report = (msg: string) => (err: unknown) => log.error(msg, { error: errorText(err) });
   process.on('uncaughtException', report('uncaught error; nbdmux keeps serving'));
   process.on('unhandledRejection', report('unhandled promise rejection; nbdmux keeps serving'));
 }

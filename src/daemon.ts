@@ -19,7 +19,7 @@ import { MachineBoots } from './machines/boots.js';
 import { MachineRegistry, servedStates } from './machines/registry.js';
 import { StateFiles } from './machines/state-files.js';
 import { defaultMinRate, Importer } from './images/importer.js';
-import type { Logger } from './log.js';
+import { errorText, type Logger } from './log.js';
 import { Metrics } from './metrics.js';
 import { Retention } from './retention.js';
 import { replayCap } from './router/events.js';
@@ -175,7 +175,7 @@ function makePrivate(file: string, log: Logger): void {
     // Removed meanwhile (a cow diff whose connection ended), or owned by someone else: serving
     // still works, so say what to fix rather than refuse to start.
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    log.warn('cannot make a data dir entry private: other local users may read it; chmod go= it', { file, error: (err as Error).stack ?? String(err) });
+    log.warn('cannot make a data dir entry private: other local users may read it; chmod go= it', { file, error: errorText(err) });
   }
 }
 

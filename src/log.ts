@@ -12,3 +12,8 @@ export function createLogger(minimum: LogLevel, write: (line: string) => void = 
   };
   return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
 }
+
+/** What a log line says of a failure: its stack where it has one, else what it is. */
+export function errorText(err: unknown): string {
+  return (err instanceof Error ? err.stack : undefined) ?? String(err);
+}

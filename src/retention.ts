@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { asc, desc, inArray, lt, lte } from 'drizzle-orm';
 import type { Db } from './db/open.js';
 import { connectionsTable, eventsTable } from './db/schema.js';
-import type { Logger } from './log.js';
+import { errorText, type Logger } from './log.js';
 
 /** Rows deleted per step: about a millisecond of work, so requests wait at most that long for one. */
 export const pruneBatchRows = 500;
@@ -73,7 +73,7 @@ export class Retention {
       .then((deleted) => {
         if (deleted.events + deleted.connections > 0) this.options.log.info('pruned history older than --retain-days', { ...deleted, ms: Date.now() - started });
       })
-      .catch((err: unknown) => this.options.log.warn('cannot prune history; it is tried again in an hour', { error: (err as Error).stack ?? String(err) }))
+      .catch((err: unknown) => this.options.log.warn('cannot prune history; it is tried again in an hour', { error: errorText(err) }))
       .finally(() => {
         this.pass = null;
       });

@@ -4,7 +4,7 @@ import { and, eq, isNull } from 'drizzle-orm';
 import type { Db } from '../db/open.js';
 import { exportsTable, exportVersionsTable } from '../db/schema.js';
 import { fileIdentityOf } from '../rules/file-identity.js';
-import type { Logger } from '../log.js';
+import { errorText, type Logger } from '../log.js';
 import { cleanText } from '../untrusted-text.js';
 import { fileEtag, type BootArtifacts, type BootExport, type BootFile, type BootInfo } from './artifacts.js';
 import { ChildQueue } from '../bounded-child.js';
@@ -129,7 +129,7 @@ export class ImageBootArtifacts implements BootArtifacts {
       clearTimeout(pending.timer);
       this.settling.delete(versionId);
     }
-    this.cache.forget(exportId).catch((err: Error) => this.log.warn('cannot remove the boot files of a removed export', { exportId, error: err.stack ?? String(err) }));
+    this.cache.forget(exportId).catch((err: Error) => this.log.warn('cannot remove the boot files of a removed export', { exportId, error: errorText(err) }));
   }
 
   /**
@@ -227,7 +227,7 @@ export class ImageBootArtifacts implements BootArtifacts {
         this.inspected.set(versionId, { exportId, identity, inspection });
         this.log.info('image inspected for booting', { exportId, versionId, ready: inspection.ready, kernel: inspection.kernel, reason: inspection.reason, ms: Date.now() - started });
       })
-      .catch((err: Error) => this.log.warn('cannot inspect an image for booting: it cannot boot until a later look inspects it again', { exportId, versionId, error: err.stack ?? String(err) }))
+      .catch((err: Error) => this.log.warn('cannot inspect an image for booting: it cannot boot until a later look inspects it again', { exportId, versionId, error: errorText(err) }))
       .finally(() => this.inspecting.delete(versionId));
     this.inspecting.set(versionId, job);
   }

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
-import type { Logger } from '../log.js';
+import { errorText, type Logger } from '../log.js';
 
 /**
  * Less free space than this counts as full: a SQLite commit or a config rewrite is about to
@@ -54,7 +54,7 @@ export class DataDirSpace extends EventEmitter<{ writable: [{ fullSince: string 
     this.full = { since: new Date().toISOString(), writableAtBytes: this.freeBytes() + marginBytes };
     this.log.error('data dir full: events and connection records are not written and changes are refused until space is freed', {
       dataDir: this.dataDir,
-      error: cause instanceof Error ? (cause.stack ?? String(cause)) : String(cause),
+      error: errorText(cause),
     });
     this.recheck = setInterval(() => this.check(), recheckMs).unref();
   }

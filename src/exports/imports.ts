@@ -7,7 +7,7 @@ import type { Importer } from '../images/importer.js';
 import type { ImportedImage } from '../images/pipeline.js';
 import type { ImportProgress } from '../images/progress.js';
 import { ImportError } from '../images/import-error.js';
-import type { Logger } from '../log.js';
+import { errorText, type Logger } from '../log.js';
 import { cleanText } from '../untrusted-text.js';
 
 /** An import as the control plane shows it: where it is, or why it failed. */
@@ -96,7 +96,7 @@ export class VersionImports {
   /** Marks the version failed (once) and says why, as `import.cancelled` or `import.failed`. */
   fail(name: string, version: VersionRow, err: unknown, reason?: 'interrupted'): void {
     const failure = err instanceof ImportError ? err : new ImportError('io', `the import failed: ${(err as Error).message}`);
-    if (!(err instanceof ImportError)) this.log.error('import failed', { export: name, error: (err as Error).stack ?? String(err) });
+    if (!(err instanceof ImportError)) this.log.error('import failed', { export: name, error: errorText(err) });
     // It can quote the server (its status line) and the image (a qcow2's backing file name, qemu-img's words on it).
     const error = cleanText(failure.message);
     const changed = this.db

@@ -8,7 +8,7 @@ import type { EventLog } from '../events/event-log.js';
 import type { Actor } from '../model/event-map.js';
 import { ImportError, type Importer } from '../images/importer.js';
 import type { ImportedImage } from '../images/pipeline.js';
-import type { Logger } from '../log.js';
+import { errorText, type Logger } from '../log.js';
 import type { ConnectionTable, ServedExport } from '../supervisor/index.js';
 import { pinImage, type PinnedImage } from './image-file.js';
 import { VersionImports, type ImportView } from './imports.js';
@@ -187,7 +187,7 @@ export class ExportRegistry {
       const deleted = collectGarbage(this.db, this.options.keepVersions, this.dataPlane.connections.countByVersion());
       if (deleted.length > 0) this.options.log.info('deleted imported images no version needs', { files: deleted });
     } catch (err) {
-      this.options.log.warn('cannot delete unneeded imported images; they stay until the next try', { error: (err as Error).stack ?? String(err) });
+      this.options.log.warn('cannot delete unneeded imported images; they stay until the next try', { error: errorText(err) });
     }
   }
 

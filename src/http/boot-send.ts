@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import type http from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { sendJsonError } from './reply.js';
-import type { Logger } from '../log.js';
+import { errorText, type Logger } from '../log.js';
 import type { BootFile } from '../boot/artifacts.js';
 
 /** True when the client already holds the entity tagged `etag` (If-None-Match, weak comparison). */
@@ -57,7 +57,7 @@ export async function sendFile(req: http.IncomingMessage, res: http.ServerRespon
     await pipeline(handle.createReadStream({ start: 0, end: file.size - 1, autoClose: false }), res);
   } catch (err) {
     // A machine that stops reading (reset, reboot) ends its download; nothing else is affected.
-    if ((err as NodeJS.ErrnoException).code !== 'ERR_STREAM_PREMATURE_CLOSE') log.warn('boot file not sent whole', { path: pathname, error: (err as Error).stack ?? String(err) });
+    if ((err as NodeJS.ErrnoException).code !== 'ERR_STREAM_PREMATURE_CLOSE') log.warn('boot file not sent whole', { path: pathname, error: errorText(err) });
     res.destroy();
   } finally {
     await handle.close();

@@ -2,7 +2,7 @@ import type http from 'node:http';
 import { getTRPCErrorFromUnknown } from '@trpc/server';
 import { getHTTPStatusCodeFromError } from '@trpc/server/http';
 import { badInput, describeError } from '../errors.js';
-import type { Logger } from '../log.js';
+import { errorText, type Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { contentType, readJsonBody } from './body.js';
 import type { CreateContext } from '../router/context.js';
@@ -49,7 +49,7 @@ export async function handleRest(
   } catch (cause) {
     const error = getTRPCErrorFromUnknown(cause);
     const failure = error.cause ?? error;
-    if (error.code === 'INTERNAL_SERVER_ERROR') log.error('request failed', { method, path: url.pathname, error: failure.stack ?? String(failure) });
+    if (error.code === 'INTERNAL_SERVER_ERROR') log.error('request failed', { method, path: url.pathname, error: errorText(failure) });
     reply = { status: getHTTPStatusCodeFromError(error), json: { error: describeError(error) } };
     if (reply.status === 413 || reply.status === 415) {
       // A body we refused must not be parsed as the next request; reading it to the end (and

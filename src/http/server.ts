@@ -13,7 +13,7 @@ import { httpConnectionLimit, limitConnections } from './connection-limits.js';
 import { answerExpectContinue } from './expect-continue.js';
 import { screenRequest } from './request-screen.js';
 import { sendJsonError } from './reply.js';
-import type { Logger } from '../log.js';
+import { errorText, type Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { maxBodyBytes } from './body.js';
 import { handleRest } from './rest.js';
@@ -90,7 +90,7 @@ export async function startHttpServer(options: {
       // A refusal thrown on the way (a body too large, cut off by the timeout) keeps its status; anything else is ours.
       const error = getTRPCErrorFromUnknown(cause);
       if (error.code !== 'INTERNAL_SERVER_ERROR') return sendJsonError(res, url.pathname, getHTTPStatusCodeFromError(error), error.code, error.message);
-      log.error('request failed', { method, path: url.pathname, error: (cause as Error).stack ?? String(cause) });
+      log.error('request failed', { method, path: url.pathname, error: errorText(cause) });
       sendJsonError(res, url.pathname, 500, 'INTERNAL_SERVER_ERROR', 'internal error; the daemon log has the details');
     }
   });
@@ -107,7 +107,7 @@ export async function startHttpServer(options: {
     server.listen({ port, host: bind }, () => resolve());
   });
   // Once listening, a failed accept (EMFILE, ENFILE) is an 'error' event: without this listener it would end the process.
-  server.on('error', (err) => log.warn('cannot accept an HTTP connection', { error: err.stack ?? String(err) }));
+  server.on('error', (err) => log.warn('cannot accept an HTTP connection', { error: errorText(err) }));
 
   return {
     address: server.address() as net.AddressInfo,

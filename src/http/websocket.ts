@@ -6,7 +6,7 @@ import type { AuthGate } from '../auth/gate.js';
 import type { AllowedHosts } from './allowed-hosts.js';
 import { screenRequest } from './request-screen.js';
 import { tryAgainLater, WebSocketCaps, type WebSocketLimits } from './websocket-limits.js';
-import type { Logger } from '../log.js';
+import { errorText, type Logger } from '../log.js';
 import { maxBodyBytes } from './body.js';
 import { adapterOptions, type CreateContext } from '../router/context.js';
 import { clientAddressOf } from '../rules/client-address.js';
@@ -58,11 +58,11 @@ export function attachWebSocket(
   };
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     // Node hands an upgrading socket over with no 'error' listener: a client resetting it while we answer would end the process.
-    socket.on('error', (err) => log.debug('WebSocket upgrade socket failed', { error: err.stack ?? String(err) }));
+    socket.on('error', (err) => log.debug('WebSocket upgrade socket failed', { error: errorText(err) }));
     try {
       upgrade(req, socket, head);
     } catch (err) {
-      log.error('WebSocket upgrade failed', { path: req.url, error: (err as Error).stack ?? String(err) });
+      log.error('WebSocket upgrade failed', { path: req.url, error: errorText(err) });
       refuse(socket, 500, 'internal error; the daemon log has the details');
     }
   });

@@ -1,4 +1,4 @@
-import type { Logger } from '../log.js';
+import { errorText, type Logger } from '../log.js';
 import { cancelled, ImportError } from './import-error.js';
 import type { MinRate } from './min-rate.js';
 import { runImport, type ImportedImage, type ImportJob } from './pipeline.js';
@@ -104,7 +104,7 @@ export class Importer {
     } catch (err) {
       const failure = err as ImportError;
       // Only an unforeseen error is nbdmux's own problem; the others are the source's, said in the message.
-      if (failure.reason === 'io') log.error('import failed', { key: job.key, url: job.url, error: (failure.cause as Error | undefined)?.stack ?? String(failure.cause) });
+      if (failure.reason === 'io') log.error('import failed', { key: job.key, url: job.url, error: errorText(failure.cause) });
       else log.warn('import failed', { key: job.key, url: job.url, reason: failure.reason, message: failure.message });
       reject(failure);
     }

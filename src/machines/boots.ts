@@ -5,7 +5,7 @@ import { discoveredMachinesTable, exportsTable, machinesTable, type EventRow, ty
 import type { EventLog } from '../events/event-log.js';
 import { machineStages, type MachineStage } from '../model/event-map.js';
 import type { SummarisedEvents } from '../events/summarised-events.js';
-import type { Logger } from '../log.js';
+import { errorText, type Logger } from '../log.js';
 import type { MachineRegistry } from './registry.js';
 
 /** What a machine's boot reports itself (the initramfs, then the booted system). */
@@ -44,7 +44,7 @@ export class MachineBoots {
       try {
         this.observe(event);
       } catch (err) {
-        log.warn('a machine stage was not recorded', { event: event.type, error: (err as Error).stack ?? String(err) });
+        log.warn('a machine stage was not recorded', { event: event.type, error: errorText(err) });
       }
     });
   }

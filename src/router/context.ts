@@ -1,7 +1,7 @@
 import type http from 'node:http';
 import type { TRPCError } from '@trpc/server';
 import type { Caller } from '../auth/caller.js';
-import type { Logger } from '../log.js';
+import { errorText, type Logger } from '../log.js';
 import { appRouter } from './index.js';
 import type { Context, Services } from './trpc.js';
 
@@ -22,7 +22,7 @@ export function adapterOptions(createContext: CreateContext, log: Logger) {
     createContext,
     onError: ({ error, path }: { error: TRPCError; path: string | undefined }) => {
       const cause = error.cause ?? error;
-      if (error.code === 'INTERNAL_SERVER_ERROR') log.error('procedure failed', { path, error: cause.stack ?? String(cause) });
+      if (error.code === 'INTERNAL_SERVER_ERROR') log.error('procedure failed', { path, error: errorText(cause) });
     },
   };
 }

@@ -6,7 +6,7 @@ import type { Db } from '../db/open.js';
 import type { EventLog } from '../events/event-log.js';
 import { RefusalSummary } from '../events/refusal-summary.js';
 import { AllowList } from '../rules/allow-list.js';
-import type { Logger } from '../log.js';
+import { errorText, type Logger } from '../log.js';
 import { refusalOf } from './admission.js';
 import { ConnectionStore } from './connection-store.js';
 import { ConnectionTable } from './connections.js';
@@ -249,7 +249,7 @@ export class Supervisor {
    * until a descriptor frees up, and never gets here for it.)
    */
   private acceptFailed(err: NodeJS.ErrnoException): void {
-    this.options.log.warn('cannot accept an NBD connection', { error: err.stack ?? String(err) });
+    this.options.log.warn('cannot accept an NBD connection', { error: errorText(err) });
     this.recordRefusal(null, 'unknown', 0, `cannot accept the connection: ${describeShortage(err) ?? err.message}`);
   }
 

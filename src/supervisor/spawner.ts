@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { Logger } from '../log.js';
+import { errorText, type Logger } from '../log.js';
 import type { ClientConfig } from './config-variants.js';
 import { classifyClose, noExportChosen } from './close-classification.js';
 import { hasChosen, type ConnectionTable } from './connections.js';
@@ -145,7 +145,7 @@ export class Spawner {
     closeSocket(socket);
     child.unref();
     // A started child can still emit 'error' (a failed signal, say); unheard, it would end the daemon.
-    child.on('error', (err) => log.warn('nbd-server process error', { connection: conn.id, pid: child.pid, error: err.stack ?? String(err) }));
+    child.on('error', (err) => log.warn('nbd-server process error', { connection: conn.id, pid: child.pid, error: errorText(err) }));
 
     let stderr = '';
     child.stderr!.on('data', (chunk: Buffer) => {
@@ -191,7 +191,7 @@ export class Spawner {
   /** nbd-server is not at fault, so its health stays as it was; the connection's record and the log say why. */
   private refuseUnstarted(accepted: Accepted, reason: string, err: Error, release: () => void): void {
     this.closeUnstarted(accepted, reason, release);
-    this.options.log.warn('cannot start nbd-server for a client', { connection: accepted.conn.id, client: accepted.conn.clientAddress, error: err.stack ?? String(err) });
+    this.options.log.warn('cannot start nbd-server for a client', { connection: accepted.conn.id, client: accepted.conn.clientAddress, error: errorText(err) });
   }
 
   /** One client refused, whatever the cause: a failed start never takes the daemon down. */
