@@ -1,6 +1,6 @@
 import fs, { closeSync } from 'node:fs';
-import { and, asc, desc, eq, inArray, isNull, isNotNull, or } from 'drizzle-orm';
-import type { BootArtifacts, BootInfo } from '../boot/artifacts.js';
+import { and, asc, eq, inArray, isNull, isNotNull, or } from 'drizzle-orm';
+import type { BootArtifacts } from '../boot/artifacts.js';
 import type { Db } from '../db/open.js';
 import { exportsTable, exportVersionsTable, type ExportRow, type VersionRow } from '../db/schema.js';
 import { badInput, conflict, notFound } from '../errors.js';
@@ -9,33 +9,15 @@ import type { Actor } from '../model/event-map.js';
 import { ImportError, type Importer } from '../images/importer.js';
 import type { ImportedImage } from '../images/pipeline.js';
 import { errorText, type Logger } from '../log.js';
-import type { ConnectionTable, ServedExport } from '../supervisor/index.js';
 import { pinImage, type PinnedImage } from './image-file.js';
-import { VersionImports, type ImportView } from './imports.js';
+import { VersionImports } from './imports.js';
 import { refuseSecondWriter } from './one-writer.js';
 import { sourceOf, type CreateExportInput, type DeleteExportInput, type RollbackInput, type UpdateExportInput } from './inputs.js';
-import { openPinned, type FileChange, type PinnedFiles } from './pinned-files.js';
+import { openPinned, type PinnedFiles } from './pinned-files.js';
+import { servedExports, type DataPlane } from './served.js';
 import { configSafePathPattern } from '../rules/names.js';
+import { exportView, type ExportView } from './views.js';
 import { collectGarbage, insertImportingVersion, insertVersion, rollbackTarget, versionById, versionsOf, type Tx, type VersionView } from './versions.js';
-
-/** `importing`: its first version is not ready yet, and no client can attach it; `failed`: that import failed. */
-export type ExportState = 'importing' | 'failed' | 'serving' | 'draining';
-
-/** An export as the control plane shows it: its settings, and its current version's image. */
-export type ExportView = Omit<ExportRow, 'removedAt' | 'currentVersionId'> &
-  Pick<VersionRow, 'file' | 'size' | 'sha256'> & {
-    removedAt: string | null;
-    /** The current version's number. */
-    version: number | null;
-    state: ExportState;
-    connections: number;
-    /** Null while `file` still leads to the file judged at registration. */
-    fileChange: FileChange | null;
-    /** The newest version's import, while it runs or once it failed; null when the newest version is ready. */
-    import: ImportView | null;
-    /** Whether a machine can boot its current version from nbdmux (GET /boot/{name}.ipxe), and with what. */
-    boot: BootInfo;
-  };
 
 export interface RemovalResult {
   name: string;
@@ -43,37 +25,6 @@ export interface RemovalResult {
   killed: number;
   /** Live connections left to finish on their own. */
   draining: number;
-}
-
-/** What the registry needs from the data plane. */
-export interface DataPlane {
-  applyExports(exports: readonly ServedExport[]): void;
-  /** Where copy-on-write diffs go: nbd-server's config must be able to name it. */
-  readonly cowDir: string;
-  readonly connections: Pick<ConnectionTable, 'countByExport' | 'countByVersion' | 'kill'>;
-}
-
-/** The exports every new NBD connection may choose from: their current versions whose pinned file is held open. */
-export function servedExports(db: Pick<Db, 'select'>, fdOf: PinnedFiles['fdOf']): ServedExport[] {
-  return db
-    .select({
-      id: exportsTable.id,
-      versionId: exportVersionsTable.id,
-      name: exportsTable.name,
-      file: exportVersionsTable.file,
-      readonly: exportsTable.readonly,
-      cow: exportsTable.cow,
-      allow: exportsTable.allow,
-    })
-    .from(exportsTable)
-    .innerJoin(exportVersionsTable, eq(exportVersionsTable.id, exportsTable.currentVersionId))
-    .where(isNull(exportsTable.removedAt))
-    .orderBy(asc(exportsTable.name))
-    .all()
-    .flatMap(({ file, ...row }) => {
-      const fd = fdOf(row.versionId);
-      return fd === undefined || file === null ? [] : [{ ...row, file, fd }];
-    });
 }
 
 /**
@@ -103,11 +54,11 @@ export class ExportRegistry {
       .where(or(isNull(exportsTable.removedAt), inArray(exportsTable.id, [...counts.keys()])))
       .orderBy(asc(exportsTable.name), asc(exportsTable.id))
       .all();
-    return rows.map((row) => this.toView(row, counts));
+    return rows.map((row) => this.view(row, counts));
   }
 
   get(name: string): ExportView {
-    return this.toView(this.serving(name), this.dataPlane.connections.countByExport());
+    return this.view(this.serving(name), this.dataPlane.connections.countByExport());
   }
 
   async create(input: CreateExportInput, actor: Actor): Promise<ExportView> {
@@ -130,7 +81,7 @@ export class ExportRegistry {
       }),
     );
     this.events.record('export.created', row.name, { id: row.id, file: image.realPath, readonly: row.readonly, cow: row.cow, allow: row.allow, cmdline: row.cmdline, size: image.size, ...actor });
-    return this.toView(row, new Map());
+    return this.view(row, new Map());
   }
 
   /**
@@ -332,22 +283,8 @@ export class ExportRegistry {
       .get();
   }
 
-  private toView({ currentVersionId, ...row }: ExportRow, counts: ReadonlyMap<number, number>): ExportView {
-    const current = versionById(this.db, currentVersionId);
-    const newest = this.db.select().from(exportVersionsTable).where(eq(exportVersionsTable.exportId, row.id)).orderBy(desc(exportVersionsTable.version)).limit(1).get();
-    const importing = newest && (newest.state === 'importing' || newest.state === 'failed') && newest.id !== currentVersionId ? newest : undefined;
-    return {
-      ...row,
-      file: current?.file ?? null,
-      size: current?.size ?? null,
-      sha256: current?.sha256 ?? null,
-      version: current?.version ?? null,
-      state: row.removedAt !== null ? 'draining' : current ? 'serving' : importing?.state === 'importing' ? 'importing' : 'failed',
-      connections: counts.get(row.id) ?? 0,
-      fileChange: row.removedAt === null && currentVersionId !== null ? this.pins.changeOf(currentVersionId) : null,
-      import: importing ? this.imports.viewOf(importing) : null,
-      boot: this.options.boot.bootInfo(row),
-    };
+  private view(row: ExportRow, counts: ReadonlyMap<number, number>): ExportView {
+    return exportView(row, counts, { db: this.db, pins: this.pins, imports: this.imports, boot: this.options.boot });
   }
 
   private refuseTakenName(name: string): void {
