@@ -22,7 +22,7 @@ export default tseslint.config(
   },
   {
     // Tests read the daemon's JSON replies as `any` on purpose: the assertions are what check them.
-    files: ['test/**/*.ts', 'bench/**/*.ts'],
+    files: ['test/**/*.ts', 'bench/**/*.ts', 'testkit/**/*.ts'],
     rules: {
       '@typescript-eslint/no-explicit-any': 'off',
       '@typescript-eslint/no-unsafe-member-access': 'off',

@@ -1,8 +1,8 @@
 import { ratio, row, seconds, type BenchOptions, type BenchResult } from './lib/measure.js';
 import { startNbdmux } from './lib/servers.js';
-import { api } from '../test/helpers/daemon.js';
-import { makeImage } from '../test/helpers/nbd.js';
-import { httpRequest } from '../test/helpers/raw-http.js';
+import { api } from '../testkit/daemon.js';
+import { makeImage } from '../testkit/nbd.js';
+import { httpRequest } from '../testkit/raw-http.js';
 
 /**
  * What a flood of unauthenticated boot requests for a name that does not exist costs everyone

@@ -5,7 +5,7 @@ import { readBootTrace, type BootTrace } from './lib/boot-trace.js';
 import { alternate, ratio, row, seconds, type BenchOptions, type BenchResult, type Ratio, type Row } from './lib/measure.js';
 import { connectNbd } from './lib/nbd-client.js';
 import { startAll, startBareNbdServer, startNbdkit, startNbdmux, stopAll, type Nbdmux, type Server } from './lib/servers.js';
-import { api } from '../test/helpers/daemon.js';
+import { api } from '../testkit/daemon.js';
 
 const traceFile = fileURLToPath(new URL('../../bench/traces/debian12-boot.trace.gz', import.meta.url));
 const variants = ['nbdmux', 'bare', 'nbdkit'] as const;

@@ -2,8 +2,8 @@ import fs from 'node:fs';
 import { alternate, ratio, row, seconds, settledCpu, type BenchOptions, type BenchResult } from './lib/measure.js';
 import { connectNbd } from './lib/nbd-client.js';
 import { startAll, startBareNbdServer, startNbdmux, stopAll } from './lib/servers.js';
-import { api } from '../test/helpers/daemon.js';
-import { makeImage } from '../test/helpers/nbd.js';
+import { api } from '../testkit/daemon.js';
+import { makeImage } from '../testkit/nbd.js';
 
 const variants = ['fast', 'plain', 'bare'] as const;
 type Variant = (typeof variants)[number];

@@ -1,9 +1,9 @@
 import { alternate, ratio, row, seconds, type BenchOptions, type BenchResult } from './lib/measure.js';
 import { connectNbd, type NbdConnection } from './lib/nbd-client.js';
 import { startAll, startNbdmux, stopAll } from './lib/servers.js';
-import { api } from '../test/helpers/daemon.js';
-import { makeImage } from '../test/helpers/nbd.js';
-import { liveChildren, rssBytes } from '../test/helpers/proc.js';
+import { api } from '../testkit/daemon.js';
+import { makeImage } from '../testkit/nbd.js';
+import { liveChildren, rssBytes } from '../testkit/proc.js';
 
 /**
  * GET /exports latency and the daemon's memory with many exports and live connections, against

@@ -1,8 +1,8 @@
 import { createNbdmuxClient } from '../src/client.js';
 import { alternate, ratio, row, seconds, type BenchOptions, type BenchResult } from './lib/measure.js';
 import { startNbdmux } from './lib/servers.js';
-import { api } from '../test/helpers/daemon.js';
-import { makeImage } from '../test/helpers/nbd.js';
+import { api } from '../testkit/daemon.js';
+import { makeImage } from '../testkit/nbd.js';
 
 const goalMs = 50;
 

@@ -1,10 +1,10 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { waitFor } from '../test/helpers/daemon.js';
-import { testImporter } from '../test/helpers/image-fixtures.js';
-import { freePort } from '../test/helpers/ports.js';
-import { runOrThrow, startProcess } from '../test/helpers/process.js';
+import { waitFor } from '../testkit/daemon.js';
+import { testImporter } from '../testkit/image-fixtures.js';
+import { freePort } from '../testkit/ports.js';
+import { runOrThrow, startProcess } from '../testkit/process.js';
 import { alternate, ratio, row, type BenchOptions, type BenchResult, type Ratio, type Row } from './lib/measure.js';
 
 /**

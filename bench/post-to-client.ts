@@ -1,9 +1,9 @@
 import { alternate, ratio, row, seconds, type BenchOptions, type BenchResult, type Ratio, type Row } from './lib/measure.js';
 import { connectNbd } from './lib/nbd-client.js';
 import { startAll, startBareNbdServer, startNbdmux, stopAll } from './lib/servers.js';
-import { api } from '../test/helpers/daemon.js';
-import { makeImage } from '../test/helpers/nbd.js';
-import { runOrThrow } from '../test/helpers/process.js';
+import { api } from '../testkit/daemon.js';
+import { makeImage } from '../testkit/nbd.js';
+import { runOrThrow } from '../testkit/process.js';
 
 /**
  * From POST /exports to the first client served by the new export, with N exports already

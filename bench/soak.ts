@@ -5,9 +5,9 @@ import { judgeGrowth, type Growth, type GrowthLimit, type Series } from './lib/g
 import { row, type BenchOptions, type BenchResult } from './lib/measure.js';
 import { connectNbd, type NbdConnection } from './lib/nbd-client.js';
 import { startNbdmux, type Nbdmux } from './lib/servers.js';
-import { api } from '../test/helpers/daemon.js';
-import { makeImage } from '../test/helpers/nbd.js';
-import { rssBytes, servingPids } from '../test/helpers/proc.js';
+import { api } from '../testkit/daemon.js';
+import { makeImage } from '../testkit/nbd.js';
+import { rssBytes, servingPids } from '../testkit/proc.js';
 
 /** BENCH_SOAK_SECONDS overrides both. */
 const defaultSeconds = 600;

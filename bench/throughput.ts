@@ -1,8 +1,8 @@
 import { alternate, ratio, row, type BenchOptions, type BenchResult } from './lib/measure.js';
 import { startAll, startBareNbdServer, startNbdmux, stopAll } from './lib/servers.js';
-import { api } from '../test/helpers/daemon.js';
-import { makeImage } from '../test/helpers/nbd.js';
-import { debianPythonEnv, runOrThrow } from '../test/helpers/process.js';
+import { api } from '../testkit/daemon.js';
+import { makeImage } from '../testkit/nbd.js';
+import { debianPythonEnv, runOrThrow } from '../testkit/process.js';
 
 /**
  * Reads the whole image with libnbd (256 KiB requests, 16 in flight) after the handshake, so

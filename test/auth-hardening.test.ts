@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { defaultThrottleLimits } from '../src/auth/throttle.js';
 import { attemptLogin, logIn } from './helpers/auth.js';
-import { killEverything, startDaemon, type RunningDaemon } from './helpers/daemon.js';
+import { killEverything, startDaemon, type RunningDaemon } from '../testkit/daemon.js';
 
 const password = 'correct horse battery staple';
 

@@ -6,9 +6,9 @@ import { SessionTokens } from '../src/auth/tokens.js';
 import { appRouter } from '../src/router/index.js';
 import { launchBrowser } from './helpers/browser.js';
 import { attemptLogin, logIn } from './helpers/auth.js';
-import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
-import { listExports, makeImage, readExport, sha256 } from './helpers/nbd.js';
-import { run } from './helpers/process.js';
+import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from '../testkit/daemon.js';
+import { listExports, makeImage, readExport, sha256 } from '../testkit/nbd.js';
+import { run } from '../testkit/process.js';
 import { skipWithout } from './helpers/tools.js';
 
 const password = 'correct horse battery staple';

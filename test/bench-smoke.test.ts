@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { run } from './helpers/process.js';
+import { run } from '../testkit/process.js';
 
 const bench = fileURLToPath(new URL('../dist/bench/index.js', import.meta.url));
 

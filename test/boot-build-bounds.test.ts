@@ -4,9 +4,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
 import { fakeBootImage, fakeKernelVersion, fakeKit } from './helpers/fake-kit.js';
-import { allPids, cmdline, parentPid } from './helpers/proc.js';
+import { allPids, cmdline, parentPid } from '../testkit/proc.js';
 import { isRoot, mountTmpfs, unmountTmpfs } from './helpers/tmpfs.js';
 
 /**

@@ -1,10 +1,10 @@
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNbdmuxClient } from '../src/client.js';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
 import { fakeKit } from './helpers/fake-kit.js';
-import { listExports, makeImage, nbdsh } from './helpers/nbd.js';
-import { httpRequest } from './helpers/raw-http.js';
+import { listExports, makeImage, nbdsh } from '../testkit/nbd.js';
+import { httpRequest } from '../testkit/raw-http.js';
 import { startRelay } from './helpers/relay.js';
 
 /**

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, expect, it } from 'vitest';
 import type { Logger } from '../src/log.js';
-import { api, killEverything, startDaemon, tempDir } from './helpers/daemon.js';
+import { api, killEverything, startDaemon, tempDir } from '../testkit/daemon.js';
 import { makeDebianDisk } from './helpers/images.js';
 import { bootGuest, debianImage, guestNbdAddress, rambootKit } from './helpers/qemu.js';
 import { skipWithout } from './helpers/tools.js';

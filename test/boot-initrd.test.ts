@@ -7,10 +7,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BootFilesCache as BootFilesCacheType, Kit } from '../src/initrd/index.js';
 import type { BootInspection } from '../src/inspect/index.js';
 import type { Logger } from '../src/log.js';
-import { tempDir } from './helpers/daemon.js';
+import { tempDir } from '../testkit/daemon.js';
 import { makeDebianDisk, makeExt4, writeTree, type TreeEntry } from './helpers/images.js';
 import { debianImage } from './helpers/qemu.js';
-import { sha256 } from './helpers/nbd.js';
+import { sha256 } from '../testkit/nbd.js';
 
 // The built modules: the build runs dist/src/initrd/worker.js in a child, as the daemon does.
 type InitrdModule = typeof import('../src/initrd/index.js');

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { tempDir } from './helpers/daemon.js';
+import { tempDir } from '../testkit/daemon.js';
 import { makeDebianDisk, makeExt4, makeGptDisk, makeVfat, writeTree, type TreeEntry } from './helpers/images.js';
 import { debianImage } from './helpers/qemu.js';
 

@@ -9,7 +9,7 @@ import { compareKernelVersions, newestKernelVersion } from '../src/inspect/kerne
 import { loadOrder, parseModulesBuiltin, parseModulesDep, unsafeModulePath } from '../src/inspect/modules-dep.js';
 import { osNameOf } from '../src/inspect/os-release.js';
 import { chooseRoot, readPartitionTable } from '../src/inspect/partitions.js';
-import { tempDir } from './helpers/daemon.js';
+import { tempDir } from '../testkit/daemon.js';
 import { makeExt4, makeGptDisk, makeMbrDisk, makeVfat, writeTree } from './helpers/images.js';
 
 const MiB = 1024 * 1024;

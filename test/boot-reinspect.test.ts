@@ -1,9 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
 import { fakeBootImage, fakeKernelVersion, fakeKit } from './helpers/fake-kit.js';
-import { startNbdshSession } from './helpers/nbd.js';
+import { startNbdshSession } from '../testkit/nbd.js';
 
 const MiB = 1024 * 1024;
 

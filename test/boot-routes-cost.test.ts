@@ -9,9 +9,9 @@ import { AllowList } from '../src/rules/allow-list.js';
 import { BootableExports } from '../src/exports/bootable.js';
 import { createLogger } from '../src/log.js';
 import { testControlPlane, type TestControlPlane } from './helpers/context.js';
-import { tempDir } from './helpers/daemon.js';
-import { makeImage } from './helpers/nbd.js';
-import { httpRequest } from './helpers/raw-http.js';
+import { tempDir } from '../testkit/daemon.js';
+import { makeImage } from '../testkit/nbd.js';
+import { httpRequest } from '../testkit/raw-http.js';
 
 /**
  * What one open boot request reads, whatever the number of exports: the boot routes as the

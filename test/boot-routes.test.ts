@@ -5,10 +5,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNbdmuxClient } from '../src/client.js';
-import { killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
+import { killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
 import { fakeKit } from './helpers/fake-kit.js';
-import { makeImage } from './helpers/nbd.js';
-import { runText } from './helpers/process.js';
+import { makeImage } from '../testkit/nbd.js';
+import { runText } from '../testkit/process.js';
 
 const operatorCli = fileURLToPath(new URL('../dist/src/operator-cli/main.js', import.meta.url));
 

@@ -3,10 +3,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, untilListening } from './helpers/daemon.js';
-import { makeImage, readExport } from './helpers/nbd.js';
-import { occupyPort } from './helpers/ports.js';
-import { run, runText, type TextResult } from './helpers/process.js';
+import { api, killEverything, startDaemon, tempDir, untilListening } from '../testkit/daemon.js';
+import { makeImage, readExport } from '../testkit/nbd.js';
+import { occupyPort } from '../testkit/ports.js';
+import { run, runText, type TextResult } from '../testkit/process.js';
 
 const cli = fileURLToPath(new URL('../dist/src/cli.js', import.meta.url));
 const { version } = JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };

@@ -1,7 +1,7 @@
 import { createHook } from 'node:async_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNbdmuxClient } from '../src/client.js';
-import { killEverything, startDaemon, waitFor, type RunningDaemon } from './helpers/daemon.js';
+import { killEverything, startDaemon, waitFor, type RunningDaemon } from '../testkit/daemon.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 

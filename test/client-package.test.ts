@@ -4,9 +4,9 @@ import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchBrowser } from './helpers/browser.js';
-import { killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
-import { makeImage } from './helpers/nbd.js';
-import { runText } from './helpers/process.js';
+import { killEverything, startDaemon, tempDir, type RunningDaemon } from '../testkit/daemon.js';
+import { makeImage } from '../testkit/nbd.js';
+import { runText } from '../testkit/process.js';
 import { skipWithout } from './helpers/tools.js';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));

@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
-import { makeImage, sha256 } from './helpers/nbd.js';
-import { run } from './helpers/process.js';
+import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from '../testkit/daemon.js';
+import { makeImage, sha256 } from '../testkit/nbd.js';
+import { run } from '../testkit/process.js';
 
 /**
  * Each nbd-server is handed the image descriptors its config names by position, and reads that

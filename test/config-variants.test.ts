@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigVariants } from '../src/supervisor/config-variants.js';
 import { exportsVisibleTo, renderNbdServerConfig, type ServedExport } from '../src/supervisor/nbd-config.js';
-import { tempDir } from './helpers/daemon.js';
+import { tempDir } from '../testkit/daemon.js';
 
 const cowDir = '/var/lib/nbdmux/cow';
 const exports: ServedExport[] = [

@@ -13,7 +13,7 @@ import { ConnectionStore } from '../src/supervisor/connection-store.js';
 import { ConnectionTable } from '../src/supervisor/connections.js';
 import { readStartTicks } from '../src/supervisor/proc.js';
 import { sendRate } from '../src/supervisor/sampler.js';
-import { tempDir } from './helpers/daemon.js';
+import { tempDir } from '../testkit/daemon.js';
 import { memoryDatabase } from './helpers/db.js';
 
 // The table and its store over a real database in memory, with real processes (`sleep`) standing

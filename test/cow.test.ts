@@ -3,8 +3,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { renderNbdServerConfig } from '../src/supervisor/nbd-config.js';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
-import { makeImage, nbdsh, readExport, sha256, startNbdshSession } from './helpers/nbd.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { makeImage, nbdsh, readExport, sha256, startNbdshSession } from '../testkit/nbd.js';
 import { trpcClient } from './helpers/trpc.js';
 
 const blockBytes = 64 * 1024;

@@ -3,8 +3,8 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
 import { placeholderSection } from '../src/supervisor/nbd-config.js';
-import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
-import { listExports, makeImage, readExport, sha256 } from './helpers/nbd.js';
+import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from '../testkit/daemon.js';
+import { listExports, makeImage, readExport, sha256 } from '../testkit/nbd.js';
 
 const mutationsPerRound = 100;
 /** The daemon is SIGKILLed once this many of a round's mutations have been answered: early, midway, late. */

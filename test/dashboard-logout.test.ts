@@ -1,6 +1,6 @@
 import { expect, it } from 'vitest';
 import { launchBrowser } from './helpers/browser.js';
-import { killEverything, startDaemon } from './helpers/daemon.js';
+import { killEverything, startDaemon } from '../testkit/daemon.js';
 import { skipWithout } from './helpers/tools.js';
 
 const password = 'a long admin password';

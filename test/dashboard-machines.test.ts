@@ -4,8 +4,8 @@ import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNbdmuxClient, type NbdmuxClient } from '../src/client.js';
 import { launchBrowser, openDashboard } from './helpers/browser.js';
-import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
-import { makeImage } from './helpers/nbd.js';
+import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from '../testkit/daemon.js';
+import { makeImage } from '../testkit/nbd.js';
 import { skipWithout } from './helpers/tools.js';
 
 const artifacts = path.resolve('test-artifacts');

@@ -3,9 +3,9 @@ import path from 'node:path';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchBrowser, openDashboard } from './helpers/browser.js';
-import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
-import { makeTestImage, startImageServer, type ImageServer, type Route } from './helpers/image-fixtures.js';
-import { makeImage, startSlowReader } from './helpers/nbd.js';
+import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from '../testkit/daemon.js';
+import { makeTestImage, startImageServer, type ImageServer, type Route } from '../testkit/image-fixtures.js';
+import { makeImage, startSlowReader } from '../testkit/nbd.js';
 import { skipWithout } from './helpers/tools.js';
 
 const artifacts = path.resolve('test-artifacts');

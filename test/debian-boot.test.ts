@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
+import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from '../testkit/daemon.js';
 import { bootGuest, debianImage, guestNbdAddress, rambootKit, type DebianImage, type Guest, type RambootKit, type SerialLine } from './helpers/qemu.js';
 import { skipWithout } from './helpers/tools.js';
 

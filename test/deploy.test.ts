@@ -4,10 +4,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createNbdmuxClient, isNbdmuxError } from '../src/client.js';
-import { killEverything, tempDir, waitFor } from './helpers/daemon.js';
-import { makeImage, readExport, sha256 } from './helpers/nbd.js';
-import { freePort } from './helpers/ports.js';
-import { allPids, parentPid } from './helpers/proc.js';
+import { killEverything, tempDir, waitFor } from '../testkit/daemon.js';
+import { makeImage, readExport, sha256 } from '../testkit/nbd.js';
+import { freePort } from '../testkit/ports.js';
+import { allPids, parentPid } from '../testkit/proc.js';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const deploy = path.join(repo, 'deploy');

@@ -4,7 +4,7 @@ import Database from 'better-sqlite3';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchBrowser, openDashboard } from './helpers/browser.js';
-import { killEverything, startDaemon, type RunningDaemon } from './helpers/daemon.js';
+import { killEverything, startDaemon, type RunningDaemon } from '../testkit/daemon.js';
 import { skipWithout } from './helpers/tools.js';
 
 describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard event log under floods and long gaps', () => {

@@ -3,7 +3,7 @@ import net from 'node:net';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
-import { killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
+import { killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
 
 /** A module as the daemon runs it, built: openDatabase finds the migrations relative to dist/. */
 const built = <T>(module: string) => import(new URL(`../dist/src/${module}`, import.meta.url).href) as Promise<T>;

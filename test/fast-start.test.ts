@@ -5,10 +5,10 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { configEnablesTls, detectFastStart } from '../src/supervisor/fast-start.js';
 import { readBytesWritten } from '../src/supervisor/proc.js';
-import { api, killEverything, startDaemon, tempDir, writeShimlessNbdServer, type RunningDaemon } from './helpers/daemon.js';
-import { makeImage, readExport, sha256, startSlowReader } from './helpers/nbd.js';
-import { parentPid, servingPids } from './helpers/proc.js';
-import { run } from './helpers/process.js';
+import { api, killEverything, startDaemon, tempDir, writeShimlessNbdServer, type RunningDaemon } from '../testkit/daemon.js';
+import { makeImage, readExport, sha256, startSlowReader } from '../testkit/nbd.js';
+import { parentPid, servingPids } from '../testkit/proc.js';
+import { run } from '../testkit/process.js';
 import { trpcClient } from './helpers/trpc.js';
 
 /** The shim as `npm run build` leaves it (the source tree holds only native/skip-dh-params.c). */

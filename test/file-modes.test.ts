@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { killEverything, startDaemon, tempDir } from './helpers/daemon.js';
-import { makeImage, startNbdshSession } from './helpers/nbd.js';
+import { killEverything, startDaemon, tempDir } from '../testkit/daemon.js';
+import { makeImage, startNbdshSession } from '../testkit/nbd.js';
 
 const password = 'correct horse battery staple';
 const bearer = { authorization: `Bearer ${password}` };

@@ -2,8 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
-import { makeImage, nbdsh, readExport, sha256, startSlowReader } from './helpers/nbd.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { makeImage, nbdsh, readExport, sha256, startSlowReader } from '../testkit/nbd.js';
 import { fillUp, isRoot, mountTmpfs, unmountTmpfs } from './helpers/tmpfs.js';
 import { trpcClient } from './helpers/trpc.js';
 

@@ -1,9 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
 import { fakeKit } from './helpers/fake-kit.js';
-import { listExports, makeImage } from './helpers/nbd.js';
+import { listExports, makeImage } from '../testkit/nbd.js';
 import { fillUp, isRoot, mountTmpfs, unmountTmpfs } from './helpers/tmpfs.js';
 
 if (!isRoot) console.warn('full-disk machine tests skipped: mounting a small tmpfs as the data dir needs root (CI runs as root)');

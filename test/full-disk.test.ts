@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
-import { makeImage, readExport, sha256 } from './helpers/nbd.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { makeImage, readExport, sha256 } from '../testkit/nbd.js';
 import { fillUp, isRoot, mountTmpfs, unmountTmpfs } from './helpers/tmpfs.js';
 
 if (!isRoot) console.warn('full-disk tests skipped: mounting a small tmpfs as the data dir needs root (CI runs as root)');

@@ -1,8 +1,8 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
-import { makeImage } from './helpers/nbd.js';
-import { rawRequest } from './helpers/raw-http.js';
+import { killEverything, startDaemon, tempDir, type RunningDaemon } from '../testkit/daemon.js';
+import { makeImage } from '../testkit/nbd.js';
+import { rawRequest } from '../testkit/raw-http.js';
 
 const password = 'correct horse battery staple';
 const twoMegabytes = 2 * 1024 * 1024;

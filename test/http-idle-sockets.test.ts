@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
-import { makeImage, readExport, sha256 } from './helpers/nbd.js';
-import { rssBytes } from './helpers/proc.js';
-import { httpRequest, openIdle } from './helpers/raw-http.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { makeImage, readExport, sha256 } from '../testkit/nbd.js';
+import { rssBytes } from '../testkit/proc.js';
+import { httpRequest, openIdle } from '../testkit/raw-http.js';
 
 type IdleConnection = Awaited<ReturnType<typeof openIdle>>;
 

@@ -2,10 +2,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
-import { makeTestImage, serveFile, sha256Of, startImageServer, type ImageServer, type Route } from './helpers/image-fixtures.js';
-import { allPids, killServingProcesses, parentPid, processRuns } from './helpers/proc.js';
-import { runOrThrow } from './helpers/process.js';
+import { api, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { makeTestImage, serveFile, sha256Of, startImageServer, type ImageServer, type Route } from '../testkit/image-fixtures.js';
+import { allPids, killServingProcesses, parentPid, processRuns } from '../testkit/proc.js';
+import { runOrThrow } from '../testkit/process.js';
 
 /** 256 MiB of zeros compress to about 9 KB with zstd: 80 such frames back to back are 20 GiB once decompressed, minutes of work. */
 const frames = 80;

@@ -3,10 +3,10 @@ import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { tempDir } from './helpers/daemon.js';
-import { importOnce, makeTestImage, pack, redirect, serveFile, serveStalled, serveTruncated, startImageServer, storeEntries, testImporter, type ImageServer, type Route } from './helpers/image-fixtures.js';
-import { freePort } from './helpers/ports.js';
-import { runOrThrow } from './helpers/process.js';
+import { tempDir } from '../testkit/daemon.js';
+import { importOnce, makeTestImage, pack, redirect, serveFile, serveStalled, serveTruncated, startImageServer, storeEntries, testImporter, type ImageServer, type Route } from '../testkit/image-fixtures.js';
+import { freePort } from '../testkit/ports.js';
+import { runOrThrow } from '../testkit/process.js';
 
 /** Announces a megabyte, then sends one byte every 100 ms: never quiet long enough to look stalled. */
 const trickle: Route = (_req, res) => {

@@ -2,8 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { tempDir } from './helpers/daemon.js';
-import { importOnce, makeTestImage, pack, serveFile, sha256Of, startImageServer, storeEntries, testImporter, type ImageServer } from './helpers/image-fixtures.js';
+import { tempDir } from '../testkit/daemon.js';
+import { importOnce, makeTestImage, pack, serveFile, sha256Of, startImageServer, storeEntries, testImporter, type ImageServer } from '../testkit/image-fixtures.js';
 
 /** A real HTTP server on 127.0.0.1 serves the test image in every shape a lab gets it; each import must give back its exact bytes. */
 describe('importing an image in every shape it is published in', () => {

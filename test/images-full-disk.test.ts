@@ -3,10 +3,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { reservedBytes } from '../src/images/store.js';
-import { tempDir } from './helpers/daemon.js';
-import { runOrThrow } from './helpers/process.js';
+import { tempDir } from '../testkit/daemon.js';
+import { runOrThrow } from '../testkit/process.js';
 import { isRoot, mountTmpfs, unmountTmpfs } from './helpers/tmpfs.js';
-import { importOnce, makeTestImage, pack, serveFile, sha256Of, startImageServer, storeEntries, testImporter, type ImageServer } from './helpers/image-fixtures.js';
+import { importOnce, makeTestImage, pack, serveFile, sha256Of, startImageServer, storeEntries, testImporter, type ImageServer } from '../testkit/image-fixtures.js';
 
 if (!isRoot) console.warn('image store full-disk tests skipped: mounting a small tmpfs as the image store needs root (CI runs as root)');
 

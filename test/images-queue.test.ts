@@ -1,9 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { tempDir } from './helpers/daemon.js';
-import { importOnce, makeTestImage, pack, serveFile, sha256Of, startImageServer, storeEntries, testImporter, type ImageServer, type Route } from './helpers/image-fixtures.js';
-import { runOrThrow } from './helpers/process.js';
+import { tempDir } from '../testkit/daemon.js';
+import { importOnce, makeTestImage, pack, serveFile, sha256Of, startImageServer, storeEntries, testImporter, type ImageServer, type Route } from '../testkit/image-fixtures.js';
+import { runOrThrow } from '../testkit/process.js';
 import type { ImportError } from '../src/images/importer.js';
 import type { ImportProgress } from '../src/images/progress.js';
 

@@ -2,9 +2,9 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
-import { makeImage } from './helpers/nbd.js';
-import { run } from './helpers/process.js';
+import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from '../testkit/daemon.js';
+import { makeImage } from '../testkit/nbd.js';
+import { run } from '../testkit/process.js';
 
 /** The documented limit on a request body: 64 KiB. */
 const maxBodyBytes = 64 * 1024;

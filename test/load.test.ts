@@ -1,9 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, waitFor } from './helpers/daemon.js';
-import { listExports, makeImage, readExport, sha256, startSlowReader } from './helpers/nbd.js';
-import { run } from './helpers/process.js';
+import { api, killEverything, startDaemon, tempDir, waitFor } from '../testkit/daemon.js';
+import { listExports, makeImage, readExport, sha256, startSlowReader } from '../testkit/nbd.js';
+import { run } from '../testkit/process.js';
 import { trpcClient } from './helpers/trpc.js';
 
 describe('under load', () => {

@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { refusal, testControlPlane, type TestControlPlane } from './helpers/context.js';
-import { tempDir } from './helpers/daemon.js';
-import { makeImage } from './helpers/nbd.js';
+import { tempDir } from '../testkit/daemon.js';
+import { makeImage } from '../testkit/nbd.js';
 
 /**
  * What the hostile review found in the machines' rules, through createCaller on a migrated

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNbdmuxClient } from '../src/client.js';
 import { launchBrowser, openDashboard } from './helpers/browser.js';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
 import { bootGuest, debianImage, guestHttpHost, rambootKit, type DebianImage, type Guest, type RambootKit, type SerialLine } from './helpers/qemu.js';
 import { skipWithout } from './helpers/tools.js';
 

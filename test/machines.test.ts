@@ -2,8 +2,8 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { refusal, testControlPlane, type TestControlPlane } from './helpers/context.js';
-import { tempDir } from './helpers/daemon.js';
-import { makeImage } from './helpers/nbd.js';
+import { tempDir } from '../testkit/daemon.js';
+import { makeImage } from '../testkit/nbd.js';
 
 /**
  * The machines' rules through createCaller, on a migrated in-memory database; state files are

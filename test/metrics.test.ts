@@ -2,8 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNbdmuxClient } from '../src/client.js';
-import { killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
-import { makeImage, readExport, startNbdshSession } from './helpers/nbd.js';
+import { killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { makeImage, readExport, startNbdshSession } from '../testkit/nbd.js';
 
 const password = 'metrics-test-password';
 const imageBytes = 4 << 20;

@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { openDatabase } from '../src/db/open.js';
 import * as schema from '../src/db/schema.js';
 import { memoryDatabase, migrationsFolder } from './helpers/db.js';
-import { tempDir } from './helpers/daemon.js';
+import { tempDir } from '../testkit/daemon.js';
 
 interface Journal {
   entries: Array<{ idx: number; tag: string }>;

@@ -13,7 +13,7 @@ import {
   writeFileAtomically,
   type ServedExport,
 } from '../src/supervisor/nbd-config.js';
-import { tempDir } from './helpers/daemon.js';
+import { tempDir } from '../testkit/daemon.js';
 
 const safeExport: ServedExport = { id: 1, versionId: 101, name: 'alpha', file: '/srv/images/alpha.img', fd: 20, readonly: true };
 

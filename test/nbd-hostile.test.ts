@@ -2,10 +2,10 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, waitFor, type DaemonOptions, type RunningDaemon } from './helpers/daemon.js';
-import { makeImage, readExport, sha256, startSlowReader } from './helpers/nbd.js';
-import { processRuns } from './helpers/proc.js';
-import { run } from './helpers/process.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type DaemonOptions, type RunningDaemon } from '../testkit/daemon.js';
+import { makeImage, readExport, sha256, startSlowReader } from '../testkit/nbd.js';
+import { processRuns } from '../testkit/proc.js';
+import { run } from '../testkit/process.js';
 import { trpcClient } from './helpers/trpc.js';
 
 /** A client that connects from `localAddress` and never sends a byte. */

@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, it, type ExpectStatic } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
-import { sha256 } from './helpers/nbd.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { sha256 } from '../testkit/nbd.js';
 import { bootGuest, guestNbdAddress, rambootKit, type Guest, type RambootKit, type SerialLine } from './helpers/qemu.js';
 import { trpcClient } from './helpers/trpc.js';
 import { skipWithout } from './helpers/tools.js';

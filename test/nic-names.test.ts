@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
+import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from '../testkit/daemon.js';
 import { bootGuest, guestNbdAddress, rambootKit, type Guest, type RambootKit } from './helpers/qemu.js';
 import { skipWithout } from './helpers/tools.js';
 

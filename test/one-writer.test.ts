@@ -4,8 +4,8 @@ import { eq } from 'drizzle-orm';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { exportVersionsTable } from '../src/db/schema.js';
 import { refusal, testControlPlane, type TestControlPlane } from './helpers/context.js';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
-import { makeImage, startSlowReader } from './helpers/nbd.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { makeImage, startSlowReader } from '../testkit/nbd.js';
 
 /**
  * One file, one writer: a read-write export is refused beside any other export of its file (and

@@ -5,10 +5,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNbdmuxClient } from '../src/client.js';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
-import { serveFile, startImageServer, type ImageServer } from './helpers/image-fixtures.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { serveFile, startImageServer, type ImageServer } from '../testkit/image-fixtures.js';
 import { makeExt4, makeGptDisk, makeVfat, writeTree } from './helpers/images.js';
-import { runText, startProcess } from './helpers/process.js';
+import { runText, startProcess } from '../testkit/process.js';
 import { rambootKit, type RambootKit } from './helpers/qemu.js';
 
 const cli = fileURLToPath(new URL('../dist/src/operator-cli/main.js', import.meta.url));

@@ -1,9 +1,9 @@
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNbdmuxClient, type NbdmuxClient } from '../src/client.js';
-import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
-import { makeImage } from './helpers/nbd.js';
-import { runText } from './helpers/process.js';
+import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from '../testkit/daemon.js';
+import { makeImage } from '../testkit/nbd.js';
+import { runText } from '../testkit/process.js';
 
 const cli = fileURLToPath(new URL('../dist/src/operator-cli/main.js', import.meta.url));
 

@@ -1,10 +1,10 @@
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
-import { makeTestImage, pack, serveFile, serveStalled, sha256Of, startImageServer, type ImageServer } from './helpers/image-fixtures.js';
-import { readExport, sha256 } from './helpers/nbd.js';
-import { runText } from './helpers/process.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { makeTestImage, pack, serveFile, serveStalled, sha256Of, startImageServer, type ImageServer } from '../testkit/image-fixtures.js';
+import { readExport, sha256 } from '../testkit/nbd.js';
+import { runText } from '../testkit/process.js';
 
 const cli = fileURLToPath(new URL('../dist/src/operator-cli/main.js', import.meta.url));
 

@@ -4,10 +4,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNbdmuxClient, type NbdmuxClient } from '../src/client.js';
-import { killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
-import { makeImage, readExport, sha256, startSlowReader } from './helpers/nbd.js';
-import { freePort } from './helpers/ports.js';
-import { runText, startProcess } from './helpers/process.js';
+import { killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { makeImage, readExport, sha256, startSlowReader } from '../testkit/nbd.js';
+import { freePort } from '../testkit/ports.js';
+import { runText, startProcess } from '../testkit/process.js';
 
 const cli = fileURLToPath(new URL('../dist/src/operator-cli/main.js', import.meta.url));
 const { version } = JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };

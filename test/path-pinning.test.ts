@@ -2,10 +2,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
-import { makeImage, nbdsh, readExport, sha256 } from './helpers/nbd.js';
-import { run } from './helpers/process.js';
-import { runText } from './helpers/process.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { makeImage, nbdsh, readExport, sha256 } from '../testkit/nbd.js';
+import { run } from '../testkit/process.js';
+import { runText } from '../testkit/process.js';
 
 const mib = 1024 * 1024;
 const operatorCli = fileURLToPath(new URL('../dist/src/operator-cli/main.js', import.meta.url));

@@ -6,7 +6,7 @@ import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { unpackCpio } from '../src/initrd/cpio.js';
 import { createNbdmuxClient } from '../src/client.js';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
 import { linuxPartitionOffset } from './helpers/images.js';
 import { bootGuest, debianImage, guestHttpHost, rambootKit, type DebianImage, type Guest, type RambootKit, type SerialLine } from './helpers/qemu.js';
 import { skipWithout } from './helpers/tools.js';

@@ -3,7 +3,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
+import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from '../testkit/daemon.js';
 import { bootGuest, guestHttpHost, guestNbdAddress, rambootKit, type Guest, type RambootKit } from './helpers/qemu.js';
 import { skipWithout } from './helpers/tools.js';
 

@@ -5,8 +5,8 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { defaultCmdline } from '../src/rules/cmdline.js';
 import { describeError } from '../src/errors.js';
 import { testActor, testControlPlane, type TestControlPlane } from './helpers/context.js';
-import { tempDir } from './helpers/daemon.js';
-import { makeImage } from './helpers/nbd.js';
+import { tempDir } from '../testkit/daemon.js';
+import { makeImage } from '../testkit/nbd.js';
 
 /** The registry's own rules, on a migrated in-memory database and real image files: milliseconds each. */
 

@@ -1,8 +1,8 @@
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
-import { makeImage, sha256, startSlowReader } from './helpers/nbd.js';
-import { run } from './helpers/process.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { makeImage, sha256, startSlowReader } from '../testkit/nbd.js';
+import { run } from '../testkit/process.js';
 import { trpcClient } from './helpers/trpc.js';
 
 describe('removing an export', () => {

@@ -4,9 +4,9 @@ import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NbdmuxStreamEvent } from '../src/client.js';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
-import { rssBytes } from './helpers/proc.js';
-import { startProcess } from './helpers/process.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { rssBytes } from '../testkit/proc.js';
+import { startProcess } from '../testkit/process.js';
 import { trpcClient } from './helpers/trpc.js';
 
 const historyEvents = 23_000;

@@ -1,9 +1,9 @@
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { logIn } from './helpers/auth.js';
-import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
-import { makeImage } from './helpers/nbd.js';
-import { httpRequest } from './helpers/raw-http.js';
+import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from '../testkit/daemon.js';
+import { makeImage } from '../testkit/nbd.js';
+import { httpRequest } from '../testkit/raw-http.js';
 import { trpcClient } from './helpers/trpc.js';
 
 const password = 'correct horse battery staple';

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
-import { makeImage, readExport, sha256, startSlowReader } from './helpers/nbd.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { makeImage, readExport, sha256, startSlowReader } from '../testkit/nbd.js';
 import { trpcClient } from './helpers/trpc.js';
 
 describe('live connections outlive the daemon', () => {

@@ -3,7 +3,7 @@ import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { NbdmuxStreamEvent } from '../src/client.js';
 import { openDatabase } from '../src/db/open.js';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
 import { migrationsFolder } from './helpers/db.js';
 import { trpcClient } from './helpers/trpc.js';
 

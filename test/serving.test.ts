@@ -1,9 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
-import { listExports, makeImage, nbdsh, readExport } from './helpers/nbd.js';
-import { run } from './helpers/process.js';
+import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from '../testkit/daemon.js';
+import { listExports, makeImage, nbdsh, readExport } from '../testkit/nbd.js';
+import { run } from '../testkit/process.js';
 
 describe('serving exports through the NBD port', () => {
   let daemon: RunningDaemon;

@@ -3,8 +3,8 @@ import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EventRow } from '../src/db/schema.js';
 import type { StatusSnapshot } from '../src/status/snapshot.js';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
-import { makeImage, startSlowReader } from './helpers/nbd.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { makeImage, startSlowReader } from '../testkit/nbd.js';
 import { trpcClient } from './helpers/trpc.js';
 
 describe('live subscriptions over WebSocket', () => {

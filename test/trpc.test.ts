@@ -1,9 +1,9 @@
 import { TRPCClientError } from '@trpc/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AppRouter } from '../src/router/index.js';
-import { killEverything, startDaemon, tempDir, type RunningDaemon } from './helpers/daemon.js';
-import { makeImage, readExport, sha256 } from './helpers/nbd.js';
-import { run } from './helpers/process.js';
+import { killEverything, startDaemon, tempDir, type RunningDaemon } from '../testkit/daemon.js';
+import { makeImage, readExport, sha256 } from '../testkit/nbd.js';
+import { run } from '../testkit/process.js';
 import { trpcClient } from './helpers/trpc.js';
 
 describe('the typed tRPC client', () => {

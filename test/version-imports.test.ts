@@ -1,10 +1,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
-import { makeTestImage, pack, serveFile, serveStalled, sha256Of, startImageServer, type ImageServer } from './helpers/image-fixtures.js';
-import { listExports, readExport, sha256, startSlowReader } from './helpers/nbd.js';
-import { killServingProcesses } from './helpers/proc.js';
+import { api, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { makeTestImage, pack, serveFile, serveStalled, sha256Of, startImageServer, type ImageServer } from '../testkit/image-fixtures.js';
+import { listExports, readExport, sha256, startSlowReader } from '../testkit/nbd.js';
+import { killServingProcesses } from '../testkit/proc.js';
 
 /** Imports end to end: a local HTTP server, the built daemon, real nbd-server and NBD clients. */
 describe('exports imported from a URL', () => {

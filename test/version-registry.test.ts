@@ -4,8 +4,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { defaultCmdline } from '../src/rules/cmdline.js';
 import { exportVersionsTable } from '../src/db/schema.js';
 import { testActor, testControlPlane, type TestControlPlane } from './helpers/context.js';
-import { tempDir } from './helpers/daemon.js';
-import { makeImage } from './helpers/nbd.js';
+import { tempDir } from '../testkit/daemon.js';
+import { makeImage } from '../testkit/nbd.js';
 
 /** The registry's version rules on a migrated in-memory database and real image files. */
 describe('the registry with versions', () => {

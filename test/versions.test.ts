@@ -1,9 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, startDaemon, tempDir, waitFor, type RunningDaemon } from './helpers/daemon.js';
-import { makeImage, readExport, sha256, startSlowReader } from './helpers/nbd.js';
-import { killServingProcesses } from './helpers/proc.js';
+import { api, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { makeImage, readExport, sha256, startSlowReader } from '../testkit/nbd.js';
+import { killServingProcesses } from '../testkit/proc.js';
 
 /** Versions end to end: the built daemon, real nbd-server, real NBD clients reading real bytes. */
 describe('export versions', () => {

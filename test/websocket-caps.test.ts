@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { api, killEverything, startDaemon, waitFor, type RunningDaemon } from './helpers/daemon.js';
-import { rssBytes } from './helpers/proc.js';
+import { api, killEverything, startDaemon, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { rssBytes } from '../testkit/proc.js';
 
 interface OpenedSocket {
   ws: WebSocket;

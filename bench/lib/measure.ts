@@ -1,5 +1,5 @@
-import { waitFor } from '../../test/helpers/daemon.js';
-import { cpuSeconds, liveChildren } from '../../test/helpers/proc.js';
+import { waitFor } from '../../testkit/daemon.js';
+import { cpuSeconds, liveChildren } from '../../testkit/proc.js';
 import type { Server } from './servers.js';
 
 export interface BenchOptions {

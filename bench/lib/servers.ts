@@ -2,9 +2,9 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { startDaemon, waitFor, writeShimlessNbdServer } from '../../test/helpers/daemon.js';
-import { freePort } from '../../test/helpers/ports.js';
-import { killServingProcesses } from '../../test/helpers/proc.js';
+import { startDaemon, waitFor, writeShimlessNbdServer } from '../../testkit/daemon.js';
+import { freePort } from '../../testkit/ports.js';
+import { killServingProcesses } from '../../testkit/proc.js';
 
 /** What a benchmark compares: the thing measured and the pid whose CPU and memory are its cost. */
 export interface Server {

@@ -1,5 +1,5 @@
 import { expect } from 'vitest';
-import type { RunningDaemon } from './daemon.js';
+import type { RunningDaemon } from '../../testkit/daemon.js';
 
 /** POST /login as the login form does, from the daemon's own page. */
 export async function attemptLogin(daemon: RunningDaemon, pw: string): Promise<Response> {

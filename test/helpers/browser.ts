@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import { tempDir } from './daemon.js';
+import { tempDir } from '../../testkit/daemon.js';
 
 /** Debian's Chromium, headless, with a fresh profile and nothing that reaches beyond this machine. */
 export async function launchBrowser(): Promise<{ context: BrowserContext; close(): Promise<void> }> {

@@ -18,7 +18,7 @@ import { MachineBoots } from '../../src/machines/boots.js';
 import { MachineRegistry, type MachineDataPlane } from '../../src/machines/registry.js';
 import { StateFiles } from '../../src/machines/state-files.js';
 import type { LiveConnection, ServedExport, ServedState } from '../../src/supervisor/index.js';
-import { tempDir } from './daemon.js';
+import { tempDir } from '../../testkit/daemon.js';
 import { memoryDatabase } from './db.js';
 
 /**

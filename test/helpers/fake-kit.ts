@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { cpioChunks } from '../../src/initrd/cpio.js';
-import { tempDir } from './daemon.js';
+import { tempDir } from '../../testkit/daemon.js';
 import { makeExt4, writeTree, type TreeEntry } from './images.js';
 
 /**

@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import { tempDir } from './daemon.js';
+import { tempDir } from '../../testkit/daemon.js';
 
 /** Mounting a small tmpfs needs root; CI runs as root, so these tests run there. */
 export const isRoot = process.getuid?.() === 0;

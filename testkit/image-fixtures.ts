@@ -2,10 +2,10 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { createLogger, type Logger } from '../../src/log.js';
-import { Importer, type ImportError, type ImporterOptions } from '../../src/images/importer.js';
-import type { ImportedImage } from '../../src/images/pipeline.js';
-import type { ImportProgress } from '../../src/images/progress.js';
+import { createLogger, type Logger } from '../src/log.js';
+import { Importer, type ImportError, type ImporterOptions } from '../src/images/importer.js';
+import type { ImportedImage } from '../src/images/pipeline.js';
+import type { ImportProgress } from '../src/images/progress.js';
 import { runOrThrow } from './process.js';
 
 /**
