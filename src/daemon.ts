@@ -160,7 +160,7 @@ function prepareDataDir(dataDir: string, log: Logger): void {
     fs.writeFileSync(probe, '');
     fs.unlinkSync(probe);
   } catch (err) {
-    throw new Error(`data dir ${dataDir} cannot be created or written: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new Error(`data dir ${dataDir} cannot be created or written: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
   }
   makePrivate(fs.realpathSync(dataDir), log);
 }

@@ -84,7 +84,7 @@ describe('the nbdmux operator CLI', () => {
       nbdmux(['add', 'lab-only', image, '--allow', '10.1.0.0/16', '--allow', '127.0.0.1'], env),
     ]);
     expect(more.map((result) => result.code)).toEqual([0, 0, 0, 0]);
-    expect(more[3]!.stdout).toMatch(/\nallow +10\.1\.0\.0\/16, 127\.0\.0\.1\n/);
+    expect(more[3].stdout).toMatch(/\nallow +10\.1\.0\.0\/16, 127\.0\.0\.1\n/);
     expect(sha256(await readExport(daemon.nbdUri('lab-only')))).toBe(sha256(image));
 
     const served = await client.exports.list.query();
@@ -195,7 +195,7 @@ describe('the nbdmux operator CLI', () => {
       const result = await nbdmux(['health'], { NBDMUX_URL: sick.url });
       return result.code === 1 ? result : undefined;
     });
-    expect(unhealthy.stdout).toMatch(/^NOT OK: .*\n  - .*not executable/);
+    expect(unhealthy.stdout).toMatch(/^NOT OK: .*\n {2}- .*not executable/);
     expect(JSON.parse((await nbdmux(['health', '--json'], { NBDMUX_URL: sick.url })).stdout)).toMatchObject({ ok: false });
   });
 

@@ -95,7 +95,7 @@ type ListeningLine = { httpPort: number; nbdPort: number } & Record<string, unkn
  * Waits for a daemon's "nbdmux listening" log line and resolves with its fields (httpPort, nbdPort,
  * ...); rejects if the daemon exits first or takes over 15 s. `output` keeps collecting stderr.
  */
-export async function untilListening(child: ChildProcess): Promise<{ listening: ListeningLine; output(): string }> {
+export async function untilListening(child: ChildProcess): Promise<{ listening: ListeningLine; output: () => string }> {
   let output = '';
   child.stderr!.setEncoding('utf8');
   const listening = await new Promise<ListeningLine>((resolve, reject) => {

@@ -67,7 +67,7 @@ export async function startBareNbdServer(workDir: string, exports: Record<string
   fs.writeFileSync(config, `[generic]\nport = ${port}\nlistenaddr = 127.0.0.1\n\n${sections.join('\n')}`);
   const launcher = spawn('nbd-server', ['-C', config, '-p', pidFile], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
-  launcher.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  launcher.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const code = await new Promise<number | null>((resolve) => launcher.on('close', resolve));
   if (code !== 0) throw new Error(`bare nbd-server did not start (exit ${code}): ${stderr}`);
   // Daemon mode reports a busy port only to syslog: wait until it really accepts.
@@ -120,7 +120,7 @@ export async function startNbdkit(file: string): Promise<Server> {
   const port = await freePort();
   const child = spawn('nbdkit', ['--foreground', '--exit-with-parent', '--readonly', '--ipaddr', '127.0.0.1', '--port', String(port), 'file', file], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
   try {
     await waitFor('nbdkit to accept', () => {

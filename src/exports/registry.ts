@@ -157,7 +157,7 @@ export class ExportRegistry {
         const { exp, versionId } = change(tx);
         refuseSecondWriter(tx, exp, image.realPath, image.identity, [...this.dataPlane.connections.countByVersion().keys()]);
         previous = exp.currentVersionId;
-        const updated = tx.update(exportsTable).set({ currentVersionId: versionId }).where(eq(exportsTable.id, exp.id)).returning().get()!;
+        const updated = tx.update(exportsTable).set({ currentVersionId: versionId }).where(eq(exportsTable.id, exp.id)).returning().get();
         this.dataPlane.applyExports(servedExports(tx, (id) => (id === versionId ? image.fd : this.pins.fdOf(id))));
         applied = true;
         return updated;

@@ -27,12 +27,12 @@ export function insertVersion(tx: Tx, exportId: number, image: { realPath: strin
     .insert(exportVersionsTable)
     .values({ exportId, version: nextVersionNumber(tx, exportId), file: image.realPath, fileIdentity: image.identity, size: image.size, state: 'ready', createdAt: new Date().toISOString() })
     .returning({ id: exportVersionsTable.id })
-    .get()!.id;
+    .get().id;
 }
 
 /** The export's next version, to be filled by an import of `url`. */
 export function insertImportingVersion(tx: Tx, exportId: number, url: string): VersionRow {
-  return tx.insert(exportVersionsTable).values({ exportId, version: nextVersionNumber(tx, exportId), url, state: 'importing', createdAt: new Date().toISOString() }).returning().get()!;
+  return tx.insert(exportVersionsTable).values({ exportId, version: nextVersionNumber(tx, exportId), url, state: 'importing', createdAt: new Date().toISOString() }).returning().get();
 }
 
 export function versionById(db: Pick<Db, 'select'>, versionId: number | null): VersionRow | undefined {

@@ -95,13 +95,13 @@ export function limitConnections(server: http.Server, limits: ConnectionLimits, 
   });
 
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
-    const state = open.get(req.socket as net.Socket);
+    const state = open.get(req.socket);
     if (!state) return;
     state.busy = true;
     res.once('close', () => (state.busy = false));
   });
   server.on('upgrade', (req: http.IncomingMessage) => {
-    const state = open.get(req.socket as net.Socket);
+    const state = open.get(req.socket);
     if (state) state.busy = true;
   });
 }

@@ -16,7 +16,7 @@ type Reply = { status: number; json?: unknown; text?: string; headers?: Record<s
 interface RouteRequest {
   req: http.IncomingMessage;
   url: URL;
-  procedures(): Procedures;
+  procedures: () => Procedures;
   services: Services;
   metrics: Metrics;
 }

@@ -64,7 +64,9 @@ export async function startHttpServer(options: {
     requestTimeout: requestTimeoutMs,
     connectionsCheckingInterval: Math.min(1000, requestTimeoutMs),
   };
-  const server = http.createServer(serverOptions, async (req, res) => {
+  // Every failure is answered inside (the catch below), so the promise never rejects.
+  const server = http.createServer(serverOptions, (req, res) => void answer(req, res));
+  async function answer(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const method = req.method ?? 'GET';
     const screening = screenRequest(req, hosts);
     if (!screening.ok) return sendJsonError(res, '', screening.status, screening.code, screening.message);
@@ -93,7 +95,7 @@ export async function startHttpServer(options: {
       log.error('request failed', { method, path: url.pathname, error: errorText(cause) });
       sendJsonError(res, url.pathname, 500, 'INTERNAL_SERVER_ERROR', 'internal error; the daemon log has the details');
     }
-  });
+  }
 
   answerExpectContinue(server);
   limitConnections(server, { total: httpConnectionLimit(config.maxHttpConnections, config.maxConnections, log), perClient: config.maxHttpPerClient }, log);

@@ -63,7 +63,7 @@ interface Response {
   /** Told when the body is asked for and arrives; the request fails once it is too slow. */
   rate: SourceRate;
   /** Why the request was ended on purpose (cancel, stall), if it was: the body then sees only a reset. */
-  failure(): ImportError | null;
+  failure: () => ImportError | null;
 }
 
 /** One GET, resolved with the response head; every network failure becomes an ImportError saying which. */

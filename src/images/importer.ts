@@ -1,5 +1,5 @@
 import { errorText, type Logger } from '../log.js';
-import { cancelled, ImportError } from './import-error.js';
+import { cancelled, type ImportError } from './import-error.js';
 import type { MinRate } from './min-rate.js';
 import { runImport, type ImportedImage, type ImportJob } from './pipeline.js';
 import { ProgressMeter, type ImportProgress } from './progress.js';
@@ -43,7 +43,7 @@ export class Importer {
   }
 
   /** Queues an import; progress at most a few times a second; `done` rejects with an ImportError on failure or cancel. */
-  start(job: ImportJob, onProgress: (progress: ImportProgress) => void): { done: Promise<ImportedImage>; cancel(): void } {
+  start(job: ImportJob, onProgress: (progress: ImportProgress) => void): { done: Promise<ImportedImage>; cancel: () => void } {
     const meter = new ProgressMeter(onProgress);
     const controller = new AbortController();
     let entry!: Queued;

@@ -20,7 +20,7 @@ export class SparseWriter {
   private written = 0;
   /** The batch being written, if any; it never rejects: its error waits in `failure`. */
   private inFlight: Promise<void> = Promise.resolve();
-  private failure: unknown = null;
+  private failure: Error | null = null;
 
   private constructor(
     private readonly file: fs.FileHandle,
@@ -67,7 +67,7 @@ export class SparseWriter {
     this.batch = this.batch === this.buffers[0] ? this.buffers[1]! : this.buffers[0]!;
     this.batchLength = 0;
     this.inFlight = this.writeOut(data, position).catch((err: unknown) => {
-      this.failure = err;
+      this.failure = err instanceof Error ? err : new Error(String(err));
     });
   }
 

@@ -143,7 +143,7 @@ export class MachineRegistry {
       this.refuseAttached(row, 'deleted');
       // The row first: if it cannot go, nothing did.
       this.db.delete(machinesTable).where(eq(machinesTable.id, row.id)).run();
-      await this.changingStates(null, async () => this.states.discard(row.mac));
+      await this.changingStates(null, () => Promise.resolve(this.states.discard(row.mac)));
       this.events.record('machine.deleted', null, { mac: row.mac, name: row.name, ...actor });
     });
   }

@@ -33,7 +33,7 @@ export async function watch(client: NbdmuxClient, { json, url }: Invocation, out
       view.close();
       process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
       if (error === undefined) resolve(exitCodes.ok);
-      else reject(error);
+      else reject(error instanceof Error ? error : new Error(String(error)));
     };
     const onSignal = () => stop();
     process.on('SIGINT', onSignal).on('SIGTERM', onSignal);

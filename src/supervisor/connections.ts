@@ -47,7 +47,7 @@ export class ConnectionTable {
   /** The newest connections first, live ones with their current byte counts. */
   recent(limit: number, liveOnly: boolean): ConnectionView[] {
     const rows = this.store.recent(limit, liveOnly);
-    return rows.map(({ connection: { pidStartTicks: _ticks, ...row }, exportName }) => {
+    return rows.map(({ connection: { pidStartTicks: _pidStartTicks, ...row }, exportName }) => {
       const live = this.live.get(row.id);
       return { ...row, exportName, live: live !== undefined, bytesSent: live?.bytesSent ?? row.bytesSent, bytesPerSecond: live?.bytesPerSecond ?? 0, cowDiffBytes: live?.cowDiffBytes ?? row.cowDiffBytes };
     });

@@ -5,7 +5,7 @@ import type { DataDirSpace } from '../db/data-dir-space.js';
 import type { Db } from '../db/open.js';
 import type { EventLog } from '../events/event-log.js';
 import { RefusalSummary } from '../events/refusal-summary.js';
-import { AllowList } from '../rules/allow-list.js';
+import { type AllowList } from '../rules/allow-list.js';
 import { errorText, type Logger } from '../log.js';
 import { refusalOf } from './admission.js';
 import { ConnectionStore } from './connection-store.js';
