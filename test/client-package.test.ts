@@ -74,7 +74,6 @@ console.log(size, exported);
 /** What a web page bundles: the same entry, resolved for browsers. */
 const browserEntry = `
 import { createNbdmuxClient, isNbdmuxError } from 'nbdmux/client';
-import { skipWithout } from './helpers/tools.js';
 
 window.runNbdmux = async (name, file) => {
   const nbdmux = createNbdmuxClient({ url: location.origin });
