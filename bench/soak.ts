@@ -65,7 +65,14 @@ export async function soak({ smoke, workDir }: BenchOptions): Promise<BenchResul
       joinAndLeave(daemon, running, done),
     ];
     // The first failure ends every loop, so that the daemon is stopped with nothing still running.
-    const outcomes = await Promise.allSettled([sampler, ...loops].map((loop) => loop.catch((err: unknown) => ((failed = true), Promise.reject(err)))));
+    const outcomes = await Promise.allSettled(
+      [sampler, ...loops].map((loop) =>
+        loop.catch((err: unknown) => {
+          failed = true;
+          throw err;
+        }),
+      ),
+    );
     const failure = outcomes.find((outcome) => outcome.status === 'rejected');
     if (failure) throw failure.reason;
 

@@ -149,7 +149,7 @@ describe('the packed client package in a separate TypeScript project', () => {
     return project;
   }
 
-  it('ships type declarations: the correct program compiles, each misuse is a compile error', async () => {
+  it('ships type declarations: the correct program compiles, each misuse is a compile error', () => {
     const result = typeCheck;
     const errors = [...result.stdout.matchAll(/^src\/(\w+)\.ts\((\d+),\d+\): error (TS\d+)/gm)].map(([, file, line, code]) => ({ file, line: Number(line), code }));
     expect(result.code).not.toBe(0);

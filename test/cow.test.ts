@@ -147,7 +147,7 @@ describe('copy-on-write exports', () => {
     expect(diffFiles(daemon)).toHaveLength(2);
 
     await daemon.stop('SIGKILL');
-    const victimPid = await victimServingPid(conns.map((c) => c.pid!));
+    const victimPid = victimServingPid(conns.map((c) => c.pid!));
     process.kill(victimPid, 'SIGKILL');
     expect((await victim.finish()).code).not.toBe(0);
     expect(diffFiles(daemon)).toHaveLength(2); // nobody cleaned up yet
@@ -181,7 +181,7 @@ describe('copy-on-write exports', () => {
 });
 
 /** Which of the two serving processes the victim writer talks to: the one whose diff holds 'V'. */
-async function victimServingPid(pids: number[]): Promise<number> {
+function victimServingPid(pids: number[]): number {
   for (const pid of pids) {
     const diff = fs.readdirSync('/proc/' + pid + '/fd').map((fd) => fs.readlinkSync(`/proc/${pid}/fd/${fd}`)).find((target) => target.endsWith('.diff'));
     if (diff && fs.readFileSync(diff).subarray(0, 1).toString() === 'V') return pid;

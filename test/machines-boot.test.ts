@@ -137,7 +137,7 @@ describe.skipIf(skipWithout('qemu-system-x86_64') || skipWithout('/usr/bin/chrom
       expect([...seen.get(nodeB.name)!]).toContain('up');
       // The page has seen the end too once the daemon has: `off` follows the NBD connection's close, after qemu's exit.
       const dashboardSaw = await waitFor('the dashboard to show both off', async () => {
-        const saw = (await page.evaluate('window.stagesSeen')) as Record<string, string[]>;
+        const saw = await page.evaluate<Record<string, string[]>>('window.stagesSeen');
         return [nodeA, nodeB].every((node) => saw[node.mac]?.at(-1) === 'off') ? saw : undefined;
       });
       await browser.close();

@@ -41,7 +41,7 @@ describe('the registry with versions', () => {
     expect(fs.existsSync(`/proc/self/fd/${firstFd}`) ? fs.readlinkSync(`/proc/self/fd/${firstFd}`) : null).not.toBe(one);
     expect(plane.events.recent(1)[0]).toMatchObject({ type: 'export.version-switched', exportName: 'lab', details: { version: 2, file: two, reason: 'update', actor: 'open' } });
 
-    await plane.registry.rollback({ name: 'lab' }, testActor);
+    plane.registry.rollback({ name: 'lab' }, testActor);
     expect(served('lab')).toEqual({ versionId: versionIds().get(1), file: one });
     expect(plane.registry.versions('lab').map((v) => [v.version, v.current])).toEqual([
       [2, false],

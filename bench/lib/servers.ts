@@ -101,7 +101,11 @@ export async function startAll<T extends Record<string, Server>>(starters: { [K 
 }
 
 export async function stopAll(servers: Partial<Record<string, Server>>): Promise<void> {
-  await Promise.all(Object.values(servers).map((server) => server?.stop()));
+  await Promise.all(
+    Object.values(servers)
+      .filter((server) => server !== undefined)
+      .map((server) => server.stop()),
+  );
 }
 
 function canConnect(port: number): Promise<true | undefined> {

@@ -27,13 +27,13 @@ export async function watch(client: NbdmuxClient, { json, url }: Invocation, out
   for (const event of recent) view.event(event);
 
   return new Promise<number>((resolve, reject) => {
-    const stop = (error?: unknown) => {
+    const stop = (error?: Error) => {
       events.unsubscribe();
       status.unsubscribe();
       view.close();
       process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
       if (error === undefined) resolve(exitCodes.ok);
-      else reject(error instanceof Error ? error : new Error(String(error)));
+      else reject(error);
     };
     const onSignal = () => stop();
     process.on('SIGINT', onSignal).on('SIGTERM', onSignal);

@@ -12,7 +12,7 @@ import { PinnedFiles } from '../../src/exports/pinned-files.js';
 import { ExportRegistry } from '../../src/exports/registry.js';
 import type { DataPlane } from '../../src/exports/served.js';
 import { Importer } from '../../src/images/importer.js';
-import { createLogger } from '../../src/log.js';
+import { createLogger, errorText } from '../../src/log.js';
 import { createCaller, type Context } from '../../src/router/index.js';
 import { MachineBoots } from '../../src/machines/boots.js';
 import { MachineRegistry, type MachineDataPlane } from '../../src/machines/registry.js';
@@ -158,6 +158,6 @@ export async function refusal(call: () => Promise<unknown>): Promise<{ status: n
   } catch (err) {
     thrown = err;
   }
-  if (!(thrown instanceof TRPCError)) throw new Error(`expected a refusal (a TRPCError), got ${thrown === undefined ? 'success' : String(thrown)}`);
+  if (!(thrown instanceof TRPCError)) throw new Error(`expected a refusal (a TRPCError), got ${thrown === undefined ? 'success' : errorText(thrown)}`);
   return { status: getHTTPStatusCodeFromError(thrown), error: describeError(thrown) };
 }

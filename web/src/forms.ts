@@ -5,11 +5,11 @@ import { errorMessages } from './errors.js';
 export function bindAddForm(form: HTMLFormElement, api: NbdmuxClient): void {
   onSubmit(form, async (data) => {
     await api.exports.create.mutate({
-      name: String(data.get('name') ?? ''),
-      file: String(data.get('file') ?? ''),
+      name: textField(data, 'name'),
+      file: textField(data, 'file'),
       readonly: data.get('readonly') === 'on',
       cow: data.get('cow') === 'on',
-      allow: String(data.get('allow') ?? '')
+      allow: textField(data, 'allow')
         .split(/[\s,]+/)
         .filter((range) => range !== ''),
     });
@@ -22,18 +22,26 @@ export function bindAddForm(form: HTMLFormElement, api: NbdmuxClient): void {
  */
 export function bindImportForm(form: HTMLFormElement, api: NbdmuxClient, exists: (name: string) => boolean): void {
   onSubmit(form, async (data) => {
-    const name = String(data.get('name') ?? '');
-    const sha256 = String(data.get('sha256') ?? '').trim();
-    const source = { url: String(data.get('url') ?? ''), ...(sha256 !== '' && { sha256 }) };
+    const name = textField(data, 'name');
+    const sha256 = textField(data, 'sha256').trim();
+    const source = { url: textField(data, 'url'), ...(sha256 !== '' && { sha256 }) };
     if (exists(name)) await api.exports.update.mutate({ name, ...source });
     else await api.exports.create.mutate({ name, ...source });
   });
 }
 
+/** What a text field holds, '' when absent: FormData may also hold files, which no form here has. */
+export function textField(data: FormData, name: string): string {
+  const value = data.get(name);
+  return typeof value === 'string' ? value : '';
+}
+
 /** On submit, `send` gets the form's data: done, the form is cleared; refused, the API's messages show beside the fields. */
 export function onSubmit(form: HTMLFormElement, send: (data: FormData) => Promise<void>): void {
   const general = form.querySelector<HTMLElement>('.form-error')!;
-  form.addEventListener('submit', async (event) => {
+  // A refusal is shown beside the fields (the catch below): the listener has nothing left to reject.
+  form.addEventListener('submit', (event) => void submitted(event));
+  async function submitted(event: SubmitEvent): Promise<void> {
     event.preventDefault();
     const data = new FormData(form);
     clearErrors(form, general);
@@ -47,7 +55,7 @@ export function onSubmit(form: HTMLFormElement, send: (data: FormData) => Promis
     } finally {
       submit.disabled = false;
     }
-  });
+  }
 }
 
 function showErrors(form: HTMLFormElement, general: HTMLElement, error: unknown): void {

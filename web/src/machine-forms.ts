@@ -1,7 +1,7 @@
 import type { NbdmuxClient, NbdmuxMachine } from '../../src/client.js';
 import { errorMessages } from './errors.js';
 import { el } from './format.js';
-import { clearErrors, onSubmit } from './forms.js';
+import { clearErrors, onSubmit, textField } from './forms.js';
 import type { MachineActions } from './machines.js';
 
 const gib = 1024 ** 3;
@@ -14,7 +14,7 @@ function sizeText(bytes: number): string {
   return String(bytes);
 }
 
-const text = (data: FormData, name: string) => String(data.get(name) ?? '').trim();
+const text = (data: FormData, name: string) => textField(data, name).trim();
 /** The select's empty choice is "none": the machine boots no export. */
 const exportChoice = (data: FormData) => text(data, 'export') || null;
 
@@ -122,15 +122,16 @@ export function machineActions(api: NbdmuxClient, notice: HTMLElement, editor: M
       notice.textContent = errorMessages(error).general || refused;
     }
   };
+  // `confirmed` shows a refusal in `notice` itself: what it returns has nothing left to reject.
   return {
     edit: (m) => editor.open(m),
     remove: (m) =>
-      confirmed(
+      void confirmed(
         `Remove machine "${m.name}" (${m.mac})?${m.persistent ? ' What it wrote is deleted with it.' : ''} Its next boot gets the boot menu, as an unknown machine.`,
         () => api.machines.delete.mutate({ mac: m.mac }),
         'the removal was refused',
       ),
     reset: (m) =>
-      confirmed(`Discard what "${m.name}" wrote? Its next boot starts from the image as it is.`, () => api.machines.reset.mutate({ mac: m.mac }), 'the reset was refused'),
+      void confirmed(`Discard what "${m.name}" wrote? Its next boot starts from the image as it is.`, () => api.machines.reset.mutate({ mac: m.mac }), 'the reset was refused'),
   };
 }

@@ -55,7 +55,8 @@ async function refreshVersions(): Promise<void> {
   if (name === null) return;
   $('versions-name').textContent = name;
   try {
-    renderVersions($('versions'), name, await api.exports.versions.query({ name }), rollback);
+    // rollback shows a refusal in `notice` itself: the click has nothing left to handle.
+    renderVersions($('versions'), name, await api.exports.versions.query({ name }), (exportName, version) => void rollback(exportName, version));
   } catch (error) {
     // Removed meanwhile: nothing left to show.
     versionsOf = null;
@@ -87,15 +88,20 @@ async function copy(text: string, button: HTMLButtonElement): Promise<void> {
   setTimeout(() => (button.textContent = 'Copy'), 1500);
 }
 
-const addMachine = $('add-machine') as HTMLFormElement;
-const machineEditor = new MachineEditor($('edit-machine') as HTMLFormElement, api);
+const addMachine = $<HTMLFormElement>('add-machine');
+const machineEditor = new MachineEditor($<HTMLFormElement>('edit-machine'), api);
 const onMachine = machineActions(api, $('machine-notice'), machineEditor);
 
 api.status.stream.subscribe(undefined, {
   onData(status) {
     renderHealth($('health'), status.health);
     renderProblems($('problems'), status.health);
-    renderExports($('exports'), status.exports, status.health.nbdPort, { remove, copy, showVersions });
+    // remove and copy each show what became of them (notice, the button's text): a click has nothing left to handle.
+    renderExports($('exports'), status.exports, status.health.nbdPort, {
+      remove: (exp, force) => void remove(exp, force),
+      copy: (text, button) => void copy(text, button),
+      showVersions,
+    });
     currentNames = new Set(status.exports.filter((e) => e.state !== 'draining').map((e) => e.name));
     // Each snapshot may follow a switch, a rollback or a connection that ended: the counts move.
     void refreshVersions();
@@ -135,8 +141,8 @@ api.events.stream.subscribe(
   },
 );
 
-bindAddForm($('add-export') as HTMLFormElement, api);
-bindImportForm($('import-image') as HTMLFormElement, api, (name) => currentNames.has(name));
+bindAddForm($<HTMLFormElement>('add-export'), api);
+bindImportForm($<HTMLFormElement>('import-image'), api, (name) => currentNames.has(name));
 bindAddMachineForm(addMachine, api);
 $('versions-close').addEventListener('click', () => {
   versionsOf = null;
