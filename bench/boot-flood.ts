@@ -20,7 +20,9 @@ export async function bootFlood({ smoke, workDir }: BenchOptions): Promise<Bench
   const daemon = await startNbdmux(workDir, 'nbdmux', true);
   try {
     for (let i = 0; i < exportCount; i += 10) {
-      const batch = Array.from({ length: Math.min(10, exportCount - i) }, (_, j) => api(daemon, 'POST', '/exports', { name: `vm-${i + j}`, file: image }));
+      const batch = Array.from({ length: Math.min(10, exportCount - i) }, (_, j) =>
+        api(daemon, 'POST', '/exports', { name: `vm-${i + j}`, file: image }),
+      );
       if ((await Promise.all(batch)).some((r) => r.status !== 201)) throw new Error('cannot register exports');
     }
     const httpPort = Number(new URL(daemon.url).port);

@@ -59,14 +59,38 @@ export async function bootStorm({ smoke, workDir }: BenchOptions): Promise<Bench
         storms[variant].push(storm);
         return storm.totalSeconds;
       });
-      const figures = Object.fromEntries(variants.map((v) => [v, summarise(`${clients} clients, ${servers[v].label}`, storms[v])])) as Record<Variant, Figures>;
-      for (const v of variants) rows.push(figures[v].total, figures[v].throughput, figures[v].readP50, figures[v].readP99, figures[v].attachP50, figures[v].attachP99);
+      const figures = Object.fromEntries(
+        variants.map((v) => [v, summarise(`${clients} clients, ${servers[v].label}`, storms[v])]),
+      ) as Record<Variant, Figures>;
+      for (const v of variants)
+        rows.push(
+          figures[v].total,
+          figures[v].throughput,
+          figures[v].readP50,
+          figures[v].readP99,
+          figures[v].attachP50,
+          figures[v].attachP99,
+        );
       for (const v of ['nbdmux', 'nbdkit'] as const) {
         const over = (what: string, pick: (f: Figures) => Row, withGoal = false) =>
-          ratio(`${clients} clients, ${v} / bare nbd-server: ${what}`, pick(figures[v]), pick(figures.bare), withGoal && v === 'nbdmux' && clients === 100 ? `>= ${goal.toFixed(2)}` : undefined);
-        ratios.push(over('MiB served per second', (f) => f.throughput, true), over('total time', (f) => f.total), over('read p50', (f) => f.readP50), over('read p99', (f) => f.readP99), over('attach p50', (f) => f.attachP50), over('attach p99', (f) => f.attachP99));
+          ratio(
+            `${clients} clients, ${v} / bare nbd-server: ${what}`,
+            pick(figures[v]),
+            pick(figures.bare),
+            withGoal && v === 'nbdmux' && clients === 100 ? `>= ${goal.toFixed(2)}` : undefined,
+          );
+        ratios.push(
+          over('MiB served per second', (f) => f.throughput, true),
+          over('total time', (f) => f.total),
+          over('read p50', (f) => f.readP50),
+          over('read p99', (f) => f.readP99),
+          over('attach p50', (f) => f.attachP50),
+          over('attach p99', (f) => f.attachP99),
+        );
       }
-      refusals.push(`${clients} clients: ${variants.map((v) => `${servers[v].label} ${storms[v].map((s) => s.refused).join('/')}`).join(', ')}`);
+      refusals.push(
+        `${clients} clients: ${variants.map((v) => `${servers[v].label} ${storms[v].map((s) => s.refused).join('/')}`).join(', ')}`,
+      );
     }
     return {
       name: `boot storm: ${clientCounts.join(', ')} clients replaying a Debian 12 boot (${trace.reads.length} reads, ${bootMiB(trace).toFixed(1)} MiB each)`,
@@ -77,7 +101,7 @@ export async function bootStorm({ smoke, workDir }: BenchOptions): Promise<Bench
         'a bare nbd-server listens with a backlog of 10: in a storm the kernel answers the rest with SYN cookies and drops what its full accept queue cannot take, and those clients wait for a greeting that never comes; its times are those of the clients it served, hence the goal per byte served',
         `clients refused or never greeted within ${attachTimeoutMs / 1000} s, per round (goal for nbdmux: none): ${refusals.join('; ')}`,
         'every client comes from 127.0.0.1: nbdmux runs with --nbd-max-pending-per-client 1023 (default 8), or a storm from one address is capped by design',
-        'each client makes one read at a time (a booting kernel keeps several in flight): per-read latency is the server\'s turnaround under load',
+        "each client makes one read at a time (a booting kernel keeps several in flight): per-read latency is the server's turnaround under load",
       ],
     };
   } finally {

@@ -28,7 +28,8 @@ export async function burst({ smoke, workDir }: BenchOptions): Promise<BenchResu
   });
   try {
     for (const variant of ['fast', 'plain'] as const) {
-      if ((await api(servers[variant], 'POST', '/exports', { name: 'disk', file: image })).status !== 201) throw new Error('cannot create export');
+      if ((await api(servers[variant], 'POST', '/exports', { name: 'disk', file: image })).status !== 201)
+        throw new Error('cannot create export');
     }
     const cpu: Record<Variant, number[]> = { fast: [], plain: [], bare: [] };
     const served: Record<Variant, number[]> = { fast: [], plain: [], bare: [] };
@@ -53,14 +54,21 @@ export async function burst({ smoke, workDir }: BenchOptions): Promise<BenchResu
       cpu[variant].push((await settledCpu({ server })).server - before.server);
       return last;
     });
-    const label: Record<Variant, string> = { fast: 'nbdmux, fast start', plain: 'nbdmux, no shim', bare: 'bare nbd-server (daemon), clients served only' };
+    const label: Record<Variant, string> = {
+      fast: 'nbdmux, fast start',
+      plain: 'nbdmux, no shim',
+      bare: 'bare nbd-server (daemon), clients served only',
+    };
     const wallRow = (v: Variant) => row(`${label[v]}: all served`, wall[v], 's');
     const cpuRow = (v: Variant) => row(`${label[v]}: server CPU`, cpu[v], 's');
     const lostByBare = served.bare.map((n) => clients - n);
     return {
       name: `burst of ${clients} simultaneous clients, each reading 1 MiB`,
       rows: [wallRow('fast'), wallRow('plain'), wallRow('bare'), cpuRow('fast'), cpuRow('plain'), cpuRow('bare')],
-      ratios: [ratio('fast start / no shim, time until all served', wallRow('fast'), wallRow('plain')), ratio('fast start / no shim, server CPU', cpuRow('fast'), cpuRow('plain'))],
+      ratios: [
+        ratio('fast start / no shim, time until all served', wallRow('fast'), wallRow('plain')),
+        ratio('fast start / no shim, server CPU', cpuRow('fast'), cpuRow('plain')),
+      ],
       notes: [
         `bare nbd-server lost ${lostByBare.join(', ')} of ${clients} clients in its rounds: its listen backlog is 10, so in a burst the kernel answers with SYN cookies and drops the connections its full accept queue cannot take; the client believes it is connected and waits for a greeting that never comes (counted lost after ${bareLostAfterMs / 1000} s). nbdmux listens with a backlog of 511 and queues starts itself.`,
       ],

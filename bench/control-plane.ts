@@ -20,7 +20,9 @@ export async function controlPlane({ smoke, workDir }: BenchOptions): Promise<Be
   const connections: NbdConnection[] = [];
   try {
     for (let i = 0; i < exportCount; i += 10) {
-      const batch = Array.from({ length: Math.min(10, exportCount - i) }, (_, j) => api(loaded, 'POST', '/exports', { name: `vm-${i + j}`, file: image }));
+      const batch = Array.from({ length: Math.min(10, exportCount - i) }, (_, j) =>
+        api(loaded, 'POST', '/exports', { name: `vm-${i + j}`, file: image }),
+      );
       if ((await Promise.all(batch)).some((r) => r.status !== 201)) throw new Error('cannot register exports');
     }
     for (let i = 0; i < connectionCount; i += 10) {
@@ -33,7 +35,8 @@ export async function controlPlane({ smoke, workDir }: BenchOptions): Promise<Be
       const response = await api(servers[variant], 'GET', '/exports');
       const elapsed = seconds(start) * 1000;
       const expected = variant === 'loaded' ? exportCount : 0;
-      if (response.status !== 200 || (response.json as unknown[]).length !== expected) throw new Error(`GET /exports on ${variant} did not list ${expected} exports`);
+      if (response.status !== 200 || (response.json as unknown[]).length !== expected)
+        throw new Error(`GET /exports on ${variant} did not list ${expected} exports`);
       return elapsed;
     };
     await getExports('loaded');
@@ -49,7 +52,9 @@ export async function controlPlane({ smoke, workDir }: BenchOptions): Promise<Be
       name: `control plane with ${exportCount} exports and ${connectionCount} live connections`,
       rows: [loadedRow, emptyRow, loadedRss, emptyRss],
       ratios: [ratio('GET /exports, loaded / empty', loadedRow, emptyRow), ratio('daemon RSS, loaded / empty', loadedRss, emptyRss)],
-      notes: [`the ${connectionCount} serving nbd-server processes hold ${servingRss.toFixed(0)} MiB RSS between them (not counted in the daemon's)`],
+      notes: [
+        `the ${connectionCount} serving nbd-server processes hold ${servingRss.toFixed(0)} MiB RSS between them (not counted in the daemon's)`,
+      ],
     };
   } finally {
     for (const conn of connections) conn.destroy();

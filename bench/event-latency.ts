@@ -20,7 +20,8 @@ export async function eventLatency({ smoke, workDir }: BenchOptions): Promise<Be
     {},
     {
       onData: ({ data }) => {
-        if (data.type === 'export.created' && data.exportName) waiting.get(data.exportName)?.(process.hrtime.bigint(), Date.now() - Date.parse(data.at));
+        if (data.type === 'export.created' && data.exportName)
+          waiting.get(data.exportName)?.(process.hrtime.bigint(), Date.now() - Date.parse(data.at));
       },
     },
   );
@@ -30,7 +31,9 @@ export async function eventLatency({ smoke, workDir }: BenchOptions): Promise<Be
     let n = 0;
     const create = async (variant: 'event' | 'answer') => {
       const name = `${variant}-${n++}`;
-      const received = new Promise<{ at: bigint; deliveryMs: number }>((resolve) => waiting.set(name, (at, deliveryMs) => resolve({ at, deliveryMs })));
+      const received = new Promise<{ at: bigint; deliveryMs: number }>((resolve) =>
+        waiting.set(name, (at, deliveryMs) => resolve({ at, deliveryMs })),
+      );
       const start = process.hrtime.bigint();
       const response = await api(daemon, 'POST', '/exports', { name, file: image });
       const answered = seconds(start) * 1000;
@@ -48,7 +51,9 @@ export async function eventLatency({ smoke, workDir }: BenchOptions): Promise<Be
       name: 'event to subscriber over the WebSocket',
       rows: [eventRow, answerRow, deliveryRow],
       ratios: [ratio('event at subscriber / HTTP answer', eventRow, answerRow)],
-      notes: [`goal: median event latency <= ${goalMs} ms: ${eventRow.median <= goalMs ? 'met' : 'MISSED'} (${eventRow.median.toFixed(1)} ms)`],
+      notes: [
+        `goal: median event latency <= ${goalMs} ms: ${eventRow.median <= goalMs ? 'met' : 'MISSED'} (${eventRow.median.toFixed(1)} ms)`,
+      ],
     };
   } finally {
     subscription.unsubscribe();

@@ -24,7 +24,8 @@ export async function handshake({ smoke, workDir }: BenchOptions): Promise<Bench
   });
   try {
     for (const variant of ['fast', 'plain'] as const) {
-      if ((await api(servers[variant], 'POST', '/exports', { name: 'disk', file: image })).status !== 201) throw new Error('cannot create export');
+      if ((await api(servers[variant], 'POST', '/exports', { name: 'disk', file: image })).status !== 201)
+        throw new Error('cannot create export');
     }
     const inProcess = async (variant: Variant) => {
       const start = process.hrtime.bigint();

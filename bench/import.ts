@@ -20,7 +20,9 @@ export async function importThroughput({ smoke, workDir }: BenchOptions): Promis
   const mib = smoke ? 8 : 200;
   const dir = fs.mkdtempSync(path.join(workDir, 'import-'));
   const images = { disk: 'disk-like.img', random: 'incompressible.img' } as const;
-  writeImage(path.join(dir, images.disk), mib, (i) => (i % 4 === 0 ? Buffer.alloc(1 << 20) : i % 4 === 1 ? crypto.randomBytes(1 << 20) : lowEntropy()));
+  writeImage(path.join(dir, images.disk), mib, (i) =>
+    i % 4 === 0 ? Buffer.alloc(1 << 20) : i % 4 === 1 ? crypto.randomBytes(1 << 20) : lowEntropy(),
+  );
   writeImage(path.join(dir, images.random), mib, () => crypto.randomBytes(1 << 20));
   for (const name of Object.values(images)) {
     // Packing is not measured: the fastest preset, every core.
@@ -32,7 +34,15 @@ export async function importThroughput({ smoke, workDir }: BenchOptions): Promis
   const ratios: Ratio[] = [];
   try {
     const urlOf = (name: string) => `http://127.0.0.1:${port}/${name}.xz`;
-    await waitFor('http.server to listen', () => fetch(urlOf(images.disk), { method: 'HEAD' }).then((r) => (r.ok ? true : undefined), () => undefined), 10_000);
+    await waitFor(
+      'http.server to listen',
+      () =>
+        fetch(urlOf(images.disk), { method: 'HEAD' }).then(
+          (r) => (r.ok ? true : undefined),
+          () => undefined,
+        ),
+      10_000,
+    );
     const { importer } = testImporter(path.join(dir, 'store'));
     for (const [kind, name] of Object.entries(images)) {
       const url = urlOf(name);
@@ -55,7 +65,12 @@ export async function importThroughput({ smoke, workDir }: BenchOptions): Promis
       rows.push(curlRow, nbdmuxRow);
       ratios.push(ratio(`${kind}: nbdmux / curl+xz throughput`, nbdmuxRow, curlRow, '>= 0.8'));
     }
-    return { name: `import: a ${mib} MiB image as .img.xz over HTTP on loopback`, rows, ratios, notes: ['MB/s of raw image written (10^6 bytes per second).'] };
+    return {
+      name: `import: a ${mib} MiB image as .img.xz over HTTP on loopback`,
+      rows,
+      ratios,
+      notes: ['MB/s of raw image written (10^6 bytes per second).'],
+    };
   } finally {
     server.child.kill('SIGKILL');
     await server.exited;

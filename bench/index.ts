@@ -61,7 +61,12 @@ async function main(): Promise<number> {
   } finally {
     fs.rmSync(workDir, { recursive: true, force: true });
   }
-  console.log(`load average at the end: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  console.log(
+    `load average at the end: ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
+  );
   return failed === 0 ? 0 : 1;
 }
 
@@ -69,13 +74,17 @@ function machine(): string {
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
   let nbdServer = 'unknown';
   try {
-    nbdServer = /version (\S+)/.exec(execFileSync('nbd-server', ['-V'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }))?.[1] ?? nbdServer;
+    nbdServer =
+      /version (\S+)/.exec(execFileSync('nbd-server', ['-V'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }))?.[1] ?? nbdServer;
   } catch {
     // reported as unknown
   }
   return [
     `machine: ${os.availableParallelism()} vCPU ${cpu}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, Linux ${os.release()}, Node ${process.version}, nbd-server ${nbdServer}`,
-    `load average at the start: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`,
+    `load average at the start: ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
     '',
   ].join('\n');
 }

@@ -27,7 +27,9 @@ export async function postToClient({ smoke, workDir }: BenchOptions): Promise<Be
     for (const count of counts) {
       const started = process.hrtime.bigint();
       for (; registered < count; registered += 10) {
-        const batch = Array.from({ length: Math.min(10, count - registered) }, (_, i) => api(nbdmux, 'POST', '/exports', { name: `vm-${registered + i}`, file: image }));
+        const batch = Array.from({ length: Math.min(10, count - registered) }, (_, i) =>
+          api(nbdmux, 'POST', '/exports', { name: `vm-${registered + i}`, file: image }),
+        );
         if ((await Promise.all(batch)).some((r) => r.status !== 201)) throw new Error('cannot register exports');
       }
       if (count > 0) notes.push(`registering exports up to ${count} took ${seconds(started).toFixed(1)} s`);
@@ -42,11 +44,20 @@ export async function postToClient({ smoke, workDir }: BenchOptions): Promise<Be
       };
       const bareHandshake = (client: 'in-process' | 'nbdinfo') => firstClient(client, bare.nbdPort, 'disk', process.hrtime.bigint());
       for (const client of ['in-process', 'nbdinfo'] as const) {
-        const samples = await alternate(smoke ? 1 : 10, ['nbdmux', 'bare'] as const, (v) => (v === 'nbdmux' ? throughNbdmux(client) : bareHandshake(client)));
+        const samples = await alternate(smoke ? 1 : 10, ['nbdmux', 'bare'] as const, (v) =>
+          v === 'nbdmux' ? throughNbdmux(client) : bareHandshake(client),
+        );
         const postRow = row(`${count} exports: POST, then first ${client} client served`, samples.nbdmux, 'ms');
         const bareRow = row(`${count} exports: baseline, bare nbd-server handshake, ${client}`, samples.bare, 'ms');
         rows.push(postRow, bareRow);
-        ratios.push(ratio(`${count} exports, ${client}: POST to first client / bare handshake`, postRow, bareRow, count === counts.at(-1) ? '<= 1.2' : undefined));
+        ratios.push(
+          ratio(
+            `${count} exports, ${client}: POST to first client / bare handshake`,
+            postRow,
+            bareRow,
+            count === counts.at(-1) ? '<= 1.2' : undefined,
+          ),
+        );
       }
     }
     return { name: 'POST /exports to a first successful client, by number of exports registered', rows, ratios, notes };

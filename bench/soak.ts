@@ -76,7 +76,11 @@ export async function soak({ smoke, workDir }: BenchOptions): Promise<BenchResul
     const failure = outcomes.find((outcome) => outcome.status === 'rejected');
     if (failure) throw failure.reason;
 
-    const series = (key: keyof Sample, what: string, unit: string, scale = 1): Series => ({ what, unit, points: samples.map((s) => ({ t: s.t, value: s[key] / scale })) });
+    const series = (key: keyof Sample, what: string, unit: string, scale = 1): Series => ({
+      what,
+      unit,
+      points: samples.map((s) => ({ t: s.t, value: s[key] / scale })),
+    });
     const growths = [
       judgeGrowth(series('rss', 'daemon RSS', 'MiB', mib), { ...limits.rss, floor: limits.rss.floor / mib }),
       judgeGrowth(series('fds', 'daemon open descriptors', 'fds'), limits.fds),
@@ -87,8 +91,10 @@ export async function soak({ smoke, workDir }: BenchOptions): Promise<BenchResul
     const connectionsPerSecond = (done.connections + done.exports) / seconds;
     const dbBytesPerConnection = db.slopePerSecond / connectionsPerSecond;
     const leaks = growths.filter((g) => !g.bounded).map(describe);
-    if (dbBytesPerConnection > dbBytesPerConnectionLimit) leaks.push(`database grows ${dbBytesPerConnection.toFixed(0)} bytes per connection (limit ${dbBytesPerConnectionLimit})`);
-    if (leaks.length > 0) throw new Error(`grows without bound over ${seconds} s: ${leaks.join('; ')}\nsamples: ${JSON.stringify(samples)}`);
+    if (dbBytesPerConnection > dbBytesPerConnectionLimit)
+      leaks.push(`database grows ${dbBytesPerConnection.toFixed(0)} bytes per connection (limit ${dbBytesPerConnectionLimit})`);
+    if (leaks.length > 0)
+      throw new Error(`grows without bound over ${seconds} s: ${leaks.join('; ')}\nsamples: ${JSON.stringify(samples)}`);
     if (done.refused > 0) throw new Error(`${done.refused} clients were refused an export that exists while other exports came and went`);
 
     const last = samples.at(-1)!;
@@ -100,9 +106,21 @@ export async function soak({ smoke, workDir }: BenchOptions): Promise<BenchResul
         row('of which cut off without NBD_CMD_DISC', [done.cutOff], 'connections'),
         row('NBD clients refused an export that exists', [done.refused], 'clients'),
         row('WebSocket subscribers joined and left', [done.subscribers], 'subscribers'),
-        row('daemon RSS over the run', samples.map((s) => s.rss / mib), 'MiB'),
-        row('daemon open descriptors over the run', samples.map((s) => s.fds), 'fds'),
-        row('database size over the run', samples.map((s) => s.dbBytes / mib), 'MiB'),
+        row(
+          'daemon RSS over the run',
+          samples.map((s) => s.rss / mib),
+          'MiB',
+        ),
+        row(
+          'daemon open descriptors over the run',
+          samples.map((s) => s.fds),
+          'fds',
+        ),
+        row(
+          'database size over the run',
+          samples.map((s) => s.dbBytes / mib),
+          'MiB',
+        ),
       ],
       ratios: [],
       notes: [
@@ -153,7 +171,12 @@ async function create(daemon: Nbdmux, name: string, file: string): Promise<void>
 }
 
 /** Creates an export, serves it to one client, removes it: over and over. */
-async function churnExports(daemon: Nbdmux, image: string, running: () => boolean, done: { exports: number; refused: number }): Promise<void> {
+async function churnExports(
+  daemon: Nbdmux,
+  image: string,
+  running: () => boolean,
+  done: { exports: number; refused: number },
+): Promise<void> {
   for (let i = 0; running(); i++) {
     const name = `churn-${i}`;
     await create(daemon, name, image);
@@ -181,7 +204,12 @@ async function attach(daemon: Nbdmux, name: string, done: { refused: number }): 
 }
 
 /** A client that attaches, reads a little and leaves; every third one drops the TCP connection without saying goodbye. */
-async function openAndClose(daemon: Nbdmux, loop: number, running: () => boolean, done: { connections: number; cutOff: number; refused: number }): Promise<void> {
+async function openAndClose(
+  daemon: Nbdmux,
+  loop: number,
+  running: () => boolean,
+  done: { connections: number; cutOff: number; refused: number },
+): Promise<void> {
   for (let i = 0; running(); i++) {
     const connection = await attach(daemon, 'steady', done);
     if (connection === null) continue;

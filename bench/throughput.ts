@@ -48,7 +48,12 @@ export async function throughput({ smoke, workDir }: BenchOptions): Promise<Benc
     if ((await api(nbdmux, 'POST', '/exports', { name: 'disk', file: image })).status !== 201) throw new Error('cannot create export');
     const ports = { bare: bare.nbdPort, nbdmux: nbdmux.nbdPort };
     const measure = async (variant: keyof typeof ports) => {
-      const secs = Number(await runOrThrow('nbdsh', ['-u', `nbd://127.0.0.1:${ports[variant]}/disk`, '-c', readAll], { env: debianPythonEnv, timeoutMs: 120_000 }));
+      const secs = Number(
+        await runOrThrow('nbdsh', ['-u', `nbd://127.0.0.1:${ports[variant]}/disk`, '-c', readAll], {
+          env: debianPythonEnv,
+          timeoutMs: 120_000,
+        }),
+      );
       return bytes / secs / 1e9;
     };
     // One untimed read each: page cache and client warm for both sides alike.
@@ -67,4 +72,3 @@ export async function throughput({ smoke, workDir }: BenchOptions): Promise<Benc
     await stopAll({ bare, nbdmux });
   }
 }
-

@@ -9,7 +9,18 @@ import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const stamp = path.join(root, 'dist', 'build-inputs');
-const inputs = ['src', 'web', 'native', 'bench', 'testkit', 'test/helpers', 'scripts', 'tsconfig.json', 'tsconfig.web.json', 'package-lock.json'];
+const inputs = [
+  'src',
+  'web',
+  'native',
+  'bench',
+  'testkit',
+  'test/helpers',
+  'scripts',
+  'tsconfig.json',
+  'tsconfig.web.json',
+  'package-lock.json',
+];
 
 export function buildInputsHash() {
   const hash = createHash('sha256');

@@ -30,7 +30,13 @@ export async function withImageFd<T>(image: ImageSource, body: (fd: number) => P
  * and output; `what` names it in the reasons ("the inspection took longer than 20 s ...").
  * Never rejects: whatever goes wrong is the answer's reason.
  */
-export function runBoundedChild(what: string, workerFile: string, request: unknown, imageFd: number, limits: ChildLimits): Promise<ChildAnswer> {
+export function runBoundedChild(
+  what: string,
+  workerFile: string,
+  request: unknown,
+  imageFd: number,
+  limits: ChildLimits,
+): Promise<ChildAnswer> {
   return new Promise((resolve) => {
     // Its own process group: on timeout the whole group goes, debugfs included.
     const child = spawn(process.execPath, [`--max-old-space-size=${limits.heapMiB}`, workerFile, JSON.stringify(request)], {

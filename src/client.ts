@@ -97,7 +97,9 @@ function daemonBaseUrl(url: string): string {
     throw new TypeError(`nbdmux client: ${JSON.stringify(url)} is not a URL; give the daemon's address, e.g. http://localhost:4040`);
   }
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
-    throw new TypeError(`nbdmux client: ${JSON.stringify(url)} is not an http:// or https:// URL; give the daemon's HTTP address, e.g. http://localhost:4040`);
+    throw new TypeError(
+      `nbdmux client: ${JSON.stringify(url)} is not an http:// or https:// URL; give the daemon's HTTP address, e.g. http://localhost:4040`,
+    );
   }
   return `${parsed.origin}${parsed.pathname.replace(/\/+$/, '')}`;
 }

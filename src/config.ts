@@ -9,16 +9,24 @@ type OptionKey = keyof Options;
 /** Low enough that a few addresses sending nothing cannot fill the default --max-connections. */
 const defaultMaxPendingPerClient = 8;
 
-const configSchema = z.object(Object.fromEntries(Object.entries(options).map(([key, option]) => [key, option.schema])) as { [K in OptionKey]: Options[K]['schema'] });
+const configSchema = z.object(
+  Object.fromEntries(Object.entries(options).map(([key, option]) => [key, option.schema])) as { [K in OptionKey]: Options[K]['schema'] },
+);
 
 /** The pending cap protects other clients only if it leaves them some of --max-connections. */
 const checkedConfigSchema = configSchema
   .superRefine(({ nbdMaxPendingPerClient, maxConnections }, ctx) => {
     if (nbdMaxPendingPerClient !== undefined && nbdMaxPendingPerClient >= maxConnections) {
-      ctx.addIssue({ code: 'custom', message: `--nbd-max-pending-per-client (${nbdMaxPendingPerClient}) must be below --max-connections (${maxConnections}), so that one address cannot hold every connection` });
+      ctx.addIssue({
+        code: 'custom',
+        message: `--nbd-max-pending-per-client (${nbdMaxPendingPerClient}) must be below --max-connections (${maxConnections}), so that one address cannot hold every connection`,
+      });
     }
   })
-  .transform((config) => ({ ...config, nbdMaxPendingPerClient: config.nbdMaxPendingPerClient ?? Math.min(defaultMaxPendingPerClient, config.maxConnections) }));
+  .transform((config) => ({
+    ...config,
+    nbdMaxPendingPerClient: config.nbdMaxPendingPerClient ?? Math.min(defaultMaxPendingPerClient, config.maxConnections),
+  }));
 
 /** The image store always has a path: DATA_DIR/images unless given (see parseCommandLine). */
 export type Config = Omit<z.infer<typeof checkedConfigSchema>, 'imageStore'> & { imageStore: string };
@@ -38,7 +46,11 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
       strict: true,
       allowPositionals: false,
       options: {
-        ...Object.fromEntries(specs.flatMap(([, spec]) => (spec.flag === undefined ? [] : [[spec.flag, { type: 'string' as const, multiple: spec.list !== undefined }]]))),
+        ...Object.fromEntries(
+          specs.flatMap(([, spec]) =>
+            spec.flag === undefined ? [] : [[spec.flag, { type: 'string' as const, multiple: spec.list !== undefined }]],
+          ),
+        ),
         help: { type: 'boolean' },
         version: { type: 'boolean' },
       },
@@ -53,7 +65,9 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): CliReq
   const given: Partial<Record<OptionKey, unknown>> = {};
   for (const [key, spec] of specs) {
     const fromEnv = env[spec.env];
-    given[key] = (spec.flag === undefined ? undefined : values[spec.flag]) ?? (spec.list === undefined || fromEnv === undefined ? fromEnv : splitList(fromEnv, spec.list));
+    given[key] =
+      (spec.flag === undefined ? undefined : values[spec.flag]) ??
+      (spec.list === undefined || fromEnv === undefined ? fromEnv : splitList(fromEnv, spec.list));
   }
   given.nbdBind ??= given.bind;
   const parsed = checkedConfigSchema.safeParse(given);
@@ -99,8 +113,14 @@ export const usage = [
 
 /** The flag and its variable on one line, then what it does and its default, wrapped. */
 function helpEntry(name: string, spec: OptionSpec): string[] {
-  const head = spec.flag === undefined ? `  ${name}` : `  ${name.padEnd(Math.max(32, name.length + 2))}${spec.env}${spec.list ? ` (${['a', 'b'].join(spec.list)})` : ''}`;
-  const facts = [spec.list ? 'repeatable' : '', spec.flag === undefined || spec.default === 'required' ? '' : `default ${spec.default.replaceAll('`', '')}`].filter((fact) => fact !== '');
+  const head =
+    spec.flag === undefined
+      ? `  ${name}`
+      : `  ${name.padEnd(Math.max(32, name.length + 2))}${spec.env}${spec.list ? ` (${['a', 'b'].join(spec.list)})` : ''}`;
+  const facts = [
+    spec.list ? 'repeatable' : '',
+    spec.flag === undefined || spec.default === 'required' ? '' : `default ${spec.default.replaceAll('`', '')}`,
+  ].filter((fact) => fact !== '');
   const text = `${spec.help}${spec.default === 'required' ? '; required' : ''}${facts.length > 0 ? ` (${facts.join('; ')})` : ''}`;
   return [head, ...wrap(text, helpWidth - 6).map((line) => `      ${line}`)];
 }
@@ -127,7 +147,7 @@ export function renderFlagsReference(): string {
     '<!-- Generated from src/options.ts by `npm run docs`; test/options.test.ts fails when it differs. -->',
     '',
     'Every flag has an environment variable; the flag wins. The secrets have a variable only, since',
-    'every user of the machine can read a process\'s command line. A repeatable flag is given once per',
+    "every user of the machine can read a process's command line. A repeatable flag is given once per",
     'value; its variable lists the values with the separator shown.',
     '',
     '| Flag | Variable | Default | Meaning |',

@@ -65,7 +65,10 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     const pins = PinnedFiles.reopen(db, events, log);
     // Before the ports open: a --ramboot-kit that is not a kit is refused at once.
     const { rambootKit } = config;
-    const artifacts = rambootKit === undefined ? noKitArtifacts : await ImageBootArtifacts.open({ db, pins, kitDir: rambootKit, dataDir: config.dataDir, log });
+    const artifacts =
+      rambootKit === undefined
+        ? noKitArtifacts
+        : await ImageBootArtifacts.open({ db, pins, kitDir: rambootKit, dataDir: config.dataDir, log });
     const stateFiles = new StateFiles(path.join(config.dataDir, 'machines'));
     supervisor = await Supervisor.start(
       {
@@ -95,7 +98,13 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
       toolIdleMs: config.importToolTimeout * 1000,
       log,
     });
-    const registry = new ExportRegistry(db, supervisor, events, pins, { imageRoots, keepVersions: config.keepVersions, importer, boot: artifacts, log });
+    const registry = new ExportRegistry(db, supervisor, events, pins, {
+      imageRoots,
+      keepVersions: config.keepVersions,
+      importer,
+      boot: artifacts,
+      log,
+    });
     registry.failInterruptedImports();
     // Files the last run could not delete yet (a connection still held them).
     registry.collectGarbage();
@@ -160,7 +169,9 @@ function prepareDataDir(dataDir: string, log: Logger): void {
     fs.writeFileSync(probe, '');
     fs.unlinkSync(probe);
   } catch (err) {
-    throw new Error(`data dir ${dataDir} cannot be created or written: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+    throw new Error(`data dir ${dataDir} cannot be created or written: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, {
+      cause: err,
+    });
   }
   makePrivate(fs.realpathSync(dataDir), log);
 }

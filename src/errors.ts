@@ -37,7 +37,10 @@ export function unavailable(message: string): TRPCError {
 }
 
 export function dataDirFull(dataDir: string): TRPCError {
-  return new TRPCError({ code: 'SERVICE_UNAVAILABLE', message: `the data dir ${dataDir} is full, so nothing was changed: free space there, then try again` });
+  return new TRPCError({
+    code: 'SERVICE_UNAVAILABLE',
+    message: `the data dir ${dataDir} is full, so nothing was changed: free space there, then try again`,
+  });
 }
 
 /**

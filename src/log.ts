@@ -6,10 +6,12 @@ export type Logger = Record<LogLevel, (msg: string, fields?: Record<string, unkn
 
 export function createLogger(minimum: LogLevel, write: (line: string) => void = (l) => process.stderr.write(l)): Logger {
   const threshold = logLevels.indexOf(minimum);
-  const at = (level: LogLevel) => (msg: string, fields: Record<string, unknown> = {}) => {
-    if (logLevels.indexOf(level) < threshold) return;
-    write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields }) + '\n');
-  };
+  const at =
+    (level: LogLevel) =>
+    (msg: string, fields: Record<string, unknown> = {}) => {
+      if (logLevels.indexOf(level) < threshold) return;
+      write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields }) + '\n');
+    };
   return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
 }
 

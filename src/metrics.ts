@@ -23,22 +23,68 @@ const importResults = ['done', 'failed', 'cancelled'];
  */
 export class Metrics {
   private readonly registry = new Registry();
-  private readonly exportsByState = new Gauge({ name: 'nbdmux_exports', help: 'Exports by state: serving, or removed and draining live connections', labelNames: ['state'], registers: [this.registry] });
-  private readonly liveConnections = new Gauge({ name: 'nbdmux_connections_live', help: 'Live NBD connections per export', labelNames: ['export'], registers: [this.registry] });
-  private readonly negotiating = new Gauge({ name: 'nbdmux_connections_negotiating', help: 'Live NBD connections whose client has not chosen an export yet', registers: [this.registry] });
-  private readonly bytesSent = new Counter({ name: 'nbdmux_bytes_sent_total', help: 'Bytes nbd-server processes sent to clients, per export', labelNames: ['export'], registers: [this.registry] });
-  private readonly closed = new Counter({ name: 'nbdmux_connections_closed_total', help: 'Ended NBD connections by outcome', labelNames: ['outcome'], registers: [this.registry] });
-  private readonly refused = new Counter({ name: 'nbdmux_connections_refused_total', help: 'NBD connections refused (allow lists, limits, failed accepts)', registers: [this.registry] });
+  private readonly exportsByState = new Gauge({
+    name: 'nbdmux_exports',
+    help: 'Exports by state: serving, or removed and draining live connections',
+    labelNames: ['state'],
+    registers: [this.registry],
+  });
+  private readonly liveConnections = new Gauge({
+    name: 'nbdmux_connections_live',
+    help: 'Live NBD connections per export',
+    labelNames: ['export'],
+    registers: [this.registry],
+  });
+  private readonly negotiating = new Gauge({
+    name: 'nbdmux_connections_negotiating',
+    help: 'Live NBD connections whose client has not chosen an export yet',
+    registers: [this.registry],
+  });
+  private readonly bytesSent = new Counter({
+    name: 'nbdmux_bytes_sent_total',
+    help: 'Bytes nbd-server processes sent to clients, per export',
+    labelNames: ['export'],
+    registers: [this.registry],
+  });
+  private readonly closed = new Counter({
+    name: 'nbdmux_connections_closed_total',
+    help: 'Ended NBD connections by outcome',
+    labelNames: ['outcome'],
+    registers: [this.registry],
+  });
+  private readonly refused = new Counter({
+    name: 'nbdmux_connections_refused_total',
+    help: 'NBD connections refused (allow lists, limits, failed accepts)',
+    registers: [this.registry],
+  });
   private readonly negotiation = new Histogram({
     name: 'nbdmux_negotiation_seconds',
     help: 'Time from accepting an NBD connection to its client choosing an export',
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [this.registry],
   });
-  private readonly startFailures = new Counter({ name: 'nbdmux_nbd_server_start_failures_total', help: 'nbd-server processes that failed to start or to serve', registers: [this.registry] });
-  private readonly bootStages = new Counter({ name: 'nbdmux_boot_stages_total', help: 'Boot stages machines reached, per export', labelNames: ['export', 'stage'], registers: [this.registry] });
-  private readonly imports = new Counter({ name: 'nbdmux_imports_total', help: 'Finished imports by result', labelNames: ['result'], registers: [this.registry] });
-  private readonly subscribers = new Gauge({ name: 'nbdmux_event_subscribers', help: 'Live events.stream subscriptions', registers: [this.registry] });
+  private readonly startFailures = new Counter({
+    name: 'nbdmux_nbd_server_start_failures_total',
+    help: 'nbd-server processes that failed to start or to serve',
+    registers: [this.registry],
+  });
+  private readonly bootStages = new Counter({
+    name: 'nbdmux_boot_stages_total',
+    help: 'Boot stages machines reached, per export',
+    labelNames: ['export', 'stage'],
+    registers: [this.registry],
+  });
+  private readonly imports = new Counter({
+    name: 'nbdmux_imports_total',
+    help: 'Finished imports by result',
+    labelNames: ['result'],
+    registers: [this.registry],
+  });
+  private readonly subscribers = new Gauge({
+    name: 'nbdmux_event_subscribers',
+    help: 'Live events.stream subscriptions',
+    registers: [this.registry],
+  });
 
   /**
    * Per live connection, the bytes already added to `nbdmux_bytes_sent_total`: the counter grows
@@ -117,7 +163,11 @@ export class Metrics {
     // Recorded by boot routes and imports where they exist: matched by name, so these count once they do.
     const type: string = event.type;
     // A summary of repeats (see SummarisedEvents) stands for `count` fetches.
-    if (type.startsWith('boot.') && event.exportName !== null) this.bootStages.inc({ export: event.exportName, stage: type.slice('boot.'.length) }, (event.details as { count?: number }).count ?? 1);
+    if (type.startsWith('boot.') && event.exportName !== null)
+      this.bootStages.inc(
+        { export: event.exportName, stage: type.slice('boot.'.length) },
+        (event.details as { count?: number }).count ?? 1,
+      );
     const result = type.startsWith('import.') ? type.slice('import.'.length) : undefined;
     if (result !== undefined && importResults.includes(result)) this.imports.inc({ result });
   }

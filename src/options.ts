@@ -59,11 +59,46 @@ export const options = {
     help: 'state: SQLite, nbd-server config',
     doc: 'state: `state.db` (SQLite), `nbd-server.conf`; kept private (see "Security")',
   },
-  port: { flag: 'port', value: 'N', env: 'NBDMUX_PORT', schema: port('port').default(4040), default: '4040', help: 'HTTP port (tRPC, REST, dashboard); 0 picks a free one' },
-  bind: { flag: 'bind', value: 'ADDR', env: 'NBDMUX_BIND', schema: nonEmpty('bind').optional(), default: 'all addresses', help: 'HTTP listen address' },
-  nbdPort: { flag: 'nbd-port', value: 'N', env: 'NBDMUX_NBD_PORT', schema: port('nbd-port').default(10809), default: '10809', help: 'NBD port' },
-  nbdBind: { flag: 'nbd-bind', value: 'ADDR', env: 'NBDMUX_NBD_BIND', schema: nonEmpty('nbd-bind').optional(), default: '`--bind`', help: 'NBD listen address' },
-  nbdServerBin: { flag: 'nbd-server-bin', value: 'PATH', env: 'NBDMUX_NBD_SERVER_BIN', schema: nonEmpty('nbd-server-bin').default('nbd-server'), default: '`nbd-server`', help: 'the nbd-server binary' },
+  port: {
+    flag: 'port',
+    value: 'N',
+    env: 'NBDMUX_PORT',
+    schema: port('port').default(4040),
+    default: '4040',
+    help: 'HTTP port (tRPC, REST, dashboard); 0 picks a free one',
+  },
+  bind: {
+    flag: 'bind',
+    value: 'ADDR',
+    env: 'NBDMUX_BIND',
+    schema: nonEmpty('bind').optional(),
+    default: 'all addresses',
+    help: 'HTTP listen address',
+  },
+  nbdPort: {
+    flag: 'nbd-port',
+    value: 'N',
+    env: 'NBDMUX_NBD_PORT',
+    schema: port('nbd-port').default(10809),
+    default: '10809',
+    help: 'NBD port',
+  },
+  nbdBind: {
+    flag: 'nbd-bind',
+    value: 'ADDR',
+    env: 'NBDMUX_NBD_BIND',
+    schema: nonEmpty('nbd-bind').optional(),
+    default: '`--bind`',
+    help: 'NBD listen address',
+  },
+  nbdServerBin: {
+    flag: 'nbd-server-bin',
+    value: 'PATH',
+    env: 'NBDMUX_NBD_SERVER_BIN',
+    schema: nonEmpty('nbd-server-bin').default('nbd-server'),
+    default: '`nbd-server`',
+    help: 'the nbd-server binary',
+  },
   imageRoots: {
     flag: 'image-root',
     value: 'DIR',
@@ -82,7 +117,14 @@ export const options = {
     help: 'where imported images are kept; always an image root',
     doc: 'where imported images are kept (see "Importing images"); always an image root',
   },
-  maxImports: { flag: 'max-imports', value: 'N', env: 'NBDMUX_MAX_IMPORTS', schema: wholeNumber('max-imports', 1, 64).default(2), default: '2', help: 'imports running at once (1 to 64); more wait their turn' },
+  maxImports: {
+    flag: 'max-imports',
+    value: 'N',
+    env: 'NBDMUX_MAX_IMPORTS',
+    schema: wholeNumber('max-imports', 1, 64).default(2),
+    default: '2',
+    help: 'imports running at once (1 to 64); more wait their turn',
+  },
   importMinRate: {
     flag: 'import-min-rate',
     value: 'BYTES',
@@ -106,12 +148,23 @@ export const options = {
     help: 'xz, zstd or qemu-img reading and writing nothing this long is killed, failing its import',
     doc: 'xz, zstd or qemu-img that reads and writes nothing this long (not counting time it waits for the download) is killed and its import fails as `tool-timeout`',
   },
-  maxConnections: { flag: 'max-connections', value: 'N', env: 'NBDMUX_MAX_CONNECTIONS', schema: wholeNumber('max-connections', 1, 65536).default(256), default: '256', help: 'live NBD connections at most; more are closed at once' },
+  maxConnections: {
+    flag: 'max-connections',
+    value: 'N',
+    env: 'NBDMUX_MAX_CONNECTIONS',
+    schema: wholeNumber('max-connections', 1, 65536).default(256),
+    default: '256',
+    help: 'live NBD connections at most; more are closed at once',
+  },
   nbdMaxPendingPerClient: {
     flag: 'nbd-max-pending-per-client',
     value: 'N',
     env: 'NBDMUX_NBD_MAX_PENDING_PER_CLIENT',
-    schema: z.coerce.number().int('--nbd-max-pending-per-client must be a whole number').min(1, '--nbd-max-pending-per-client must be at least 1').optional(),
+    schema: z.coerce
+      .number()
+      .int('--nbd-max-pending-per-client must be a whole number')
+      .min(1, '--nbd-max-pending-per-client must be at least 1')
+      .optional(),
     default: '8 (at most `--max-connections`)',
     help: 'connections of one address that have not chosen an export yet, at most; below --max-connections',
     doc: 'live connections of one client address that have not chosen an export yet; more from that address are closed at once. Must be below `--max-connections`',
@@ -129,7 +182,13 @@ export const options = {
     value: 'CIDR',
     env: 'NBDMUX_NBD_ALLOW',
     list: ',',
-    schema: z.array(z.string().refine((cidr) => parseCidr(cidr) !== null, { error: (issue) => `--nbd-allow: not an IP address or CIDR range: ${String(issue.input)}` })).default([]),
+    schema: z
+      .array(
+        z.string().refine((cidr) => parseCidr(cidr) !== null, {
+          error: (issue) => `--nbd-allow: not an IP address or CIDR range: ${String(issue.input)}`,
+        }),
+      )
+      .default([]),
     default: 'everyone',
     help: 'only these client addresses may use the NBD port',
   },
@@ -138,13 +197,33 @@ export const options = {
     value: 'NAME',
     env: 'NBDMUX_ALLOWED_HOSTS',
     list: ',',
-    schema: z.array(z.string().refine((name) => canonicalHostName(name) !== null, { error: (issue) => `--allowed-host: not a host name or IP address: ${String(issue.input)}` })).default([]),
+    schema: z
+      .array(
+        z.string().refine((name) => canonicalHostName(name) !== null, {
+          error: (issue) => `--allowed-host: not a host name or IP address: ${String(issue.input)}`,
+        }),
+      )
+      .default([]),
     default: 'none',
     help: 'another name HTTP clients may reach the daemon by, besides localhost and the bind address',
     doc: 'another name HTTP clients may reach the daemon by, besides localhost and the bind address (see "HTTP limits")',
   },
-  maxHttpConnections: { flag: 'max-http-connections', value: 'N', env: 'NBDMUX_MAX_HTTP_CONNECTIONS', schema: wholeNumber('max-http-connections', 1, 65536).default(1024), default: '1024', help: 'open HTTP connections at most (lowered to fit the open-files limit)' },
-  maxHttpPerClient: { flag: 'max-http-per-client', value: 'N', env: 'NBDMUX_MAX_HTTP_PER_CLIENT', schema: wholeNumber('max-http-per-client', 1, 65536).default(64), default: '64', help: 'open HTTP connections per client address' },
+  maxHttpConnections: {
+    flag: 'max-http-connections',
+    value: 'N',
+    env: 'NBDMUX_MAX_HTTP_CONNECTIONS',
+    schema: wholeNumber('max-http-connections', 1, 65536).default(1024),
+    default: '1024',
+    help: 'open HTTP connections at most (lowered to fit the open-files limit)',
+  },
+  maxHttpPerClient: {
+    flag: 'max-http-per-client',
+    value: 'N',
+    env: 'NBDMUX_MAX_HTTP_PER_CLIENT',
+    schema: wholeNumber('max-http-per-client', 1, 65536).default(64),
+    default: '64',
+    help: 'open HTTP connections per client address',
+  },
   httpRequestTimeout: {
     flag: 'http-request-timeout',
     value: 'S',
@@ -153,8 +232,22 @@ export const options = {
     default: '10',
     help: "seconds a client has to send a request's headers and body",
   },
-  maxWebSockets: { flag: 'max-websockets', value: 'N', env: 'NBDMUX_MAX_WEBSOCKETS', schema: wholeNumber('max-websockets', 1, 65536).default(256), default: '256', help: 'open WebSockets (live subscriptions) at most; more are closed at once with 1013' },
-  maxWebSocketsPerClient: { flag: 'max-websockets-per-client', value: 'N', env: 'NBDMUX_MAX_WEBSOCKETS_PER_CLIENT', schema: wholeNumber('max-websockets-per-client', 1, 65536).default(32), default: '32', help: 'open WebSockets per client address' },
+  maxWebSockets: {
+    flag: 'max-websockets',
+    value: 'N',
+    env: 'NBDMUX_MAX_WEBSOCKETS',
+    schema: wholeNumber('max-websockets', 1, 65536).default(256),
+    default: '256',
+    help: 'open WebSockets (live subscriptions) at most; more are closed at once with 1013',
+  },
+  maxWebSocketsPerClient: {
+    flag: 'max-websockets-per-client',
+    value: 'N',
+    env: 'NBDMUX_MAX_WEBSOCKETS_PER_CLIENT',
+    schema: wholeNumber('max-websockets-per-client', 1, 65536).default(32),
+    default: '32',
+    help: 'open WebSockets per client address',
+  },
   adminPassword: {
     env: 'NBDMUX_ADMIN_PASSWORD',
     schema: z.string().min(1, 'NBDMUX_ADMIN_PASSWORD must not be empty (unset it to disable authentication)').optional(),
@@ -203,13 +296,16 @@ export const options = {
     schema: nonEmpty('ramboot-kit').optional(),
     default: 'none',
     help: 'the ramboot kit (vmlinuz, initrd.img, kit.env) that boots exports over HTTP (see ramboot/build-kit)',
-    doc: "the ramboot kit (`vmlinuz`, `initrd.img`, `kit.env`): its initramfs starts every booted machine (with each image's own kernel and modules when it has them), its kernel boots the images that have none; start-up refuses a directory that is not a kit (see \"Boot a machine\")",
+    doc: 'the ramboot kit (`vmlinuz`, `initrd.img`, `kit.env`): its initramfs starts every booted machine (with each image\'s own kernel and modules when it has them), its kernel boots the images that have none; start-up refuses a directory that is not a kit (see "Boot a machine")',
   },
   bootDefault: {
     flag: 'boot-default',
     value: 'NAME',
     env: 'NBDMUX_BOOT_DEFAULT',
-    schema: z.string().regex(exportNamePattern, { error: (issue) => `--boot-default: not an export name: ${String(issue.input)}` }).optional(),
+    schema: z
+      .string()
+      .regex(exportNamePattern, { error: (issue) => `--boot-default: not an export name: ${String(issue.input)}` })
+      .optional(),
     default: 'none',
     help: "the export /boot.ipxe's menu boots unless someone chooses another",
     doc: "the export `/boot.ipxe`'s menu boots when nobody chooses; without it (or when it cannot boot) the menu waits for a choice",

@@ -46,8 +46,13 @@ export function importFraction(progress: Pick<ImportShown, 'bytes' | 'totalBytes
 export function describeImport(progress: ImportShown): string {
   if (progress.error !== null) return `version ${progress.version} failed: ${progress.error}`;
   const fraction = importFraction(progress);
-  const amount = progress.totalBytes ? `${formatBytes(progress.bytes)} of ${formatBytes(progress.totalBytes)} (${Math.floor(fraction! * 100)}%)` : formatBytes(progress.bytes);
-  const left = progress.totalBytes && progress.bytesPerSecond > 0 ? `, ${formatDuration('1970-01-01T00:00:00Z', null, ((progress.totalBytes - progress.bytes) / progress.bytesPerSecond) * 1000)} left` : '';
+  const amount = progress.totalBytes
+    ? `${formatBytes(progress.bytes)} of ${formatBytes(progress.totalBytes)} (${Math.floor(fraction! * 100)}%)`
+    : formatBytes(progress.bytes);
+  const left =
+    progress.totalBytes && progress.bytesPerSecond > 0
+      ? `, ${formatDuration('1970-01-01T00:00:00Z', null, ((progress.totalBytes - progress.bytes) / progress.bytesPerSecond) * 1000)} left`
+      : '';
   return `${progress.stage} ${amount}, ${formatRate(progress.bytesPerSecond)}${left}`;
 }
 

@@ -71,7 +71,8 @@ export class Retention {
     const started = Date.now();
     this.pass = this.prune(started)
       .then((deleted) => {
-        if (deleted.events + deleted.connections > 0) this.options.log.info('pruned history older than --retain-days', { ...deleted, ms: Date.now() - started });
+        if (deleted.events + deleted.connections > 0)
+          this.options.log.info('pruned history older than --retain-days', { ...deleted, ms: Date.now() - started });
       })
       .catch((err: unknown) => this.options.log.warn('cannot prune history; it is tried again in an hour', { error: errorText(err) }))
       .finally(() => {
@@ -84,22 +85,43 @@ export class Retention {
    * events_at), but below the newest `keepNewestEvents`. Null when there is nothing to delete.
    */
   private lastPrunableEventId(cutoff: string): number | null {
-    const newestOld = this.db.select({ id: eventsTable.id }).from(eventsTable).where(lt(eventsTable.at, cutoff)).orderBy(desc(eventsTable.at)).limit(1).get();
+    const newestOld = this.db
+      .select({ id: eventsTable.id })
+      .from(eventsTable)
+      .where(lt(eventsTable.at, cutoff))
+      .orderBy(desc(eventsTable.at))
+      .limit(1)
+      .get();
     if (newestOld === undefined) return null;
-    const oldestKept = this.db.select({ id: eventsTable.id }).from(eventsTable).orderBy(desc(eventsTable.id)).limit(1).offset(this.options.keepNewestEvents - 1).get();
+    const oldestKept = this.db
+      .select({ id: eventsTable.id })
+      .from(eventsTable)
+      .orderBy(desc(eventsTable.id))
+      .limit(1)
+      .offset(this.options.keepNewestEvents - 1)
+      .get();
     if (oldestKept === undefined) return null;
     const last = Math.min(newestOld.id, oldestKept.id - 1);
     return last > 0 ? last : null;
   }
 
   private deleteEvents(lastId: number): number {
-    const batch = this.db.select({ id: eventsTable.id }).from(eventsTable).where(lte(eventsTable.id, lastId)).orderBy(asc(eventsTable.id)).limit(pruneBatchRows);
+    const batch = this.db
+      .select({ id: eventsTable.id })
+      .from(eventsTable)
+      .where(lte(eventsTable.id, lastId))
+      .orderBy(asc(eventsTable.id))
+      .limit(pruneBatchRows);
     return this.db.delete(eventsTable).where(inArray(eventsTable.id, batch)).run().changes;
   }
 
   /** `closed_at < cutoff` is a range of the connections_open index, which never holds a live connection's NULL. */
   private deleteConnections(cutoff: string): number {
-    const batch = this.db.select({ id: connectionsTable.id }).from(connectionsTable).where(lt(connectionsTable.closedAt, cutoff)).limit(pruneBatchRows);
+    const batch = this.db
+      .select({ id: connectionsTable.id })
+      .from(connectionsTable)
+      .where(lt(connectionsTable.closedAt, cutoff))
+      .limit(pruneBatchRows);
     return this.db.delete(connectionsTable).where(inArray(connectionsTable.id, batch)).run().changes;
   }
 }

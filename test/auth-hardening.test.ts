@@ -32,7 +32,15 @@ function requestFrom(
 
 function guessFrom(localAddress: string, daemon: RunningDaemon, guess: string, sendBody?: Promise<unknown>) {
   const body = new URLSearchParams({ password: guess }).toString();
-  return requestFrom(localAddress, daemon, 'POST', '/login', { origin: daemon.url, 'content-type': 'application/x-www-form-urlencoded' }, body, sendBody);
+  return requestFrom(
+    localAddress,
+    daemon,
+    'POST',
+    '/login',
+    { origin: daemon.url, 'content-type': 'application/x-www-form-urlencoded' },
+    body,
+    sendBody,
+  );
 }
 
 describe('auth hardening', () => {
@@ -46,7 +54,11 @@ describe('auth hardening', () => {
     dataDirs.push(daemon.dataDir);
     const loggedOut = await logIn(daemon, password);
     const kept = await logIn(daemon, password);
-    const logout = await fetch(`${daemon.url}/logout`, { method: 'POST', redirect: 'manual', headers: { cookie: loggedOut, origin: daemon.url } });
+    const logout = await fetch(`${daemon.url}/logout`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { cookie: loggedOut, origin: daemon.url },
+    });
     expect(logout.status).toBe(303);
     const status = async (cookie: string) => (await fetch(`${daemon.url}/exports`, { headers: { cookie } })).status;
     expect(await status(loggedOut)).toBe(401);
@@ -90,7 +102,9 @@ describe('auth hardening', () => {
     expect((await guessFrom('127.0.0.201', daemon, password)).status).toBe(429);
     const bearer = await requestFrom('127.0.0.202', daemon, 'GET', '/exports', { authorization: `Bearer ${password}` });
     expect(bearer.status).toBe(429);
-    const refusal = (await fetch(`${daemon.url}/exports`, { headers: { authorization: `Bearer ${password}` } }).then((r) => r.json())) as { error: { message: string } };
+    const refusal = (await fetch(`${daemon.url}/exports`, { headers: { authorization: `Bearer ${password}` } }).then((r) => r.json())) as {
+      error: { message: string };
+    };
     expect(refusal.error.message).toMatch(/from all addresses.*logged-in sessions keep working/);
     // A session from before keeps working, and the page tells the operator why password login does not.
     expect((await fetch(`${daemon.url}/exports`, { headers: { cookie: session } })).status).toBe(200);

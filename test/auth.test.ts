@@ -41,13 +41,23 @@ describe('auth for the control plane', () => {
       name: 'a tampered cookie',
       headers: () => {
         const [payload, signature] = valid().split('=')[1]!.split('.');
-        const changed = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(payload!, 'base64url').toString()), expiresAt: Date.now() + 9e9 })).toString('base64url');
+        const changed = Buffer.from(
+          JSON.stringify({ ...JSON.parse(Buffer.from(payload!, 'base64url').toString()), expiresAt: Date.now() + 9e9 }),
+        ).toString('base64url');
         return { cookie: `nbdmux_session=${changed}.${signature}` };
       },
       works: false,
     },
-    { name: 'an expired cookie', headers: () => ({ cookie: `nbdmux_session=${tokens.issue(Date.now() - 8 * 24 * 3600 * 1000).token}` }), works: false },
-    { name: 'a cookie signed under another password', headers: () => ({ cookie: `nbdmux_session=${new SessionTokens(secret, 'old password').issue().token}` }), works: false },
+    {
+      name: 'an expired cookie',
+      headers: () => ({ cookie: `nbdmux_session=${tokens.issue(Date.now() - 8 * 24 * 3600 * 1000).token}` }),
+      works: false,
+    },
+    {
+      name: 'a cookie signed under another password',
+      headers: () => ({ cookie: `nbdmux_session=${new SessionTokens(secret, 'old password').issue().token}` }),
+      works: false,
+    },
     { name: 'the bearer password', headers: () => ({ authorization: `Bearer ${password}` }), works: true },
     { name: 'a real login cookie', headers: () => ({ cookie: valid(), origin: daemon.url }), works: true },
   ];
@@ -59,10 +69,14 @@ describe('auth for the control plane', () => {
     ['DELETE', '/exports/by-rest'],
     ['GET', '/app.js'],
   ];
-  const procedures = Object.entries(appRouter._def.procedures as unknown as Record<string, { _def: { type: string } }>).map(([name, p]) => ({ name, type: p._def.type }));
+  const procedures = Object.entries(appRouter._def.procedures as unknown as Record<string, { _def: { type: string } }>).map(
+    ([name, p]) => ({ name, type: p._def.type }),
+  );
 
   it('knows every procedure it walks', () => {
-    expect(procedures.map((p) => p.name)).toEqual(expect.arrayContaining(['exports.list', 'exports.create', 'events.stream', 'status.stream', 'system.health']));
+    expect(procedures.map((p) => p.name)).toEqual(
+      expect.arrayContaining(['exports.list', 'exports.create', 'events.stream', 'status.stream', 'system.health']),
+    );
   });
 
   for (const cred of credentials) {
@@ -86,7 +100,11 @@ describe('auth for the control plane', () => {
         const response =
           type === 'query'
             ? await fetch(`${target.url}/trpc/${name}`, { headers: cred.headers() })
-            : await fetch(`${target.url}/trpc/${name}`, { method: 'POST', headers: { ...cred.headers(), 'content-type': 'application/json' }, body: '{}' });
+            : await fetch(`${target.url}/trpc/${name}`, {
+                method: 'POST',
+                headers: { ...cred.headers(), 'content-type': 'application/json' },
+                body: '{}',
+              });
         statuses.push([name, response.status]);
       }
       statuses.push(['WebSocket /trpc (every subscription)', await upgradeStatus(target, cred.headers())]);
@@ -115,20 +133,33 @@ describe('auth for the control plane', () => {
       body: JSON.stringify({ name: 'csrf', file: image }),
     });
     expect(post.status).toBe(403);
-    const noOrigin = await fetch(`${daemon.url}/trpc/exports.create`, { method: 'POST', headers: { cookie, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'csrf', file: image }) });
+    const noOrigin = await fetch(`${daemon.url}/trpc/exports.create`, {
+      method: 'POST',
+      headers: { cookie, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'csrf', file: image }),
+    });
     expect(noOrigin.status).toBe(403);
     expect(await upgradeStatus(daemon, { cookie, origin: 'http://evil.example' })).toBe(403);
     expect(await upgradeStatus(daemon, { cookie })).toBe(403);
-    const listed = (await fetch(`${daemon.url}/exports`, { headers: { authorization: `Bearer ${password}` } }).then((r) => r.json())) as Array<{ name: string }>;
+    const listed = (await fetch(`${daemon.url}/exports`, { headers: { authorization: `Bearer ${password}` } }).then((r) =>
+      r.json(),
+    )) as Array<{ name: string }>;
     expect(listed.map((e) => e.name)).not.toContain('csrf');
   });
 
   it('sets an HttpOnly, SameSite=Strict cookie for 7 days and records logins with the source address', async () => {
     expect((await attemptLogin(daemon, 'a wrong guess')).status).toBe(401);
-    const response = await fetch(`${daemon.url}/login`, { method: 'POST', redirect: 'manual', headers: { origin: daemon.url, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ password }) });
+    const response = await fetch(`${daemon.url}/login`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { origin: daemon.url, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ password }),
+    });
     expect(response.status).toBe(303);
     expect(response.headers.get('set-cookie')).toMatch(/^nbdmux_session=[^;]+; Max-Age=604800; Path=\/; HttpOnly; SameSite=Strict$/);
-    const events = (await fetch(`${daemon.url}/trpc/events.list`, { headers: { authorization: `Bearer ${password}` } }).then((r) => r.json())) as { result: { data: unknown[] } };
+    const events = (await fetch(`${daemon.url}/trpc/events.list`, { headers: { authorization: `Bearer ${password}` } }).then((r) =>
+      r.json(),
+    )) as { result: { data: unknown[] } };
     const logins = (events.result.data as Array<{ type: string; details: { client: string } }>).filter((e) => e.type.startsWith('auth.'));
     expect(logins.some((e) => e.type === 'auth.login-succeeded' && e.details.client === '127.0.0.1')).toBe(true);
     expect(logins.some((e) => e.type === 'auth.login-failed' && e.details.client === '127.0.0.1')).toBe(true);
@@ -140,7 +171,11 @@ describe('auth for the control plane', () => {
     await new Promise((resolve, reject) => (ws.once('open', resolve), ws.once('error', reject)));
     ws.send(JSON.stringify({ id: 1, method: 'subscription', params: { path: 'events.stream', input: {} } }));
     const closed = new Promise<number>((resolve) => ws.once('close', resolve));
-    const logout = await fetch(`${daemon.url}/logout`, { method: 'POST', redirect: 'manual', headers: { cookie: session, origin: daemon.url } });
+    const logout = await fetch(`${daemon.url}/logout`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { cookie: session, origin: daemon.url },
+    });
     expect(logout.status).toBe(303);
     expect(logout.headers.get('set-cookie')).toMatch(/^nbdmux_session=; .*Max-Age=0/);
     expect(await closed).toBe(4001);
@@ -162,7 +197,10 @@ describe('auth for the control plane', () => {
 
   it('invalidates sessions when the password changes', async () => {
     expect(await daemon.stop()).toBe(0);
-    daemon = await startDaemon({ dataDir: daemon.dataDir, env: { NBDMUX_ADMIN_PASSWORD: 'a new password', NBDMUX_SESSION_SECRET: secret } });
+    daemon = await startDaemon({
+      dataDir: daemon.dataDir,
+      env: { NBDMUX_ADMIN_PASSWORD: 'a new password', NBDMUX_SESSION_SECRET: secret },
+    });
     expect((await fetch(`${daemon.url}/exports`, { headers: { cookie } })).status).toBe(401);
     expect((await fetch(`${daemon.url}/exports`, { headers: { authorization: 'Bearer a new password' } })).status).toBe(200);
   });
@@ -196,7 +234,8 @@ describe('the NBD allow list', () => {
     const inside = await startDaemon({ args: ['--nbd-allow', '127.0.0.1/32'] });
     const outside = await startDaemon({ args: ['--nbd-allow', '192.0.2.0/24', '--nbd-allow', '2001:db8::/32'] });
     dataDirs.push(inside.dataDir, outside.dataDir);
-    for (const daemon of [inside, outside]) expect((await api(daemon, 'POST', '/exports', { name: 'guarded', file: image })).status).toBe(201);
+    for (const daemon of [inside, outside])
+      expect((await api(daemon, 'POST', '/exports', { name: 'guarded', file: image })).status).toBe(201);
 
     expect(sha256(await readExport(inside.nbdUri('guarded')))).toBe(sha256(image));
     expect((await run('nbdinfo', [outside.nbdUri('guarded')])).code).not.toBe(0);
@@ -204,14 +243,18 @@ describe('the NBD allow list', () => {
     const { json: connections } = await api(outside, 'GET', '/trpc/connections.list');
     expect(connections.result.data).toEqual([]);
     const { json: events } = await api(outside, 'GET', '/trpc/events.list');
-    expect(events.result.data[0]).toMatchObject({ type: 'connection.refused', details: { client: '127.0.0.1', reason: '127.0.0.1 is not in --nbd-allow' } });
+    expect(events.result.data[0]).toMatchObject({
+      type: 'connection.refused',
+      details: { client: '127.0.0.1', reason: '127.0.0.1 is not in --nbd-allow' },
+    });
   });
 
   it('serves an export only to clients in its own allow list, hiding it from the others', async () => {
     const daemon = await startDaemon();
     dataDirs.push(daemon.dataDir);
     const image = makeImage(tempDir('nbdmux-images-'), 'listed.img', 1024 * 1024);
-    const create = (name: string, allow?: unknown) => api(daemon, 'POST', '/exports', { name, file: image, ...(allow !== undefined && { allow }) });
+    const create = (name: string, allow?: unknown) =>
+      api(daemon, 'POST', '/exports', { name, file: image, ...(allow !== undefined && { allow }) });
     expect((await create('lab-only', ['127.0.0.0/8'])).json.allow).toEqual(['127.0.0.0/8']);
     expect((await create('elsewhere', ['192.0.2.0/24', '2001:db8::/32'])).status).toBe(201);
     expect((await create('everyone')).json.allow).toEqual([]);
@@ -233,7 +276,9 @@ describe('the NBD allow list', () => {
   });
 
   it('refuses a malformed range at start-up with one clear line', async () => {
-    await expect(startDaemon({ args: ['--nbd-allow', '10.0.0.0/33'] })).rejects.toThrow(/--nbd-allow: not an IP address or CIDR range: 10\.0\.0\.0\/33/);
+    await expect(startDaemon({ args: ['--nbd-allow', '10.0.0.0/33'] })).rejects.toThrow(
+      /--nbd-allow: not an IP address or CIDR range: 10\.0\.0\.0\/33/,
+    );
   });
 });
 
@@ -245,4 +290,3 @@ function upgradeStatus(daemon: RunningDaemon, headers: Record<string, string>): 
     ws.on('error', () => {});
   });
 }
-

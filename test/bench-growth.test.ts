@@ -14,15 +14,28 @@ const zigzag = (t: number) => [0, 3, -2, 4, -4, 1, -3, 2][t % 8]!;
 
 describe('judgeGrowth: a least-squares slope over the second half', () => {
   it('passes a level that only wobbles', () => {
-    expect(judgeGrowth(series((t) => 40 + zigzag(t)), { floor: 4, relative: 0 }).bounded).toBe(true);
+    expect(
+      judgeGrowth(
+        series((t) => 40 + zigzag(t)),
+        { floor: 4, relative: 0 },
+      ).bounded,
+    ).toBe(true);
   });
 
   it('passes growth confined to the first half (start-up)', () => {
-    expect(judgeGrowth(series((t) => Math.min(t, 30) * 2 + zigzag(t)), { floor: 4, relative: 0 }).bounded).toBe(true);
+    expect(
+      judgeGrowth(
+        series((t) => Math.min(t, 30) * 2 + zigzag(t)),
+        { floor: 4, relative: 0 },
+      ).bounded,
+    ).toBe(true);
   });
 
   it('fails a steady leak of one a second that the wobble does not hide', () => {
-    const growth = judgeGrowth(series((t) => 40 + t + zigzag(t)), { floor: 4, relative: 0 });
+    const growth = judgeGrowth(
+      series((t) => 40 + t + zigzag(t)),
+      { floor: 4, relative: 0 },
+    );
     expect(growth.bounded).toBe(false);
     expect(growth.slopePerSecond).toBeCloseTo(1, 1);
   });

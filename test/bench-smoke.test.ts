@@ -11,7 +11,16 @@ describe('benchmark suite, smoke mode', () => {
     const output = result.stdout.toString();
     expect(result.stderr).toBe('');
     expect(output).not.toMatch(/FAILED/);
-    for (const heading of ['data path', 'connect + handshake', 'POST /exports', 'burst of', 'control plane', 'soak for', 'boot storm', 'boot-route flood']) {
+    for (const heading of [
+      'data path',
+      'connect + handshake',
+      'POST /exports',
+      'burst of',
+      'control plane',
+      'soak for',
+      'boot storm',
+      'boot-route flood',
+    ]) {
       expect(output).toContain(`## ${heading}`);
     }
     expect(result.code).toBe(0);

@@ -29,7 +29,13 @@ const bootOf = async (daemon: RunningDaemon, name: string) => (await api(daemon,
 
 async function register(daemon: RunningDaemon, name: string, file: string): Promise<void> {
   expect((await api(daemon, 'POST', '/exports', { name, file })).status).toBe(201);
-  expect(await waitFor(`${name} inspected`, async () => ((await bootOf(daemon, name)).reason === 'inspecting' ? undefined : bootOf(daemon, name)), 30_000)).toMatchObject({
+  expect(
+    await waitFor(
+      `${name} inspected`,
+      async () => ((await bootOf(daemon, name)).reason === 'inspecting' ? undefined : bootOf(daemon, name)),
+      30_000,
+    ),
+  ).toMatchObject({
     ready: true,
     kernel: fakeKernelVersion,
     reason: null,
@@ -73,8 +79,17 @@ describe('an image whose modules unpack to far more than any initramfs needs', (
     // Eight modules of 63 MiB of zeros, 64 KiB each as stored, that virtio_net (the kit's NIC) needs: 504 MiB unpacked.
     const zeros = gzipSync(Buffer.alloc(63 * MiB), { level: 9 });
     const fillers = Array.from({ length: 8 }, (_, i) => `kernel/zeros/z${i}.ko.gz`);
-    const modulesDep = [`kernel/drivers/net/virtio_net.ko: ${fillers.join(' ')}`, ...fillers.map((name) => `${name}:`), 'kernel/drivers/block/nbd.ko:', ''].join('\n');
-    const modules = { 'kernel/drivers/net/virtio_net.ko': 'virtio_net', 'kernel/drivers/block/nbd.ko': 'nbd', ...Object.fromEntries(fillers.map((name) => [name, zeros])) };
+    const modulesDep = [
+      `kernel/drivers/net/virtio_net.ko: ${fillers.join(' ')}`,
+      ...fillers.map((name) => `${name}:`),
+      'kernel/drivers/block/nbd.ko:',
+      '',
+    ].join('\n');
+    const modules = {
+      'kernel/drivers/net/virtio_net.ko': 'virtio_net',
+      'kernel/drivers/block/nbd.ko': 'nbd',
+      ...Object.fromEntries(fillers.map((name) => [name, zeros])),
+    };
     const image = fakeBootImage(path.join(dir, 'bomb.img'), { kernel: randomBytes(64 * 1024), modules, modulesDep, sizeMiB: 16 });
     for (const name of names) fs.copyFileSync(image, path.join(dir, `${name}.img`));
     daemon = await startDaemon({ args: ['--ramboot-kit', fakeKit(kitKernel, 'virtio_net\nnbd max_part=16\n')] });
@@ -91,7 +106,9 @@ describe('an image whose modules unpack to far more than any initramfs needs', (
     // Three exports' first boots at once.
     const kernels = await Promise.all(names.map((name) => bytes(daemon, `/boot/${name}/vmlinuz`)));
     const seen = stop();
-    console.log(`boot-build-bounds: ${seen.children} build children, at most ${seen.atOnce} at once, highest peak RSS (VmHWM) ${(seen.peakKiB / 1024).toFixed(1)} MiB`);
+    console.log(
+      `boot-build-bounds: ${seen.children} build children, at most ${seen.atOnce} at once, highest peak RSS (VmHWM) ${(seen.peakKiB / 1024).toFixed(1)} MiB`,
+    );
 
     for (const kernel of kernels) expect(kernel.equals(kitKernel)).toBe(true);
     for (const name of names) {
@@ -109,7 +126,8 @@ describe('an image whose modules unpack to far more than any initramfs needs', (
   }, 120_000);
 });
 
-if (!isRoot) console.warn('data dir space tests of the initramfs build skipped: mounting a small tmpfs as the data dir needs root (CI runs as root)');
+if (!isRoot)
+  console.warn('data dir space tests of the initramfs build skipped: mounting a small tmpfs as the data dir needs root (CI runs as root)');
 
 describe.skipIf(!isRoot)('an image whose kernel is sparse, on a data dir with little room', () => {
   const dir = tempDir('nbdmux-build-space-');
@@ -160,7 +178,9 @@ describe.skipIf(!isRoot)('an image whose kernel is sparse, on a data dir with li
     const sampler = setInterval(() => (lowest = Math.min(lowest, freeBytes())), 5);
     const kernel = await bytes(daemon, '/boot/dense/vmlinuz');
     clearInterval(sampler);
-    console.log(`boot-build-bounds: ${(before / MiB).toFixed(1)} MiB free before the refused build, ${(lowest / MiB).toFixed(1)} MiB at the lowest during it`);
+    console.log(
+      `boot-build-bounds: ${(before / MiB).toFixed(1)} MiB free before the refused build, ${(lowest / MiB).toFixed(1)} MiB at the lowest during it`,
+    );
 
     expect(kernel.equals(kitKernel)).toBe(true);
     expect((await bootOf(daemon, 'dense')).reason).toMatch(

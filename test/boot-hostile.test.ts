@@ -55,9 +55,22 @@ describe('a machine whose export has an allow list', () => {
     // 127.0.0.8 and up are outside --nbd-allow; .3 alone is in the export's allow list.
     daemon = await startDaemon({ args: ['--ramboot-kit', fakeKit(Buffer.from('kernel')), '--nbd-allow', '127.0.0.0/29'] });
     dirs.push(daemon.dataDir);
-    expect((await api(daemon, 'POST', '/exports', { name: 'secret', file: makeImage(images, 'secret.img', 1024 * 1024), allow: ['127.0.0.3/32'] })).status).toBe(201);
-    await waitFor('the image inspected', async () => (await api(daemon, 'GET', '/exports/secret')).json.boot.reason !== 'inspecting' || undefined);
-    expect((await api(daemon, 'POST', '/machines', { mac, name: 'vault', export: 'secret', persistent: true, stateSize: '64M' })).status).toBe(201);
+    expect(
+      (
+        await api(daemon, 'POST', '/exports', {
+          name: 'secret',
+          file: makeImage(images, 'secret.img', 1024 * 1024),
+          allow: ['127.0.0.3/32'],
+        })
+      ).status,
+    ).toBe(201);
+    await waitFor(
+      'the image inspected',
+      async () => (await api(daemon, 'GET', '/exports/secret')).json.boot.reason !== 'inspecting' || undefined,
+    );
+    expect(
+      (await api(daemon, 'POST', '/machines', { mac, name: 'vault', export: 'secret', persistent: true, stateSize: '64M' })).status,
+    ).toBe(201);
   });
   afterAll(() => {
     killEverything([daemon.dataDir]);
@@ -83,7 +96,9 @@ describe('a machine whose export has an allow list', () => {
     expect(await attach(daemon, stateName, '127.0.0.2')).toMatch(/server reported: .*|No such|not found|unknown/i);
     expect(await listFrom(daemon, '127.0.0.3')).toEqual(['secret', stateName]);
     // Not recorded as discovered either: it is a known machine.
-    expect((await api(daemon, 'GET', '/machines/discovered')).json.map((found: { mac: string }) => found.mac)).toEqual(['52:54:00:00:00:99']);
+    expect((await api(daemon, 'GET', '/machines/discovered')).json.map((found: { mac: string }) => found.mac)).toEqual([
+      '52:54:00:00:00:99',
+    ]);
   });
 
   it('changes nothing for a HEAD or an address outside --nbd-allow, and serves no state while the machine has no export', async () => {
@@ -133,8 +148,12 @@ describe('boot requests in a flood', () => {
     expect(await daemon.stop()).toBe(0);
     daemon = await startDaemon({ dataDir: daemon.dataDir, args: ['--ramboot-kit', fakeKit(Buffer.from('kernel'))] });
     const after = await createNbdmuxClient({ url: daemon.url }).events.list.query({ limit: 1000 });
-    const scripts = after.filter((event) => event.type === 'boot.script').map((event) => event.details as { client: string; count?: number });
-    const discovered = after.filter((event) => event.type === 'machine.discovered').map((event) => event.details as { client: string; count?: number });
+    const scripts = after
+      .filter((event) => event.type === 'boot.script')
+      .map((event) => event.details as { client: string; count?: number });
+    const discovered = after
+      .filter((event) => event.type === 'machine.discovered')
+      .map((event) => event.details as { client: string; count?: number });
     expect(scripts.reduce((sum, details) => sum + (details.count ?? 1), 0)).toBe(2 * requests);
     expect(scripts).toHaveLength(2);
     expect(discovered.reduce((sum, details) => sum + (details.count ?? 1), 0)).toBe(requests);
@@ -150,9 +169,17 @@ describe('a dual-stack NBD port beside an IPv4 HTTP port', () => {
     dirs.push(images);
     daemon = await startDaemon({ args: ['--ramboot-kit', fakeKit(Buffer.from('kernel')), '--nbd-bind', '::ffff:127.0.0.1'] });
     dirs.push(daemon.dataDir);
-    expect((await api(daemon, 'POST', '/exports', { name: 'img', file: makeImage(images, 'img.img', 1024 * 1024), allow: ['127.0.0.7'] })).status).toBe(201);
-    await waitFor('the image inspected', async () => (await api(daemon, 'GET', '/exports/img')).json.boot.reason !== 'inspecting' || undefined);
-    expect((await api(daemon, 'POST', '/machines', { mac, name: 'dual', export: 'img', persistent: true, stateSize: '64M' })).status).toBe(201);
+    expect(
+      (await api(daemon, 'POST', '/exports', { name: 'img', file: makeImage(images, 'img.img', 1024 * 1024), allow: ['127.0.0.7'] }))
+        .status,
+    ).toBe(201);
+    await waitFor(
+      'the image inspected',
+      async () => (await api(daemon, 'GET', '/exports/img')).json.boot.reason !== 'inspecting' || undefined,
+    );
+    expect((await api(daemon, 'POST', '/machines', { mac, name: 'dual', export: 'img', persistent: true, stateSize: '64M' })).status).toBe(
+      201,
+    );
   });
   afterAll(() => {
     killEverything([daemon.dataDir]);
@@ -167,7 +194,11 @@ describe('a dual-stack NBD port beside an IPv4 HTTP port', () => {
       const shown = (await api(daemon, 'GET', `/machines/${mac}`)).json;
       return shown.stage === 'off' ? shown : undefined;
     });
-    expect(machine).toMatchObject({ address: '127.0.0.7', stage: 'off', stageDetail: "its root's NBD connection closed at stage attached, before the system reported up" });
+    expect(machine).toMatchObject({
+      address: '127.0.0.7',
+      stage: 'off',
+      stageDetail: "its root's NBD connection closed at stage attached, before the system reported up",
+    });
     expect(Object.keys(machine.timeline)).toEqual(['script', 'attached', 'off']);
     expect(await attach(daemon, stateName, '127.0.0.7')).toBe('attached');
     const connections = await createNbdmuxClient({ url: daemon.url }).connections.list.query({});

@@ -37,7 +37,9 @@ let inspection: BootInspection;
 let cache: BootFilesCacheType;
 
 beforeAll(async () => {
-  kitDir = execFileSync('ramboot/cached-build', { stdio: ['ignore', 'pipe', 'inherit'], timeout: 600_000 }).toString().trim();
+  kitDir = execFileSync('ramboot/cached-build', { stdio: ['ignore', 'pipe', 'inherit'], timeout: 600_000 })
+    .toString()
+    .trim();
   kit = await readKit(kitDir);
   debian = makeDebianDisk(await debianImage(1_200_000), dir);
   inspection = await inspectBootImage({ image: { file: debian.file }, requiredModules: kit.rootModules });
@@ -50,7 +52,10 @@ function unpackAppended(initrd: string): { files: string[]; root: string } {
   const appendedAt = kitBytes + ((4 - (kitBytes % 4)) % 4);
   const root = fs.mkdtempSync(path.join(dir, 'unpacked-'));
   execFileSync('sh', ['-c', `tail -c +${appendedAt + 1} "$1" | gzip -dc | cpio -idm --quiet`, 'sh', initrd], { cwd: root });
-  const files = execFileSync('sh', ['-c', `tail -c +${appendedAt + 1} "$1" | gzip -dc | cpio -t --quiet`, 'sh', initrd]).toString().trim().split('\n');
+  const files = execFileSync('sh', ['-c', `tail -c +${appendedAt + 1} "$1" | gzip -dc | cpio -t --quiet`, 'sh', initrd])
+    .toString()
+    .trim()
+    .split('\n');
   return { files, root };
 }
 
@@ -60,7 +65,12 @@ describe('per-image boot files', () => {
     const started = Date.now();
     const files = await cache.filesFor({ exportId: 7, image: { file: debian.file }, imageIdentity: 'v1', inspection });
     console.log(`built the boot files in ${Date.now() - started} ms`);
-    expect(files).toEqual({ kernel: expect.stringMatching(/\/boot\/7-[0-9a-f]{16}\.vmlinuz$/), initrd: expect.stringMatching(/\/boot\/7-[0-9a-f]{16}\.initrd\.img$/), own: true, reason: null });
+    expect(files).toEqual({
+      kernel: expect.stringMatching(/\/boot\/7-[0-9a-f]{16}\.vmlinuz$/),
+      initrd: expect.stringMatching(/\/boot\/7-[0-9a-f]{16}\.initrd\.img$/),
+      own: true,
+      reason: null,
+    });
     expect(sha256(files.kernel)).toBe(sha256(path.join(debian.tree, `boot/vmlinuz-${debian.kernelVersion}`)));
 
     const initrd = fs.readFileSync(files.initrd);
@@ -71,16 +81,41 @@ describe('per-image boot files', () => {
     expect(kitListing).toMatch(/^init$/m);
     expect(kitListing).toMatch(/^bin\/nbd-client$/m);
 
-    const ordered = ['virtio_ring', 'virtio', 'virtio_pci_legacy_dev', 'virtio_pci_modern_dev', 'virtio_pci', 'failover', 'net_failover', 'virtio_net', 'e1000', 'e1000e', 'dca', 'i2c-algo-bit', 'igb', 'nbd', 'overlay', 'crc32c_generic', 'crc16', 'mbcache', 'jbd2', 'ext4'];
+    const ordered = [
+      'virtio_ring',
+      'virtio',
+      'virtio_pci_legacy_dev',
+      'virtio_pci_modern_dev',
+      'virtio_pci',
+      'failover',
+      'net_failover',
+      'virtio_net',
+      'e1000',
+      'e1000e',
+      'dca',
+      'i2c-algo-bit',
+      'igb',
+      'nbd',
+      'overlay',
+      'crc32c_generic',
+      'crc16',
+      'mbcache',
+      'jbd2',
+      'ext4',
+    ];
     const appended = unpackAppended(files.initrd);
-    expect(appended.files.sort()).toEqual(['lib', 'lib/modules', 'lib/modules/load-order', ...ordered.map((name) => `lib/modules/${name}.ko`)].sort());
+    expect(appended.files.sort()).toEqual(
+      ['lib', 'lib/modules', 'lib/modules/load-order', ...ordered.map((name) => `lib/modules/${name}.ko`)].sort(),
+    );
     const loadOrder = fs.readFileSync(path.join(appended.root, 'lib/modules/load-order'), 'utf8').split('\n').filter(Boolean);
     expect(new Set(loadOrder.map((line) => line.split(' ')[0]))).toEqual(new Set(ordered));
     expect(loadOrder).toContain('nbd max_part=16');
     // Each module after what it needs, as the image's own modinfo says.
     for (const [i, line] of loadOrder.entries()) {
       const module = path.join(appended.root, `lib/modules/${line.split(' ')[0]}.ko`);
-      expect(execFileSync('modinfo', ['-F', 'vermagic', module]).toString()).toMatch(new RegExp(`^${debian.kernelVersion.replaceAll('.', '\\.')} `));
+      expect(execFileSync('modinfo', ['-F', 'vermagic', module]).toString()).toMatch(
+        new RegExp(`^${debian.kernelVersion.replaceAll('.', '\\.')} `),
+      );
       const needs = execFileSync('modinfo', ['-F', 'depends', module]).toString().trim().split(',').filter(Boolean);
       for (const need of needs) expect(loadOrder.slice(0, i).map((l) => l.split(' ')[0])).toContain(need);
     }
@@ -94,7 +129,9 @@ describe('per-image boot files', () => {
     expect(again.own).toBe(true);
     expect(builds()).toBe(before);
 
-    const together = await Promise.all([1, 2, 3].map(() => cache.filesFor({ exportId: 8, image: { file: debian.file }, imageIdentity: 'v1', inspection })));
+    const together = await Promise.all(
+      [1, 2, 3].map(() => cache.filesFor({ exportId: 8, image: { file: debian.file }, imageIdentity: 'v1', inspection })),
+    );
     expect(builds()).toBe(before + 1);
     expect(new Set(together.map((files) => files.initrd)).size).toBe(1);
   });
@@ -104,7 +141,12 @@ describe('per-image boot files', () => {
     const renewed = await cache.filesFor({ exportId: 7, image: { file: debian.file }, imageIdentity: 'v2', inspection });
     expect(renewed.initrd).not.toBe(old.initrd);
     expect(fs.existsSync(old.initrd) || fs.existsSync(old.kernel)).toBe(false);
-    expect(fs.readdirSync(path.join(dir, 'boot')).filter((name) => name.startsWith('7-')).sort()).toEqual([path.basename(renewed.initrd), path.basename(renewed.kernel)].sort());
+    expect(
+      fs
+        .readdirSync(path.join(dir, 'boot'))
+        .filter((name) => name.startsWith('7-'))
+        .sort(),
+    ).toEqual([path.basename(renewed.initrd), path.basename(renewed.kernel)].sort());
     await cache.forget(7);
     expect(fs.readdirSync(path.join(dir, 'boot')).filter((name) => name.startsWith('7-'))).toEqual([]);
   });
@@ -133,12 +175,15 @@ describe('per-image boot files', () => {
     expect(compressed).toMatchObject({ ready: true, kernel: version });
     const files = await cache.filesFor({ exportId: 11, image: { file: image }, imageIdentity: 'v1', inspection: compressed });
     const appended = unpackAppended(files.initrd);
-    for (const name of kit.rootModules) expect(fs.readFileSync(path.join(appended.root, `lib/modules/${name}.ko`), 'utf8')).toBe(moduleText(name));
+    for (const name of kit.rootModules)
+      expect(fs.readFileSync(path.join(appended.root, `lib/modules/${name}.ko`), 'utf8')).toBe(moduleText(name));
   });
 
   it("falls back to the kit's kernel and initrd, with the reason, for an image not ready or whose build fails", async () => {
     const busybox = await inspectBootImage({ image: { file: path.join(kitDir, 'test-gpt.img') }, requiredModules: kit.rootModules });
-    expect(await cache.filesFor({ exportId: 9, image: { file: path.join(kitDir, 'test-gpt.img') }, imageIdentity: 'v1', inspection: busybox })).toEqual({
+    expect(
+      await cache.filesFor({ exportId: 9, image: { file: path.join(kitDir, 'test-gpt.img') }, imageIdentity: 'v1', inspection: busybox }),
+    ).toEqual({
       kernel: path.join(kitDir, 'vmlinuz'),
       initrd: path.join(kitDir, 'initrd.img'),
       own: false,
@@ -146,8 +191,17 @@ describe('per-image boot files', () => {
     });
     const stale = { ...inspection, kernelPath: '/boot/vmlinuz-gone' };
     const before = logged.length;
-    expect(await cache.filesFor({ exportId: 10, image: { file: debian.file }, imageIdentity: 'v1', inspection: stale })).toMatchObject({ own: false, reason: '/boot/vmlinuz-gone is gone from the image' });
-    expect(logged.slice(before)).toEqual([{ level: 'warn', msg: 'cannot build the boot files of an image: its machines boot the kit kernel', fields: { exportId: 10, reason: '/boot/vmlinuz-gone is gone from the image' } }]);
+    expect(await cache.filesFor({ exportId: 10, image: { file: debian.file }, imageIdentity: 'v1', inspection: stale })).toMatchObject({
+      own: false,
+      reason: '/boot/vmlinuz-gone is gone from the image',
+    });
+    expect(logged.slice(before)).toEqual([
+      {
+        level: 'warn',
+        msg: 'cannot build the boot files of an image: its machines boot the kit kernel',
+        fields: { exportId: 10, reason: '/boot/vmlinuz-gone is gone from the image' },
+      },
+    ]);
     expect(fs.readdirSync(path.join(dir, 'boot'))).not.toContainEqual(expect.stringMatching(/^(10-|\.build-)/));
   });
 });

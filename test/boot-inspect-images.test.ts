@@ -80,11 +80,19 @@ describe('inspecting an image', () => {
   it('takes the newest kernel by version order unless one is asked for', async () => {
     const older = `usr/lib/modules/6.1.0-10-amd64`;
     const file = gptImage(
-      fakeRoot({ 'boot/vmlinuz-6.1.0-10-amd64': 'k10', [`${older}/modules.dep`]: 'kernel/nbd.ko:\nkernel/ext4.ko:\n', [`${older}/kernel/nbd.ko`]: 'n', [`${older}/kernel/ext4.ko`]: 'e' }),
+      fakeRoot({
+        'boot/vmlinuz-6.1.0-10-amd64': 'k10',
+        [`${older}/modules.dep`]: 'kernel/nbd.ko:\nkernel/ext4.ko:\n',
+        [`${older}/kernel/nbd.ko`]: 'n',
+        [`${older}/kernel/ext4.ko`]: 'e',
+      }),
     );
     expect((await inspect(file)).kernel).toBe('6.1.0-10-amd64');
     expect(await inspect(file, version)).toMatchObject({ ready: true, kernel: version, kernelSize: 64 * 1024 });
-    expect(await inspect(file, '5.10.0-1-amd64')).toMatchObject({ ready: false, reason: 'the export asks for kernel 5.10.0-1-amd64, but /lib/modules has 6.1.0-10-amd64, 6.1.0-9-amd64' });
+    expect(await inspect(file, '5.10.0-1-amd64')).toMatchObject({
+      ready: false,
+      reason: 'the export asks for kernel 5.10.0-1-amd64, but /lib/modules has 6.1.0-10-amd64, 6.1.0-9-amd64',
+    });
   });
 
   it('says why when no kernel has its modules directory', async () => {
@@ -126,7 +134,11 @@ describe('hostile and damaged images: a clear reason, nothing read outside the i
   });
 
   it('a vfat disk: not a Linux root', async () => {
-    expect(await inspect(makeVfat(path.join(dir, 'whole.vfat'), 8))).toMatchObject({ ready: false, fstype: 'vfat', reason: 'the disk holds vfat, not a Linux root filesystem' });
+    expect(await inspect(makeVfat(path.join(dir, 'whole.vfat'), 8))).toMatchObject({
+      ready: false,
+      fstype: 'vfat',
+      reason: 'the disk holds vfat, not a Linux root filesystem',
+    });
   });
 
   it('a corrupt ext4 superblock whose magic is intact', async () => {
@@ -135,7 +147,12 @@ describe('hostile and damaged images: a clear reason, nothing read outside the i
     // Blocks, clusters and inodes per group zeroed; the 0xEF53 magic and the size left.
     fs.writeSync(fd, Buffer.alloc(12), 0, 12, 9 * MiB + 1024 + 0x20);
     fs.closeSync(fd);
-    expect(await inspect(file)).toMatchObject({ ready: false, partition: 2, fstype: 'ext4', reason: 'the ext filesystem cannot be opened: The ext2 superblock is corrupt' });
+    expect(await inspect(file)).toMatchObject({
+      ready: false,
+      partition: 2,
+      fstype: 'ext4',
+      reason: 'the ext filesystem cannot be opened: The ext2 superblock is corrupt',
+    });
   });
 
   it('an ext4 filesystem claiming more blocks than its partition holds: debugfs would read the next one', async () => {
@@ -145,7 +162,10 @@ describe('hostile and damaged images: a clear reason, nothing read outside the i
     blocksCount.writeUInt32LE(16 * 1024 + 1);
     fs.writeSync(fd, blocksCount, 0, 4, 9 * MiB + 1024 + 4);
     fs.closeSync(fd);
-    expect(await inspect(file)).toMatchObject({ ready: false, reason: `the ext filesystem claims ${16 * MiB + 1024} bytes, more than the ${16 * MiB} of its partition: it is damaged` });
+    expect(await inspect(file)).toMatchObject({
+      ready: false,
+      reason: `the ext filesystem claims ${16 * MiB + 1024} bytes, more than the ${16 * MiB} of its partition: it is damaged`,
+    });
   });
 
   it('a 4 GiB sparse "kernel" is refused by its size, never copied', async () => {
@@ -168,8 +188,12 @@ describe('hostile and damaged images: a clear reason, nothing read outside the i
     // mkfs.ext4 -d cannot make one: debugfs -w links /boot into /boot/boot/... on the test's own image.
     const offset = 9 * MiB;
     execFileSync('debugfs', ['-w', '-R', 'link /boot /boot/again', `${file}?offset=${offset}`], { stdio: 'pipe' });
-    execFileSync('debugfs', ['-w', '-R', `link /usr/lib/modules /usr/lib/modules/${version}/kernel/up`, `${file}?offset=${offset}`], { stdio: 'pipe' });
-    expect(execFileSync('debugfs', ['-R', 'ls -p /boot/again/again/again', `${file}?offset=${offset}`], { stdio: 'pipe' }).toString()).toContain('vmlinuz');
+    execFileSync('debugfs', ['-w', '-R', `link /usr/lib/modules /usr/lib/modules/${version}/kernel/up`, `${file}?offset=${offset}`], {
+      stdio: 'pipe',
+    });
+    expect(
+      execFileSync('debugfs', ['-R', 'ls -p /boot/again/again/again', `${file}?offset=${offset}`], { stdio: 'pipe' }).toString(),
+    ).toContain('vmlinuz');
     expect(await inspect(file)).toMatchObject({ ready: true, kernel: version });
   });
 
@@ -183,7 +207,13 @@ describe('hostile and damaged images: a clear reason, nothing read outside the i
   });
 
   it('modules.dep naming ../../etc/shadow', async () => {
-    const inspection = await inspect(gptImage(fakeRoot({ [`usr/lib/modules/${version}/modules.dep`]: 'kernel/drivers/block/nbd.ko:\nkernel/fs/ext4/ext4.ko: ../../etc/shadow\n' })));
+    const inspection = await inspect(
+      gptImage(
+        fakeRoot({
+          [`usr/lib/modules/${version}/modules.dep`]: 'kernel/drivers/block/nbd.ko:\nkernel/fs/ext4/ext4.ko: ../../etc/shadow\n',
+        }),
+      ),
+    );
     expect(inspection).toMatchObject({
       ready: false,
       kernel: version,
@@ -192,7 +222,11 @@ describe('hostile and damaged images: a clear reason, nothing read outside the i
   });
 
   it('a module file symlinked out of its modules directory', async () => {
-    const inspection = await inspect(gptImage(fakeRoot({ 'etc/shadow': 'root:secret', [`usr/lib/modules/${version}/kernel/fs/jbd2/jbd2.ko`]: { symlink: '/etc/shadow' } })));
+    const inspection = await inspect(
+      gptImage(
+        fakeRoot({ 'etc/shadow': 'root:secret', [`usr/lib/modules/${version}/kernel/fs/jbd2/jbd2.ko`]: { symlink: '/etc/shadow' } }),
+      ),
+    );
     expect(inspection).toMatchObject({
       ready: false,
       reason: `/usr/lib/modules/${version}/kernel/fs/jbd2/jbd2.ko leads to /etc/shadow, outside /usr/lib/modules/${version}`,
@@ -210,7 +244,9 @@ describe('hostile and damaged images: a clear reason, nothing read outside the i
 
 describe('real images', () => {
   it("the kit's busybox test image has no kernel of its own", async () => {
-    const kit = execFileSync('ramboot/cached-build', { stdio: ['ignore', 'pipe', 'inherit'], timeout: 600_000 }).toString().trim();
+    const kit = execFileSync('ramboot/cached-build', { stdio: ['ignore', 'pipe', 'inherit'], timeout: 600_000 })
+      .toString()
+      .trim();
     expect(await inspect(path.join(kit, 'test-gpt.img'))).toMatchObject({
       ready: false,
       partition: 3,

@@ -86,8 +86,16 @@ describe('partition tables', () => {
   it.each([
     ['zeros', Buffer.alloc(MiB), []],
     ['random bytes without a signature', Buffer.alloc(MiB, 0xab), []],
-    ['garbage ending in 0x55AA', mbr([], Buffer.alloc(MiB, 0xab)), ['sector 0 ends in 0x55AA but its partition entries are not valid MBR entries']],
-    ['a protective MBR with no GPT behind it', mbr([[0, 0xee, 1, 2047]]), ['a protective MBR announces a GPT, but neither GPT header is valid']],
+    [
+      'garbage ending in 0x55AA',
+      mbr([], Buffer.alloc(MiB, 0xab)),
+      ['sector 0 ends in 0x55AA but its partition entries are not valid MBR entries'],
+    ],
+    [
+      'a protective MBR with no GPT behind it',
+      mbr([[0, 0xee, 1, 2047]]),
+      ['a protective MBR announces a GPT, but neither GPT header is valid'],
+    ],
   ])('finds no table in %s', (_what, disk, problems) => {
     expect(readPartitionTable(readerOfBuffer(disk), disk.length)).toEqual({ scheme: 'none', partitions: [], problems });
   });
@@ -132,7 +140,9 @@ describe('partition tables', () => {
     disk.copy(disk, secondEbr, ebr, ebr + 512);
     disk.writeUInt32LE(0, secondEbr + 446 + 12);
     disk.writeUInt32LE(1, secondEbr + 462 + 8);
-    expect(readPartitionTable(readerOfBuffer(disk), disk.length).problems).toEqual([`the extended partition's chain loops back to byte ${secondEbr}`]);
+    expect(readPartitionTable(readerOfBuffer(disk), disk.length).problems).toEqual([
+      `the extended partition's chain loops back to byte ${secondEbr}`,
+    ]);
   });
 
   it('refuses a GPT announcing a huge entry array instead of reading it', () => {
@@ -178,11 +188,20 @@ describe('filesystems and the root choice', () => {
   });
 
   it('picks the whole disk when it holds the filesystem', () => {
-    expect(withFile(ext4, (read, size) => chooseRoot(read, readPartitionTable(read, size), size))).toEqual({ found: true, partition: null, offset: 0, size: 24 * MiB, fstype: 'ext4' });
+    expect(withFile(ext4, (read, size) => chooseRoot(read, readPartitionTable(read, size), size))).toEqual({
+      found: true,
+      partition: null,
+      offset: 0,
+      size: 24 * MiB,
+      fstype: 'ext4',
+    });
   });
 
   it('says which partitions it saw when none holds a Linux filesystem', () => {
-    const disk = makeGptDisk(path.join(dir, 'esp-only.img'), [{ image: esp, sizeMiB: 34, type: 'ef00' }, { sizeMiB: 4, type: '8300' }]);
+    const disk = makeGptDisk(path.join(dir, 'esp-only.img'), [
+      { image: esp, sizeMiB: 34, type: 'ef00' },
+      { sizeMiB: 4, type: '8300' },
+    ]);
     expect(withFile(disk.file, (read, size) => chooseRoot(read, readPartitionTable(read, size), size))).toEqual({
       found: false,
       partition: null,
@@ -259,13 +278,18 @@ describe('modules.dep', () => {
     expect(order.ok && order.modules.map((m) => m.name)).toEqual(['crc16', 'mbcache', 'jbd2', 'ext4', 'i2c-algo-bit']);
     const missing = loadOrder(dep, new Set(), ['overlay']);
     expect(missing.ok).toBe(false);
-    expect(!missing.ok && missing.reason).toMatch(/^the image's kernel has no module overlay, which ramboot needs; modules.dep lines refused: "kernel\/evil.ko/);
+    expect(!missing.ok && missing.reason).toMatch(
+      /^the image's kernel has no module overlay, which ramboot needs; modules.dep lines refused: "kernel\/evil.ko/,
+    );
   });
 
   it('refuses a cycle and a need modules.dep does not list', () => {
     const cycle = parseModulesDep('kernel/a.ko: kernel/b.ko\nkernel/b.ko: kernel/a.ko\n');
     expect(loadOrder(cycle, new Set(), ['a'])).toEqual({ ok: false, reason: 'modules.dep has a cycle through a' });
     const dangling = parseModulesDep('kernel/a.ko: kernel/gone.ko\n');
-    expect(loadOrder(dangling, new Set(), ['a'])).toEqual({ ok: false, reason: 'a (for a) needs kernel/gone.ko, which modules.dep does not list' });
+    expect(loadOrder(dangling, new Set(), ['a'])).toEqual({
+      ok: false,
+      reason: 'a (for a) needs kernel/gone.ko, which modules.dep does not list',
+    });
   });
 });

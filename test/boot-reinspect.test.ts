@@ -25,7 +25,12 @@ describe('a read-write export that is being written', () => {
   const bootOf = async () => (await api(daemon, 'GET', '/exports/rw')).json.boot;
 
   beforeAll(async () => {
-    const image = fakeBootImage(path.join(dir, 'rw.img'), { kernel: Buffer.from('the image kernel'), modules: { 'kernel/drivers/block/nbd.ko': 'nbd' }, modulesDep: 'kernel/drivers/block/nbd.ko:\n', sizeMiB: 16 });
+    const image = fakeBootImage(path.join(dir, 'rw.img'), {
+      kernel: Buffer.from('the image kernel'),
+      modules: { 'kernel/drivers/block/nbd.ko': 'nbd' },
+      modulesDep: 'kernel/drivers/block/nbd.ko:\n',
+      sizeMiB: 16,
+    });
     // Room past the filesystem's end, where the writes go: the filesystem stays as it was.
     fs.truncateSync(image, 20 * MiB);
     daemon = await startDaemon({ args: ['--ramboot-kit', fakeKit(Buffer.from('the kit kernel'))] });
@@ -77,7 +82,9 @@ describe('a read-write export that is being written', () => {
     await waitFor('the image inspected again after the writes', () => (inspections() > whileWritten ? true : undefined), 15_000);
     const settledMs = Date.now() - stopped;
     await new Promise((resolve) => setTimeout(resolve, 3000));
-    console.log(`boot-reinspect: ${scripts.length} script requests while written, ${whileWritten - 1} inspections then; inspected again ${settledMs} ms after the writes stopped`);
+    console.log(
+      `boot-reinspect: ${scripts.length} script requests while written, ${whileWritten - 1} inspections then; inspected again ${settledMs} ms after the writes stopped`,
+    );
 
     expect(new Set(scripts)).toEqual(new Set([200]));
     for (const boot of boots) expect(boot).toEqual(inspected);

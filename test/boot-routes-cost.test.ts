@@ -21,7 +21,14 @@ import { httpRequest } from '../testkit/raw-http.js';
  */
 describe('the cost of a boot request', () => {
   const exportCount = 300;
-  const ready: BootInfo = { ready: true, os: 'Debian GNU/Linux 12 (bookworm)', kernel: '6.1.0-40-amd64', partition: null, fstype: 'ext4', reason: null };
+  const ready: BootInfo = {
+    ready: true,
+    os: 'Debian GNU/Linux 12 (bookworm)',
+    kernel: '6.1.0-40-amd64',
+    partition: null,
+    fstype: 'ext4',
+    reason: null,
+  };
   let images: string;
   let plane: TestControlPlane;
   let server: http.Server;
@@ -34,7 +41,8 @@ describe('the cost of a boot request', () => {
     images = fs.realpathSync(tempDir('nbdmux-images-'));
     const image = makeImage(images, 'disk.img', 8192);
     plane = testControlPlane({ imageRoots: [images] });
-    for (let i = 0; i < exportCount; i++) await plane.caller.exports.create({ name: `vm-${i}`, file: image, ...(i === 7 && { allow: ['10.9.0.0/16'] }) });
+    for (let i = 0; i < exportCount; i++)
+      await plane.caller.exports.create({ name: `vm-${i}`, file: image, ...(i === 7 && { allow: ['10.9.0.0/16'] }) });
     await plane.caller.machines.create({ mac: '52:54:00:00:00:01', name: 'node1', export: 'vm-150' });
     summarised = new SummarisedEvents(plane.events);
     const routes = bootRoutes({

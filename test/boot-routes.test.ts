@@ -22,7 +22,11 @@ interface Reply {
 }
 
 /** One HTTP request with the Host and source address a lab machine would have. */
-function request(daemon: RunningDaemon, route: string, options: { method?: string; host?: string; from?: string; headers?: Record<string, string>; json?: unknown } = {}): Promise<Reply> {
+function request(
+  daemon: RunningDaemon,
+  route: string,
+  options: { method?: string; host?: string; from?: string; headers?: Record<string, string>; json?: unknown } = {},
+): Promise<Reply> {
   const body = options.json === undefined ? undefined : JSON.stringify(options.json);
   return new Promise((resolve, reject) => {
     const req = http.request(
@@ -32,7 +36,11 @@ function request(daemon: RunningDaemon, route: string, options: { method?: strin
         path: route,
         method: options.method ?? 'GET',
         localAddress: options.from ?? '127.0.0.1',
-        headers: { host: options.host ?? `127.0.0.1:${daemon.httpPort}`, ...(body !== undefined && { 'content-type': 'application/json' }), ...options.headers },
+        headers: {
+          host: options.host ?? `127.0.0.1:${daemon.httpPort}`,
+          ...(body !== undefined && { 'content-type': 'application/json' }),
+          ...options.headers,
+        },
         agent: false,
       },
       (res) => {
@@ -46,7 +54,6 @@ function request(daemon: RunningDaemon, route: string, options: { method?: strin
     req.end(body);
   });
 }
-
 
 /** Once nbdmux has looked inside each export's image: before, none is ready to boot. */
 async function inspected(daemon: RunningDaemon, headers: Record<string, string> = {}): Promise<void> {
@@ -107,13 +114,17 @@ describe('boot routes', () => {
   it('uses the Host a machine behind a forward used, and the export own kernel arguments', async () => {
     // qemu's guestfwd: the machine asked http://10.0.2.100/ (port 80), which reaches us on loopback.
     const script = (await request(daemon, '/boot/beta.ipxe', { host: '10.0.2.100' })).body.toString();
-    expect(script).toContain(`kernel http://10.0.2.100/boot/beta/vmlinuz initrd=initrd.img nbdroot=10.0.2.100:${publicPort}/beta quiet net.ifnames=0 nbdroot.overlay=2G\n`);
+    expect(script).toContain(
+      `kernel http://10.0.2.100/boot/beta/vmlinuz initrd=initrd.img nbdroot=10.0.2.100:${publicPort}/beta quiet net.ifnames=0 nbdroot.overlay=2G\n`,
+    );
     expect(script).toContain('initrd http://10.0.2.100/boot/beta/initrd.img\n');
   });
 
   it('gives the initramfs an address, not a name, for NBD: the one the request arrived on', async () => {
     const script = (await request(daemon, '/boot/alpha.ipxe', { host: `localhost:${daemon.httpPort}` })).body.toString();
-    expect(script).toContain(`kernel http://localhost:${daemon.httpPort}/boot/alpha/vmlinuz initrd=initrd.img nbdroot=127.0.0.1:${publicPort}/alpha `);
+    expect(script).toContain(
+      `kernel http://localhost:${daemon.httpPort}/boot/alpha/vmlinuz initrd=initrd.img nbdroot=127.0.0.1:${publicPort}/alpha `,
+    );
   });
 
   it('offers a menu of the exports this machine may boot, booting --boot-default after --boot-menu-timeout', async () => {
@@ -146,7 +157,12 @@ describe('boot routes', () => {
       expect(etag).toMatch(/^"[^"]+"$/);
 
       const head = await request(daemon, route, { method: 'HEAD' });
-      expect([head.status, head.headers['content-length'], head.headers.etag, head.body.length]).toEqual([200, String(bytes.length), etag, 0]);
+      expect([head.status, head.headers['content-length'], head.headers.etag, head.body.length]).toEqual([
+        200,
+        String(bytes.length),
+        etag,
+        0,
+      ]);
 
       const cached = await request(daemon, route, { headers: { 'if-none-match': `"other", ${etag}` } });
       expect([cached.status, cached.body.length, cached.headers.etag]).toEqual([304, 0, etag]);
@@ -169,7 +185,9 @@ describe('boot routes', () => {
     // Hidden and absent exports get the same answer, as on the NBD port.
     const hidden = await request(daemon, '/boot/only3.ipxe');
     const absent = await request(daemon, '/boot/nosuch.ipxe');
-    expect(JSON.parse(hidden.body.toString()).error.message.replace('only3', 'X')).toBe(JSON.parse(absent.body.toString()).error.message.replace('nosuch', 'X'));
+    expect(JSON.parse(hidden.body.toString()).error.message.replace('only3', 'X')).toBe(
+      JSON.parse(absent.body.toString()).error.message.replace('nosuch', 'X'),
+    );
     expect((await request(daemon, '/boot.ipxe')).body.toString()).not.toContain('only3');
   });
 
@@ -185,7 +203,12 @@ describe('boot routes', () => {
     await request(daemon, '/boot/beta/vmlinuz', { from: '127.0.0.3' });
     await request(daemon, '/boot/beta/initrd.img', { from: '127.0.0.3' });
     const client = createNbdmuxClient({ url: daemon.url, password });
-    const events = (await client.events.list.query({ limit: 50 })).filter((event) => (event.type === 'boot.script' || event.type === 'boot.kernel' || event.type === 'boot.initrd') && event.details.client === '127.0.0.3' && event.exportName === 'beta');
+    const events = (await client.events.list.query({ limit: 50 })).filter(
+      (event) =>
+        (event.type === 'boot.script' || event.type === 'boot.kernel' || event.type === 'boot.initrd') &&
+        event.details.client === '127.0.0.3' &&
+        event.exportName === 'beta',
+    );
     expect(events.map((event) => [event.type, event.details]).reverse()).toEqual([
       ['boot.script', { client: '127.0.0.3', status: 200, nbd: `127.0.0.1:${publicPort}` }],
       ['boot.kernel', { client: '127.0.0.3', status: 200, bytes: fs.statSync(path.join(kit, 'vmlinuz')).size }],
@@ -196,14 +219,28 @@ describe('boot routes', () => {
   it('shows boot and cmdline in GET /exports', async () => {
     const beta = JSON.parse((await request(daemon, '/exports/beta', { headers: bearer })).body.toString());
     expect(beta.cmdline).toBe('quiet net.ifnames=0 nbdroot.overlay=2G');
-    expect(beta.boot).toEqual({ ready: true, os: null, kernel: '6.1.0-99-amd64', partition: null, fstype: null, reason: "boots the ramboot kit's kernel 6.1.0-99-amd64: no partition table and no filesystem nbdmux recognises" });
-    expect(JSON.parse((await request(daemon, '/exports/alpha', { headers: bearer })).body.toString()).cmdline).toBe('console=tty0 console=ttyS0,115200');
+    expect(beta.boot).toEqual({
+      ready: true,
+      os: null,
+      kernel: '6.1.0-99-amd64',
+      partition: null,
+      fstype: null,
+      reason: "boots the ramboot kit's kernel 6.1.0-99-amd64: no partition table and no filesystem nbdmux recognises",
+    });
+    expect(JSON.parse((await request(daemon, '/exports/alpha', { headers: bearer })).body.toString()).cmdline).toBe(
+      'console=tty0 console=ttyS0,115200',
+    );
   });
 
   it('shows boot and kernel args in nbdmux show', async () => {
     const { NBDMUX_URL: _url, ...env } = process.env;
-    const shown = await runText(process.execPath, [operatorCli, 'show', 'beta'], { env: { ...env, NBDMUX_URL: daemon.url, NBDMUX_ADMIN_PASSWORD: password }, timeoutMs: 20_000 });
-    expect(shown.stdout).toMatch(/\nboot +ready: kernel 6\.1\.0-99-amd64 \(boots the ramboot kit's kernel 6\.1\.0-99-amd64: no partition table and no filesystem nbdmux recognises\)\nkernel args +quiet net\.ifnames=0 nbdroot\.overlay=2G\n/);
+    const shown = await runText(process.execPath, [operatorCli, 'show', 'beta'], {
+      env: { ...env, NBDMUX_URL: daemon.url, NBDMUX_ADMIN_PASSWORD: password },
+      timeoutMs: 20_000,
+    });
+    expect(shown.stdout).toMatch(
+      /\nboot +ready: kernel 6\.1\.0-99-amd64 \(boots the ramboot kit's kernel 6\.1\.0-99-amd64: no partition table and no filesystem nbdmux recognises\)\nkernel args +quiet net\.ifnames=0 nbdroot\.overlay=2G\n/,
+    );
   });
 
   it.each([
@@ -243,12 +280,15 @@ describe('boot routes without a kit or --nbd-public-port', () => {
     const script = await request(daemon, '/boot/alpha.ipxe');
     expect(script.status).toBe(503);
     expect(JSON.parse(script.body.toString()).error.message).toContain('--ramboot-kit DIR');
-    for (const route of ['/boot/alpha/vmlinuz', '/boot/alpha/initrd.img']) expect([route, (await request(daemon, route)).status]).toEqual([route, 404]);
+    for (const route of ['/boot/alpha/vmlinuz', '/boot/alpha/initrd.img'])
+      expect([route, (await request(daemon, route)).status]).toEqual([route, 404]);
     expect((await request(daemon, '/boot.ipxe')).body.toString()).toMatch(/^#!ipxe\necho nbdmux: no export is ready to boot/);
   });
 
   it('refuses to start with a --ramboot-kit that is not a kit', async () => {
-    await expect(startDaemon({ args: ['--ramboot-kit', tempDir('nbdmux-not-a-kit-')] })).rejects.toThrow(/--ramboot-kit .* holds no vmlinuz/);
+    await expect(startDaemon({ args: ['--ramboot-kit', tempDir('nbdmux-not-a-kit-')] })).rejects.toThrow(
+      /--ramboot-kit .* holds no vmlinuz/,
+    );
   });
 
   it('puts the NBD port nbdmux listens on in nbdroot by default, and streams a kernel it never holds whole', async () => {

@@ -24,7 +24,8 @@ describe('boot wiring: each export boots what its image holds', () => {
     dataDirs.push(daemon.dataDir);
   };
   const bootOf = async (name: string) => (await api(daemon, 'GET', `/exports/${name}`)).json.boot;
-  const settled = (name: string) => waitFor(`${name} inspected`, async () => ((await bootOf(name)).reason === 'inspecting' ? undefined : bootOf(name)), 30_000);
+  const settled = (name: string) =>
+    waitFor(`${name} inspected`, async () => ((await bootOf(name)).reason === 'inspecting' ? undefined : bootOf(name)), 30_000);
   const bytes = async (route: string) => Buffer.from(await (await fetch(`${daemon.url}${route}`)).arrayBuffer());
   const kitKernelVersion = () => /^KERNEL_VERSION=(.+)$/m.exec(fs.readFileSync(path.join(kit.dir, 'kit.env'), 'utf8'))![1]!;
 
@@ -47,7 +48,14 @@ describe('boot wiring: each export boots what its image holds', () => {
     // An inspection is a child process of about a second: nothing waits for it, and until it answers nothing boots.
     expect(await bootOf('debian')).toEqual({ ready: false, os: null, kernel: null, partition: null, fstype: null, reason: 'inspecting' });
     expect((await api(daemon, 'GET', '/boot/debian.ipxe')).status).toBe(503);
-    expect(await settled('debian')).toEqual({ ready: true, os: 'Debian GNU/Linux 12 (bookworm)', kernel: debian.kernelVersion, partition: 2, fstype: 'ext4', reason: null });
+    expect(await settled('debian')).toEqual({
+      ready: true,
+      os: 'Debian GNU/Linux 12 (bookworm)',
+      kernel: debian.kernelVersion,
+      partition: 2,
+      fstype: 'ext4',
+      reason: null,
+    });
     const inspectedMs = Date.now() - registered;
 
     expect((await bytes('/boot/debian.ipxe')).toString()).toContain(`/debian nbdroot.part=2 console=tty0`);
@@ -59,7 +67,9 @@ describe('boot wiring: each export boots what its image holds', () => {
     };
     const built = await timed('/boot/debian/vmlinuz');
     const cached = await timed('/boot/debian/vmlinuz');
-    console.log(`boot-wiring: inspected within ${inspectedMs} ms of registration; first kernel request (initramfs built) ${built.ms.toFixed(0)} ms, next (cached) ${cached.ms.toFixed(1)} ms, ${built.body.length} bytes`);
+    console.log(
+      `boot-wiring: inspected within ${inspectedMs} ms of registration; first kernel request (initramfs built) ${built.ms.toFixed(0)} ms, next (cached) ${cached.ms.toFixed(1)} ms, ${built.body.length} bytes`,
+    );
     expect(cached.body.equals(built.body)).toBe(true);
     expect(built.body.equals(fs.readFileSync(path.join(debian.tree, `boot/vmlinuz-${debian.kernelVersion}`)))).toBe(true);
     const initrd = await bytes('/boot/debian/initrd.img');
@@ -92,9 +102,22 @@ describe('boot wiring: each export boots what its image holds', () => {
     // Machines boot it as last inspected until it is inspected again, once it has stayed unchanged for 2 s.
     expect(await bootOf('busybox')).toMatchObject({ ready: true, os: null, kernel: kitKernelVersion(), partition: 3 });
     // The kit's kernel may be the image's version: the fallback's reason tells them apart.
-    const reinspected = await waitFor('busybox inspected again', async () => ((await bootOf('busybox')).reason === null ? bootOf('busybox') : undefined), 30_000);
-    expect(reinspected).toEqual({ ready: true, os: 'Debian GNU/Linux 12 (bookworm)', kernel: debian.kernelVersion, partition: 2, fstype: 'ext4', reason: null });
-    expect((await bytes('/boot/busybox/vmlinuz')).equals(fs.readFileSync(path.join(debian.tree, `boot/vmlinuz-${debian.kernelVersion}`)))).toBe(true);
+    const reinspected = await waitFor(
+      'busybox inspected again',
+      async () => ((await bootOf('busybox')).reason === null ? bootOf('busybox') : undefined),
+      30_000,
+    );
+    expect(reinspected).toEqual({
+      ready: true,
+      os: 'Debian GNU/Linux 12 (bookworm)',
+      kernel: debian.kernelVersion,
+      partition: 2,
+      fstype: 'ext4',
+      reason: null,
+    });
+    expect(
+      (await bytes('/boot/busybox/vmlinuz')).equals(fs.readFileSync(path.join(debian.tree, `boot/vmlinuz-${debian.kernelVersion}`))),
+    ).toBe(true);
   });
 
   it("boots the export's current version: a PUT or a rollback switches what machines get, and an image inspected before is not inspected again", async () => {
@@ -105,7 +128,14 @@ describe('boot wiring: each export boots what its image holds', () => {
     // The new version is inspected as it becomes current: until then it boots nothing, not the old image.
     expect((await api(daemon, 'PUT', '/exports/lab', { file: debian.file })).status).toBe(200);
     expect(await bootOf('lab')).toMatchObject({ ready: false, reason: 'inspecting' });
-    expect(await settled('lab')).toEqual({ ready: true, os: 'Debian GNU/Linux 12 (bookworm)', kernel: debian.kernelVersion, partition: 2, fstype: 'ext4', reason: null });
+    expect(await settled('lab')).toEqual({
+      ready: true,
+      os: 'Debian GNU/Linux 12 (bookworm)',
+      kernel: debian.kernelVersion,
+      partition: 2,
+      fstype: 'ext4',
+      reason: null,
+    });
     expect((await bytes('/boot/lab/vmlinuz')).equals(debianKernel)).toBe(true);
 
     // Version 1's inspection is stored in its row: even after a restart, which reads only the current

@@ -66,7 +66,19 @@ describe('nbdmux-server command line: what it prints and how it exits before ser
     const result = await runCli(['--help']);
     expect({ code: result.code, stderr: result.stderr }).toEqual({ code: 0, stderr: '' });
     expect(result.stdout).toMatch(/^Usage: nbdmux-server --data-dir DIR/);
-    for (const flag of ['--data-dir', '--port', '--bind', '--nbd-port', '--nbd-bind', '--nbd-server-bin', '--image-root', '--max-connections', '--log-level', '--help', '--version']) {
+    for (const flag of [
+      '--data-dir',
+      '--port',
+      '--bind',
+      '--nbd-port',
+      '--nbd-bind',
+      '--nbd-server-bin',
+      '--image-root',
+      '--max-connections',
+      '--log-level',
+      '--help',
+      '--version',
+    ]) {
       expect(result.stdout).toContain(`  ${flag} `);
     }
   });
@@ -91,10 +103,17 @@ describe('nbdmux-server command line: what it prints and how it exits before ser
     expectOneLineFailure(await runCli(['--data-dir', dataDir(), 'stray']), 2, 'stray');
   });
 
-  it.each(['--port 70000', '--port=-1', '--port http', '--port 80.5', '--nbd-port 65536'])('exits 2 with one line naming the flag on %s', async (option) => {
-    const flag = option.split(/[ =]/)[0]!;
-    expectOneLineFailure(await runCli(['--data-dir', dataDir(), ...option.split(' ')]), 2, `${flag} must be a port number from 0 to 65535`);
-  });
+  it.each(['--port 70000', '--port=-1', '--port http', '--port 80.5', '--nbd-port 65536'])(
+    'exits 2 with one line naming the flag on %s',
+    async (option) => {
+      const flag = option.split(/[ =]/)[0]!;
+      expectOneLineFailure(
+        await runCli(['--data-dir', dataDir(), ...option.split(' ')]),
+        2,
+        `${flag} must be a port number from 0 to 65535`,
+      );
+    },
+  );
 
   it('exits 2 with one line naming the flag when its value starts with a dash (--port -1)', async () => {
     expectOneLineFailure(await runCli(['--data-dir', dataDir(), '--port', '-1']), 2, '--port');
@@ -109,7 +128,11 @@ describe('nbdmux-server command line: what it prints and how it exits before ser
   });
 
   it('exits 2 with one line on an unknown --log-level', async () => {
-    expectOneLineFailure(await runCli(['--data-dir', dataDir(), '--log-level', 'verbose']), 2, '--log-level must be one of debug, info, warn, error');
+    expectOneLineFailure(
+      await runCli(['--data-dir', dataDir(), '--log-level', 'verbose']),
+      2,
+      '--log-level must be one of debug, info, warn, error',
+    );
   });
 
   it('exits 1 with one line naming the data dir when it cannot be created', async () => {
@@ -124,24 +147,64 @@ describe('nbdmux-server command line: what it prints and how it exits before ser
   it('exits 1 with one line when the HTTP port is already in use', async () => {
     const taken = await occupyPort();
     held.push(taken);
-    const result = await runWithoutWarnings(['--data-dir', dataDir(), '--bind', '127.0.0.1', '--port', String(taken.port), '--nbd-port', '0']);
+    const result = await runWithoutWarnings([
+      '--data-dir',
+      dataDir(),
+      '--bind',
+      '127.0.0.1',
+      '--port',
+      String(taken.port),
+      '--nbd-port',
+      '0',
+    ]);
     expectOneLineFailure(result, 1, `HTTP port already in use: 127.0.0.1 port ${taken.port}`);
   });
 
   it('exits 1 with one line when the NBD port is already in use', async () => {
     const taken = await occupyPort();
     held.push(taken);
-    const result = await runWithoutWarnings(['--data-dir', dataDir(), '--bind', '127.0.0.1', '--port', '0', '--nbd-port', String(taken.port)]);
+    const result = await runWithoutWarnings([
+      '--data-dir',
+      dataDir(),
+      '--bind',
+      '127.0.0.1',
+      '--port',
+      '0',
+      '--nbd-port',
+      String(taken.port),
+    ]);
     expectOneLineFailure(result, 1, `NBD port already in use: 127.0.0.1 port ${taken.port}`);
   });
 
   it('exits 1 with one line when the nbd-server binary is not found', async () => {
-    const result = await runWithoutWarnings(['--data-dir', dataDir(), '--bind', '127.0.0.1', '--port', '0', '--nbd-port', '0', '--nbd-server-bin', '/nonexistent/nbd-server']);
+    const result = await runWithoutWarnings([
+      '--data-dir',
+      dataDir(),
+      '--bind',
+      '127.0.0.1',
+      '--port',
+      '0',
+      '--nbd-port',
+      '0',
+      '--nbd-server-bin',
+      '/nonexistent/nbd-server',
+    ]);
     expectOneLineFailure(result, 1, /"\/nonexistent\/nbd-server" not found/);
   });
 
   it('exits 1 with one line when the nbd-server binary is some other program', async () => {
-    const result = await runWithoutWarnings(['--data-dir', dataDir(), '--bind', '127.0.0.1', '--port', '0', '--nbd-port', '0', '--nbd-server-bin', '/bin/true']);
+    const result = await runWithoutWarnings([
+      '--data-dir',
+      dataDir(),
+      '--bind',
+      '127.0.0.1',
+      '--port',
+      '0',
+      '--nbd-port',
+      '0',
+      '--nbd-server-bin',
+      '/bin/true',
+    ]);
     expectOneLineFailure(result, 1, '"/bin/true" is not nbd-server');
   });
 });
@@ -161,7 +224,9 @@ describe('nbdmux-server command line: a daemon that starts', () => {
   }
 
   /** Starts the CLI with only environment variables, no flags, and resolves with its "listening" log fields. */
-  async function startFromEnvironment(env: Record<string, string>): Promise<{ child: ChildProcess; listening: Record<string, unknown>; output(): string }> {
+  async function startFromEnvironment(
+    env: Record<string, string>,
+  ): Promise<{ child: ChildProcess; listening: Record<string, unknown>; output(): string }> {
     const child = spawn(process.execPath, [cli], { env: cleanEnv(env), stdio: ['ignore', 'ignore', 'pipe'] });
     spawned.add(child);
     return { child, ...(await untilListening(child)) };
@@ -181,7 +246,11 @@ describe('nbdmux-server command line: a daemon that starts', () => {
       NBDMUX_IMAGE_ROOTS: `${rootA}:${rootB}`,
       NBDMUX_LOG_LEVEL: 'debug',
     });
-    expect(started.listening).toMatchObject({ dataDir: dir, http: expect.stringMatching(/^127\.0\.0\.1:\d+$/), nbd: expect.stringMatching(/^127\.0\.0\.1:\d+$/) });
+    expect(started.listening).toMatchObject({
+      dataDir: dir,
+      http: expect.stringMatching(/^127\.0\.0\.1:\d+$/),
+      nbd: expect.stringMatching(/^127\.0\.0\.1:\d+$/),
+    });
     expect(fs.existsSync(path.join(dir, 'nbd-server.conf'))).toBe(true);
     expect(started.output()).not.toContain('--image-root');
 
@@ -244,7 +313,9 @@ describe('nbdmux-server command line: a daemon that starts', () => {
     const exits: Array<{ code: number | null; signal: NodeJS.Signals | null }> = [];
     for (let i = 0; i < 10; i++) {
       const daemon = await startDaemon({ dataDir: dataDir() });
-      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => daemon.child.on('exit', (code, signal) => resolve({ code, signal })));
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+        daemon.child.on('exit', (code, signal) => resolve({ code, signal })),
+      );
       daemon.child.kill('SIGTERM');
       exits.push(await exited);
       await daemon.stop();

@@ -13,8 +13,6 @@ const repo = fileURLToPath(new URL('..', import.meta.url));
 const tsc = path.join(repo, 'node_modules/typescript/bin/tsc');
 const password = 'a long admin password';
 
-
-
 /** A correct program: every call, input and output as the router defines them. It must compile and run. */
 const program = `
 import { createNbdmuxClient, isNbdmuxError, type NbdmuxStreamEvent, type NbdmuxExport } from 'nbdmux/client';
@@ -123,7 +121,10 @@ describe('the packed client package in a separate TypeScript project', () => {
     fs.mkdirSync(project);
     fs.writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name: 'uses-nbdmux', private: true, type: 'module' }));
     // --ignore-scripts: the client never loads better-sqlite3, so its minute-long native build is skipped.
-    const install = await runText('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--ignore-scripts', tarball], { cwd: project, timeoutMs: 80_000 });
+    const install = await runText('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--ignore-scripts', tarball], {
+      cwd: project,
+      timeoutMs: 80_000,
+    });
     expect(install.code, install.stderr).toBe(0);
     // The compiler and Node's types are tools here, not dependencies: the repository's own serve.
     fs.writeFileSync(
@@ -151,15 +152,22 @@ describe('the packed client package in a separate TypeScript project', () => {
 
   it('ships type declarations: the correct program compiles, each misuse is a compile error', () => {
     const result = typeCheck;
-    const errors = [...result.stdout.matchAll(/^src\/(\w+)\.ts\((\d+),\d+\): error (TS\d+)/gm)].map(([, file, line, code]) => ({ file, line: Number(line), code }));
+    const errors = [...result.stdout.matchAll(/^src\/(\w+)\.ts\((\d+),\d+\): error (TS\d+)/gm)].map(([, file, line, code]) => ({
+      file,
+      line: Number(line),
+      code,
+    }));
     expect(result.code).not.toBe(0);
-    expect(errors.filter((e) => e.file !== 'misuse'), result.stdout).toEqual([]);
-    const marked = misuse
-      .split('\n')
-      .flatMap((line, i) => (line.endsWith('// misuse') ? [i + 1] : []));
+    expect(
+      errors.filter((e) => e.file !== 'misuse'),
+      result.stdout,
+    ).toEqual([]);
+    const marked = misuse.split('\n').flatMap((line, i) => (line.endsWith('// misuse') ? [i + 1] : []));
     expect([...new Set(errors.map((e) => e.line))], result.stdout).toEqual(marked);
     // A misspelt field is named as such, and outputs are typed, not any.
-    expect(result.stdout).toMatch(/'fil' does not exist in type '\{ name: string; readonly\?: boolean \| undefined; .*file\?: string \| undefined; url\?: string/);
+    expect(result.stdout).toMatch(
+      /'fil' does not exist in type '\{ name: string; readonly\?: boolean \| undefined; .*file\?: string \| undefined; url\?: string/,
+    );
     expect(result.stdout).toMatch(/Type 'number' is not assignable to type 'string'/);
     expect(result.stdout).toMatch(/Property 'remove' does not exist/);
   });
@@ -167,10 +175,20 @@ describe('the packed client package in a separate TypeScript project', () => {
   it('runs against a live daemon in Node: HTTP calls, a WebSocket subscription, typed errors, the password', async () => {
     const compiled = path.join(scratch, 'out/program.js');
 
-    const withPassword = await runText(process.execPath, [compiled, daemon.url, 'from-package', image], { cwd: scratch, env: { ...process.env, NBDMUX_ADMIN_PASSWORD: password }, timeoutMs: 20_000 });
+    const withPassword = await runText(process.execPath, [compiled, daemon.url, 'from-package', image], {
+      cwd: scratch,
+      env: { ...process.env, NBDMUX_ADMIN_PASSWORD: password },
+      timeoutMs: 20_000,
+    });
     expect(withPassword.code, withPassword.stderr).toBe(0);
     const output = JSON.parse(withPassword.stdout);
-    expect(output.created).toMatchObject({ name: 'from-package', file: fs.realpathSync(image), readonly: true, size: 1024 * 1024, state: 'serving' });
+    expect(output.created).toMatchObject({
+      name: 'from-package',
+      file: fs.realpathSync(image),
+      readonly: true,
+      size: 1024 * 1024,
+      state: 'serving',
+    });
     expect(output.names).toEqual(['from-package']);
     expect(output.refusal).toEqual({ code: 'BAD_REQUEST', message: 'file: must be an absolute path (starting with /)', fields: ['file'] });
     expect(output.streamed).toContain('export.created from-package');
@@ -178,15 +196,30 @@ describe('the packed client package in a separate TypeScript project', () => {
     expect(output.healthy).toBe(true);
 
     const { NBDMUX_ADMIN_PASSWORD: _unset, ...noPassword } = process.env;
-    const without = await runText(process.execPath, [compiled, daemon.url, 'refused', image], { cwd: scratch, env: noPassword, timeoutMs: 20_000 });
+    const without = await runText(process.execPath, [compiled, daemon.url, 'refused', image], {
+      cwd: scratch,
+      env: noPassword,
+      timeoutMs: 20_000,
+    });
     expect(without.code, without.stderr).toBe(0);
     expect(JSON.parse(without.stdout)).toEqual({
-      failed: { code: 'UNAUTHORIZED', httpStatus: 401, message: 'authentication required: send "Authorization: Bearer <admin password>", or log in at /' },
+      failed: {
+        code: 'UNAUTHORIZED',
+        httpStatus: 401,
+        message: 'authentication required: send "Authorization: Bearer <admin password>", or log in at /',
+      },
     });
   });
 
   it.skipIf(skipWithout('/usr/bin/chromium'))('runs in a browser from a bundle, authenticated by the session cookie', async () => {
-    const bundle = await build({ entryPoints: [path.join(scratch, 'browser-entry.js')], bundle: true, platform: 'browser', format: 'esm', write: false, logLevel: 'silent' });
+    const bundle = await build({
+      entryPoints: [path.join(scratch, 'browser-entry.js')],
+      bundle: true,
+      platform: 'browser',
+      format: 'esm',
+      write: false,
+      logLevel: 'silent',
+    });
     const code = bundle.outputFiles[0]!.text;
     expect(code).not.toMatch(/from ['"]ws['"]|require\(['"]ws['"]\)/);
 
@@ -197,11 +230,19 @@ describe('the packed client package in a separate TypeScript project', () => {
       await page.addScriptTag({ content: code, type: 'module' });
       await page.waitForFunction(() => 'runNbdmux' in globalThis);
       type Result = { created?: string; streamed?: string[]; failed?: { code: string; message: string } };
-      const run = (name: string) => page.evaluate(([n, f]) => (globalThis as unknown as { runNbdmux(n: string, f: string): Promise<Result> }).runNbdmux(n, f), [name, image] as const);
+      const run = (name: string) =>
+        page.evaluate(([n, f]) => (globalThis as unknown as { runNbdmux(n: string, f: string): Promise<Result> }).runNbdmux(n, f), [
+          name,
+          image,
+        ] as const);
 
       expect(await run('before-login')).toMatchObject({ failed: { code: 'UNAUTHORIZED' } });
       // Log in as the dashboard's form does; the cookie then rides every request and the WebSocket upgrade.
-      const login = await page.request.post(`${daemon.url}/login`, { form: { password }, headers: { origin: daemon.url }, maxRedirects: 0 });
+      const login = await page.request.post(`${daemon.url}/login`, {
+        form: { password },
+        headers: { origin: daemon.url },
+        maxRedirects: 0,
+      });
       expect(login.status()).toBe(303);
       const result = await run('from-browser');
       expect(result).toMatchObject({ created: 'from-browser' });

@@ -46,7 +46,14 @@ function addExport(name: string): number {
 }
 
 function addVersion(exportId: number, version: number): number {
-  const values = { exportId, version, file: `/srv/images/${exportId}-${version}.img`, size: 512, state: 'ready' as const, createdAt: new Date().toISOString() };
+  const values = {
+    exportId,
+    version,
+    file: `/srv/images/${exportId}-${version}.img`,
+    size: 512,
+    state: 'ready' as const,
+    createdAt: new Date().toISOString(),
+  };
   const versionId = db.insert(exportVersionsTable).values(values).returning().all()[0]!.id;
   db.update(exportsTable).set({ currentVersionId: versionId }).where(eq(exportsTable.id, exportId)).run();
   return versionId;
@@ -94,7 +101,12 @@ describe('ConnectionTable', () => {
     const betaVersion = db.select().from(exportsTable).where(eq(exportsTable.id, beta)).get()!.currentVersionId!;
     table.negotiated(misreported, { exportId: alpha, versionId: betaVersion });
     expect([rowOf(onTwo.id).versionId, rowOf(onThree.id).versionId, rowOf(misreported.id).versionId]).toEqual([alpha2, alpha3, null]);
-    expect(table.countByVersion()).toEqual(new Map([[alpha2, 1], [alpha3, 1]]));
+    expect(table.countByVersion()).toEqual(
+      new Map([
+        [alpha2, 1],
+        [alpha3, 1],
+      ]),
+    );
     expect(table.countByExport()).toEqual(new Map([[alpha, 3]]));
   });
 
@@ -163,8 +175,18 @@ describe('ConnectionTable', () => {
     const ended = spawn('true');
     await endOf(ended);
     const openedAt = new Date().toISOString();
-    const insert = (values: Partial<ConnectionRow>) => db.insert(connectionsTable).values({ clientAddress: '127.0.0.2', clientPort: 40020, openedAt, ...values }).returning().all()[0]!.id;
-    const survivorRow = insert({ pid: survivor.pid, pidStartTicks: readStartTicks(survivor.pid!), exportId: alpha, negotiatedAt: openedAt });
+    const insert = (values: Partial<ConnectionRow>) =>
+      db
+        .insert(connectionsTable)
+        .values({ clientAddress: '127.0.0.2', clientPort: 40020, openedAt, ...values })
+        .returning()
+        .all()[0]!.id;
+    const survivorRow = insert({
+      pid: survivor.pid,
+      pidStartTicks: readStartTicks(survivor.pid!),
+      exportId: alpha,
+      negotiatedAt: openedAt,
+    });
     const unchosenRow = insert({ pid: unchosen.pid, pidStartTicks: readStartTicks(unchosen.pid!) });
     const endedRow = insert({ pid: ended.pid, pidStartTicks: 1, exportId: alpha, negotiatedAt: openedAt });
     // The pid of a running process, but not the one that started then: the start time tells them apart.
@@ -174,10 +196,15 @@ describe('ConnectionTable', () => {
     expect(await endOf(unchosen)).toBe('SIGKILL');
     expect(table.list().map((conn) => [conn.id, conn.adopted])).toEqual([[survivorRow, true]]);
     expect(rowOf(survivorRow).closedAt).toBeNull();
-    expect(rowOf(unchosenRow)).toMatchObject({ outcome: 'not-served', error: 'had chosen no export when nbdmux restarted: cut, since no daemon can learn which export it serves' });
+    expect(rowOf(unchosenRow)).toMatchObject({
+      outcome: 'not-served',
+      error: 'had chosen no export when nbdmux restarted: cut, since no daemon can learn which export it serves',
+    });
     expect(rowOf(endedRow)).toMatchObject({ outcome: 'closed', error: 'ended while nbdmux was not running' });
     expect(rowOf(reusedRow)).toMatchObject({ outcome: 'not-served', error: 'ended while nbdmux was not running' });
-    expect(recorded().filter(([type]) => type === 'connection.adopted')).toEqual([['connection.adopted', 'alpha', { connection: survivorRow, pid: survivor.pid }]]);
+    expect(recorded().filter(([type]) => type === 'connection.adopted')).toEqual([
+      ['connection.adopted', 'alpha', { connection: survivorRow, pid: survivor.pid }],
+    ]);
 
     // Not our child: no 'close' comes, /proc shows the end at the next refresh.
     expect(table.kill(new Set([alpha]))).toBe(1);

@@ -70,7 +70,9 @@ describe('copy-on-write exports', () => {
     const image = makeImage(tempDir('nbdmux-images-'), 'disk.img', 1024 * 1024);
     const refused = await api(daemon, 'POST', '/exports', { name: 'disk', file: image, cow: true, readonly: false });
     expect(refused.status).toBe(400);
-    expect(refused.json.error.issues).toEqual([{ field: 'cow', message: expect.stringMatching(/never writes its image.*drop "readonly"/) }]);
+    expect(refused.json.error.issues).toEqual([
+      { field: 'cow', message: expect.stringMatching(/never writes its image.*drop "readonly"/) },
+    ]);
     const notBool = await api(daemon, 'POST', '/exports', { name: 'disk', file: image, cow: 'yes' });
     expect(notBool.json.error.issues).toEqual([{ field: 'cow', message: 'must be true or false' }]);
 
@@ -84,7 +86,12 @@ describe('copy-on-write exports', () => {
     await writer.written;
 
     // A second machine on the same export sees the image, not the first one's write.
-    const second = await nbdsh(['-u', daemon.nbdUri('disk'), '-c', `import sys; sys.stdout.buffer.write(h.pread(${blockBytes}, ${1024 * 1024}))`]);
+    const second = await nbdsh([
+      '-u',
+      daemon.nbdUri('disk'),
+      '-c',
+      `import sys; sys.stdout.buffer.write(h.pread(${blockBytes}, ${1024 * 1024}))`,
+    ]);
     expect(second.code).toBe(0);
     expect(second.stdout.equals(fs.readFileSync(image).subarray(1024 * 1024, 1024 * 1024 + blockBytes))).toBe(true);
     // And a full read through a third connection is the image, byte for byte.
@@ -183,7 +190,10 @@ describe('copy-on-write exports', () => {
 /** Which of the two serving processes the victim writer talks to: the one whose diff holds 'V'. */
 function victimServingPid(pids: number[]): number {
   for (const pid of pids) {
-    const diff = fs.readdirSync('/proc/' + pid + '/fd').map((fd) => fs.readlinkSync(`/proc/${pid}/fd/${fd}`)).find((target) => target.endsWith('.diff'));
+    const diff = fs
+      .readdirSync('/proc/' + pid + '/fd')
+      .map((fd) => fs.readlinkSync(`/proc/${pid}/fd/${fd}`))
+      .find((target) => target.endsWith('.diff'));
     if (diff && fs.readFileSync(diff).subarray(0, 1).toString() === 'V') return pid;
   }
   throw new Error('no serving process holds the victim diff');

@@ -22,7 +22,9 @@ function servedRows(dataDir: string): Array<{ name: string; file_identity: strin
     expect(db.pragma('integrity_check', { simple: true })).toBe('ok');
     // The pin belongs to the image: the export's current version holds it.
     return db
-      .prepare('SELECT e.name, v.file_identity FROM exports e LEFT JOIN export_versions v ON v.id = e.current_version_id WHERE e.removed_at IS NULL ORDER BY e.name')
+      .prepare(
+        'SELECT e.name, v.file_identity FROM exports e LEFT JOIN export_versions v ON v.id = e.current_version_id WHERE e.removed_at IS NULL ORDER BY e.name',
+      )
       .all() as Array<{ name: string; file_identity: string | null }>;
   } finally {
     db.close();
@@ -32,14 +34,23 @@ function servedRows(dataDir: string): Array<{ name: string; file_identity: strin
 /** The export sections of the rendered config every new connection's nbd-server reads. */
 function configSections(dataDir: string): string[] {
   const config = fs.readFileSync(path.join(dataDir, 'nbd-server.conf'), 'utf8');
-  return [...config.matchAll(/^\[([^\]\n]+)\]$/gm)].map((match) => match[1]!).filter((name) => name !== 'generic' && name !== placeholderSection).sort();
+  return [...config.matchAll(/^\[([^\]\n]+)\]$/gm)]
+    .map((match) => match[1]!)
+    .filter((name) => name !== 'generic' && name !== placeholderSection)
+    .sort();
 }
 
 /**
  * Sends every mutation at once (creates of new names, deletes of names served now) and SIGKILLs
  * the daemon once `killAfter` have been answered; resolves with what was acknowledged before.
  */
-async function mutateUntilKilled(daemon: RunningDaemon, creates: string[], deletes: string[], image: string, killAfter: number): Promise<Acknowledged> {
+async function mutateUntilKilled(
+  daemon: RunningDaemon,
+  creates: string[],
+  deletes: string[],
+  image: string,
+  killAfter: number,
+): Promise<Acknowledged> {
   const acknowledged: Acknowledged = { created: [], deleted: [] };
   let answered = 0;
   let killed: Promise<number | null> | undefined;
@@ -81,15 +92,25 @@ describe('SIGKILL in the middle of 100 parallel mutations', () => {
       const deletes = served.slice(0, Math.min(served.length, mutationsPerRound / 2));
       const creates = Array.from({ length: mutationsPerRound - deletes.length }, (_, i) => `round${round}-${i}`);
       const acknowledged = await mutateUntilKilled(daemon, creates, deletes, image, killAfter);
-      console.log(`round ${round}: killed after ${killAfter} answers; ${acknowledged.created.length} creates and ${acknowledged.deleted.length} deletes acknowledged before`);
+      console.log(
+        `round ${round}: killed after ${killAfter} answers; ${acknowledged.created.length} creates and ${acknowledged.deleted.length} deletes acknowledged before`,
+      );
 
       daemon = await startDaemon(options);
       const rows = servedRows(dataDir);
       const names = rows.map((row) => row.name);
-      expect(rows.filter((row) => row.file_identity === null), 'a row without its pinned file').toEqual([]);
+      expect(
+        rows.filter((row) => row.file_identity === null),
+        'a row without its pinned file',
+      ).toEqual([]);
       expect(configSections(dataDir)).toEqual(names);
       const listed = (await api(daemon, 'GET', '/exports')).json as Array<{ name: string; state: string }>;
-      expect(listed.filter((exp) => exp.state === 'serving').map((exp) => exp.name).sort()).toEqual(names);
+      expect(
+        listed
+          .filter((exp) => exp.state === 'serving')
+          .map((exp) => exp.name)
+          .sort(),
+      ).toEqual(names);
       expect((await listExports(daemon.nbdUri())).sort()).toEqual(names);
       // What was acknowledged before the kill is durable; what was not is either whole or absent.
       for (const name of acknowledged.created) expect(names).toContain(name);

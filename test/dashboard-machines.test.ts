@@ -24,7 +24,8 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard with machines, 
     daemon = await startDaemon();
     client = createNbdmuxClient({ url: daemon.url });
     const images = tempDir('nbdmux-images-');
-    for (const name of ['debian', 'alpine']) expect((await api(daemon, 'POST', '/exports', { name, file: makeImage(images, `${name}.img`, 1024 * 1024) })).status).toBe(201);
+    for (const name of ['debian', 'alpine'])
+      expect((await api(daemon, 'POST', '/exports', { name, file: makeImage(images, `${name}.img`, 1024 * 1024) })).status).toBe(201);
     browser = await launchBrowser();
     page = await openDashboard(browser.context, daemon.url);
   });
@@ -38,7 +39,9 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard with machines, 
   const lastEvent = async (type: string) => (await client.events.list.query({ limit: 20 })).find((event) => event.type === type);
   /** Answers the next confirm() and returns its question. */
   const nextQuestion = (accept: boolean) =>
-    new Promise<string>((resolve) => page.once('dialog', (dialog) => (resolve(dialog.message()), void (accept ? dialog.accept() : dialog.dismiss()))));
+    new Promise<string>((resolve) =>
+      page.once('dialog', (dialog) => (resolve(dialog.message()), void (accept ? dialog.accept() : dialog.dismiss()))),
+    );
 
   it('adds a machine from the form, showing the API message beside a bad MAC', async () => {
     const form = page.locator('#add-machine');
@@ -48,7 +51,9 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard with machines, 
     await form.locator('input[name=name]').fill('node-1');
     await form.locator('select[name=export]').selectOption('debian');
     await form.locator('button[type=submit]').click();
-    await expect.poll(() => form.locator('[data-error-for="mac"]').textContent()).toMatch(/^must be a MAC address: six pairs of hex digits/);
+    await expect
+      .poll(() => form.locator('[data-error-for="mac"]').textContent())
+      .toMatch(/^must be a MAC address: six pairs of hex digits/);
 
     await form.locator('input[name=mac]').fill(node1.toUpperCase());
     await form.locator('button[type=submit]').click();
@@ -96,7 +101,9 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard with machines, 
     await expect.poll(() => cell(node1, 'export').textContent()).toBe('alpine');
     expect((await lastEvent('machine.updated'))?.details).toMatchObject({ mac: node1, changed: ['export'] });
 
-    expect((await api(daemon, 'POST', '/machines', { mac: node2, name: 'node-2', export: 'debian', persistent: true, stateSize: '64M' })).status).toBe(201);
+    expect(
+      (await api(daemon, 'POST', '/machines', { mac: node2, name: 'node-2', export: 'debian', persistent: true, stateSize: '64M' })).status,
+    ).toBe(201);
     await expect.poll(() => cell(node2, 'persistent').textContent()).toBe('64.0 MiB of state');
     for (const keep of [true, false]) {
       await machineRow(node2).getByRole('button', { name: 'Edit' }).click();
@@ -126,7 +133,14 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard with machines, 
     expect((await api(daemon, 'GET', `/boot.ipxe?mac=${unknown}`)).status).toBe(200);
     const discovered = page.locator(`#discovered tr[data-discovered="${unknown}"]`);
     await discovered.waitFor({ timeout: 2000 });
-    await expect(discovered.locator('td').allTextContents()).resolves.toEqual([unknown, '127.0.0.1', expect.any(String), expect.any(String), '1', 'Add']);
+    await expect(discovered.locator('td').allTextContents()).resolves.toEqual([
+      unknown,
+      '127.0.0.1',
+      expect.any(String),
+      expect.any(String),
+      '1',
+      'Add',
+    ]);
 
     const form = page.locator('#add-machine');
     await discovered.getByRole('button', { name: 'Add' }).click();

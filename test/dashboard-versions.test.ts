@@ -56,13 +56,17 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard with imports an
     await page.fill('#import-image input[name=url]', server.url('/lab.img'));
     await page.fill('#import-image input[name=sha256]', 'not-a-hash');
     await page.click('#import-image button[type=submit]');
-    await expect.poll(() => page.locator('#import-image [data-error-for="sha256"]').textContent()).toBe('must be 64 hexadecimal digits (a sha256)');
+    await expect
+      .poll(() => page.locator('#import-image [data-error-for="sha256"]').textContent())
+      .toBe('must be 64 hexadecimal digits (a sha256)');
 
     await page.fill('#import-image input[name=sha256]', '');
     await page.click('#import-image button[type=submit]');
     const progress = exportRow('lab').locator('.import[data-import-version="1"]');
     await progress.locator('progress[value]').waitFor({ timeout: 5000 });
-    await expect.poll(() => progress.locator('small').textContent(), { timeout: 5000 }).toMatch(/^downloading [\d.]+ KiB of 2\.0 MiB \(\d+%\), [\d.]+ KiB\/s, \d+s left$/);
+    await expect
+      .poll(() => progress.locator('small').textContent(), { timeout: 5000 })
+      .toMatch(/^downloading [\d.]+ KiB of 2\.0 MiB \(\d+%\), [\d.]+ KiB\/s, \d+s left$/);
     await expect(exportRow('lab').locator('.state').textContent()).resolves.toBe('importing');
     fs.mkdirSync(artifacts, { recursive: true });
     await page.screenshot({ path: path.join(artifacts, 'dashboard-import.png'), fullPage: true });

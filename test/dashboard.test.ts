@@ -46,8 +46,12 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard in a real brows
       `chain ${daemon.url}/boot/debian.ipxe`,
     ]);
     // This daemon has no ramboot kit: the row says the export cannot boot, and why.
-    await expect(exportRow('debian').locator('small.boot').textContent()).resolves.toMatch(/^boot: not ready \(no kernel to boot: .*--ramboot-kit DIR/);
-    await expect(exportRow('debian').locator('small.cmdline').textContent()).resolves.toBe('kernel args: console=tty0 console=ttyS0,115200');
+    await expect(exportRow('debian').locator('small.boot').textContent()).resolves.toMatch(
+      /^boot: not ready \(no kernel to boot: .*--ramboot-kit DIR/,
+    );
+    await expect(exportRow('debian').locator('small.cmdline').textContent()).resolves.toBe(
+      'kernel args: console=tty0 console=ttyS0,115200',
+    );
     // A machine asking for the boot menu shows in the event log in words.
     expect((await api(daemon, 'GET', '/boot.ipxe')).status).toBe(200);
     const menuFetched = page.locator('#events li[data-type="boot.script"] .what').first();
@@ -105,7 +109,9 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard in a real brows
     expect(await page.locator('#outage').isVisible()).toBe(false);
 
     // Events from the new run arrive through the resumed stream.
-    expect((await api(daemon, 'POST', '/exports', { name: 'after-restart', file: makeImage(images, 'after.img', 1024 * 1024) })).status).toBe(201);
+    expect(
+      (await api(daemon, 'POST', '/exports', { name: 'after-restart', file: makeImage(images, 'after.img', 1024 * 1024) })).status,
+    ).toBe(201);
     await exportRow('after-restart').waitFor({ timeout: 2000 });
     await page.locator('#events li[data-type="daemon.started"]').first().waitFor({ timeout: 2000 });
     const created = await page.locator('#events li[data-type="export.created"]').count();

@@ -3,7 +3,16 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from '../testkit/daemon.js';
-import { bootGuest, debianImage, guestNbdAddress, rambootKit, type DebianImage, type Guest, type RambootKit, type SerialLine } from './helpers/qemu.js';
+import {
+  bootGuest,
+  debianImage,
+  guestNbdAddress,
+  rambootKit,
+  type DebianImage,
+  type Guest,
+  type RambootKit,
+  type SerialLine,
+} from './helpers/qemu.js';
 import { skipWithout } from './helpers/tools.js';
 
 /**
@@ -66,7 +75,9 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))('debian-boot: a real Debian 1
     expect(code, `qemu did not exit by itself (137: killed after ${bootTimeoutSeconds} s)\n${text.slice(-3000)}`).toBe(0);
     expect(text).not.toContain('ramboot: FAILED');
     // Renamed in the initramfs, before it was brought up.
-    expect(lines.some((line) => /^ramboot: \[[\d.]+\] interface eth0 renamed ens2 \(the slot name udev gives it\)$/.test(line.text))).toBe(true);
+    expect(lines.some((line) => /^ramboot: \[[\d.]+\] interface eth0 renamed ens2 \(the slot name udev gives it\)$/.test(line.text))).toBe(
+      true,
+    );
     expect(said(lines, 'links')).toBe(`lo ${image.nic}`);
     // The name systemd 252's own net_id prefers (onboard, then slot, then path) is the one it got.
     const udevNames = Object.fromEntries((said(lines, 'udev-names') ?? '').split(' ').map((pair) => pair.split('=', 2)));
@@ -104,9 +115,5 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))('debian-boot: a real Debian 1
     (bootTimeoutSeconds + 30) * 1000,
   );
 
-  it(
-    'and a reboot from inside completes as well',
-    () => bootAndCheck('reboot'),
-    (bootTimeoutSeconds + 30) * 1000,
-  );
+  it('and a reboot from inside completes as well', () => bootAndCheck('reboot'), (bootTimeoutSeconds + 30) * 1000);
 });

@@ -44,7 +44,8 @@ function runtimeSpec() {
   const last = (keyword: string) => all(keyword).at(-1);
   const env: Record<string, string> = {};
   for (const args of all('ENV')) {
-    for (const [, key, value] of args.matchAll(/(\w+)=("(?:[^"\\]|\\.)*"|\S+)/g)) env[key!] = value!.startsWith('"') ? (JSON.parse(value!) as string) : value!;
+    for (const [, key, value] of args.matchAll(/(\w+)=("(?:[^"\\]|\\.)*"|\S+)/g))
+      env[key!] = value!.startsWith('"') ? (JSON.parse(value!) as string) : value!;
   }
   const healthcheck = last('HEALTHCHECK')!;
   return {
@@ -56,7 +57,9 @@ function runtimeSpec() {
     user: last('USER')!,
     workdir: last('WORKDIR')!,
     volumes: all('VOLUME').flatMap((args) => JSON.parse(args) as string[]),
-    exposed: all('EXPOSE').flatMap((args) => args.split(/\s+/)).map(Number),
+    exposed: all('EXPOSE')
+      .flatMap((args) => args.split(/\s+/))
+      .map(Number),
     copiesFromBuild: all('COPY')
       .filter((args) => args.startsWith('--from=build '))
       .map((args) => args.split(/\s+/).slice(1) as [string, string]),
@@ -124,13 +127,15 @@ describe('deploy/Containerfile', () => {
     fs.chmodSync(root, 0o755);
     roots.push(root);
     const inImage = (containerPath: string) => path.join(root, containerPath);
-    const mapPaths = (text: string) => [spec.workdir, ...spec.volumes, spec.env.NBDMUX_IMAGE_ROOTS!].reduce((t, p) => t.split(p).join(inImage(p)), text);
+    const mapPaths = (text: string) =>
+      [spec.workdir, ...spec.volumes, spec.env.NBDMUX_IMAGE_ROOTS!].reduce((t, p) => t.split(p).join(inImage(p)), text);
     for (const [source, target] of spec.copiesFromBuild) {
       const from = path.join(repo, path.relative(spec.buildWorkdir, path.resolve(spec.buildWorkdir, source)));
       // As COPY does: a target ending in / is a directory to copy into.
       const to = inImage(path.join(path.resolve(spec.workdir, target), target.endsWith('/') ? path.basename(from) : ''));
       if (path.basename(from) === 'node_modules') {
-        for (const pkg of productionPackages()) fs.cpSync(path.join(repo, pkg), path.join(to, path.relative('node_modules', pkg)), { recursive: true });
+        for (const pkg of productionPackages())
+          fs.cpSync(path.join(repo, pkg), path.join(to, path.relative('node_modules', pkg)), { recursive: true });
       } else {
         fs.cpSync(from, to, { recursive: true });
       }
@@ -165,9 +170,11 @@ describe('deploy/Containerfile', () => {
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
     try {
-      await waitFor('the daemon to listen', () => (stderr.includes('"nbdmux listening"') ? true : undefined), 20_000).catch((err: Error) => {
-        throw new Error(`${err.message}:\n${stderr}`);
-      });
+      await waitFor('the daemon to listen', () => (stderr.includes('"nbdmux listening"') ? true : undefined), 20_000).catch(
+        (err: Error) => {
+          throw new Error(`${err.message}:\n${stderr}`);
+        },
+      );
 
       // tini, and the daemon under it, run as the image's user.
       const daemonPid = allPids().find((pid) => parentPid(pid) === child.pid);
@@ -175,7 +182,11 @@ describe('deploy/Containerfile', () => {
       for (const pid of [child.pid, daemonPid]) {
         expect(fs.readFileSync(`/proc/${pid}/status`, 'utf8')).toMatch(new RegExp(`^Uid:\\t${uid}\\t${uid}\\t${uid}\\t${uid}$`, 'm'));
       }
-      expect(fs.readFileSync(`/proc/${daemonPid}/cmdline`, 'utf8').split('\0')).toEqual(['node', inImage(path.join(spec.workdir, 'dist/src/cli.js')), '']);
+      expect(fs.readFileSync(`/proc/${daemonPid}/cmdline`, 'utf8').split('\0')).toEqual([
+        'node',
+        inImage(path.join(spec.workdir, 'dist/src/cli.js')),
+        '',
+      ]);
 
       const url = `http://127.0.0.1:${httpPort}`;
       const client = createNbdmuxClient({ url });
@@ -190,7 +201,10 @@ describe('deploy/Containerfile', () => {
       expect([state.uid, state.gid]).toEqual([uid, gid]);
 
       const [healthBin, ...healthArgs] = spec.healthcheck;
-      const health = spawnSync('setpriv', [...asUser, healthBin === 'node' ? process.execPath : healthBin!, ...healthArgs], { env, timeout: 10_000 });
+      const health = spawnSync('setpriv', [...asUser, healthBin === 'node' ? process.execPath : healthBin!, ...healthArgs], {
+        env,
+        timeout: 10_000,
+      });
       expect(health.status, health.stderr?.toString()).toBe(0);
 
       child.kill(spec.stopSignal as NodeJS.Signals);
@@ -211,7 +225,11 @@ describe('deploy/Containerfile', () => {
 describe('deploy/compose.yml', () => {
   it('runs that image with the data volume, the images read-only, both ports and the password from an env file', () => {
     const spec = runtimeSpec();
-    const parsed = spawnSync('python3', ['-c', 'import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))', path.join(deploy, 'compose.yml')], { encoding: 'utf8' });
+    const parsed = spawnSync(
+      'python3',
+      ['-c', 'import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))', path.join(deploy, 'compose.yml')],
+      { encoding: 'utf8' },
+    );
     expect(parsed.status, `${parsed.stderr} (python3-yaml comes from scripts/setup)`).toBe(0);
     const compose = JSON.parse(parsed.stdout) as {
       services: Record<string, { build: { context: string; dockerfile: string }; env_file: string[]; ports: string[]; volumes: string[] }>;
@@ -255,7 +273,9 @@ describe('deploy/nbdmux.service', () => {
     expect(settings('KillMode')).toEqual(['process']);
     expect(settings('NoNewPrivileges')).toEqual(['yes']);
     expect(settings('ProtectSystem')).toEqual(['strict']);
-    const dataDir = settings('Environment').find((e) => e.startsWith('NBDMUX_DATA_DIR='))!.split('=')[1];
+    const dataDir = settings('Environment')
+      .find((e) => e.startsWith('NBDMUX_DATA_DIR='))!
+      .split('=')[1];
     expect(settings('ReadWritePaths')).toEqual([dataDir]);
     expect(settings('User')).toEqual(['nbdmux']);
     expect(settings('ExecStart')[0]).toMatch(/^node \/opt\/nbdmux\/dist\/src\/cli\.js$/);

@@ -45,7 +45,8 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard event log under
     const db = new Database(path.join(daemon.dataDir, 'state.db'));
     const insert = db.prepare("INSERT INTO events (at, type, export_name, details) VALUES (?, 'connection.opened', NULL, ?)");
     db.transaction(() => {
-      for (let i = 0; i < 12_000; i++) insert.run(new Date().toISOString(), JSON.stringify({ connection: i, client: '127.0.0.3', port: 40000 }));
+      for (let i = 0; i < 12_000; i++)
+        insert.run(new Date().toISOString(), JSON.stringify({ connection: i, client: '127.0.0.3', port: 40000 }));
     })();
     const newest = (db.prepare('SELECT max(id) AS id FROM events').get() as { id: number }).id;
     db.close();
@@ -53,7 +54,9 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard event log under
     daemon = await startDaemon({ dataDir: daemon.dataDir, args: ['--nbd-allow', '127.0.0.1/32', '--port', String(daemon.httpPort)] });
     await page.waitForSelector('body[data-link="up"]', { timeout: 10_000 });
     await page.locator(`#events li[data-event="${newest}"]`).waitFor({ timeout: 5000 });
-    expect(await page.locator('#notice').textContent()).toMatch(/^1200\d events happened while this page was disconnected; the newest are shown, the rest are in events\.list$/);
+    expect(await page.locator('#notice').textContent()).toMatch(
+      /^1200\d events happened while this page was disconnected; the newest are shown, the rest are in events\.list$/,
+    );
     expect(await page.locator('#events li').count()).toBeLessThanOrEqual(200);
   }, 30_000);
 });

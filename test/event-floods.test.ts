@@ -48,10 +48,14 @@ describe('a refused client flooding the NBD port', () => {
     console.log(`${attempts} refused connects from 127.0.0.2 in ${Date.now() - started} ms`);
 
     // The first is recorded at once; the rest come as one count when the 10 s interval ends.
-    const rows = await waitFor('the count of the repeats', () => {
-      const now = refusals(daemon.dataDir);
-      return now.reduce((sum, row) => sum + row.details.count, 0) === attempts ? now : undefined;
-    }, 20_000);
+    const rows = await waitFor(
+      'the count of the repeats',
+      () => {
+        const now = refusals(daemon.dataDir);
+        return now.reduce((sum, row) => sum + row.details.count, 0) === attempts ? now : undefined;
+      },
+      20_000,
+    );
     console.log('refusal events:', JSON.stringify(rows.map((row) => row.details)));
     expect(rows.length).toBeLessThanOrEqual(4);
     expect(rows[0]!.details).toMatchObject({ client: '127.0.0.2', reason: '127.0.0.2 is not in --nbd-allow', count: 1 });

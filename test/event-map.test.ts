@@ -14,7 +14,16 @@ function eventLog(): EventLog {
 describe('the event map types the event log', () => {
   it('reads each event back with the details of its type', () => {
     const log = eventLog();
-    const created = { id: 1, file: '/srv/a.img', readonly: true, cow: false, allow: ['10.0.0.0/8'], size: 4096, actor: 'bearer', client: '127.0.0.2' } as const;
+    const created = {
+      id: 1,
+      file: '/srv/a.img',
+      readonly: true,
+      cow: false,
+      allow: ['10.0.0.0/8'],
+      size: 4096,
+      actor: 'bearer',
+      client: '127.0.0.2',
+    } as const;
     log.record('export.created', 'a', { ...created, allow: [...created.allow] });
     log.record('connection.refused', null, { client: '127.0.0.3', port: 4000, reason: 'not allowed', count: 1 });
     const [refused, exported] = log.recent(10);
@@ -41,7 +50,16 @@ describe('the CLI shows every event type', () => {
     'daemon.started': { http: 4040, nbd: 10809, pid: 7 },
     'daemon.stopped': { pid: 7 },
     'daemon.space-recovered': { dataDir: '/var/lib/nbdmux', fullSince: '2026-01-02T03:04:05.000Z', notRecorded: 3 },
-    'export.created': { id: 1, file: '/srv/a.img', readonly: true, cow: false, allow: [], size: 4096, actor: 'session:abcdEF12', client: '10.0.0.9' },
+    'export.created': {
+      id: 1,
+      file: '/srv/a.img',
+      readonly: true,
+      cow: false,
+      allow: [],
+      size: 4096,
+      actor: 'session:abcdEF12',
+      client: '10.0.0.9',
+    },
     'export.version-switched': { id: 1, version: 2, file: '/srv/b.img', reason: 'update', actor: 'bearer', client: '10.0.0.9' },
     'import.started': { id: 1, version: 3, url: 'https://example.org/a.img.xz', actor: 'open', client: '10.0.0.9' },
     'import.done': { id: 1, version: 3, file: '/var/lib/nbdmux/images/a-v3-0123456789ab.img', size: 4096, sha256: 'ab'.repeat(32) },
@@ -63,11 +81,24 @@ describe('the CLI shows every event type', () => {
     'boot.kernel': { client: '10.1.0.5', status: 304, bytes: 8_000_000 },
     'boot.initrd': { client: '10.1.0.5', status: 200, bytes: 7_600_000 },
     'machine.created': { mac: '52:54:00:12:34:56', name: 'node7', persistent: true, actor: 'open', client: '10.0.0.9' },
-    'machine.updated': { mac: '52:54:00:12:34:56', name: 'node7', changed: ['export'], stateDiscarded: true, actor: 'open', client: '10.0.0.9' },
+    'machine.updated': {
+      mac: '52:54:00:12:34:56',
+      name: 'node7',
+      changed: ['export'],
+      stateDiscarded: true,
+      actor: 'open',
+      client: '10.0.0.9',
+    },
     'machine.deleted': { mac: '52:54:00:12:34:56', name: 'node7', actor: 'bearer', client: '10.0.0.9' },
     'machine.reset': { mac: '52:54:00:12:34:56', name: 'node7', actor: 'bearer', client: '10.0.0.9' },
     'machine.discovered': { mac: '52:54:00:ab:cd:ef', client: '10.1.0.6' },
-    'machine.stage': { mac: '52:54:00:12:34:56', name: 'node7', stage: 'root', client: '10.1.0.5', detail: 'ramboot: [1.20] starting\nramboot: [3.40] root mounted' },
+    'machine.stage': {
+      mac: '52:54:00:12:34:56',
+      name: 'node7',
+      stage: 'root',
+      client: '10.1.0.5',
+      detail: 'ramboot: [1.20] starting\nramboot: [3.40] root mounted',
+    },
   };
   const expected: Record<EventType, string> = {
     'daemon.started': 'http=4040 nbd=10809 pid=7',
@@ -105,14 +136,24 @@ describe('the CLI shows every event type', () => {
 
   for (const type of Object.keys(samples) as EventType[]) {
     it(type, () => {
-      const event = { id: 1, at, type, exportName: type.startsWith('export.') ? 'a' : null, details: samples[type] } as Parameters<typeof renderEvent>[0];
+      const event = { id: 1, at, type, exportName: type.startsWith('export.') ? 'a' : null, details: samples[type] } as Parameters<
+        typeof renderEvent
+      >[0];
       expect(renderEvent(event)).toBe(`03:04:05  ${type}  ${event.exportName ?? '-'}  ${expected[type]}`);
     });
   }
 
   it('replay.skipped, which only the stream sends', () => {
-    const skipped = { id: 9, at, type: 'replay.skipped', exportName: null, details: { skipped: 2500, afterId: 3, reason: 'too-far-behind' } } as const;
-    expect(renderEvent(skipped)).toBe('03:04:05  replay.skipped  -  2500 events missed, too many to replay: events.list (or the dashboard) has them');
+    const skipped = {
+      id: 9,
+      at,
+      type: 'replay.skipped',
+      exportName: null,
+      details: { skipped: 2500, afterId: 3, reason: 'too-far-behind' },
+    } as const;
+    expect(renderEvent(skipped)).toBe(
+      '03:04:05  replay.skipped  -  2500 events missed, too many to replay: events.list (or the dashboard) has them',
+    );
   });
 
   it('replay.skipped over events retention pruned', () => {

@@ -59,8 +59,13 @@ describe('exports hidden from clients outside their allow list', () => {
     // Processes read files named by their content; nbd-server.conf holds the full set for people.
     const configs = fs.readdirSync(daemon.dataDir).filter((name) => name.startsWith('nbd-server.conf.'));
     for (const name of configs) expect(name).toMatch(/^nbd-server\.conf\.[0-9a-f]{16}$/);
-    const sectionsOf = (name: string) => [...fs.readFileSync(path.join(daemon.dataDir, name), 'utf8').matchAll(/^\[([^\]]+)\]$/gm)].map((m) => m[1]!);
-    const exportSets = configs.map((name) => sectionsOf(name).filter((section) => section !== 'generic' && !section.startsWith('__')).join(','));
+    const sectionsOf = (name: string) =>
+      [...fs.readFileSync(path.join(daemon.dataDir, name), 'utf8').matchAll(/^\[([^\]]+)\]$/gm)].map((m) => m[1]!);
+    const exportSets = configs.map((name) =>
+      sectionsOf(name)
+        .filter((section) => section !== 'generic' && !section.startsWith('__'))
+        .join(','),
+    );
     // The full set (127.0.0.2 sees everything), and the set 127.0.0.1 may see.
     expect(exportSets).toEqual(expect.arrayContaining(['public,secret', 'public']));
     expect(sectionsOf('nbd-server.conf')).toContain('secret');

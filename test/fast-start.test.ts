@@ -96,7 +96,10 @@ describe('fast start detection, on the installed nbd-server', () => {
     const compiled = await run('cc', ['-o', bin, path.join(dir, 'uses-dh.c'), '-l:libgnutls.so.30']);
     expect(compiled.stderr).toBe('');
     const result = await detectFastStart(bin, builtShim);
-    expect(result).toEqual({ enabled: false, reason: expect.stringMatching(/hands its DH parameters to GnuTLS \(gnutls_certificate_set_dh_params\)/) });
+    expect(result).toEqual({
+      enabled: false,
+      reason: expect.stringMatching(/hands its DH parameters to GnuTLS \(gnutls_certificate_set_dh_params\)/),
+    });
   });
 
   it('treats a config with a TLS key or certificate as needing the real DH parameters', () => {
@@ -130,7 +133,10 @@ describe('nbdmux with and without fast start', () => {
   it('falls back to plain starts with one warning and a reason in health, still serving the exact bytes', async () => {
     const daemon = await startDaemon({ args: ['--nbd-server-bin', writeShimlessNbdServer(tempDir('nbdmux-bin-'))] });
     dataDirs.push(daemon.dataDir);
-    const warnings = daemon.output().split('\n').filter((line) => line.includes('"fast start off'));
+    const warnings = daemon
+      .output()
+      .split('\n')
+      .filter((line) => line.includes('"fast start off'));
     expect(warnings).toHaveLength(1);
     expect(JSON.parse(warnings[0]!)).toMatchObject({ level: 'warn', reason: expect.stringMatching(/does not bind/) });
     expect(await trpcClient(daemon.url).system.health.query()).toMatchObject({
@@ -146,7 +152,9 @@ describe('nbdmux with and without fast start', () => {
 
   it('without the shim, never has more nbd-server processes computing their start than the bound (2 per CPU)', async () => {
     // The whole burst comes from 127.0.0.1 at once: lift the pending cap of one address.
-    const daemon = await startDaemon({ args: ['--nbd-server-bin', writeShimlessNbdServer(tempDir('nbdmux-bin-')), '--nbd-max-pending-per-client', '255'] });
+    const daemon = await startDaemon({
+      args: ['--nbd-server-bin', writeShimlessNbdServer(tempDir('nbdmux-bin-')), '--nbd-max-pending-per-client', '255'],
+    });
     dataDirs.push(daemon.dataDir);
     const image = makeImage(tempDir('nbdmux-images-'), 'disk.img', 1024 * 1024);
     expect((await api(daemon, 'POST', '/exports', { name: 'disk', file: image })).status).toBe(201);

@@ -35,7 +35,11 @@ describe('data dir modes', () => {
     dataDirs.push(dataDir);
     const images = tempDir('nbdmux-images-');
     const image = makeImage(images, 'disk.img', 1024 * 1024);
-    const created = await fetch(`${daemon.url}/exports`, { method: 'POST', headers: { ...bearer, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'disk', file: image, cow: true }) });
+    const created = await fetch(`${daemon.url}/exports`, {
+      method: 'POST',
+      headers: { ...bearer, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'disk', file: image, cow: true }),
+    });
     expect(created.status).toBe(201);
 
     // A machine writing to the cow export, so that its diff exists while the modes are read.
@@ -63,7 +67,8 @@ while not os.path.exists(${JSON.stringify(stopFile)}):
     expect(await first.stop()).toBe(0);
     // As an older nbdmux under umask 022 left it.
     fs.chmodSync(dataDir, 0o755);
-    for (const file of listed(dataDir)) fs.chmodSync(path.join(dataDir, file), fs.statSync(path.join(dataDir, file)).isDirectory() ? 0o755 : 0o644);
+    for (const file of listed(dataDir))
+      fs.chmodSync(path.join(dataDir, file), fs.statSync(path.join(dataDir, file)).isDirectory() ? 0o755 : 0o644);
     expect(notPrivate(dataDir)).toContain('state.db 644');
 
     await startDaemon({ dataDir, wrapper: underUmask022 });

@@ -105,7 +105,9 @@ describe.skipIf(!isRoot)('copy-on-write diffs on a data dir that fills up', () =
     expect(rewriter.stdout.toString()).toMatch(/failed 0\n[^]*intact 32\n/);
     expect((await api(daemon, 'POST', '/exports', { name: 'third', file: image })).status).toBe(201);
     expect(sha256(await readExport(daemon.nbdUri('disk')))).toBe(sha256(image));
-    await waitFor('every connection to be closed', async () => ((await trpcClient(daemon.url).connections.list.query({ live: true })).length === 0 ? true : undefined));
+    await waitFor('every connection to be closed', async () =>
+      (await trpcClient(daemon.url).connections.list.query({ live: true })).length === 0 ? true : undefined,
+    );
     expect(await daemon.stop()).toBe(0);
   }, 90_000);
 });

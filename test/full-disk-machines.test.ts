@@ -25,8 +25,21 @@ describe.skipIf(!isRoot)('machines on a data dir that fills up', () => {
     daemon = await startDaemon({ dataDir, args: ['--ramboot-kit', fakeKit(Buffer.from('kernel'))] });
     const image = makeImage(tempDir('nbdmux-images-'), 'disk.img', 1024 * 1024);
     expect((await api(daemon, 'POST', '/exports', { name: 'disk', file: image })).status).toBe(201);
-    await waitFor('the image inspected', async () => ((await api(daemon, 'GET', '/exports/disk')).json.boot.reason !== 'inspecting') || undefined);
-    expect((await api(daemon, 'POST', '/machines', { mac: '52:54:00:00:00:01', name: 'node1', export: 'disk', persistent: true, stateSize: '64M' })).status).toBe(201);
+    await waitFor(
+      'the image inspected',
+      async () => (await api(daemon, 'GET', '/exports/disk')).json.boot.reason !== 'inspecting' || undefined,
+    );
+    expect(
+      (
+        await api(daemon, 'POST', '/machines', {
+          mac: '52:54:00:00:00:01',
+          name: 'node1',
+          export: 'disk',
+          persistent: true,
+          stateSize: '64M',
+        })
+      ).status,
+    ).toBe(201);
     expect((await api(daemon, 'GET', '/boot.ipxe?mac=52:54:00:00:00:01')).status).toBe(200);
 
     const filler = path.join(mount, 'filler');
@@ -43,7 +56,9 @@ describe.skipIf(!isRoot)('machines on a data dir that fills up', () => {
     expect(fs.readdirSync(path.join(dataDir, 'machines'))).toEqual(['525400000001.ext4']);
 
     fs.rmSync(filler);
-    expect((await api(daemon, 'POST', '/machines', { mac: '52:54:00:00:00:02', name: 'node2', persistent: true, stateSize: '64M' })).status).toBe(201);
+    expect(
+      (await api(daemon, 'POST', '/machines', { mac: '52:54:00:00:00:02', name: 'node2', persistent: true, stateSize: '64M' })).status,
+    ).toBe(201);
     expect(daemon.child.exitCode).toBeNull();
   }, 60_000);
 });

@@ -37,7 +37,10 @@ describe.skipIf(!isRoot)('a data dir that fills up', () => {
 
     const refused = await api(daemon, 'POST', '/exports', { name: 'second', file: image });
     expect(refused.status).toBe(503);
-    expect(refused.json.error).toEqual({ code: 'SERVICE_UNAVAILABLE', message: `the data dir ${dataDir} is full, so nothing was changed: free space there, then try again` });
+    expect(refused.json.error).toEqual({
+      code: 'SERVICE_UNAVAILABLE',
+      message: `the data dir ${dataDir} is full, so nothing was changed: free space there, then try again`,
+    });
 
     // A booting machine is served even though its connection cannot be recorded.
     expect(sha256(await readExport(daemon.nbdUri('disk')))).toBe(sha256(image));
@@ -47,7 +50,8 @@ describe.skipIf(!isRoot)('a data dir that fills up', () => {
     fs.rmSync(filler);
     await waitFor('health to clear', async () => ((await api(daemon, 'GET', '/healthz')).status === 200 ? true : undefined), 10_000);
     expect((await api(daemon, 'POST', '/exports', { name: 'second', file: image })).status).toBe(201);
-    const recent = (await api(daemon, 'GET', `/trpc/events.list?input=${encodeURIComponent(JSON.stringify({ limit: 20 }))}`)).json.result.data as Array<{ type: string; details: Record<string, unknown> }>;
+    const recent = (await api(daemon, 'GET', `/trpc/events.list?input=${encodeURIComponent(JSON.stringify({ limit: 20 }))}`)).json.result
+      .data as Array<{ type: string; details: Record<string, unknown> }>;
     const recovered = recent.find((event) => event.type === 'daemon.space-recovered');
     console.log('recovered:', JSON.stringify(recovered));
     expect(recovered?.details).toMatchObject({ dataDir, notRecorded: expect.any(Number) });

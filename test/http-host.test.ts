@@ -6,7 +6,8 @@ import { makeImage } from '../testkit/nbd.js';
 import { httpRequest, rawRequest } from '../testkit/raw-http.js';
 
 const password = 'correct horse battery staple';
-const upgradeHeaders = 'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n';
+const upgradeHeaders =
+  'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n';
 const upgrade = (host: string, origin: string) => `GET /trpc HTTP/1.1\r\nHost: ${host}\r\nOrigin: ${origin}\r\n${upgradeHeaders}\r\n`;
 
 describe('Host checks against DNS rebinding', () => {
@@ -36,7 +37,11 @@ describe('Host checks against DNS rebinding', () => {
     });
     expect(created.status).toBe(421);
     expect(JSON.parse(created.text)).toEqual({
-      error: { code: 'FORBIDDEN', message: '"attacker.example" is not a name of this nbdmux daemon; if it is one, start nbdmux-server with --allowed-host attacker.example' },
+      error: {
+        code: 'FORBIDDEN',
+        message:
+          '"attacker.example" is not a name of this nbdmux daemon; if it is one, start nbdmux-server with --allowed-host attacker.example',
+      },
     });
     expect((await api(open, 'GET', '/exports')).json).toEqual([]);
 
@@ -45,7 +50,14 @@ describe('Host checks against DNS rebinding', () => {
   });
 
   it('answers to the bind address, localhost and the host name on any port, in any case, and to --allowed-host names', async () => {
-    const own = ['127.0.0.1', `127.0.0.1:${open.httpPort}`, '127.0.0.1:1', 'localhost', `LocalHost:${open.httpPort}`, `${os.hostname()}:4040`];
+    const own = [
+      '127.0.0.1',
+      `127.0.0.1:${open.httpPort}`,
+      '127.0.0.1:1',
+      'localhost',
+      `LocalHost:${open.httpPort}`,
+      `${os.hostname()}:4040`,
+    ];
     for (const host of [...own, 'lab.example', `LAB.example:8080`]) {
       expect(await httpRequest(open.httpPort, { path: '/healthz', headers: { host } }), host).toEqual({ status: 200, text: 'ok\n' });
     }
@@ -81,7 +93,8 @@ describe('Host checks on an IPv6 bind address', () => {
 
   it('accepts the address as a bracketed literal in any spelling, and nothing bound elsewhere', async () => {
     const get = (host: string) => httpRequest(daemon.httpPort, { host: '::1', path: '/healthz', headers: { host } });
-    for (const host of [`[::1]:${daemon.httpPort}`, '[::1]', '[0:0:0:0:0:0:0:1]:80', 'localhost']) expect((await get(host)).status, host).toBe(200);
+    for (const host of [`[::1]:${daemon.httpPort}`, '[::1]', '[0:0:0:0:0:0:0:1]:80', 'localhost'])
+      expect((await get(host)).status, host).toBe(200);
     for (const host of ['127.0.0.1', '[::2]']) expect((await get(host)).status, host).toBe(421);
     for (const host of ['[::1', '::1']) expect((await get(host)).status, host).toBe(400);
   });
@@ -101,6 +114,7 @@ describe('AllowedHosts when bound to every address', () => {
   });
 
   it('still refuses names that are not its own', () => {
-    for (const header of ['attacker.example', '203.0.113.9', '[2001:db8::1]']) expect(everywhere.allows(hostOfHeader(header)!), header).toBe(false);
+    for (const header of ['attacker.example', '203.0.113.9', '[2001:db8::1]'])
+      expect(everywhere.allows(hostOfHeader(header)!), header).toBe(false);
   });
 });

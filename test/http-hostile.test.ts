@@ -6,7 +6,8 @@ import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon 
 import { makeImage, readExport, sha256 } from '../testkit/nbd.js';
 import { rawRequest } from '../testkit/raw-http.js';
 
-const upgradeHeaders = 'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n';
+const upgradeHeaders =
+  'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n';
 
 /** Targets that once reached `new URL()` outside any try, or are otherwise not what a client sends. */
 const badTargets: Array<[target: string, status: number]> = [
@@ -24,9 +25,17 @@ const badTargets: Array<[target: string, status: number]> = [
 
 /** Bytes on the wire, and the status the daemon (or Node's parser in front of it) must answer. */
 const hostileRequests: Array<[name: string, status: number, bytes: string | Buffer]> = [
-  ...badTargets.map(([target, status]): [string, number, string] => [`target ${target}`, status, `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`]),
+  ...badTargets.map(([target, status]): [string, number, string] => [
+    `target ${target}`,
+    status,
+    `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`,
+  ]),
   ['a NUL byte in the target', 400, 'GET /\0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'],
-  ['non-ASCII bytes in the target', 400, Buffer.concat([Buffer.from('GET /exports/'), Buffer.from([0xff, 0xfe, 0x80]), Buffer.from(' HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')])],
+  [
+    'non-ASCII bytes in the target',
+    400,
+    Buffer.concat([Buffer.from('GET /exports/'), Buffer.from([0xff, 0xfe, 0x80]), Buffer.from(' HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')]),
+  ],
   ['two Host headers', 400, 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: 127.0.0.1\r\n\r\n'],
   ['no Host header (HTTP/1.1)', 400, 'GET /healthz HTTP/1.1\r\n\r\n'],
   ['no Host header (HTTP/1.0)', 400, 'GET /healthz HTTP/1.0\r\n\r\n'],
@@ -36,15 +45,35 @@ const hostileRequests: Array<[name: string, status: number, bytes: string | Buff
   ['an unterminated IPv6 Host', 400, 'GET /healthz HTTP/1.1\r\nHost: [::1\r\n\r\n'],
   ['a Content-Length that is not a number', 400, 'POST /exports HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\n'],
   ['two different Content-Lengths', 400, 'POST /exports HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}'],
-  ['Transfer-Encoding and Content-Length', 400, 'POST /exports HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n2\r\n{}\r\n0\r\n\r\n'],
+  [
+    'Transfer-Encoding and Content-Length',
+    400,
+    'POST /exports HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n2\r\n{}\r\n0\r\n\r\n',
+  ],
   ['a negative Content-Length', 400, 'POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -1\r\n\r\n'],
   ['a 20 KiB header', 431, `GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ${'a'.repeat(20 * 1024)}\r\n\r\n`],
-  ...badTargets.map(([target]): [string, number, string] => [`upgrade to ${target}`, target.startsWith('/') ? 404 : 400, `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\n${upgradeHeaders}\r\n`]),
+  ...badTargets.map(([target]): [string, number, string] => [
+    `upgrade to ${target}`,
+    target.startsWith('/') ? 404 : 400,
+    `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\n${upgradeHeaders}\r\n`,
+  ]),
   ['upgrade with a foreign Host', 421, `GET /trpc HTTP/1.1\r\nHost: attacker.example\r\n${upgradeHeaders}\r\n`],
   ['upgrade with two Host headers', 400, `GET /trpc HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: 127.0.0.1\r\n${upgradeHeaders}\r\n`],
-  ['upgrade without Sec-WebSocket-Key', 400, `GET /trpc HTTP/1.1\r\nHost: 127.0.0.1\r\n${upgradeHeaders.replace(/Sec-WebSocket-Key: .*\r\n/, '')}\r\n`],
-  ['upgrade with WebSocket version 99', 400, `GET /trpc HTTP/1.1\r\nHost: 127.0.0.1\r\n${upgradeHeaders.replace('Version: 13', 'Version: 99')}\r\n`],
-  ['upgrade to another protocol', 400, `GET /trpc HTTP/1.1\r\nHost: 127.0.0.1\r\n${upgradeHeaders.replace('Upgrade: websocket', 'Upgrade: h2c')}\r\n`],
+  [
+    'upgrade without Sec-WebSocket-Key',
+    400,
+    `GET /trpc HTTP/1.1\r\nHost: 127.0.0.1\r\n${upgradeHeaders.replace(/Sec-WebSocket-Key: .*\r\n/, '')}\r\n`,
+  ],
+  [
+    'upgrade with WebSocket version 99',
+    400,
+    `GET /trpc HTTP/1.1\r\nHost: 127.0.0.1\r\n${upgradeHeaders.replace('Version: 13', 'Version: 99')}\r\n`,
+  ],
+  [
+    'upgrade to another protocol',
+    400,
+    `GET /trpc HTTP/1.1\r\nHost: 127.0.0.1\r\n${upgradeHeaders.replace('Upgrade: websocket', 'Upgrade: h2c')}\r\n`,
+  ],
 ];
 
 describe('hostile HTTP input', () => {
@@ -108,7 +137,10 @@ describe('the last-resort handler', () => {
   it('logs an uncaught error and an unhandled rejection with their stacks, and keeps serving HTTP and NBD', async () => {
     daemon.child.kill('SIGUSR2');
     const logged = await waitFor('both errors logged', () => {
-      const lines = daemon.output().split('\n').filter((line) => line.includes('nbdmux keeps serving'));
+      const lines = daemon
+        .output()
+        .split('\n')
+        .filter((line) => line.includes('nbdmux keeps serving'));
       return lines.length >= 2 ? lines.map((line) => JSON.parse(line) as { level: string; error: string }) : undefined;
     });
     expect(logged.map((entry) => entry.level)).toEqual(['error', 'error']);

@@ -52,13 +52,17 @@ describe('3000 idle HTTP sockets', () => {
     const counts = await waitFor('evictions to settle', () => (run.tally().open === 1024 ? run.tally() : undefined));
     const during = residentMiB(daemon.child.pid!);
     await servesMeanwhile();
-    console.log(`50 addresses x 60: ${counts.open} open, ${counts.closedIdle} oldest idle closed, ${counts.refused} refused; RSS ${before} MiB -> ${during} MiB; ${Date.now() - started} ms`);
+    console.log(
+      `50 addresses x 60: ${counts.open} open, ${counts.closedIdle} oldest idle closed, ${counts.refused} refused; RSS ${before} MiB -> ${during} MiB; ${Date.now() - started} ms`,
+    );
     expect(counts).toMatchObject({ open: 1024, refused: 0, closedIdle: 3000 - 1024 });
     run.close();
   });
 
   it('from 10 addresses: refuses each address past 64 with 503, serves /healthz and NBD', async () => {
-    await waitFor('the last flood to be gone', async () => ((await httpRequest(daemon.httpPort, { path: '/healthz' })).status === 200 ? true : undefined));
+    await waitFor('the last flood to be gone', async () =>
+      (await httpRequest(daemon.httpPort, { path: '/healthz' })).status === 200 ? true : undefined,
+    );
     const before = residentMiB(daemon.child.pid!);
     const run = await flood(3000, 10, 3);
     const counts = await waitFor('refusals to arrive', () => (run.tally().refused === 3000 - 640 ? run.tally() : undefined));

@@ -33,7 +33,9 @@ function openBusy(port: number, localAddress: string): Promise<net.Socket> {
     const socket = net.connect({ host: '127.0.0.1', port, localAddress });
     socket.on('error', () => {});
     socket.on('connect', () =>
-      socket.write('POST /exports HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n'),
+      socket.write(
+        'POST /exports HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n',
+      ),
     );
     socket.once('data', () => resolve(socket));
   });
@@ -49,8 +51,16 @@ describe('time allowed to send a request', () => {
   it('cuts trickled headers, trickled bodies and silent connections within the timeout (plus the 1 s check)', async () => {
     const host = `Host: 127.0.0.1:${daemon.httpPort}\r\n`;
     const slow = await Promise.all([
-      trickle(daemon.httpPort, `POST /login HTTP/1.1\r\n${host}Origin: http://127.0.0.1:${daemon.httpPort}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\npassword=`, 500),
-      trickle(daemon.httpPort, `POST /exports HTTP/1.1\r\n${host}Authorization: Bearer ${password}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{`, 500),
+      trickle(
+        daemon.httpPort,
+        `POST /login HTTP/1.1\r\n${host}Origin: http://127.0.0.1:${daemon.httpPort}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\npassword=`,
+        500,
+      ),
+      trickle(
+        daemon.httpPort,
+        `POST /exports HTTP/1.1\r\n${host}Authorization: Bearer ${password}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{`,
+        500,
+      ),
       trickle(daemon.httpPort, `GET /healthz HTTP/1.1\r\n${host}X-Slow: `, 500),
       trickle(daemon.httpPort, `GET /trpc HTTP/1.1\r\n${host}Upgrade: websocket\r\nConnection: Upgrade\r\nX-Slow: `, 500),
       trickle(daemon.httpPort, '', 60_000),
@@ -76,7 +86,9 @@ describe('connection caps', () => {
   it('refuses a fifth connection from one address with 503, while other addresses are served', async () => {
     const idle = await Promise.all([1, 2, 3, 4].map(() => openIdle(daemon.httpPort, '127.0.0.2')));
     const fifth = await openIdle(daemon.httpPort, '127.0.0.2');
-    expect(await fifth.closed).toMatch(/^HTTP\/1\.1 503 [^]*too many connections from 127\.0\.0\.2: close idle ones \(limit --max-http-per-client 4\)\n$/);
+    expect(await fifth.closed).toMatch(
+      /^HTTP\/1\.1 503 [^]*too many connections from 127\.0\.0\.2: close idle ones \(limit --max-http-per-client 4\)\n$/,
+    );
     expect(await httpRequest(daemon.httpPort, { path: '/healthz' })).toEqual({ status: 200, text: 'ok\n' });
     expect(idle.every(({ socket }) => !socket.destroyed)).toBe(true);
     for (const { socket } of idle) socket.destroy();
@@ -95,11 +107,15 @@ describe('connection caps', () => {
 
   it('refuses with 503 only when every connection is busy with a request', async () => {
     const sources = ['127.0.0.6', '127.0.0.7', '127.0.0.8'];
-    await waitFor('the idle connections of the last test to be gone', async () => ((await api(daemon, 'GET', '/healthz')).status === 200 ? true : undefined));
+    await waitFor('the idle connections of the last test to be gone', async () =>
+      (await api(daemon, 'GET', '/healthz')).status === 200 ? true : undefined,
+    );
     const busy: net.Socket[] = [];
     for (let i = 0; i < 10; i++) busy.push(await openBusy(daemon.httpPort, sources[i % 3]!));
     const newcomer = await openIdle(daemon.httpPort, '127.0.0.9');
-    expect(await newcomer.closed).toMatch(/^HTTP\/1\.1 503 [^]*every HTTP connection is busy: try again shortly \(limit --max-http-connections 10\)\n$/);
+    expect(await newcomer.closed).toMatch(
+      /^HTTP\/1\.1 503 [^]*every HTTP connection is busy: try again shortly \(limit --max-http-connections 10\)\n$/,
+    );
     for (const socket of busy) socket.destroy();
     await waitFor('a free connection', async () => {
       const reply = await httpRequest(daemon.httpPort, { path: '/healthz' }).catch(() => null);
@@ -120,7 +136,10 @@ describe('a low open-files limit', () => {
   afterAll(() => killEverything([daemon.dataDir]));
 
   it('keeps descriptors for NBD and /healthz while 1100 idle HTTP connections arrive', async () => {
-    const warning = daemon.output().split('\n').find((line) => line.includes('open-files limit lowers the HTTP connection limit'));
+    const warning = daemon
+      .output()
+      .split('\n')
+      .find((line) => line.includes('open-files limit lowers the HTTP connection limit'));
     // 1024 - 128 reserved - 256 NBD connections x 2 pipes.
     expect(JSON.parse(warning!)).toMatchObject({ level: 'warn', openFilesLimit: 1024, requested: 1024, httpConnections: 384 });
 

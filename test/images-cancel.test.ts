@@ -80,28 +80,56 @@ describe('cancelling an import while it decompresses', () => {
     ['zst', 'zstd'],
     // Inflated in-process: nothing to kill, only the write loop can see the cancel.
     ['gz.gz', null],
-  ])('DELETE of a %s import whose download has ended ends its decompression and frees the import slot within a second', async (packing, child) => {
-    const pid = daemon.child.pid!;
-    const bomb = `zeros-${packing.replace('.', '-')}`;
-    const next = `after-${packing.replace('.', '-')}`;
-    expect(await api(daemon, 'POST', '/exports', { name: bomb, url: server.url(`/zeros.img.${packing}`) })).toMatchObject({ status: 202 });
-    await waitFor('the whole download sent and the import writing out zeros', async () => (sent.has(packing) && (await importOf(bomb))?.stage === 'decompressing' && (child === null || childrenNamed(pid, child).length === 1) ? true : undefined), 30_000);
-    const hitsBefore = server.hits.filter((hit) => hit === '/small.img').length;
-    expect(await api(daemon, 'POST', '/exports', { name: next, url: server.url('/small.img') })).toMatchObject({ status: 202 });
-    expect(await importOf(next)).toMatchObject({ stage: 'queued' });
+  ])(
+    'DELETE of a %s import whose download has ended ends its decompression and frees the import slot within a second',
+    async (packing, child) => {
+      const pid = daemon.child.pid!;
+      const bomb = `zeros-${packing.replace('.', '-')}`;
+      const next = `after-${packing.replace('.', '-')}`;
+      expect(await api(daemon, 'POST', '/exports', { name: bomb, url: server.url(`/zeros.img.${packing}`) })).toMatchObject({
+        status: 202,
+      });
+      await waitFor(
+        'the whole download sent and the import writing out zeros',
+        async () =>
+          sent.has(packing) &&
+          (await importOf(bomb))?.stage === 'decompressing' &&
+          (child === null || childrenNamed(pid, child).length === 1)
+            ? true
+            : undefined,
+        30_000,
+      );
+      const hitsBefore = server.hits.filter((hit) => hit === '/small.img').length;
+      expect(await api(daemon, 'POST', '/exports', { name: next, url: server.url('/small.img') })).toMatchObject({ status: 202 });
+      expect(await importOf(next)).toMatchObject({ stage: 'queued' });
 
-    const cancelledAt = performance.now();
-    expect((await api(daemon, 'DELETE', `/exports/${bomb}`)).status).toBe(204);
-    // The slot is free once the queued import asks the server for its image.
-    await waitFor('the queued import to start', () => (server.hits.filter((hit) => hit === '/small.img').length > hitsBefore ? true : undefined), 2000, 5);
-    const freedAfter = (performance.now() - cancelledAt) / 1000;
-    if (child !== null) await waitFor(`no ${child} child of the daemon`, () => (childrenNamed(pid, child).length === 0 ? true : undefined), 2000, 5);
-    const killedAfter = (performance.now() - cancelledAt) / 1000;
-    console.log(`${packing}: cancel to a free slot ${freedAfter.toFixed(3)} s${child === null ? '' : `; no ${child} child left after ${killedAfter.toFixed(3)} s`}`);
-    expect(freedAfter).toBeLessThan(1);
+      const cancelledAt = performance.now();
+      expect((await api(daemon, 'DELETE', `/exports/${bomb}`)).status).toBe(204);
+      // The slot is free once the queued import asks the server for its image.
+      await waitFor(
+        'the queued import to start',
+        () => (server.hits.filter((hit) => hit === '/small.img').length > hitsBefore ? true : undefined),
+        2000,
+        5,
+      );
+      const freedAfter = (performance.now() - cancelledAt) / 1000;
+      if (child !== null)
+        await waitFor(`no ${child} child of the daemon`, () => (childrenNamed(pid, child).length === 0 ? true : undefined), 2000, 5);
+      const killedAfter = (performance.now() - cancelledAt) / 1000;
+      console.log(
+        `${packing}: cancel to a free slot ${freedAfter.toFixed(3)} s${child === null ? '' : `; no ${child} child left after ${killedAfter.toFixed(3)} s`}`,
+      );
+      expect(freedAfter).toBeLessThan(1);
 
-    await waitFor('the queued import to serve', async () => ((await api(daemon, 'GET', `/exports/${next}`)).json.state === 'serving' ? true : undefined), 30_000, 100);
-    expect((await api(daemon, 'GET', `/exports/${next}`)).json).toMatchObject({ sha256: sha256Of(small) });
-    expect(fs.readdirSync(path.join(daemon.dataDir, 'images')).filter((name) => name.startsWith('.partial-'))).toEqual([]);
-  }, 90_000);
+      await waitFor(
+        'the queued import to serve',
+        async () => ((await api(daemon, 'GET', `/exports/${next}`)).json.state === 'serving' ? true : undefined),
+        30_000,
+        100,
+      );
+      expect((await api(daemon, 'GET', `/exports/${next}`)).json).toMatchObject({ sha256: sha256Of(small) });
+      expect(fs.readdirSync(path.join(daemon.dataDir, 'images')).filter((name) => name.startsWith('.partial-'))).toEqual([]);
+    },
+    90_000,
+  );
 });

@@ -16,8 +16,13 @@ describe('--image-store and --max-imports', () => {
   });
 
   it('are read from NBDMUX_IMAGE_STORE and NBDMUX_MAX_IMPORTS, and a flag wins', () => {
-    expect(configOf([], { NBDMUX_IMAGE_STORE: 'store', NBDMUX_MAX_IMPORTS: '5' })).toMatchObject({ imageStore: path.resolve('store'), maxImports: 5 });
-    expect(configOf(['--image-store', '/srv/images', '--max-imports', '1'], { NBDMUX_IMAGE_STORE: 'store', NBDMUX_MAX_IMPORTS: '5' })).toMatchObject({ imageStore: '/srv/images', maxImports: 1 });
+    expect(configOf([], { NBDMUX_IMAGE_STORE: 'store', NBDMUX_MAX_IMPORTS: '5' })).toMatchObject({
+      imageStore: path.resolve('store'),
+      maxImports: 5,
+    });
+    expect(
+      configOf(['--image-store', '/srv/images', '--max-imports', '1'], { NBDMUX_IMAGE_STORE: 'store', NBDMUX_MAX_IMPORTS: '5' }),
+    ).toMatchObject({ imageStore: '/srv/images', maxImports: 1 });
   });
 
   it.each([
@@ -39,7 +44,10 @@ describe('--import-min-rate and --import-tool-timeout', () => {
     expect(configOf([])).toMatchObject({ importMinRate: 65536, importToolTimeout: 60 });
     const env = { NBDMUX_IMPORT_MIN_RATE: '0', NBDMUX_IMPORT_TOOL_TIMEOUT: '5' };
     expect(configOf([], env)).toMatchObject({ importMinRate: 0, importToolTimeout: 5 });
-    expect(configOf(['--import-min-rate', '1048576', '--import-tool-timeout', '600'], env)).toMatchObject({ importMinRate: 1048576, importToolTimeout: 600 });
+    expect(configOf(['--import-min-rate', '1048576', '--import-tool-timeout', '600'], env)).toMatchObject({
+      importMinRate: 1048576,
+      importToolTimeout: 600,
+    });
   });
 
   it.each([

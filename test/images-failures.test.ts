@@ -4,7 +4,20 @@ import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../testkit/daemon.js';
-import { importOnce, makeTestImage, pack, redirect, serveFile, serveStalled, serveTruncated, startImageServer, storeEntries, testImporter, type ImageServer, type Route } from '../testkit/image-fixtures.js';
+import {
+  importOnce,
+  makeTestImage,
+  pack,
+  redirect,
+  serveFile,
+  serveStalled,
+  serveTruncated,
+  startImageServer,
+  storeEntries,
+  testImporter,
+  type ImageServer,
+  type Route,
+} from '../testkit/image-fixtures.js';
 import { freePort } from '../testkit/ports.js';
 import { runOrThrow } from '../testkit/process.js';
 
@@ -87,7 +100,10 @@ describe('a download that goes wrong', () => {
     const six = await importOnce(importer, { key: 'hops', url: server.url('/six/0') });
     expect(six.error?.reason).toBe('redirects');
     expect(six.error?.message).toContain('more than 5 redirects');
-    expect(server.hits.filter((hit) => hit.startsWith('/six/')), 'the 6th redirect is not followed').toHaveLength(6);
+    expect(
+      server.hits.filter((hit) => hit.startsWith('/six/')),
+      'the 6th redirect is not followed',
+    ).toHaveLength(6);
     const loop = await importOnce(importer, { key: 'hops', url: server.url('/loop/a') });
     expect(loop.error?.reason).toBe('redirects');
     expect(loop.error?.message).toContain('a redirect loop');
@@ -124,7 +140,9 @@ describe('a download that goes wrong', () => {
         const started = Date.now();
         const { error } = await within(10_000, importOnce(importer, { key: 'trickle', url }));
         expect(error?.reason, url).toBe('too-slow');
-        expect(error?.message).toMatch(/^127\.0\.0\.1:\d+ sent \d+ B in the last 1 s the import waited on it, below the minimum 1\.0 KiB per 1 s \(--import-min-rate\): check the URL and the link/);
+        expect(error?.message).toMatch(
+          /^127\.0\.0\.1:\d+ sent \d+ B in the last 1 s the import waited on it, below the minimum 1\.0 KiB per 1 s \(--import-min-rate\): check the URL and the link/,
+        );
         expect(Date.now() - started).toBeGreaterThanOrEqual(1000);
         expect(Date.now() - started).toBeLessThan(3000);
       }
@@ -138,7 +156,12 @@ describe('a download that goes wrong', () => {
     // 1 GiB of zeros in 1 MB of gzip: inflating and writing it takes seconds, during which the
     // download (whole in the socket buffers) is read at a few hundred KB/s, far below this minimum.
     const zeros = path.join(work, 'zeros.img');
-    await runOrThrow('sh', ['-c', 'head -c 256M /dev/zero | gzip -9 > "$1.one" && cat "$1.one" "$1.one" "$1.one" "$1.one" > "$1.gz"', 'pack', zeros]);
+    await runOrThrow('sh', [
+      '-c',
+      'head -c 256M /dev/zero | gzip -9 > "$1.one" && cat "$1.one" "$1.one" "$1.one" "$1.one" > "$1.gz"',
+      'pack',
+      zeros,
+    ]);
     const fast = await startImageServer({ '/zeros.img.gz': serveFile(`${zeros}.gz`) });
     try {
       const { importer } = testImporter(storeDir, { minRate: { bytes: 4 << 20, windowMs: 1000 } });
@@ -162,7 +185,11 @@ describe('a download that goes wrong', () => {
     const stages: string[] = [];
     const running = importer.start({ key: 'stall', url: server.url('/stalled.img.xz') }, (p) => stages.push(p.stage));
     await expect.poll(() => stages.at(-1)).toBe('decompressing');
-    const xzChildren = () => runOrThrow('pgrep', ['-P', String(process.pid), '-x', 'xz']).then((out) => out.trim(), () => '');
+    const xzChildren = () =>
+      runOrThrow('pgrep', ['-P', String(process.pid), '-x', 'xz']).then(
+        (out) => out.trim(),
+        () => '',
+      );
     expect(await xzChildren(), 'xz runs while the import does').not.toBe('');
     const cancelledAt = Date.now();
     running.cancel();
@@ -183,11 +210,28 @@ describe('a download that goes wrong', () => {
 
     const key = path.join(work, 'key.pem');
     const cert = path.join(work, 'cert.pem');
-    await runOrThrow('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1']);
+    await runOrThrow('openssl', [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=127.0.0.1',
+    ]);
     const tls = https.createServer({ key: fs.readFileSync(key), cert: fs.readFileSync(cert) }, (_req, res) => res.end('never'));
     await new Promise<void>((resolve) => tls.listen(0, '127.0.0.1', resolve));
     try {
-      const untrusted = await importOnce(importer, { key: 'tls', url: `https://127.0.0.1:${(tls.address() as { port: number }).port}/disk.img` });
+      const untrusted = await importOnce(importer, {
+        key: 'tls',
+        url: `https://127.0.0.1:${(tls.address() as { port: number }).port}/disk.img`,
+      });
       expect(untrusted.error?.reason).toBe('tls');
       expect(untrusted.error?.message).toContain('TLS failed (DEPTH_ZERO_SELF_SIGNED_CERT)');
     } finally {

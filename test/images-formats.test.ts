@@ -3,7 +3,17 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../testkit/daemon.js';
-import { importOnce, makeTestImage, pack, serveFile, sha256Of, startImageServer, storeEntries, testImporter, type ImageServer } from '../testkit/image-fixtures.js';
+import {
+  importOnce,
+  makeTestImage,
+  pack,
+  serveFile,
+  sha256Of,
+  startImageServer,
+  storeEntries,
+  testImporter,
+  type ImageServer,
+} from '../testkit/image-fixtures.js';
 
 /** A real HTTP server on 127.0.0.1 serves the test image in every shape a lab gets it; each import must give back its exact bytes. */
 describe('importing an image in every shape it is published in', () => {
@@ -65,7 +75,10 @@ describe('importing an image in every shape it is published in', () => {
     // A third of the image is zeros: stored as holes, whichever path wrote it.
     expect(fs.statSync(imported.file).blocks * 512).toBeLessThan(imported.size * 0.8);
     expect([...new Set(outcome.progress.map((p) => p.stage))]).toEqual(['queued', ...stages]);
-    expect(storeEntries(storeDir).filter((name) => name.startsWith('.partial-')), 'nothing partial is left').toEqual([]);
+    expect(
+      storeEntries(storeDir).filter((name) => name.startsWith('.partial-')),
+      'nothing partial is left',
+    ).toEqual([]);
   });
 
   it('keeps the exact bytes of an image whose size is no multiple of 4 KiB, ending in zeros or in data', async () => {
@@ -74,7 +87,12 @@ describe('importing an image in every shape it is published in', () => {
     const endsInData = path.join(work, 'ends-in-data.img');
     fs.writeFileSync(endsInZeros, Buffer.concat([random.subarray(0, 123_457), Buffer.alloc((3 << 20) + 517)]));
     fs.writeFileSync(endsInData, Buffer.concat([Buffer.alloc((1 << 20) + 4096), random.subarray(0, 5000)]));
-    const routes = { '/zeros.img': serveFile(endsInZeros), '/zeros.img.gz': serveFile(await pack(endsInZeros, 'gz')), '/data.img': serveFile(endsInData), '/data.img.gz': serveFile(await pack(endsInData, 'gz')) };
+    const routes = {
+      '/zeros.img': serveFile(endsInZeros),
+      '/zeros.img.gz': serveFile(await pack(endsInZeros, 'gz')),
+      '/data.img': serveFile(endsInData),
+      '/data.img.gz': serveFile(await pack(endsInData, 'gz')),
+    };
     const oddServer = await startImageServer(routes);
     try {
       const { importer } = testImporter(storeDir);
@@ -109,7 +127,11 @@ describe('importing an image in every shape it is published in', () => {
     const secret = makeTestImage(outside, 'secret.img', 1);
     // A symlink inside the root that leads out of it is judged by where it leads.
     fs.symlinkSync(secret, path.join(work, 'escape.img'));
-    for (const url of [pathToFileURL(secret).href, pathToFileURL(path.join(work, 'escape.img')).href, `file://${work}/../${path.basename(outside)}/secret.img`]) {
+    for (const url of [
+      pathToFileURL(secret).href,
+      pathToFileURL(path.join(work, 'escape.img')).href,
+      `file://${work}/../${path.basename(outside)}/secret.img`,
+    ]) {
       const refused = await importOnce(importer, { key: 'escape', url });
       expect(refused.error?.reason, url).toBe('outside-roots');
       expect(refused.error?.message).toContain('is outside the image roots');

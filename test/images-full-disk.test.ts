@@ -6,7 +6,17 @@ import { reservedBytes } from '../src/images/store.js';
 import { tempDir } from '../testkit/daemon.js';
 import { runOrThrow } from '../testkit/process.js';
 import { isRoot, mountTmpfs, unmountTmpfs } from './helpers/tmpfs.js';
-import { importOnce, makeTestImage, pack, serveFile, sha256Of, startImageServer, storeEntries, testImporter, type ImageServer } from '../testkit/image-fixtures.js';
+import {
+  importOnce,
+  makeTestImage,
+  pack,
+  serveFile,
+  sha256Of,
+  startImageServer,
+  storeEntries,
+  testImporter,
+  type ImageServer,
+} from '../testkit/image-fixtures.js';
 
 if (!isRoot) console.warn('image store full-disk tests skipped: mounting a small tmpfs as the image store needs root (CI runs as root)');
 

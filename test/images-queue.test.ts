@@ -2,7 +2,18 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../testkit/daemon.js';
-import { importOnce, makeTestImage, pack, serveFile, sha256Of, startImageServer, storeEntries, testImporter, type ImageServer, type Route } from '../testkit/image-fixtures.js';
+import {
+  importOnce,
+  makeTestImage,
+  pack,
+  serveFile,
+  sha256Of,
+  startImageServer,
+  storeEntries,
+  testImporter,
+  type ImageServer,
+  type Route,
+} from '../testkit/image-fixtures.js';
 import { runOrThrow } from '../testkit/process.js';
 import type { ImportError } from '../src/images/importer.js';
 import type { ImportProgress } from '../src/images/progress.js';
@@ -14,7 +25,10 @@ describe('the import queue, its checks and its leftovers', () => {
   let fifo: string;
   /** Requests to /held.img wait here until the test lets them go. */
   const held: Array<() => void> = [];
-  const holdThenServe = (file: string): Route => (req, res) => held.push(() => serveFile(file)(req, res));
+  const holdThenServe =
+    (file: string): Route =>
+    (req, res) =>
+      held.push(() => serveFile(file)(req, res));
 
   beforeAll(async () => {
     work = tempDir('nbdmux-images-');
@@ -26,7 +40,17 @@ describe('the import queue, its checks and its leftovers', () => {
     // A vmdk descriptor whose extent is another file on this machine, by absolute path.
     const descriptor = path.join(work, 'hostile.vmdk');
     const sectors = fs.statSync(image).size / 512;
-    const vmdkOf = (extent: string) => ['# Disk DescriptorFile', 'version=1', 'CID=fffffffe', 'parentCID=ffffffff', 'createType="monolithicFlat"', `RW ${sectors} FLAT "${extent}" 0`, 'ddb.virtualHWVersion = "4"', ''].join('\n');
+    const vmdkOf = (extent: string) =>
+      [
+        '# Disk DescriptorFile',
+        'version=1',
+        'CID=fffffffe',
+        'parentCID=ffffffff',
+        'createType="monolithicFlat"',
+        `RW ${sectors} FLAT "${extent}" 0`,
+        'ddb.virtualHWVersion = "4"',
+        '',
+      ].join('\n');
     fs.writeFileSync(descriptor, vmdkOf(image));
     // One whose extent is a FIFO nobody writes: `qemu-img info` blocks in open(), doing nothing.
     fifo = path.join(work, 'extent.fifo');
@@ -85,12 +109,27 @@ describe('the import queue, its checks and its leftovers', () => {
     const blocked = importer.start({ key: 'fifo', url: server.url('/fifo.vmdk') }, () => {});
     const stages: string[] = [];
     const queued = importer.start({ key: 'next', url: server.url('/disk.img') }, (p) => stages.push(p.stage));
-    const qemuImgChildren = () => runOrThrow('pgrep', ['-P', String(process.pid), '-x', 'qemu-img']).then((out) => out.trim(), () => '');
+    const qemuImgChildren = () =>
+      runOrThrow('pgrep', ['-P', String(process.pid), '-x', 'qemu-img']).then(
+        (out) => out.trim(),
+        () => '',
+      );
     await expect.poll(qemuImgChildren, { message: 'qemu-img info runs' }).not.toBe('');
     expect(stages).toEqual(['queued']);
 
-    const failure = await Promise.race([blocked.done.then(() => null, (err: ImportError) => err), new Promise<string>((resolve) => setTimeout(() => resolve('still blocked after 10 s'), 10_000))]);
-    expect(failure).toMatchObject({ reason: 'tool-timeout', message: expect.stringMatching(/^qemu-img info read and wrote nothing for 1 s \(--import-tool-timeout\), so it was killed: the image makes it wait on something/) });
+    const failure = await Promise.race([
+      blocked.done.then(
+        () => null,
+        (err: ImportError) => err,
+      ),
+      new Promise<string>((resolve) => setTimeout(() => resolve('still blocked after 10 s'), 10_000)),
+    ]);
+    expect(failure).toMatchObject({
+      reason: 'tool-timeout',
+      message: expect.stringMatching(
+        /^qemu-img info read and wrote nothing for 1 s \(--import-tool-timeout\), so it was killed: the image makes it wait on something/,
+      ),
+    });
     console.log(`the FIFO vmdk failed after ${(Date.now() - started) / 1000} s: ${(failure as ImportError).message}`);
     expect(Date.now() - started).toBeLessThan(4000);
     expect(await qemuImgChildren()).toBe('');
@@ -145,7 +184,10 @@ describe('the import queue, its checks and its leftovers', () => {
       const reports: Array<ImportProgress & { at: number }> = [];
       const { done } = importer.start({ key: 'slow', url: slow.url('/slow.img') }, (p) => reports.push({ ...p, at: Date.now() }));
       expect(sha256Of((await done).file)).toBe(sha256Of(big));
-      console.log(`${reports.length} progress reports:`, reports.map((p) => `${p.stage} ${p.bytes}/${p.totalBytes} ${p.bytesPerSecond}B/s`).join('; '));
+      console.log(
+        `${reports.length} progress reports:`,
+        reports.map((p) => `${p.stage} ${p.bytes}/${p.totalBytes} ${p.bytesPerSecond}B/s`).join('; '),
+      );
       for (let i = 1; i < reports.length; i++) {
         // Only a new stage may come sooner.
         if (reports[i]!.stage === reports[i - 1]!.stage) expect(reports[i]!.at - reports[i - 1]!.at).toBeGreaterThanOrEqual(240);

@@ -150,25 +150,158 @@ describe('REST input validation with --image-root: each bad request is refused p
   afterAll(() => killEverything([daemon.dataDir]));
 
   const cases: RefusalCase[] = [
-    { title: 'a name with a space', request: () => createRequest({ name: 'bad name', file: '/x.img' }), status: 400, code: 'BAD_REQUEST', field: 'name', message: /1 to 64 characters/ },
-    { title: 'a name with a bracket', request: () => createRequest({ name: 'a]b', file: '/x.img' }), status: 400, code: 'BAD_REQUEST', field: 'name', message: /1 to 64 characters/ },
-    { title: 'a name with a newline', request: () => createRequest({ name: 'a\nb', file: '/x.img' }), status: 400, code: 'BAD_REQUEST', field: 'name', message: /1 to 64 characters/ },
-    { title: 'a name with a percent sign', request: () => createRequest({ name: 'a%b', file: '/x.img' }), status: 400, code: 'BAD_REQUEST', field: 'name', message: /1 to 64 characters/ },
-    { title: 'the reserved name generic', request: () => createRequest({ name: 'generic', file: '/x.img' }), status: 400, code: 'BAD_REQUEST', field: 'name', message: /reserved/ },
-    { title: 'a name starting with __', request: () => createRequest({ name: '__nbdmux_placeholder', file: '/x.img' }), status: 400, code: 'BAD_REQUEST', field: 'name', message: /starting with a letter or digit/ },
-    { title: 'a 65-character name', request: () => createRequest({ name: 'a'.repeat(65), file: '/x.img' }), status: 400, code: 'BAD_REQUEST', field: 'name', message: /1 to 64 characters/ },
-    { title: 'an empty name', request: () => createRequest({ name: '', file: '/x.img' }), status: 400, code: 'BAD_REQUEST', field: 'name', message: /1 to 64 characters/ },
-    { title: 'a missing name', request: () => createRequest({ file: '/x.img' }), status: 400, code: 'BAD_REQUEST', field: 'name', message: /: is required$/ },
-    { title: 'a name that is not a string', request: () => createRequest({ name: 42, file: '/x.img' }), status: 400, code: 'BAD_REQUEST', field: 'name', message: /must be a string/ },
-    { title: 'a missing file', request: () => createRequest({ name: 'nofile' }), status: 400, code: 'BAD_REQUEST', field: 'file', message: /^file: give either "file" \(an image on this host\) or "url" \(an image to import\), exactly one$/ },
-    { title: 'a relative path', request: () => createRequest({ name: 'rel', file: 'images/ok.img' }), status: 400, code: 'BAD_REQUEST', field: 'file', message: /absolute path/ },
-    { title: 'a path with a space', request: () => createRequest({ name: 'sp', file: '/srv/my disk.img' }), status: 400, code: 'BAD_REQUEST', field: 'file', message: /may only contain/ },
-    { title: 'a path with %', request: () => createRequest({ name: 'pct', file: '/srv/%s.img' }), status: 400, code: 'BAD_REQUEST', field: 'file', message: /may only contain/ },
-    { title: 'a path with #', request: () => createRequest({ name: 'hash', file: '/srv/a#b.img' }), status: 400, code: 'BAD_REQUEST', field: 'file', message: /may only contain/ },
-    { title: 'a path with a backslash', request: () => createRequest({ name: 'bs', file: '/srv/a\\sb.img' }), status: 400, code: 'BAD_REQUEST', field: 'file', message: /may only contain/ },
-    { title: 'a file that does not exist', request: () => createRequest({ name: 'missing', file: path.join(images, 'missing.img') }), status: 400, code: 'BAD_REQUEST', field: 'file', message: /no such file/ },
-    { title: 'a file outside the image root', request: () => createRequest({ name: 'outside', file: path.join(outside, 'outside.img') }), status: 400, code: 'BAD_REQUEST', field: 'file', message: /outside the image roots/ },
-    { title: '/dev/null, outside the image root', request: () => createRequest({ name: 'null', file: '/dev/null' }), status: 400, code: 'BAD_REQUEST', field: 'file', message: /outside the image roots/ },
+    {
+      title: 'a name with a space',
+      request: () => createRequest({ name: 'bad name', file: '/x.img' }),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'name',
+      message: /1 to 64 characters/,
+    },
+    {
+      title: 'a name with a bracket',
+      request: () => createRequest({ name: 'a]b', file: '/x.img' }),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'name',
+      message: /1 to 64 characters/,
+    },
+    {
+      title: 'a name with a newline',
+      request: () => createRequest({ name: 'a\nb', file: '/x.img' }),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'name',
+      message: /1 to 64 characters/,
+    },
+    {
+      title: 'a name with a percent sign',
+      request: () => createRequest({ name: 'a%b', file: '/x.img' }),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'name',
+      message: /1 to 64 characters/,
+    },
+    {
+      title: 'the reserved name generic',
+      request: () => createRequest({ name: 'generic', file: '/x.img' }),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'name',
+      message: /reserved/,
+    },
+    {
+      title: 'a name starting with __',
+      request: () => createRequest({ name: '__nbdmux_placeholder', file: '/x.img' }),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'name',
+      message: /starting with a letter or digit/,
+    },
+    {
+      title: 'a 65-character name',
+      request: () => createRequest({ name: 'a'.repeat(65), file: '/x.img' }),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'name',
+      message: /1 to 64 characters/,
+    },
+    {
+      title: 'an empty name',
+      request: () => createRequest({ name: '', file: '/x.img' }),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'name',
+      message: /1 to 64 characters/,
+    },
+    {
+      title: 'a missing name',
+      request: () => createRequest({ file: '/x.img' }),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'name',
+      message: /: is required$/,
+    },
+    {
+      title: 'a name that is not a string',
+      request: () => createRequest({ name: 42, file: '/x.img' }),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'name',
+      message: /must be a string/,
+    },
+    {
+      title: 'a missing file',
+      request: () => createRequest({ name: 'nofile' }),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'file',
+      message: /^file: give either "file" \(an image on this host\) or "url" \(an image to import\), exactly one$/,
+    },
+    {
+      title: 'a relative path',
+      request: () => createRequest({ name: 'rel', file: 'images/ok.img' }),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'file',
+      message: /absolute path/,
+    },
+    {
+      title: 'a path with a space',
+      request: () => createRequest({ name: 'sp', file: '/srv/my disk.img' }),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'file',
+      message: /may only contain/,
+    },
+    {
+      title: 'a path with %',
+      request: () => createRequest({ name: 'pct', file: '/srv/%s.img' }),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'file',
+      message: /may only contain/,
+    },
+    {
+      title: 'a path with #',
+      request: () => createRequest({ name: 'hash', file: '/srv/a#b.img' }),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'file',
+      message: /may only contain/,
+    },
+    {
+      title: 'a path with a backslash',
+      request: () => createRequest({ name: 'bs', file: '/srv/a\\sb.img' }),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'file',
+      message: /may only contain/,
+    },
+    {
+      title: 'a file that does not exist',
+      request: () => createRequest({ name: 'missing', file: path.join(images, 'missing.img') }),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'file',
+      message: /no such file/,
+    },
+    {
+      title: 'a file outside the image root',
+      request: () => createRequest({ name: 'outside', file: path.join(outside, 'outside.img') }),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'file',
+      message: /outside the image roots/,
+    },
+    {
+      title: '/dev/null, outside the image root',
+      request: () => createRequest({ name: 'null', file: '/dev/null' }),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'file',
+      message: /outside the image roots/,
+    },
     {
       title: 'a path that climbs out of the root with ..',
       request: () => createRequest({ name: 'climb', file: `${images}/../${path.basename(outside)}/outside.img` }),
@@ -193,20 +326,65 @@ describe('REST input validation with --image-root: each bad request is refused p
       field: 'file',
       message: /outside the image roots/,
     },
-    { title: 'a name already taken', request: () => createRequest({ name: 'existing', file: okImage }), status: 409, code: 'CONFLICT', message: /already exists/ },
-    { title: 'an unknown field', request: () => createRequest({ name: 'extra', file: okImage, extra: 1 }), status: 400, code: 'BAD_REQUEST', field: 'extra', message: /unknown field/ },
-    { title: 'readonly that is not a boolean', request: () => createRequest({ name: 'ro', file: okImage, readonly: 'yes' }), status: 400, code: 'BAD_REQUEST', field: 'readonly', message: /true or false/ },
-    { title: 'a body that is a JSON array', request: () => createRequest([{ name: 'arr', file: '/x.img' }]), status: 400, code: 'BAD_REQUEST', field: '(body)', message: /expected object/ },
-    { title: 'a body that is JSON null', request: () => ({ method: 'POST', route: '/exports', raw: 'null' }), status: 400, code: 'BAD_REQUEST', field: '(body)', message: /expected object/ },
+    {
+      title: 'a name already taken',
+      request: () => createRequest({ name: 'existing', file: okImage }),
+      status: 409,
+      code: 'CONFLICT',
+      message: /already exists/,
+    },
+    {
+      title: 'an unknown field',
+      request: () => createRequest({ name: 'extra', file: okImage, extra: 1 }),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'extra',
+      message: /unknown field/,
+    },
+    {
+      title: 'readonly that is not a boolean',
+      request: () => createRequest({ name: 'ro', file: okImage, readonly: 'yes' }),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'readonly',
+      message: /true or false/,
+    },
+    {
+      title: 'a body that is a JSON array',
+      request: () => createRequest([{ name: 'arr', file: '/x.img' }]),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: '(body)',
+      message: /expected object/,
+    },
+    {
+      title: 'a body that is JSON null',
+      request: () => ({ method: 'POST', route: '/exports', raw: 'null' }),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: '(body)',
+      message: /expected object/,
+    },
     {
       title: 'a text/plain body',
-      request: () => ({ method: 'POST', route: '/exports', raw: JSON.stringify({ name: 'plain', file: okImage }), contentType: 'text/plain' }),
+      request: () => ({
+        method: 'POST',
+        route: '/exports',
+        raw: JSON.stringify({ name: 'plain', file: okImage }),
+        contentType: 'text/plain',
+      }),
       status: 415,
       code: 'UNSUPPORTED_MEDIA_TYPE',
       message: /Content-Type: application\/json.*got text\/plain/,
       headers: { connection: 'close' },
     },
-    { title: 'malformed JSON', request: () => ({ method: 'POST', route: '/exports', raw: '{"name": "x",' }), status: 400, code: 'PARSE_ERROR', message: /not valid JSON/ },
+    {
+      title: 'malformed JSON',
+      request: () => ({ method: 'POST', route: '/exports', raw: '{"name": "x",' }),
+      status: 400,
+      code: 'PARSE_ERROR',
+      message: /not valid JSON/,
+    },
     {
       title: 'a valid create request padded with whitespace to 64 KiB + 1 byte',
       request: () => ({ method: 'POST', route: '/exports', raw: paddedCreateBody('too-big', okImage, maxBodyBytes + 1) }),
@@ -215,11 +393,45 @@ describe('REST input validation with --image-root: each bad request is refused p
       message: /larger than 65536 bytes/,
       headers: { connection: 'close' },
     },
-    { title: 'DELETE of an unknown name', request: () => ({ method: 'DELETE', route: '/exports/no-such-export' }), status: 404, code: 'NOT_FOUND', message: /no export named "no-such-export"/ },
-    { title: 'DELETE of an invalid name', request: () => ({ method: 'DELETE', route: '/exports/bad%20name' }), status: 400, code: 'BAD_REQUEST', field: 'name', message: /1 to 64 characters/ },
-    { title: 'DELETE with force=maybe, which must not remove the export', request: () => ({ method: 'DELETE', route: '/exports/existing?force=maybe' }), status: 400, code: 'BAD_REQUEST', field: 'force', message: /true or false \(got "maybe"\)/ },
-    { title: 'PUT on the collection', request: () => ({ method: 'PUT', route: '/exports' }), status: 405, code: 'METHOD_NOT_SUPPORTED', message: /PUT is not supported/, headers: { allow: 'GET, HEAD, POST' } },
-    { title: 'PATCH on an export', request: () => ({ method: 'PATCH', route: '/exports/existing' }), status: 405, code: 'METHOD_NOT_SUPPORTED', message: /PATCH is not supported/, headers: { allow: 'GET, HEAD, PUT, DELETE' } },
+    {
+      title: 'DELETE of an unknown name',
+      request: () => ({ method: 'DELETE', route: '/exports/no-such-export' }),
+      status: 404,
+      code: 'NOT_FOUND',
+      message: /no export named "no-such-export"/,
+    },
+    {
+      title: 'DELETE of an invalid name',
+      request: () => ({ method: 'DELETE', route: '/exports/bad%20name' }),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'name',
+      message: /1 to 64 characters/,
+    },
+    {
+      title: 'DELETE with force=maybe, which must not remove the export',
+      request: () => ({ method: 'DELETE', route: '/exports/existing?force=maybe' }),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'force',
+      message: /true or false \(got "maybe"\)/,
+    },
+    {
+      title: 'PUT on the collection',
+      request: () => ({ method: 'PUT', route: '/exports' }),
+      status: 405,
+      code: 'METHOD_NOT_SUPPORTED',
+      message: /PUT is not supported/,
+      headers: { allow: 'GET, HEAD, POST' },
+    },
+    {
+      title: 'PATCH on an export',
+      request: () => ({ method: 'PATCH', route: '/exports/existing' }),
+      status: 405,
+      code: 'METHOD_NOT_SUPPORTED',
+      message: /PATCH is not supported/,
+      headers: { allow: 'GET, HEAD, PUT, DELETE' },
+    },
   ];
 
   it.each(cases)('refuses $title', async (refusal) => {
@@ -229,9 +441,10 @@ describe('REST input validation with --image-root: each bad request is refused p
   it('refuses a file this user cannot open, saying so', async () => {
     // Root opens any file whatever its mode; without the two capabilities that let it, root is
     // refused by the kernel as any other user is, so the suite shows the case as root too (as CI runs it).
-    const unprivileged = process.getuid?.() === 0
-      ? await startDaemon({ args: ['--image-root', images], wrapper: ['setpriv', '--bounding-set=-dac_override,-dac_read_search', '--'] })
-      : daemon;
+    const unprivileged =
+      process.getuid?.() === 0
+        ? await startDaemon({ args: ['--image-root', images], wrapper: ['setpriv', '--bounding-set=-dac_override,-dac_read_search', '--'] })
+        : daemon;
     try {
       await expectRefused(unprivileged, {
         title: 'an unreadable file',
@@ -247,7 +460,11 @@ describe('REST input validation with --image-root: each bad request is refused p
   });
 
   it('accepts a body of exactly 64 KiB', async () => {
-    const { status, json } = await send(daemon, { method: 'POST', route: '/exports', raw: paddedCreateBody('at-limit', okImage, maxBodyBytes) });
+    const { status, json } = await send(daemon, {
+      method: 'POST',
+      route: '/exports',
+      raw: paddedCreateBody('at-limit', okImage, maxBodyBytes),
+    });
     expect([status, json.name]).toEqual([201, 'at-limit']);
   });
 
@@ -256,14 +473,17 @@ describe('REST input validation with --image-root: each bad request is refused p
     const body = paddedCreateBody('streamed', okImage, maxBodyBytes + 4096);
     // Raw chunked HTTP, and the last chunk never sent: fetch would keep writing after the server
     // closed, and an EPIPE on the client side would hide the 413 this test is about.
-    const response = await rawHttp(daemon.httpPort, [
-      'POST /exports HTTP/1.1',
-      'host: 127.0.0.1',
-      'content-type: application/json',
-      'transfer-encoding: chunked',
-      '',
-      `${Buffer.byteLength(body).toString(16)}\r\n${body}\r\n`,
-    ].join('\r\n'));
+    const response = await rawHttp(
+      daemon.httpPort,
+      [
+        'POST /exports HTTP/1.1',
+        'host: 127.0.0.1',
+        'content-type: application/json',
+        'transfer-encoding: chunked',
+        '',
+        `${Buffer.byteLength(body).toString(16)}\r\n${body}\r\n`,
+      ].join('\r\n'),
+    );
     expect(response.split('\r\n')[0]).toBe('HTTP/1.1 413 Payload Too Large');
     expect(response).toContain('"code":"PAYLOAD_TOO_LARGE"');
     await expectNothingChanged(daemon, before);
@@ -271,7 +491,11 @@ describe('REST input validation with --image-root: each bad request is refused p
 
   it('validates the same way over tRPC, naming the field in error.data.issues', async () => {
     const body = { name: 'bad name', file: '/x' };
-    const response = await fetch(`${daemon.url}/trpc/exports.create`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const response = await fetch(`${daemon.url}/trpc/exports.create`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
     const json = (await response.json()) as any;
     expect(response.status).toBe(400);
     expect(json.error.data).toMatchObject({ code: 'BAD_REQUEST', httpStatus: 400, path: 'exports.create' });
@@ -295,7 +519,9 @@ describe('REST input validation with --image-root: each bad request is refused p
     const after = await snapshot(daemon);
     expect(after.exports).not.toEqual(before.exports);
     // Served from the descriptor opened on the real path at registration, which the config names.
-    expect(after.config.toString()).toMatch(new RegExp(`^# ${okImage}, as judged at registration\n\\[via-link\\]\nexportname = /proc/self/fd/\\d+\n`, 'm'));
+    expect(after.config.toString()).toMatch(
+      new RegExp(`^# ${okImage}, as judged at registration\n\\[via-link\\]\nexportname = /proc/self/fd/\\d+\n`, 'm'),
+    );
     expect(after.config.toString()).not.toContain('link-in.img');
     const info = await run('nbdinfo', ['--size', daemon.nbdUri('via-link')]);
     expect([info.code, info.stdout.toString().trim()]).toEqual([0, String(64 * 1024)]);
@@ -330,13 +556,55 @@ describe('REST input validation without --image-root: files nbd-server cannot se
     createRequest({ name: file.replace(/[^A-Za-z0-9]/g, ''), file: path.isAbsolute(file) ? file : path.join(dir, file) });
 
   const cases: RefusalCase[] = [
-    { title: 'a directory', request: createRequestFor('subdir'), status: 400, code: 'BAD_REQUEST', field: 'file', message: /subdir is a directory, not an image file or block device/ },
+    {
+      title: 'a directory',
+      request: createRequestFor('subdir'),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'file',
+      message: /subdir is a directory, not an image file or block device/,
+    },
     { title: 'a FIFO', request: createRequestFor('fifo'), status: 400, code: 'BAD_REQUEST', field: 'file', message: /fifo is a FIFO/ },
-    { title: 'a unix socket', request: createRequestFor('sock'), status: 400, code: 'BAD_REQUEST', field: 'file', message: /sock is a socket/ },
-    { title: 'a character device', request: createRequestFor('/dev/null'), status: 400, code: 'BAD_REQUEST', field: 'file', message: /\/dev\/null is a character device/ },
-    { title: 'an empty file', request: createRequestFor('empty.img'), status: 400, code: 'BAD_REQUEST', field: 'file', message: /empty\.img is empty/ },
-    { title: 'a file that does not exist', request: createRequestFor('missing.img'), status: 400, code: 'BAD_REQUEST', field: 'file', message: /missing\.img: no such file/ },
-    { title: 'a path through a regular file', request: createRequestFor('empty.img/disk.img'), status: 400, code: 'BAD_REQUEST', field: 'file', message: /not a directory/ },
+    {
+      title: 'a unix socket',
+      request: createRequestFor('sock'),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'file',
+      message: /sock is a socket/,
+    },
+    {
+      title: 'a character device',
+      request: createRequestFor('/dev/null'),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'file',
+      message: /\/dev\/null is a character device/,
+    },
+    {
+      title: 'an empty file',
+      request: createRequestFor('empty.img'),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'file',
+      message: /empty\.img is empty/,
+    },
+    {
+      title: 'a file that does not exist',
+      request: createRequestFor('missing.img'),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'file',
+      message: /missing\.img: no such file/,
+    },
+    {
+      title: 'a path through a regular file',
+      request: createRequestFor('empty.img/disk.img'),
+      status: 400,
+      code: 'BAD_REQUEST',
+      field: 'file',
+      message: /not a directory/,
+    },
   ];
 
   it.each(cases)('refuses $title', async (refusal) => {

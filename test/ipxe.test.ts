@@ -56,17 +56,23 @@ describe('iPXE scripts', () => {
     const menu = menuScript([{ name: 'alpha', description: null }], { httpBase: 'http://h', defaultName: 'gone', timeoutMs: 5000 });
     expect(menu).toContain('\nchoose target || exit 1\n');
     expect(menu).toContain('item --gap (the default, gone, is not available to boot: choose)');
-    expect(menuScript([{ name: 'alpha', description: null }], { httpBase: 'http://h', defaultName: null, timeoutMs: 5000 })).not.toContain('--default');
+    expect(menuScript([{ name: 'alpha', description: null }], { httpBase: 'http://h', defaultName: null, timeoutMs: 5000 })).not.toContain(
+      '--default',
+    );
   });
 
   it('boots the default at once, with no menu, when the timeout is 0 (iPXE would wait for ever)', () => {
     const entries = [{ name: 'alpha', description: null }];
-    expect(menuScript(entries, { httpBase: 'http://h', defaultName: 'alpha', timeoutMs: 0 })).toBe('#!ipxe\nchain http://h/boot/alpha.ipxe\n');
+    expect(menuScript(entries, { httpBase: 'http://h', defaultName: 'alpha', timeoutMs: 0 })).toBe(
+      '#!ipxe\nchain http://h/boot/alpha.ipxe\n',
+    );
     expect(menuScript(entries, { httpBase: 'http://h', defaultName: null, timeoutMs: 0 })).toContain('\nchoose target || exit 1\n');
   });
 
   it('says so, and gives up, when no export is ready', () => {
-    expect(menuScript([], { httpBase: 'http://h', defaultName: 'alpha', timeoutMs: 5000 })).toMatch(/^#!ipxe\necho nbdmux: no export is ready to boot.*\nexit 1\n$/);
+    expect(menuScript([], { httpBase: 'http://h', defaultName: 'alpha', timeoutMs: 5000 })).toMatch(
+      /^#!ipxe\necho nbdmux: no export is ready to boot.*\nexit 1\n$/,
+    );
   });
 
   // An image's os-release is written by whoever built the image.
@@ -127,8 +133,14 @@ describe('boot status in words', () => {
   const none = { os: null, kernel: null, partition: null, fstype: null };
   it.each([
     [{ ...none, ready: false, reason: 'no kit' }, 'not ready (no kit)'],
-    [{ ...none, ready: true, kernel: '6.1.0-57-amd64', reason: "boots the ramboot kit's kernel" }, "ready: kernel 6.1.0-57-amd64 (boots the ramboot kit's kernel)"],
-    [{ ready: true, os: 'Debian GNU/Linux 12 (bookworm)', kernel: '6.1.0-50-amd64', partition: 2, fstype: 'ext4', reason: null }, 'ready: Debian GNU/Linux 12 (bookworm), kernel 6.1.0-50-amd64, partition 2 (ext4)'],
+    [
+      { ...none, ready: true, kernel: '6.1.0-57-amd64', reason: "boots the ramboot kit's kernel" },
+      "ready: kernel 6.1.0-57-amd64 (boots the ramboot kit's kernel)",
+    ],
+    [
+      { ready: true, os: 'Debian GNU/Linux 12 (bookworm)', kernel: '6.1.0-50-amd64', partition: 2, fstype: 'ext4', reason: null },
+      'ready: Debian GNU/Linux 12 (bookworm), kernel 6.1.0-50-amd64, partition 2 (ext4)',
+    ],
     [{ ...none, ready: true, fstype: 'ext4', reason: null }, 'ready: ext4'],
   ])('%j reads %j', (boot, words) => {
     expect(describeBoot({ boot })).toBe(words);

@@ -42,7 +42,9 @@ describe('under load', () => {
     expect(refusal).toMatchObject({ type: 'connection.refused', details: { reason: 'the connection limit (2) is reached' } });
 
     for (const reader of readers) expect((await reader.finish()).sha256).toBe(sha256(image));
-    await waitFor('both slots to free up', async () => ((await api(daemon, 'GET', '/exports/boot')).json.connections === 0 ? true : undefined));
+    await waitFor('both slots to free up', async () =>
+      (await api(daemon, 'GET', '/exports/boot')).json.connections === 0 ? true : undefined,
+    );
     expect((await run('nbdinfo', [daemon.nbdUri('boot')])).code).toBe(0);
   });
 

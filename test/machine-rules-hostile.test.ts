@@ -71,10 +71,15 @@ describe('machines under hostile input', () => {
     ['systemd.machine-id=0123456789abcdef0123456789abcdef', 'systemd.machine-id', 'machine'],
     ['quiet systemd.hostname=web1', 'systemd.hostname', 'machine'],
     ['initrd=evil.img', 'initrd', 'export'],
-  ])('refuses %s in an export\'s cmdline, which would override every machine\'s own', async (cmdline, name, writtenFor) => {
+  ])("refuses %s in an export's cmdline, which would override every machine's own", async (cmdline, name, writtenFor) => {
     const { status, error } = await refusal(() => plane.caller.exports.create({ name: 'other', file: image, cmdline }));
     expect(status).toBe(400);
-    expect(error.issues).toEqual([{ field: 'cmdline', message: `must not set ${name}=: nbdmux writes it for each ${writtenFor} (remove "${cmdline.split(' ').pop()}")` }]);
+    expect(error.issues).toEqual([
+      {
+        field: 'cmdline',
+        message: `must not set ${name}=: nbdmux writes it for each ${writtenFor} (remove "${cmdline.split(' ').pop()}")`,
+      },
+    ]);
   });
 
   it.each(['systemd.machine-id=0123456789abcdef0123456789abcdef', 'nbdmux.report=http://10.9.9.9/r', 'nbdroot.state=x'])(
@@ -82,7 +87,9 @@ describe('machines under hostile input', () => {
     async (cmdline) => {
       const { status, error } = await refusal(() => plane.caller.machines.create({ mac, name: 'a', export: 'debian', cmdline }));
       expect(status).toBe(400);
-      expect(error.issues).toEqual([{ field: 'cmdline', message: expect.stringMatching(/^must not set .*=: nbdmux writes it for each machine/) }]);
+      expect(error.issues).toEqual([
+        { field: 'cmdline', message: expect.stringMatching(/^must not set .*=: nbdmux writes it for each machine/) },
+      ]);
     },
   );
 
@@ -92,7 +99,12 @@ describe('machines under hostile input', () => {
     const machineArgs = `x=${'b'.repeat(400)}`;
     const created = await refusal(() => plane.caller.machines.create({ mac, name: 'a', export: 'long', cmdline: machineArgs }));
     expect(created.status).toBe(400);
-    expect(created.error.issues).toEqual([{ field: 'cmdline', message: `with its export's ${exportArgs.length} characters, the kernel would get ${exportArgs.length + 1 + machineArgs.length} of arguments; the two together must be at most 1024 (the kernel's whole command line is 2048): shorten this one` }]);
+    expect(created.error.issues).toEqual([
+      {
+        field: 'cmdline',
+        message: `with its export's ${exportArgs.length} characters, the kernel would get ${exportArgs.length + 1 + machineArgs.length} of arguments; the two together must be at most 1024 (the kernel's whole command line is 2048): shorten this one`,
+      },
+    ]);
     // The same machine on a short export is fine, and moving it to the long one is refused alike.
     await plane.caller.machines.create({ mac, name: 'a', export: 'debian', cmdline: machineArgs });
     expect((await refusal(() => plane.caller.machines.update({ mac, export: 'long' }))).status).toBe(400);
@@ -106,9 +118,17 @@ describe('machines under hostile input', () => {
     await plane.caller.machines.create({ mac, name: 'a', export: 'debian' });
     boots.scriptFetched(mac, '10.1.0.7');
     expect(boots.report(mac, '10.1.0.7', 'up', '')).toEqual({ ok: true });
-    expect(boots.report(mac, '10.1.0.7', 'root', '')).toEqual({ ok: false, status: 409, message: 'machine a is at stage up: a report of root would move its boot backwards' });
+    expect(boots.report(mac, '10.1.0.7', 'root', '')).toEqual({
+      ok: false,
+      status: 409,
+      message: 'machine a is at stage up: a report of root would move its boot backwards',
+    });
     expect(boots.report(mac, '10.1.0.7', 'failed', 'late')).toEqual({ ok: true });
-    expect(boots.report(mac, '10.1.0.7', 'root', '')).toMatchObject({ ok: false, status: 409, message: expect.stringMatching(/has ended \(failed\)/) });
+    expect(boots.report(mac, '10.1.0.7', 'root', '')).toMatchObject({
+      ok: false,
+      status: 409,
+      message: expect.stringMatching(/has ended \(failed\)/),
+    });
     expect((await plane.caller.machines.get({ mac })).stage).toBe('failed');
 
     // A boot that is off takes no report; the next boot, from its script, does.
@@ -116,7 +136,11 @@ describe('machines under hostile input', () => {
     plane.events.record('connection.negotiated', 'debian', { connection: 7, client: '10.1.0.7' });
     plane.events.record('connection.closed', 'debian', { connection: 7, client: '10.1.0.7', outcome: 'closed', bytesSent: 1 });
     expect((await plane.caller.machines.get({ mac })).stage).toBe('off');
-    expect(boots.report(mac, '10.1.0.7', 'up', '')).toMatchObject({ ok: false, status: 409, message: expect.stringMatching(/has ended \(off\)/) });
+    expect(boots.report(mac, '10.1.0.7', 'up', '')).toMatchObject({
+      ok: false,
+      status: 409,
+      message: expect.stringMatching(/has ended \(off\)/),
+    });
     boots.scriptFetched(mac, '10.1.0.7');
     expect(boots.report(mac, '10.1.0.7', 'root', '')).toEqual({ ok: true });
   });

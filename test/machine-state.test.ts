@@ -17,7 +17,13 @@ import { startRelay, type Relay } from './helpers/relay.js';
 const mac = '52:54:00:12:34:56';
 const stateName = '__state-525400123456';
 
-function request(daemon: RunningDaemon, method: string, route: string, from: string, body?: string): Promise<{ status: number; text: string }> {
+function request(
+  daemon: RunningDaemon,
+  method: string,
+  route: string,
+  from: string,
+  body?: string,
+): Promise<{ status: number; text: string }> {
   return httpRequest(daemon.httpPort, { method, path: route, localAddress: from, headers: { host: `127.0.0.1:${daemon.httpPort}` }, body });
 }
 
@@ -44,8 +50,14 @@ describe('machine state exports', () => {
     daemon = await startDaemon({ args: daemonArgs });
     dirs.push(daemon.dataDir);
     expect((await api(daemon, 'POST', '/exports', { name: 'img', file: makeImage(images, 'img.img', 1024 * 1024) })).status).toBe(201);
-    await waitFor('the image inspected', async () => ((await api(daemon, 'GET', '/exports/img')).json.boot.reason !== 'inspecting') || undefined);
-    expect((await api(daemon, 'POST', '/machines', { mac: mac.toUpperCase(), name: 'node7', export: 'img', persistent: true, stateSize: '64M' })).status).toBe(201);
+    await waitFor(
+      'the image inspected',
+      async () => (await api(daemon, 'GET', '/exports/img')).json.boot.reason !== 'inspecting' || undefined,
+    );
+    expect(
+      (await api(daemon, 'POST', '/machines', { mac: mac.toUpperCase(), name: 'node7', export: 'img', persistent: true, stateSize: '64M' }))
+        .status,
+    ).toBe(201);
     machineRelay = await startRelay(daemon.nbdPort, '127.0.0.2');
     machineUri = `nbd://127.0.0.1:${machineRelay.port}/${stateName}`;
   });
@@ -80,7 +92,11 @@ describe('machine state exports', () => {
     try {
       expect(await listExports(`nbd://127.0.0.1:${other.port}`)).toEqual(['img']);
       // Refused exactly as a name never registered is: another client cannot even learn it exists.
-      const failure = (name: string) => peek(`nbd://127.0.0.1:${other.port}/${name}`, 0).then(() => 'served', (err: Error) => err.message.replaceAll(name, 'NAME'));
+      const failure = (name: string) =>
+        peek(`nbd://127.0.0.1:${other.port}/${name}`, 0).then(
+          () => 'served',
+          (err: Error) => err.message.replaceAll(name, 'NAME'),
+        );
       expect(await failure(stateName)).toBe(await failure('never-registered'));
       expect(await failure(stateName)).not.toBe('served');
     } finally {
@@ -94,12 +110,19 @@ describe('machine state exports', () => {
     expect(await peek(machineUri, markerOffset)).toBe(marker);
 
     const stopFile = path.join(tempDir('nbdmux-stop-'), 'stop');
-    const holder = startNbdshSession(machineUri, 'import os, time\nprint("held", flush=True)\nwhile not os.path.exists(' + JSON.stringify(stopFile) + '): time.sleep(0.05)', 'held', stopFile);
+    const holder = startNbdshSession(
+      machineUri,
+      'import os, time\nprint("held", flush=True)\nwhile not os.path.exists(' + JSON.stringify(stopFile) + '): time.sleep(0.05)',
+      'held',
+      stopFile,
+    );
     await holder.ready;
     await expect(peek(machineUri, markerOffset)).rejects.toThrow();
     const refused = await waitFor('the second attach refused', async () => {
       const events = await createNbdmuxClient({ url: daemon.url }).events.list.query({ limit: 200 });
-      return events.find((event) => event.type === 'connection.refused' && /state of machine node7 is already attached/.test(event.details.reason));
+      return events.find(
+        (event) => event.type === 'connection.refused' && /state of machine node7 is already attached/.test(event.details.reason),
+      );
     });
     expect(refused.details).toMatchObject({ client: '127.0.0.2' });
     expect((await api(daemon, 'GET', `/machines/${mac}`)).json.attached).toBe(true);
@@ -107,7 +130,8 @@ describe('machine state exports', () => {
     expect((await api(daemon, 'DELETE', `/machines/${mac}`)).status).toBe(409);
     expect((await holder.finish()).code).toBe(0);
 
-    const detached = () => waitFor('the state detached', async () => (await api(daemon, 'GET', `/machines/${mac}`)).json.attached === false || undefined);
+    const detached = () =>
+      waitFor('the state detached', async () => (await api(daemon, 'GET', `/machines/${mac}`)).json.attached === false || undefined);
     await detached();
     expect(await peek(machineUri, markerOffset)).toBe(marker);
     await detached();
@@ -139,12 +163,20 @@ describe('machine state exports', () => {
     expect((await request(daemon, 'POST', `/boot/report?mac=${mac}&stage=bogus`, '127.0.0.3', 'x')).status).toBe(400);
     expect((await request(daemon, 'GET', `/boot/report?mac=${mac}&stage=root`, '127.0.0.3')).status).toBe(405);
     expect((await request(daemon, 'POST', `/boot/report?mac=${mac}&stage=root`, '127.0.0.3', 'x'.repeat(5000))).status).toBe(413);
-    expect((await request(daemon, 'POST', `/boot/report?mac=${mac}&stage=failed`, '127.0.0.3', 'cannot attach export img: no such export')).status).toBe(204);
-    expect((await api(daemon, 'GET', `/machines/${mac}`)).json).toMatchObject({ stage: 'failed', stageDetail: 'cannot attach export img: no such export' });
+    expect(
+      (await request(daemon, 'POST', `/boot/report?mac=${mac}&stage=failed`, '127.0.0.3', 'cannot attach export img: no such export'))
+        .status,
+    ).toBe(204);
+    expect((await api(daemon, 'GET', `/machines/${mac}`)).json).toMatchObject({
+      stage: 'failed',
+      stageDetail: 'cannot attach export img: no such export',
+    });
 
     const menu = await request(daemon, 'GET', '/boot.ipxe?mac=52:54:00:ab:cd:ef', '127.0.0.4');
     expect(menu.text).toMatch(/^#!ipxe\nmenu nbdmux: choose an export to boot\n/);
-    expect((await api(daemon, 'GET', '/machines/discovered')).json).toEqual([expect.objectContaining({ mac: '52:54:00:ab:cd:ef', address: '127.0.0.4', requests: 1 })]);
+    expect((await api(daemon, 'GET', '/machines/discovered')).json).toEqual([
+      expect.objectContaining({ mac: '52:54:00:ab:cd:ef', address: '127.0.0.4', requests: 1 }),
+    ]);
     expect((await request(daemon, 'GET', '/boot.ipxe?mac=not-a-mac', '127.0.0.4')).status).toBe(400);
   });
 
@@ -162,14 +194,17 @@ describe('machine state exports', () => {
     expect((await api(daemon, 'PUT', `/machines/${mac}`, {})).status).toBe(405);
   });
 
-  it("tells a machine with no export, or whose export was removed, why it cannot boot", async () => {
+  it('tells a machine with no export, or whose export was removed, why it cannot boot', async () => {
     const images = tempDir('nbdmux-images-');
     dirs.push(images);
     expect((await api(daemon, 'POST', '/exports', { name: 'gone', file: makeImage(images, 'gone.img', 1024 * 1024) })).status).toBe(201);
     expect((await api(daemon, 'POST', '/machines', { mac: '52:54:00:00:00:21', name: 'orphan', export: 'gone' })).status).toBe(201);
     expect((await api(daemon, 'POST', '/machines', { mac: '52:54:00:00:00:22', name: 'idle' })).status).toBe(201);
     expect((await api(daemon, 'DELETE', '/exports/gone')).status).toBe(204);
-    expect((await api(daemon, 'GET', '/machines/52:54:00:00:00:21')).json).toMatchObject({ export: null, exportProblem: expect.stringMatching(/^its export gone was removed at /) });
+    expect((await api(daemon, 'GET', '/machines/52:54:00:00:00:21')).json).toMatchObject({
+      export: null,
+      exportProblem: expect.stringMatching(/^its export gone was removed at /),
+    });
     expect((await request(daemon, 'GET', '/boot.ipxe?mac=52:54:00:00:00:21', '127.0.0.5')).text).toBe(
       '#!ipxe\necho nbdmux: machine orphan cannot boot: its export is removed, or not serving: see GET /machines/52:54:00:00:00:21\nexit 1\n',
     );

@@ -39,7 +39,18 @@ describe('machines', () => {
 
   it('creates with the documented defaults, normalising the MAC, and lists, gets, deletes', async () => {
     const created = await plane.caller.machines.create({ mac: '52-54-00-12-34-5A', name: 'node7', export: 'debian' });
-    expect(created).toMatchObject({ mac: '52:54:00:12:34:5a', name: 'node7', export: 'debian', exportProblem: null, cmdline: '', persistent: false, stateSize: 4 * 1024 ** 3, stateExport: null, stage: null, attached: false });
+    expect(created).toMatchObject({
+      mac: '52:54:00:12:34:5a',
+      name: 'node7',
+      export: 'debian',
+      exportProblem: null,
+      cmdline: '',
+      persistent: false,
+      stateSize: 4 * 1024 ** 3,
+      stateExport: null,
+      stage: null,
+      attached: false,
+    });
     expect(created.machineId).toMatch(/^[0-9a-f]{32}$/);
     expect(await plane.caller.machines.list()).toEqual([created]);
     expect(await plane.caller.machines.get({ mac: '52:54:00:12:34:5A' })).toEqual(created);
@@ -50,7 +61,8 @@ describe('machines', () => {
 
   it('gives every machine its own machine id', async () => {
     const ids = new Set<string>();
-    for (let i = 0; i < 20; i++) ids.add((await plane.caller.machines.create({ mac: `52:54:00:00:00:${i.toString(16).padStart(2, '0')}`, name: `n${i}` })).machineId);
+    for (let i = 0; i < 20; i++)
+      ids.add((await plane.caller.machines.create({ mac: `52:54:00:00:00:${i.toString(16).padStart(2, '0')}`, name: `n${i}` })).machineId);
     expect(ids.size).toBe(20);
   });
 
@@ -73,10 +85,19 @@ describe('machines', () => {
   });
 
   it('refuses an unknown export with 400 on the field, and a taken MAC or name with 409', async () => {
-    expect(await refusal(() => plane.caller.machines.create({ mac, name: 'a', export: 'nope' }))).toMatchObject({ status: 400, error: { issues: [{ field: 'export', message: expect.stringContaining('no export "nope"') }] } });
+    expect(await refusal(() => plane.caller.machines.create({ mac, name: 'a', export: 'nope' }))).toMatchObject({
+      status: 400,
+      error: { issues: [{ field: 'export', message: expect.stringContaining('no export "nope"') }] },
+    });
     await plane.caller.machines.create({ mac, name: 'a' });
-    expect(await refusal(() => plane.caller.machines.create({ mac: mac.toUpperCase(), name: 'b' }))).toMatchObject({ status: 409, error: { message: expect.stringContaining(`MAC ${mac} already exists`) } });
-    expect(await refusal(() => plane.caller.machines.create({ mac: '52:54:00:00:00:01', name: 'a' }))).toMatchObject({ status: 409, error: { message: expect.stringContaining('named a already exists') } });
+    expect(await refusal(() => plane.caller.machines.create({ mac: mac.toUpperCase(), name: 'b' }))).toMatchObject({
+      status: 409,
+      error: { message: expect.stringContaining(`MAC ${mac} already exists`) },
+    });
+    expect(await refusal(() => plane.caller.machines.create({ mac: '52:54:00:00:00:01', name: 'a' }))).toMatchObject({
+      status: 409,
+      error: { message: expect.stringContaining('named a already exists') },
+    });
     expect(await refusal(() => plane.caller.machines.update({ mac: '52:54:00:00:00:09', name: 'x' }))).toMatchObject({ status: 404 });
   });
 
@@ -119,35 +140,52 @@ describe('machines', () => {
     expect(plane.events.recent(1)[0]!.details).toMatchObject({ changed: ['export'], stateDiscarded: true });
     await plane.caller.machines.update({ mac, stateSize: '256M' });
     expect(filesystemBytes(file)).toBe(256 * 1024 * 1024);
-    expect(await refusal(() => plane.caller.machines.update({ mac, stateSize: '128M' }))).toMatchObject({ status: 409, error: { message: expect.stringContaining('cannot shrink') } });
-    expect(await refusal(() => plane.caller.machines.update({ mac, keepState: true }))).toMatchObject({ status: 400, error: { issues: [{ field: 'keepState' }] } });
+    expect(await refusal(() => plane.caller.machines.update({ mac, stateSize: '128M' }))).toMatchObject({
+      status: 409,
+      error: { message: expect.stringContaining('cannot shrink') },
+    });
+    expect(await refusal(() => plane.caller.machines.update({ mac, keepState: true }))).toMatchObject({
+      status: 400,
+      error: { issues: [{ field: 'keepState' }] },
+    });
   });
 
   it('refuses reset, delete and a state discard with 409 while the machine is attached, and reset of a machine with no state', async () => {
     const machine = await plane.caller.machines.create({ mac, name: 'a', export: 'debian', persistent: true, stateSize: '64M' });
     const id = plane.db.$client.prepare('SELECT id FROM machines WHERE mac = ?').pluck().get(mac) as number;
     plane.dataPlane.liveConnections.push({ id: 900, machineId: id });
-    for (const call of [() => plane.caller.machines.reset({ mac }), () => plane.caller.machines.delete({ mac }), () => plane.caller.machines.update({ mac, export: 'alpine' })]) {
+    for (const call of [
+      () => plane.caller.machines.reset({ mac }),
+      () => plane.caller.machines.delete({ mac }),
+      () => plane.caller.machines.update({ mac, export: 'alpine' }),
+    ]) {
       expect(await refusal(call)).toMatchObject({ status: 409, error: { message: expect.stringContaining('attached') } });
     }
     expect(fs.existsSync(plane.stateFiles.pathOf(mac))).toBe(true);
     plane.dataPlane.liveConnections.length = 0;
     await plane.caller.machines.create({ mac: '52:54:00:00:00:02', name: 'b' });
-    expect(await refusal(() => plane.caller.machines.reset({ mac: '52:54:00:00:00:02' }))).toMatchObject({ status: 409, error: { message: expect.stringContaining('not persistent') } });
+    expect(await refusal(() => plane.caller.machines.reset({ mac: '52:54:00:00:00:02' }))).toMatchObject({
+      status: 409,
+      error: { message: expect.stringContaining('not persistent') },
+    });
     expect(machine.attached).toBe(false);
   });
 
-  it('serves a persistent machine\'s state only to the address its current boot came from', async () => {
+  it("serves a persistent machine's state only to the address its current boot came from", async () => {
     const { boots } = plane;
     await plane.caller.machines.create({ mac, name: 'a', export: 'debian', persistent: true, stateSize: '64M' });
     expect(plane.dataPlane.appliedStates.at(-1) ?? []).toEqual([]);
     boots.scriptFetched(mac, '10.1.0.7');
-    expect(plane.dataPlane.appliedStates.at(-1)).toEqual([expect.objectContaining({ name: '__state-525400123456', machine: 'a', client: '10.1.0.7' })]);
+    expect(plane.dataPlane.appliedStates.at(-1)).toEqual([
+      expect.objectContaining({ name: '__state-525400123456', machine: 'a', client: '10.1.0.7' }),
+    ]);
     boots.scriptFetched(mac, '10.1.0.8');
     expect(plane.dataPlane.appliedStates.at(-1)).toEqual([expect.objectContaining({ client: '10.1.0.8' })]);
     expect(boots.scriptFetched('52:54:00:99:99:99', '10.1.0.9')).toBeUndefined();
     boots.scriptFetched('52:54:00:99:99:99', '10.1.0.9');
-    expect(await plane.caller.machines.discovered()).toEqual([expect.objectContaining({ mac: '52:54:00:99:99:99', address: '10.1.0.9', requests: 2 })]);
+    expect(await plane.caller.machines.discovered()).toEqual([
+      expect.objectContaining({ mac: '52:54:00:99:99:99', address: '10.1.0.9', requests: 2 }),
+    ]);
     expect(plane.events.recent(10).filter((event) => event.type === 'machine.discovered')).toHaveLength(1);
   });
 
@@ -203,12 +241,20 @@ describe('machines', () => {
     const machine = await plane.caller.machines.get({ mac });
     expect(machine.stage).toBe('off');
     expect(Object.keys(machine.timeline)).toEqual(['script', 'kernel', 'initrd', 'attached', 'root', 'up', 'off']);
-    expect(plane.events.recent(20).filter((event) => event.type === 'machine.stage').map((event) => event.details)).toContainEqual(expect.objectContaining({ stage: 'root', detail: 'ramboot: [2.10] root mounted?[0m' }));
+    expect(
+      plane.events
+        .recent(20)
+        .filter((event) => event.type === 'machine.stage')
+        .map((event) => event.details),
+    ).toContainEqual(expect.objectContaining({ stage: 'root', detail: 'ramboot: [2.10] root mounted?[0m' }));
 
     // A boot whose connection closes before it is up is off, and says when; only a report makes it failed.
     boots.scriptFetched(mac, '10.1.0.7');
     plane.events.record('connection.negotiated', 'debian', { connection: 42, client: '10.1.0.7' });
     plane.events.record('connection.closed', 'debian', { connection: 42, client: '10.1.0.7', outcome: 'closed', bytesSent: 1 });
-    expect(await plane.caller.machines.get({ mac })).toMatchObject({ stage: 'off', stageDetail: "its root's NBD connection closed at stage attached, before the system reported up" });
+    expect(await plane.caller.machines.get({ mac })).toMatchObject({
+      stage: 'off',
+      stageDetail: "its root's NBD connection closed at stage attached, before the system reported up",
+    });
   });
 });

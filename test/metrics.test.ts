@@ -29,7 +29,11 @@ describe('GET /metrics', () => {
     return parseSamples(await response.text());
   };
   const rest = async (method: string, route: string, body?: unknown) => {
-    const response = await fetch(daemon.url + route, { method, headers: { ...asAdmin, 'content-type': 'application/json' }, ...(body !== undefined && { body: JSON.stringify(body) }) });
+    const response = await fetch(daemon.url + route, {
+      method,
+      headers: { ...asAdmin, 'content-type': 'application/json' },
+      ...(body !== undefined && { body: JSON.stringify(body) }),
+    });
     expect(response.status, `${method} ${route}`).toBeLessThan(300);
   };
 
@@ -112,7 +116,9 @@ while not os.path.exists(${JSON.stringify(stopFile)}):
     // The close adds only what was sent since the last sample (the disconnect: a few bytes).
     expect(after.get('nbdmux_bytes_sent_total{export="disk"}')! - before).toBeGreaterThanOrEqual(imageBytes);
     expect(after.get('nbdmux_bytes_sent_total{export="disk"}')! - before).toBeLessThan(imageBytes + (64 << 10));
-    expect(after.get('nbdmux_connections_closed_total{outcome="closed"}')).toBe(during.get('nbdmux_connections_closed_total{outcome="closed"}')! + 1);
+    expect(after.get('nbdmux_connections_closed_total{outcome="closed"}')).toBe(
+      during.get('nbdmux_connections_closed_total{outcome="closed"}')! + 1,
+    );
   }, 30_000);
 
   it('counts a connection taken over after a restart from what it sent since, not again from its start', async () => {
@@ -143,7 +149,9 @@ while not os.path.exists(${JSON.stringify(stopFile)}):
     expect(adopted.get('nbdmux_bytes_sent_total{export="disk"}')).toBe(0);
 
     fs.writeFileSync(readAgain, '');
-    await waitFor('the second read, sampled', async () => ((await scrape()).get('nbdmux_bytes_sent_total{export="disk"}')! >= imageBytes ? true : undefined));
+    await waitFor('the second read, sampled', async () =>
+      (await scrape()).get('nbdmux_bytes_sent_total{export="disk"}')! >= imageBytes ? true : undefined,
+    );
     expect((await reader.finish()).code).toBe(0);
     const after = await waitFor('the adopted connection closed', async () => {
       const samples = await scrape();
@@ -159,7 +167,9 @@ while not os.path.exists(${JSON.stringify(stopFile)}):
       expect(await readExport(daemon.nbdUri(name))).toHaveLength(64 << 10);
     }
     const client = createNbdmuxClient({ url: daemon.url, password });
-    await waitFor('the churn reads closed', async () => ((await client.connections.list.query({ live: true })).length === 0 ? true : undefined));
+    await waitFor('the churn reads closed', async () =>
+      (await client.connections.list.query({ live: true })).length === 0 ? true : undefined,
+    );
     const whileServed = await scrape();
     for (const name of churn) expect(whileServed.has(`nbdmux_bytes_sent_total{export="${name}"}`)).toBe(true);
     for (const name of churn) await rest('DELETE', `/exports/${name}`);

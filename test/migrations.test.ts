@@ -70,13 +70,34 @@ describe('migrations', () => {
     ]);
     // Each export registered before versions is its own version 1, its file and size moved there.
     expect(upgraded.select().from(schema.exportVersionsTable).all()).toMatchObject([
-      { id: 1, exportId: 1, version: 1, file: '/srv/images/debian.img', size: 21474836480, stored: false, state: 'ready', createdAt: '2026-11-01T08:00:00.000Z' },
+      {
+        id: 1,
+        exportId: 1,
+        version: 1,
+        file: '/srv/images/debian.img',
+        size: 21474836480,
+        stored: false,
+        state: 'ready',
+        createdAt: '2026-11-01T08:00:00.000Z',
+      },
       { id: 2, exportId: 2, version: 1, file: '/srv/images/scratch.img', size: 1048576, stored: false, state: 'ready' },
     ]);
     expect(upgraded.select().from(schema.connectionsTable).all()).toMatchObject([
-      { id: 1, exportId: 1, versionId: 1, clientAddress: '10.1.0.7', clientPort: 40001, pid: 4242, bytesSent: 123456789, outcome: 'closed', cowDiffBytes: null },
+      {
+        id: 1,
+        exportId: 1,
+        versionId: 1,
+        clientAddress: '10.1.0.7',
+        clientPort: 40001,
+        pid: 4242,
+        bytesSent: 123456789,
+        outcome: 'closed',
+        cowDiffBytes: null,
+      },
     ]);
-    expect(upgraded.select().from(schema.eventsTable).all()).toMatchObject([{ id: 1, type: 'export.created', exportName: 'debian', details: { id: 1 } }]);
+    expect(upgraded.select().from(schema.eventsTable).all()).toMatchObject([
+      { id: 1, type: 'export.created', exportName: 'debian', details: { id: 1 } },
+    ]);
     const applied = upgraded.$client.prepare('SELECT count(*) AS n FROM __drizzle_migrations').get() as { n: number };
     expect(applied.n).toBe(journal.entries.length);
     upgraded.$client.close();

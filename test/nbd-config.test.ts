@@ -122,16 +122,23 @@ describe('renderNbdServerConfig refuses anything nbd-server could misread', () =
     expect(() => renderNbdServerConfig([{ ...safeExport, file }])).toThrow(/unsafe export path/);
   });
 
-  it.each([0, -1, 1.5, Number.NaN, Number.MAX_SAFE_INTEGER + 1])('refuses export id %s, which could not name the export in a prerun report', (id) => {
-    expect(() => renderNbdServerConfig([{ ...safeExport, id }])).toThrow(/invalid export id/);
-  });
+  it.each([0, -1, 1.5, Number.NaN, Number.MAX_SAFE_INTEGER + 1])(
+    'refuses export id %s, which could not name the export in a prerun report',
+    (id) => {
+      expect(() => renderNbdServerConfig([{ ...safeExport, id }])).toThrow(/invalid export id/);
+    },
+  );
 
   it.each([0, -1, 1.5, Number.NaN])('refuses version id %s, which could not name the version in a prerun report', (versionId) => {
     expect(() => renderNbdServerConfig([{ ...safeExport, versionId }])).toThrow(/invalid version id/);
   });
 
   it('refuses the whole set when only the last export is unsafe, so no partial config is ever produced', () => {
-    const exports = [safeExport, { ...safeExport, id: 2, versionId: 102, name: 'beta' }, { ...safeExport, id: 3, versionId: 103, name: 'bad name' }];
+    const exports = [
+      safeExport,
+      { ...safeExport, id: 2, versionId: 102, name: 'beta' },
+      { ...safeExport, id: 3, versionId: 103, name: 'bad name' },
+    ];
     expect(() => renderNbdServerConfig(exports)).toThrow(/unsafe export name "bad name"/);
   });
 });
@@ -180,21 +187,27 @@ describe('renderNbdServerConfig output for a safe set of exports', () => {
     expect(sections.map((s) => s.name)).toEqual(['generic', placeholderSection, 'alpha', 'beta-2.x', 'alpha-twin']);
   });
 
-  it.each(exports.map((exp, index) => ({ ...exp, index })))('writes export $name as the descriptor at its position ($index), never its path, with its mode and a prerun naming id $id and version $versionId', (exp) => {
-    const values = section(sections, exp.name);
-    expect(Object.keys(values).sort()).toEqual(['exportname', 'prerun', 'readonly']);
-    // The serving process inherits the pinned descriptors in config order from firstExportFd on:
-    // opening its own /proc/self/fd/N opens the judged file whatever the path leads to now.
-    expect(values.exportname).toBe(`/proc/self/fd/${firstExportFd + exp.index}`);
-    expect(text).toContain(`# ${exp.file}, as judged at registration\n[${exp.name}]\n`);
-    expect(values.readonly).toBe(exp.readonly ? 'true' : 'false');
-    expect(values.prerun).toMatch(new RegExp(`\\becho ${exp.id} ${exp.versionId} >&${reportFd}`));
-  });
+  it.each(exports.map((exp, index) => ({ ...exp, index })))(
+    'writes export $name as the descriptor at its position ($index), never its path, with its mode and a prerun naming id $id and version $versionId',
+    (exp) => {
+      const values = section(sections, exp.name);
+      expect(Object.keys(values).sort()).toEqual(['exportname', 'prerun', 'readonly']);
+      // The serving process inherits the pinned descriptors in config order from firstExportFd on:
+      // opening its own /proc/self/fd/N opens the judged file whatever the path leads to now.
+      expect(values.exportname).toBe(`/proc/self/fd/${firstExportFd + exp.index}`);
+      expect(text).toContain(`# ${exp.file}, as judged at registration\n[${exp.name}]\n`);
+      expect(values.readonly).toBe(exp.readonly ? 'true' : 'false');
+      expect(values.prerun).toMatch(new RegExp(`\\becho ${exp.id} ${exp.versionId} >&${reportFd}`));
+    },
+  );
 
-  it.each(exports)('gives export $name a prerun that, run as nbd-server runs it, reports exactly its id and version and succeeds', async (exp) => {
-    const { code, report } = await runPrerun(section(sections, exp.name).prerun!);
-    expect({ code, report }).toEqual({ code: 0, report: `${exp.id} ${exp.versionId}\n` });
-  });
+  it.each(exports)(
+    'gives export $name a prerun that, run as nbd-server runs it, reports exactly its id and version and succeeds',
+    async (exp) => {
+      const { code, report } = await runPrerun(section(sections, exp.name).prerun!);
+      expect({ code, report }).toEqual({ code: 0, report: `${exp.id} ${exp.versionId}\n` });
+    },
+  );
 
   it('contains no % anywhere: nbd-server treats prerun as a printf format', () => {
     expect(text).not.toContain('%');
@@ -247,7 +260,9 @@ describe('exportsVisibleTo: a client is shown only the exports it may use', () =
     const visible = exportsVisibleTo(exports, '10.1.200.7');
     const sections = parseSections(renderNbdServerConfig(visible));
     expect(sections.map((s) => s.name)).toEqual(['generic', placeholderSection, 'lab', 'public', 'public-empty-list']);
-    expect(visible.map((exp) => section(sections, exp.name).exportname)).toEqual([0, 1, 2].map((n) => `/proc/self/fd/${firstExportFd + n}`));
+    expect(visible.map((exp) => section(sections, exp.name).exportname)).toEqual(
+      [0, 1, 2].map((n) => `/proc/self/fd/${firstExportFd + n}`),
+    );
   });
 
   // Never reached through nbd-server since hidden exports are left out of a client's config;

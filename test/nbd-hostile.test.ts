@@ -35,7 +35,10 @@ async function connectSilently(nbdPort: number, localAddress: string): Promise<S
 }
 
 function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
-  return Promise.race([promise, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms))]);
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)),
+  ]);
 }
 
 describe('the NBD port against silent and resource-starving clients', () => {
@@ -57,7 +60,9 @@ describe('the NBD port against silent and resource-starving clients', () => {
     const { daemon, image } = await daemonWithExport({
       env: { NBDMUX_MAX_CONNECTIONS: '4', NBDMUX_NBD_MAX_PENDING_PER_CLIENT: '2', NBDMUX_NBD_NEGOTIATION_TIMEOUT: '2' },
     });
-    const silent = await Promise.all(['127.0.0.2', '127.0.0.2', '127.0.0.3', '127.0.0.3'].map((address) => connectSilently(daemon.nbdPort, address)));
+    const silent = await Promise.all(
+      ['127.0.0.2', '127.0.0.2', '127.0.0.3', '127.0.0.3'].map((address) => connectSilently(daemon.nbdPort, address)),
+    );
     const connectedAt = Date.now();
     await waitFor('the silent clients to hold every slot', async () => ((await liveConnections(daemon)).length === 4 ? true : undefined));
     expect((await run('nbdinfo', [daemon.nbdUri('boot')], { timeoutMs: 10_000 })).code).not.toBe(0);
@@ -80,11 +85,14 @@ describe('the NBD port against silent and resource-starving clients', () => {
     }
     const cut = (await trpcClient(daemon.url).connections.list.query({ limit: 100 })).filter((c) => c.clientAddress !== '127.0.0.1');
     expect(cut).toHaveLength(4);
-    for (const row of cut) expect(row).toMatchObject({ live: false, outcome: 'not-served', error: 'chose no export within 2 s (--nbd-negotiation-timeout)' });
+    for (const row of cut)
+      expect(row).toMatchObject({ live: false, outcome: 'not-served', error: 'chose no export within 2 s (--nbd-negotiation-timeout)' });
   });
 
   it('closes at once the connections of one address beyond its pending cap, and serves others at once', async () => {
-    const { daemon, image } = await daemonWithExport({ env: { NBDMUX_NBD_MAX_PENDING_PER_CLIENT: '3', NBDMUX_NBD_NEGOTIATION_TIMEOUT: '60' } });
+    const { daemon, image } = await daemonWithExport({
+      env: { NBDMUX_NBD_MAX_PENDING_PER_CLIENT: '3', NBDMUX_NBD_NEGOTIATION_TIMEOUT: '60' },
+    });
     const silent: SilentClient[] = [];
     for (let i = 0; i < 5; i++) silent.push(await connectSilently(daemon.nbdPort, '127.0.0.2'));
 
@@ -97,7 +105,11 @@ describe('the NBD port against silent and resource-starving clients', () => {
     // The first refusal is an event at once; the second is counted into the summary at the end of its interval.
     const refusals = (await trpcClient(daemon.url).events.list.query({ limit: 50 })).filter((e) => e.type === 'connection.refused');
     expect(refusals.map((e) => e.details)).toEqual([
-      expect.objectContaining({ client: '127.0.0.2', count: 1, reason: '127.0.0.2 already has 3 connections that have not chosen an export (--nbd-max-pending-per-client)' }),
+      expect.objectContaining({
+        client: '127.0.0.2',
+        count: 1,
+        reason: '127.0.0.2 already has 3 connections that have not chosen an export (--nbd-max-pending-per-client)',
+      }),
     ]);
   });
 
@@ -122,7 +134,11 @@ describe('the NBD port against silent and resource-starving clients', () => {
     expect(adopted).toMatchObject({ exportName: 'boot', clientAddress: '127.0.0.1', live: true });
     const cut = (await trpcClient(restarted.url).connections.list.query({ limit: 100 })).filter((c) => c.clientAddress === '127.0.0.2');
     for (const row of cut) {
-      expect(row).toMatchObject({ live: false, outcome: 'not-served', error: 'had chosen no export when nbdmux restarted: cut, since no daemon can learn which export it serves' });
+      expect(row).toMatchObject({
+        live: false,
+        outcome: 'not-served',
+        error: 'had chosen no export when nbdmux restarted: cut, since no daemon can learn which export it serves',
+      });
     }
 
     const finished = await reader.finish();
@@ -139,7 +155,11 @@ describe('the NBD port against silent and resource-starving clients', () => {
     const image = makeImage(tempDir('nbdmux-images-'), 'boot.img', 1024 * 1024);
     expect((await api(daemon, 'POST', '/exports', { name: 'boot', file: image })).status).toBe(201);
     // An HTTP connection still open would free a descriptor below the limit when it closes.
-    await waitFor('the daemon to close the idle HTTP connection', () => (openSockets(pid) === socketsBeforeHttp ? true : undefined), 15_000);
+    await waitFor(
+      'the daemon to close the idle HTTP connection',
+      () => (openSockets(pid) === socketsBeforeHttp ? true : undefined),
+      15_000,
+    );
     const [oneLeft, limitWithOneLeft] = lowestUnusedDescriptors(pid);
     expect(oneLeft).toBeLessThan(limitWithOneLeft!);
     const softLimit = readSoftFileLimit(pid);
@@ -157,7 +177,8 @@ describe('the NBD port against silent and resource-starving clients', () => {
     expect(closed).toMatchObject({
       live: false,
       outcome: 'failed',
-      error: 'cannot start nbd-server: nbdmux has no file descriptor left (EMFILE): raise its open-file limit (ulimit -n, systemd LimitNOFILE=)',
+      error:
+        'cannot start nbd-server: nbdmux has no file descriptor left (EMFILE): raise its open-file limit (ulimit -n, systemd LimitNOFILE=)',
     });
     expect(sha256(await readExport(daemon.nbdUri('boot')))).toBe(sha256(image));
     // nbd-server was never at fault: health stays good.
@@ -191,7 +212,10 @@ function lowestUnusedDescriptors(pid: number): number[] {
 }
 
 function readSoftFileLimit(pid: number): number {
-  const line = fs.readFileSync(`/proc/${pid}/limits`, 'utf8').split('\n').find((l) => l.startsWith('Max open files'))!;
+  const line = fs
+    .readFileSync(`/proc/${pid}/limits`, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('Max open files'))!;
   return Number(line.split(/\s{2,}/)[1]);
 }
 

@@ -44,7 +44,11 @@ describe('an nbd-server that fails for every client', () => {
     const whileFailing = await eventsSince();
     const failures = whileFailing.filter((event) => event.type === 'nbd-server.failed');
     expect(failures, 'one event for the first failure, the rest counted').toHaveLength(1);
-    expect(failures[0]!.details).toMatchObject({ reason: expect.stringMatching(/simulated start-up failure/), count: 1, client: '127.0.0.1' });
+    expect(failures[0]!.details).toMatchObject({
+      reason: expect.stringMatching(/simulated start-up failure/),
+      count: 1,
+      client: '127.0.0.1',
+    });
     const closedFailed = whileFailing.filter((event) => event.type === 'connection.closed' && event.details.outcome === 'failed');
     expect(closedFailed, "only the first failed connection's end is an event of its own").toHaveLength(1);
     expect(daemon.output().match(/"nbd-server failed/g), 'logged once per reason and interval').toHaveLength(1);

@@ -63,7 +63,14 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))('netboot: machines boot nbdmu
 
   /** Boots the uncompressed kernel unless told otherwise: the decompressor costs seconds of emulated CPU per guest. */
   function boot(name: string, nbdPort: number, append: string, kernel: 'vmlinuz' | 'vmlinux' = 'vmlinux'): Guest {
-    const guest = bootGuest({ kit, kernel, nbdPort, append, serialLog: path.join(logs, `${name}.log`), timeoutSeconds: bootTimeoutSeconds });
+    const guest = bootGuest({
+      kit,
+      kernel,
+      nbdPort,
+      append,
+      serialLog: path.join(logs, `${name}.log`),
+      timeoutSeconds: bootTimeoutSeconds,
+    });
     guests.push(guest);
     return guest;
   }
@@ -90,7 +97,9 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))('netboot: machines boot nbdmu
   /** The facts every booted machine must state: overlay root, tmpfs upper, NBD lower, the image's own files. */
   function expectBootedFromExport(expect: ExpectStatic, lines: SerialLine[], device: string, readOnly: boolean): void {
     expect(said(lines, 'init')).toMatch(new RegExp(`^pid 1 image ${kit.imageId} `));
-    expect(said(lines, 'mount /')).toMatch(/^overlay overlay rw,.*lowerdir=\/run\/ramboot\/ro,upperdir=\/run\/ramboot\/rw\/upper,workdir=\/run\/ramboot\/rw\/work/);
+    expect(said(lines, 'mount /')).toMatch(
+      /^overlay overlay rw,.*lowerdir=\/run\/ramboot\/ro,upperdir=\/run\/ramboot\/rw\/upper,workdir=\/run\/ramboot\/rw\/work/,
+    );
     expect(said(lines, 'mount rw')).toMatch(/^tmpfs tmpfs rw,/);
     expect(said(lines, 'mount ro')).toMatch(new RegExp(`^${device} ext4 ro,`));
     expect(said(lines, 'nbd0')).toBe(readOnly ? 'ro=1' : 'ro=0');
@@ -144,7 +153,9 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))('netboot: machines boot nbdmu
       expect(lines.some((line) => line.text === 'ramtest: done')).toBe(true);
       recordTiming('mbr-cow', guest);
       expect(sha256(images.mbr)).toBe(before);
-      await waitFor('the diff to be gone with the connection', () => (fs.readdirSync(path.join(daemon.dataDir, 'cow')).length === 0 ? true : undefined));
+      await waitFor('the diff to be gone with the connection', () =>
+        fs.readdirSync(path.join(daemon.dataDir, 'cow')).length === 0 ? true : undefined,
+      );
     },
     testTimeoutMs,
   );
@@ -189,11 +200,20 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))('netboot: machines boot nbdmu
       await readsAfter(guest.sinceStartMs(), 3);
 
       // Not one failed request to the NBD device through all of it.
-      expect(guest.lines().filter((line) => /I\/O error|block nbd0:/.test(line.text)).map((line) => line.text)).toEqual([]);
+      expect(
+        guest
+          .lines()
+          .filter((line) => /I\/O error|block nbd0:/.test(line.text))
+          .map((line) => line.text),
+      ).toEqual([]);
       guest.kill();
       await guest.exited;
       const restarted = own;
-      await waitFor('the drained export to go', async () => ((await api(restarted, 'GET', '/exports')).json.length === 0 ? true : undefined), 15_000);
+      await waitFor(
+        'the drained export to go',
+        async () => ((await api(restarted, 'GET', '/exports')).json.length === 0 ? true : undefined),
+        15_000,
+      );
       expect(sha256(images.disk)).toBe(before);
     },
     testTimeoutMs,

@@ -61,9 +61,13 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))('nic-names: the boot NIC gets
         const text = guest.lines().map((line) => line.text);
         expect(code, text.slice(-30).join('\n')).toBe(0);
         expect(text.filter((line) => line.startsWith('ramboot: FAILED'))).toEqual([]);
-        const renamed = text.filter((line) => /^ramboot: \[[\d.]+\] interface .* renamed /.test(line)).map((line) => line.replace(/^ramboot: \[[\d.]+\] /, ''));
+        const renamed = text
+          .filter((line) => /^ramboot: \[[\d.]+\] interface .* renamed /.test(line))
+          .map((line) => line.replace(/^ramboot: \[[\d.]+\] /, ''));
         expect(renamed).toEqual(rule === 'kept' ? [] : [`interface eth0 renamed ${expected} (the ${rule} name udev gives it)`]);
-        expect(text.some((line) => new RegExp(`^ramboot: \\[[\\d.]+\\] network up: ${expected} 10\\.0\\.2\\.15/24$`).test(line))).toBe(true);
+        expect(text.some((line) => new RegExp(`^ramboot: \\[[\\d.]+\\] network up: ${expected} 10\\.0\\.2\\.15/24$`).test(line))).toBe(
+          true,
+        );
         // The booted system's /run says so too: ramtest prints /run/ramboot/info.
         expect(text.find((line) => line.startsWith('ramtest: info '))).toContain(`interface=${expected}`);
       },

@@ -30,7 +30,8 @@ describe('a second writer of one file, through createCaller', () => {
   });
   afterEach(() => plane.close());
 
-  const create = (name: string, file: string, mode: { readonly?: boolean; cow?: boolean } = {}) => plane.caller.exports.create({ name, file, ...mode });
+  const create = (name: string, file: string, mode: { readonly?: boolean; cow?: boolean } = {}) =>
+    plane.caller.exports.create({ name, file, ...mode });
   const link = () => path.join(images, 'shared-link.img');
 
   it('refuses a read-write export of a file another export serves, and any export of a file a read-write one writes, with 409 naming the holder', async () => {
@@ -39,7 +40,10 @@ describe('a second writer of one file, through createCaller', () => {
 
     const writer = await refusal(() => create('writer', link(), { readonly: false }));
     expect(writer.status).toBe(409);
-    expect(writer.error).toEqual({ code: 'CONFLICT', message: `${link()} is served by the export "reader": a read-write export must be its file's only export; remove "reader" first, or register a copy of the file` });
+    expect(writer.error).toEqual({
+      code: 'CONFLICT',
+      message: `${link()} is served by the export "reader": a read-write export must be its file's only export; remove "reader" first, or register a copy of the file`,
+    });
     // Nothing of the refused export is left, and the data plane was never asked.
     expect((await plane.caller.exports.list()).map((e) => e.name)).toEqual(['reader']);
     expect(plane.dataPlane.applied).toHaveLength(applied);
@@ -48,7 +52,10 @@ describe('a second writer of one file, through createCaller', () => {
     await create('writer', shared, { readonly: false });
     for (const mode of [{}, { cow: true }, { readonly: false }]) {
       const refused = await refusal(() => create('second', link(), mode));
-      expect([refused.status, refused.error.message]).toEqual([409, `${link()} is written by the read-write export "writer": no other export may serve it meanwhile; remove "writer" first, or register a copy of the file`]);
+      expect([refused.status, refused.error.message]).toEqual([
+        409,
+        `${link()} is written by the read-write export "writer": no other export may serve it meanwhile; remove "writer" first, or register a copy of the file`,
+      ]);
     }
   });
 
@@ -75,7 +82,9 @@ describe('a second writer of one file, through createCaller', () => {
     await create('scratch', makeImage(images, 'scratch.img', 8192), { readonly: false });
     const writerOnto = await refusal(() => plane.caller.exports.update({ name: 'scratch', file: shared }));
     expect(writerOnto.status).toBe(409);
-    expect(writerOnto.error.message).toMatch(/is served by the export "reader-of-shared": a read-write export must be its file's only export/);
+    expect(writerOnto.error.message).toMatch(
+      /is served by the export "reader-of-shared": a read-write export must be its file's only export/,
+    );
     // Each export still serves its one version.
     expect((await plane.caller.exports.versions({ name: 'scratch' })).map((v) => v.version)).toEqual([1]);
     expect((await plane.caller.exports.versions({ name: 'reader' })).map((v) => v.version)).toEqual([1]);
@@ -96,22 +105,33 @@ describe('a second writer of one file, through createCaller', () => {
   it('counts what live connections still use: a removed export draining, an older version its clients keep', async () => {
     const writer = await create('writer', shared, { readonly: false });
     // The recording data plane stands in for live NBD connections here; the daemon test below has real ones.
-    const firstVersion = plane.db.select({ id: exportVersionsTable.id }).from(exportVersionsTable).where(eq(exportVersionsTable.exportId, writer.id)).get()!;
+    const firstVersion = plane.db
+      .select({ id: exportVersionsTable.id })
+      .from(exportVersionsTable)
+      .where(eq(exportVersionsTable.exportId, writer.id))
+      .get()!;
     plane.dataPlane.liveByVersion.set(firstVersion.id, 1);
     await plane.caller.exports.update({ name: 'writer', file: makeImage(images, 'newer.img', 8192) });
     const kept = await refusal(() => create('reader', shared));
-    expect(kept.error.message).toBe(`${shared} is written by the read-write export "writer": no other export may serve it meanwhile; remove "writer" first, or register a copy of the file`);
+    expect(kept.error.message).toBe(
+      `${shared} is written by the read-write export "writer": no other export may serve it meanwhile; remove "writer" first, or register a copy of the file`,
+    );
 
     await plane.caller.exports.delete({ name: 'writer' });
     const draining = await refusal(() => create('reader', shared));
-    expect(draining.error.message).toBe(`${shared} is written by the read-write export "writer" (removed; its live connections still use the file): no other export may serve it meanwhile; wait for them to end, or register a copy of the file`);
+    expect(draining.error.message).toBe(
+      `${shared} is written by the read-write export "writer" (removed; its live connections still use the file): no other export may serve it meanwhile; wait for them to end, or register a copy of the file`,
+    );
 
     plane.dataPlane.liveByVersion.clear();
     expect((await create('reader', shared)).state).toBe('serving');
   });
 
   it('lets exactly one of two simultaneous writers of one file win', async () => {
-    const outcomes = await Promise.allSettled([create('first', shared, { readonly: false }), create('second', link(), { readonly: false })]);
+    const outcomes = await Promise.allSettled([
+      create('first', shared, { readonly: false }),
+      create('second', link(), { readonly: false }),
+    ]);
     expect(outcomes.map((o) => o.status).sort()).toEqual(['fulfilled', 'rejected']);
     expect((await plane.caller.exports.list()).map((e) => e.readonly)).toEqual([false]);
   });
@@ -137,9 +157,14 @@ describe('a second writer of one file, over REST on a real daemon', () => {
 
     const post = await api(daemon, 'POST', '/exports', { name: 'reader', file: link });
     expect(post.status).toBe(409);
-    expect(post.json.error).toEqual({ code: 'CONFLICT', message: `${link} is written by the read-write export "writer": no other export may serve it meanwhile; remove "writer" first, or register a copy of the file` });
+    expect(post.json.error).toEqual({
+      code: 'CONFLICT',
+      message: `${link} is written by the read-write export "writer": no other export may serve it meanwhile; remove "writer" first, or register a copy of the file`,
+    });
 
-    expect((await api(daemon, 'POST', '/exports', { name: 'elsewhere', file: makeImage(images, 'elsewhere.img', 1024 * 1024) })).status).toBe(201);
+    expect(
+      (await api(daemon, 'POST', '/exports', { name: 'elsewhere', file: makeImage(images, 'elsewhere.img', 1024 * 1024) })).status,
+    ).toBe(201);
     const put = await api(daemon, 'PUT', '/exports/elsewhere', { file: link });
     expect(put.status).toBe(409);
     expect(put.json.error.message).toMatch(/is written by the read-write export "writer"/);
@@ -155,10 +180,15 @@ describe('a second writer of one file, over REST on a real daemon', () => {
 
     expect((await reader.finish()).code).toBe(0);
     // A draining export is listed until its last connection is seen closing.
-    await waitFor('the drained export to go', async () => ((await api(daemon, 'GET', '/exports')).json.some((e: { name: string }) => e.name === 'writer') ? undefined : true));
+    await waitFor('the drained export to go', async () =>
+      (await api(daemon, 'GET', '/exports')).json.some((e: { name: string }) => e.name === 'writer') ? undefined : true,
+    );
     const freed = await api(daemon, 'POST', '/exports', { name: 'reader', file: shared });
     expect(freed.status, freed.text).toBe(201);
     const writerBeside = await api(daemon, 'POST', '/exports', { name: 'writer-2', file: link, readonly: false });
-    expect([writerBeside.status, writerBeside.json.error.message]).toEqual([409, `${link} is served by the export "reader": a read-write export must be its file's only export; remove "reader" first, or register a copy of the file`]);
+    expect([writerBeside.status, writerBeside.json.error.message]).toEqual([
+      409,
+      `${link} is served by the export "reader": a read-write export must be its file's only export; remove "reader" first, or register a copy of the file`,
+    ]);
   });
 });

@@ -62,10 +62,14 @@ describe('text from images and servers, in the API and the operator CLI', () => 
       { image: makeExt4(path.join(dir, 'root.ext4'), tree, 16), sizeMiB: 16, type: '8300' },
     ]).file;
     expect((await api(daemon, 'POST', '/exports', { name: 'hostile', file: disk })).status).toBe(201);
-    const boot = await waitFor('the inspection', async () => {
-      const shown = (await api(daemon, 'GET', '/exports/hostile')).json.boot;
-      return shown.reason === 'inspecting' ? undefined : shown;
-    }, 30_000);
+    const boot = await waitFor(
+      'the inspection',
+      async () => {
+        const shown = (await api(daemon, 'GET', '/exports/hostile')).json.boot;
+        return shown.reason === 'inspecting' ? undefined : shown;
+      },
+      30_000,
+    );
 
     expect(boot.reason).toContain(`/boot has vmlinuz-\\u001b]0;owned by an image\\u0007, /lib/modules has ${version}`);
     // os-release names were already cut of C0 and C1; the bidi override is written out now.
@@ -76,20 +80,29 @@ describe('text from images and servers, in the API and the operator CLI', () => 
     const shown = await nbdmux(['show', 'hostile']);
     expect(shown.code, shown.stderr).toBe(0);
     expect(shown.stdout).not.toMatch(controlCharacter);
-    expect(shown.stdout).toMatch(/\nboot +ready: \\u202eFake .*\(boots the ramboot kit's kernel .*\/boot has vmlinuz-\\u001b\]0;owned by an image\\u0007, /);
+    expect(shown.stdout).toMatch(
+      /\nboot +ready: \\u202eFake .*\(boots the ramboot kit's kernel .*\/boot has vmlinuz-\\u001b\]0;owned by an image\\u0007, /,
+    );
   });
 
   it("stores and shows an import's failure, which quotes the image, with its control characters written out", async () => {
     expect((await api(daemon, 'POST', '/exports', { name: 'backed', url: server.url('/backed.qcow2') })).status).toBe(202);
-    const [failed] = await waitFor('the import to fail', async () => {
-      const versions = (await api(daemon, 'GET', '/exports/backed/versions')).json;
-      return versions[0]?.state === 'failed' ? versions : undefined;
-    }, 30_000);
+    const [failed] = await waitFor(
+      'the import to fail',
+      async () => {
+        const versions = (await api(daemon, 'GET', '/exports/backed/versions')).json;
+        return versions[0]?.state === 'failed' ? versions : undefined;
+      },
+      30_000,
+    );
     expect(failed.error).toMatch(/^the qcow2 image has a backing file \(\/srv\/\\u001b\]0;owned by an image\\u0007\.img\): /);
     const events = await createNbdmuxClient({ url: daemon.url }).events.list.query({ limit: 50 });
     expect(events.find((e) => e.type === 'import.failed')?.details).toMatchObject({ error: failed.error });
 
-    for (const args of [['show', 'backed'], ['versions', 'backed']]) {
+    for (const args of [
+      ['show', 'backed'],
+      ['versions', 'backed'],
+    ]) {
       const shown = await nbdmux(args);
       expect(shown.code, shown.stderr).toBe(0);
       expect(shown.stdout).not.toMatch(controlCharacter);
@@ -111,7 +124,10 @@ describe('text from images and servers, in the API and the operator CLI', () => 
     expect((await api(daemon, 'GET', '/exports/backed/versions')).json[0].error).toBe(raw);
 
     const written = 'old\\u009b2J \\u001b]0;owned by an image\\u0007\\u202eeman';
-    for (const args of [['show', 'backed'], ['versions', 'backed']]) {
+    for (const args of [
+      ['show', 'backed'],
+      ['versions', 'backed'],
+    ]) {
       const shown = await nbdmux(args);
       expect(shown.stdout).not.toMatch(controlCharacter);
       expect(shown.stdout).toContain(written);
@@ -124,7 +140,10 @@ describe('text from images and servers, in the API and the operator CLI', () => 
     const { NBDMUX_ADMIN_PASSWORD: _password, ...env } = process.env;
     const lines = startProcess(process.execPath, [cli, 'watch'], { env: { ...env, NBDMUX_URL: daemon.url } });
     // script(1) gives watch a terminal: the screen it redraws writes its own sequences, and only those.
-    const screen = startProcess('script', ['-qfec', `stty cols 400 rows 40; exec ${process.execPath} ${cli} watch`, '/dev/null'], { env: { ...env, NBDMUX_URL: daemon.url }, stdin: 'pipe' });
+    const screen = startProcess('script', ['-qfec', `stty cols 400 rows 40; exec ${process.execPath} ${cli} watch`, '/dev/null'], {
+      env: { ...env, NBDMUX_URL: daemon.url },
+      stdin: 'pipe',
+    });
     try {
       await waitFor('the event line', () => (lines.stdout().includes('import.failed') ? true : undefined));
       expect(lines.stdout()).not.toMatch(controlCharacter);
@@ -132,7 +151,12 @@ describe('text from images and servers, in the API and the operator CLI', () => 
       await waitFor('the event on the screen', () => (screen.stdout().includes('import.failed') ? true : undefined));
       expect(screen.stdout()).toContain(`error="${written}`);
       // Its own: CSI sequences (ESC [), CR LF between lines. None from the row: no OSC (ESC ]), no BEL, no C1, no bidi.
-      expect(screen.stdout().replace(/\x1b\[[?0-9;]*[A-Za-z]/g, '').replaceAll('\r\n', '\n')).not.toMatch(controlCharacter);
+      expect(
+        screen
+          .stdout()
+          .replace(/\x1b\[[?0-9;]*[A-Za-z]/g, '')
+          .replaceAll('\r\n', '\n'),
+      ).not.toMatch(controlCharacter);
     } finally {
       lines.child.kill('SIGINT');
       screen.child.stdin!.write('\x03');

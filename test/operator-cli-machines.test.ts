@@ -31,18 +31,28 @@ describe('the operator CLI with machines', () => {
   const lastEvent = async (type: string) => (await client.events.list.query({ limit: 20 })).find((event) => event.type === type);
 
   it('adds machines, lists each with its stage and for how long, and shows one with the timeline of its boot', async () => {
-    expect(await nbdmux(['machines'])).toMatchObject({ code: 0, stdout: 'no machines; add one with: nbdmux machines add MAC NAME --export EXPORT\n' });
+    expect(await nbdmux(['machines'])).toMatchObject({
+      code: 0,
+      stdout: 'no machines; add one with: nbdmux machines add MAC NAME --export EXPORT\n',
+    });
 
     // Any spelling of a MAC is the one lower-case, colon-separated machine.
     const added = await nbdmux(['machines', 'add', '52-54-00-12-34-56', 'node-1', '--export', 'deb', '--cmdline', 'quiet']);
     expect(added).toMatchObject({ code: 0, stderr: '' });
-    expect(added.stdout).toMatch(/^added node-1\nname +node-1\nmac +52:54:00:12:34:56\nexport +deb\nkernel args +quiet\npersistent +no: each boot starts from the image\nmachine id +[0-9a-f]{32}\nstage +never booted/);
+    expect(added.stdout).toMatch(
+      /^added node-1\nname +node-1\nmac +52:54:00:12:34:56\nexport +deb\nkernel args +quiet\npersistent +no: each boot starts from the image\nmachine id +[0-9a-f]{32}\nstage +never booted/,
+    );
     const persistent = await nbdmux(['machines', 'add', node2, 'node-2', '--persistent', '--state-size', '64M']);
-    expect(persistent.stdout).toMatch(/\nexport +none\n(.*\n)*persistent +yes: 64\.0 MiB \(67108864 bytes\) of state, exported as __state-525400123457 /);
+    expect(persistent.stdout).toMatch(
+      /\nexport +none\n(.*\n)*persistent +yes: 64\.0 MiB \(67108864 bytes\) of state, exported as __state-525400123457 /,
+    );
 
     // Its script fetched, then ramboot's failure report, both from the address of its boot.
     expect((await api(daemon, 'GET', `/boot.ipxe?mac=${node1}`)).status).toBe(200);
-    const failed = await fetch(`${daemon.url}/boot/report?mac=${node1}&stage=failed`, { method: 'POST', body: 'FAILED: no root device\nnbd0 refused by 127.0.0.1' });
+    const failed = await fetch(`${daemon.url}/boot/report?mac=${node1}&stage=failed`, {
+      method: 'POST',
+      body: 'FAILED: no root device\nnbd0 refused by 127.0.0.1',
+    });
     expect(failed.status).toBe(204);
 
     const listed = await nbdmux(['machines', 'list']);
@@ -56,7 +66,9 @@ describe('the operator CLI with machines', () => {
     const shown = await nbdmux(['machines', 'show', node1.toUpperCase()]);
     expect(shown.code).toBe(0);
     // The reason in full, its second line under the first; then each stage since the script.
-    expect(shown.stdout).toMatch(/\nstage +failed for \d+s \(since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\)\ndetail +FAILED: no root device\n +nbd0 refused by 127\.0\.0\.1\nattached +no\naddress +127\.0\.0\.1\n/);
+    expect(shown.stdout).toMatch(
+      /\nstage +failed for \d+s \(since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\)\ndetail +FAILED: no root device\n +nbd0 refused by 127\.0\.0\.1\nattached +no\naddress +127\.0\.0\.1\n/,
+    );
     expect(shown.stdout).toMatch(/\n\nSTAGE +AT +AFTER\nscript +\S+ \S+ +\d+s\nfailed +\S+ \S+ +\d+s\n$/);
   });
 
@@ -68,21 +80,42 @@ describe('the operator CLI with machines', () => {
     expect((await lastEvent('machine.updated'))?.details).toMatchObject({ changed: ['export'], stateDiscarded: true });
 
     const renamed = await nbdmux(['machines', 'set', node1, '--name', 'rack3-node7', '--no-export', '--cmdline', '']);
-    expect(renamed.stdout).toMatch(/^updated rack3-node7\nname +rack3-node7\nmac +52:54:00:12:34:56\nexport +none\nkernel args +\(none\)\n/);
+    expect(renamed.stdout).toMatch(
+      /^updated rack3-node7\nname +rack3-node7\nmac +52:54:00:12:34:56\nexport +none\nkernel args +\(none\)\n/,
+    );
     expect(await client.machines.get.query({ mac: node1 })).toMatchObject({ name: 'rack3-node7', export: null, cmdline: '' });
 
     // An export removed under a machine: the machine stays, with none and the reason.
     expect((await nbdmux(['machines', 'set', node1, '--export', 'deb'])).code).toBe(0);
     await client.exports.delete.mutate({ name: 'deb' });
     expect((await nbdmux(['machines'])).stdout).toMatch(/\nrack3-node7 +52:54:00:12:34:56 +- \(removed\) /);
-    expect((await nbdmux(['machines', 'show', node1])).stdout).toMatch(/\nexport +none: its export deb was removed at \S+: set another one\n/);
+    expect((await nbdmux(['machines', 'show', node1])).stdout).toMatch(
+      /\nexport +none: its export deb was removed at \S+: set another one\n/,
+    );
 
-    expect(await nbdmux(['machines', 'reset', node2])).toMatchObject({ code: 0, stdout: 'discarded the state of node-2 (52:54:00:12:34:57): its next boot starts from the image as it is\n' });
+    expect(await nbdmux(['machines', 'reset', node2])).toMatchObject({
+      code: 0,
+      stdout: 'discarded the state of node-2 (52:54:00:12:34:57): its next boot starts from the image as it is\n',
+    });
     expect((await lastEvent('machine.reset'))?.details).toMatchObject({ mac: node2 });
-    expect(await nbdmux(['machines', 'reset', node1])).toMatchObject({ code: 1, stdout: '', stderr: 'nbdmux machines reset: machine rack3-node7 is not persistent, so it has no state to reset; PATCH persistent: true to give it one\n' });
+    expect(await nbdmux(['machines', 'reset', node1])).toMatchObject({
+      code: 1,
+      stdout: '',
+      stderr:
+        'nbdmux machines reset: machine rack3-node7 is not persistent, so it has no state to reset; PATCH persistent: true to give it one\n',
+    });
 
-    expect(await nbdmux(['machines', 'rm', node2])).toMatchObject({ code: 0, stdout: 'removed node-2 (52:54:00:12:34:57), and its state\n' });
-    expect(await nbdmux(['machines', 'rm', node2])).toMatchObject({ code: 1, stdout: '', stderr: expect.stringMatching(/^nbdmux machines rm: no machine with MAC 52:54:00:12:34:57: .*; "nbdmux machines" lists the machines\n$/) });
+    expect(await nbdmux(['machines', 'rm', node2])).toMatchObject({
+      code: 0,
+      stdout: 'removed node-2 (52:54:00:12:34:57), and its state\n',
+    });
+    expect(await nbdmux(['machines', 'rm', node2])).toMatchObject({
+      code: 1,
+      stdout: '',
+      stderr: expect.stringMatching(
+        /^nbdmux machines rm: no machine with MAC 52:54:00:12:34:57: .*; "nbdmux machines" lists the machines\n$/,
+      ),
+    });
     expect((await client.machines.list.query()).map((m) => m.mac)).toEqual([node1]);
   });
 
@@ -101,13 +134,29 @@ describe('the operator CLI with machines', () => {
       [['machines', '--force'], 2, /^nbdmux: machines list takes no --force; run "nbdmux --help"\n$/],
       [['machines', 'add', node2, 'n2', '--keep-state'], 2, /^nbdmux: machines add takes no --keep-state; run "nbdmux --help"\n$/],
       [['machines', 'set', node1], 2, /^nbdmux machines set: give what to change: --name, --export, .*; run "nbdmux --help"\n$/],
-      [['machines', 'set', node1, '--export', 'alp', '--no-export'], 2, /^nbdmux machines set: give --export EXPORT or --no-export, not both; run "nbdmux --help"\n$/],
-      [['machines', 'set', node1, '--persistent', '--no-persistent'], 2, /^nbdmux machines set: give --persistent or --no-persistent, not both; run "nbdmux --help"\n$/],
+      [
+        ['machines', 'set', node1, '--export', 'alp', '--no-export'],
+        2,
+        /^nbdmux machines set: give --export EXPORT or --no-export, not both; run "nbdmux --help"\n$/,
+      ],
+      [
+        ['machines', 'set', node1, '--persistent', '--no-persistent'],
+        2,
+        /^nbdmux machines set: give --persistent or --no-persistent, not both; run "nbdmux --help"\n$/,
+      ],
       [['machines', 'add', '52:54:00:12:34', 'n2'], 1, /^nbdmux machines add: mac: must be a MAC address: six pairs of hex digits/],
       [['machines', 'add', node2, 'Node_2'], 1, /^nbdmux machines add: name: must be a host name/],
       [['machines', 'add', node2, 'n2', '--export', 'ghost'], 1, /^nbdmux machines add: export: no export "ghost"/],
-      [['machines', 'add', node2, 'n2', '--persistent', '--state-size', 'lots'], 1, /^nbdmux machines add: stateSize: must be a whole number of bytes/],
-      [['machines', 'add', node2, 'rack3-node7'], 1, /^nbdmux machines add: a machine named rack3-node7 already exists: choose another name\n$/],
+      [
+        ['machines', 'add', node2, 'n2', '--persistent', '--state-size', 'lots'],
+        1,
+        /^nbdmux machines add: stateSize: must be a whole number of bytes/,
+      ],
+      [
+        ['machines', 'add', node2, 'rack3-node7'],
+        1,
+        /^nbdmux machines add: a machine named rack3-node7 already exists: choose another name\n$/,
+      ],
       [['machines', 'set', node1, '--keep-state'], 2, /^nbdmux machines set: give what to change/],
     ];
     const results = await Promise.all(cases.map(([args]) => nbdmux(args)));
@@ -117,7 +166,15 @@ describe('the operator CLI with machines', () => {
     expect((await client.machines.list.query()).map((m) => m.name)).toEqual(['rack3-node7']);
 
     const help = await nbdmux(['--help']);
-    for (const command of ['machines list', 'machines add MAC NAME [--export EXPORT]', 'machines set MAC [--name NAME]', 'machines show MAC', 'machines rm MAC', 'machines reset MAC', 'machines discovered']) {
+    for (const command of [
+      'machines list',
+      'machines add MAC NAME [--export EXPORT]',
+      'machines set MAC [--name NAME]',
+      'machines show MAC',
+      'machines rm MAC',
+      'machines reset MAC',
+      'machines discovered',
+    ]) {
       expect(help.stdout).toContain(`\n  ${command}`);
     }
   });

@@ -21,7 +21,11 @@ describe('the operator CLI with imports and versions', () => {
     raw.one = makeTestImage(work, 'one.img', 3);
     raw.two = makeTestImage(work, 'two.img', 2);
     oneZst = await pack(raw.one, 'zst');
-    server = await startImageServer({ '/one.img.zst': serveFile(oneZst), '/two.img': serveFile(raw.two), '/stalled.img': serveStalled(raw.two, 4096) });
+    server = await startImageServer({
+      '/one.img.zst': serveFile(oneZst),
+      '/two.img': serveFile(raw.two),
+      '/stalled.img': serveStalled(raw.two, 4096),
+    });
     daemon = await startDaemon();
   });
   afterAll(async () => {
@@ -40,7 +44,11 @@ describe('the operator CLI with imports and versions', () => {
     const first = await nbdmux(['import', 'net', server.url('/one.img.zst'), '--sha256', sha256Of(oneZst)]);
     expect(first.stderr).toBe('');
     expect(first.code).toBe(0);
-    expect(first.stdout).toMatch(new RegExp(`^importing ${server.url('/one.img.zst')} as version 1 of net\\n(?:(?:queued|downloading|decompressing|verifying) .*\\n)*imported version 1 of net, now serving\\n$`));
+    expect(first.stdout).toMatch(
+      new RegExp(
+        `^importing ${server.url('/one.img.zst')} as version 1 of net\\n(?:(?:queued|downloading|decompressing|verifying) .*\\n)*imported version 1 of net, now serving\\n$`,
+      ),
+    );
     expect(await servedSha()).toBe(sha256Of(raw.one));
 
     const second = await nbdmux(['import', 'net', server.url('/two.img')]);
@@ -59,7 +67,10 @@ describe('the operator CLI with imports and versions', () => {
       ['1', 'ready', '3.0', 'MiB'],
     ]);
 
-    expect(await nbdmux(['rollback', 'net'])).toMatchObject({ code: 0, stdout: 'net serves version 1 to new clients; live ones keep the version they attached\n' });
+    expect(await nbdmux(['rollback', 'net'])).toMatchObject({
+      code: 0,
+      stdout: 'net serves version 1 to new clients; live ones keep the version they attached\n',
+    });
     expect(await servedSha()).toBe(sha256Of(raw.one));
     expect(await nbdmux(['rollback', 'net', '2'])).toMatchObject({ code: 0, stdout: expect.stringContaining('serves version 2') });
     expect(await servedSha()).toBe(sha256Of(raw.two));
@@ -76,15 +87,29 @@ describe('the operator CLI with imports and versions', () => {
       const line = await stateLine('missing');
       return line?.startsWith('importing') ? undefined : line;
     });
-    expect(failed).toBe('failed (its import failed, see import, and no version is ready: no client can attach it; "nbdmux import missing URL" tries again)');
-    expect((await nbdmux(['show', 'missing'])).stdout).toMatch(/\nimport +http:\S+\/nothing-here\.img: version 1 failed: GET \S+ answered 404 Not Found\n/);
+    expect(failed).toBe(
+      'failed (its import failed, see import, and no version is ready: no client can attach it; "nbdmux import missing URL" tries again)',
+    );
+    expect((await nbdmux(['show', 'missing'])).stdout).toMatch(
+      /\nimport +http:\S+\/nothing-here\.img: version 1 failed: GET \S+ answered 404 Not Found\n/,
+    );
     expect((await nbdmux(['ls'])).stdout).toMatch(/\nmissing +failed +ro +- +- +0 +-\n(.*\n)*slow +importing +ro /);
     expect((await nbdmux(['rm', 'slow'])).code).toBe(0);
   });
 
   it.each<[what: string, args: () => string[], code: number, message: RegExp]>([
-    ['an import that fails', () => ['import', 'gone', server.url('/missing.img')], 1, /^nbdmux import: the import of version 1 failed: .*404/],
-    ['--rw for an existing export', () => ['import', 'net', server.url('/two.img'), '--rw'], 1, /^nbdmux import: net exists: the import becomes its next version/],
+    [
+      'an import that fails',
+      () => ['import', 'gone', server.url('/missing.img')],
+      1,
+      /^nbdmux import: the import of version 1 failed: .*404/,
+    ],
+    [
+      '--rw for an existing export',
+      () => ['import', 'net', server.url('/two.img'), '--rw'],
+      1,
+      /^nbdmux import: net exists: the import becomes its next version/,
+    ],
     ['a VERSION that is no number', () => ['rollback', 'net', 'two'], 2, /^nbdmux rollback: VERSION must be a version number/],
     ['a VERSION that never was', () => ['rollback', 'net', '7'], 1, /^nbdmux rollback: export "net" has no version 7/],
     ['no NAME', () => ['rollback'], 2, /^nbdmux: rollback takes NAME \[VERSION\], got none/],

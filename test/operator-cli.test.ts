@@ -72,7 +72,9 @@ describe('the nbdmux operator CLI', () => {
     const image = makeImage(images, 'disk.img', 3 * 1024 * 1024);
     const added = await nbdmux(['add', 'disk', image], env);
     expect(added).toMatchObject({ code: 0, stderr: '' });
-    expect(added.stdout).toMatch(/^added disk\nname +disk\nstate +serving\nversion +1\nfile +\S+disk\.img\nmode +read-only\nallow +every client the NBD port admits\nsize +3\.0 MiB \(3145728 bytes\)/);
+    expect(added.stdout).toMatch(
+      /^added disk\nname +disk\nstate +serving\nversion +1\nfile +\S+disk\.img\nmode +read-only\nallow +every client the NBD port admits\nsize +3\.0 MiB \(3145728 bytes\)/,
+    );
     expect(sha256(await readExport(daemon.nbdUri('disk')))).toBe(sha256(image));
 
     const more = await Promise.all([
@@ -134,7 +136,19 @@ describe('the nbdmux operator CLI', () => {
           resolve({ code, stdout: '', stderr });
         });
       });
-    const commands = [['--json', 'show', 'lab-only'], ['show', 'lab-only'], ['ls'], ['--json', 'ls'], ['connections'], ['health'], ['versions', 'lab-only'], ['machines', 'list'], ['watch'], ['watch', '--json'], ['--help']];
+    const commands = [
+      ['--json', 'show', 'lab-only'],
+      ['show', 'lab-only'],
+      ['ls'],
+      ['--json', 'ls'],
+      ['connections'],
+      ['health'],
+      ['versions', 'lab-only'],
+      ['machines', 'list'],
+      ['watch'],
+      ['watch', '--json'],
+      ['--help'],
+    ];
     const results = await Promise.all(commands.map(readerGone));
     for (const [i, result] of results.entries()) expect(result, commands[i]!.join(' ')).toEqual({ code: 0, stdout: '', stderr: '' });
   });
@@ -142,25 +156,49 @@ describe('the nbdmux operator CLI', () => {
   it('shows an export with its live connections, and removes it: draining, then --force', async () => {
     const reader = startSlowReader(daemon.nbdUri('disk'), path.join(images, 'stop-show-reader'));
     await reader.connected;
-    await waitFor('the daemon to count the reader', async () => ((await client.exports.get.query({ name: 'disk' })).connections === 1 ? true : undefined));
+    await waitFor('the daemon to count the reader', async () =>
+      (await client.exports.get.query({ name: 'disk' })).connections === 1 ? true : undefined,
+    );
 
     const shown = await nbdmux(['show', 'disk'], env);
     expect(shown.code).toBe(0);
-    expect(shown.stdout).toMatch(/^name +disk\n(.*\n)*connections +1\n\nID +EXPORT +CLIENT +PID +OPENED +FOR +SENT +STATE\n +\d+ +disk +127\.0\.0\.1:\d+ +\d+ .* live/);
+    expect(shown.stdout).toMatch(
+      /^name +disk\n(.*\n)*connections +1\n\nID +EXPORT +CLIENT +PID +OPENED +FOR +SENT +STATE\n +\d+ +disk +127\.0\.0\.1:\d+ +\d+ .* live/,
+    );
     const shownJson = JSON.parse((await nbdmux(['show', 'disk', '--json'], env)).stdout);
     expect(shownJson.exports).toMatchObject([{ name: 'disk', state: 'serving', connections: 1 }]);
     expect(shownJson.connections).toMatchObject([{ exportName: 'disk', clientAddress: '127.0.0.1', live: true }]);
 
-    expect(await nbdmux(['rm', 'disk'], env)).toEqual({ code: 0, stdout: 'removed disk; 1 live connection(s) draining ("nbdmux rm --force disk" cuts them)\n', stderr: '' });
+    expect(await nbdmux(['rm', 'disk'], env)).toEqual({
+      code: 0,
+      stdout: 'removed disk; 1 live connection(s) draining ("nbdmux rm --force disk" cuts them)\n',
+      stderr: '',
+    });
     expect((await nbdmux(['ls'], env)).stdout).toMatch(/\ndisk +draining +ro /);
     expect((await nbdmux(['show', 'disk'], env)).stdout).toMatch(/^name +disk\nstate +draining since /);
-    expectOneLineFailure(await nbdmux(['rm', 'disk'], env), 1, /^nbdmux rm: export "disk" is already removed and draining 1 connection\(s\); use force to cut them\n$/);
+    expectOneLineFailure(
+      await nbdmux(['rm', 'disk'], env),
+      1,
+      /^nbdmux rm: export "disk" is already removed and draining 1 connection\(s\); use force to cut them\n$/,
+    );
 
-    expect(await nbdmux(['rm', '--force', 'disk'], env)).toEqual({ code: 0, stdout: 'removed disk; cut 1 live connection(s)\n', stderr: '' });
+    expect(await nbdmux(['rm', '--force', 'disk'], env)).toEqual({
+      code: 0,
+      stdout: 'removed disk; cut 1 live connection(s)\n',
+      stderr: '',
+    });
     expect((await reader.finish()).code).not.toBe(0);
-    expect(await nbdmux(['rm', 'relative', '--json'], env)).toEqual({ code: 0, stdout: `${JSON.stringify({ name: 'relative', killed: 0, draining: 0 }, null, 2)}\n`, stderr: '' });
+    expect(await nbdmux(['rm', 'relative', '--json'], env)).toEqual({
+      code: 0,
+      stdout: `${JSON.stringify({ name: 'relative', killed: 0, draining: 0 }, null, 2)}\n`,
+      stderr: '',
+    });
     expectOneLineFailure(await nbdmux(['rm', 'disk'], env), 1, /^nbdmux rm: no export named "disk"; "nbdmux ls" lists the exports\n$/);
-    expectOneLineFailure(await nbdmux(['show', 'absent'], env), 1, /^nbdmux show: no export named "absent"; "nbdmux ls" lists the exports\n$/);
+    expectOneLineFailure(
+      await nbdmux(['show', 'absent'], env),
+      1,
+      /^nbdmux show: no export named "absent"; "nbdmux ls" lists the exports\n$/,
+    );
   });
 
   it('lists connections newest first, the live ones alone with --live, as JSON with --json', async () => {
@@ -215,12 +253,24 @@ describe('the nbdmux operator CLI', () => {
         ['ls'],
         unreachable,
         1,
-        new RegExp(`^nbdmux ls: cannot reach the nbdmux daemon at http://127\\.0\\.0\\.1:${port} \\(ECONNREFUSED\\): start it, or point --url or NBDMUX_URL at it\\n$`),
+        new RegExp(
+          `^nbdmux ls: cannot reach the nbdmux daemon at http://127\\.0\\.0\\.1:${port} \\(ECONNREFUSED\\): start it, or point --url or NBDMUX_URL at it\\n$`,
+        ),
       ],
       [['add', 'bad name', '/srv/x.img'], env, 1, /^nbdmux add: name: must be 1 to 64 characters/],
       [['add', 'ghost', path.join(images, 'absent.img')], env, 1, /^nbdmux add: file: .*absent\.img: no such file/],
-      [['add', 'both', path.join(images, 'disk.img'), '--rw', '--cow'], env, 1, /^nbdmux add: cow: a copy-on-write export never writes its image/],
-      [['add', 'ranged', path.join(images, 'disk.img'), '--allow', '10.0.0.0/33'], env, 1, /^nbdmux add: allow\.0: must be an IP address or CIDR range/],
+      [
+        ['add', 'both', path.join(images, 'disk.img'), '--rw', '--cow'],
+        env,
+        1,
+        /^nbdmux add: cow: a copy-on-write export never writes its image/,
+      ],
+      [
+        ['add', 'ranged', path.join(images, 'disk.img'), '--allow', '10.0.0.0/33'],
+        env,
+        1,
+        /^nbdmux add: allow\.0: must be an IP address or CIDR range/,
+      ],
       [['rm', 'disk', '--allow', '10.0.0.0/8'], env, 2, /^nbdmux: rm takes no --allow; run "nbdmux --help"\n$/],
     ];
     const results = await Promise.all(cases.map(([args, caseEnv]) => nbdmux(args, caseEnv)));
@@ -233,7 +283,15 @@ describe('the nbdmux operator CLI', () => {
     ]);
     expect(urlWins.code).toBe(0);
     expect(help.code).toBe(0);
-    for (const command of ['ls', 'add NAME FILE [--rw] [--cow] [--allow CIDR]...', 'rm NAME [--force]', 'show NAME', 'connections', 'watch', 'health']) {
+    for (const command of [
+      'ls',
+      'add NAME FILE [--rw] [--cow] [--allow CIDR]...',
+      'rm NAME [--force]',
+      'show NAME',
+      'connections',
+      'watch',
+      'health',
+    ]) {
       expect(help.stdout).toContain(`\n  ${command}`);
     }
     expect(versionShown).toEqual({ code: 0, stdout: `nbdmux ${version}\n`, stderr: '' });
@@ -243,7 +301,11 @@ describe('the nbdmux operator CLI', () => {
     const guarded = await startDaemon({ env: { NBDMUX_ADMIN_PASSWORD: 'correct horse' } });
     dataDirs.push(guarded.dataDir);
     const url = { NBDMUX_URL: guarded.url };
-    expectOneLineFailure(await nbdmux(['ls'], url), 1, new RegExp(`^nbdmux ls: the daemon at ${guarded.url} requires the admin password: set NBDMUX_ADMIN_PASSWORD\\n$`));
+    expectOneLineFailure(
+      await nbdmux(['ls'], url),
+      1,
+      new RegExp(`^nbdmux ls: the daemon at ${guarded.url} requires the admin password: set NBDMUX_ADMIN_PASSWORD\\n$`),
+    );
     expectOneLineFailure(
       await nbdmux(['ls'], { ...url, NBDMUX_ADMIN_PASSWORD: 'wrong' }),
       1,
@@ -275,8 +337,15 @@ describe('nbdmux watch', () => {
   });
   afterAll(() => killEverything(dataDirs));
 
-  type Line = { type: 'event'; event: { id: number; type: string; exportName: string | null } } | { type: 'status'; status: { connections: Array<{ exportName: string | null }> } } | { type: 'connection'; up: boolean };
-  const parse = (text: string) => text.split('\n').filter(Boolean).map((line) => JSON.parse(line) as Line);
+  type Line =
+    | { type: 'event'; event: { id: number; type: string; exportName: string | null } }
+    | { type: 'status'; status: { connections: Array<{ exportName: string | null }> } }
+    | { type: 'connection'; up: boolean };
+  const parse = (text: string) =>
+    text
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as Line);
 
   it('streams events and live connections as JSON lines, resumes across a daemon restart without gaps or repeats, and ends on SIGINT', async () => {
     const watching = startCli(['watch', '--json'], env);
@@ -301,10 +370,23 @@ describe('nbdmux watch', () => {
     await waitFor('watch to notice', () => lines().find((line) => line.type === 'connection' && !line.up));
     daemon = await startDaemon({ dataDir: daemon.dataDir, args: ['--port', String(port)] });
     expect((await nbdmux(['add', 'after-restart', image], env)).code).toBe(0);
-    await waitFor('the event from the new daemon', () => events().find((e) => e.type === 'export.created' && e.exportName === 'after-restart'), 15_000);
+    await waitFor(
+      'the event from the new daemon',
+      () => events().find((e) => e.type === 'export.created' && e.exportName === 'after-restart'),
+      15_000,
+    );
 
     const types = events().map((e) => e.type);
-    expect(types).toEqual(expect.arrayContaining(['export.created', 'connection.opened', 'connection.negotiated', 'connection.closed', 'daemon.stopped', 'daemon.started']));
+    expect(types).toEqual(
+      expect.arrayContaining([
+        'export.created',
+        'connection.opened',
+        'connection.negotiated',
+        'connection.closed',
+        'daemon.stopped',
+        'daemon.started',
+      ]),
+    );
     const ids = events().map((e) => e.id);
     expect(ids).toEqual([...new Set(ids)].sort((a, b) => a - b));
     expect(lines().find((line) => line.type === 'connection' && line.up)).toBeDefined();
@@ -315,10 +397,18 @@ describe('nbdmux watch', () => {
 
   it('prints one line per event and status change when not on a terminal', async () => {
     const watching = startCli(['watch'], env);
-    await waitFor('the status line', () => (/^\d\d:\d\d:\d\d {2}status {2}- {2}health ok, \d+ export\(s\), 0 live connection\(s\)$/m.test(watching.stdout()) ? true : undefined));
-    expect(watching.stdout()).toMatch(/^\d\d:\d\d:\d\d {2}export\.created {2}live {2}id=\d+ file=\S+live\.img readonly=true cow=false allow=\[\] cmdline="console=tty0 console=ttyS0,115200" size=2097152 actor=open client=127\.0\.0\.1$/m);
+    await waitFor('the status line', () =>
+      /^\d\d:\d\d:\d\d {2}status {2}- {2}health ok, \d+ export\(s\), 0 live connection\(s\)$/m.test(watching.stdout()) ? true : undefined,
+    );
+    expect(watching.stdout()).toMatch(
+      /^\d\d:\d\d:\d\d {2}export\.created {2}live {2}id=\d+ file=\S+live\.img readonly=true cow=false allow=\[\] cmdline="console=tty0 console=ttyS0,115200" size=2097152 actor=open client=127\.0\.0\.1$/m,
+    );
     expect((await nbdmux(['rm', 'live'], env)).code).toBe(0);
-    await waitFor('the export.removed line', () => (/ {2}export\.removed {2}live {2}id=\d+ force=false liveConnections=0 actor=open client=127\.0\.0\.1$/m.test(watching.stdout()) ? true : undefined));
+    await waitFor('the export.removed line', () =>
+      / {2}export\.removed {2}live {2}id=\d+ force=false liveConnections=0 actor=open client=127\.0\.0\.1$/m.test(watching.stdout())
+        ? true
+        : undefined,
+    );
     watching.child.kill('SIGINT');
     expect(await watching.exited).toBe(0);
     expect(watching.stderr()).toBe('');

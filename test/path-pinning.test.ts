@@ -110,7 +110,8 @@ describe('a path swapped after registration never leads an export outside the im
   it('closes the descriptor of a removed export', async () => {
     const image = makeImage(images, 'removed.img', mib);
     expect((await api(daemon, 'POST', '/exports', { name: 'removed', file: image })).status).toBe(201);
-    const heldBy = () => fs.readdirSync(`/proc/${daemon.child.pid}/fd`).filter((fd) => fs.readlinkSync(`/proc/${daemon.child.pid}/fd/${fd}`) === image);
+    const heldBy = () =>
+      fs.readdirSync(`/proc/${daemon.child.pid}/fd`).filter((fd) => fs.readlinkSync(`/proc/${daemon.child.pid}/fd/${fd}`) === image);
     expect(heldBy()).toHaveLength(1);
     expect((await api(daemon, 'DELETE', '/exports/removed')).status).toBe(204);
     expect(heldBy()).toHaveLength(0);

@@ -8,7 +8,16 @@ import { unpackCpio } from '../src/initrd/cpio.js';
 import { createNbdmuxClient } from '../src/client.js';
 import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
 import { linuxPartitionOffset } from './helpers/images.js';
-import { bootGuest, debianImage, guestHttpHost, rambootKit, type DebianImage, type Guest, type RambootKit, type SerialLine } from './helpers/qemu.js';
+import {
+  bootGuest,
+  debianImage,
+  guestHttpHost,
+  rambootKit,
+  type DebianImage,
+  type Guest,
+  type RambootKit,
+  type SerialLine,
+} from './helpers/qemu.js';
 import { skipWithout } from './helpers/tools.js';
 
 /**
@@ -37,7 +46,9 @@ function timedForward(targetPort: number): Promise<{ port: number; times: HttpTi
     guest.on('error', () => daemon.destroy());
     daemon.on('close', () => guest.destroy()).on('error', () => guest.destroy());
   });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ port: (server.address() as net.AddressInfo).port, times, close: () => server.close() })));
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () => resolve({ port: (server.address() as net.AddressInfo).port, times, close: () => server.close() })),
+  );
 }
 
 describe.skipIf(skipWithout('qemu-system-x86_64'))('pxe-boot: from a PXE ROM to a running system, everything from nbdmux', () => {
@@ -57,14 +68,23 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))('pxe-boot: from a PXE ROM to 
     fs.mkdirSync(logs, { recursive: true });
     daemon = await startDaemon({ args: ['--ramboot-kit', kit.dir, '--nbd-public-port', '10809', '--allowed-host', guestHttpHost] });
     // Copies, so that a bug writing an image could never corrupt the cached ones.
-    for (const [name, image] of [['debian', debian.file], ['busybox', kit.images.gpt]] as const) {
+    for (const [name, image] of [
+      ['debian', debian.file],
+      ['busybox', kit.images.gpt],
+    ] as const) {
       const copy = path.join(dir, `${name}.img`);
       execFileSync('cp', ['--sparse=always', image, copy]);
       fs.writeFileSync(path.join(dir, `chain-${name}.ipxe`), `#!ipxe\nchain http://${guestHttpHost}/boot/${name}.ipxe\n`);
       const reply = await api(daemon, 'POST', '/exports', { name, file: copy, cmdline: 'console=ttyS0,115200 panic=-1' });
       if (reply.status !== 201) throw new Error(`registering ${name} failed (${reply.status}): ${reply.text}`);
     }
-    await waitFor('both images inspected', async () => ((await api(daemon, 'GET', '/exports')).json as { boot: { reason: string } }[]).every((exp) => exp.boot.reason !== 'inspecting') || undefined, 30_000);
+    await waitFor(
+      'both images inspected',
+      async () =>
+        ((await api(daemon, 'GET', '/exports')).json as { boot: { reason: string } }[]).every((exp) => exp.boot.reason !== 'inspecting') ||
+        undefined,
+      30_000,
+    );
   }, 1_800_000);
 
   afterAll(() => {
@@ -90,16 +110,28 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))('pxe-boot: from a PXE ROM to 
     const { code, atMs: exitedMs } = await guest.exited;
     http.close();
     const sinceStart = (at: number | undefined) => (at === undefined ? undefined : at - started);
-    return { code, exitedMs, lines: guest.lines(), http: { scriptMs: sinceStart(http.times.firstRequestAt), downloadedMs: sinceStart(http.times.lastAnswerAt) } };
+    return {
+      code,
+      exitedMs,
+      lines: guest.lines(),
+      http: { scriptMs: sinceStart(http.times.firstRequestAt), downloadedMs: sinceStart(http.times.lastAnswerAt) },
+    };
   }
 
   const bytes = async (route: string) => Buffer.from(await (await fetch(`${daemon.url}${route}`)).arrayBuffer());
   const seconds = (ms: number | undefined) => (ms === undefined ? '?' : (ms / 1000).toFixed(1));
 
   it(
-    "boots Debian 12 with its own kernel: a module not in the initramfs loads, nothing waits for a device, systemd is running, poweroff completes",
+    'boots Debian 12 with its own kernel: a module not in the initramfs loads, nothing waits for a device, systemd is running, poweroff completes',
     async () => {
-      expect((await api(daemon, 'GET', '/exports/debian')).json.boot).toEqual({ ready: true, os: 'Debian GNU/Linux 12 (bookworm)', kernel: debian.kernelVersion, partition: 2, fstype: 'ext4', reason: null });
+      expect((await api(daemon, 'GET', '/exports/debian')).json.boot).toEqual({
+        ready: true,
+        os: 'Debian GNU/Linux 12 (bookworm)',
+        kernel: debian.kernelVersion,
+        partition: 2,
+        fstype: 'ext4',
+        reason: null,
+      });
       // PCI slot 2: the slot the image's /etc/network/interfaces (ens2) was written for.
       const { code, exitedMs, lines, http } = await pxeBoot('debian', debianTimeoutSeconds, { nicOptions: 'addr=2', memoryMiB: 1024 });
       const text = lines.map((line) => line.text).join('\n');
@@ -113,7 +145,10 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))('pxe-boot: from a PXE ROM to 
 
       // What the machine fetched, before this test fetches the same files to compare them.
       const events = await createNbdmuxClient({ url: daemon.url }).events.list.query({ limit: 50 });
-      const bootEvents = events.filter((event) => event.exportName === 'debian' && (event.type === 'boot.script' || event.type === 'boot.kernel' || event.type === 'boot.initrd'));
+      const bootEvents = events.filter(
+        (event) =>
+          event.exportName === 'debian' && (event.type === 'boot.script' || event.type === 'boot.kernel' || event.type === 'boot.initrd'),
+      );
       expect(bootEvents.map((event) => [event.type, 'status' in event.details ? event.details.status : null]).reverse()).toEqual([
         ['boot.script', 200],
         ['boot.kernel', 200],
@@ -122,12 +157,18 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))('pxe-boot: from a PXE ROM to 
       // The kernel running is the image's own: its version, and the very bytes of its /boot/vmlinuz-VERSION.
       expect(said('uname')).toBe(debian.kernelVersion);
       const imageKernel = path.join(dir, 'image-vmlinuz');
-      execFileSync('debugfs', ['-R', `dump /boot/vmlinuz-${debian.kernelVersion} ${imageKernel}`, `${debian.file}?offset=${linuxPartitionOffset(debian.file)}`], { stdio: 'pipe' });
+      execFileSync(
+        'debugfs',
+        ['-R', `dump /boot/vmlinuz-${debian.kernelVersion} ${imageKernel}`, `${debian.file}?offset=${linuxPartitionOffset(debian.file)}`],
+        { stdio: 'pipe' },
+      );
       expect((await bytes('/boot/debian/vmlinuz')).equals(fs.readFileSync(imageKernel))).toBe(true);
       // vfat is in neither archive of the initramfs nbdmux served: it loaded from the image's own modules.
       const initrd = await bytes('/boot/debian/initrd.img');
       const kitBytes = fs.statSync(kit.initrd).size;
-      const served = [initrd.subarray(0, kitBytes), initrd.subarray(kitBytes + ((4 - (kitBytes % 4)) % 4))].flatMap((part) => unpackCpio(gunzipSync(part)).map((entry) => entry.name));
+      const served = [initrd.subarray(0, kitBytes), initrd.subarray(kitBytes + ((4 - (kitBytes % 4)) % 4))].flatMap((part) =>
+        unpackCpio(gunzipSync(part)).map((entry) => entry.name),
+      );
       expect(served.filter((name) => name.endsWith('/ext4.ko')).length).toBeGreaterThan(0);
       expect(served.filter((name) => /\/vfat\.ko/.test(name))).toEqual([]);
       expect(said('modprobe-vfat')).toBe('ok');
@@ -148,7 +189,9 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))('pxe-boot: from a PXE ROM to 
   it(
     "boots the busybox test image, which has no kernel, with the kit's kernel through the same path",
     async () => {
-      expect((await api(daemon, 'GET', '/exports/busybox')).json.boot.reason).toMatch(/^boots the ramboot kit's kernel \S+: the image has no \/lib\/modules directory/);
+      expect((await api(daemon, 'GET', '/exports/busybox')).json.boot.reason).toMatch(
+        /^boots the ramboot kit's kernel \S+: the image has no \/lib\/modules directory/,
+      );
       const { code, exitedMs, lines, http } = await pxeBoot('busybox', busyboxTimeoutSeconds);
       const text = lines.map((line) => line.text);
       expect(code, text.slice(-30).join('\n')).toBe(0);

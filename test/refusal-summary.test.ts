@@ -1,7 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { otherClients, RefusalSummary, type Refusal, type RefusalRecord } from '../src/events/refusal-summary.js';
 
-const notAllowed = (client: string, port = 40000): Refusal => ({ client, port, reason: `${client} is not in --nbd-allow`, exportName: null });
+const notAllowed = (client: string, port = 40000): Refusal => ({
+  client,
+  port,
+  reason: `${client} is not in --nbd-allow`,
+  exportName: null,
+});
 const t0 = Date.parse('2026-11-30T08:00:00.000Z');
 
 /** A summary on a clock the test moves by hand; `at(ms, ...)` refuses at t0 + ms, `sweepAt(ms)` sweeps then. */
@@ -29,7 +34,9 @@ describe('refusal summary', () => {
   it('records the first refusal at once, with its port', () => {
     const s = summary();
     s.at(0, notAllowed('10.0.0.9', 51000));
-    expect(s.records).toEqual([{ exportName: null, details: { client: '10.0.0.9', port: 51000, reason: '10.0.0.9 is not in --nbd-allow', count: 1 } }]);
+    expect(s.records).toEqual([
+      { exportName: null, details: { client: '10.0.0.9', port: 51000, reason: '10.0.0.9 is not in --nbd-allow', count: 1 } },
+    ]);
   });
 
   it('counts repeats in the interval and records them once when it ends', () => {
@@ -39,7 +46,10 @@ describe('refusal summary', () => {
     expect(s.records).toHaveLength(1);
     s.sweepAt(10_000);
     expect(s.records).toHaveLength(2);
-    expect(s.records[1]).toEqual({ exportName: null, details: { client: '10.0.0.9', reason: '10.0.0.9 is not in --nbd-allow', count: 499, since: '2026-11-30T08:00:00.000Z' } });
+    expect(s.records[1]).toEqual({
+      exportName: null,
+      details: { client: '10.0.0.9', reason: '10.0.0.9 is not in --nbd-allow', count: 499, since: '2026-11-30T08:00:00.000Z' },
+    });
   });
 
   it('records nothing at the end of an interval that saw a single refusal', () => {
@@ -60,8 +70,16 @@ describe('refusal summary', () => {
 
   it('keeps addresses, exports and reasons apart', () => {
     const s = summary();
-    const byExport = (exportName: string): Refusal => ({ client: '10.0.0.9', port: 1, reason: `10.0.0.9 is not in the allow list of export ${exportName}`, exportName });
-    s.at(0, notAllowed('10.0.0.9'), notAllowed('10.0.0.8'), byExport('alpha'), byExport('beta'), { ...notAllowed('10.0.0.9'), reason: 'the connection limit (4) is reached' });
+    const byExport = (exportName: string): Refusal => ({
+      client: '10.0.0.9',
+      port: 1,
+      reason: `10.0.0.9 is not in the allow list of export ${exportName}`,
+      exportName,
+    });
+    s.at(0, notAllowed('10.0.0.9'), notAllowed('10.0.0.8'), byExport('alpha'), byExport('beta'), {
+      ...notAllowed('10.0.0.9'),
+      reason: 'the connection limit (4) is reached',
+    });
     expect(s.records).toHaveLength(5);
     expect(s.records.map((r) => r.exportName)).toEqual([null, null, 'alpha', 'beta', null]);
   });

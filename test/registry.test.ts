@@ -12,10 +12,12 @@ import { makeImage } from '../testkit/nbd.js';
 
 /** The error a call threw, which must be a TRPCError. */
 async function refusal(call: () => unknown): Promise<TRPCError> {
-  const error = await Promise.resolve().then(call).then(
-    () => null,
-    (err: unknown) => err,
-  );
+  const error = await Promise.resolve()
+    .then(call)
+    .then(
+      () => null,
+      (err: unknown) => err,
+    );
   expect(error).toBeInstanceOf(TRPCError);
   return error as TRPCError;
 }
@@ -43,12 +45,38 @@ describe('the export registry', () => {
   afterEach(() => plane.close());
 
   const create = (name: string, file = image, extra: { readonly?: boolean; cow?: boolean; allow?: string[] } = {}) =>
-    plane.registry.create({ name, file, readonly: extra.readonly ?? true, cow: extra.cow ?? false, allow: extra.allow ?? [], cmdline: defaultCmdline }, testActor);
+    plane.registry.create(
+      { name, file, readonly: extra.readonly ?? true, cow: extra.cow ?? false, allow: extra.allow ?? [], cmdline: defaultCmdline },
+      testActor,
+    );
 
   it('creates an export and hands the data plane the new served list in the same step as the commit', async () => {
     const created = await create('alpha', image, { allow: ['10.1.0.0/16'] });
-    expect(created).toMatchObject({ name: 'alpha', file: image, readonly: true, cow: false, allow: ['10.1.0.0/16'], size: 64 * 1024, removedAt: null, state: 'serving', connections: 0 });
-    expect(plane.dataPlane.applied).toEqual([[{ id: created.id, versionId: expect.any(Number), name: 'alpha', file: image, readonly: true, cow: false, allow: ['10.1.0.0/16'], fd: expect.any(Number) }]]);
+    expect(created).toMatchObject({
+      name: 'alpha',
+      file: image,
+      readonly: true,
+      cow: false,
+      allow: ['10.1.0.0/16'],
+      size: 64 * 1024,
+      removedAt: null,
+      state: 'serving',
+      connections: 0,
+    });
+    expect(plane.dataPlane.applied).toEqual([
+      [
+        {
+          id: created.id,
+          versionId: expect.any(Number),
+          name: 'alpha',
+          file: image,
+          readonly: true,
+          cow: false,
+          allow: ['10.1.0.0/16'],
+          fd: expect.any(Number),
+        },
+      ],
+    ]);
     // Served from the descriptor opened when the file was judged, not by its name.
     expect(fs.readlinkSync(`/proc/self/fd/${plane.dataPlane.applied[0]![0]!.fd}`)).toBe(image);
 
@@ -70,7 +98,10 @@ describe('the export registry', () => {
   it('refuses a name already served with CONFLICT, leaving the data plane untouched', async () => {
     await create('alpha');
     const error = await refusal(() => create('alpha'));
-    expect([error.code, error.message]).toEqual(['CONFLICT', 'an export named "alpha" already exists; remove it first or choose another name']);
+    expect([error.code, error.message]).toEqual([
+      'CONFLICT',
+      'an export named "alpha" already exists; remove it first or choose another name',
+    ]);
     expect(plane.dataPlane.applied).toHaveLength(1);
   });
 
@@ -83,10 +114,19 @@ describe('the export registry', () => {
   });
 
   it('judges files by their real path against the image roots', async () => {
-    for (const file of [path.join(outside, 'outside.img'), path.join(images, 'link-out.img'), `${images}/../${path.basename(outside)}/outside.img`]) {
+    for (const file of [
+      path.join(outside, 'outside.img'),
+      path.join(images, 'link-out.img'),
+      `${images}/../${path.basename(outside)}/outside.img`,
+    ]) {
       const error = await refusal(() => create('out', file));
       expect(error.code).toBe('BAD_REQUEST');
-      expect(describeError(error).issues).toEqual([{ field: 'file', message: `${path.join(outside, 'outside.img')} is outside the image roots (${images}); move the image under one of them` }]);
+      expect(describeError(error).issues).toEqual([
+        {
+          field: 'file',
+          message: `${path.join(outside, 'outside.img')} is outside the image roots (${images}); move the image under one of them`,
+        },
+      ]);
     }
     expect(plane.dataPlane.applied).toEqual([]);
 
@@ -112,7 +152,9 @@ describe('the export registry', () => {
   it('refuses a copy-on-write export when the cow dir is a path nbd-server would misread', async () => {
     const unsafe = testControlPlane({ imageRoots: [images], cowDir: '/var/lib/nbd mux/cow' });
     try {
-      const error = await refusal(() => unsafe.registry.create({ name: 'cow', file: image, readonly: true, cow: true, allow: [], cmdline: defaultCmdline }, testActor));
+      const error = await refusal(() =>
+        unsafe.registry.create({ name: 'cow', file: image, readonly: true, cow: true, allow: [], cmdline: defaultCmdline }, testActor),
+      );
       expect(describeError(error).issues?.map((i) => i.field)).toEqual(['cow']);
       expect(error.message).toContain('/var/lib/nbd mux/cow');
       expect(unsafe.dataPlane.applied).toEqual([]);
@@ -126,7 +168,20 @@ describe('the export registry', () => {
     plane.registry.delete({ name: 'alpha', force: false }, testActor);
     expect(plane.events.recent(10).map(({ type, exportName, details }) => ({ type, exportName, details }))).toEqual([
       { type: 'export.removed', exportName: 'alpha', details: { id: created.id, force: false, liveConnections: 0, ...testActor } },
-      { type: 'export.created', exportName: 'alpha', details: { id: created.id, file: image, readonly: true, cow: false, allow: ['10.0.0.1'], cmdline: defaultCmdline, size: 64 * 1024, ...testActor } },
+      {
+        type: 'export.created',
+        exportName: 'alpha',
+        details: {
+          id: created.id,
+          file: image,
+          readonly: true,
+          cow: false,
+          allow: ['10.0.0.1'],
+          cmdline: defaultCmdline,
+          size: 64 * 1024,
+          ...testActor,
+        },
+      },
     ]);
   });
 
@@ -171,7 +226,10 @@ describe('the export registry', () => {
     const applies = plane.dataPlane.applied.length;
 
     const error = await refusal(() => plane.registry.delete({ name: 'disk', force: false }, testActor));
-    expect([error.code, error.message]).toEqual(['CONFLICT', 'export "disk" is already removed and draining 1 connection(s); use force to cut them']);
+    expect([error.code, error.message]).toEqual([
+      'CONFLICT',
+      'export "disk" is already removed and draining 1 connection(s); use force to cut them',
+    ]);
 
     expect(plane.registry.delete({ name: 'disk', force: true }, testActor)).toEqual({ name: 'disk', killed: 1, draining: 0 });
     expect(plane.dataPlane.kills).toEqual([[old.id]]);
@@ -185,6 +243,9 @@ describe('the export registry', () => {
     plane.dataPlane.live.set(served.id, 3);
     expect(plane.registry.delete({ name: 'disk', force: true }, testActor)).toEqual({ name: 'disk', killed: 3, draining: 0 });
     expect(plane.dataPlane.kills).toEqual([[served.id]]);
-    expect(plane.events.recent(1)[0]).toMatchObject({ type: 'export.removed', details: { id: served.id, force: true, liveConnections: 3 } });
+    expect(plane.events.recent(1)[0]).toMatchObject({
+      type: 'export.removed',
+      details: { id: served.id, force: true, liveConnections: 3 },
+    });
   });
 });

@@ -23,7 +23,9 @@ describe('removing an export', () => {
   it('hides it from new clients at once while a connected reader finishes with the right bytes', async () => {
     const reader = startSlowReader(daemon.nbdUri('disk'), path.join(images, 'stop-reader'));
     await reader.connected;
-    await waitFor('the export to show its live connection', async () => ((await exportState('disk'))[0]?.connections === 1 ? true : undefined));
+    await waitFor('the export to show its live connection', async () =>
+      (await exportState('disk'))[0]?.connections === 1 ? true : undefined,
+    );
 
     const removal = await api(daemon, 'DELETE', '/exports/disk');
     expect(removal.status).toBe(204);

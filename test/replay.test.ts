@@ -17,7 +17,12 @@ function addHistory(dataDir: string, count: number): void {
   const db = new Database(path.join(dataDir, 'state.db'));
   const insert = db.prepare('INSERT INTO events (at, type, export_name, details) VALUES (?, ?, NULL, ?)');
   db.transaction(() => {
-    for (let i = 0; i < count; i++) insert.run(new Date().toISOString(), 'connection.opened', JSON.stringify({ connection: i, client: '127.0.0.2', port: 40000 + (i % 20000) }));
+    for (let i = 0; i < count; i++)
+      insert.run(
+        new Date().toISOString(),
+        'connection.opened',
+        JSON.stringify({ connection: i, client: '127.0.0.2', port: 40000 + (i % 20000) }),
+      );
   })();
   db.close();
 }
@@ -45,7 +50,9 @@ describe('replaying a long history to resuming subscribers', () => {
     let slowestHealthMs = 0;
     const received: NbdmuxStreamEvent[][] = Array.from({ length: subscribers }, () => []);
     const client = trpcClient(daemon.url);
-    const subscriptions = received.map((items) => client.events.stream.subscribe({ lastEventId: '0' }, { onData: ({ data }) => items.push(data) }));
+    const subscriptions = received.map((items) =>
+      client.events.stream.subscribe({ lastEventId: '0' }, { onData: ({ data }) => items.push(data) }),
+    );
 
     // Meanwhile a monitor keeps asking for health; each answer must come fast.
     const deadline = Date.now() + 3000;
@@ -57,7 +64,9 @@ describe('replaying a long history to resuming subscribers', () => {
       expect(Date.now() - deadline, 'every subscriber heard back within 10 s').toBeLessThan(10_000);
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
-    console.log(`RSS ${Math.round(rssBefore / 2 ** 20)} MiB before, ${Math.round(rssPeak / 2 ** 20)} MiB at most; slowest /healthz ${slowestHealthMs} ms`);
+    console.log(
+      `RSS ${Math.round(rssBefore / 2 ** 20)} MiB before, ${Math.round(rssPeak / 2 ** 20)} MiB at most; slowest /healthz ${slowestHealthMs} ms`,
+    );
     for (const items of received) {
       expect(items).toHaveLength(1);
       expect(items[0]).toMatchObject({ type: 'replay.skipped', id: newest, details: { skipped: newest, afterId: 0 } });
@@ -69,7 +78,9 @@ describe('replaying a long history to resuming subscribers', () => {
     const images = tempDir('nbdmux-images-');
     fs.writeFileSync(path.join(images, 'live.img'), Buffer.alloc(4096));
     expect((await api(daemon, 'POST', '/exports', { name: 'live', file: path.join(images, 'live.img') })).status).toBe(201);
-    await waitFor('the live event on every subscriber', () => (received.every((items) => items.some((item) => item.type === 'export.created')) ? true : undefined));
+    await waitFor('the live event on every subscriber', () =>
+      received.every((items) => items.some((item) => item.type === 'export.created')) ? true : undefined,
+    );
     for (const subscription of subscriptions) subscription.unsubscribe();
   }, 60_000);
 
@@ -77,7 +88,10 @@ describe('replaying a long history to resuming subscribers', () => {
     const newest = (await trpcClient(daemon.url).events.list.query({ limit: 1 }))[0]!.id;
     const behind = 1_234;
     const items: NbdmuxStreamEvent[] = [];
-    const subscription = trpcClient(daemon.url).events.stream.subscribe({ lastEventId: String(newest - behind) }, { onData: ({ data }) => items.push(data) });
+    const subscription = trpcClient(daemon.url).events.stream.subscribe(
+      { lastEventId: String(newest - behind) },
+      { onData: ({ data }) => items.push(data) },
+    );
     await waitFor('the whole replay', () => (items.length >= behind ? true : undefined));
     subscription.unsubscribe();
     expect(items.map((item) => item.id)).toEqual(Array.from({ length: behind }, (_, i) => newest - behind + 1 + i));
@@ -99,7 +113,14 @@ describe('nbdmux watch across a gap too long to replay', () => {
       expect(await daemon.stop()).toBe(0);
       addHistory(daemon.dataDir, 12_000);
       daemon = await startDaemon({ dataDir: daemon.dataDir, args: ['--port', String(port)] });
-      const skipped = await waitFor('the skip line', () => /^\d\d:\d\d:\d\d {2}replay\.skipped {2}- {2}(\d+) events missed, too many to replay: events\.list \(or the dashboard\) has them$/m.exec(watch.stdout()) ?? undefined, 20_000);
+      const skipped = await waitFor(
+        'the skip line',
+        () =>
+          /^\d\d:\d\d:\d\d {2}replay\.skipped {2}- {2}(\d+) events missed, too many to replay: events\.list \(or the dashboard\) has them$/m.exec(
+            watch.stdout(),
+          ) ?? undefined,
+        20_000,
+      );
       expect(Number(skipped[1])).toBeGreaterThanOrEqual(12_000);
       expect(watch.stdout()).not.toContain('connection.opened');
       const images = tempDir('nbdmux-images-');

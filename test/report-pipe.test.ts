@@ -26,14 +26,25 @@ describe('the report pipe protocol', () => {
 });
 
 /** The prerun the renderer writes for an export with an allow list: it reports, then waits for the verdict. */
-const listed: ServedExport = { id: 42, versionId: 142, name: 'listed', file: '/srv/images/l.img', fd: 20, readonly: true, allow: ['127.0.0.2'] };
+const listed: ServedExport = {
+  id: 42,
+  versionId: 142,
+  name: 'listed',
+  file: '/srv/images/l.img',
+  fd: 20,
+  readonly: true,
+  allow: ['127.0.0.2'],
+};
 const prerun = /^prerun = (.*)$/m.exec(renderNbdServerConfig([listed]))![1]!;
 
 /**
  * Runs `command` the way nbd-server runs a prerun (system(), so /bin/sh -c) with a real pipe at
  * the report descriptor, answered by answerReports as the spawner does.
  */
-function answer(command: string, judge: (exportId: number) => boolean): Promise<{ code: number | null; judged: number[]; answered: Array<AnsweredReport | null> }> {
+function answer(
+  command: string,
+  judge: (exportId: number) => boolean,
+): Promise<{ code: number | null; judged: number[]; answered: Array<AnsweredReport | null> }> {
   return new Promise((resolve, reject) => {
     const stdio: Array<'ignore' | 'pipe'> = Array.from({ length: reportFd + 1 }, (_, fd) => (fd === reportFd ? 'pipe' : 'ignore'));
     const child = spawn('/bin/sh', ['-c', command], { stdio, timeout: 10_000 });
@@ -60,7 +71,10 @@ describe('answerReports against the prerun nbd-server runs', () => {
 
   it('judges nothing and answers nothing that is no report', async () => {
     // The pause keeps the two writes apart; a verdict for the first would be read in place of the second's.
-    const result = await answer(`echo hello >&${reportFd}; sleep 0.2; echo 5 >&${reportFd}; read -r verdict <&${reportFd}; [ "$verdict" = allow ]`, () => true);
+    const result = await answer(
+      `echo hello >&${reportFd}; sleep 0.2; echo 5 >&${reportFd}; read -r verdict <&${reportFd}; [ "$verdict" = allow ]`,
+      () => true,
+    );
     expect(result).toEqual({ code: 0, judged: [5], answered: [null, { exportId: 5, versionId: null, admitted: true }] });
   });
 });

@@ -52,12 +52,15 @@ describe('one context per request: who calls, as every procedure sees it', () =>
     expect(history.find((e) => e.type === 'export.removed')?.details).toMatchObject({ actor: login.details.actor, client: '127.0.0.1' });
   });
 
-  it('records an open daemon\'s changes as made by anyone', async () => {
+  it("records an open daemon's changes as made by anyone", async () => {
     const open = await startDaemon();
     dataDirs.push(open.dataDir);
     await trpcClient(open.url).exports.create.mutate({ name: 'by-anyone', file: image });
     const { json } = await api(open, 'GET', '/trpc/events.list');
-    expect((json.result.data as Event[]).find((e) => e.type === 'export.created')?.details).toMatchObject({ actor: 'open', client: '127.0.0.1' });
+    expect((json.result.data as Event[]).find((e) => e.type === 'export.created')?.details).toMatchObject({
+      actor: 'open',
+      client: '127.0.0.1',
+    });
   });
 
   it('answers a refused procedure call with the status, headers and message of every other refusal', async () => {
@@ -69,19 +72,29 @@ describe('one context per request: who calls, as every procedure sees it', () =>
     );
 
     const cookie = await logIn(locked, password);
-    const crossSite = await fetch(`${locked.url}/trpc/exports.delete`, { method: 'POST', headers: { cookie, 'content-type': 'application/json' }, body: '{"name":"x"}' });
+    const crossSite = await fetch(`${locked.url}/trpc/exports.delete`, {
+      method: 'POST',
+      headers: { cookie, 'content-type': 'application/json' },
+      body: '{"name":"x"}',
+    });
     expect(crossSite.status).toBe(403);
-    expect(((await crossSite.json()) as { error: { message: string } }).error.message).toBe('cross-site request refused: act from the nbdmux dashboard itself');
+    expect(((await crossSite.json()) as { error: { message: string } }).error.message).toBe(
+      'cross-site request refused: act from the nbdmux dashboard itself',
+    );
   });
 
   it('refuses an unauthenticated call before reading its input', async () => {
     // Headers promise a body that never comes: only a refusal made before reading it can answer.
     const answered = await new Promise<number>((resolve, reject) => {
-      const req = http.request(`${locked.url}/trpc/exports.create`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': '60000' } }, (res) => {
-        res.resume();
-        resolve(res.statusCode!);
-        req.destroy();
-      });
+      const req = http.request(
+        `${locked.url}/trpc/exports.create`,
+        { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': '60000' } },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode!);
+          req.destroy();
+        },
+      );
       req.on('error', () => {}); // destroyed on purpose, once answered or timed out
       req.setTimeout(3000, () => (reject(new Error('no answer in 3 s: the body was waited for')), req.destroy()));
       req.flushHeaders();
@@ -96,6 +109,8 @@ describe('one context per request: who calls, as every procedure sees it', () =>
     const throttled = await guess(`Bearer ${password}`);
     expect(throttled.status).toBe(429);
     expect(throttled.headers.get('retry-after')).toMatch(/^[1-9]\d*$/);
-    expect(((await throttled.json()) as { error: { message: string } }).error.message).toMatch(/^too many failed attempts from this address: try again in \d+ s$/);
+    expect(((await throttled.json()) as { error: { message: string } }).error.message).toMatch(
+      /^too many failed attempts from this address: try again in \d+ s$/,
+    );
   });
 });

@@ -22,14 +22,27 @@ function dataDirWithOldHistory(): string {
   openDatabase(path.join(dataDir, 'state.db'), migrationsFolder).$client.close();
   const db = new Database(path.join(dataDir, 'state.db'));
   const event = db.prepare('INSERT INTO events (at, type, export_name, details) VALUES (?, ?, NULL, ?)');
-  const connection = db.prepare("INSERT INTO connections (client_address, client_port, opened_at, closed_at, outcome) VALUES ('127.0.0.2', 40000, ?, ?, 'closed')");
+  const connection = db.prepare(
+    "INSERT INTO connections (client_address, client_port, opened_at, closed_at, outcome) VALUES ('127.0.0.2', 40000, ?, ?, 'closed')",
+  );
   const oldest = Date.now() - 90 * day;
   const step = (59 * day) / oldEvents;
   db.transaction(() => {
-    for (let i = 0; i < oldEvents; i++) event.run(new Date(oldest + i * step).toISOString(), 'connection.opened', JSON.stringify({ connection: i, client: '127.0.0.2', port: 40000 }));
-    for (let i = 0; i < recentEvents; i++) event.run(new Date(Date.now() - day).toISOString(), 'connection.opened', JSON.stringify({ connection: i, client: '127.0.0.2', port: 40000 }));
+    for (let i = 0; i < oldEvents; i++)
+      event.run(
+        new Date(oldest + i * step).toISOString(),
+        'connection.opened',
+        JSON.stringify({ connection: i, client: '127.0.0.2', port: 40000 }),
+      );
+    for (let i = 0; i < recentEvents; i++)
+      event.run(
+        new Date(Date.now() - day).toISOString(),
+        'connection.opened',
+        JSON.stringify({ connection: i, client: '127.0.0.2', port: 40000 }),
+      );
     for (let i = 0; i < oldConnections; i++) connection.run(new Date(oldest).toISOString(), new Date(oldest + day).toISOString());
-    for (let i = 0; i < recentConnections; i++) connection.run(new Date(Date.now() - day).toISOString(), new Date(Date.now() - day).toISOString());
+    for (let i = 0; i < recentConnections; i++)
+      connection.run(new Date(Date.now() - day).toISOString(), new Date(Date.now() - day).toISOString());
   })();
   db.close();
   return dataDir;
@@ -53,7 +66,11 @@ describe('retention of a million old events', () => {
   it('prunes them in batches while the control plane keeps answering in its usual time', async () => {
     const dataDir = dataDirWithOldHistory();
     const running = (daemon = await startDaemon({ dataDir }));
-    const pruned = () => running.output().split('\n').find((line) => line.includes('"pruned history older than --retain-days"'));
+    const pruned = () =>
+      running
+        .output()
+        .split('\n')
+        .find((line) => line.includes('"pruned history older than --retain-days"'));
 
     // GET /exports, one after another, for as long as the prune runs (bounded: 60 s).
     const during: number[] = [];
@@ -92,7 +109,11 @@ describe('retention of a million old events', () => {
     const subscription = trpcClient(running.url).events.stream.subscribe({ lastEventId: '5' }, { onData: ({ data }) => items.push(data) });
     await waitFor('the gap signal', () => (items.length >= 2 ? true : undefined));
     subscription.unsubscribe();
-    expect(items[0]).toMatchObject({ type: 'replay.skipped', id: oldEvents, details: { reason: 'pruned', afterId: 5, skipped: oldEvents - 5 } });
+    expect(items[0]).toMatchObject({
+      type: 'replay.skipped',
+      id: oldEvents,
+      details: { reason: 'pruned', afterId: 5, skipped: oldEvents - 5 },
+    });
     // More than the replay cap are kept after it: the usual signal for those follows.
     expect(items[1]).toMatchObject({ type: 'replay.skipped', details: { reason: 'too-far-behind', afterId: oldEvents } });
   }, 120_000);

@@ -13,16 +13,21 @@ const daysAgo = (days: number) => new Date(now - days * day).toISOString();
 function addEvents(plane: TestControlPlane, count: number, at: string): void {
   const insert = plane.db.$client.prepare('INSERT INTO events (at, type, export_name, details) VALUES (?, ?, NULL, ?)');
   plane.db.$client.transaction(() => {
-    for (let i = 0; i < count; i++) insert.run(at, 'connection.opened', JSON.stringify({ connection: i, client: '127.0.0.2', port: 40000 }));
+    for (let i = 0; i < count; i++)
+      insert.run(at, 'connection.opened', JSON.stringify({ connection: i, client: '127.0.0.2', port: 40000 }));
   })();
 }
 
 function addConnection(plane: TestControlPlane, openedAt: string, closedAt: string | null): void {
-  plane.db.$client.prepare("INSERT INTO connections (client_address, client_port, opened_at, closed_at, outcome) VALUES ('127.0.0.2', 40000, ?, ?, ?)").run(openedAt, closedAt, closedAt === null ? null : 'closed');
+  plane.db.$client
+    .prepare("INSERT INTO connections (client_address, client_port, opened_at, closed_at, outcome) VALUES ('127.0.0.2', 40000, ?, ?, ?)")
+    .run(openedAt, closedAt, closedAt === null ? null : 'closed');
 }
 
-const countRows = (plane: TestControlPlane, table: 'events' | 'connections') => (plane.db.$client.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
-const eventIds = (plane: TestControlPlane) => (plane.db.$client.prepare('SELECT min(id) AS oldest, max(id) AS newest FROM events').get() as { oldest: number; newest: number });
+const countRows = (plane: TestControlPlane, table: 'events' | 'connections') =>
+  (plane.db.$client.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
+const eventIds = (plane: TestControlPlane) =>
+  plane.db.$client.prepare('SELECT min(id) AS oldest, max(id) AS newest FROM events').get() as { oldest: number; newest: number };
 
 describe('retention', () => {
   let plane: TestControlPlane;

@@ -22,7 +22,16 @@ describe('the router through createCaller', () => {
 
   it('creates with the documented defaults, then lists, gets and deletes', async () => {
     const created = await plane.caller.exports.create({ name: 'disk', file: image });
-    expect(created).toMatchObject({ name: 'disk', file: image, readonly: true, cow: false, allow: [], size: 8192, state: 'serving', connections: 0 });
+    expect(created).toMatchObject({
+      name: 'disk',
+      file: image,
+      readonly: true,
+      cow: false,
+      allow: [],
+      size: 8192,
+      state: 'serving',
+      connections: 0,
+    });
     expect(await plane.caller.exports.list()).toEqual([created]);
     expect(await plane.caller.exports.get({ name: 'disk' })).toEqual(created);
     expect(await plane.caller.exports.delete({ name: 'disk' })).toEqual({ name: 'disk', killed: 0, draining: 0 });
@@ -41,7 +50,12 @@ describe('the router through createCaller', () => {
   it.each([
     ['an unknown field', { name: 'x', file: '/x.img', extra: 1 }, 'extra', /unknown field; remove it/],
     ['the reserved name generic', { name: 'generic', file: '/x.img' }, 'name', /reserved by nbd-server/],
-    ['a missing file', { name: 'x' }, 'file', /^give either "file" \(an image on this host\) or "url" \(an image to import\), exactly one$/],
+    [
+      'a missing file',
+      { name: 'x' },
+      'file',
+      /^give either "file" \(an image on this host\) or "url" \(an image to import\), exactly one$/,
+    ],
     ['a path nbd-server would misread', { name: 'x', file: '/srv/my disk.img' }, 'file', /may only contain/],
     ['readonly that is not a boolean', { name: 'x', file: '/x.img', readonly: 'yes' }, 'readonly', /must be true or false/],
     ['cow with readonly false', { name: 'x', file: '/x.img', cow: true, readonly: false }, 'cow', /never writes its image/],
@@ -53,7 +67,10 @@ describe('the router through createCaller', () => {
   });
 
   it('answers 404 for an unknown name and 409 for a taken one', async () => {
-    expect(await refusal(() => plane.caller.exports.get({ name: 'absent' }))).toEqual({ status: 404, error: { code: 'NOT_FOUND', message: 'no export named "absent"' } });
+    expect(await refusal(() => plane.caller.exports.get({ name: 'absent' }))).toEqual({
+      status: 404,
+      error: { code: 'NOT_FOUND', message: 'no export named "absent"' },
+    });
     await plane.caller.exports.create({ name: 'disk', file: image });
     const taken = await refusal(() => plane.caller.exports.create({ name: 'disk', file: image }));
     expect([taken.status, taken.error.code]).toEqual([409, 'CONFLICT']);
@@ -63,9 +80,14 @@ describe('the router through createCaller', () => {
     plane.dataPlane.failNextApply = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
     const { status, error } = await refusal(() => plane.caller.exports.create({ name: 'disk', file: image }));
     expect(status).toBe(503);
-    expect(error).toEqual({ code: 'SERVICE_UNAVAILABLE', message: `the data dir ${plane.space.dataDir} is full, so nothing was changed: free space there, then try again` });
+    expect(error).toEqual({
+      code: 'SERVICE_UNAVAILABLE',
+      message: `the data dir ${plane.space.dataDir} is full, so nothing was changed: free space there, then try again`,
+    });
     expect(plane.space.problem).toMatch(/is full/);
-    expect(plane.logs).toMatchObject([{ level: 'error', msg: expect.stringMatching(/^data dir full/), error: expect.stringContaining('ENOSPC') }]);
+    expect(plane.logs).toMatchObject([
+      { level: 'error', msg: expect.stringMatching(/^data dir full/), error: expect.stringContaining('ENOSPC') },
+    ]);
     expect(await plane.caller.exports.list()).toEqual([]);
   });
 
@@ -89,7 +111,9 @@ describe('the router through createCaller', () => {
     ]);
     expect((await plane.caller.events.list({ limit: 1 })).map((e) => e.id)).toEqual([all[0]!.id]);
     expect((await plane.caller.events.list({ afterId: all[1]!.id })).map((e) => e.id)).toEqual([all[0]!.id]);
-    expect((await refusal(() => plane.caller.events.list({ limit: 1001 }))).error.issues).toEqual([{ field: 'limit', message: 'must be at most 1000' }]);
+    expect((await refusal(() => plane.caller.events.list({ limit: 1001 }))).error.issues).toEqual([
+      { field: 'limit', message: 'must be at most 1000' },
+    ]);
   });
 
   it('asks the data plane for recent connections with the defaults and the limits the input allows', async () => {
@@ -109,5 +133,4 @@ describe('the router through createCaller', () => {
     expect(error.issues?.map((i) => i.field)).toEqual(['force']);
     expect((await plane.caller.exports.list()).map((e) => e.name)).toEqual(['disk']);
   });
-
 });

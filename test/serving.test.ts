@@ -55,7 +55,12 @@ describe('serving exports through the NBD port', () => {
     expect((await api(daemon, 'POST', '/exports', { name: 'rw', file, readonly: false })).json.readonly).toBe(false);
     const result = await nbdsh(['-u', daemon.nbdUri('rw'), '-c', 'h.pwrite(b"nbdmux!!" * 64, 4096); h.flush() if h.can_flush() else None']);
     expect(result.stderr).toBe('');
-    expect(fs.readFileSync(file).subarray(4096, 4096 + 512).toString()).toBe('nbdmux!!'.repeat(64));
+    expect(
+      fs
+        .readFileSync(file)
+        .subarray(4096, 4096 + 512)
+        .toString(),
+    ).toBe('nbdmux!!'.repeat(64));
   });
 
   it('tells two exports of one file apart in the connection records', async () => {
@@ -65,7 +70,9 @@ describe('serving exports through the NBD port', () => {
     const db = await import('better-sqlite3').then((m) => new m.default(path.join(daemon.dataDir, 'state.db'), { readonly: true }));
     try {
       const last = db
-        .prepare(`SELECT e.name AS name, c.outcome AS outcome, c.bytes_sent AS bytes FROM connections c JOIN exports e ON e.id = c.export_id ORDER BY c.id DESC LIMIT 1`)
+        .prepare(
+          `SELECT e.name AS name, c.outcome AS outcome, c.bytes_sent AS bytes FROM connections c JOIN exports e ON e.id = c.export_id ORDER BY c.id DESC LIMIT 1`,
+        )
         .get() as { name: string; outcome: string; bytes: number } | undefined;
       // The close is recorded when the serving process ends, just after the client exits.
       expect(last?.name).toBe('alpha-twin');

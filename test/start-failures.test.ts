@@ -11,7 +11,11 @@ function startFailures() {
   return { failures: new StartFailures(events, createLogger('error')), events: () => events.recent(100).reverse() };
 }
 
-const failure = (connection: number, reason = 'nbd-server exited before serving (exit 1): Error: broken') => ({ connection, client: '10.0.0.9', reason });
+const failure = (connection: number, reason = 'nbd-server exited before serving (exit 1): Error: broken') => ({
+  connection,
+  client: '10.0.0.9',
+  reason,
+});
 
 describe('start failures', () => {
   it('stay failing when a start failed after the recovery check began', () => {

@@ -53,7 +53,13 @@ describe('live subscriptions over WebSocket', () => {
     resumed.stop();
 
     const names = resumed.events.map((e) => `${e.data.type} ${e.data.exportName}`);
-    expect(names).toEqual(['export.created gap-1', 'export.created gap-2', 'export.created gap-3', 'export.removed gap-2', 'export.created after-gap']);
+    expect(names).toEqual([
+      'export.created gap-1',
+      'export.created gap-2',
+      'export.created gap-3',
+      'export.removed gap-2',
+      'export.created after-gap',
+    ]);
     const ids = resumed.events.map((e) => Number(e.id));
     expect(ids).toEqual([...ids].sort((a, b) => a - b));
     expect(ids[0]).toBeGreaterThan(Number(lastSeen.id));

@@ -8,15 +8,25 @@ describe('cleanText', () => {
     ['the one-byte CSI and the rest of C1', '\x9b2J\x85\x80\x9f', '\\u009b2J\\u0085\\u0080\\u009f'],
     ['NUL, backspace, carriage return, tab, DEL', 'a\0b\bc\rd\te\x7f', 'a\\u0000b\\u0008c\\u000dd\\u0009e\\u007f'],
     ['a newline, in a one-line field', 'one\ntwo', 'one\\u000atwo'],
-    ['bidi overrides, embeddings, isolates and marks', '\u202egpj.exe\u202c \u202a\u202b\u202d \u2066\u2067\u2068\u2069 \u200e\u200f\u061c', '\\u202egpj.exe\\u202c \\u202a\\u202b\\u202d \\u2066\\u2067\\u2068\\u2069 \\u200e\\u200f\\u061c'],
+    [
+      'bidi overrides, embeddings, isolates and marks',
+      '\u202egpj.exe\u202c \u202a\u202b\u202d \u2066\u2067\u2068\u2069 \u200e\u200f\u061c',
+      '\\u202egpj.exe\\u202c \\u202a\\u202b\\u202d \\u2066\\u2067\\u2068\\u2069 \\u200e\\u200f\\u061c',
+    ],
     ['the line and paragraph separators', 'a\u2028b\u2029c', 'a\\u2028b\\u2029c'],
-    ['text that holds none', 'Debian GNU/Linux 12 (bookworm) — ünïcödé, 日本語, emoji 🐧, a \\ backslash', 'Debian GNU/Linux 12 (bookworm) — ünïcödé, 日本語, emoji 🐧, a \\ backslash'],
+    [
+      'text that holds none',
+      'Debian GNU/Linux 12 (bookworm) — ünïcödé, 日本語, emoji 🐧, a \\ backslash',
+      'Debian GNU/Linux 12 (bookworm) — ünïcödé, 日本語, emoji 🐧, a \\ backslash',
+    ],
   ])('writes out %s', (_what, text, cleaned) => {
     expect(cleanText(text)).toBe(cleaned);
   });
 
   it('keeps the newlines of a multi-line field, and nothing else', () => {
-    expect(cleanText('root at 3.2s\n\x1b[31mfailed\x1b[0m\r\n', { multiline: true })).toBe('root at 3.2s\n\\u001b[31mfailed\\u001b[0m\\u000d\n');
+    expect(cleanText('root at 3.2s\n\x1b[31mfailed\x1b[0m\r\n', { multiline: true })).toBe(
+      'root at 3.2s\n\\u001b[31mfailed\\u001b[0m\\u000d\n',
+    );
   });
 
   it('turns JSON text into the same JSON: its escape is JSON’s own', () => {

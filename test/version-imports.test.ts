@@ -39,20 +39,36 @@ describe('exports imported from a URL', () => {
 
   const exportOf = async (name: string) => (await api(daemon, 'GET', `/exports/${name}`)).json;
   const untilState = (name: string, state: string, version?: number) =>
-    waitFor(`${name} to be ${state}`, async () => {
-      const exp = await exportOf(name);
-      return exp.state === state && (version === undefined || exp.version === version) ? exp : undefined;
-    }, 60_000, 100);
+    waitFor(
+      `${name} to be ${state}`,
+      async () => {
+        const exp = await exportOf(name);
+        return exp.state === state && (version === undefined || exp.version === version) ? exp : undefined;
+      },
+      60_000,
+      100,
+    );
   const storeEntries = () => fs.readdirSync(path.join(daemon.dataDir, 'images'));
   /** The newest events, oldest first. */
-  const recentEvents = async (limit: number): Promise<Array<{ type: string; exportName: string | null; details: Record<string, unknown> }>> => {
+  const recentEvents = async (
+    limit: number,
+  ): Promise<Array<{ type: string; exportName: string | null; details: Record<string, unknown> }>> => {
     const reply = await fetch(`${daemon.url}/trpc/events.list?input=${encodeURIComponent(JSON.stringify({ limit }))}`);
     return ((await reply.json()) as { result: { data: [] } }).result.data.reverse();
   };
 
   it('imports into a new export, serves the original bytes once ready, and switches atomically to an imported version 2', async () => {
     const accepted = await api(daemon, 'POST', '/exports', { name: 'net', url: server.url('/one.img.xz'), sha256: sha256Of(oneXz) });
-    expect(accepted).toMatchObject({ status: 202, json: { name: 'net', state: 'importing', version: null, file: null, import: { version: 1, url: server.url('/one.img.xz'), error: null } } });
+    expect(accepted).toMatchObject({
+      status: 202,
+      json: {
+        name: 'net',
+        state: 'importing',
+        version: null,
+        file: null,
+        import: { version: 1, url: server.url('/one.img.xz'), error: null },
+      },
+    });
 
     const served = await untilState('net', 'serving');
     expect(served).toMatchObject({ version: 1, size: 3 << 20, sha256: sha256Of(oneXz), import: null });
@@ -87,12 +103,20 @@ describe('exports imported from a URL', () => {
     expect(await api(daemon, 'POST', '/exports', { name: 'stall', url: server.url('/stalled.img') })).toMatchObject({ status: 202 });
     // The server sent its head and 64 KiB, then nothing: they are landing in a partial file.
     await waitFor('a partial file', () => (storeEntries().some((name) => name.startsWith('.partial-')) ? true : undefined));
-    expect(await exportOf('stall')).toMatchObject({ state: 'importing', version: null, file: null, import: { stage: 'downloading', error: null } });
+    expect(await exportOf('stall')).toMatchObject({
+      state: 'importing',
+      version: null,
+      file: null,
+      import: { stage: 'downloading', error: null },
+    });
     expect(await listExports(daemon.nbdUri())).not.toContain('stall');
 
     expect((await api(daemon, 'DELETE', '/exports/stall')).status).toBe(204);
     await waitFor('the partial file to go', () => (storeEntries().some((name) => name.startsWith('.partial-')) ? undefined : true));
-    expect((await recentEvents(5)).find((event) => event.type === 'import.cancelled')).toMatchObject({ exportName: 'stall', details: { version: 1 } });
+    expect((await recentEvents(5)).find((event) => event.type === 'import.cancelled')).toMatchObject({
+      exportName: 'stall',
+      details: { version: 1 },
+    });
   });
 
   it('fails an import whose sha256 does not match, and keeps the current version serving when an update fails', async () => {
@@ -130,18 +154,27 @@ describe('exports imported from a URL', () => {
     const reader = startSlowReader(daemon.nbdUri('net'), path.join(work, 'stop-gc-reader'));
     await reader.connected;
     expect(await api(daemon, 'PUT', '/exports/net', { url: server.url('/one.img.xz') })).toMatchObject({ status: 202 });
-    const after = await waitFor('the new version to serve', async () => {
-      const exp = await exportOf('net');
-      return exp.version > before.version && exp.state === 'serving' ? exp : undefined;
-    }, 60_000, 100);
+    const after = await waitFor(
+      'the new version to serve',
+      async () => {
+        const exp = await exportOf('net');
+        return exp.version > before.version && exp.state === 'serving' ? exp : undefined;
+      },
+      60_000,
+      100,
+    );
     // Neither current nor within --keep-versions 1, but attached: kept.
-    const attached = (await api(daemon, 'GET', '/exports/net/versions')).json.find((v: { version: number }) => v.version === before.version);
+    const attached = (await api(daemon, 'GET', '/exports/net/versions')).json.find(
+      (v: { version: number }) => v.version === before.version,
+    );
     expect(attached).toMatchObject({ state: 'ready', connections: 1, current: false });
     expect(fs.existsSync(before.file)).toBe(true);
 
     expect(await reader.finish()).toMatchObject({ code: 0, sha256: sha256Of(raw.two) });
     await waitFor('the file of the version no one reads to go', () => (fs.existsSync(before.file) ? undefined : true), 15_000, 200);
-    expect((await api(daemon, 'GET', '/exports/net/versions')).json.find((v: { version: number }) => v.version === before.version)).toMatchObject({ state: 'deleted', connections: 0 });
+    expect(
+      (await api(daemon, 'GET', '/exports/net/versions')).json.find((v: { version: number }) => v.version === before.version),
+    ).toMatchObject({ state: 'deleted', connections: 0 });
     expect(sha256(await readExport(daemon.nbdUri('net')))).toBe(sha256Of(raw.one));
     expect(after.version).toBeGreaterThan(before.version);
   });

@@ -36,7 +36,9 @@ describe('export versions', () => {
 
     const reader = startSlowReader(daemon.nbdUri('lab'), path.join(daemon.dataDir, 'stop-reader'));
     await reader.connected;
-    await waitFor('the reader to count on version 1', async () => ((await api(daemon, 'GET', '/exports/lab')).json.connections === 1 ? true : undefined));
+    await waitFor('the reader to count on version 1', async () =>
+      (await api(daemon, 'GET', '/exports/lab')).json.connections === 1 ? true : undefined,
+    );
 
     const updated = await api(daemon, 'PUT', '/exports/lab', { file: files.two });
     expect(updated).toMatchObject({ status: 200, json: { name: 'lab', version: 2, file: files.two, size: 2 << 20, state: 'serving' } });
@@ -81,7 +83,9 @@ describe('export versions', () => {
     makeImage(images, 'lab-2.img', 2 << 20);
     const refused = await api(daemon, 'POST', '/exports/lab/rollback', { version: 2 });
     expect(refused).toMatchObject({ status: 409, json: { error: { code: 'CONFLICT' } } });
-    expect(refused.json.error.message).toContain(`version 2 of "lab" cannot be served again: its file ${files.two} now leads to another file`);
+    expect(refused.json.error.message).toContain(
+      `version 2 of "lab" cannot be served again: its file ${files.two} now leads to another file`,
+    );
     expect(await readSha()).toBe(bytes.one);
   });
 

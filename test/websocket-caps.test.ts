@@ -35,11 +35,17 @@ describe('a cap on open WebSockets', () => {
     const addresses = Array.from({ length: 50 }, (_, i) => `127.0.3.${i + 1}`);
     const sockets: OpenedSocket[] = [];
     for (let batch = 0; batch < 10; batch++) {
-      sockets.push(...(await Promise.all(Array.from({ length: 100 }, (_, i) => openIdleWebSocket(daemon, addresses[Math.floor((batch * 100 + i) / 20)]!)))));
+      sockets.push(
+        ...(await Promise.all(
+          Array.from({ length: 100 }, (_, i) => openIdleWebSocket(daemon, addresses[Math.floor((batch * 100 + i) / 20)]!)),
+        )),
+      );
     }
     await waitFor('800 refusals', () => (sockets.filter((s) => s.closedWith !== null).length >= 800 ? true : undefined), 15_000);
     const rssAfter = rssBytes(pid);
-    console.log(`daemon RSS: ${(rssBefore / 2 ** 20).toFixed(1)} MiB before, ${(rssAfter / 2 ** 20).toFixed(1)} MiB with 200 open and 800 refused`);
+    console.log(
+      `daemon RSS: ${(rssBefore / 2 ** 20).toFixed(1)} MiB before, ${(rssAfter / 2 ** 20).toFixed(1)} MiB with 200 open and 800 refused`,
+    );
 
     const open = sockets.filter((s) => s.closedWith === null);
     const refused = sockets.filter((s) => s.closedWith !== null);

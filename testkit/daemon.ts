@@ -43,7 +43,18 @@ export function tempDir(prefix = 'nbdmux-test-'): string {
 /** Runs the built CLI exactly as an operator would, on free loopback ports, and waits until it listens. */
 export async function startDaemon(options: DaemonOptions = {}): Promise<RunningDaemon> {
   const dataDir = options.dataDir ?? tempDir();
-  const args = [cli, '--data-dir', dataDir, '--bind', '127.0.0.1', '--port', '0', '--nbd-port', String(options.nbdPort ?? 0), ...(options.args ?? [])];
+  const args = [
+    cli,
+    '--data-dir',
+    dataDir,
+    '--bind',
+    '127.0.0.1',
+    '--port',
+    '0',
+    '--nbd-port',
+    String(options.nbdPort ?? 0),
+    ...(options.args ?? []),
+  ];
   const [command, ...commandArgs] = [...(options.wrapper ?? []), process.execPath, ...args];
   const child = spawn(command!, commandArgs, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...options.env } });
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
@@ -115,7 +126,12 @@ export async function untilListening(child: ChildProcess): Promise<{ listening: 
   return { listening, output: () => output };
 }
 
-export async function api(daemon: Pick<RunningDaemon, 'url'>, method: string, route: string, body?: unknown): Promise<{ status: number; json: any; text: string }> {
+export async function api(
+  daemon: Pick<RunningDaemon, 'url'>,
+  method: string,
+  route: string,
+  body?: unknown,
+): Promise<{ status: number; json: any; text: string }> {
   const response = await fetch(daemon.url + route, {
     method,
     ...(body !== undefined && { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),

@@ -12,7 +12,7 @@ export function makeImage(dir: string, name: string, bytes: number): string {
   const file = path.join(dir, name);
   const fd = fs.openSync(file, 'w');
   try {
-    for (let written = 0; written < bytes; ) {
+    for (let written = 0; written < bytes;) {
       const piece = crypto.randomBytes(Math.min(16 << 20, bytes - written));
       fs.writeSync(fd, piece);
       written += piece.length;
@@ -24,7 +24,10 @@ export function makeImage(dir: string, name: string, bytes: number): string {
 }
 
 export function sha256(data: Buffer | string): string {
-  return crypto.createHash('sha256').update(typeof data === 'string' ? fs.readFileSync(data) : data).digest('hex');
+  return crypto
+    .createHash('sha256')
+    .update(typeof data === 'string' ? fs.readFileSync(data) : data)
+    .digest('hex');
 }
 
 /** Reads a whole export through the NBD port with nbdcopy. */

@@ -19,4 +19,3 @@ export async function freePort(): Promise<number> {
   await held.release();
   return held.port;
 }
-

@@ -60,7 +60,11 @@ export interface StartedProcess {
   exited: Promise<number | null>;
 }
 
-export function startProcess(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; stdin?: 'ignore' | 'pipe' } = {}): StartedProcess {
+export function startProcess(
+  command: string,
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; stdin?: 'ignore' | 'pipe' } = {},
+): StartedProcess {
   const child = spawn(command, args, { env: options.env ?? process.env, stdio: [options.stdin ?? 'ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';

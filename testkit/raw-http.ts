@@ -72,7 +72,10 @@ export function httpRequest(
         path,
         ...(localAddress && { localAddress }),
         agent: false,
-        headers: { ...(payload !== undefined && { 'content-type': typeof body === 'string' ? 'text/plain; charset=utf-8' : 'application/json' }), ...headers },
+        headers: {
+          ...(payload !== undefined && { 'content-type': typeof body === 'string' ? 'text/plain; charset=utf-8' : 'application/json' }),
+          ...headers,
+        },
       },
       (res) => {
         let text = '';

@@ -36,7 +36,11 @@ export interface Ratio {
  * Runs `measure` for every variant, `rounds` times, rotating which variant goes first in each
  * round so that neither warm-up nor drifting machine load favours one side.
  */
-export async function alternate<V extends string>(rounds: number, variants: readonly V[], measure: (variant: V) => Promise<number>): Promise<Record<V, number[]>> {
+export async function alternate<V extends string>(
+  rounds: number,
+  variants: readonly V[],
+  measure: (variant: V) => Promise<number>,
+): Promise<Record<V, number[]>> {
   const samples = Object.fromEntries(variants.map((v) => [v, [] as number[]])) as Record<V, number[]>;
   for (let round = 0; round < rounds; round++) {
     for (let i = 0; i < variants.length; i++) {

@@ -34,11 +34,15 @@ export async function startNbdmux(workDir: string, label: string, fastStart: boo
   const args = ['--max-connections', '1024', '--nbd-max-pending-per-client', '1023', '--max-websockets-per-client', '256'];
   if (!fastStart) args.push('--nbd-server-bin', writeShimlessNbdServer(dataDir));
   const daemon = await startDaemon({ dataDir, args });
-  const health = (await (await fetch(`${daemon.url}/trpc/system.health`)).json()) as { result: { data: { fastStart: boolean; fastStartReason: string | null } } };
+  const health = (await (await fetch(`${daemon.url}/trpc/system.health`)).json()) as {
+    result: { data: { fastStart: boolean; fastStartReason: string | null } };
+  };
   const reported = health.result.data;
   if (reported.fastStart !== fastStart) {
     daemon.child.kill('SIGKILL');
-    throw new Error(`${label}: expected fastStart ${fastStart}, the daemon reports ${reported.fastStart} (${reported.fastStartReason ?? 'no reason'})`);
+    throw new Error(
+      `${label}: expected fastStart ${fastStart}, the daemon reports ${reported.fastStart} (${reported.fastStartReason ?? 'no reason'})`,
+    );
   }
   return {
     label,
@@ -71,7 +75,12 @@ export async function startBareNbdServer(workDir: string, exports: Record<string
   const code = await new Promise<number | null>((resolve) => launcher.on('close', resolve));
   if (code !== 0) throw new Error(`bare nbd-server did not start (exit ${code}): ${stderr}`);
   // Daemon mode reports a busy port only to syslog: wait until it really accepts.
-  const pid = await waitFor('the bare nbd-server pid file', () => (fs.existsSync(pidFile) ? Number(fs.readFileSync(pidFile, 'utf8')) || undefined : undefined), 30_000, 10);
+  const pid = await waitFor(
+    'the bare nbd-server pid file',
+    () => (fs.existsSync(pidFile) ? Number(fs.readFileSync(pidFile, 'utf8')) || undefined : undefined),
+    30_000,
+    10,
+  );
   await waitFor('the bare nbd-server to accept', () => canConnect(port), 30_000, 10);
   return {
     label: 'bare nbd-server',
@@ -122,15 +131,24 @@ function canConnect(port: number): Promise<true | undefined> {
 /** nbdkit's file plugin serving `file` read-only (to any export name): one threaded process. */
 export async function startNbdkit(file: string): Promise<Server> {
   const port = await freePort();
-  const child = spawn('nbdkit', ['--foreground', '--exit-with-parent', '--readonly', '--ipaddr', '127.0.0.1', '--port', String(port), 'file', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(
+    'nbdkit',
+    ['--foreground', '--exit-with-parent', '--readonly', '--ipaddr', '127.0.0.1', '--port', String(port), 'file', file],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
   try {
-    await waitFor('nbdkit to accept', () => {
-      if (child.exitCode !== null) throw new Error(`nbdkit exited ${child.exitCode}: ${stderr}`);
-      return canConnect(port);
-    }, 30_000, 10);
+    await waitFor(
+      'nbdkit to accept',
+      () => {
+        if (child.exitCode !== null) throw new Error(`nbdkit exited ${child.exitCode}: ${stderr}`);
+        return canConnect(port);
+      },
+      30_000,
+      10,
+    );
   } catch (err) {
     child.kill('SIGKILL');
     throw err;

@@ -19,7 +19,10 @@ export class RevokedSessions {
   }
 
   isRevoked(session: Session): boolean {
-    return this.db.select({ id: revokedSessionsTable.id }).from(revokedSessionsTable).where(eq(revokedSessionsTable.id, session.id)).get() !== undefined;
+    return (
+      this.db.select({ id: revokedSessionsTable.id }).from(revokedSessionsTable).where(eq(revokedSessionsTable.id, session.id)).get() !==
+      undefined
+    );
   }
 
   private pruneExpired(now = Date.now()): void {

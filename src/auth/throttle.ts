@@ -35,7 +35,8 @@ export class FailureThrottle {
     const everyone = this.recent(this.everyone, now);
     if (everyone.length >= this.limits.total) return { scope: 'everyone', retryAfterMs: this.retryAfter(everyone, this.limits.total, now) };
     const source = this.recent(this.bySource.get(throttleSource(address)) ?? [], now);
-    if (source.length >= this.limits.perSource) return { scope: 'source', retryAfterMs: this.retryAfter(source, this.limits.perSource, now) };
+    if (source.length >= this.limits.perSource)
+      return { scope: 'source', retryAfterMs: this.retryAfter(source, this.limits.perSource, now) };
     return null;
   }
 
@@ -90,7 +91,13 @@ export function throttleSource(address: string): string {
 function ipv6Groups(address: string): string[] {
   const embeddedIpv4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(address);
   const text = embeddedIpv4
-    ? address.slice(0, embeddedIpv4.index) + [[1, 2], [3, 4]].map(([a, b]) => ((Number(embeddedIpv4[a!]) << 8) | Number(embeddedIpv4[b!])).toString(16)).join(':')
+    ? address.slice(0, embeddedIpv4.index) +
+      [
+        [1, 2],
+        [3, 4],
+      ]
+        .map(([a, b]) => ((Number(embeddedIpv4[a!]) << 8) | Number(embeddedIpv4[b!])).toString(16))
+        .join(':')
     : address;
   const [head = '', tail] = text.split('::');
   const headGroups = head === '' ? [] : head.split(':');

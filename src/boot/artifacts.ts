@@ -33,7 +33,8 @@ export interface BootArtifacts {
   removed(exportId: number): void;
 }
 
-const noKit = 'no kernel to boot: nbdmux has no ramboot kit; start nbdmux-server with --ramboot-kit DIR (a directory ramboot/cached-build printed)';
+const noKit =
+  'no kernel to boot: nbdmux has no ramboot kit; start nbdmux-server with --ramboot-kit DIR (a directory ramboot/cached-build printed)';
 
 /** Without `--ramboot-kit` nothing is bootable (the initramfs is the kit's), and each answer says how to get one. */
 export const noKitArtifacts: BootArtifacts = {

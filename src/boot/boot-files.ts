@@ -80,14 +80,26 @@ export class ImageBootArtifacts implements BootArtifacts {
     });
     const cache = await BootFilesCache.open(path.join(dataDir, 'boot'), kit, log);
     const artifacts = new ImageBootArtifacts(db, pins, kit, cache, log);
-    const current = db.select({ exportId: exportsTable.id, versionId: exportsTable.currentVersionId }).from(exportsTable).where(isNull(exportsTable.removedAt)).all();
+    const current = db
+      .select({ exportId: exportsTable.id, versionId: exportsTable.currentVersionId })
+      .from(exportsTable)
+      .where(isNull(exportsTable.removedAt))
+      .all();
     for (const { exportId, versionId } of current) if (versionId !== null) artifacts.versionCurrent(exportId, versionId);
     return artifacts;
   }
 
   bootInfo(exp: BootExport): BootInfo {
     const image = this.imageNow(exp.id);
-    if (!image) return { ready: false, os: null, kernel: null, partition: null, fstype: null, reason: 'it serves no image now (see state and fileChange in GET /exports)' };
+    if (!image)
+      return {
+        ready: false,
+        os: null,
+        kernel: null,
+        partition: null,
+        fstype: null,
+        reason: 'it serves no image now (see state and fileChange in GET /exports)',
+      };
     const known = this.inspected.get(image.versionId);
     if (!known) return { ready: false, os: null, kernel: null, partition: null, fstype: null, reason: 'inspecting' };
     const summary = bootSummaryOf(known.inspection);
@@ -96,7 +108,12 @@ export class ImageBootArtifacts implements BootArtifacts {
     if (summary.ready && buildFailed === null) return summary;
     const why = buildFailed ?? summary.reason ?? 'the image has no usable kernel of its own';
     // The kit's kernel still boots the image's root filesystem: partition and fstype stay the image's.
-    return { ...summary, ready: true, kernel: this.kit.kernelVersion, reason: `boots the ramboot kit's kernel ${this.kit.kernelVersion}: ${why}` };
+    return {
+      ...summary,
+      ready: true,
+      kernel: this.kit.kernelVersion,
+      reason: `boots the ramboot kit's kernel ${this.kit.kernelVersion}: ${why}`,
+    };
   }
 
   async kernelFor(exp: BootExport): Promise<BootFile> {
@@ -112,8 +129,13 @@ export class ImageBootArtifacts implements BootArtifacts {
   versionCurrent(exportId: number, versionId: number): void {
     if (!this.inspected.has(versionId)) {
       // Inspected in an earlier run, or before a rollback made it current again: no new look unless its file changed.
-      const stored = this.db.select({ inspection: exportVersionsTable.bootInspection, identity: exportVersionsTable.bootIdentity }).from(exportVersionsTable).where(eq(exportVersionsTable.id, versionId)).get();
-      if (stored && stored.inspection !== null && stored.identity !== null) this.inspected.set(versionId, { exportId, identity: stored.identity, inspection: stored.inspection });
+      const stored = this.db
+        .select({ inspection: exportVersionsTable.bootInspection, identity: exportVersionsTable.bootIdentity })
+        .from(exportVersionsTable)
+        .where(eq(exportVersionsTable.id, versionId))
+        .get();
+      if (stored && stored.inspection !== null && stored.identity !== null)
+        this.inspected.set(versionId, { exportId, identity: stored.identity, inspection: stored.inspection });
     }
     this.imageNow(exportId);
   }
@@ -129,7 +151,9 @@ export class ImageBootArtifacts implements BootArtifacts {
       clearTimeout(pending.timer);
       this.settling.delete(versionId);
     }
-    this.cache.forget(exportId).catch((err: Error) => this.log.warn('cannot remove the boot files of a removed export', { exportId, error: errorText(err) }));
+    this.cache
+      .forget(exportId)
+      .catch((err: Error) => this.log.warn('cannot remove the boot files of a removed export', { exportId, error: errorText(err) }));
   }
 
   /**
@@ -147,9 +171,18 @@ export class ImageBootArtifacts implements BootArtifacts {
     const known = this.inspected.get(image.versionId);
     if (!known) return { ok: false, status: 503, reason: 'its image is not inspected yet; try again' };
     const source = { fd: image.fd, size: image.size ?? this.registeredSize(image.versionId) };
-    const files = await this.cache.filesFor({ exportId: exp.id, image: source, imageIdentity: known.identity, inspection: known.inspection });
+    const files = await this.cache.filesFor({
+      exportId: exp.id,
+      image: source,
+      imageIdentity: known.identity,
+      inspection: known.inspection,
+    });
     if (files.own) this.buildFailures.delete(image.versionId);
-    else if (known.inspection.ready) this.buildFailures.set(image.versionId, { identity: known.identity, reason: cleanText(files.reason ?? 'its boot files could not be built') });
+    else if (known.inspection.ready)
+      this.buildFailures.set(image.versionId, {
+        identity: known.identity,
+        reason: cleanText(files.reason ?? 'its boot files could not be built'),
+      });
     return files;
   }
 
@@ -172,7 +205,13 @@ export class ImageBootArtifacts implements BootArtifacts {
   }
 
   private currentVersionOf(exportId: number): number | null {
-    return this.db.select({ id: exportsTable.currentVersionId }).from(exportsTable).where(and(eq(exportsTable.id, exportId), isNull(exportsTable.removedAt))).get()?.id ?? null;
+    return (
+      this.db
+        .select({ id: exportsTable.currentVersionId })
+        .from(exportsTable)
+        .where(and(eq(exportsTable.id, exportId), isNull(exportsTable.removedAt)))
+        .get()?.id ?? null
+    );
   }
 
   /**
@@ -184,7 +223,8 @@ export class ImageBootArtifacts implements BootArtifacts {
     if (this.settling.has(versionId)) return;
     const check = () => {
       const fd = this.pins.fdOf(versionId);
-      const now = fd === undefined || this.currentVersionOf(exportId) !== versionId ? null : this.identityOf(fs.fstatSync(fd, { bigint: true }));
+      const now =
+        fd === undefined || this.currentVersionOf(exportId) !== versionId ? null : this.identityOf(fs.fstatSync(fd, { bigint: true }));
       const waited = Date.now() - settle.firstSeen;
       if (now !== null && now !== settle.identity && waited < maxSettleMs) {
         settle.identity = now;
@@ -192,7 +232,8 @@ export class ImageBootArtifacts implements BootArtifacts {
         return;
       }
       this.settling.delete(versionId);
-      if (now !== null && now !== this.inspected.get(versionId)?.identity && !this.inspecting.has(versionId)) this.startInspection(exportId, versionId);
+      if (now !== null && now !== this.inspected.get(versionId)?.identity && !this.inspecting.has(versionId))
+        this.startInspection(exportId, versionId);
     };
     const settle = { exportId, identity, firstSeen: Date.now(), timer: setTimeout(check, settleMs).unref() };
     this.settling.set(versionId, settle);
@@ -200,7 +241,10 @@ export class ImageBootArtifacts implements BootArtifacts {
 
   /** A block device's size as judged when its version was registered (its stat says 0). */
   private registeredSize(versionId: number): number | undefined {
-    return this.db.select({ size: exportVersionsTable.size }).from(exportVersionsTable).where(eq(exportVersionsTable.id, versionId)).get()?.size ?? undefined;
+    return (
+      this.db.select({ size: exportVersionsTable.size }).from(exportVersionsTable).where(eq(exportVersionsTable.id, versionId)).get()
+        ?.size ?? undefined
+    );
   }
 
   /** Rewritten in place (size, mtime), replaced (pinned identity) or another kit: inspect again. */
@@ -223,11 +267,28 @@ export class ImageBootArtifacts implements BootArtifacts {
         const inspection = { ...found, os: found.os && cleanText(found.os), reason: found.reason && cleanText(found.reason) };
         if (this.pins.fdOf(versionId) !== fd) return;
         // Stored under the identity seen before it began: a change meanwhile is noticed at the next look.
-        this.db.update(exportVersionsTable).set({ bootInspection: inspection, bootIdentity: identity }).where(eq(exportVersionsTable.id, versionId)).run();
+        this.db
+          .update(exportVersionsTable)
+          .set({ bootInspection: inspection, bootIdentity: identity })
+          .where(eq(exportVersionsTable.id, versionId))
+          .run();
         this.inspected.set(versionId, { exportId, identity, inspection });
-        this.log.info('image inspected for booting', { exportId, versionId, ready: inspection.ready, kernel: inspection.kernel, reason: inspection.reason, ms: Date.now() - started });
+        this.log.info('image inspected for booting', {
+          exportId,
+          versionId,
+          ready: inspection.ready,
+          kernel: inspection.kernel,
+          reason: inspection.reason,
+          ms: Date.now() - started,
+        });
       })
-      .catch((err: Error) => this.log.warn('cannot inspect an image for booting: it cannot boot until a later look inspects it again', { exportId, versionId, error: errorText(err) }))
+      .catch((err: Error) =>
+        this.log.warn('cannot inspect an image for booting: it cannot boot until a later look inspects it again', {
+          exportId,
+          versionId,
+          error: errorText(err),
+        }),
+      )
       .finally(() => this.inspecting.delete(versionId));
     this.inspecting.set(versionId, job);
   }
@@ -239,6 +300,10 @@ async function fileAt(file: string): Promise<BootFile> {
     const stat = await fs.promises.stat(file);
     return { ok: true, path: file, size: stat.size, etag: fileEtag(stat) };
   } catch (err) {
-    return { ok: false, status: 503, reason: `cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)}); try again, or rebuild the kit with ramboot/cached-build` };
+    return {
+      ok: false,
+      status: 503,
+      reason: `cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)}); try again, or rebuild the kit with ramboot/cached-build`,
+    };
   }
 }

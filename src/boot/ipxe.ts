@@ -49,15 +49,27 @@ export interface MachineIdentity {
  * A known machine also gets where to report its stages, its state, and its own identity, which
  * systemd takes from the command line over the image's shared /etc/machine-id and hostname.
  */
-export function exportScript(exp: { name: string; cmdline: string; partition: number | null }, at: BootEndpoint, machine?: MachineIdentity): string {
+export function exportScript(
+  exp: { name: string; cmdline: string; partition: number | null },
+  at: BootEndpoint,
+  machine?: MachineIdentity,
+): string {
   const files = `${at.httpBase}/boot/${exp.name}`;
   const nbd = `${at.nbdHost}:${at.nbdPort}`;
   // The root partition the inspection found: ramboot's own guess (the largest Linux one) may differ.
   const part = exp.partition === null ? '' : `nbdroot.part=${exp.partition}`;
   const identity = machine
-    ? [`nbdmux.mac=${machine.mac}`, `nbdmux.report=${at.httpBase}/boot/report`, machine.stateExport === null ? '' : `nbdroot.state=${nbd}/${machine.stateExport}`, `systemd.hostname=${machine.name}`, `systemd.machine_id=${machine.machineId}`]
+    ? [
+        `nbdmux.mac=${machine.mac}`,
+        `nbdmux.report=${at.httpBase}/boot/report`,
+        machine.stateExport === null ? '' : `nbdroot.state=${nbd}/${machine.stateExport}`,
+        `systemd.hostname=${machine.name}`,
+        `systemd.machine_id=${machine.machineId}`,
+      ]
     : [];
-  const kernelArgs = ['initrd=initrd.img', `nbdroot=${nbd}/${exp.name}`, part, ...identity, exp.cmdline, machine?.cmdline ?? ''].filter((arg) => arg !== '').join(' ');
+  const kernelArgs = ['initrd=initrd.img', `nbdroot=${nbd}/${exp.name}`, part, ...identity, exp.cmdline, machine?.cmdline ?? '']
+    .filter((arg) => arg !== '')
+    .join(' ');
   const who = machine ? `${machine.name} (${machine.mac}) boots ${exp.name}` : `booting ${exp.name}`;
   return lines('#!ipxe', `echo nbdmux: ${who}`, `kernel ${files}/vmlinuz ${kernelArgs}`, `initrd ${files}/initrd.img`, 'boot');
 }
@@ -79,9 +91,16 @@ export interface MenuEntry {
  * boots an image nobody chose.
  * The chosen item's script is chained: it boots, so nothing here loops back to the menu.
  */
-export function menuScript(entries: readonly MenuEntry[], options: { httpBase: string; defaultName: string | null; timeoutMs: number }): string {
+export function menuScript(
+  entries: readonly MenuEntry[],
+  options: { httpBase: string; defaultName: string | null; timeoutMs: number },
+): string {
   if (entries.length === 0) {
-    return lines('#!ipxe', 'echo nbdmux: no export is ready to boot; register one, or check its allow list and the boot status in GET /exports', 'exit 1');
+    return lines(
+      '#!ipxe',
+      'echo nbdmux: no export is ready to boot; register one, or check its allow list and the boot status in GET /exports',
+      'exit 1',
+    );
   }
   const hasDefault = options.defaultName !== null && entries.some((entry) => entry.name === options.defaultName);
   // iPXE's `choose --timeout 0` waits for ever: no wait at all means no menu.
@@ -91,9 +110,19 @@ export function menuScript(entries: readonly MenuEntry[], options: { httpBase: s
     return `item ${name} ${name}${shown === '' ? '' : ` - ${shown}`}`;
   });
   const choose = hasDefault ? `choose --default ${options.defaultName} --timeout ${options.timeoutMs} target` : 'choose target';
-  const missing = options.defaultName !== null && !hasDefault ? [`item --gap (the default, ${options.defaultName}, is not available to boot: choose)`] : [];
+  const missing =
+    options.defaultName !== null && !hasDefault
+      ? [`item --gap (the default, ${options.defaultName}, is not available to boot: choose)`]
+      : [];
   // `${target}` is iPXE's own setting, holding an item's label: one of the export names above.
-  return lines('#!ipxe', 'menu nbdmux: choose an export to boot', ...items, ...missing, `${choose} || exit 1`, `chain ${options.httpBase}/boot/\${target}.ipxe`);
+  return lines(
+    '#!ipxe',
+    'menu nbdmux: choose an export to boot',
+    ...items,
+    ...missing,
+    `${choose} || exit 1`,
+    `chain ${options.httpBase}/boot/\${target}.ipxe`,
+  );
 }
 
 function lines(...parts: string[]): string {

@@ -21,13 +21,20 @@ export const exportsTable = sqliteTable(
     /** Each connection writes to its own diff file (nbd-server copyonwrite); the image is never written. */
     cow: integer('cow', { mode: 'boolean' }).notNull().default(false),
     /** Client addresses (CIDR) that may use this export; empty: every client the NBD port admits. */
-    allow: text('allow', { mode: 'json' }).$type<string[]>().notNull().default(sql`'[]'`),
+    allow: text('allow', { mode: 'json' })
+      .$type<string[]>()
+      .notNull()
+      .default(sql`'[]'`),
     /** Kernel arguments a booting machine gets after nbdmux's own (initrd=, nbdroot=); see exports/inputs.ts. */
     cmdline: text('cmdline').notNull().default(defaultCmdline),
     createdAt: text('created_at').notNull(),
     removedAt: text('removed_at'),
   },
-  (t) => [uniqueIndex('exports_active_name').on(t.name).where(sql`removed_at IS NULL`)],
+  (t) => [
+    uniqueIndex('exports_active_name')
+      .on(t.name)
+      .where(sql`removed_at IS NULL`),
+  ],
 );
 
 /**
@@ -146,7 +153,10 @@ export const machinesTable = sqliteTable('machines', {
   /** A `failed` stage's reason, or the timing lines `root` came with. */
   stageDetail: text('stage_detail'),
   /** When each stage of the current boot was reached. */
-  timeline: text('timeline', { mode: 'json' }).$type<Partial<Record<MachineStage, string>>>().notNull().default(sql`'{}'`),
+  timeline: text('timeline', { mode: 'json' })
+    .$type<Partial<Record<MachineStage, string>>>()
+    .notNull()
+    .default(sql`'{}'`),
   /** The address that fetched its script last: its boot's connections and reports must come from there. */
   address: text('address'),
   lastSeenAt: text('last_seen_at'),
@@ -169,5 +179,8 @@ export type ConnectionRow = typeof connectionsTable.$inferSelect;
 export type MachineRow = typeof machinesTable.$inferSelect;
 export type DiscoveredMachineRow = typeof discoveredMachinesTable.$inferSelect;
 /** An event of one type, its details typed by it (drizzle types each column alone). */
-export type EventOf<T extends EventType> = Omit<typeof eventsTable.$inferSelect, 'type' | 'details'> & { type: T; details: EventDetails[T] };
+export type EventOf<T extends EventType> = Omit<typeof eventsTable.$inferSelect, 'type' | 'details'> & {
+  type: T;
+  details: EventDetails[T];
+};
 export type EventRow = { [T in EventType]: EventOf<T> }[EventType];

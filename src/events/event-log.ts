@@ -22,7 +22,8 @@ export class EventLog extends EventEmitter<{ event: [EventRow] }> {
     super();
     space.on('writable', ({ fullSince }) => {
       const missed = this.notRecorded;
-      if (this.record('daemon.space-recovered', null, { dataDir: space.dataDir, fullSince, notRecorded: missed })) this.notRecorded -= missed;
+      if (this.record('daemon.space-recovered', null, { dataDir: space.dataDir, fullSince, notRecorded: missed }))
+        this.notRecorded -= missed;
     });
   }
 
@@ -30,7 +31,9 @@ export class EventLog extends EventEmitter<{ event: [EventRow] }> {
   record<T extends EventType>(type: T, exportName: string | null, details: EventDetails[T]): EventOf<T> | null {
     // `.all()`, not `.get()`: a RETURNING statement left unfinished by `.get()` keeps SQLite from
     // checkpointing at commit, and the WAL then grows by two pages per event without end.
-    const row = this.space.tryWrite(() => this.db.insert(eventsTable).values({ at: new Date().toISOString(), type, exportName, details }).returning().all()[0]!);
+    const row = this.space.tryWrite(
+      () => this.db.insert(eventsTable).values({ at: new Date().toISOString(), type, exportName, details }).returning().all()[0]!,
+    );
     if (row === undefined) {
       this.notRecorded++;
       return null;
@@ -43,12 +46,22 @@ export class EventLog extends EventEmitter<{ event: [EventRow] }> {
 
   /** Up to `limit` events after `afterId`, oldest first: a page of what a reconnecting subscriber missed. */
   since(afterId: number, limit: number): EventRow[] {
-    return this.db.select().from(eventsTable).where(gt(eventsTable.id, afterId)).orderBy(asc(eventsTable.id)).limit(limit).all() as EventRow[];
+    return this.db
+      .select()
+      .from(eventsTable)
+      .where(gt(eventsTable.id, afterId))
+      .orderBy(asc(eventsTable.id))
+      .limit(limit)
+      .all() as EventRow[];
   }
 
   /** How many events came after `afterId`, and the oldest and newest ids among them. */
   countSince(afterId: number): { count: number; oldestId: number | null; newestId: number | null } {
-    const [result] = this.db.select({ count: count(), oldestId: min(eventsTable.id), newestId: max(eventsTable.id) }).from(eventsTable).where(gt(eventsTable.id, afterId)).all();
+    const [result] = this.db
+      .select({ count: count(), oldestId: min(eventsTable.id), newestId: max(eventsTable.id) })
+      .from(eventsTable)
+      .where(gt(eventsTable.id, afterId))
+      .all();
     return { count: result?.count ?? 0, oldestId: result?.oldestId ?? null, newestId: result?.newestId ?? null };
   }
 

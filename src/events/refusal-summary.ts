@@ -44,7 +44,8 @@ export class RefusalSummary {
       kindOf: ({ client, exportName, reason }) => JSON.stringify([client, exportName, reason]),
       recordFirst: ({ client, port, reason, exportName }) => record({ exportName, details: { client, port, reason, count: 1 } }),
       recordRepeats: ({ first, count, since, overflow }) => {
-        if (!overflow) return record({ exportName: first.exportName, details: { client: first.client, reason: first.reason, count, since } });
+        if (!overflow)
+          return record({ exportName: first.exportName, details: { client: first.client, reason: first.reason, count, since } });
         const reason = `more than ${maxKinds} kinds of refusal at once (addresses, exports, reasons), counted together`;
         record({ exportName: null, details: { client: otherClients, reason, count, since } });
       },

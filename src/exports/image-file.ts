@@ -37,12 +37,15 @@ export async function pinImage(file: string, imageRoots: readonly string[], read
   // Said before the open, which would fail on a socket with a less useful message.
   refuseUnservableKind(file, await fs.stat(realPath, { bigint: true }));
   // O_NONBLOCK: a FIFO swapped in would otherwise block the open forever; O_NOFOLLOW: a symlink swapped in is refused.
-  const fd = await openFd(realPath, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch((err: NodeJS.ErrnoException) => {
-    throw badInput('file', `${file} cannot be opened for reading: ${describeFsError(err)}`);
-  });
+  const fd = await openFd(realPath, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch(
+    (err: NodeJS.ErrnoException) => {
+      throw badInput('file', `${file} cannot be opened for reading: ${describeFsError(err)}`);
+    },
+  );
   try {
     // A directory on the way swapped for a symlink since realpath() shows here, not in the open.
-    if (readlinkSync(`/proc/self/fd/${fd}`) !== realPath) throw badInput('file', `${file} changed while nbdmux checked it; register it again`);
+    if (readlinkSync(`/proc/self/fd/${fd}`) !== realPath)
+      throw badInput('file', `${file} changed while nbdmux checked it; register it again`);
     const stats = fstatSync(fd, { bigint: true });
     refuseUnservableKind(file, stats);
     if (!readonly) {
@@ -60,7 +63,6 @@ export async function pinImage(file: string, imageRoots: readonly string[], read
     throw err;
   }
 }
-
 
 function refuseUnservableKind(file: string, stats: BigIntStats): void {
   const kind = unservableKind(stats);

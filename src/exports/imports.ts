@@ -37,13 +37,26 @@ export class VersionImports {
   ) {}
 
   /** Starts importing `version` (a row in state `importing`); `finish` takes the image once it is complete. */
-  start(name: string, version: VersionRow, source: { url: string; sha256: string | undefined }, actor: Actor, finish: (image: ImportedImage) => Promise<void>): void {
+  start(
+    name: string,
+    version: VersionRow,
+    source: { url: string; sha256: string | undefined },
+    actor: Actor,
+    finish: (image: ImportedImage) => Promise<void>,
+  ): void {
     // In place before the start: the Importer reports its first stages within `start` itself.
-    const entry: Running = { exportId: version.exportId, progress: { stage: 'queued', bytes: 0, totalBytes: null, bytesPerSecond: 0, startedAt: new Date().toISOString() }, cancel: () => {} };
+    const entry: Running = {
+      exportId: version.exportId,
+      progress: { stage: 'queued', bytes: 0, totalBytes: null, bytesPerSecond: 0, startedAt: new Date().toISOString() },
+      cancel: () => {},
+    };
     this.running.set(version.id, entry);
-    const job = this.importer.start({ key: `${name}-v${version.version}`, url: source.url, ...(source.sha256 !== undefined && { sha256: source.sha256 }) }, (progress) => {
-      entry.progress = progress;
-    });
+    const job = this.importer.start(
+      { key: `${name}-v${version.version}`, url: source.url, ...(source.sha256 !== undefined && { sha256: source.sha256 }) },
+      (progress) => {
+        entry.progress = progress;
+      },
+    );
     entry.cancel = job.cancel;
     this.events.record('import.started', name, { id: version.exportId, version: version.version, url: source.url, ...actor });
     job.done
@@ -75,8 +88,15 @@ export class VersionImports {
 
   /** The import to show for a version in state `importing` or `failed`. */
   viewOf(version: VersionRow): ImportView {
-    const progress = this.running.get(version.id)?.progress ?? this.ended.get(version.id) ?? { stage: 'queued', bytes: 0, totalBytes: null, bytesPerSecond: 0, startedAt: version.createdAt };
-    return { ...progress, bytesPerSecond: version.state === 'importing' ? progress.bytesPerSecond : 0, version: version.version, url: version.url ?? '', error: version.error };
+    const progress = this.running.get(version.id)?.progress ??
+      this.ended.get(version.id) ?? { stage: 'queued', bytes: 0, totalBytes: null, bytesPerSecond: 0, startedAt: version.createdAt };
+    return {
+      ...progress,
+      bytesPerSecond: version.state === 'importing' ? progress.bytesPerSecond : 0,
+      version: version.version,
+      url: version.url ?? '',
+      error: version.error,
+    };
   }
 
   /**
@@ -87,7 +107,12 @@ export class VersionImports {
     const rows = this.db.select().from(exportVersionsTable).where(eq(exportVersionsTable.state, 'importing')).all();
     for (const row of rows) {
       const name = nameOf(row.exportId);
-      this.fail(name, row, new ImportError('io', `nbdmux stopped during the import; import it again with PUT /exports/${name} {"url": ...}`), 'interrupted');
+      this.fail(
+        name,
+        row,
+        new ImportError('io', `nbdmux stopped during the import; import it again with PUT /exports/${name} {"url": ...}`),
+        'interrupted',
+      );
     }
     const leftovers = this.importer.removeLeftovers();
     if (leftovers.length > 0) this.log.warn('removed partial imports an earlier run left', { files: leftovers });
@@ -106,6 +131,12 @@ export class VersionImports {
       .run();
     if (changed.changes === 0) return;
     if (failure.reason === 'cancelled') this.events.record('import.cancelled', name, { id: version.exportId, version: version.version });
-    else this.events.record('import.failed', name, { id: version.exportId, version: version.version, reason: reason ?? failure.reason, error });
+    else
+      this.events.record('import.failed', name, {
+        id: version.exportId,
+        version: version.version,
+        reason: reason ?? failure.reason,
+        error,
+      });
   }
 }

@@ -46,26 +46,35 @@ const imageSource = {
   sha256: sha256Hex.optional(),
 };
 
-function oneSource(input: { file?: string | undefined; url?: string | undefined; sha256?: string | undefined }, ctx: z.RefinementCtx): void {
+function oneSource(
+  input: { file?: string | undefined; url?: string | undefined; sha256?: string | undefined },
+  ctx: z.RefinementCtx,
+): void {
   if ((input.file === undefined) === (input.url === undefined)) {
-    ctx.addIssue({ code: 'custom', path: ['file'], message: 'give either "file" (an image on this host) or "url" (an image to import), exactly one' });
+    ctx.addIssue({
+      code: 'custom',
+      path: ['file'],
+      message: 'give either "file" (an image on this host) or "url" (an image to import), exactly one',
+    });
   } else if (input.sha256 !== undefined && input.url === undefined) {
     ctx.addIssue({ code: 'custom', path: ['sha256'], message: 'is checked over downloaded bytes: give it with "url", or drop it' });
   }
 }
 
 /** The one source an input names, once `oneSource` has accepted it. */
-export function sourceOf(input: { file?: string | undefined; url?: string | undefined; sha256?: string | undefined }): { file: string } | { url: string; sha256: string | undefined } {
+export function sourceOf(input: {
+  file?: string | undefined;
+  url?: string | undefined;
+  sha256?: string | undefined;
+}): { file: string } | { url: string; sha256: string | undefined } {
   return input.url !== undefined ? { url: input.url, sha256: input.sha256 } : { file: input.file! };
 }
 
 /** Kernel arguments for machines booting the export through nbdmux's iPXE scripts. */
-export const kernelCmdline = z
-  .string(requiredString)
-  .superRefine((cmdline, ctx) => {
-    const problem = cmdlineProblem(cmdline);
-    if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
-  });
+export const kernelCmdline = z.string(requiredString).superRefine((cmdline, ctx) => {
+  const problem = cmdlineProblem(cmdline);
+  if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
+});
 
 export const createExportInput = z
   .strictObject({
@@ -77,9 +86,12 @@ export const createExportInput = z
     cow: z.boolean({ error: 'must be true or false' }).default(false),
     /** Only clients from these addresses may use the export; empty: everyone the NBD port admits. */
     allow: z
-      .array(z.string(requiredString).refine((cidr) => parseCidr(cidr) !== null, 'must be an IP address or CIDR range, e.g. 10.1.0.0/16'), {
-        error: 'must be a list of IP addresses or CIDR ranges',
-      })
+      .array(
+        z.string(requiredString).refine((cidr) => parseCidr(cidr) !== null, 'must be an IP address or CIDR range, e.g. 10.1.0.0/16'),
+        {
+          error: 'must be a list of IP addresses or CIDR ranges',
+        },
+      )
       .max(64, 'at most 64 ranges')
       .default([]),
     cmdline: kernelCmdline.default(defaultCmdline),

@@ -19,7 +19,13 @@ interface Holder {
  * Called inside the transaction that makes the version current, so two requests at once cannot
  * both pass.
  */
-export function refuseSecondWriter(db: Pick<Db, 'select'>, exp: Pick<ExportRow, 'id' | 'readonly'>, file: string, identity: string, liveVersionIds: readonly number[]): void {
+export function refuseSecondWriter(
+  db: Pick<Db, 'select'>,
+  exp: Pick<ExportRow, 'id' | 'readonly'>,
+  file: string,
+  identity: string,
+  liveVersionIds: readonly number[],
+): void {
   const holders: Holder[] = db
     .select({ name: exportsTable.name, readonly: exportsTable.readonly, removedAt: exportsTable.removedAt })
     .from(exportVersionsTable)
@@ -28,18 +34,25 @@ export function refuseSecondWriter(db: Pick<Db, 'select'>, exp: Pick<ExportRow, 
       and(
         eq(exportVersionsTable.fileIdentity, identity),
         ne(exportsTable.id, exp.id),
-        or(and(isNull(exportsTable.removedAt), eq(exportsTable.currentVersionId, exportVersionsTable.id)), inArray(exportVersionsTable.id, [...liveVersionIds])),
+        or(
+          and(isNull(exportsTable.removedAt), eq(exportsTable.currentVersionId, exportVersionsTable.id)),
+          inArray(exportVersionsTable.id, [...liveVersionIds]),
+        ),
       ),
     )
     .all()
     .map(({ name, readonly, removedAt }) => ({ name, readonly, removed: removedAt !== null }));
   const writer = holders.find((holder) => !holder.readonly);
   if (writer) {
-    throw conflict(`${file} is written by the read-write export "${writer.name}"${held(writer)}: no other export may serve it meanwhile; ${free(writer)}, or register a copy of the file`);
+    throw conflict(
+      `${file} is written by the read-write export "${writer.name}"${held(writer)}: no other export may serve it meanwhile; ${free(writer)}, or register a copy of the file`,
+    );
   }
   const other = holders[0];
   if (!exp.readonly && other) {
-    throw conflict(`${file} is served by the export "${other.name}"${held(other)}: a read-write export must be its file's only export; ${free(other)}, or register a copy of the file`);
+    throw conflict(
+      `${file} is served by the export "${other.name}"${held(other)}: a read-write export must be its file's only export; ${free(other)}, or register a copy of the file`,
+    );
   }
 }
 

@@ -60,7 +60,13 @@ export class PinnedFiles {
   static reopen(db: Db, events: EventLog, log: Logger): PinnedFiles {
     const pins = new PinnedFiles(events, log);
     const rows = db
-      .select({ exportId: exportsTable.id, name: exportsTable.name, versionId: exportVersionsTable.id, file: exportVersionsTable.file, fileIdentity: exportVersionsTable.fileIdentity })
+      .select({
+        exportId: exportsTable.id,
+        name: exportsTable.name,
+        versionId: exportVersionsTable.id,
+        file: exportVersionsTable.file,
+        fileIdentity: exportVersionsTable.fileIdentity,
+      })
       .from(exportsTable)
       .innerJoin(exportVersionsTable, eq(exportVersionsTable.id, exportsTable.currentVersionId))
       .where(and(isNull(exportsTable.removedAt), eq(exportVersionsTable.state, 'ready')))
@@ -72,15 +78,32 @@ export class PinnedFiles {
         pins.leaveUnserved(row.versionId, row.exportId, row.name, row.file, opened);
         continue;
       }
-      if (row.fileIdentity === null) db.update(exportVersionsTable).set({ fileIdentity: opened.identity }).where(eq(exportVersionsTable.id, row.versionId)).run();
-      pins.pins.set(row.versionId, { exportId: row.exportId, name: row.name, file: row.file, fd: opened.fd, identity: opened.identity, seen: opened.identity, change: null });
+      if (row.fileIdentity === null)
+        db.update(exportVersionsTable).set({ fileIdentity: opened.identity }).where(eq(exportVersionsTable.id, row.versionId)).run();
+      pins.pins.set(row.versionId, {
+        exportId: row.exportId,
+        name: row.name,
+        file: row.file,
+        fd: opened.fd,
+        identity: opened.identity,
+        seen: opened.identity,
+        change: null,
+      });
     }
     return pins;
   }
 
   /** Takes over the descriptor of a version that becomes current. */
   hold(versionId: number, exportId: number, name: string, image: Pick<PinnedImage, 'realPath' | 'fd' | 'identity'>): void {
-    this.pins.set(versionId, { exportId, name, file: image.realPath, fd: image.fd, identity: image.identity, seen: image.identity, change: null });
+    this.pins.set(versionId, {
+      exportId,
+      name,
+      file: image.realPath,
+      fd: image.fd,
+      identity: image.identity,
+      seen: image.identity,
+      change: null,
+    });
   }
 
   /**
@@ -118,7 +141,10 @@ export class PinnedFiles {
       const seen = identityAt(pin.file);
       if (seen === pin.seen) continue;
       pin.seen = seen;
-      pin.change = seen === pin.identity ? null : { pathLeadsTo: seen === null ? 'nothing' : 'another file', serving: 'the registered file', seenAt: new Date().toISOString() };
+      pin.change =
+        seen === pin.identity
+          ? null
+          : { pathLeadsTo: seen === null ? 'nothing' : 'another file', serving: 'the registered file', seenAt: new Date().toISOString() };
       this.record(pin.exportId, pin.name, pin.file, pin.change?.pathLeadsTo ?? 'the registered file', 'the registered file');
     }
   }
@@ -128,7 +154,13 @@ export class PinnedFiles {
     this.record(exportId, name, file, pathLeadsTo, 'nothing');
   }
 
-  private record(exportId: number, name: string, file: string, pathLeadsTo: FileChange['pathLeadsTo'] | 'the registered file', serving: FileChange['serving']): void {
+  private record(
+    exportId: number,
+    name: string,
+    file: string,
+    pathLeadsTo: FileChange['pathLeadsTo'] | 'the registered file',
+    serving: FileChange['serving'],
+  ): void {
     this.log.warn('export file changed', { export: name, file, pathLeadsTo, serving });
     this.events.record('export.file-changed', name, { id: exportId, file, pathLeadsTo, serving });
   }
@@ -149,7 +181,8 @@ export function openPinned(file: string, identity: string | null): { fd: number;
   }
   const stats = fs.fstatSync(fd, { bigint: true });
   const found = fileIdentityOf(stats);
-  const unpinnedButIntact = identity === null && fs.readlinkSync(`/proc/self/fd/${fd}`) === file && (stats.isFile() || stats.isBlockDevice());
+  const unpinnedButIntact =
+    identity === null && fs.readlinkSync(`/proc/self/fd/${fd}`) === file && (stats.isFile() || stats.isBlockDevice());
   if (found !== identity && !unpinnedButIntact) {
     fs.closeSync(fd);
     return 'another file';

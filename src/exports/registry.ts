@@ -17,7 +17,16 @@ import { openPinned, type PinnedFiles } from './pinned-files.js';
 import { servedExports, type DataPlane } from './served.js';
 import { configSafePathPattern } from '../rules/names.js';
 import { exportView, type ExportView } from './views.js';
-import { collectGarbage, insertImportingVersion, insertVersion, rollbackTarget, versionById, versionsOf, type Tx, type VersionView } from './versions.js';
+import {
+  collectGarbage,
+  insertImportingVersion,
+  insertVersion,
+  rollbackTarget,
+  versionById,
+  versionsOf,
+  type Tx,
+  type VersionView,
+} from './versions.js';
 
 export interface RemovalResult {
   name: string;
@@ -40,7 +49,13 @@ export class ExportRegistry {
     private readonly dataPlane: DataPlane,
     private readonly events: EventLog,
     private readonly pins: PinnedFiles,
-    private readonly options: { imageRoots: readonly string[]; keepVersions: number; importer: Importer; boot: Pick<BootArtifacts, 'bootInfo' | 'versionCurrent' | 'removed'>; log: Logger },
+    private readonly options: {
+      imageRoots: readonly string[];
+      keepVersions: number;
+      importer: Importer;
+      boot: Pick<BootArtifacts, 'bootInfo' | 'versionCurrent' | 'removed'>;
+      log: Logger;
+    },
   ) {
     this.imports = new VersionImports(db, events, options.importer, options.log);
   }
@@ -64,12 +79,29 @@ export class ExportRegistry {
   async create(input: CreateExportInput, actor: Actor): Promise<ExportView> {
     this.refuseTakenName(input.name);
     if (input.cow && !configSafePathPattern.test(this.dataPlane.cowDir)) {
-      throw badInput('cow', `copy-on-write diffs go to ${this.dataPlane.cowDir}, a path nbd-server's config would misread; run nbdmux with a data dir of A-Z a-z 0-9 . _ / + - only`);
+      throw badInput(
+        'cow',
+        `copy-on-write diffs go to ${this.dataPlane.cowDir}, a path nbd-server's config would misread; run nbdmux with a data dir of A-Z a-z 0-9 . _ / + - only`,
+      );
     }
     const source = sourceOf(input);
-    const insertExport = (tx: Tx) => tx.insert(exportsTable).values({ name: input.name, readonly: input.readonly, cow: input.cow, allow: input.allow, cmdline: input.cmdline, createdAt: new Date().toISOString() }).returning().get();
+    const insertExport = (tx: Tx) =>
+      tx
+        .insert(exportsTable)
+        .values({
+          name: input.name,
+          readonly: input.readonly,
+          cow: input.cow,
+          allow: input.allow,
+          cmdline: input.cmdline,
+          createdAt: new Date().toISOString(),
+        })
+        .returning()
+        .get();
     if ('url' in source) {
-      const version = this.takingName(input.name, () => this.db.transaction((tx) => insertImportingVersion(tx, insertExport(tx).id, source.url)));
+      const version = this.takingName(input.name, () =>
+        this.db.transaction((tx) => insertImportingVersion(tx, insertExport(tx).id, source.url)),
+      );
       this.startImport(input.name, version, source, actor);
       return this.get(input.name);
     }
@@ -80,7 +112,16 @@ export class ExportRegistry {
         return { exp, versionId: insertVersion(tx, exp.id, image) };
       }),
     );
-    this.events.record('export.created', row.name, { id: row.id, file: image.realPath, readonly: row.readonly, cow: row.cow, allow: row.allow, cmdline: row.cmdline, size: image.size, ...actor });
+    this.events.record('export.created', row.name, {
+      id: row.id,
+      file: image.realPath,
+      readonly: row.readonly,
+      cow: row.cow,
+      allow: row.allow,
+      cmdline: row.cmdline,
+      size: image.size,
+      ...actor,
+    });
     return this.view(row, new Map());
   }
 
@@ -115,16 +156,23 @@ export class ExportRegistry {
     const target = rollbackTarget(this.db, exp, version);
     const opened = openPinned(target.file!, target.fileIdentity);
     if (typeof opened === 'string') {
-      throw conflict(`version ${target.version} of "${name}" cannot be served again: its file ${target.file} now leads to ${opened}; choose another version`);
+      throw conflict(
+        `version ${target.version} of "${name}" cannot be served again: its file ${target.file} now leads to ${opened}; choose another version`,
+      );
     }
-    const row = this.switchVersion({ fd: opened.fd, realPath: target.file!, identity: opened.identity }, () => ({ exp, versionId: target.id }));
+    const row = this.switchVersion({ fd: opened.fd, realPath: target.file!, identity: opened.identity }, () => ({
+      exp,
+      versionId: target.id,
+    }));
     this.recordSwitch(row, 'rollback', actor);
     return this.get(name);
   }
 
   /** At start: imports the last run left unfinished are marked failed, their partial files removed. */
   failInterruptedImports(): void {
-    this.imports.failInterrupted((exportId) => this.db.select({ name: exportsTable.name }).from(exportsTable).where(eq(exportsTable.id, exportId)).get()!.name);
+    this.imports.failInterrupted(
+      (exportId) => this.db.select({ name: exportsTable.name }).from(exportsTable).where(eq(exportsTable.id, exportId)).get()!.name,
+    );
   }
 
   /** An export's versions, newest first. */
@@ -148,7 +196,10 @@ export class ExportRegistry {
    * of the export's former current version. Refused when the file would have a second writer.
    * The descriptor is closed on failure.
    */
-  private switchVersion(image: Pick<PinnedImage, 'fd' | 'realPath' | 'identity'>, change: (tx: Tx) => { exp: ExportRow; versionId: number }): ExportRow {
+  private switchVersion(
+    image: Pick<PinnedImage, 'fd' | 'realPath' | 'identity'>,
+    change: (tx: Tx) => { exp: ExportRow; versionId: number },
+  ): ExportRow {
     let applied = false;
     let previous: number | null = null;
     let row: ExportRow;
@@ -189,7 +240,14 @@ export class ExportRegistry {
     let switched: ExportRow | null = null;
     try {
       pinned = await pinImage(image.file, this.options.imageRoots, this.notRemoved(version.exportId).readonly);
-      const ready = { file: pinned.realPath, fileIdentity: pinned.identity, size: pinned.size, sha256: image.sha256, stored: true, state: 'ready' as const };
+      const ready = {
+        file: pinned.realPath,
+        fileIdentity: pinned.identity,
+        size: pinned.size,
+        sha256: image.sha256,
+        stored: true,
+        state: 'ready' as const,
+      };
       const markReady = (tx: Tx) => tx.update(exportVersionsTable).set(ready).where(eq(exportVersionsTable.id, version.id)).run();
       // Looked up after the await: the export may have been removed or moved on meanwhile.
       const current = versionById(this.db, this.notRemoved(version.exportId).currentVersionId);
@@ -209,13 +267,23 @@ export class ExportRegistry {
       this.imports.fail(name, version, err);
       return;
     }
-    this.events.record('import.done', name, { id: version.exportId, version: version.version, file: pinned.realPath, size: pinned.size, sha256: image.sha256 });
+    this.events.record('import.done', name, {
+      id: version.exportId,
+      version: version.version,
+      file: pinned.realPath,
+      size: pinned.size,
+      sha256: image.sha256,
+    });
     if (switched) this.recordSwitch(switched, 'import', {});
   }
 
   /** The export by id, unless removed: an import finishing for a removed export serves nothing. */
   private notRemoved(exportId: number, db: Pick<Db, 'select'> = this.db): ExportRow {
-    const exp = db.select().from(exportsTable).where(and(eq(exportsTable.id, exportId), isNull(exportsTable.removedAt))).get();
+    const exp = db
+      .select()
+      .from(exportsTable)
+      .where(and(eq(exportsTable.id, exportId), isNull(exportsTable.removedAt)))
+      .get();
     if (!exp) throw new ImportError('cancelled', 'the import was cancelled: its export was removed');
     return exp;
   }
@@ -232,7 +300,13 @@ export class ExportRegistry {
 
   private recordSwitch(row: ExportRow, reason: 'update' | 'rollback' | 'import', actor: Partial<Actor>): void {
     const version = versionById(this.db, row.currentVersionId)!;
-    this.events.record('export.version-switched', row.name, { id: row.id, version: version.version, file: version.file!, reason, ...actor });
+    this.events.record('export.version-switched', row.name, {
+      id: row.id,
+      version: version.version,
+      file: version.file!,
+      reason,
+      ...actor,
+    });
     this.collectGarbage();
   }
 
@@ -291,4 +365,3 @@ export class ExportRegistry {
     if (this.findServing(name)) throw conflict(`an export named "${name}" already exists; remove it first or choose another name`);
   }
 }
-

@@ -17,7 +17,11 @@ export type Tx = Pick<Db, 'select' | 'insert' | 'update'>;
 
 /** The next number of an export's versions: one above the highest it ever had. */
 function nextVersionNumber(db: Pick<Db, 'select'>, exportId: number): number {
-  const row = db.select({ highest: max(exportVersionsTable.version) }).from(exportVersionsTable).where(eq(exportVersionsTable.exportId, exportId)).get();
+  const row = db
+    .select({ highest: max(exportVersionsTable.version) })
+    .from(exportVersionsTable)
+    .where(eq(exportVersionsTable.exportId, exportId))
+    .get();
   return (row?.highest ?? 0) + 1;
 }
 
@@ -25,14 +29,26 @@ function nextVersionNumber(db: Pick<Db, 'select'>, exportId: number): number {
 export function insertVersion(tx: Tx, exportId: number, image: { realPath: string; identity: string; size: number }): number {
   return tx
     .insert(exportVersionsTable)
-    .values({ exportId, version: nextVersionNumber(tx, exportId), file: image.realPath, fileIdentity: image.identity, size: image.size, state: 'ready', createdAt: new Date().toISOString() })
+    .values({
+      exportId,
+      version: nextVersionNumber(tx, exportId),
+      file: image.realPath,
+      fileIdentity: image.identity,
+      size: image.size,
+      state: 'ready',
+      createdAt: new Date().toISOString(),
+    })
     .returning({ id: exportVersionsTable.id })
     .get().id;
 }
 
 /** The export's next version, to be filled by an import of `url`. */
 export function insertImportingVersion(tx: Tx, exportId: number, url: string): VersionRow {
-  return tx.insert(exportVersionsTable).values({ exportId, version: nextVersionNumber(tx, exportId), url, state: 'importing', createdAt: new Date().toISOString() }).returning().get();
+  return tx
+    .insert(exportVersionsTable)
+    .values({ exportId, version: nextVersionNumber(tx, exportId), url, state: 'importing', createdAt: new Date().toISOString() })
+    .returning()
+    .get();
 }
 
 export function versionById(db: Pick<Db, 'select'>, versionId: number | null): VersionRow | undefined {
@@ -87,7 +103,9 @@ export function rollbackTarget(db: Pick<Db, 'select'>, exp: ExportRow, version: 
   if (!target) throw notFound(`export "${exp.name}" has no version ${version}`);
   if (target.id === exp.currentVersionId) throw conflict(`version ${version} of "${exp.name}" is already current`);
   if (target.state !== 'ready') {
-    throw conflict(`version ${version} of "${exp.name}" is ${target.state === 'deleted' ? 'deleted (its imported file was removed)' : target.state}, so it cannot be served; choose a ready version`);
+    throw conflict(
+      `version ${version} of "${exp.name}" is ${target.state === 'deleted' ? 'deleted (its imported file was removed)' : target.state}, so it cannot be served; choose a ready version`,
+    );
   }
   return target;
 }

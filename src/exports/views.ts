@@ -34,10 +34,21 @@ export interface ViewSources {
 }
 
 /** An export row as the control plane shows it, with `counts` of live connections per export id. */
-export function exportView({ currentVersionId, ...row }: ExportRow, counts: ReadonlyMap<number, number>, { db, pins, imports, boot }: ViewSources): ExportView {
+export function exportView(
+  { currentVersionId, ...row }: ExportRow,
+  counts: ReadonlyMap<number, number>,
+  { db, pins, imports, boot }: ViewSources,
+): ExportView {
   const current = versionById(db, currentVersionId);
-  const newest = db.select().from(exportVersionsTable).where(eq(exportVersionsTable.exportId, row.id)).orderBy(desc(exportVersionsTable.version)).limit(1).get();
-  const importing = newest && (newest.state === 'importing' || newest.state === 'failed') && newest.id !== currentVersionId ? newest : undefined;
+  const newest = db
+    .select()
+    .from(exportVersionsTable)
+    .where(eq(exportVersionsTable.exportId, row.id))
+    .orderBy(desc(exportVersionsTable.version))
+    .limit(1)
+    .get();
+  const importing =
+    newest && (newest.state === 'importing' || newest.state === 'failed') && newest.id !== currentVersionId ? newest : undefined;
   return {
     ...row,
     file: current?.file ?? null,

@@ -66,12 +66,20 @@ export function bootRoutes(options: BootRoutesOptions): BootRoutes {
     const method = req.method ?? 'GET';
     const allowed = target.kind === 'report' ? ['POST'] : ['GET', 'HEAD'];
     if (!allowed.includes(method)) {
-      sendJsonError(res, url.pathname, 405, 'METHOD_NOT_SUPPORTED', `${method} is not supported here; use ${allowed.join(' or ')}`, { allow: allowed.join(', ') });
+      sendJsonError(res, url.pathname, 405, 'METHOD_NOT_SUPPORTED', `${method} is not supported here; use ${allowed.join(' or ')}`, {
+        allow: allowed.join(', '),
+      });
       return true;
     }
     const client = clientAddressOf(req.socket);
     if (!nbdAllow.allows(client)) {
-      sendJsonError(res, url.pathname, 403, 'FORBIDDEN', `${client} may not use the NBD port (--nbd-allow), so it gets no boot files either`);
+      sendJsonError(
+        res,
+        url.pathname,
+        403,
+        'FORBIDDEN',
+        `${client} may not use the NBD port (--nbd-allow), so it gets no boot files either`,
+      );
       return true;
     }
     if (target.kind === 'report') {
@@ -89,7 +97,13 @@ export function bootRoutes(options: BootRoutesOptions): BootRoutes {
     if (macParam !== null) {
       const mac = normaliseMac(macParam);
       if (mac === null) {
-        sendJsonError(res, url.pathname, 400, 'BAD_REQUEST', `mac: "${macParam.slice(0, 40)}" is not a MAC address; chain /boot.ipxe?mac=\${net0/mac} from iPXE`);
+        sendJsonError(
+          res,
+          url.pathname,
+          400,
+          'BAD_REQUEST',
+          `mac: "${macParam.slice(0, 40)}" is not a MAC address; chain /boot.ipxe?mac=\${net0/mac} from iPXE`,
+        );
         return true;
       }
       const machine = options.machines.lookup(mac);
@@ -97,7 +111,11 @@ export function bootRoutes(options: BootRoutesOptions): BootRoutes {
       if (script !== undefined) {
         // The machine's own script, booting or saying why it cannot: this address is its boot now.
         if (booting) options.machines.scriptFetched(mac, client);
-        recordScript(script.exportName, sendText(req, res, script.text), script.boots ? { nbd: `${endpoint().nbdHost}:${endpoint().nbdPort}` } : {});
+        recordScript(
+          script.exportName,
+          sendText(req, res, script.text),
+          script.boots ? { nbd: `${endpoint().nbdHost}:${endpoint().nbdPort}` } : {},
+        );
         return true;
       }
       // An unknown MAC is remembered; a known one whose export refuses this address is answered
@@ -109,7 +127,11 @@ export function bootRoutes(options: BootRoutesOptions): BootRoutes {
         const info = artifacts.bootInfo(exp);
         return info.ready ? [{ name: exp.name, description: info.os }] : [];
       });
-      const script = menuScript(entries, { httpBase: requestBase(req), defaultName: options.bootDefault, timeoutMs: options.menuTimeoutMs });
+      const script = menuScript(entries, {
+        httpBase: requestBase(req),
+        defaultName: options.bootDefault,
+        timeoutMs: options.menuTimeoutMs,
+      });
       recordScript(null, sendText(req, res, script), { menu: entries.map((entry) => entry.name).join(',') });
       return true;
     }
@@ -118,7 +140,13 @@ export function bootRoutes(options: BootRoutesOptions): BootRoutes {
     const exp = name === null ? undefined : exports.find({ name });
     if (exp === undefined || !admits(exp, client)) {
       // The same answer for a name that does not exist and one this machine may not use, as on the NBD port.
-      sendJsonError(res, url.pathname, 403, 'FORBIDDEN', `no export "${target.rawName.slice(0, 80)}" that ${client} may boot: check the name in GET /exports and the export's allow list`);
+      sendJsonError(
+        res,
+        url.pathname,
+        403,
+        'FORBIDDEN',
+        `no export "${target.rawName.slice(0, 80)}" that ${client} may boot: check the name in GET /exports and the export's allow list`,
+      );
       return true;
     }
     if (target.kind === 'script') {
@@ -128,12 +156,20 @@ export function bootRoutes(options: BootRoutesOptions): BootRoutes {
         return true;
       }
       const at = endpoint();
-      recordScript(exp.name, sendText(req, res, exportScript({ ...exp, partition: info.partition }, at)), { nbd: `${at.nbdHost}:${at.nbdPort}` });
+      recordScript(exp.name, sendText(req, res, exportScript({ ...exp, partition: info.partition }, at)), {
+        nbd: `${at.nbdHost}:${at.nbdPort}`,
+      });
       return true;
     }
     const file = await (target.kind === 'kernel' ? artifacts.kernelFor(exp) : artifacts.initrdFor(exp));
     if (!file.ok) {
-      sendJsonError(res, url.pathname, file.status, file.status === 404 ? 'NOT_FOUND' : 'SERVICE_UNAVAILABLE', `export "${exp.name}" cannot boot: ${file.reason}`);
+      sendJsonError(
+        res,
+        url.pathname,
+        file.status,
+        file.status === 404 ? 'NOT_FOUND' : 'SERVICE_UNAVAILABLE',
+        `export "${exp.name}" cannot boot: ${file.reason}`,
+      );
       return true;
     }
     const kind = target.kind;
@@ -151,20 +187,42 @@ export function bootRoutes(options: BootRoutesOptions): BootRoutes {
  * Undefined when its export's allow list leaves out `client`: that address learns nothing of it,
  * and changes nothing of it.
  */
-function machineScript(machine: MachineRow, client: string, exports: BootableExports, artifacts: BootArtifacts, endpoint: BootEndpoint): { text: string; exportName: string | null; boots: boolean } | undefined {
-  const cannot = (exportName: string | null, reason: string) => ({ text: cannotBootScript(machine.name, reason), exportName, boots: false });
+function machineScript(
+  machine: MachineRow,
+  client: string,
+  exports: BootableExports,
+  artifacts: BootArtifacts,
+  endpoint: BootEndpoint,
+): { text: string; exportName: string | null; boots: boolean } | undefined {
+  const cannot = (exportName: string | null, reason: string) => ({
+    text: cannotBootScript(machine.name, reason),
+    exportName,
+    boots: false,
+  });
   if (machine.exportId === null) return cannot(null, `no export is set for it: PATCH /machines/${machine.mac} with an export`);
   const exp = exports.find({ id: machine.exportId });
   if (exp === undefined) return cannot(null, `its export is removed, or not serving: see GET /machines/${machine.mac}`);
   if (!admits(exp, client)) return undefined;
   const info = artifacts.bootInfo(exp);
   if (!info.ready) return cannot(exp.name, `export ${exp.name} cannot boot: ${info.reason ?? 'not ready'}`);
-  const identity = { name: machine.name, mac: machine.mac, machineId: machine.machineId, cmdline: machine.cmdline, stateExport: machine.persistent ? stateExportName(machine.mac) : null };
+  const identity = {
+    name: machine.name,
+    mac: machine.mac,
+    machineId: machine.machineId,
+    cmdline: machine.cmdline,
+    stateExport: machine.persistent ? stateExportName(machine.mac) : null,
+  };
   return { text: exportScript({ ...exp, partition: info.partition }, endpoint, identity), exportName: exp.name, boots: true };
 }
 
 /** `POST /boot/report?mac=MAC&stage=STAGE`, a text body: a machine's initramfs or booted system says where its boot is. */
-async function report(req: http.IncomingMessage, res: http.ServerResponse, url: URL, client: string, machines: BootRoutesOptions['machines']): Promise<void> {
+async function report(
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  url: URL,
+  client: string,
+  machines: BootRoutesOptions['machines'],
+): Promise<void> {
   const mac = normaliseMac(url.searchParams.get('mac') ?? '');
   const stage = url.searchParams.get('stage') ?? '';
   if (mac === null || !(reportedStages as readonly string[]).includes(stage)) {
@@ -181,7 +239,8 @@ async function report(req: http.IncomingMessage, res: http.ServerResponse, url: 
     body = await readBody(req);
   } catch (err) {
     // Too large (sent without a length), or cut off: the machine's report is lost, nothing else.
-    if (err instanceof TRPCError && err.code === 'PAYLOAD_TOO_LARGE') sendJsonError(res, url.pathname, 413, 'PAYLOAD_TOO_LARGE', `a report is at most ${maxReportBytes} bytes`, { connection: 'close' });
+    if (err instanceof TRPCError && err.code === 'PAYLOAD_TOO_LARGE')
+      sendJsonError(res, url.pathname, 413, 'PAYLOAD_TOO_LARGE', `a report is at most ${maxReportBytes} bytes`, { connection: 'close' });
     else res.destroy();
     return;
   }

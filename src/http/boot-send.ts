@@ -32,7 +32,14 @@ export function sendText(req: http.IncomingMessage, res: http.ServerResponse, te
 }
 
 /** Streams a boot file, never holding it whole in memory; `served` is told the status before the body goes out. */
-export async function sendFile(req: http.IncomingMessage, res: http.ServerResponse, file: Extract<BootFile, { ok: true }>, pathname: string, log: Logger, served: (status: number) => void): Promise<void> {
+export async function sendFile(
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  file: Extract<BootFile, { ok: true }>,
+  pathname: string,
+  log: Logger,
+  served: (status: number) => void,
+): Promise<void> {
   const headers = { etag: file.etag, 'cache-control': 'no-cache' };
   if (clientHas(req, file.etag)) {
     res.writeHead(304, headers).end();
@@ -42,7 +49,14 @@ export async function sendFile(req: http.IncomingMessage, res: http.ServerRespon
   try {
     handle = await fs.promises.open(file.path, 'r');
   } catch (err) {
-    sendJsonError(res, pathname, 503, 'SERVICE_UNAVAILABLE', `${pathname} cannot be read just now (${(err as NodeJS.ErrnoException).code ?? String(err)}); try again`, { 'retry-after': '1' });
+    sendJsonError(
+      res,
+      pathname,
+      503,
+      'SERVICE_UNAVAILABLE',
+      `${pathname} cannot be read just now (${(err as NodeJS.ErrnoException).code ?? String(err)}); try again`,
+      { 'retry-after': '1' },
+    );
     return;
   }
   try {
@@ -57,7 +71,8 @@ export async function sendFile(req: http.IncomingMessage, res: http.ServerRespon
     await pipeline(handle.createReadStream({ start: 0, end: file.size - 1, autoClose: false }), res);
   } catch (err) {
     // A machine that stops reading (reset, reboot) ends its download; nothing else is affected.
-    if ((err as NodeJS.ErrnoException).code !== 'ERR_STREAM_PREMATURE_CLOSE') log.warn('boot file not sent whole', { path: pathname, error: errorText(err) });
+    if ((err as NodeJS.ErrnoException).code !== 'ERR_STREAM_PREMATURE_CLOSE')
+      log.warn('boot file not sent whole', { path: pathname, error: errorText(err) });
     res.destroy();
   } finally {
     await handle.close();

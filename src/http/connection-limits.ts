@@ -79,7 +79,9 @@ export function limitConnections(server: http.Server, limits: ConnectionLimits, 
     const client = clientAddressOf(socket);
     const fromClient = perClient.get(client) ?? 0;
     if (fromClient >= limits.perClient) {
-      return refuse(socket, `too many connections from ${client}: close idle ones (limit --max-http-per-client ${limits.perClient})`, { client });
+      return refuse(socket, `too many connections from ${client}: close idle ones (limit --max-http-per-client ${limits.perClient})`, {
+        client,
+      });
     }
     if (open.size >= limits.total && !evictOldestIdle()) {
       return refuse(socket, `every HTTP connection is busy: try again shortly (limit --max-http-connections ${limits.total})`, { client });

@@ -6,7 +6,14 @@ import { TRPC_ERROR_CODES_BY_KEY, type TRPC_ERROR_CODE_KEY } from '@trpc/server/
  * the error shape its caller already handles: tRPC's envelope under /trpc, where the typed
  * client reads it as any other error; `{error: {code, message}}` everywhere else.
  */
-export function sendJsonError(res: http.ServerResponse, pathname: string, status: number, code: TRPC_ERROR_CODE_KEY, message: string, headers: Record<string, string> = {}): void {
+export function sendJsonError(
+  res: http.ServerResponse,
+  pathname: string,
+  status: number,
+  code: TRPC_ERROR_CODE_KEY,
+  message: string,
+  headers: Record<string, string> = {},
+): void {
   if (res.headersSent) return void res.end();
   const body = pathname.startsWith('/trpc/')
     ? { error: { message, code: TRPC_ERROR_CODES_BY_KEY[code], data: { code, httpStatus: status } } }

@@ -181,7 +181,8 @@ function machineItem(rawMac: string): Route {
         await procedures().machines.delete({ mac });
         return { status: 204 };
       }
-      if (method === 'PATCH') return { status: 200, json: await procedures().machines.update(withPathField(await readJsonBody(req), 'mac', mac, 'machine')) };
+      if (method === 'PATCH')
+        return { status: 200, json: await procedures().machines.update(withPathField(await readJsonBody(req), 'mac', mac, 'machine')) };
       return { status: 200, json: await procedures().machines.get({ mac }) };
     },
   };

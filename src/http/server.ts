@@ -33,7 +33,18 @@ export interface HttpServer {
 
 /** One port for everything a person or program asks of nbdmux: tRPC over HTTP and WebSocket, REST, the dashboard. */
 export async function startHttpServer(options: {
-  config: Pick<Config, 'port' | 'bind' | 'allowedHosts' | 'maxHttpConnections' | 'maxHttpPerClient' | 'httpRequestTimeout' | 'maxConnections' | 'maxWebSockets' | 'maxWebSocketsPerClient'>;
+  config: Pick<
+    Config,
+    | 'port'
+    | 'bind'
+    | 'allowedHosts'
+    | 'maxHttpConnections'
+    | 'maxHttpPerClient'
+    | 'httpRequestTimeout'
+    | 'maxConnections'
+    | 'maxWebSockets'
+    | 'maxWebSocketsPerClient'
+  >;
   services: Services;
   metrics: Metrics;
   gate: AuthGate;
@@ -91,20 +102,34 @@ export async function startHttpServer(options: {
     } catch (cause) {
       // A refusal thrown on the way (a body too large, cut off by the timeout) keeps its status; anything else is ours.
       const error = getTRPCErrorFromUnknown(cause);
-      if (error.code !== 'INTERNAL_SERVER_ERROR') return sendJsonError(res, url.pathname, getHTTPStatusCodeFromError(error), error.code, error.message);
+      if (error.code !== 'INTERNAL_SERVER_ERROR')
+        return sendJsonError(res, url.pathname, getHTTPStatusCodeFromError(error), error.code, error.message);
       log.error('request failed', { method, path: url.pathname, error: errorText(cause) });
       sendJsonError(res, url.pathname, 500, 'INTERNAL_SERVER_ERROR', 'internal error; the daemon log has the details');
     }
   }
 
   answerExpectContinue(server);
-  limitConnections(server, { total: httpConnectionLimit(config.maxHttpConnections, config.maxConnections, log), perClient: config.maxHttpPerClient }, log);
-  const webSocket = attachWebSocket(server, createContext, gate, hosts, { total: config.maxWebSockets, perClient: config.maxWebSocketsPerClient }, log);
+  limitConnections(
+    server,
+    { total: httpConnectionLimit(config.maxHttpConnections, config.maxConnections, log), perClient: config.maxHttpPerClient },
+    log,
+  );
+  const webSocket = attachWebSocket(
+    server,
+    createContext,
+    gate,
+    hosts,
+    { total: config.maxWebSockets, perClient: config.maxWebSocketsPerClient },
+    log,
+  );
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
       const where = `${bind ?? 'all addresses'} port ${port}`;
-      reject(new Error(err.code === 'EADDRINUSE' ? `HTTP port already in use: ${where}` : `cannot listen for HTTP on ${where}: ${err.message}`));
+      reject(
+        new Error(err.code === 'EADDRINUSE' ? `HTTP port already in use: ${where}` : `cannot listen for HTTP on ${where}: ${err.message}`),
+      );
     });
     server.listen({ port, host: bind }, () => resolve());
   });

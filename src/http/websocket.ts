@@ -38,7 +38,8 @@ export function attachWebSocket(
     const screening = screenRequest(req, hosts);
     if (!screening.ok) return refuse(socket, screening.status, screening.message);
     const { pathname } = screening.url;
-    if (pathname !== webSocketPath && pathname !== `${webSocketPath}/`) return refuse(socket, 404, `WebSocket is served at ${webSocketPath} only`);
+    if (pathname !== webSocketPath && pathname !== `${webSocketPath}/`)
+      return refuse(socket, 404, `WebSocket is served at ${webSocketPath} only`);
     // Refused before the socket is accepted; the context of the connection then carries the same caller.
     const caller = gate.caller(req);
     if (!caller.ok) return refuse(socket, caller.status, caller.message);
@@ -82,5 +83,8 @@ export function attachWebSocket(
 
 function refuse(socket: Duplex, status: number, reason: string): void {
   // Destroyed once written: no HTTP timeout covers this socket any more, and a client that never closes its side would keep it.
-  socket.end(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(reason) + 1}\r\n\r\n${reason}\n`, () => socket.destroy());
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(reason) + 1}\r\n\r\n${reason}\n`,
+    () => socket.destroy(),
+  );
 }

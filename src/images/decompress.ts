@@ -41,7 +41,8 @@ async function* throughChild(command: 'xz' | 'zstd', input: AsyncIterable<Buffer
     const fed = await tool.fed;
     // A failed download (truncated, stalled) ends the tool's input early: that, not its complaint, is the cause.
     if (fed instanceof ImportError) throw fed;
-    if (code !== 0) throw new ImportError('bad-image', `the ${command} stream is corrupt (${command} -dc: ${stderr.trim() || `exit ${code}`})`);
+    if (code !== 0)
+      throw new ImportError('bad-image', `the ${command} stream is corrupt (${command} -dc: ${stderr.trim() || `exit ${code}`})`);
   } finally {
     tool.kill();
   }

@@ -35,17 +35,28 @@ export async function openDownload(url: string, options: FetchOptions): Promise<
     throw new ImportError('bad-url', `${url}: only http://, https:// and file:// URLs can be imported`);
   }
   const seen = new Set<string>();
-  for (let current = parsed; ; ) {
+  for (let current = parsed; ;) {
     seen.add(current.href);
     const { response, rate, failure } = await request(current, options);
-    const location = response.statusCode !== undefined && response.statusCode >= 300 && response.statusCode < 400 ? response.headers.location : undefined;
+    const location =
+      response.statusCode !== undefined && response.statusCode >= 300 && response.statusCode < 400 ? response.headers.location : undefined;
     if (location === undefined) return body(current, response, rate, failure);
     response.resume();
     const next = parseUrl(location, current);
-    if (next.protocol !== 'http:' && next.protocol !== 'https:') throw new ImportError('redirects', `${current.href} redirected to ${next.href}: only http and https redirects are followed`);
-    if (current.protocol === 'https:' && next.protocol === 'http:') throw new ImportError('redirects', `${current.href} redirected from https to plain http (${next.href}): give the final https URL instead`);
-    if (seen.has(next.href)) throw new ImportError('redirects', `${url}: a redirect loop (${next.href} again): fix the server or give the image's final URL`);
-    if (seen.size > maxRedirects) throw new ImportError('redirects', `${url}: more than ${maxRedirects} redirects (the last to ${next.href}): give the image's final URL`);
+    if (next.protocol !== 'http:' && next.protocol !== 'https:')
+      throw new ImportError('redirects', `${current.href} redirected to ${next.href}: only http and https redirects are followed`);
+    if (current.protocol === 'https:' && next.protocol === 'http:')
+      throw new ImportError(
+        'redirects',
+        `${current.href} redirected from https to plain http (${next.href}): give the final https URL instead`,
+      );
+    if (seen.has(next.href))
+      throw new ImportError('redirects', `${url}: a redirect loop (${next.href} again): fix the server or give the image's final URL`);
+    if (seen.size > maxRedirects)
+      throw new ImportError(
+        'redirects',
+        `${url}: more than ${maxRedirects} redirects (the last to ${next.href}): give the image's final URL`,
+      );
     current = next;
   }
 }
@@ -80,15 +91,21 @@ function request(url: URL, { signal, connectTimeoutMs, stallTimeoutMs, minRate }
     };
     const onAbort = () => fail(cancelled());
     signal.addEventListener('abort', onAbort, { once: true });
-    const connectTimer = setTimeout(() => fail(new ImportError('connect-timeout', `${url.host} did not accept a connection within ${connectTimeoutMs / 1000} s`)), connectTimeoutMs);
+    const connectTimer = setTimeout(
+      () => fail(new ImportError('connect-timeout', `${url.host} did not accept a connection within ${connectTimeoutMs / 1000} s`)),
+      connectTimeoutMs,
+    );
     req.on('socket', (socket) => socket.once(url.protocol === 'https:' ? 'secureConnect' : 'connect', () => clearTimeout(connectTimer)));
     req.setTimeout(stallTimeoutMs, () => fail(stalled(url, stallTimeoutMs)));
     // A byte now and then resets the stall timer for ever: only a rate bounds how long a source holds a slot.
     const rate = new SourceRate(minRate);
-    const rateTimer = setInterval(() => {
-      const slow = rate.tooSlow();
-      if (slow !== null) fail(tooSlow(url, slow.bytes, minRate));
-    }, Math.min(1000, minRate.windowMs / 10));
+    const rateTimer = setInterval(
+      () => {
+        const slow = rate.tooSlow();
+        if (slow !== null) fail(tooSlow(url, slow.bytes, minRate));
+      },
+      Math.min(1000, minRate.windowMs / 10),
+    );
     req.on('close', () => {
       clearTimeout(connectTimer);
       clearInterval(rateTimer);
@@ -139,11 +156,16 @@ async function openFile(url: URL, imageRoots: readonly string[]): Promise<Downlo
     throw new ImportError('not-found', `${file}: no such file`);
   });
   if (imageRoots.length > 0 && !(await isUnderAnyRoot(realPath, imageRoots))) {
-    throw new ImportError('outside-roots', `${realPath} is outside the image roots (${imageRoots.join(', ')}): move the image under one of them`);
+    throw new ImportError(
+      'outside-roots',
+      `${realPath} is outside the image roots (${imageRoots.join(', ')}): move the image under one of them`,
+    );
   }
-  const fd = await fs.open(realPath, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch((err: NodeJS.ErrnoException) => {
-    throw new ImportError('not-found', `${file} cannot be opened for reading: ${err.code ?? err.message}`);
-  });
+  const fd = await fs
+    .open(realPath, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
+    .catch((err: NodeJS.ErrnoException) => {
+      throw new ImportError('not-found', `${file} cannot be opened for reading: ${err.code ?? err.message}`);
+    });
   // A directory on the way swapped for a symlink since realpath() shows here.
   const stats = fstatSync(fd.fd);
   if (readlinkSync(`/proc/self/fd/${fd.fd}`) !== realPath || !stats.isFile()) {
@@ -154,7 +176,10 @@ async function openFile(url: URL, imageRoots: readonly string[]): Promise<Downlo
 }
 
 function stalled(url: URL, stallTimeoutMs: number): ImportError {
-  return new ImportError('stalled', `${url.host} sent nothing for ${stallTimeoutMs / 1000} s: the server stalled; try again later or another mirror`);
+  return new ImportError(
+    'stalled',
+    `${url.host} sent nothing for ${stallTimeoutMs / 1000} s: the server stalled; try again later or another mirror`,
+  );
 }
 
 function tooSlow(url: URL, bytes: number, { bytes: floor, windowMs }: MinRate): ImportError {
@@ -167,7 +192,10 @@ function tooSlow(url: URL, bytes: number, { bytes: floor, windowMs }: MinRate): 
 
 function truncated(url: URL, received: number, totalBytes: number | null): ImportError {
   const expected = totalBytes === null ? '' : ` of the ${totalBytes} announced`;
-  return new ImportError('truncated', `${url.href}: the connection ended after ${received} bytes${expected}: the download is incomplete; try again`);
+  return new ImportError(
+    'truncated',
+    `${url.href}: the connection ended after ${received} bytes${expected}: the download is incomplete; try again`,
+  );
 }
 
 const tlsCodes = /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|HOSTNAME_MISMATCH)/;
@@ -175,8 +203,14 @@ const tlsCodes = /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_SELF_SIGNED_CE
 function describeNetworkError(url: URL, err: Error): ImportError {
   if (err instanceof ImportError) return err;
   const code = (err as NodeJS.ErrnoException).code ?? '';
-  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EAI_NONAME') return new ImportError('dns', `${url.hostname}: no such host (DNS lookup failed: ${code}); check the URL`);
-  if (code === 'ECONNREFUSED') return new ImportError('refused', `${url.host} refused the connection: is the server running, is the port right?`);
-  if (tlsCodes.test(code) || /SSL|TLS|certificate/i.test(err.message)) return new ImportError('tls', `${url.host}: TLS failed (${code || err.message}): the server's certificate is not trusted here or the handshake failed`);
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EAI_NONAME')
+    return new ImportError('dns', `${url.hostname}: no such host (DNS lookup failed: ${code}); check the URL`);
+  if (code === 'ECONNREFUSED')
+    return new ImportError('refused', `${url.host} refused the connection: is the server running, is the port right?`);
+  if (tlsCodes.test(code) || /SSL|TLS|certificate/i.test(err.message))
+    return new ImportError(
+      'tls',
+      `${url.host}: TLS failed (${code || err.message}): the server's certificate is not trusted here or the handshake failed`,
+    );
   return new ImportError('network', `${url.href}: ${err.message}${code ? ` (${code})` : ''}`);
 }

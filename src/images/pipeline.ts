@@ -42,7 +42,12 @@ const maxCompressionLayers = 2;
  * partial file, check the sha256 of what was downloaded, convert a container to raw, and give the
  * result its final name. On any failure every file it made is removed before it rejects.
  */
-export async function runImport(job: ImportJob, options: PipelineOptions, meter: ProgressMeter, signal: AbortSignal): Promise<ImportedImage> {
+export async function runImport(
+  job: ImportJob,
+  options: PipelineOptions,
+  meter: ProgressMeter,
+  signal: AbortSignal,
+): Promise<ImportedImage> {
   const { store } = options;
   const tools = { signal, idleMs: options.toolIdleMs };
   const made: string[] = [];
@@ -66,7 +71,11 @@ export async function runImport(job: ImportJob, options: PipelineOptions, meter:
     let format: ImageFormat;
     ({ format, stream } = await sniff(counted()));
     for (let layers = 0; isCompressed(format); layers++) {
-      if (layers === maxCompressionLayers) throw new ImportError('bad-image', `the image is compressed more than ${maxCompressionLayers} times over: decompress it once before publishing`);
+      if (layers === maxCompressionLayers)
+        throw new ImportError(
+          'bad-image',
+          `the image is compressed more than ${maxCompressionLayers} times over: decompress it once before publishing`,
+        );
       meter.enter('decompressing', downloaded, download.totalBytes);
       ({ format, stream } = await sniff(decompress(format, stream, tools)));
     }
@@ -91,7 +100,10 @@ export async function runImport(job: ImportJob, options: PipelineOptions, meter:
     meter.enter('verifying', downloaded, download.totalBytes);
     const sha256 = hash.digest('hex');
     if (job.sha256 !== undefined && sha256 !== job.sha256.toLowerCase()) {
-      throw new ImportError('sha256-mismatch', `the downloaded bytes have sha256 ${sha256}, not the expected ${job.sha256.toLowerCase()}: the download is corrupt or not the published image; nothing was kept`);
+      throw new ImportError(
+        'sha256-mismatch',
+        `the downloaded bytes have sha256 ${sha256}, not the expected ${job.sha256.toLowerCase()}: the download is corrupt or not the published image; nothing was kept`,
+      );
     }
 
     let raw = landed;

@@ -41,7 +41,13 @@ export class ProgressMeter {
     while (this.samples.length > 2 && now - this.samples[1]!.at >= rateWindowMs) this.samples.shift();
     if (!force && now - this.lastReportAt < progressIntervalMs) return;
     this.lastReportAt = now;
-    this.report({ stage: this.stage, bytes: this.bytes, totalBytes: this.totalBytes, bytesPerSecond: this.rate(now), startedAt: this.startedAt });
+    this.report({
+      stage: this.stage,
+      bytes: this.bytes,
+      totalBytes: this.totalBytes,
+      bytesPerSecond: this.rate(now),
+      startedAt: this.startedAt,
+    });
   }
 
   private rate(now: number): number {

@@ -19,16 +19,35 @@ export async function inspectContainer(file: string, format: ContainerFormat, bo
   if (code !== 0) throw new ImportError('bad-image', `the ${format} image is not valid: ${stderr.trim()}`);
   const info = JSON.parse(stdout) as QemuImgInfo;
   const backing = info['backing-filename'] ?? info['full-backing-filename'];
-  if (backing !== undefined) throw new ImportError('backing-file', `the ${format} image has a backing file (${backing}): it would read another file on this machine, so it is refused; import a standalone image (qemu-img convert it, or rebase it without -u)`);
+  if (backing !== undefined)
+    throw new ImportError(
+      'backing-file',
+      `the ${format} image has a backing file (${backing}): it would read another file on this machine, so it is refused; import a standalone image (qemu-img convert it, or rebase it without -u)`,
+    );
   const specific = info['format-specific']?.data;
-  if (specific?.['data-file'] !== undefined) throw new ImportError('backing-file', `the qcow2 image keeps its data in another file (${specific['data-file']}), so it is refused; import a standalone image`);
+  if (specific?.['data-file'] !== undefined)
+    throw new ImportError(
+      'backing-file',
+      `the qcow2 image keeps its data in another file (${specific['data-file']}), so it is refused; import a standalone image`,
+    );
   const foreignExtent = specific?.extents?.find((extent) => extent.filename !== file);
-  if (foreignExtent !== undefined) throw new ImportError('backing-file', `the vmdk image reads its data from another file (${foreignExtent.filename}), so it is refused; import a single-file (monolithic) vmdk`);
+  if (foreignExtent !== undefined)
+    throw new ImportError(
+      'backing-file',
+      `the vmdk image reads its data from another file (${foreignExtent.filename}), so it is refused; import a single-file (monolithic) vmdk`,
+    );
   return info['virtual-size'];
 }
 
 /** `qemu-img convert -O raw -S 4k` (sparse), reporting the fraction done; `watch` runs every half second and may throw to stop it. */
-export async function convertToRaw(file: string, format: ContainerFormat, out: string, bounds: ToolBounds, onFraction: (fraction: number) => void, watch: () => void): Promise<void> {
+export async function convertToRaw(
+  file: string,
+  format: ContainerFormat,
+  out: string,
+  bounds: ToolBounds,
+  onFraction: (fraction: number) => void,
+  watch: () => void,
+): Promise<void> {
   const watchdog = new AbortController();
   const timer = setInterval(() => {
     try {
@@ -39,12 +58,20 @@ export async function convertToRaw(file: string, format: ContainerFormat, out: s
   }, 500);
   try {
     const signal = AbortSignal.any([bounds.signal, watchdog.signal]);
-    const { code, stderr } = await runQemuImg(['convert', '-p', '-f', format, '-O', 'raw', '-S', '4k', file, out], { ...bounds, signal }, (text) => {
-      const percent = /\(([\d.]+)\/100%\)\s*$/.exec(text)?.[1];
-      if (percent !== undefined) onFraction(Number(percent) / 100);
-    });
+    const { code, stderr } = await runQemuImg(
+      ['convert', '-p', '-f', format, '-O', 'raw', '-S', '4k', file, out],
+      { ...bounds, signal },
+      (text) => {
+        const percent = /\(([\d.]+)\/100%\)\s*$/.exec(text)?.[1];
+        if (percent !== undefined) onFraction(Number(percent) / 100);
+      },
+    );
     if (code !== 0) {
-      if (/No space left|Disk quota/i.test(stderr)) throw new ImportError('no-space', 'the image store ran out of space while converting the image: free space there, then import again');
+      if (/No space left|Disk quota/i.test(stderr))
+        throw new ImportError(
+          'no-space',
+          'the image store ran out of space while converting the image: free space there, then import again',
+        );
       throw new ImportError('bad-image', `qemu-img could not convert the ${format} image: ${stderr.trim()}`);
     }
   } finally {
@@ -53,7 +80,11 @@ export async function convertToRaw(file: string, format: ContainerFormat, out: s
 }
 
 /** Runs qemu-img to its end under the import's bounds; its stdout is collected, or handed to `onStdout` as it comes. */
-async function runQemuImg(args: string[], bounds: ToolBounds, onStdout?: (text: string) => void): Promise<{ code: number | null; stdout: string; stderr: string }> {
+async function runQemuImg(
+  args: string[],
+  bounds: ToolBounds,
+  onStdout?: (text: string) => void,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const tool = startTool('qemu-img', args, bounds, null);
   let stdout = '';
   tool.child.stdout.on('data', (chunk: Buffer) => {

@@ -32,7 +32,7 @@ export class SparseWriter {
   }
 
   async write(chunk: Buffer): Promise<void> {
-    for (let offset = 0; offset < chunk.length; ) {
+    for (let offset = 0; offset < chunk.length;) {
       const taken = chunk.copy(this.batch, this.batchLength, offset);
       this.batchLength += taken;
       offset += taken;
@@ -81,7 +81,9 @@ export class SparseWriter {
       let runStart = -1;
       // One step past the last block, which may be short: a run of data still open there is written too.
       for (let block = 0; block < data.length + blockBytes; block += blockBytes) {
-        const isData = block < data.length && !data.subarray(block, block + blockBytes).equals(zeroBlock.subarray(0, Math.min(blockBytes, data.length - block)));
+        const isData =
+          block < data.length &&
+          !data.subarray(block, block + blockBytes).equals(zeroBlock.subarray(0, Math.min(blockBytes, data.length - block)));
         if (isData && runStart < 0) runStart = block;
         if (!isData && runStart >= 0) {
           await this.file.write(data, runStart, Math.min(block, data.length) - runStart, position + runStart);
@@ -96,7 +98,11 @@ export class SparseWriter {
     try {
       await io();
     } catch (err) {
-      if (isOutOfSpaceCode(err)) throw new ImportError('no-space', 'the image store ran out of space while writing the image: free space there (or use a larger --image-store), then import again');
+      if (isOutOfSpaceCode(err))
+        throw new ImportError(
+          'no-space',
+          'the image store ran out of space while writing the image: free space there (or use a larger --image-store), then import again',
+        );
       throw err;
     }
   }

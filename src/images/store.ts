@@ -31,7 +31,10 @@ export class ImageStore {
   ensureRoomFor(bytes: number, what: string): void {
     const free = this.freeBytes();
     if (bytes + reservedBytes > free) {
-      throw new ImportError('no-space', `${what} needs ${bytes} bytes but the image store ${this.dir} has ${free} free (and keeps ${reservedBytes} in reserve): free space there, then import again`);
+      throw new ImportError(
+        'no-space',
+        `${what} needs ${bytes} bytes but the image store ${this.dir} has ${free} free (and keeps ${reservedBytes} in reserve): free space there, then import again`,
+      );
     }
   }
 
@@ -39,7 +42,10 @@ export class ImageStore {
   checkSpace = (): void => {
     const free = this.freeBytes();
     if (free < reservedBytes) {
-      throw new ImportError('no-space', `the image store ${this.dir} is down to ${free} free bytes (${reservedBytes} are kept in reserve): free space there, then import again`);
+      throw new ImportError(
+        'no-space',
+        `the image store ${this.dir} is down to ${free} free bytes (${reservedBytes} are kept in reserve): free space there, then import again`,
+      );
     }
   };
 
@@ -77,7 +83,10 @@ export class ImageStore {
 
 /** A key as a file name part: anything but letters, digits, `.`, `_` and `-` becomes `_`, and so does a leading dot (hidden, or taken for a partial file). */
 function fileSafe(key: string): string {
-  return key.replace(/[^A-Za-z0-9._-]/g, '_').replace(/^\./, '_').slice(0, 100);
+  return key
+    .replace(/[^A-Za-z0-9._-]/g, '_')
+    .replace(/^\./, '_')
+    .slice(0, 100);
 }
 
 /** The rename is durable only once the directory itself is synced. */

@@ -43,7 +43,9 @@ export interface Tool {
  */
 export function startTool(command: ToolCommand, args: string[], bounds: ToolBounds, input: AsyncIterable<Buffer> | null): Tool {
   const { signal, idleMs } = bounds;
-  const child: Tool['child'] = input ? spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] }) : spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child: Tool['child'] = input
+    ? spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] })
+    : spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4000)));
   // A tool waiting for the download is not stuck: the download has bounds of its own (stalled, too slow).
@@ -63,7 +65,12 @@ export function startTool(command: ToolCommand, args: string[], bounds: ToolBoun
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   };
   const onAbort = () => kill(signal.reason as Error);
-  const idle = watchIdle(child.pid, idleMs, () => awaitingInput, () => kill(idleError(command, args, idleMs)));
+  const idle = watchIdle(
+    child.pid,
+    idleMs,
+    () => awaitingInput,
+    () => kill(idleError(command, args, idleMs)),
+  );
   const exited = new Promise<ToolExit>((resolve, reject) => {
     child.on('error', (err) => {
       killedFor ??= new ImportError('tool-failed', `cannot run ${command} (${err.message}): install the ${packages[command]} package`);

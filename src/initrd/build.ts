@@ -53,7 +53,8 @@ export async function buildBootFiles(imageFd: number, request: BuildRequest): Pr
   const kernelEntry = ext.requireFile(kernel, maxKernelBytes);
   const planned = planModules(ext, request.modulesDir, request.rootModules);
   const total = planned.reduce((sum, { file }) => sum + file.size, 0);
-  if (total > maxModulesBytes) throw new ImageReadError(`the modules ramboot needs add up to ${total} bytes, more than the ${maxModulesBytes} nbdmux accepts`);
+  if (total > maxModulesBytes)
+    throw new ImageReadError(`the modules ramboot needs add up to ${total} bytes, more than the ${maxModulesBytes} nbdmux accepts`);
 
   // Named by the boot directory, which outlives this build's own.
   const space = new BuildSpace(path.dirname(request.outDir));
@@ -61,7 +62,11 @@ export async function buildBootFiles(imageFd: number, request: BuildRequest): Pr
   space.require(allocated + fs.statSync(request.kitInitrd).size, "copying the image's kernel and modules and the kit's initrd");
   const copies = [
     { entry: kernelEntry, what: request.kernelPath, out: new SparseFile(path.join(request.outDir, 'vmlinuz'), space) },
-    ...planned.map(({ module, file }, i) => ({ entry: file, what: module.path, out: new SparseFile(path.join(request.outDir, `module-${i}`), space) })),
+    ...planned.map(({ module, file }, i) => ({
+      entry: file,
+      what: module.path,
+      out: new SparseFile(path.join(request.outDir, `module-${i}`), space),
+    })),
   ];
   try {
     await ext.copyOut(copies.map(({ entry, what, out }) => ({ entry, what, sink: out.write })));
@@ -85,7 +90,11 @@ export async function buildBootFiles(imageFd: number, request: BuildRequest): Pr
     { name: 'lib', mode: 0o040755 },
     { name: 'lib/modules', mode: 0o040755 },
     ...modules,
-    { name: 'lib/modules/load-order', mode: 0o100644, data: Buffer.from(planned.map(({ module }) => `${module.name} ${params.get(moduleKey(module.name)) ?? ''}\n`).join('')) },
+    {
+      name: 'lib/modules/load-order',
+      mode: 0o100644,
+      data: Buffer.from(planned.map(({ module }) => `${module.name} ${params.get(moduleKey(module.name)) ?? ''}\n`).join('')),
+    },
   ];
   const initrd = path.join(request.outDir, 'initrd.img');
   // gzip of what does not compress adds under 0.1 %, headers a few KiB.
@@ -127,7 +136,10 @@ async function unpack(unpacker: string[], packed: string, modulePath: string, al
       throw new ImageReadError(`cannot run ${tool} to unpack ${modulePath} (install it): ${err.message}`);
     });
     if (timedOut) throw new ImageReadError(`unpacking ${modulePath} took longer than ${unpackTimeoutMs / 1000} s`);
-    if (status !== 0) throw new ImageReadError(`${modulePath} does not unpack with ${tool} (${signal ?? `exit ${status}`}): ${stderr.trim().split('\n').at(-1)?.slice(0, 300) ?? ''}`);
+    if (status !== 0)
+      throw new ImageReadError(
+        `${modulePath} does not unpack with ${tool} (${signal ?? `exit ${status}`}): ${stderr.trim().split('\n').at(-1)?.slice(0, 300) ?? ''}`,
+      );
   } finally {
     clearTimeout(timer);
     child.kill('SIGKILL');

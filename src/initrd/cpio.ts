@@ -31,7 +31,7 @@ export function* cpioChunks(entries: readonly CpioEntry[]): Generator<Buffer> {
       const head = Buffer.concat([header, padAfter(written + header.length), entry.data ?? Buffer.alloc(0)]);
       written += head.length;
       yield head;
-      for (let at = 0; fd !== undefined && at < size; ) {
+      for (let at = 0; fd !== undefined && at < size;) {
         const chunk = Buffer.allocUnsafe(Math.min(readChunkBytes, size - at));
         const got = fs.readSync(fd, chunk, 0, chunk.length, at);
         if (got === 0) throw new Error(`${entry.file} ended at byte ${at} of its ${size} while it was packed`);

@@ -3,7 +3,15 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
-import { ChildQueue, parseAnswer, runBoundedChild, withImageFd, type ChildAnswer, type ChildLimits, type ImageSource } from '../bounded-child.js';
+import {
+  ChildQueue,
+  parseAnswer,
+  runBoundedChild,
+  withImageFd,
+  type ChildAnswer,
+  type ChildLimits,
+  type ImageSource,
+} from '../bounded-child.js';
 import type { BootInspection } from '../inspect/result.js';
 import { isOutOfSpace } from '../db/data-dir-space.js';
 import type { Logger } from '../log.js';
@@ -23,7 +31,10 @@ const parallelBuilds = 2;
 /** A build directory older than this was left by a killed daemon. */
 const leftoverAgeMs = 60 * 60 * 1000;
 
-const answerSchema = z.union([z.object({ ok: z.literal(true), modules: z.array(z.string()) }), z.object({ ok: z.literal(false), reason: z.string(), noSpace: z.boolean() })]);
+const answerSchema = z.union([
+  z.object({ ok: z.literal(true), modules: z.array(z.string()) }),
+  z.object({ ok: z.literal(false), reason: z.string(), noSpace: z.boolean() }),
+]);
 
 /** The two files a machine boots an export from. */
 export interface BootFiles {
@@ -68,7 +79,8 @@ export class BootFilesCache {
     await fs.mkdir(dir, { recursive: true, mode: 0o700 });
     for (const name of await fs.readdir(dir)) {
       const file = path.join(dir, name);
-      if (name.startsWith('.build-') && Date.now() - (await fs.stat(file)).mtimeMs > leftoverAgeMs) await fs.rm(file, { recursive: true, force: true });
+      if (name.startsWith('.build-') && Date.now() - (await fs.stat(file)).mtimeMs > leftoverAgeMs)
+        await fs.rm(file, { recursive: true, force: true });
     }
     return new BootFilesCache(dir, kit, log, limits);
   }
@@ -77,7 +89,11 @@ export class BootFilesCache {
   filesFor(request: BootFilesRequest): Promise<BootFiles> {
     const { inspection } = request;
     if (!inspection.ready || inspection.kernel === null) return Promise.resolve(this.kitFiles(inspection.reason ?? 'not inspected yet'));
-    const key = crypto.createHash('sha256').update(JSON.stringify([request.imageIdentity, inspection.kernel, inspection.kernelPath, inspection.partitionOffset, this.kit.id])).digest('hex').slice(0, 16);
+    const key = crypto
+      .createHash('sha256')
+      .update(JSON.stringify([request.imageIdentity, inspection.kernel, inspection.kernelPath, inspection.partitionOffset, this.kit.id]))
+      .digest('hex')
+      .slice(0, 16);
     const stem = path.join(this.dir, `${request.exportId}-${key}`);
     const failure = this.failed.get(stem);
     if (failure) return Promise.resolve(this.kitFiles(failure));
@@ -108,7 +124,10 @@ export class BootFilesCache {
       if (isOutOfSpace(err)) return null;
       throw err;
     });
-    if (outDir === null) return this.kitFiles(`the data dir has no room left at ${this.dir}: free space there, and the next boot request builds the image's files again`);
+    if (outDir === null)
+      return this.kitFiles(
+        `the data dir has no room left at ${this.dir}: free space there, and the next boot request builds the image's files again`,
+      );
     try {
       const buildRequest: BuildRequest = {
         partitionOffset: request.inspection.partitionOffset ?? 0,
@@ -119,9 +138,14 @@ export class BootFilesCache {
         rootModules: this.kit.rootModules,
         outDir,
       };
-      const outcome = outcomeOf(await withImageFd(request.image, (fd) => runBoundedChild('the initramfs build', workerFile, buildRequest, fd, this.limits)));
+      const outcome = outcomeOf(
+        await withImageFd(request.image, (fd) => runBoundedChild('the initramfs build', workerFile, buildRequest, fd, this.limits)),
+      );
       if ('reason' in outcome) {
-        this.log.warn('cannot build the boot files of an image: its machines boot the kit kernel', { exportId: request.exportId, reason: outcome.reason });
+        this.log.warn('cannot build the boot files of an image: its machines boot the kit kernel', {
+          exportId: request.exportId,
+          reason: outcome.reason,
+        });
         // Space freed later builds it at the next request; the image's own faults stay.
         if (!outcome.noSpace) this.failed.set(stem, outcome.reason);
         return this.kitFiles(outcome.reason);
@@ -129,7 +153,12 @@ export class BootFilesCache {
       await fs.rename(path.join(outDir, 'vmlinuz'), own.kernel);
       await fs.rename(path.join(outDir, 'initrd.img'), own.initrd);
       await this.removeBuilds(request.exportId, path.basename(stem));
-      this.log.info('boot files built', { exportId: request.exportId, kernel: request.inspection.kernel, modules: outcome.modules.length, ms: Date.now() - started });
+      this.log.info('boot files built', {
+        exportId: request.exportId,
+        kernel: request.inspection.kernel,
+        modules: outcome.modules.length,
+        ms: Date.now() - started,
+      });
       return own;
     } finally {
       await fs.rm(outDir, { recursive: true, force: true });

@@ -91,7 +91,7 @@ export class SparseFile {
       runStart = -1;
     };
     // Pieces end where the file's blocks do, so a hole is a whole block.
-    for (let at = 0; at < chunk.length; ) {
+    for (let at = 0; at < chunk.length;) {
       const end = Math.min(chunk.length, at + holeBytes - ((this.length + at) % holeBytes));
       if (zeros.compare(chunk, at, end, 0, end - at) === 0) flush(at);
       else if (runStart < 0) runStart = at;

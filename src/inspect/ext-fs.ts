@@ -67,7 +67,8 @@ export class ExtFilesystem {
     if (result.error) {
       const code = (result.error as NodeJS.ErrnoException).code;
       if (code === 'ENOBUFS') throw new ImageReadError(`${what} is larger than the ${maxBytes} bytes nbdmux reads`);
-      if (code === 'ETIMEDOUT') throw new ImageReadError(`reading ${what} took longer than ${callTimeoutMs / 1000} s: the filesystem looks damaged`);
+      if (code === 'ETIMEDOUT')
+        throw new ImageReadError(`reading ${what} took longer than ${callTimeoutMs / 1000} s: the filesystem looks damaged`);
       throw new ImageReadError(`cannot run debugfs (install e2fsprogs): ${result.error.message}`);
     }
     checkDebugfs(result.status, result.stderr.toString(), what);
@@ -91,7 +92,9 @@ export class ExtFilesystem {
     const known = this.listings.get(dir.ino);
     if (known) return known;
     const entries: ExtEntry[] = [];
-    for (const line of this.run(['-R', `ls -p <${dir.ino}>`], maxListingBytes, `the directory ${path}`).toString('utf8').split('\n')) {
+    for (const line of this.run(['-R', `ls -p <${dir.ino}>`], maxListingBytes, `the directory ${path}`)
+      .toString('utf8')
+      .split('\n')) {
       // /INODE/MODE/UID/GID/NAME/SIZE/
       const match = /^\/(\d+)\/(\d+)\/\d+\/\d+\/(.*)\/(\d*)\/$/.exec(line);
       if (!match || match[3] === '.' || match[3] === '..') continue;
@@ -121,7 +124,8 @@ export class ExtFilesystem {
       const entry = this.list(dir, pathOf(stack)).find((e) => e.name === component);
       if (!entry) return null;
       if (entry.kind === 'symlink' && (pending.length > 0 || followLast)) {
-        if (++hops > maxSymlinkHops) throw new ImageReadError(`resolving ${path} went through more than ${maxSymlinkHops} symlinks: a symlink loop`);
+        if (++hops > maxSymlinkHops)
+          throw new ImageReadError(`resolving ${path} went through more than ${maxSymlinkHops} symlinks: a symlink loop`);
         const target = this.readLink(entry, `${pathOf(stack)}/${component}`);
         if (target.startsWith('/')) stack = [root];
         pending.unshift(...target.split('/'));
@@ -143,7 +147,8 @@ export class ExtFilesystem {
   /** The entry of a regular file of at most `maxBytes`, or a reason thrown. */
   requireFile(found: Resolved, maxBytes: number): ExtEntry {
     if (found.entry.kind !== 'file') throw new ImageReadError(`${found.path} is not a regular file`);
-    if (found.entry.size > maxBytes) throw new ImageReadError(`${found.path} is ${found.entry.size} bytes, more than the ${maxBytes} nbdmux accepts`);
+    if (found.entry.size > maxBytes)
+      throw new ImageReadError(`${found.path} is ${found.entry.size} bytes, more than the ${maxBytes} nbdmux accepts`);
     return found.entry;
   }
 
@@ -152,7 +157,12 @@ export class ExtFilesystem {
    * in one debugfs run: what a sparse copy of it can need at most, if the inode tells the truth.
    */
   allocatedBytes(entries: readonly ExtEntry[]): number[] {
-    const text = this.run(['-f', '-'], maxListingBytes, `the inodes of ${entries.length} files`, entries.map(({ ino }) => `stat <${ino}>\n`).join('')).toString('utf8');
+    const text = this.run(
+      ['-f', '-'],
+      maxListingBytes,
+      `the inodes of ${entries.length} files`,
+      entries.map(({ ino }) => `stat <${ino}>\n`).join(''),
+    ).toString('utf8');
     let at = 0;
     return entries.map(({ ino, name }) => {
       // Sections in the order asked; the first Blockcount after a section's head is its own (xattr values come later).
@@ -191,7 +201,10 @@ export class ExtFilesystem {
       const [status] = await closed.catch((err: Error) => {
         throw new ImageReadError(`cannot run debugfs (install e2fsprogs): ${err.message}`);
       });
-      if (timedOut) throw new ImageReadError(`copying ${what} out of the image took longer than ${copyTimeoutMs / 1000} s: the filesystem looks damaged`);
+      if (timedOut)
+        throw new ImageReadError(
+          `copying ${what} out of the image took longer than ${copyTimeoutMs / 1000} s: the filesystem looks damaged`,
+        );
       checkDebugfs(status, stderr, what);
       split.end();
     } finally {
@@ -230,7 +243,7 @@ class CatSplitter {
   constructor(private readonly files: readonly CopiedFile[]) {}
 
   push(chunk: Buffer): void {
-    for (let at = 0; at < chunk.length; ) {
+    for (let at = 0; at < chunk.length;) {
       const file = this.files[this.index];
       if (!file) throw new ImageReadError('debugfs gave more bytes than the files asked for: the filesystem looks damaged');
       if (this.left === null) {
@@ -261,7 +274,9 @@ class CatSplitter {
   }
 
   private short(file: CopiedFile): ImageReadError {
-    return new ImageReadError(`debugfs could not copy ${file.what} (inode ${file.entry.ino}) out of the image whole: the filesystem looks damaged`);
+    return new ImageReadError(
+      `debugfs could not copy ${file.what} (inode ${file.entry.ino}) out of the image whole: the filesystem looks damaged`,
+    );
   }
 }
 

@@ -41,4 +41,3 @@ export function extFilesystemBytes(read: ReadAt, offset: number): number {
   const blocks = sb.readUInt32LE(0x04) + (is64bit ? sb.readUInt32LE(0x150) * 2 ** 32 : 0);
   return blocks * 2 ** (10 + sb.readUInt32LE(0x18));
 }
-

@@ -19,7 +19,11 @@ export interface InspectRequest extends Omit<WorkerRequest, 'size'> {
  * a hang or a crash gives `ready: false` with the reason.
  */
 export async function inspectBootImage(request: InspectRequest, limits: ChildLimits = defaultInspectLimits): Promise<BootInspection> {
-  const workerRequest: WorkerRequest = { requiredModules: request.requiredModules, kernelVersion: request.kernelVersion, size: 'size' in request.image ? request.image.size : undefined };
+  const workerRequest: WorkerRequest = {
+    requiredModules: request.requiredModules,
+    kernelVersion: request.kernelVersion,
+    size: 'size' in request.image ? request.image.size : undefined,
+  };
   const answer = await withImageFd(request.image, (fd) => runBoundedChild('the inspection', workerFile, workerRequest, fd, limits));
   if (!answer.ok) return { ...nothingFound, reason: answer.reason };
   const parsed = bootInspectionSchema.safeParse(parseAnswer(answer.output));

@@ -39,17 +39,29 @@ export interface PlannedModule {
 export function inspectImage(fd: number, size: number, options: InspectOptions): BootInspection {
   const read = readerOf(fd, size);
   const root = chooseRoot(read, readPartitionTable(read, size), size);
-  const result: BootInspection = { ...nothingFound, partition: root.partition, fstype: root.fstype, partitionOffset: root.found ? root.offset : null };
+  const result: BootInspection = {
+    ...nothingFound,
+    partition: root.partition,
+    fstype: root.fstype,
+    partitionOffset: root.found ? root.offset : null,
+  };
   if (!root.found) return { ...result, reason: root.reason };
-  if (!root.fstype.startsWith('ext')) return { ...result, reason: `the root filesystem is ${root.fstype}: nbdmux reads kernels from ext2/3/4 only` };
+  if (!root.fstype.startsWith('ext'))
+    return { ...result, reason: `the root filesystem is ${root.fstype}: nbdmux reads kernels from ext2/3/4 only` };
   // debugfs reads whatever the superblock claims: a filesystem claiming more than its partition could read the next one.
   const claimed = extFilesystemBytes(read, root.offset);
-  if (claimed > root.size) return { ...result, reason: `the ext filesystem claims ${claimed} bytes, more than the ${root.size} of its partition: it is damaged` };
+  if (claimed > root.size)
+    return { ...result, reason: `the ext filesystem claims ${claimed} bytes, more than the ${root.size} of its partition: it is damaged` };
   const ext = new ExtFilesystem(fd, root.offset);
   try {
     result.os = readOsName(ext);
     const kernel = chooseKernel(ext, options.kernelVersion);
-    Object.assign(result, { kernel: kernel.version, kernelPath: kernel.file.path, kernelSize: kernel.file.entry.size, modulesDir: kernel.modulesDir });
+    Object.assign(result, {
+      kernel: kernel.version,
+      kernelPath: kernel.file.path,
+      kernelSize: kernel.file.entry.size,
+      modulesDir: kernel.modulesDir,
+    });
     ext.requireFile(kernel.file, maxKernelBytes);
     planModules(ext, kernel.modulesDir, options.requiredModules);
     return { ...result, ready: true };
@@ -100,7 +112,8 @@ interface KernelChoice {
  */
 function chooseKernel(ext: ExtFilesystem, wantedVersion: string | undefined): KernelChoice {
   const modulesRoot = ext.resolve('/lib/modules');
-  if (modulesRoot?.entry.kind !== 'directory') throw new ImageReadError('the image has no /lib/modules directory, so no kernel of its own to boot');
+  if (modulesRoot?.entry.kind !== 'directory')
+    throw new ImageReadError('the image has no /lib/modules directory, so no kernel of its own to boot');
   const versions = ext
     .list(modulesRoot.entry, modulesRoot.path)
     .map((entry) => entry.name)
@@ -135,7 +148,8 @@ export function planModules(ext: ExtFilesystem, modulesDir: string, wanted: read
   return order.modules.map((module) => {
     const found = ext.resolve(`${modulesDir}/${module.path}`);
     if (!found) throw new ImageReadError(`modules.dep lists ${module.path}, which is missing from ${modulesDir}`);
-    if (!found.path.startsWith(`${modulesDir}/`)) throw new ImageReadError(`${modulesDir}/${module.path} leads to ${found.path}, outside ${modulesDir}`);
+    if (!found.path.startsWith(`${modulesDir}/`))
+      throw new ImageReadError(`${modulesDir}/${module.path} leads to ${found.path}, outside ${modulesDir}`);
     return { module, file: ext.requireFile(found, maxModuleBytes) };
   });
 }

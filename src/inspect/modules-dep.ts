@@ -59,7 +59,11 @@ export function parseModulesDep(text: string): ModulesDep {
       continue;
     }
     const modulePath = line.slice(0, colon).trim();
-    const needs = line.slice(colon + 1).trim().split(/\s+/).filter(Boolean);
+    const needs = line
+      .slice(colon + 1)
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean);
     const unsafe = [modulePath, ...needs].map((p) => [p, unsafeModulePath(p)] as const).find(([, why]) => why !== null);
     if (unsafe) {
       dep.refused.push(`${shown}: ${JSON.stringify(unsafe[0])} is ${unsafe[1]}`);

@@ -8,7 +8,8 @@ export function osNameOf(text: string): string | null {
     const match = /^([A-Z0-9_]+)=(.*)$/.exec(line.trim());
     if (match) fields.set(match[1]!, unquote(match[2]!));
   }
-  const name = fields.get('PRETTY_NAME') || [fields.get('NAME'), fields.get('VERSION_ID')].filter(Boolean).join(' ') || fields.get('ID') || '';
+  const name =
+    fields.get('PRETTY_NAME') || [fields.get('NAME'), fields.get('VERSION_ID')].filter(Boolean).join(' ') || fields.get('ID') || '';
   // Shown in the dashboard and a terminal: no control characters, bounded.
   const printable = name.replace(/[\p{Cc}]/gu, '').slice(0, 200);
   return printable === '' ? null : printable;

@@ -159,7 +159,8 @@ export function chooseRoot(read: ReadAt, table: PartitionTable, diskSize: number
   const seen: string[] = [];
   for (const part of bySizeDescending) {
     const fstype = detectFilesystem(read, part.offset);
-    if (fstype && linuxFilesystems.has(fstype)) return { found: true, partition: part.number, offset: part.offset, size: part.size, fstype };
+    if (fstype && linuxFilesystems.has(fstype))
+      return { found: true, partition: part.number, offset: part.offset, size: part.size, fstype };
     seen.push(`${part.number}: ${fstype ?? 'unknown'}`);
   }
   const whole = detectFilesystem(read, 0);

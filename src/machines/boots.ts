@@ -60,8 +60,18 @@ export class MachineBoots {
       return undefined;
     }
     const now = new Date().toISOString();
-    const boot = { address: client, lastSeenAt: now, stage: 'script', stageAt: now, stageDetail: null, timeline: { script: now }, rootConnectionId: null } as const;
-    const row = this.space.tryWrite(() => this.db.update(machinesTable).set(boot).where(eq(machinesTable.id, known.id)).returning().all()[0]!);
+    const boot = {
+      address: client,
+      lastSeenAt: now,
+      stage: 'script',
+      stageAt: now,
+      stageDetail: null,
+      timeline: { script: now },
+      rootConnectionId: null,
+    } as const;
+    const row = this.space.tryWrite(
+      () => this.db.update(machinesTable).set(boot).where(eq(machinesTable.id, known.id)).returning().all()[0]!,
+    );
     if (row === undefined) return { ...known, ...boot };
     // Only a persistent machine's address decides what is served: a boot storm of others rewrites no config.
     if (row.persistent) this.machines.applyStates();
@@ -85,17 +95,29 @@ export class MachineBoots {
     const row = this.lookup(mac);
     // The same answer for an unknown MAC and a known one from elsewhere: a report cannot probe for machines.
     if (row === undefined || row.address !== client) {
-      return { ok: false, status: 403, message: `no machine with MAC ${mac} is booting from ${client}: a machine reports from the address that fetched its script` };
+      return {
+        ok: false,
+        status: 403,
+        message: `no machine with MAC ${mac} is booting from ${client}: a machine reports from the address that fetched its script`,
+      };
     }
     if (row.timeline[stage] !== undefined) {
       return { ok: false, status: 409, message: `machine ${row.name} already reported ${stage} in this boot` };
     }
     if (row.stage === 'off' || row.stage === 'failed') {
-      return { ok: false, status: 409, message: `the boot of machine ${row.name} has ended (${row.stage}): a report belongs to a boot in progress, and the next one begins with its script` };
+      return {
+        ok: false,
+        status: 409,
+        message: `the boot of machine ${row.name} has ended (${row.stage}): a report belongs to a boot in progress, and the next one begins with its script`,
+      };
     }
     // A boot only moves on: `failed` may end it at any stage, the others only follow the stage it is at.
     if (stage !== 'failed' && row.stage !== null && machineStages.indexOf(stage) < machineStages.indexOf(row.stage)) {
-      return { ok: false, status: 409, message: `machine ${row.name} is at stage ${row.stage}: a report of ${stage} would move its boot backwards` };
+      return {
+        ok: false,
+        status: 409,
+        message: `machine ${row.name} is at stage ${row.stage}: a report of ${stage} would move its boot backwards`,
+      };
     }
     this.moveTo(row, stage, cleanReport(text));
     return { ok: true };
@@ -109,7 +131,11 @@ export class MachineBoots {
       const row = this.db.select().from(machinesTable).where(eq(machinesTable.rootConnectionId, event.details.connection)).get();
       if (row === undefined || row.stage === 'failed' || row.stage === 'off') return;
       // Only a report says a boot failed: an image without systemd never reports up, and powers off all the same.
-      this.moveTo(row, 'off', row.stage === 'up' ? null : `its root's NBD connection closed at stage ${row.stage}, before the system reported up`);
+      this.moveTo(
+        row,
+        'off',
+        row.stage === 'up' ? null : `its root's NBD connection closed at stage ${row.stage}, before the system reported up`,
+      );
     }
   }
 
@@ -138,7 +164,13 @@ export class MachineBoots {
   }
 
   private recordStage(row: MachineRow, stage: MachineStage): void {
-    this.events.record('machine.stage', this.machines.exportName(row.exportId), { mac: row.mac, name: row.name, stage, client: row.address ?? '', ...(row.stageDetail !== null && { detail: row.stageDetail }) });
+    this.events.record('machine.stage', this.machines.exportName(row.exportId), {
+      mac: row.mac,
+      name: row.name,
+      stage,
+      client: row.address ?? '',
+      ...(row.stageDetail !== null && { detail: row.stageDetail }),
+    });
   }
 
   private discovered(mac: string, client: string): void {
@@ -148,14 +180,21 @@ export class MachineBoots {
         this.db
           .insert(discoveredMachinesTable)
           .values({ mac, address: client, firstSeenAt: now, lastSeenAt: now })
-          .onConflictDoUpdate({ target: discoveredMachinesTable.mac, set: { address: client, lastSeenAt: now, requests: sql`${discoveredMachinesTable.requests} + 1` } })
+          .onConflictDoUpdate({
+            target: discoveredMachinesTable.mac,
+            set: { address: client, lastSeenAt: now, requests: sql`${discoveredMachinesTable.requests} + 1` },
+          })
           .returning()
           .all()[0]!,
     );
     if (row === undefined || row.requests > 1) return;
     this.summarised.record('machine.discovered', null, { mac, client });
     // Any client may send any MAC: only the newest are worth keeping.
-    this.space.tryWrite(() => this.db.run(sql`DELETE FROM discovered_machines WHERE mac NOT IN (SELECT mac FROM discovered_machines ORDER BY last_seen_at DESC LIMIT ${maxDiscovered})`));
+    this.space.tryWrite(() =>
+      this.db.run(
+        sql`DELETE FROM discovered_machines WHERE mac NOT IN (SELECT mac FROM discovered_machines ORDER BY last_seen_at DESC LIMIT ${maxDiscovered})`,
+      ),
+    );
   }
 }
 

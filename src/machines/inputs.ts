@@ -16,12 +16,18 @@ export const macAddress = z
   .transform((text, ctx) => {
     const mac = normaliseMac(text);
     if (mac === null) {
-      ctx.addIssue({ code: 'custom', message: 'must be a MAC address: six pairs of hex digits separated by ":" or "-", e.g. 52:54:00:12:34:56' });
+      ctx.addIssue({
+        code: 'custom',
+        message: 'must be a MAC address: six pairs of hex digits separated by ":" or "-", e.g. 52:54:00:12:34:56',
+      });
       return z.NEVER;
     }
     // The low bit of the first octet marks a group address: no NIC boots with one.
     if (parseInt(mac.slice(0, 2), 16) & 1 || mac === '00:00:00:00:00:00') {
-      ctx.addIssue({ code: 'custom', message: `${mac} is a multicast or null address, which no network card has: give the boot NIC's own MAC` });
+      ctx.addIssue({
+        code: 'custom',
+        message: `${mac} is a multicast or null address, which no network card has: give the boot NIC's own MAC`,
+      });
       return z.NEVER;
     }
     return mac;
@@ -30,7 +36,10 @@ export const macAddress = z
 /** A hostname label, as systemd.hostname= sets it and DNS can carry it. */
 export const machineName = z
   .string({ error: (issue) => (issue.input === undefined ? 'is required' : 'must be a string') })
-  .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a host name: 1 to 63 characters of a-z 0-9 and "-", not starting or ending with "-"');
+  .regex(
+    /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/,
+    'must be a host name: 1 to 63 characters of a-z 0-9 and "-", not starting or ending with "-"',
+  );
 
 /** Bytes, as a whole number or with a binary unit: 4294967296, "4G", "4GiB", "512M". */
 const stateSize = z

@@ -43,7 +43,16 @@ export function servedStates(db: Pick<Db, 'select'>, states: Pick<StateFiles, 'f
     .flatMap(({ machine, exp }) => {
       const fd = states.fdOf(machine.mac);
       if (fd === undefined || !admits(exp, machine.address!)) return [];
-      return [{ machineId: machine.id, machine: machine.name, name: stateExportName(machine.mac), fd, client: machine.address!, exportId: exp.id }];
+      return [
+        {
+          machineId: machine.id,
+          machine: machine.name,
+          name: stateExportName(machine.mac),
+          fd,
+          client: machine.address!,
+          exportId: exp.id,
+        },
+      ];
     });
 }
 
@@ -65,7 +74,12 @@ export class MachineRegistry {
 
   list(): MachineView[] {
     const holding = this.holding();
-    return this.db.select().from(machinesTable).orderBy(asc(machinesTable.name)).all().map((row) => this.toView(row, holding));
+    return this.db
+      .select()
+      .from(machinesTable)
+      .orderBy(asc(machinesTable.name))
+      .all()
+      .map((row) => this.toView(row, holding));
   }
 
   get(mac: string): MachineView {
@@ -89,7 +103,16 @@ export class MachineRegistry {
           tx.delete(discoveredMachinesTable).where(eq(discoveredMachinesTable.mac, input.mac)).run();
           return tx
             .insert(machinesTable)
-            .values({ mac: input.mac, name: input.name, exportId, cmdline: input.cmdline, persistent: input.persistent, stateSize: input.stateSize, machineId: crypto.randomBytes(16).toString('hex'), createdAt: new Date().toISOString() })
+            .values({
+              mac: input.mac,
+              name: input.name,
+              exportId,
+              cmdline: input.cmdline,
+              persistent: input.persistent,
+              stateSize: input.stateSize,
+              machineId: crypto.randomBytes(16).toString('hex'),
+              createdAt: new Date().toISOString(),
+            })
             .returning()
             .all()[0]!;
         });
@@ -119,20 +142,37 @@ export class MachineRegistry {
       const discard = hasState && (!persistent || (exportChanged && !input.keepState));
       const grow = hasState && !discard && stateSize > before.stateSize;
       if (hasState && !discard && stateSize < before.stateSize) {
-        throw conflict(`stateSize: the state filesystem of ${before.name} cannot shrink from ${before.stateSize} to ${stateSize} bytes; reset the machine (discarding its state) or keep the size`);
+        throw conflict(
+          `stateSize: the state filesystem of ${before.name} cannot shrink from ${before.stateSize} to ${stateSize} bytes; reset the machine (discarding its state) or keep the size`,
+        );
       }
       if (input.keepState && !exportChanged) throw badInput('keepState', 'only means something with a new "export"; drop it');
       if ((discard || grow) && this.attached(before)) {
-        throw conflict(`machine ${before.name} is attached: ${discard ? 'its state would be discarded' : 'its state filesystem would grow'} under a running system; power it off first`);
+        throw conflict(
+          `machine ${before.name} is attached: ${discard ? 'its state would be discarded' : 'its state filesystem would grow'} under a running system; power it off first`,
+        );
       }
       const row = await this.changingStates(discard || grow ? before.mac : null, async () => {
         if (discard) this.states.discard(before.mac);
         if (grow) await this.states.grow(before.mac, stateSize);
         if (persistent && (discard || !hasState)) await this.states.create(before.mac, stateSize);
-        return this.db.update(machinesTable).set({ name, exportId, cmdline: input.cmdline ?? before.cmdline, persistent, stateSize }).where(eq(machinesTable.id, before.id)).returning().all()[0]!;
+        return this.db
+          .update(machinesTable)
+          .set({ name, exportId, cmdline: input.cmdline ?? before.cmdline, persistent, stateSize })
+          .where(eq(machinesTable.id, before.id))
+          .returning()
+          .all()[0]!;
       });
-      const changed = (['name', 'exportId', 'cmdline', 'persistent', 'stateSize'] as const).filter((field) => row[field] !== before[field]).map((field) => (field === 'exportId' ? 'export' : field));
-      this.events.record('machine.updated', this.exportName(row.exportId), { mac: row.mac, name: row.name, changed, stateDiscarded: discard, ...actor });
+      const changed = (['name', 'exportId', 'cmdline', 'persistent', 'stateSize'] as const)
+        .filter((field) => row[field] !== before[field])
+        .map((field) => (field === 'exportId' ? 'export' : field));
+      this.events.record('machine.updated', this.exportName(row.exportId), {
+        mac: row.mac,
+        name: row.name,
+        changed,
+        stateDiscarded: discard,
+        ...actor,
+      });
       return this.toView(row);
     });
   }
@@ -152,7 +192,8 @@ export class MachineRegistry {
   reset(mac: string, actor: Actor): Promise<void> {
     return this.serially(async () => {
       const row = this.row(mac);
-      if (!row.persistent) throw conflict(`machine ${row.name} is not persistent, so it has no state to reset; PATCH persistent: true to give it one`);
+      if (!row.persistent)
+        throw conflict(`machine ${row.name} is not persistent, so it has no state to reset; PATCH persistent: true to give it one`);
       this.refuseAttached(row, 'reset');
       await this.changingStates(row.mac, async () => {
         this.states.discard(row.mac);
@@ -174,7 +215,10 @@ export class MachineRegistry {
 
   row(mac: string): MachineRow {
     const row = this.find(mac);
-    if (!row) throw notFound(`no machine with MAC ${mac}: GET /machines lists them, and unknown MACs that asked to boot are under GET /machines/discovered`);
+    if (!row)
+      throw notFound(
+        `no machine with MAC ${mac}: GET /machines lists them, and unknown MACs that asked to boot are under GET /machines/discovered`,
+      );
     return row;
   }
 
@@ -186,11 +230,21 @@ export class MachineRegistry {
   /** The live connections, as `attached` asks about them: read once for a whole list. */
   private holding(): { machineIds: Set<number>; connectionIds: Set<number> } {
     const live = this.dataPlane.connections.list();
-    return { machineIds: new Set(live.flatMap((conn) => (conn.machineId === null ? [] : [conn.machineId]))), connectionIds: new Set(live.map((conn) => conn.id)) };
+    return {
+      machineIds: new Set(live.flatMap((conn) => (conn.machineId === null ? [] : [conn.machineId]))),
+      connectionIds: new Set(live.map((conn) => conn.id)),
+    };
   }
 
   toView({ id: _id, exportId, rootConnectionId: _root, ...row }: MachineRow, holding = this.holding()): MachineView {
-    const exp = exportId === null ? undefined : this.db.select({ name: exportsTable.name, removedAt: exportsTable.removedAt }).from(exportsTable).where(eq(exportsTable.id, exportId)).get();
+    const exp =
+      exportId === null
+        ? undefined
+        : this.db
+            .select({ name: exportsTable.name, removedAt: exportsTable.removedAt })
+            .from(exportsTable)
+            .where(eq(exportsTable.id, exportId))
+            .get();
     const removed = exp !== undefined && exp.removedAt !== null;
     return {
       ...row,
@@ -202,19 +256,28 @@ export class MachineRegistry {
   }
 
   private exportIdOf(name: string): number {
-    const exp = this.db.select({ id: exportsTable.id }).from(exportsTable).where(and(eq(exportsTable.name, name), isNull(exportsTable.removedAt))).get();
+    const exp = this.db
+      .select({ id: exportsTable.id })
+      .from(exportsTable)
+      .where(and(eq(exportsTable.name, name), isNull(exportsTable.removedAt)))
+      .get();
     if (!exp) throw badInput('export', `no export "${name}": GET /exports lists them`);
     return exp.id;
   }
 
   /** The name of the export an id names, removed or not; what its events are filed under. */
   exportName(exportId: number | null): string | null {
-    return exportId === null ? null : (this.db.select({ name: exportsTable.name }).from(exportsTable).where(eq(exportsTable.id, exportId)).get()?.name ?? null);
+    return exportId === null
+      ? null
+      : (this.db.select({ name: exportsTable.name }).from(exportsTable).where(eq(exportsTable.id, exportId)).get()?.name ?? null);
   }
 
   /** A machine's arguments follow its export's on one kernel line, which has a bound. */
   private refuseLongCmdline(exportId: number | null, cmdline: string): void {
-    const exportCmdline = exportId === null ? undefined : this.db.select({ cmdline: exportsTable.cmdline }).from(exportsTable).where(eq(exportsTable.id, exportId)).get()?.cmdline;
+    const exportCmdline =
+      exportId === null
+        ? undefined
+        : this.db.select({ cmdline: exportsTable.cmdline }).from(exportsTable).where(eq(exportsTable.id, exportId)).get()?.cmdline;
     const problem = exportCmdline === undefined ? null : joinedCmdlineProblem(exportCmdline, cmdline);
     if (problem !== null) throw badInput('cmdline', problem);
   }
@@ -229,7 +292,10 @@ export class MachineRegistry {
   }
 
   private refuseAttached(row: MachineRow, what: string): void {
-    if (this.attached(row)) throw conflict(`machine ${row.name} is attached (its boot's NBD connection is live), so its state cannot be ${what}: power it off first`);
+    if (this.attached(row))
+      throw conflict(
+        `machine ${row.name} is attached (its boot's NBD connection is live), so its state cannot be ${what}: power it off first`,
+      );
   }
 
   /**

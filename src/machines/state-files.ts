@@ -59,7 +59,9 @@ export class StateFiles {
       fs.writeFileSync(temp, '', { mode: 0o600 });
       fs.truncateSync(temp, size);
       // Lazy init: only the metadata is written now, so a 4 GiB state costs a few MiB of disk.
-      await run('mkfs.ext4', ['-q', '-F', '-L', 'nbdmux-state', '-E', 'lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0', temp], { timeout: 60_000 });
+      await run('mkfs.ext4', ['-q', '-F', '-L', 'nbdmux-state', '-E', 'lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0', temp], {
+        timeout: 60_000,
+      });
       fs.renameSync(temp, file);
     } catch (err) {
       fs.rmSync(temp, { force: true });

@@ -9,7 +9,15 @@ export interface EventDetails {
   /** The data dir had space again after `fullSince`; `notRecorded` events were lost meanwhile. */
   'daemon.space-recovered': { dataDir: string; fullSince: string; notRecorded: number };
   /** `cmdline`: the kernel arguments its boot script passes (absent in events from before boot scripts). */
-  'export.created': { id: number; file: string; readonly: boolean; cow: boolean; allow: string[]; cmdline?: string; size: number } & ActedBy;
+  'export.created': {
+    id: number;
+    file: string;
+    readonly: boolean;
+    cow: boolean;
+    allow: string[];
+    cmdline?: string;
+    size: number;
+  } & ActedBy;
   /** `version` of the export became current (`update`: a file; `import`: a finished import; `rollback`: an earlier one again): new clients get `file`. */
   'export.version-switched': { id: number; version: number; file: string; reason: 'update' | 'import' | 'rollback' } & ActedBy;
   /** An import of `url` as `version` of the export began (queued, then running). */
@@ -21,7 +29,12 @@ export interface EventDetails {
   'import.cancelled': { id: number; version: number };
   'export.removed': { id: number; force: boolean; liveConnections: number } & ActedBy;
   /** The registered path now leads elsewhere (`pathLeadsTo`), or back; what clients get meanwhile is `serving`. */
-  'export.file-changed': { id: number; file: string; pathLeadsTo: 'another file' | 'nothing' | 'the registered file'; serving: 'the registered file' | 'nothing' };
+  'export.file-changed': {
+    id: number;
+    file: string;
+    pathLeadsTo: 'another file' | 'nothing' | 'the registered file';
+    serving: 'the registered file' | 'nothing';
+  };
   'connection.opened': { connection: number; client: string; port: number };
   /** `machineState`: the machine whose persistent state it attached (the event then names no export). */
   'connection.negotiated': { connection: number; client: string; machineState?: number };

@@ -59,7 +59,7 @@ const commandSpecs = {
     args: ['NAME', 'URL'],
     flags: ['sha256', 'rw', 'cow', 'allow'],
     help:
-      'import URL (http://, https://, or file:// on the daemon\'s machine; xz, zstd, gzip, qcow2, vmdk, vhdx, vdi or raw) as a new ' +
+      "import URL (http://, https://, or file:// on the daemon's machine; xz, zstd, gzip, qcow2, vmdk, vhdx, vdi or raw) as a new " +
       'export NAME, or as a new version of NAME, which serves until the import is ready; --sha256 checks the downloaded bytes. ' +
       'Shows progress until done; exit 1 if it fails',
   },
@@ -68,7 +68,11 @@ const commandSpecs = {
   connections: { args: [], flags: ['live', 'limit'], help: 'recent NBD connections, newest first (--live: open ones only)' },
   watch: { args: [], flags: [], help: 'live events and connections until Ctrl-C' },
   health: { args: [], flags: [], help: 'whether new NBD clients can be served; exit 1 when not' },
-  'machines list': { args: [], flags: [], help: 'the machines (also "nbdmux machines"): export, stage and for how long, address, last seen' },
+  'machines list': {
+    args: [],
+    flags: [],
+    help: 'the machines (also "nbdmux machines"): export, stage and for how long, address, last seen',
+  },
   'machines add': {
     args: ['MAC', 'NAME'],
     flags: ['export', 'cmdline', 'persistent', 'state-size'],
@@ -85,8 +89,16 @@ const commandSpecs = {
   },
   'machines show': { args: ['MAC'], flags: [], help: 'one machine: every field, its stage and the timeline of its current boot' },
   'machines rm': { args: ['MAC'], flags: [], help: 'forget the machine, deleting its state; refused while it is attached' },
-  'machines reset': { args: ['MAC'], flags: [], help: "discard a persistent machine's state: its next boot starts from the image; refused while it is attached" },
-  'machines discovered': { args: [], flags: [], help: 'unknown MACs that asked to boot, the latest first: "machines add" makes one a machine' },
+  'machines reset': {
+    args: ['MAC'],
+    flags: [],
+    help: "discard a persistent machine's state: its next boot starts from the image; refused while it is attached",
+  },
+  'machines discovered': {
+    args: [],
+    flags: [],
+    help: 'unknown MACs that asked to boot, the latest first: "machines add" makes one a machine',
+  },
 } as const satisfies Record<string, CommandSpec>;
 
 export type CommandName = keyof typeof commandSpecs;
@@ -136,7 +148,8 @@ function commandHelp(): string {
       // A synopsis longer than a line goes on over more, indented under the command's name.
       const heads = wrap(synopsis(name, spec), synopsisWidth + helpWidth - 4).map((line, i) => (i === 0 ? `  ${line}` : `      ${line}`));
       const [first = '', ...rest] = wrap(spec.help.split(' '), helpWidth);
-      const lines = heads.length === 1 && heads[0]!.length < indent.length - 1 ? [heads[0]!.padEnd(indent.length) + first] : [...heads, indent + first];
+      const lines =
+        heads.length === 1 && heads[0]!.length < indent.length - 1 ? [heads[0]!.padEnd(indent.length) + first] : [...heads, indent + first];
       return [...lines, ...rest.map((line) => indent + line)].join('\n');
     })
     .join('\n');
@@ -204,7 +217,9 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): Reques
       args,
       url: checkedUrl(values.url ?? env.NBDMUX_URL ?? defaultUrl, values.url !== undefined ? '--url' : 'NBDMUX_URL'),
       json: values.json ?? false,
-      ...(Object.fromEntries(flagNames.map((flag) => [flag, (commandFlags[flag].read as (value: unknown) => unknown)(values[flag])])) as FlagValues),
+      ...(Object.fromEntries(
+        flagNames.map((flag) => [flag, (commandFlags[flag].read as (value: unknown) => unknown)(values[flag])]),
+      ) as FlagValues),
     },
   };
 }

@@ -32,7 +32,10 @@ export const commands: Record<CommandName, Command> = {
     const removed = await client.exports.delete.mutate({ name: name!, force });
     if (json) printJson(out, removed);
     else if (removed.killed > 0) out.write(`removed ${removed.name}; cut ${removed.killed} live connection(s)\n`);
-    else if (removed.draining > 0) out.write(`removed ${removed.name}; ${removed.draining} live connection(s) draining ("nbdmux rm --force ${removed.name}" cuts them)\n`);
+    else if (removed.draining > 0)
+      out.write(
+        `removed ${removed.name}; ${removed.draining} live connection(s) draining ("nbdmux rm --force ${removed.name}" cuts them)\n`,
+      );
     else out.write(`removed ${removed.name}\n`);
     return exitCodes.ok;
   },
@@ -63,7 +66,8 @@ export const commands: Record<CommandName, Command> = {
   },
 
   async rollback(client, { args: [name, version], json }, out) {
-    if (version !== undefined && !/^[1-9]\d*$/.test(version)) throw new UsageError(`VERSION must be a version number (1, 2, ...), got ${JSON.stringify(version)}`);
+    if (version !== undefined && !/^[1-9]\d*$/.test(version))
+      throw new UsageError(`VERSION must be a version number (1, 2, ...), got ${JSON.stringify(version)}`);
     const rolledBack = await client.exports.rollback.mutate({ name: name!, ...(version !== undefined && { version: Number(version) }) });
     if (json) printJson(out, rolledBack);
     else out.write(`${rolledBack.name} serves version ${rolledBack.version} to new clients; live ones keep the version they attached\n`);

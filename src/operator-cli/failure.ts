@@ -31,7 +31,8 @@ function clientErrorMessage(error: NbdmuxError, { url, passwordSet, command }: F
       ? `the daemon at ${url} refused the admin password in NBDMUX_ADMIN_PASSWORD: check it`
       : `the daemon at ${url} requires the admin password: set NBDMUX_ADMIN_PASSWORD`;
   }
-  if (code === 'NOT_FOUND') return `${error.message}; ${command?.startsWith('machines ') ? '"nbdmux machines" lists the machines' : '"nbdmux ls" lists the exports'}`;
+  if (code === 'NOT_FOUND')
+    return `${error.message}; ${command?.startsWith('machines ') ? '"nbdmux machines" lists the machines' : '"nbdmux ls" lists the exports'}`;
   if (code !== undefined) return error.message;
 
   // No tRPC answer at all: the daemon was not reached, or something else answered.

@@ -16,7 +16,11 @@ const barWidth = 30;
  * import to its end: a bar redrawn in place on a terminal, plain lines otherwise (or, with
  * --json, the export once done). A failed import is an error: one line, exit 1.
  */
-export async function importCommand(client: NbdmuxClient, { args: [name, url], sha256, rw, cow, allow, json }: Invocation, out: Output): Promise<number> {
+export async function importCommand(
+  client: NbdmuxClient,
+  { args: [name, url], sha256, rw, cow, allow, json }: Invocation,
+  out: Output,
+): Promise<number> {
   const source = { url: url!, ...(sha256 !== undefined && { sha256 }) };
   const existing = await client.exports.get.query({ name: name! }).catch((error: unknown) => {
     if (isNbdmuxError(error) && error.data?.code === 'NOT_FOUND') return null;
@@ -25,7 +29,9 @@ export async function importCommand(client: NbdmuxClient, { args: [name, url], s
   if (existing && (rw || cow || allow.length > 0)) {
     throw new Error(`${name} exists: the import becomes its next version, with its mode and allow list; drop --rw, --cow and --allow`);
   }
-  const started = existing ? await client.exports.update.mutate({ name: name!, ...source }) : await client.exports.create.mutate({ name: name!, ...source, readonly: !rw, cow, allow });
+  const started = existing
+    ? await client.exports.update.mutate({ name: name!, ...source })
+    : await client.exports.create.mutate({ name: name!, ...source, readonly: !rw, cow, allow });
   const version = started.import!.version;
   const progress = json ? null : process.stdout.isTTY ? new Bar(process.stdout) : new PlainLines(out);
   if (progress) out.write(`importing ${url} as version ${version} of ${name}\n`);
@@ -42,7 +48,10 @@ export async function importCommand(client: NbdmuxClient, { args: [name, url], s
       throw new Error(`the import of version ${version} failed: ${imported?.error ?? `it is ${imported?.state ?? 'gone'}`}`);
     }
     if (json) out.write(`${JSON.stringify(exp, null, 2)}\n`);
-    else out.write(`imported version ${version} of ${name}${exp.version === version ? ', now serving' : `; version ${exp.version} still serves (newer)`}\n`);
+    else
+      out.write(
+        `imported version ${version} of ${name}${exp.version === version ? ', now serving' : `; version ${exp.version} still serves (newer)`}\n`,
+      );
     return exitCodes.ok;
   }
 }

@@ -27,9 +27,19 @@ export function renderMachine(m: NbdmuxMachine): string {
     ['mac', m.mac],
     ['export', describeMachineExport(m)],
     ['kernel args', m.cmdline === '' ? '(none)' : m.cmdline],
-    ['persistent', m.persistent ? `yes: ${formatBytes(m.stateSize)} (${m.stateSize} bytes) of state, exported as ${m.stateExport} to its boot's address alone` : 'no: each boot starts from the image'],
+    [
+      'persistent',
+      m.persistent
+        ? `yes: ${formatBytes(m.stateSize)} (${m.stateSize} bytes) of state, exported as ${m.stateExport} to its boot's address alone`
+        : 'no: each boot starts from the image',
+    ],
     ['machine id', m.machineId],
-    ['stage', m.stageAt === null ? `${describeStage(m)} (it has not asked for its script yet)` : `${describeStage(m)} for ${formatDuration(m.stageAt, null)} (since ${formatTime(m.stageAt)})`],
+    [
+      'stage',
+      m.stageAt === null
+        ? `${describeStage(m)} (it has not asked for its script yet)`
+        : `${describeStage(m)} for ${formatDuration(m.stageAt, null)} (since ${formatTime(m.stageAt)})`,
+    ],
     ...(m.stageDetail === null ? [] : [['detail', m.stageDetail] as const]),
     ['attached', m.attached ? 'yes: a live NBD connection of its boot holds its root or its state' : 'no'],
     ['address', m.address ?? '-'],

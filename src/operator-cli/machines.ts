@@ -27,7 +27,18 @@ export const machineCommands = {
   },
 
   async 'machines set'(client, invocation, out) {
-    const { args: [mac], name, export: exportName, 'no-export': noExport, cmdline, persistent, 'no-persistent': noPersistent, 'state-size': stateSize, 'keep-state': keepState, json } = invocation;
+    const {
+      args: [mac],
+      name,
+      export: exportName,
+      'no-export': noExport,
+      cmdline,
+      persistent,
+      'no-persistent': noPersistent,
+      'state-size': stateSize,
+      'keep-state': keepState,
+      json,
+    } = invocation;
     if (exportName !== undefined && noExport) throw new UsageError('give --export EXPORT or --no-export, not both');
     if (persistent && noPersistent) throw new UsageError('give --persistent or --no-persistent, not both');
     const changes = {
@@ -39,7 +50,8 @@ export const machineCommands = {
       ...(noPersistent && { persistent: false }),
       ...(stateSize !== undefined && { stateSize }),
     };
-    if (Object.keys(changes).length === 0) throw new UsageError('give what to change: --name, --export, --no-export, --cmdline, --persistent, --no-persistent or --state-size');
+    if (Object.keys(changes).length === 0)
+      throw new UsageError('give what to change: --name, --export, --no-export, --cmdline, --persistent, --no-persistent or --state-size');
     const updated = await client.machines.update.mutate({ mac: mac!, ...changes, ...(keepState && { keepState }) });
     if (json) printJson(out, updated);
     else out.write(`updated ${updated.name}\n${renderMachine(updated)}`);

@@ -26,7 +26,14 @@ export function renderExport(exp: NbdmuxExport): string {
     ['version', exp.version === null ? '-' : String(exp.version)],
     ['file', exp.file ?? '-'],
     ...(exp.import ? [['import', `${exp.import.url}: ${describeImport(exp.import)}`] as const] : []),
-    ...(exp.fileChange ? [['file changed', `${formatTime(exp.fileChange.seenAt)}: the path leads to ${exp.fileChange.pathLeadsTo}; serving ${exp.fileChange.serving}`] as const] : []),
+    ...(exp.fileChange
+      ? [
+          [
+            'file changed',
+            `${formatTime(exp.fileChange.seenAt)}: the path leads to ${exp.fileChange.pathLeadsTo}; serving ${exp.fileChange.serving}`,
+          ] as const,
+        ]
+      : []),
     ['mode', explainMode(exp)],
     ['allow', exp.allow.length === 0 ? 'every client the NBD port admits' : exp.allow.join(', ')],
     ['size', exp.size === null ? '-' : `${formatBytes(exp.size)} (${exp.size} bytes)`],

@@ -89,7 +89,11 @@ class Lines implements WatchView {
   connection(up: boolean, reason?: string) {
     if (up === !this.lost) return;
     this.lost = !up;
-    process.stderr.write(up ? 'nbdmux: connected again\n' : `nbdmux: lost the connection to the daemon${reason ? ` (${cleanText(reason)})` : ''}; reconnecting\n`);
+    process.stderr.write(
+      up
+        ? 'nbdmux: connected again\n'
+        : `nbdmux: lost the connection to the daemon${reason ? ` (${cleanText(reason)})` : ''}; reconnecting\n`,
+    );
   }
   close() {}
 }

@@ -28,10 +28,12 @@ const ownArguments: ReadonlyArray<{ name: RegExp; writtenFor: 'export' | 'machin
 export function cmdlineProblem(cmdline: string): string | null {
   if (cmdline.length > maxCmdlineLength) return `must be at most ${maxCmdlineLength} characters (the kernel's whole command line is 2048)`;
   if (!/^[\x20-\x7e]*$/.test(cmdline)) return 'must be printable ASCII on one line: no newline, tab or other control character';
-  if (cmdline.includes('$')) return "must not contain '$': iPXE replaces ${...} with its own settings (such as ${net0/mac}) before the kernel sees the line";
+  if (cmdline.includes('$'))
+    return "must not contain '$': iPXE replaces ${...} with its own settings (such as ${net0/mac}) before the kernel sees the line";
   if (cmdline.includes('\\')) return "must not contain '\\': iPXE joins a line ending in '\\' with the next one";
   if (/[#;&|]/.test(cmdline)) return "must not contain '#', ';', '&' or '|': iPXE reads them as a comment or as the end of the command";
-  if (/["'`]/.test(cmdline)) return 'must not contain quotes: iPXE splits words at spaces without quoting, so the kernel would not get the value as written';
+  if (/["'`]/.test(cmdline))
+    return 'must not contain quotes: iPXE splits words at spaces without quoting, so the kernel would not get the value as written';
   for (const word of cmdline.split(' ')) {
     const name = word.split('=')[0]!;
     const own = ownArguments.find((argument) => argument.name.test(name.replaceAll('-', '_')));

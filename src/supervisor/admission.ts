@@ -35,7 +35,10 @@ export function refusalOf(conn: LiveConnection, report: Report, { store, configs
   // The export's allow list as stored now: narrowed since the boot began, it refuses the state too.
   const exp = state === undefined ? undefined : store.exportById(state.exportId);
   if (state === undefined || state.client !== client || exp === undefined || !admits(exp, client)) {
-    return { exportName: null, reason: `${client} may no longer attach the state of machine ${state?.machine ?? report.machineId}: it was reset or deleted, its boot now comes from another address, or its export's allow list leaves this address out` };
+    return {
+      exportName: null,
+      reason: `${client} may no longer attach the state of machine ${state?.machine ?? report.machineId}: it was reset or deleted, its boot now comes from another address, or its export's allow list leaves this address out`,
+    };
   }
   const holder = connections.list().find((other) => other.machineId === report.machineId && other.id !== conn.id);
   if (holder === undefined) return null;

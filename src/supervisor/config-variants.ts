@@ -2,7 +2,14 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { AllowList } from '../rules/allow-list.js';
-import { allowListsOf, exportsVisibleTo, renderNbdServerConfig, writeFileAtomically, type ServedExport, type ServedState } from './nbd-config.js';
+import {
+  allowListsOf,
+  exportsVisibleTo,
+  renderNbdServerConfig,
+  writeFileAtomically,
+  type ServedExport,
+  type ServedState,
+} from './nbd-config.js';
 
 /** What one serving process is started with: its config, and the descriptors that config names, in order. */
 export interface ClientConfig {

@@ -49,11 +49,19 @@ export class ConnectionStore {
 
   /** An export's name and allow list, removed or not; undefined for an id never written. */
   exportById(exportId: number): { name: string; allow: string[] } | undefined {
-    return this.db.select({ name: exportsTable.name, allow: exportsTable.allow }).from(exportsTable).where(eq(exportsTable.id, exportId)).get();
+    return this.db
+      .select({ name: exportsTable.name, allow: exportsTable.allow })
+      .from(exportsTable)
+      .where(eq(exportsTable.id, exportId))
+      .get();
   }
 
   isVersionOf(versionId: number, exportId: number): boolean {
-    const row = this.db.select({ id: exportVersionsTable.id }).from(exportVersionsTable).where(and(eq(exportVersionsTable.id, versionId), eq(exportVersionsTable.exportId, exportId))).get();
+    const row = this.db
+      .select({ id: exportVersionsTable.id })
+      .from(exportVersionsTable)
+      .where(and(eq(exportVersionsTable.id, versionId), eq(exportVersionsTable.exportId, exportId)))
+      .get();
     return row !== undefined;
   }
 }

@@ -49,7 +49,14 @@ export class ConnectionTable {
     const rows = this.store.recent(limit, liveOnly);
     return rows.map(({ connection: { pidStartTicks: _pidStartTicks, ...row }, exportName }) => {
       const live = this.live.get(row.id);
-      return { ...row, exportName, live: live !== undefined, bytesSent: live?.bytesSent ?? row.bytesSent, bytesPerSecond: live?.bytesPerSecond ?? 0, cowDiffBytes: live?.cowDiffBytes ?? row.cowDiffBytes };
+      return {
+        ...row,
+        exportName,
+        live: live !== undefined,
+        bytesSent: live?.bytesSent ?? row.bytesSent,
+        bytesPerSecond: live?.bytesPerSecond ?? 0,
+        cowDiffBytes: live?.cowDiffBytes ?? row.cowDiffBytes,
+      };
     });
   }
 
@@ -160,7 +167,10 @@ export class ConnectionTable {
       if (running && !hasChosen(conn)) {
         cut++;
         killProcess(conn.pid!); // ours: pid and start time match
-        this.close(conn, { outcome: 'not-served', error: 'had chosen no export when nbdmux restarted: cut, since no daemon can learn which export it serves' });
+        this.close(conn, {
+          outcome: 'not-served',
+          error: 'had chosen no export when nbdmux restarted: cut, since no daemon can learn which export it serves',
+        });
       } else if (running) {
         adopted++;
         this.events.record('connection.adopted', this.exportName(conn.exportId), { connection: conn.id, pid: conn.pid });
@@ -220,7 +230,23 @@ function adoptedAndEnded(conn: LiveConnection): boolean {
 }
 
 function unrecordedRow(id: number, values: Pick<ConnectionRow, 'clientAddress' | 'clientPort' | 'openedAt'>): ConnectionRow {
-  return { id, ...values, exportId: null, versionId: null, machineId: null, pid: null, pidStartTicks: null, negotiatedAt: null, closedAt: null, outcome: null, exitCode: null, signal: null, bytesSent: 0, cowDiffBytes: null, error: null };
+  return {
+    id,
+    ...values,
+    exportId: null,
+    versionId: null,
+    machineId: null,
+    pid: null,
+    pidStartTicks: null,
+    negotiatedAt: null,
+    closedAt: null,
+    outcome: null,
+    exitCode: null,
+    signal: null,
+    bytesSent: 0,
+    cowDiffBytes: null,
+    error: null,
+  };
 }
 
 function fromRow(row: ConnectionRow, adopted: boolean): LiveConnection {

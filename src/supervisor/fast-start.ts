@@ -32,7 +32,11 @@ interface Binding {
  * to see every such call bound to the shim. `bin -V` exits before doing any work; both runs
  * together take tens of milliseconds. Never rejects: any doubt means starting the plain way.
  */
-export async function detectFastStart(bin: string, shimPath = defaultShimPath, baseEnv: NodeJS.ProcessEnv = process.env): Promise<FastStart> {
+export async function detectFastStart(
+  bin: string,
+  shimPath = defaultShimPath,
+  baseEnv: NodeJS.ProcessEnv = process.env,
+): Promise<FastStart> {
   if (!fs.existsSync(shimPath)) return off(`the shim ${shimPath} is missing: run npm run build (it needs a C compiler)`);
 
   const env = { LD_PRELOAD: baseEnv.LD_PRELOAD ? `${shimPath}:${baseEnv.LD_PRELOAD}` : shimPath };

@@ -128,7 +128,10 @@ export class Supervisor {
   static async start(options: SupervisorOptions, exports: readonly ServedExport[], states: readonly ServedState[]): Promise<Supervisor> {
     const version = await probeNbdServer(options.nbdServerBin);
     const fastStart = await detectFastStart(options.nbdServerBin);
-    if (!fastStart.enabled) options.log.warn('fast start off: nbd-server runs without the shim that skips its unused DH parameters', { reason: fastStart.reason });
+    if (!fastStart.enabled)
+      options.log.warn('fast start off: nbd-server runs without the shim that skips its unused DH parameters', {
+        reason: fastStart.reason,
+      });
     const supervisor = new Supervisor(options, version, fastStart);
     prepareCowDir(supervisor.cowDir);
     supervisor.applyExports(exports);
@@ -258,7 +261,9 @@ export class Supervisor {
     return new Promise((resolve, reject) => {
       const listenFailed = (err: NodeJS.ErrnoException) => {
         const where = `${nbdBind ?? 'all addresses'} port ${nbdPort}`;
-        reject(new Error(err.code === 'EADDRINUSE' ? `NBD port already in use: ${where}` : `cannot listen for NBD on ${where}: ${err.message}`));
+        reject(
+          new Error(err.code === 'EADDRINUSE' ? `NBD port already in use: ${where}` : `cannot listen for NBD on ${where}: ${err.message}`),
+        );
       };
       this.server.once('error', listenFailed);
       this.server.listen({ port: nbdPort, host: nbdBind }, () => {

@@ -52,7 +52,11 @@ export interface ServedState {
  * The exports a client may see and use: those with no allow list, and those whose list holds
  * its address. The others are left out of its config entirely, so it cannot list or probe them.
  */
-export function exportsVisibleTo(exports: readonly ServedExport[], clientAddress: string, allowLists: ReadonlyMap<number, AllowList> = allowListsOf(exports)): ServedExport[] {
+export function exportsVisibleTo(
+  exports: readonly ServedExport[],
+  clientAddress: string,
+  allowLists: ReadonlyMap<number, AllowList> = allowListsOf(exports),
+): ServedExport[] {
   return exports.filter((exp) => !exp.allow?.length || allowLists.get(exp.id)!.allows(clientAddress));
 }
 
@@ -93,7 +97,9 @@ export function renderNbdServerConfig(exports: readonly ServedExport[], cowDir?:
     if (!Number.isSafeInteger(exp.id) || exp.id < 1) throw new Error(`invalid export id ${exp.id}`);
     if (!Number.isSafeInteger(exp.versionId) || exp.versionId < 1) throw new Error(`invalid version id ${exp.versionId}`);
     if (exp.cow && (cowDir === undefined || !configSafePathPattern.test(cowDir))) {
-      throw new Error(`refusing to write copy-on-write export ${exp.name} with cow dir ${JSON.stringify(cowDir)}: move the data dir to a path of A-Z a-z 0-9 . _ / + -`);
+      throw new Error(
+        `refusing to write copy-on-write export ${exp.name} with cow dir ${JSON.stringify(cowDir)}: move the data dir to a path of A-Z a-z 0-9 . _ / + -`,
+      );
     }
     lines.push(
       '',

@@ -62,7 +62,12 @@ export class Spawner {
   constructor(private readonly options: SpawnerOptions) {}
 
   enqueue(socket: net.Socket, conn: LiveConnection): void {
-    const accepted: Accepted = { socket, conn, deadline: setTimeout(() => this.cutUnnegotiated(accepted), this.options.negotiationTimeoutMs), expired: false };
+    const accepted: Accepted = {
+      socket,
+      conn,
+      deadline: setTimeout(() => this.cutUnnegotiated(accepted), this.options.negotiationTimeoutMs),
+      expired: false,
+    };
     this.waiting.push(accepted);
     this.startWaiting();
   }
@@ -172,7 +177,15 @@ export class Spawner {
     child.on('close', (exitCode, signal) => {
       release();
       clearTimeout(accepted.deadline);
-      const end = { exitCode, signal, stderr, killRequested: conn.killRequested, negotiated: hasChosen(conn), refused, expired: accepted.expired };
+      const end = {
+        exitCode,
+        signal,
+        stderr,
+        killRequested: conn.killRequested,
+        negotiated: hasChosen(conn),
+        refused,
+        expired: accepted.expired,
+      };
       const { outcome, error, nbdServerFailed } = classifyClose(end, this.options.negotiationTimeoutMs);
       const summarised = nbdServerFailed !== undefined && !this.options.onStartFailed(conn, nbdServerFailed);
       table.close(conn, { outcome, exitCode, signal, error, summarised });
@@ -191,7 +204,11 @@ export class Spawner {
   /** nbd-server is not at fault, so its health stays as it was; the connection's record and the log say why. */
   private refuseUnstarted(accepted: Accepted, reason: string, err: Error, release: () => void): void {
     this.closeUnstarted(accepted, reason, release);
-    this.options.log.warn('cannot start nbd-server for a client', { connection: accepted.conn.id, client: accepted.conn.clientAddress, error: errorText(err) });
+    this.options.log.warn('cannot start nbd-server for a client', {
+      connection: accepted.conn.id,
+      client: accepted.conn.clientAddress,
+      error: errorText(err),
+    });
   }
 
   /** One client refused, whatever the cause: a failed start never takes the daemon down. */

@@ -43,7 +43,9 @@ export class StartFailures {
         events.record('nbd-server.failed', null, { connection, client, reason, count: 1 });
       },
       recordRepeats: ({ first, count, since, overflow }) => {
-        const reason = overflow ? `nbd-server failed for more than ${maxReasons} reasons at once, counted together; the first of them: ${first.reason}` : first.reason;
+        const reason = overflow
+          ? `nbd-server failed for more than ${maxReasons} reasons at once, counted together; the first of them: ${first.reason}`
+          : first.reason;
         log.warn('nbd-server kept failing', { reason, count, since });
         events.record('nbd-server.failed', null, { reason, count, since });
       },
@@ -59,7 +61,11 @@ export class StartFailures {
 
   /** Counts a failed start; true when it was news (recorded with its connection's own events), false when only counted. */
   failed(failure: StartFailure): boolean {
-    this.current = { since: this.current?.since ?? new Date().toISOString(), reason: failure.reason, failedStarts: (this.current?.failedStarts ?? 0) + 1 };
+    this.current = {
+      since: this.current?.since ?? new Date().toISOString(),
+      reason: failure.reason,
+      failedStarts: (this.current?.failedStarts ?? 0) + 1,
+    };
     return this.summary.add(failure);
   }
 
@@ -73,7 +79,11 @@ export class StartFailures {
     this.current = null;
     this.summary.flush();
     this.log.info('nbd-server serves again', { failingSince: failing.since, failedStarts: failing.failedStarts });
-    this.events.record('nbd-server.recovered', null, { failingSince: failing.since, failedStarts: failing.failedStarts, lastReason: failing.reason });
+    this.events.record('nbd-server.recovered', null, {
+      failingSince: failing.since,
+      failedStarts: failing.failedStarts,
+      lastReason: failing.reason,
+    });
   }
 
   /** Records the counts of ended intervals; `flush` at shutdown records the rest. */

@@ -114,7 +114,13 @@ export function testControlPlane(options: { imageRoots?: string[]; cowDir?: stri
   const pins = PinnedFiles.reopen(db, events, log);
   const imageRoots = options.imageRoots ?? [];
   const importer = new Importer({ storeDir: `${dataDir}/images`, maxImports: 2, imageRoots, log });
-  const registry = new ExportRegistry(db, dataPlane, events, pins, { imageRoots, keepVersions: options.keepVersions ?? 3, importer, boot: noKitArtifacts, log });
+  const registry = new ExportRegistry(db, dataPlane, events, pins, {
+    imageRoots,
+    keepVersions: options.keepVersions ?? 3,
+    importer,
+    boot: noKitArtifacts,
+    log,
+  });
   const stateFiles = new StateFiles(`${dataDir}/machines`);
   const machines = new MachineRegistry(db, dataPlane, events, stateFiles);
   const bootEvents = new SummarisedEvents(events);
@@ -127,7 +133,11 @@ export function testControlPlane(options: { imageRoots?: string[]; cowDir?: stri
     info: { version: 'test', authRequired: false },
     caller: { ok: true, identity: { via: 'open' }, client: testActor.client },
     // Health probes the real nbd-server binary and listener: the end-to-end tests cover it.
-    dataPlane: { health: () => Promise.reject(new Error('no health without a real data plane')), connections: dataPlane.connections, maxConnections: 256 },
+    dataPlane: {
+      health: () => Promise.reject(new Error('no health without a real data plane')),
+      connections: dataPlane.connections,
+      maxConnections: 256,
+    },
   };
   return {
     db,
@@ -158,6 +168,7 @@ export async function refusal(call: () => Promise<unknown>): Promise<{ status: n
   } catch (err) {
     thrown = err;
   }
-  if (!(thrown instanceof TRPCError)) throw new Error(`expected a refusal (a TRPCError), got ${thrown === undefined ? 'success' : errorText(thrown)}`);
+  if (!(thrown instanceof TRPCError))
+    throw new Error(`expected a refusal (a TRPCError), got ${thrown === undefined ? 'success' : errorText(thrown)}`);
   return { status: getHTTPStatusCodeFromError(thrown), error: describeError(thrown) };
 }

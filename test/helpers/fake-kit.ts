@@ -34,7 +34,10 @@ export const fakeKernelVersion = '6.1.0-98-amd64';
  * `/boot/vmlinuz-VERSION` of the given bytes (or `head` followed by a hole up to `bytes`), and
  * `/lib/modules/VERSION` holding `modules` (paths relative to it) and the `modulesDep` naming them.
  */
-export function fakeBootImage(file: string, options: { kernel: Buffer | { head: Buffer; bytes: number }; modules: Record<string, TreeEntry>; modulesDep: string; sizeMiB: number }): string {
+export function fakeBootImage(
+  file: string,
+  options: { kernel: Buffer | { head: Buffer; bytes: number }; modules: Record<string, TreeEntry>; modulesDep: string; sizeMiB: number },
+): string {
   const modulesDir = `lib/modules/${fakeKernelVersion}`;
   const tree = writeTree(`${file}.tree`, {
     ...Object.fromEntries(Object.entries(options.modules).map(([name, entry]) => [`${modulesDir}/${name}`, entry])),

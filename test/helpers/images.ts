@@ -59,7 +59,10 @@ export function makeGptDisk(file: string, parts: DiskPart[]): Disk {
 /** An MBR (dos) disk, laid out as makeGptDisk does. */
 export function makeMbrDisk(file: string, parts: DiskPart[]): Disk {
   const offsets = layOut(file, parts);
-  const script = ['label: dos', ...parts.map((part, i) => `start=${offsets[i]! / 512}, size=${part.sizeMiB * 2048}, type=${part.type}`)].join('\n');
+  const script = [
+    'label: dos',
+    ...parts.map((part, i) => `start=${offsets[i]! / 512}, size=${part.sizeMiB * 2048}, type=${part.type}`),
+  ].join('\n');
   execFileSync('sfdisk', ['-q', file], { input: script, stdio: ['pipe', 'pipe', 'pipe'] });
   return fill(file, parts, offsets);
 }
@@ -79,7 +82,16 @@ function layOut(file: string, parts: DiskPart[]): number[] {
 
 function fill(file: string, parts: DiskPart[], offsets: number[]): Disk {
   parts.forEach((part, i) => {
-    if (part.image) execFileSync('dd', [`if=${part.image}`, `of=${file}`, 'bs=1M', `seek=${offsets[i]}`, 'oflag=seek_bytes', 'conv=notrunc,sparse', 'status=none']);
+    if (part.image)
+      execFileSync('dd', [
+        `if=${part.image}`,
+        `of=${file}`,
+        'bs=1M',
+        `seek=${offsets[i]}`,
+        'oflag=seek_bytes',
+        'conv=notrunc,sparse',
+        'status=none',
+      ]);
   });
   return { file, offsets };
 }
@@ -94,25 +106,62 @@ export function debianBootTree(debian: DebianImage, tree: string): { tree: strin
   const { kernelVersion } = debian;
   const modules = `/usr/lib/modules/${kernelVersion}`;
   // The kit's modules and what they need in Debian 12's kernel, nothing else: a small image.
-  const moduleDirs = ['drivers/virtio', 'drivers/block/nbd.ko', 'drivers/net/virtio_net.ko', 'drivers/net/net_failover.ko', 'drivers/net/ethernet/intel/e1000', 'drivers/net/ethernet/intel/e1000e', 'drivers/net/ethernet/intel/igb', 'drivers/dca', 'drivers/i2c/algos', 'net/core/failover.ko', 'fs/ext4', 'fs/jbd2', 'fs/overlayfs', 'fs/mbcache.ko', 'lib/crc16.ko', 'crypto/crc32c_generic.ko'];
-  const members = [`/boot/vmlinuz-${kernelVersion}`, '/etc/os-release', '/usr/lib/os-release', '/lib', '/bin', '/sbin', `${modules}/modules.dep`, `${modules}/modules.builtin`, ...moduleDirs.map((dir) => `${modules}/kernel/${dir}`)];
+  const moduleDirs = [
+    'drivers/virtio',
+    'drivers/block/nbd.ko',
+    'drivers/net/virtio_net.ko',
+    'drivers/net/net_failover.ko',
+    'drivers/net/ethernet/intel/e1000',
+    'drivers/net/ethernet/intel/e1000e',
+    'drivers/net/ethernet/intel/igb',
+    'drivers/dca',
+    'drivers/i2c/algos',
+    'net/core/failover.ko',
+    'fs/ext4',
+    'fs/jbd2',
+    'fs/overlayfs',
+    'fs/mbcache.ko',
+    'lib/crc16.ko',
+    'crypto/crc32c_generic.ko',
+  ];
+  const members = [
+    `/boot/vmlinuz-${kernelVersion}`,
+    '/etc/os-release',
+    '/usr/lib/os-release',
+    '/lib',
+    '/bin',
+    '/sbin',
+    `${modules}/modules.dep`,
+    `${modules}/modules.builtin`,
+    ...moduleDirs.map((dir) => `${modules}/kernel/${dir}`),
+  ];
   for (const member of members) fs.mkdirSync(path.join(tree, path.dirname(member)), { recursive: true });
   const commands = members.map((member) => `rdump ${member} ${path.join(tree, path.dirname(member))}`).join('\n');
-  execFileSync('debugfs', ['-f', '-', `${debian.file}?offset=${linuxPartitionOffset(debian.file)}`], { input: commands, stdio: ['pipe', 'pipe', 'pipe'] });
-  if (!fs.existsSync(path.join(tree, 'boot', `vmlinuz-${kernelVersion}`))) throw new Error(`${debian.file} gave no /boot/vmlinuz-${kernelVersion}`);
+  execFileSync('debugfs', ['-f', '-', `${debian.file}?offset=${linuxPartitionOffset(debian.file)}`], {
+    input: commands,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  if (!fs.existsSync(path.join(tree, 'boot', `vmlinuz-${kernelVersion}`)))
+    throw new Error(`${debian.file} gave no /boot/vmlinuz-${kernelVersion}`);
   return { tree, kernelVersion };
 }
 
 /** Byte offset of a GPT disk's Linux filesystem partition (sfdisk reads the file, no privileges). */
 export function linuxPartitionOffset(disk: string): number {
-  const table = JSON.parse(execFileSync('sfdisk', ['-J', disk]).toString()) as { partitiontable: { partitions: { start: number; type: string }[] } };
+  const table = JSON.parse(execFileSync('sfdisk', ['-J', disk]).toString()) as {
+    partitiontable: { partitions: { start: number; type: string }[] };
+  };
   const root = table.partitiontable.partitions.find((part) => part.type === '0FC63DAF-8483-4772-8E79-3D69D8477DE4');
   if (!root) throw new Error(`${disk} has no Linux filesystem partition`);
   return root.start * 512;
 }
 
 /** A GPT disk as the issue's Debian image: an EFI system partition first, then the ext4 root from debianBootTree. */
-export function makeDebianDisk(debian: DebianImage, dir: string, extra: Record<string, TreeEntry> = {}): Disk & { tree: string; kernelVersion: string } {
+export function makeDebianDisk(
+  debian: DebianImage,
+  dir: string,
+  extra: Record<string, TreeEntry> = {},
+): Disk & { tree: string; kernelVersion: string } {
   const { tree, kernelVersion } = debianBootTree(debian, path.join(dir, 'debian.tree'));
   writeTree(tree, extra);
   const root = makeExt4(path.join(dir, 'debian.ext4'), tree, 160);

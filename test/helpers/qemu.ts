@@ -135,41 +135,74 @@ const pollMs = 50;
  * reaches 127.0.0.1: restrict=on cuts the guest off from everything, and each guestfwd (the NBD
  * port, the PXE HTTP port) opens a fresh loopback connection for each guest connection.
  */
-export function bootGuest({ kit, kernel, nbdPort, append, serialLog, timeoutSeconds, nicOptions, memoryMiB, qemuArgs = [], pxe, sourceAddress }: GuestOptions): Guest {
+export function bootGuest({
+  kit,
+  kernel,
+  nbdPort,
+  append,
+  serialLog,
+  timeoutSeconds,
+  nicOptions,
+  memoryMiB,
+  qemuArgs = [],
+  pxe,
+  sourceAddress,
+}: GuestOptions): Guest {
   fs.rmSync(serialLog, { force: true });
   const guestForwards = [
     { guestAddress: guestNbdAddress, hostPort: nbdPort },
     ...(pxe ? [{ guestAddress: `${guestHttpHost}:80`, hostPort: pxe.httpPort }] : []),
   ]
     // `,,` is a literal comma inside a qemu option value.
-    .map(({ guestAddress, hostPort }) => `guestfwd=tcp:${guestAddress}-cmd:socat - TCP:127.0.0.1:${hostPort}${sourceAddress ? `,,bind=${sourceAddress}` : ''}`)
+    .map(
+      ({ guestAddress, hostPort }) =>
+        `guestfwd=tcp:${guestAddress}-cmd:socat - TCP:127.0.0.1:${hostPort}${sourceAddress ? `,,bind=${sourceAddress}` : ''}`,
+    )
     .join(',');
   const nic = `virtio-net-pci,netdev=n0${nicOptions ? `,${nicOptions}` : ''}`;
   const bootArgs = pxe
     ? [
-        '-boot', 'n',
-        '-netdev', `user,id=n0,restrict=on,tftp=${pxe.tftpDir},bootfile=${pxe.bootfile},${guestForwards}`,
+        '-boot',
+        'n',
+        '-netdev',
+        `user,id=n0,restrict=on,tftp=${pxe.tftpDir},bootfile=${pxe.bootfile},${guestForwards}`,
         // The default option ROM: iPXE, which fetches the boot file over TFTP and runs it.
-        '-device', nic,
+        '-device',
+        nic,
       ]
     : [
-        '-kernel', kit[kernel],
-        '-initrd', kit.initrd,
-        '-append', `console=ttyS0 panic=-1 ${append}`,
-        '-netdev', `user,id=n0,restrict=on,${guestForwards}`,
+        '-kernel',
+        kit[kernel],
+        '-initrd',
+        kit.initrd,
+        '-append',
+        `console=ttyS0 panic=-1 ${append}`,
+        '-netdev',
+        `user,id=n0,restrict=on,${guestForwards}`,
         // No option ROM: the kernel is loaded directly, nothing PXE-boots inside qemu.
-        '-device', `${nic},romfile=`,
+        '-device',
+        `${nic},romfile=`,
       ];
   const args = [
     // Niced: emulated CPUs must not starve the daemons and test files running beside them.
-    '-n', '10',
-    'timeout', '-s', 'KILL', String(timeoutSeconds),
+    '-n',
+    '10',
+    'timeout',
+    '-s',
+    'KILL',
+    String(timeoutSeconds),
     'qemu-system-x86_64',
     // A stock Debian kernel does not boot under this host's KVM (see shared notes): TCG unless told.
-    '-accel', process.env.NBDMUX_QEMU_ACCEL ?? 'tcg',
-    '-m', String(memoryMiB ?? 512),
-    '-nodefaults', '-no-reboot', '-display', 'none',
-    '-serial', `file:${serialLog}`,
+    '-accel',
+    process.env.NBDMUX_QEMU_ACCEL ?? 'tcg',
+    '-m',
+    String(memoryMiB ?? 512),
+    '-nodefaults',
+    '-no-reboot',
+    '-display',
+    'none',
+    '-serial',
+    `file:${serialLog}`,
     ...qemuArgs,
     ...bootArgs,
   ];

@@ -23,7 +23,10 @@ export function fillExportChoices(select: HTMLSelectElement, names: readonly str
   // Rebuilt only when the exports change: rebuilding closes a list the operator has open.
   if ([...select.options].map((option) => option.value).join('\n') === ['', ...names].join('\n')) return;
   const chosen = select.value;
-  select.replaceChildren(el('option', { text: 'none', attrs: { value: '' } }), ...names.map((name) => el('option', { text: name, attrs: { value: name } })));
+  select.replaceChildren(
+    el('option', { text: 'none', attrs: { value: '' } }),
+    ...names.map((name) => el('option', { text: name, attrs: { value: name } })),
+  );
   select.value = names.includes(chosen) ? chosen : '';
 }
 
@@ -103,7 +106,9 @@ export class MachineEditor {
   /** Keeping state means something only for a persistent machine given another export: its upper layer belongs to the old one. */
   private showKeepState(): void {
     const m = this.editing;
-    this.form.querySelector<HTMLElement>('[data-keep-state]')!.hidden = !(m?.persistent && (this.field('export').value || null) !== m.export);
+    this.form.querySelector<HTMLElement>('[data-keep-state]')!.hidden = !(
+      m?.persistent && (this.field('export').value || null) !== m.export
+    );
   }
 
   private field<T extends HTMLInputElement | HTMLSelectElement = HTMLInputElement | HTMLSelectElement>(name: string): T {
@@ -132,6 +137,10 @@ export function machineActions(api: NbdmuxClient, notice: HTMLElement, editor: M
         'the removal was refused',
       ),
     reset: (m) =>
-      void confirmed(`Discard what "${m.name}" wrote? Its next boot starts from the image as it is.`, () => api.machines.reset.mutate({ mac: m.mac }), 'the reset was refused'),
+      void confirmed(
+        `Discard what "${m.name}" wrote? Its next boot starts from the image as it is.`,
+        () => api.machines.reset.mutate({ mac: m.mac }),
+        'the reset was refused',
+      ),
   };
 }

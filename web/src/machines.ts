@@ -21,13 +21,18 @@ export function tickDurations(root: HTMLElement): void {
 
 export function renderMachines(target: HTMLElement, machines: NbdmuxMachine[], actions: MachineActions): void {
   if (machines.length === 0) {
-    target.replaceChildren(el('tr', {}, [el('td', { text: 'No machines yet: add one below, or from Discovered.', className: 'empty', attrs: { colspan: '8' } })]));
+    target.replaceChildren(
+      el('tr', {}, [
+        el('td', { text: 'No machines yet: add one below, or from Discovered.', className: 'empty', attrs: { colspan: '8' } }),
+      ]),
+    );
     return;
   }
   target.replaceChildren(
     ...machines.map((m) => {
       const buttons = [button('Edit', 'Change its name, export, kernel args or state', () => actions.edit(m))];
-      if (m.persistent) buttons.push(button('Reset state', 'Discard what it wrote: its next boot starts from the image', () => actions.reset(m)));
+      if (m.persistent)
+        buttons.push(button('Reset state', 'Discard what it wrote: its next boot starts from the image', () => actions.reset(m)));
       buttons.push(button('Remove', m.persistent ? 'Forget it, deleting its state' : 'Forget it', () => actions.remove(m)));
       return el('tr', { attrs: { 'data-machine': m.mac, 'data-stage': m.stage ?? 'never' } }, [
         el('td', { text: m.name, className: 'name' }),
@@ -46,16 +51,23 @@ export function renderMachines(target: HTMLElement, machines: NbdmuxMachine[], a
 /** The stage, how long it has been there, and a failure's reason in full (ramboot's own words). */
 function stageCell(m: NbdmuxMachine): HTMLElement[] {
   // `root` comes with ramboot's timing lines: there on hovering, since they are not news.
-  const stage = el('span', { text: describeStage(m), className: `state ${m.stage ?? 'never'}`, title: m.stage === 'failed' ? '' : (m.stageDetail ?? '') });
+  const stage = el('span', {
+    text: describeStage(m),
+    className: `state ${m.stage ?? 'never'}`,
+    title: m.stage === 'failed' ? '' : (m.stageDetail ?? ''),
+  });
   const cell = [stage];
-  if (m.stageAt !== null) cell.push(el('small', { text: sinceText(m.stageAt), className: 'since', title: m.stageAt, attrs: { 'data-since': m.stageAt } }));
+  if (m.stageAt !== null)
+    cell.push(el('small', { text: sinceText(m.stageAt), className: 'since', title: m.stageAt, attrs: { 'data-since': m.stageAt } }));
   if (m.stage === 'failed' && m.stageDetail !== null) cell.push(el('small', { text: m.stageDetail, className: 'stage-detail' }));
   return cell;
 }
 
 export function renderDiscovered(target: HTMLElement, discovered: NbdmuxDiscoveredMachine[], add: (mac: string) => void): void {
   if (discovered.length === 0) {
-    target.replaceChildren(el('tr', {}, [el('td', { text: 'No unknown machine has asked to boot.', className: 'empty', attrs: { colspan: '6' } })]));
+    target.replaceChildren(
+      el('tr', {}, [el('td', { text: 'No unknown machine has asked to boot.', className: 'empty', attrs: { colspan: '6' } })]),
+    );
     return;
   }
   target.replaceChildren(

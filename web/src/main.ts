@@ -56,7 +56,12 @@ async function refreshVersions(): Promise<void> {
   $('versions-name').textContent = name;
   try {
     // rollback shows a refusal in `notice` itself: the click has nothing left to handle.
-    renderVersions($('versions'), name, await api.exports.versions.query({ name }), (exportName, version) => void rollback(exportName, version));
+    renderVersions(
+      $('versions'),
+      name,
+      await api.exports.versions.query({ name }),
+      (exportName, version) => void rollback(exportName, version),
+    );
   } catch (error) {
     // Removed meanwhile: nothing left to show.
     versionsOf = null;

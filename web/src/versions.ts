@@ -3,7 +3,12 @@ import { formatBytes } from '../../src/units.js';
 import { el, formatTime } from './format.js';
 
 /** One export's versions, newest first, each with the live connections it still serves and, when it can serve again, a rollback button. */
-export function renderVersions(target: HTMLElement, name: string, versions: NbdmuxVersion[], rollback: (name: string, version: number) => void): void {
+export function renderVersions(
+  target: HTMLElement,
+  name: string,
+  versions: NbdmuxVersion[],
+  rollback: (name: string, version: number) => void,
+): void {
   target.replaceChildren(
     ...versions.map((v) => {
       const canServe = !v.current && v.state === 'ready';
@@ -15,7 +20,10 @@ export function renderVersions(target: HTMLElement, name: string, versions: Nbdm
         el('td', { text: v.size === null ? '—' : formatBytes(v.size), className: 'num' }),
         el('td', { text: String(v.connections), className: 'num connections', title: 'live connections still reading this version' }),
         el('td', { text: formatTime(v.createdAt), title: v.createdAt }),
-        el('td', { className: 'file' }, [el('span', { text: v.url ?? v.file ?? '—' }), ...(v.error ? [el('small', { text: v.error, className: 'file-changed' })] : [])]),
+        el('td', { className: 'file' }, [
+          el('span', { text: v.url ?? v.file ?? '—' }),
+          ...(v.error ? [el('small', { text: v.error, className: 'file-changed' })] : []),
+        ]),
         el('td', {}, canServe ? [button] : []),
       ]);
     }),

@@ -38,7 +38,9 @@ function copyable(text: string, what: string, actions: ExportActions): HTMLEleme
 
 export function renderExports(target: HTMLElement, exports: NbdmuxExport[], nbdPort: number | null, actions: ExportActions): void {
   if (exports.length === 0) {
-    target.replaceChildren(el('tr', {}, [el('td', { text: 'No exports yet: add one below.', className: 'empty', attrs: { colspan: '9' } })]));
+    target.replaceChildren(
+      el('tr', {}, [el('td', { text: 'No exports yet: add one below.', className: 'empty', attrs: { colspan: '9' } })]),
+    );
     return;
   }
   const servingNames = new Set(exports.filter((e) => e.state === 'serving').map((e) => e.name));
@@ -46,7 +48,11 @@ export function renderExports(target: HTMLElement, exports: NbdmuxExport[], nbdP
     ...exports.map((exp) => {
       const buttons: HTMLButtonElement[] = [];
       if (exp.state !== 'draining') {
-        const versions = el('button', { text: 'Versions', className: 'small', title: 'Its versions, their live connections, and rollback' });
+        const versions = el('button', {
+          text: 'Versions',
+          className: 'small',
+          title: 'Its versions, their live connections, and rollback',
+        });
         versions.addEventListener('click', () => actions.showVersions(exp));
         buttons.push(versions);
         // Removing an export that is importing cancels the import.
@@ -56,7 +62,11 @@ export function renderExports(target: HTMLElement, exports: NbdmuxExport[], nbdP
       }
       // Cutting by name would also remove a newer export serving under the same name.
       if (exp.connections > 0 && (exp.state === 'serving' || !servingNames.has(exp.name))) {
-        const cut = el('button', { text: 'Cut', className: 'small danger', title: `Remove now, cutting ${exp.connections} live connection(s)` });
+        const cut = el('button', {
+          text: 'Cut',
+          className: 'small danger',
+          title: `Remove now, cutting ${exp.connections} live connection(s)`,
+        });
         cut.addEventListener('click', () => actions.remove(exp, true));
         buttons.push(cut);
       }
@@ -66,7 +76,14 @@ export function renderExports(target: HTMLElement, exports: NbdmuxExport[], nbdP
           el('span', { text: exp.file ?? '—' }),
           ...(exp.version !== null ? [el('small', { text: `version ${exp.version}`, className: 'version' })] : []),
           ...(exp.import ? [importProgress(exp.import)] : []),
-          ...(exp.fileChange ? [el('small', { text: `path now leads to ${exp.fileChange.pathLeadsTo}; serving ${exp.fileChange.serving}`, className: 'file-changed' })] : []),
+          ...(exp.fileChange
+            ? [
+                el('small', {
+                  text: `path now leads to ${exp.fileChange.pathLeadsTo}; serving ${exp.fileChange.serving}`,
+                  className: 'file-changed',
+                }),
+              ]
+            : []),
         ]),
         el('td', { text: exp.size === null ? '—' : formatBytes(exp.size), className: 'num' }),
         el('td', {}, [
@@ -94,7 +111,11 @@ function importProgress(progress: NonNullable<NbdmuxExport['import']>): HTMLElem
   const fraction = importFraction(progress);
   const bar = el('progress', { attrs: { max: '1', ...(fraction !== null && { value: String(fraction) }) } });
   const text = el('small', { text: describeImport(progress) });
-  return el('div', { className: `import${progress.error !== null ? ' failed' : ''}`, attrs: { 'data-import-version': String(progress.version) } }, progress.error !== null ? [text] : [bar, text]);
+  return el(
+    'div',
+    { className: `import${progress.error !== null ? ' failed' : ''}`, attrs: { 'data-import-version': String(progress.version) } },
+    progress.error !== null ? [text] : [bar, text],
+  );
 }
 
 export function renderConnections(target: HTMLElement, connections: NbdmuxConnection[]): void {
@@ -110,7 +131,11 @@ export function renderConnections(target: HTMLElement, connections: NbdmuxConnec
         el('td', { text: formatDuration(conn.openedAt, null), title: conn.openedAt }),
         el('td', { text: formatBytes(conn.bytesSent), className: 'num' }),
         el('td', { text: formatRate(conn.bytesPerSecond), className: 'num' }),
-        el('td', { text: conn.cowDiffBytes === null ? '—' : formatBytes(conn.cowDiffBytes), className: 'num', title: 'copy-on-write diff size' }),
+        el('td', {
+          text: conn.cowDiffBytes === null ? '—' : formatBytes(conn.cowDiffBytes),
+          className: 'num',
+          title: 'copy-on-write diff size',
+        }),
       ]),
     ),
   );
