@@ -1,4 +1,5 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
+import { once } from 'node:events';
 import { closeSync, constants, openSync } from 'node:fs';
 
 /** A disk image: a descriptor the caller holds (a pinned export's; `size` needed for a block device), or a path. */
@@ -104,4 +105,46 @@ export class ChildQueue {
       this.waiting.shift()?.();
     }
   }
+}
+
+/** A tool whose output is read as it comes (debugfs copying files out, an unpacker), bounded in time. */
+export interface StreamingTool {
+  child: ChildProcess;
+  /** Its exit code and signal once it has closed; rejected when it could not even start. */
+  closed: Promise<[number | null, NodeJS.Signals | null]>;
+  /** Whether it was killed for running past its time. */
+  timedOut(): boolean;
+  /** The end of what it said on stderr. */
+  stderr(): string;
+  /** Kills it if it still runs: for a reader that is done with it, or gave up on it. */
+  stop(): void;
+}
+
+/** Starts `command`, killed with SIGKILL once it has run `timeoutMs`; the caller reads its stdout and calls `stop` when done. */
+export function startStreamingTool(
+  command: string,
+  args: readonly string[],
+  options: { timeoutMs: number; stdio: StdioOptions },
+): StreamingTool {
+  const child = spawn(command, args, { stdio: options.stdio });
+  const closed = once(child, 'close') as Promise<[number | null, NodeJS.Signals | null]>;
+  // Awaited by the reader once it has read what it wanted; a failure to start rejects it then.
+  closed.catch(() => {});
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill('SIGKILL');
+  }, options.timeoutMs);
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4096)));
+  return {
+    child,
+    closed,
+    timedOut: () => timedOut,
+    stderr: () => stderr,
+    stop: () => {
+      clearTimeout(timer);
+      child.kill('SIGKILL');
+    },
+  };
 }

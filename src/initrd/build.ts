@@ -1,11 +1,10 @@
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import { z } from 'zod';
+import { startStreamingTool } from '../bounded-child.js';
 import { ExtFilesystem, ImageReadError } from '../inspect/ext-fs.js';
 import { maxKernelBytes, planModules } from '../inspect/inspect-image.js';
 import { moduleKey } from '../inspect/modules-dep.js';
@@ -117,32 +116,25 @@ export async function buildBootFiles(imageFd: number, request: BuildRequest): Pr
 async function unpack(unpacker: string[], packed: string, modulePath: string, allowed: number, space: BuildSpace): Promise<string> {
   const [tool, ...args] = unpacker as [string, ...string[]];
   const out = new SparseFile(`${packed}.ko`, space);
-  const child = spawn('prlimit', [`--as=${unpackerAddressSpace}`, '--', tool, ...args, packed], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const closed = once(child, 'close') as Promise<[number | null, NodeJS.Signals | null]>;
-  closed.catch(() => {});
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    child.kill('SIGKILL');
-  }, unpackTimeoutMs);
-  let stderr = '';
-  child.stderr.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4096)));
+  const unpacking = startStreamingTool('prlimit', [`--as=${unpackerAddressSpace}`, '--', tool, ...args, packed], {
+    timeoutMs: unpackTimeoutMs,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   try {
-    for await (const chunk of child.stdout as AsyncIterable<Buffer>) {
+    for await (const chunk of unpacking.child.stdout as AsyncIterable<Buffer>) {
       if (out.size + chunk.length > allowed) throw tooMuchUnpacked(modulePath);
       out.write(chunk);
     }
-    const [status, signal] = await closed.catch((err: Error) => {
+    const [status, signal] = await unpacking.closed.catch((err: Error) => {
       throw new ImageReadError(`cannot run ${tool} to unpack ${modulePath} (install it): ${err.message}`);
     });
-    if (timedOut) throw new ImageReadError(`unpacking ${modulePath} took longer than ${unpackTimeoutMs / 1000} s`);
+    if (unpacking.timedOut()) throw new ImageReadError(`unpacking ${modulePath} took longer than ${unpackTimeoutMs / 1000} s`);
     if (status !== 0)
       throw new ImageReadError(
-        `${modulePath} does not unpack with ${tool} (${signal ?? `exit ${status}`}): ${stderr.trim().split('\n').at(-1)?.slice(0, 300) ?? ''}`,
+        `${modulePath} does not unpack with ${tool} (${signal ?? `exit ${status}`}): ${unpacking.stderr().trim().split('\n').at(-1)?.slice(0, 300) ?? ''}`,
       );
   } finally {
-    clearTimeout(timer);
-    child.kill('SIGKILL');
+    unpacking.stop();
     out.close();
   }
   fs.rmSync(packed);

@@ -1,5 +1,5 @@
-import { spawn, spawnSync } from 'node:child_process';
-import { once } from 'node:events';
+import { spawnSync } from 'node:child_process';
+import { startStreamingTool } from '../bounded-child.js';
 
 /** Why an image cannot be read as nbdmux wants: said to the operator as the `reason`. */
 export class ImageReadError extends Error {}
@@ -183,33 +183,24 @@ export class ExtFilesystem {
    */
   async copyOut(files: readonly CopiedFile[]): Promise<void> {
     const what = `${files.length} files`;
-    const child = spawn('prlimit', this.debugfsArgs(['-f', '-']), { stdio: this.stdio('pipe') });
-    const closed = once(child, 'close') as Promise<[number | null, NodeJS.Signals | null]>;
-    closed.catch(() => {});
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, copyTimeoutMs);
-    let stderr = '';
-    child.stderr!.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4096)));
+    const debugfs = startStreamingTool('prlimit', this.debugfsArgs(['-f', '-']), { timeoutMs: copyTimeoutMs, stdio: this.stdio('pipe') });
+    const { child } = debugfs;
     child.stdin!.on('error', () => {});
     child.stdin!.end(files.map(({ entry }) => `cat <${entry.ino}>\n`).join(''));
     const split = new CatSplitter(files);
     try {
       for await (const chunk of child.stdout! as AsyncIterable<Buffer>) split.push(chunk);
-      const [status] = await closed.catch((err: Error) => {
+      const [status] = await debugfs.closed.catch((err: Error) => {
         throw new ImageReadError(`cannot run debugfs (install e2fsprogs): ${err.message}`);
       });
-      if (timedOut)
+      if (debugfs.timedOut())
         throw new ImageReadError(
           `copying ${what} out of the image took longer than ${copyTimeoutMs / 1000} s: the filesystem looks damaged`,
         );
-      checkDebugfs(status, stderr, what);
+      checkDebugfs(status, debugfs.stderr(), what);
       split.end();
     } finally {
-      clearTimeout(timer);
-      child.kill('SIGKILL');
+      debugfs.stop();
     }
   }
 
