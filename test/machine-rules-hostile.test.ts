@@ -1,8 +1,6 @@
 import fs from 'node:fs';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { refusal, testControlPlane, type TestControlPlane } from './helpers/context.js';
-import { tempDir } from '../testkit/daemon.js';
-import { makeImage } from '../testkit/nbd.js';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { refusal, sharedImage, testControlPlane, type TestControlPlane } from './helpers/context.js';
 
 /**
  * What the hostile review found in the machines' rules, through createCaller on a migrated
@@ -14,17 +12,11 @@ const mac = '52:54:00:12:34:56';
 const stateName = '__state-525400123456';
 
 describe('machines under hostile input', () => {
-  let images: string;
-  let image: string;
+  const images = sharedImage();
   let plane: TestControlPlane;
-  beforeAll(() => {
-    images = fs.realpathSync(tempDir('nbdmux-images-'));
-    image = makeImage(images, 'disk.img', 8192);
-  });
-  afterAll(() => fs.rmSync(images, { recursive: true, force: true }));
   beforeEach(async () => {
-    plane = testControlPlane({ imageRoots: [images] });
-    await plane.caller.exports.create({ name: 'debian', file: image });
+    plane = testControlPlane({ imageRoots: [images.root] });
+    await plane.caller.exports.create({ name: 'debian', file: images.file });
   });
   afterEach(() => plane.close());
 
@@ -72,7 +64,7 @@ describe('machines under hostile input', () => {
     ['quiet systemd.hostname=web1', 'systemd.hostname', 'machine'],
     ['initrd=evil.img', 'initrd', 'export'],
   ])("refuses %s in an export's cmdline, which would override every machine's own", async (cmdline, name, writtenFor) => {
-    const { status, error } = await refusal(() => plane.caller.exports.create({ name: 'other', file: image, cmdline }));
+    const { status, error } = await refusal(() => plane.caller.exports.create({ name: 'other', file: images.file, cmdline }));
     expect(status).toBe(400);
     expect(error.issues).toEqual([
       {
@@ -95,7 +87,7 @@ describe('machines under hostile input', () => {
 
   it("refuses a machine's arguments that, after its export's, would pass the kernel's bound", async () => {
     const exportArgs = `console=ttyS0,115200 ${'a'.repeat(700)}`;
-    await plane.caller.exports.create({ name: 'long', file: image, cmdline: exportArgs });
+    await plane.caller.exports.create({ name: 'long', file: images.file, cmdline: exportArgs });
     const machineArgs = `x=${'b'.repeat(400)}`;
     const created = await refusal(() => plane.caller.machines.create({ mac, name: 'a', export: 'long', cmdline: machineArgs }));
     expect(created.status).toBe(400);

@@ -1,9 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { refusal, testControlPlane, type TestControlPlane } from './helpers/context.js';
-import { tempDir } from '../testkit/daemon.js';
-import { makeImage } from '../testkit/nbd.js';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { refusal, sharedImage, testControlPlane, type TestControlPlane } from './helpers/context.js';
 
 /**
  * The machines' rules through createCaller, on a migrated in-memory database; state files are
@@ -22,18 +20,12 @@ const filesystemId = (file: string) => dumpe2fs(file, 'Filesystem UUID');
 const mac = '52:54:00:12:34:56';
 
 describe('machines', () => {
-  let images: string;
-  let image: string;
+  const images = sharedImage();
   let plane: TestControlPlane;
-  beforeAll(() => {
-    images = fs.realpathSync(tempDir('nbdmux-images-'));
-    image = makeImage(images, 'disk.img', 8192);
-  });
-  afterAll(() => fs.rmSync(images, { recursive: true, force: true }));
   beforeEach(async () => {
-    plane = testControlPlane({ imageRoots: [images] });
-    await plane.caller.exports.create({ name: 'debian', file: image });
-    await plane.caller.exports.create({ name: 'alpine', file: image });
+    plane = testControlPlane({ imageRoots: [images.root] });
+    await plane.caller.exports.create({ name: 'debian', file: images.file });
+    await plane.caller.exports.create({ name: 'alpine', file: images.file });
   });
   afterEach(() => plane.close());
 
@@ -108,7 +100,7 @@ describe('machines', () => {
     expect(machine.export).toBeNull();
     expect(machine.exportProblem).toMatch(/^its export alpine was removed at .*: set another one$/);
     // A new export of the same name is another export: the machine does not silently boot it.
-    await plane.caller.exports.create({ name: 'alpine', file: image });
+    await plane.caller.exports.create({ name: 'alpine', file: images.file });
     expect((await plane.caller.machines.get({ mac })).export).toBeNull();
   });
 

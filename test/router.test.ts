@@ -1,30 +1,21 @@
-import fs from 'node:fs';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { refusal, testControlPlane, type TestControlPlane } from './helpers/context.js';
-import { tempDir } from '../testkit/daemon.js';
-import { makeImage } from '../testkit/nbd.js';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { refusal, sharedImage, testControlPlane, type TestControlPlane } from './helpers/context.js';
 
 /** The router's procedures through createCaller, as REST calls them: inputs, defaults, errors, in milliseconds. */
 
 describe('the router through createCaller', () => {
-  let images: string;
-  let image: string;
+  const images = sharedImage();
   let plane: TestControlPlane;
-  beforeAll(() => {
-    images = fs.realpathSync(tempDir('nbdmux-images-'));
-    image = makeImage(images, 'disk.img', 8192);
-  });
-  afterAll(() => fs.rmSync(images, { recursive: true, force: true }));
   beforeEach(() => {
-    plane = testControlPlane({ imageRoots: [images] });
+    plane = testControlPlane({ imageRoots: [images.root] });
   });
   afterEach(() => plane.close());
 
   it('creates with the documented defaults, then lists, gets and deletes', async () => {
-    const created = await plane.caller.exports.create({ name: 'disk', file: image });
+    const created = await plane.caller.exports.create({ name: 'disk', file: images.file });
     expect(created).toMatchObject({
       name: 'disk',
-      file: image,
+      file: images.file,
       readonly: true,
       cow: false,
       allow: [],
@@ -71,14 +62,14 @@ describe('the router through createCaller', () => {
       status: 404,
       error: { code: 'NOT_FOUND', message: 'no export named "absent"' },
     });
-    await plane.caller.exports.create({ name: 'disk', file: image });
-    const taken = await refusal(() => plane.caller.exports.create({ name: 'disk', file: image }));
+    await plane.caller.exports.create({ name: 'disk', file: images.file });
+    const taken = await refusal(() => plane.caller.exports.create({ name: 'disk', file: images.file }));
     expect([taken.status, taken.error.code]).toEqual([409, 'CONFLICT']);
   });
 
   it('answers 503 naming the data dir when it is full, and reports it full', async () => {
     plane.dataPlane.failNextApply = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
-    const { status, error } = await refusal(() => plane.caller.exports.create({ name: 'disk', file: image }));
+    const { status, error } = await refusal(() => plane.caller.exports.create({ name: 'disk', file: images.file }));
     expect(status).toBe(503);
     expect(error).toEqual({
       code: 'SERVICE_UNAVAILABLE',
@@ -93,15 +84,15 @@ describe('the router through createCaller', () => {
 
   it('hides a failure it has no words for behind a message that points to the log', async () => {
     plane.dataPlane.failNextApply = new Error('secret internals');
-    const { status, error } = await refusal(() => plane.caller.exports.create({ name: 'disk', file: image }));
+    const { status, error } = await refusal(() => plane.caller.exports.create({ name: 'disk', file: images.file }));
     expect(status).toBe(500);
     expect(error.message).not.toContain('secret internals');
     expect(error.message).toContain('daemon log');
   });
 
   it('lists events newest first, by limit and after an id', async () => {
-    await plane.caller.exports.create({ name: 'a', file: image });
-    await plane.caller.exports.create({ name: 'b', file: image });
+    await plane.caller.exports.create({ name: 'a', file: images.file });
+    await plane.caller.exports.create({ name: 'b', file: images.file });
     await plane.caller.exports.delete({ name: 'a' });
     const all = await plane.caller.events.list();
     expect(all.map((e) => [e.type, e.exportName])).toEqual([
@@ -128,7 +119,7 @@ describe('the router through createCaller', () => {
   });
 
   it('refuses a force that is not a boolean, and removes nothing', async () => {
-    await plane.caller.exports.create({ name: 'disk', file: image });
+    await plane.caller.exports.create({ name: 'disk', file: images.file });
     const { error } = await refusal(() => plane.caller.exports.delete({ name: 'disk', force: 'maybe' as never }));
     expect(error.issues?.map((i) => i.field)).toEqual(['force']);
     expect((await plane.caller.exports.list()).map((e) => e.name)).toEqual(['disk']);

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import { TRPCError } from '@trpc/server';
 import { getHTTPStatusCodeFromError } from '@trpc/server/http';
+import { afterAll, beforeAll } from 'vitest';
 import { describeError, type ErrorDescription } from '../../src/errors.js';
 import { noKitArtifacts } from '../../src/boot/artifacts.js';
 import { DataDirSpace } from '../../src/db/data-dir-space.js';
@@ -19,6 +20,7 @@ import { MachineRegistry, type MachineDataPlane } from '../../src/machines/regis
 import { StateFiles } from '../../src/machines/state-files.js';
 import type { LiveConnection, ServedExport, ServedState } from '../../src/supervisor/index.js';
 import { tempDir } from '../../testkit/daemon.js';
+import { makeImage } from '../../testkit/nbd.js';
 import { memoryDatabase } from './db.js';
 
 /**
@@ -171,4 +173,23 @@ export async function refusal(call: () => Promise<unknown>): Promise<{ status: n
   if (!(thrown instanceof TRPCError))
     throw new Error(`expected a refusal (a TRPCError), got ${thrown === undefined ? 'success' : errorText(thrown)}`);
   return { status: getHTTPStatusCodeFromError(thrown), error: describeError(thrown) };
+}
+
+/** One small image file under an image root, made once for a describe block's createCaller tests and removed after them. */
+export function sharedImage(): { readonly root: string; readonly file: string } {
+  let root = '';
+  let file = '';
+  beforeAll(() => {
+    root = fs.realpathSync(tempDir('nbdmux-images-'));
+    file = makeImage(root, 'disk.img', 8192);
+  });
+  afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+  return {
+    get root() {
+      return root;
+    },
+    get file() {
+      return file;
+    },
+  };
 }
