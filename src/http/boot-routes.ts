@@ -107,15 +107,12 @@ export function bootRoutes(options: BootRoutesOptions): BootRoutes {
         return true;
       }
       const machine = options.machines.lookup(mac);
-      const script = machine === undefined ? undefined : machineScript(machine, client, exports, artifacts, endpoint());
+      const at = endpoint();
+      const script = machine === undefined ? undefined : machineScript(machine, client, exports, artifacts, at);
       if (script !== undefined) {
         // The machine's own script, booting or saying why it cannot: this address is its boot now.
         if (booting) options.machines.scriptFetched(mac, client);
-        recordScript(
-          script.exportName,
-          sendText(req, res, script.text),
-          script.boots ? { nbd: `${endpoint().nbdHost}:${endpoint().nbdPort}` } : {},
-        );
+        recordScript(script.exportName, sendText(req, res, script.text), script.boots ? { nbd: `${at.nbdHost}:${at.nbdPort}` } : {});
         return true;
       }
       // An unknown MAC is remembered; a known one whose export refuses this address is answered
