@@ -1,6 +1,8 @@
 import type { EventLog } from './event-log.js';
 import type { EventDetails } from '../model/event-map.js';
 import { IntervalSummary } from './interval-summary.js';
+// The address that stands for every client beyond `maxKinds`, as in connection.refused.
+import { otherClients } from './refusal-summary.js';
 
 /** Events any client can cause as often as it likes, without logging in: each carries `count` and `since` when it sums up repeats. */
 export type SummarisedType = 'boot.script' | 'boot.kernel' | 'boot.initrd' | 'machine.discovered';
@@ -10,9 +12,6 @@ interface Occurrence {
   exportName: string | null;
   details: EventDetails[SummarisedType];
 }
-
-/** The address that stands for every client beyond `maxKinds`, as in connection.refused. */
-const otherClients = '*';
 
 /**
  * Records what the open boot routes see the way refused NBD connects are recorded: the first of
