@@ -89,15 +89,19 @@ describe('cancelling an import while it decompresses', () => {
       expect(await api(daemon, 'POST', '/exports', { name: bomb, url: server.url(`/zeros.img.${packing}`) })).toMatchObject({
         status: 202,
       });
+      let seen: { sent?: boolean; import?: { stage?: string }; children?: number | null } = {};
+      // A loaded CI host can be slow to get here; the failure says which part had not happened.
       await waitFor(
-        'the whole download sent and the import writing out zeros',
-        async () =>
-          sent.has(packing) &&
-          (await importOf(bomb))?.stage === 'decompressing' &&
-          (child === null || childrenNamed(pid, child).length === 1)
-            ? true
-            : undefined,
-        30_000,
+        () => `the whole download sent and the import writing out zeros; last seen: ${JSON.stringify(seen)}`,
+        async () => {
+          seen = {
+            sent: sent.has(packing),
+            import: await importOf(bomb),
+            children: child === null ? null : childrenNamed(pid, child).length,
+          };
+          return seen.sent && seen.import?.stage === 'decompressing' && (child === null || seen.children === 1) ? true : undefined;
+        },
+        60_000,
       );
       const hitsBefore = server.hits.filter((hit) => hit === '/small.img').length;
       expect(await api(daemon, 'POST', '/exports', { name: next, url: server.url('/small.img') })).toMatchObject({ status: 202 });

@@ -146,13 +146,21 @@ export async function api(
   return { status: response.status, json, text };
 }
 
-/** Polls every `everyMs` until `check` returns a value other than undefined, or fails after `ms`. */
-export async function waitFor<T>(what: string, check: () => T | undefined | Promise<T | undefined>, ms = 10_000, everyMs = 50): Promise<T> {
+/**
+ * Polls every `everyMs` until `check` returns a value other than undefined, or fails after `ms`.
+ * `what` may be a function, asked at the timeout, so that the failure can say what was last seen.
+ */
+export async function waitFor<T>(
+  what: string | (() => string),
+  check: () => T | undefined | Promise<T | undefined>,
+  ms = 10_000,
+  everyMs = 50,
+): Promise<T> {
   const deadline = Date.now() + ms;
   for (;;) {
     const value = await check();
     if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${typeof what === 'string' ? what : what()}`);
     await new Promise((resolve) => setTimeout(resolve, everyMs));
   }
 }
