@@ -267,6 +267,20 @@ export function bootGuest({
   };
 }
 
+/**
+ * Why a boot did not end, for an assertion message: the boot's milestones and the guest kernel's
+ * complaints with the host time each was seen, then the console's last lines. A CI log keeps only
+ * the message, and the last 30 lines alone once showed nothing but one stack trace.
+ */
+export function bootFailureReport(lines: SerialLine[]): string {
+  const landmark = /^(ramboot|ramtest|nbdmux-boot-check):|soft lockup|rcu.*stall|BUG:|WARNING:|Kernel panic|Call Trace/;
+  const landmarks = lines.filter((line) => landmark.test(line.text.replace(/^\[\s*[\d.]+\] /, ''))).slice(0, 40);
+  const stamp = (line: SerialLine) => `  ${(line.atMs / 1000).toFixed(1).padStart(6)} s | ${line.text}`;
+  return [`milestones (host seconds after qemu started):`, ...landmarks.map(stamp), 'last lines:', ...lines.slice(-15).map(stamp)].join(
+    '\n',
+  );
+}
+
 function tail(lines: SerialLine[]): string {
   return lines
     .slice(-30)
