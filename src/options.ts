@@ -57,7 +57,7 @@ export const options = {
     schema: z.string({ error: '--data-dir (or NBDMUX_DATA_DIR) is required' }).min(1, '--data-dir must not be empty'),
     default: 'required',
     help: 'state: SQLite, nbd-server config',
-    doc: 'state: `state.db` (SQLite), `nbd-server.conf`; kept private (see "Security")',
+    doc: 'state: `state.db` (SQLite), `nbd-server.conf`; kept private (see [security](../security.md))',
   },
   port: {
     flag: 'port',
@@ -115,7 +115,7 @@ export const options = {
     schema: nonEmpty('image-store').optional(),
     default: '`DATA_DIR/images`',
     help: 'where imported images are kept; always an image root',
-    doc: 'where imported images are kept (see "Importing images"); always an image root',
+    doc: 'where imported images are kept (see [importing images](../images.md#importing-images)); always an image root',
   },
   maxImports: {
     flag: 'max-imports',
@@ -206,7 +206,7 @@ export const options = {
       .default([]),
     default: 'none',
     help: 'another name HTTP clients may reach the daemon by, besides localhost and the bind address',
-    doc: 'another name HTTP clients may reach the daemon by, besides localhost and the bind address (see "HTTP limits")',
+    doc: 'another name HTTP clients may reach the daemon by, besides localhost and the bind address (see [HTTP limits](../security.md#http-limits))',
   },
   maxHttpConnections: {
     flag: 'max-http-connections',
@@ -253,7 +253,7 @@ export const options = {
     schema: z.string().min(1, 'NBDMUX_ADMIN_PASSWORD must not be empty (unset it to disable authentication)').optional(),
     default: 'unset',
     help: 'when set, every control-plane request must authenticate',
-    doc: 'require authentication on the control plane (see "Authentication")',
+    doc: 'require authentication on the control plane (see [authentication](../security.md#authentication))',
   },
   sessionSecret: {
     env: 'NBDMUX_SESSION_SECRET',
@@ -269,7 +269,7 @@ export const options = {
     schema: wholeNumber('retain-days', 1, 36500, ['day', 'days']).default(30),
     default: '30',
     help: 'closed connections and events older than N days are deleted',
-    doc: 'closed connections and events older than this are deleted (see "History retention")',
+    doc: 'closed connections and events older than this are deleted (see [history retention](../exports.md#history-retention))',
   },
   keepVersions: {
     flag: 'keep-versions',
@@ -278,7 +278,7 @@ export const options = {
     schema: wholeNumber('keep-versions', 1, 65536).default(3),
     default: '3',
     help: "imported images of each export's newest N versions are kept for rollback",
-    doc: 'imported images of each export\'s newest N versions are kept for rollback (see "Versions")',
+    doc: "imported images of each export's newest N versions are kept for rollback (see [versions](../images.md#versions))",
   },
   nbdPublicPort: {
     flag: 'nbd-public-port',
@@ -296,7 +296,7 @@ export const options = {
     schema: nonEmpty('ramboot-kit').optional(),
     default: 'none',
     help: 'the ramboot kit (vmlinuz, initrd.img, kit.env) that boots exports over HTTP (see ramboot/build-kit)',
-    doc: 'the ramboot kit (`vmlinuz`, `initrd.img`, `kit.env`): its initramfs starts every booted machine (with each image\'s own kernel and modules when it has them), its kernel boots the images that have none; start-up refuses a directory that is not a kit (see "Boot a machine")',
+    doc: "the ramboot kit (`vmlinuz`, `initrd.img`, `kit.env`): its initramfs starts every booted machine (with each image's own kernel and modules when it has them), its kernel boots the images that have none; start-up refuses a directory that is not a kit (see [the kit](../netboot.md#the-kit))",
   },
   bootDefault: {
     flag: 'boot-default',

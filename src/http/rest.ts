@@ -62,64 +62,84 @@ export async function handleRest(
   return true;
 }
 
+/** One row of the reference page (docs/reference/rest.md): what a method takes and answers. */
+export interface RouteDoc {
+  /** Appended to the path in the reference, e.g. `[?force=true]`. */
+  query?: string;
+  body?: string;
+  returns: string;
+}
+
+type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+/**
+ * A route: its path (`{name}` stands for one path part, handed to `handle` decoded by it), what
+ * each method does, and the handler. The table below is the one list of routes: the router
+ * matches against it and `npm run docs` writes the reference page from it.
+ */
+export interface RestRoute {
+  path: string;
+  /** `/exports/` as well as `/exports`. */
+  trailingSlash?: boolean;
+  docs: Partial<Record<Method, readonly RouteDoc[]>>;
+  handle(method: string, request: RouteRequest, part: string): Promise<Reply>;
+}
+
+/** The methods a route answers, in the order its docs list them; a GET answers HEAD too. */
+export function routeMethods(route: RestRoute): string[] {
+  return Object.keys(route.docs).flatMap((method) => (method === 'GET' ? ['GET', 'HEAD'] : [method]));
+}
+
 interface Route {
   methods: string[];
   handle(method: string, request: RouteRequest): Promise<Reply>;
 }
 
 function matchRoute(pathname: string): Route | null {
-  if (pathname === '/healthz') return healthz;
-  if (pathname === '/metrics') return metrics;
-  if (pathname === '/exports' || pathname === '/exports/') return exportsCollection;
-  const item = /^\/exports\/([^/]+)$/.exec(pathname);
-  if (item) return exportItem(item[1]!);
-  const versions = /^\/exports\/([^/]+)\/versions$/.exec(pathname);
-  if (versions) return exportVersions(versions[1]!);
-  const rollback = /^\/exports\/([^/]+)\/rollback$/.exec(pathname);
-  if (rollback) return exportRollback(rollback[1]!);
-  if (pathname === '/machines' || pathname === '/machines/') return machinesCollection;
-  if (pathname === '/machines/discovered') return discoveredMachines;
-  const machine = /^\/machines\/([^/]+)$/.exec(pathname);
-  if (machine) return machineItem(machine[1]!);
-  const reset = /^\/machines\/([^/]+)\/reset$/.exec(pathname);
-  if (reset) return machineReset(reset[1]!);
+  for (const { route, regex, methods } of matchers) {
+    const match = regex.exec(pathname);
+    if (match) return { methods, handle: (method, request) => route.handle(method, request, match[1] ?? '') };
+  }
   return null;
 }
 
-/** Open to monitors, so it asks the data plane itself: every procedure wants an authenticated caller. */
-const healthz: Route = {
-  methods: ['GET', 'HEAD'],
-  async handle(_method, { services }) {
-    const health = await services.dataPlane.health();
-    return health.ok ? { status: 200, text: 'ok\n' } : { status: 503, text: `${health.problems.join('\n')}\n` };
+export const restRoutes: readonly RestRoute[] = [
+  {
+    path: '/exports',
+    trailingSlash: true,
+    docs: {
+      GET: [{ returns: '200, JSON array of exports (serving, then draining)' }],
+      POST: [
+        {
+          body: '`{name, file, readonly?, cow?, allow?, cmdline?}` (`readonly` defaults to true, `cow` to false, `allow` to `[]`, `cmdline` to `console=tty0 console=ttyS0,115200`)',
+          returns: '201, the new export',
+        },
+        {
+          body: '`{name, url, sha256?, readonly?, cow?, allow?, cmdline?}`',
+          returns: '202, the export in state `importing` (see [importing images](../images.md#importing-images))',
+        },
+      ],
+    },
+    async handle(method, { req, procedures }) {
+      if (method === 'POST') {
+        const body = await readJsonBody(req);
+        const created = await procedures().exports.create(body as never);
+        // An import answers before its image exists: accepted, not yet created.
+        return { status: isImport(body) ? 202 : 201, json: created, headers: { location: `/exports/${encodeURIComponent(created.name)}` } };
+      }
+      return { status: 200, json: await procedures().exports.list() };
+    },
   },
-};
-
-/** For Prometheus; the server has checked the caller (a bearer, as Prometheus sends) before any route runs. */
-const metrics: Route = {
-  methods: ['GET', 'HEAD'],
-  async handle(_method, { metrics }) {
-    return { status: 200, text: await metrics.scrape(), headers: { 'content-type': metrics.contentType } };
-  },
-};
-
-const exportsCollection: Route = {
-  methods: ['GET', 'HEAD', 'POST'],
-  async handle(method, { req, procedures }) {
-    if (method === 'POST') {
-      const body = await readJsonBody(req);
-      const created = await procedures().exports.create(body as never);
-      // An import answers before its image exists: accepted, not yet created.
-      return { status: isImport(body) ? 202 : 201, json: created, headers: { location: `/exports/${encodeURIComponent(created.name)}` } };
-    }
-    return { status: 200, json: await procedures().exports.list() };
-  },
-};
-
-function exportItem(rawName: string): Route {
-  return {
-    methods: ['GET', 'HEAD', 'PUT', 'DELETE'],
-    async handle(method, { req, url, procedures }) {
+  {
+    path: '/exports/{name}',
+    docs: {
+      GET: [{ returns: '200, the export being served under that name' }],
+      PUT: [
+        { body: '`{file}` or `{url, sha256?}`', returns: '200 (file) or 202 (url): a new version (see [versions](../images.md#versions))' },
+      ],
+      DELETE: [{ query: '[?force=true]', returns: '204; cancels its running imports' }],
+    },
+    async handle(method, { req, url, procedures }, rawName) {
       const name = decodeName(rawName);
       if (method === 'DELETE') {
         await procedures().exports.delete({ name, force: parseForce(url.searchParams.get('force')) });
@@ -131,51 +151,59 @@ function exportItem(rawName: string): Route {
       }
       return { status: 200, json: await procedures().exports.get({ name }) };
     },
-  };
-}
-
-function exportVersions(rawName: string): Route {
-  return {
-    methods: ['GET', 'HEAD'],
-    async handle(_method, { procedures }) {
+  },
+  {
+    path: '/exports/{name}/versions',
+    docs: { GET: [{ returns: '200, its versions, newest first' }] },
+    async handle(_method, { procedures }, rawName) {
       return { status: 200, json: await procedures().exports.versions({ name: decodeName(rawName) }) };
     },
-  };
-}
-
-function exportRollback(rawName: string): Route {
-  return {
-    methods: ['POST'],
-    async handle(_method, { req, procedures }) {
+  },
+  {
+    path: '/exports/{name}/rollback',
+    docs: { POST: [{ body: '`{version?}` or no body', returns: '200: the previous (or the given) version is current again' }] },
+    async handle(_method, { req, procedures }, rawName) {
       // A bare POST rolls back to the previous version: no body, no content type needed.
       const body = contentType(req) === undefined && !hasBody(req) ? {} : await readJsonBody(req);
       return { status: 200, json: await procedures().exports.rollback(withPathName(body, decodeName(rawName))) };
     },
-  };
-}
-
-const machinesCollection: Route = {
-  methods: ['GET', 'HEAD', 'POST'],
-  async handle(method, { req, procedures }) {
-    if (method === 'POST') {
-      const created = await procedures().machines.create((await readJsonBody(req)) as never);
-      return { status: 201, json: created, headers: { location: `/machines/${created.mac}` } };
-    }
-    return { status: 200, json: await procedures().machines.list() };
   },
-};
-
-const discoveredMachines: Route = {
-  methods: ['GET', 'HEAD'],
-  async handle(_method, { procedures }) {
-    return { status: 200, json: await procedures().machines.discovered() };
-  },
-};
-
-function machineItem(rawMac: string): Route {
-  return {
-    methods: ['GET', 'HEAD', 'PATCH', 'DELETE'],
+  {
+    path: '/machines',
+    trailingSlash: true,
+    docs: {
+      GET: [{ returns: '200, array' }],
+      POST: [
+        {
+          body: '`{mac, name, export?, cmdline?, persistent?, stateSize?}`',
+          returns: '201 (409 for a taken MAC or name, 400 for an unknown export or a malformed field)',
+        },
+      ],
+    },
     async handle(method, { req, procedures }) {
+      if (method === 'POST') {
+        const created = await procedures().machines.create((await readJsonBody(req)) as never);
+        return { status: 201, json: created, headers: { location: `/machines/${created.mac}` } };
+      }
+      return { status: 200, json: await procedures().machines.list() };
+    },
+  },
+  {
+    // Before /machines/{mac}, which would take `discovered` for a MAC.
+    path: '/machines/discovered',
+    docs: { GET: [{ returns: '200: unknown MACs that asked to boot, newest first' }] },
+    async handle(_method, { procedures }) {
+      return { status: 200, json: await procedures().machines.discovered() };
+    },
+  },
+  {
+    path: '/machines/{mac}',
+    docs: {
+      GET: [{ returns: '200 (404 unknown)' }],
+      PATCH: [{ body: 'any field but `mac`, and `keepState`', returns: '200' }],
+      DELETE: [{ returns: '204; its state is deleted too (409 while attached)' }],
+    },
+    async handle(method, { req, procedures }, rawMac) {
       const mac = decodePathPart('mac', rawMac);
       if (method === 'DELETE') {
         await procedures().machines.delete({ mac });
@@ -185,18 +213,45 @@ function machineItem(rawMac: string): Route {
         return { status: 200, json: await procedures().machines.update(withPathField(await readJsonBody(req), 'mac', mac, 'machine')) };
       return { status: 200, json: await procedures().machines.get({ mac }) };
     },
-  };
-}
-
-function machineReset(rawMac: string): Route {
-  return {
-    methods: ['POST'],
-    async handle(_method, { procedures }) {
+  },
+  {
+    path: '/machines/{mac}/reset',
+    docs: { POST: [{ returns: '204: its state is discarded and made anew, empty (409 while attached, or when not persistent)' }] },
+    async handle(_method, { procedures }, rawMac) {
       await procedures().machines.reset({ mac: decodePathPart('mac', rawMac) });
       return { status: 204 };
     },
-  };
-}
+  },
+  {
+    path: '/healthz',
+    docs: {
+      GET: [
+        {
+          returns:
+            '200 `ok` when the NBD listener accepts, nbd-server can serve and the data dir has space; 503 and the reasons otherwise. Open: no authentication',
+        },
+      ],
+    },
+    // Open to monitors, so it asks the data plane itself: every procedure wants an authenticated caller.
+    async handle(_method, { services }) {
+      const health = await services.dataPlane.health();
+      return health.ok ? { status: 200, text: 'ok\n' } : { status: 503, text: `${health.problems.join('\n')}\n` };
+    },
+  },
+  {
+    path: '/metrics',
+    docs: { GET: [{ returns: '200, metrics in the Prometheus text format (see [monitoring](../deploy.md#monitoring-get-metrics))' }] },
+    // For Prometheus; the server has checked the caller (a bearer, as Prometheus sends) before any route runs.
+    async handle(_method, { metrics }) {
+      return { status: 200, text: await metrics.scrape(), headers: { 'content-type': metrics.contentType } };
+    },
+  },
+];
+
+const matchers = restRoutes.map((route) => {
+  const pattern = route.path.replace(/\{[a-z]+\}/g, '([^/]+)') + (route.trailingSlash ? '/?' : '');
+  return { route, regex: new RegExp(`^${pattern}$`), methods: routeMethods(route) };
+});
 
 /** The body's fields with the export name the path gives; the procedure's schema judges the rest. */
 function withPathName(body: unknown, name: string): never {
