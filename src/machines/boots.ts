@@ -1,7 +1,7 @@
-import { and, eq, inArray, sql } from 'drizzle-orm';
+import { and, eq, inArray, isNull, sql } from 'drizzle-orm';
 import type { DataDirSpace } from '../db/data-dir-space.js';
 import type { Db } from '../db/open.js';
-import { discoveredMachinesTable, exportsTable, machinesTable, type EventRow, type MachineRow } from '../db/schema.js';
+import { discoveredMachinesTable, exportsTable, exportVersionsTable, machinesTable, type EventRow, type MachineRow } from '../db/schema.js';
 import type { EventLog } from '../events/event-log.js';
 import { machineStages, type MachineStage } from '../model/event-map.js';
 import type { SummarisedEvents } from '../events/summarised-events.js';
@@ -68,15 +68,28 @@ export class MachineBoots {
       stageDetail: null,
       timeline: { script: now },
       rootConnectionId: null,
+      bootedVersionId: this.currentVersionOf(known.exportId),
     } as const;
     const row = this.space.tryWrite(
       () => this.db.update(machinesTable).set(boot).where(eq(machinesTable.id, known.id)).returning().all()[0]!,
     );
     if (row === undefined) return { ...known, ...boot };
-    // Only a persistent machine's address decides what is served: a boot storm of others rewrites no config.
-    if (row.persistent) this.machines.applyStates();
+    // What this boot is served changed only with a state, an address or a version: a boot storm of
+    // machines booting again as they did before rewrites no config.
+    if (row.persistent || known.address !== row.address || known.bootedVersionId !== row.bootedVersionId) this.machines.applyMachines();
     this.recordStage(row, 'script');
     return row;
+  }
+
+  /** The version a boot of the export would be served now; null when there is none to boot. */
+  private currentVersionOf(exportId: number | null): number | null {
+    if (exportId === null) return null;
+    const exp = this.db
+      .select({ currentVersionId: exportsTable.currentVersionId })
+      .from(exportsTable)
+      .where(and(eq(exportsTable.id, exportId), isNull(exportsTable.removedAt)))
+      .get();
+    return exp?.currentVersionId ?? null;
   }
 
   /** The machine of a MAC, as it is: what a HEAD of its script answers about, changing nothing. */
@@ -125,8 +138,15 @@ export class MachineBoots {
 
   private observe(event: EventRow): void {
     if (event.type === 'connection.negotiated' && event.exportName !== null) {
-      const row = this.bootingFrom(event.details.client, event.exportName);
-      if (row) this.moveTo(row, 'attached', null, { rootConnectionId: event.details.connection });
+      const booting = this.bootingFrom(event.details.client, event.exportName);
+      if (booting) return this.moveTo(booting, 'attached', null, { rootConnectionId: event.details.connection });
+      const lost = this.reconnecting(event.details.client, event.exportName);
+      if (lost) {
+        const seconds = ((Date.now() - Date.parse(lost.stageAt!)) / 1000).toFixed(1);
+        this.moveTo(lost, 'reconnected', `its root attached again ${seconds} s after its connection was seen closed`, {
+          rootConnectionId: event.details.connection,
+        });
+      }
     } else if (event.type === 'connection.closed') {
       const row = this.db.select().from(machinesTable).where(eq(machinesTable.rootConnectionId, event.details.connection)).get();
       if (row === undefined || row.stage === 'failed' || row.stage === 'off') return;
@@ -146,6 +166,17 @@ export class MachineBoots {
       .from(machinesTable)
       .innerJoin(exportsTable, eq(exportsTable.id, machinesTable.exportId))
       .where(and(eq(machinesTable.address, client), eq(exportsTable.name, exportName), inArray(machinesTable.stage, [...booting])))
+      .get()?.machine;
+  }
+
+  /** The machine whose current boot, from `client`, booted `exportName` and lost its root's connection. */
+  private reconnecting(client: string, exportName: string): MachineRow | undefined {
+    return this.db
+      .select({ machine: machinesTable })
+      .from(machinesTable)
+      .innerJoin(exportVersionsTable, eq(exportVersionsTable.id, machinesTable.bootedVersionId))
+      .innerJoin(exportsTable, eq(exportsTable.id, exportVersionsTable.exportId))
+      .where(and(eq(machinesTable.address, client), eq(exportsTable.name, exportName), eq(machinesTable.stage, 'off')))
       .get()?.machine;
   }
 
