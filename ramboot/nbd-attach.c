@@ -3,6 +3,9 @@
  *
  *   nbd-attach HOST PORT EXPORT INDEX DEAD_SECONDS
  *
+ * With DEAD_SECONDS 0 it attaches and exits, as nbd-client does: for an export whose bytes may
+ * change under the name (nothing guarantees a reconnect the same version).
+ *
  * nbd-client 3.24 in netlink mode hands its socket to the kernel and exits, and sets no
  * dead-connection timeout: once the serving process dies, reads hang or fail and nothing can
  * dial again. This attaches with the kernel's dead-connection timeout and a request timeout, then
@@ -51,8 +54,10 @@ static const uint64_t opt_magic = 0x49484156454f5054ull;  /* "IHAVEOPT" */
 static const uint64_t reply_magic = 0x3e889045565a9ull;
 
 /* Seconds a request may take before the kernel counts the connection dead and requeues it: what
- * notices a server host that vanished without closing the connection. */
-#define REQUEST_TIMEOUT_SECONDS 30
+ * notices a server host that vanished without closing the connection, and what bounds the wait of
+ * the requests that were in flight when a connection died (the kernel resends them only then). A
+ * request that takes longer only costs a reconnect. */
+#define REQUEST_TIMEOUT_SECONDS 10
 /* Seconds the handshake may take: a server that accepts and never answers is not a server. */
 #define HANDSHAKE_TIMEOUT_SECONDS 10
 /* An option reply longer than this is no reply nbd-server sends. */
@@ -214,7 +219,7 @@ static int dial(const struct target *t, uint64_t *size, uint16_t *flags, char *w
 		if (type & NBD_REP_FLAG_ERROR) {
 			char message[256];
 			printable(data, length, message, sizeof message);
-			snprintf(why, why_size, "%s:%s refused export %s: %s", t->host, t->port, t->name, length ? message : "no reason given");
+			snprintf(why, why_size, "the server refused export %s: %s", t->name, length ? message : "no reason given");
 			goto fail;
 		}
 		if (type == NBD_REP_INFO && length >= 12 && be16toh(*(uint16_t *)data) == NBD_INFO_EXPORT) {
@@ -347,8 +352,10 @@ static int configure(int fd, const struct family *family, const struct target *t
 		put_u64(&m, NBD_ATTR_SIZE_BYTES, t->size);
 		put_u64(&m, NBD_ATTR_BLOCK_SIZE_BYTES, 512);
 		put_u64(&m, NBD_ATTR_SERVER_FLAGS, t->flags);
-		put_u64(&m, NBD_ATTR_TIMEOUT, REQUEST_TIMEOUT_SECONDS);
-		put_u64(&m, NBD_ATTR_DEAD_CONN_TIMEOUT, t->dead_seconds);
+		if (t->dead_seconds > 0) {
+			put_u64(&m, NBD_ATTR_TIMEOUT, REQUEST_TIMEOUT_SECONDS);
+			put_u64(&m, NBD_ATTR_DEAD_CONN_TIMEOUT, t->dead_seconds);
+		}
 	}
 	struct nlattr *sockets = put(&m, NBD_ATTR_SOCKETS | NLA_F_NESTED, NULL, 0);
 	struct nlattr *item = put(&m, NBD_SOCK_ITEM | NLA_F_NESTED, NULL, 0);
@@ -417,8 +424,8 @@ int main(int argc, char **argv) {
 	struct target t = {.host = argv[1], .port = argv[2], .name = argv[3]};
 	unsigned long index = strtoul(argv[4], &index_end, 10);
 	unsigned long dead = strtoul(argv[5], &dead_end, 10);
-	if (*index_end || *dead_end || index > 255 || dead == 0 || dead > 86400 || strlen(t.name) > 4096) {
-		fprintf(stderr, "nbd-attach: INDEX is 0-255, DEAD_SECONDS 1-86400, EXPORT at most 4096 bytes\n");
+	if (*index_end || *dead_end || index > 255 || dead > 86400 || strlen(t.name) > 4096) {
+		fprintf(stderr, "nbd-attach: INDEX is 0-255, DEAD_SECONDS 0-86400, EXPORT at most 4096 bytes\n");
 		return 2;
 	}
 	t.index = (uint32_t)index;
@@ -439,6 +446,7 @@ int main(int argc, char **argv) {
 		say("cannot attach %s to /dev/nbd%u: %s (is the nbd module loaded, the device free?)", t.name, t.index, strerror(-error));
 		return 1;
 	}
+	if (t.dead_seconds == 0) return 0;
 	/* The link-dead messages go to a socket of their own, so that no reply is mistaken for one. */
 	int events = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
 	struct sockaddr_nl bound = {.nl_family = AF_NETLINK};
