@@ -114,6 +114,11 @@ export function renderNbdServerConfig(exports: readonly ServedExport[], cowDir?:
     'port = 0',
     'listenaddr = 127.0.0.1',
     'allowlist = true',
+    // nbd-server 3.24 takes no lock around a copy-on-write page's first write, and appends it
+    // with write() at the shared file offset: two such writes in flight at once swap pages, and
+    // the client reads back the wrong bytes (fixed upstream in 2025, after 3.24). One thread
+    // per serving process, wherever a cow export can be chosen.
+    ...(exports.some((exp) => exp.cow) ? ['max_threads = 1'] : []),
     '',
     `[${placeholderSection}]`,
     'exportname = /nonexistent',
