@@ -12,6 +12,11 @@ import type { MachineRegistry } from './registry.js';
 export const reportedStages = ['root', 'up', 'failed'] as const;
 export type ReportedStage = (typeof reportedStages)[number];
 
+/** The furthest stage of a boot's way up that its timeline reached; null before its script. */
+function furthestStage(timeline: MachineRow['timeline']): MachineStage | null {
+  return machineStages.slice(0, machineStages.indexOf('up') + 1).findLast((stage) => timeline[stage] !== undefined) ?? null;
+}
+
 /** Unknown MACs remembered, the newest. */
 const maxDiscovered = 1000;
 
@@ -117,19 +122,22 @@ export class MachineBoots {
     if (row.timeline[stage] !== undefined) {
       return { ok: false, status: 409, message: `machine ${row.name} already reported ${stage} in this boot` };
     }
-    if (row.stage === 'off' || row.stage === 'failed') {
+    if (row.stage === 'failed') {
       return {
         ok: false,
         status: 409,
-        message: `the boot of machine ${row.name} has ended (${row.stage}): a report belongs to a boot in progress, and the next one begins with its script`,
+        message: `the boot of machine ${row.name} has ended (failed): a report belongs to a boot in progress, and the next one begins with its script`,
       };
     }
-    // A boot only moves on: `failed` may end it at any stage, the others only follow the stage it is at.
-    if (stage !== 'failed' && row.stage !== null && machineStages.indexOf(stage) < machineStages.indexOf(row.stage)) {
+    // A boot only moves on: `failed` may end it at any stage, the others only follow the furthest
+    // stage it reached. `off` and `reconnected` are what nbdmux saw of its root's connection, not
+    // where the machine is: one that lost its connection may reconnect, and report, in the same boot.
+    const reached = row.stage === 'off' || row.stage === 'reconnected' ? furthestStage(row.timeline) : row.stage;
+    if (stage !== 'failed' && reached !== null && machineStages.indexOf(stage) < machineStages.indexOf(reached)) {
       return {
         ok: false,
         status: 409,
-        message: `machine ${row.name} is at stage ${row.stage}: a report of ${stage} would move its boot backwards`,
+        message: `machine ${row.name} is at stage ${reached}: a report of ${stage} would move its boot backwards`,
       };
     }
     this.moveTo(row, stage, cleanReport(text));
