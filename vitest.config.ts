@@ -54,6 +54,7 @@ const e2e = [
   'nic-names',
   'pxe-boot',
   'pxe-chain',
+  'reconnect',
 ].map((name) => `test/${name}.test.ts`);
 
 export default defineConfig({

@@ -17,7 +17,8 @@ import { PinnedFiles } from './exports/pinned-files.js';
 import { ExportRegistry } from './exports/registry.js';
 import { servedExports } from './exports/served.js';
 import { MachineBoots } from './machines/boots.js';
-import { MachineRegistry, servedStates } from './machines/registry.js';
+import { MachineRegistry } from './machines/registry.js';
+import { servedMachineExports } from './machines/served.js';
 import { StateFiles } from './machines/state-files.js';
 import { defaultMinRate, Importer } from './images/importer.js';
 import { errorText, type Logger } from './log.js';
@@ -86,7 +87,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
         log,
       },
       servedExports(db, (id) => pins.fdOf(id)),
-      servedStates(db, stateFiles),
+      servedMachineExports(db, stateFiles, pins),
     );
     // The store is always an image root; with no roots at all, any file may be exported anyway.
     const imageRoots = config.imageRoots.length === 0 ? [] : [...config.imageRoots, config.imageStore];
@@ -108,7 +109,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     registry.failInterruptedImports();
     // Files the last run could not delete yet (a connection still held them).
     registry.collectGarbage();
-    const machines = new MachineRegistry(db, supervisor, events, stateFiles);
+    const machines = new MachineRegistry(db, supervisor, events, stateFiles, pins);
     const gate = new AuthGate(config.adminPassword, secret, events, new RevokedSessions(db));
     const services = { registry, machines, events, space, dataPlane: supervisor, info: { version, authRequired: gate.required } };
     metrics = new Metrics({ events, connections: supervisor.connections, exports: registry });

@@ -79,7 +79,7 @@ describe('per-image boot files', () => {
     // The kernel unpacks the kit's archive first: its init and tools are all there.
     const kitListing = execFileSync('sh', ['-c', 'gzip -dc "$1" | cpio -t --quiet', 'sh', kit.initrd]).toString();
     expect(kitListing).toMatch(/^init$/m);
-    expect(kitListing).toMatch(/^bin\/nbd-client$/m);
+    expect(kitListing).toMatch(/^bin\/nbd-attach$/m);
 
     const ordered = [
       'virtio_ring',

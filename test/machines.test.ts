@@ -196,11 +196,11 @@ describe('machines', () => {
     };
     let named = new Map<number, string>();
     const stillOpenWhenReplaced: boolean[] = [];
-    const record = plane.dataPlane.applyStates.bind(plane.dataPlane);
-    plane.dataPlane.applyStates = (states) => {
+    const record = plane.dataPlane.applyMachines.bind(plane.dataPlane);
+    plane.dataPlane.applyMachines = (machines) => {
       stillOpenWhenReplaced.push([...named].every(([fd, file]) => fileOf(fd) === file));
-      record(states);
-      named = new Map(states.map((state) => [state.fd, fileOf(state.fd)]));
+      record(machines);
+      named = new Map(machines.states.map((state) => [state.fd, fileOf(state.fd)]));
     };
     named = new Map(plane.dataPlane.appliedStates.at(-1)!.map((state) => [state.fd, fileOf(state.fd)]));
     await plane.caller.machines.reset({ mac });

@@ -227,7 +227,7 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))('netboot: machines boot nbdmu
       expect(code).toBe(0); // it powered off; `timeout` would have killed it with 137
       const failures = guest.lines().filter((line) => line.text.startsWith('ramboot: FAILED: '));
       expect(failures.map((line) => line.text)).toEqual([
-        `ramboot: FAILED: cannot attach export no-such-export from ${guestNbdAddress}: Error: Unknown error returned by server. Server said: Export unknown`,
+        `ramboot: FAILED: cannot attach export no-such-export from ${guestNbdAddress}: the server refused export no-such-export: Export unknown`,
       ]);
       expect(guest.lines().some((line) => line.text.startsWith('ramtest:'))).toBe(false);
       console.log(`netboot: the unknown export failed and powered off ${(atMs / 1000).toFixed(1)} s after qemu start`);

@@ -215,7 +215,7 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))('pxe-boot: from a PXE ROM to 
         `  PXE ROM (BIOS, DHCP, TFTP chain.ipxe) until the script request: ${seconds(http.scriptMs)}`,
         `  script, kernel and initrd downloaded over HTTP by:             ${seconds(http.downloadedMs)}`,
         `  the kernel ran the initramfs by:                               ${seconds(line(/^ramboot: \[[\d.]+\] starting/)?.atMs)}`,
-        `  export attached over NBD (nbd-client, in ${attach ?? '?'} s) and root mounted by: ${seconds(line(/^ramboot: \[[\d.]+\] root mounted/)?.atMs)}`,
+        `  export attached over NBD (nbd-attach, in ${attach ?? '?'} s) and root mounted by: ${seconds(line(/^ramboot: \[[\d.]+\] root mounted/)?.atMs)}`,
         `  userspace ready (systemd running, or the test init) by:        ${seconds(line(/nbdmux-boot-check: system |^ramtest: init /)?.atMs)}`,
         `  powered off from inside, qemu exited:                          ${seconds(exitedMs)}`,
       ].join('\n'),

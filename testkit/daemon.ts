@@ -30,6 +30,8 @@ export interface RunningDaemon {
 export interface DaemonOptions {
   dataDir?: string;
   nbdPort?: number;
+  /** The HTTP port (default: a free one), for a daemon started again where machines already reach it. */
+  httpPort?: number;
   args?: string[];
   env?: Record<string, string>;
   /** A command the daemon runs under, such as `setpriv` with its options, ending in `--`. */
@@ -50,7 +52,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
     '--bind',
     '127.0.0.1',
     '--port',
-    '0',
+    String(options.httpPort ?? 0),
     '--nbd-port',
     String(options.nbdPort ?? 0),
     ...(options.args ?? []),

@@ -45,12 +45,20 @@ export interface MachineIdentity {
 }
 
 /**
+ * How long a known machine's initramfs re-dials a lost NBD connection while its I/O waits
+ * (`nbdroot.reconnect=`): long enough for nbdmux's host to reboot. Safe because nbdmux serves
+ * the machine's address the version its boot was written for (src/machines/served.ts); never
+ * for a copy-on-write export, whose writes live in a diff file that goes with the connection.
+ */
+export const machineReconnectSeconds = 300;
+
+/**
  * The script that boots one export: the kernel and initramfs from nbdmux, the root over NBD.
  * A known machine also gets where to report its stages, its state, and its own identity, which
  * systemd takes from the command line over the image's shared /etc/machine-id and hostname.
  */
 export function exportScript(
-  exp: { name: string; cmdline: string; partition: number | null },
+  exp: { name: string; cmdline: string; partition: number | null; cow: boolean },
   at: BootEndpoint,
   machine?: MachineIdentity,
 ): string {
@@ -63,6 +71,7 @@ export function exportScript(
         `nbdmux.mac=${machine.mac}`,
         `nbdmux.report=${at.httpBase}/boot/report`,
         machine.stateExport === null ? '' : `nbdroot.state=${nbd}/${machine.stateExport}`,
+        exp.cow ? '' : `nbdroot.reconnect=${machineReconnectSeconds}`,
         `systemd.hostname=${machine.name}`,
         `systemd.machine_id=${machine.machineId}`,
       ]

@@ -162,6 +162,11 @@ export const machinesTable = sqliteTable('machines', {
   lastSeenAt: text('last_seen_at'),
   /** The NBD connection of its root in the current boot. */
   rootConnectionId: integer('root_connection_id'),
+  /**
+   * The version of its export its current boot's script was written for: its address is served
+   * that version, on a reconnect too, while the boot lasts, even once the export has moved on.
+   */
+  bootedVersionId: integer('booted_version_id').references(() => exportVersionsTable.id),
 });
 
 /** MACs that asked for a script and are not machines (yet): one row each, however often they ask. */

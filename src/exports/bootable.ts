@@ -4,9 +4,15 @@ import { exportsTable, type ExportRow } from '../db/schema.js';
 import { admits } from '../rules/allow-list.js';
 
 /** What a boot script needs of an export, and who may boot it. */
-export type BootableExport = Pick<ExportRow, 'id' | 'name' | 'cmdline' | 'allow'>;
+export type BootableExport = Pick<ExportRow, 'id' | 'name' | 'cmdline' | 'allow' | 'cow'>;
 
-const columns = { id: exportsTable.id, name: exportsTable.name, cmdline: exportsTable.cmdline, allow: exportsTable.allow };
+const columns = {
+  id: exportsTable.id,
+  name: exportsTable.name,
+  cmdline: exportsTable.cmdline,
+  allow: exportsTable.allow,
+  cow: exportsTable.cow,
+};
 /** Not removed, and with a current version: what GET /exports shows as `serving`. */
 const serving = and(isNull(exportsTable.removedAt), isNotNull(exportsTable.currentVersionId));
 

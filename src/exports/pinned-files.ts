@@ -23,7 +23,20 @@ export interface FileChange {
   seenAt: string;
 }
 
+/** Why a version's file is held open: it is its export's current version, or a machine's boot was written for it. */
+type PinReason = 'current' | 'booted';
+
+/** A version a machine's current boot was written for, as `holdBooted` opens it. */
+export interface BootedFile {
+  versionId: number;
+  exportId: number;
+  name: string;
+  file: string;
+  fileIdentity: string | null;
+}
+
 interface Pin {
+  reasons: Set<PinReason>;
   exportId: number;
   name: string;
   file: string;
@@ -36,10 +49,11 @@ interface Pin {
 
 /**
  * The open descriptor of every served export's current version's image, judged at registration,
- * by version id: serving processes
+ * and of every version a machine's current boot was written for, by version id: serving processes
  * inherit these and open /proc/self/fd/N, so what a client gets is always that very file (same
  * device, inode and birth time), never whatever its path leads to since. Cost: one descriptor
- * per export (Node raises its own soft limit to the hard one) and one stat per export per check.
+ * per export and per older version still booted (Node raises its own soft limit to the hard
+ * one) and one stat per descriptor per check.
  */
 export class PinnedFiles {
   private readonly pins = new Map<number, Pin>();
@@ -81,6 +95,7 @@ export class PinnedFiles {
       if (row.fileIdentity === null)
         db.update(exportVersionsTable).set({ fileIdentity: opened.identity }).where(eq(exportVersionsTable.id, row.versionId)).run();
       pins.pins.set(row.versionId, {
+        reasons: new Set(['current']),
         exportId: row.exportId,
         name: row.name,
         file: row.file,
@@ -93,9 +108,18 @@ export class PinnedFiles {
     return pins;
   }
 
-  /** Takes over the descriptor of a version that becomes current. */
+  /**
+   * Takes over the descriptor of a version that becomes current. A version held already (a
+   * machine booted it) keeps the descriptor it has: pass that one, `fdOf`, as `image.fd`.
+   */
   hold(versionId: number, exportId: number, name: string, image: Pick<PinnedImage, 'realPath' | 'fd' | 'identity'>): void {
+    const held = this.pins.get(versionId);
+    if (held) {
+      held.reasons.add('current');
+      return;
+    }
     this.pins.set(versionId, {
+      reasons: new Set(['current']),
       exportId,
       name,
       file: image.realPath,
@@ -107,15 +131,63 @@ export class PinnedFiles {
   }
 
   /**
-   * Closes the descriptor of a version no longer current (or of a removed export). Safe at once:
-   * the configs no longer name it, and every serving process started before holds its own copy,
-   * inherited at spawn.
+   * A version is no longer current (or its export was removed). Its descriptor closes unless a
+   * machine's boot still holds it. Safe at once: the configs no longer name it, and every serving
+   * process started before holds its own copy, inherited at spawn.
    */
   release(versionId: number): void {
-    const pin = this.pins.get(versionId);
-    if (pin) fs.closeSync(pin.fd);
-    this.pins.delete(versionId);
+    this.drop(versionId, 'current');
     this.unserved.delete(versionId);
+  }
+
+  /**
+   * Makes `booted` the versions machines' boots hold, opening those not held yet (and judging
+   * them again, as at start) and closing those no longer held for any reason. Returns each
+   * version's descriptor, or null for one whose path no longer leads to its file.
+   */
+  holdBooted(booted: readonly BootedFile[]): Map<number, number | null> {
+    const wanted = new Set(booted.map((file) => file.versionId));
+    for (const [versionId, pin] of this.pins) if (pin.reasons.has('booted') && !wanted.has(versionId)) this.drop(versionId, 'booted');
+    const fds = new Map<number, number | null>();
+    for (const file of booted) {
+      let pin = this.pins.get(file.versionId);
+      if (pin === undefined) {
+        const opened = openPinned(file.file, file.fileIdentity);
+        if (typeof opened === 'string') {
+          fds.set(file.versionId, null);
+          continue;
+        }
+        const { exportId, name } = file;
+        pin = {
+          reasons: new Set(),
+          exportId,
+          name,
+          file: file.file,
+          fd: opened.fd,
+          identity: opened.identity,
+          seen: opened.identity,
+          change: null,
+        };
+        this.pins.set(file.versionId, pin);
+      }
+      pin.reasons.add('booted');
+      fds.set(file.versionId, pin.fd);
+    }
+    return fds;
+  }
+
+  /** Versions held for machines' boots: their stored files are still needed. */
+  bootedVersionIds(): number[] {
+    return [...this.pins].flatMap(([versionId, pin]) => (pin.reasons.has('booted') ? [versionId] : []));
+  }
+
+  private drop(versionId: number, reason: PinReason): void {
+    const pin = this.pins.get(versionId);
+    if (!pin) return;
+    pin.reasons.delete(reason);
+    if (pin.reasons.size > 0) return;
+    fs.closeSync(pin.fd);
+    this.pins.delete(versionId);
   }
 
   /** The descriptor to serve the version from; undefined when it is not served. */

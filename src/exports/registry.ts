@@ -183,7 +183,9 @@ export class ExportRegistry {
   /** Deletes the stored files no version can need any more (see collectGarbage). */
   collectGarbage(): void {
     try {
-      const deleted = collectGarbage(this.db, this.options.keepVersions, this.dataPlane.connections.countByVersion());
+      // A version a machine booted is needed as much as one a connection holds: it reconnects to it.
+      const needed = new Set([...this.dataPlane.connections.countByVersion().keys(), ...this.pins.bootedVersionIds()]);
+      const deleted = collectGarbage(this.db, this.options.keepVersions, needed);
       if (deleted.length > 0) this.options.log.info('deleted imported images no version needs', { files: deleted });
     } catch (err) {
       this.options.log.warn('cannot delete unneeded imported images; they stay until the next try', { error: errorText(err) });
@@ -202,14 +204,17 @@ export class ExportRegistry {
   ): ExportRow {
     let applied = false;
     let previous: number | null = null;
+    // A version a machine booted is held open already: served from that descriptor, this one closes.
+    let served = image.fd;
     let row: ExportRow;
     try {
       row = this.db.transaction((tx) => {
         const { exp, versionId } = change(tx);
         refuseSecondWriter(tx, exp, image.realPath, image.identity, [...this.dataPlane.connections.countByVersion().keys()]);
         previous = exp.currentVersionId;
+        served = this.pins.fdOf(versionId) ?? image.fd;
         const updated = tx.update(exportsTable).set({ currentVersionId: versionId }).where(eq(exportsTable.id, exp.id)).returning().get();
-        this.dataPlane.applyExports(servedExports(tx, (id) => (id === versionId ? image.fd : this.pins.fdOf(id))));
+        this.dataPlane.applyExports(servedExports(tx, (id) => (id === versionId ? served : this.pins.fdOf(id))));
         applied = true;
         return updated;
       });
@@ -220,7 +225,8 @@ export class ExportRegistry {
       closeSync(image.fd);
       throw err;
     }
-    this.pins.hold(row.currentVersionId!, row.id, row.name, image);
+    if (served !== image.fd) closeSync(image.fd);
+    this.pins.hold(row.currentVersionId!, row.id, row.name, { ...image, fd: served });
     if (previous !== null) this.pins.release(previous);
     this.options.boot.versionCurrent(row.id, row.currentVersionId!);
     return row;

@@ -113,11 +113,11 @@ export function rollbackTarget(db: Pick<Db, 'select'>, exp: ExportRow, version: 
 /**
  * Deletes the files nbdmux imported into its store that nothing can need any more: versions that
  * are neither current (of an export not removed), nor among the newest `keepVersions` of their
- * export that ever got ready, nor attached by a live connection. A file the operator registered
+ * export that ever got ready, nor `needed` (attached by a live connection, or booted by a machine). A file the operator registered
  * by path is never touched, nor a path that no longer leads to the file judged. Returns the
  * files deleted.
  */
-export function collectGarbage(db: Db, keepVersions: number, attached: ReadonlyMap<number, number>): string[] {
+export function collectGarbage(db: Db, keepVersions: number, needed: ReadonlySet<number>): string[] {
   const candidates = db
     .select({ version: exportVersionsTable, currentVersionId: exportsTable.currentVersionId, removedAt: exportsTable.removedAt })
     .from(exportVersionsTable)
@@ -126,7 +126,7 @@ export function collectGarbage(db: Db, keepVersions: number, attached: ReadonlyM
     .all();
   const deleted: string[] = [];
   for (const { version, currentVersionId, removedAt } of candidates) {
-    if (version.file === null || attached.has(version.id)) continue;
+    if (version.file === null || needed.has(version.id)) continue;
     const served = removedAt === null;
     if (served && version.id === currentVersionId) continue;
     // A removed export keeps no history: nothing can become current again.

@@ -1,7 +1,7 @@
-import { and, eq, inArray, sql } from 'drizzle-orm';
+import { and, eq, inArray, isNull, sql } from 'drizzle-orm';
 import type { DataDirSpace } from '../db/data-dir-space.js';
 import type { Db } from '../db/open.js';
-import { discoveredMachinesTable, exportsTable, machinesTable, type EventRow, type MachineRow } from '../db/schema.js';
+import { discoveredMachinesTable, exportsTable, exportVersionsTable, machinesTable, type EventRow, type MachineRow } from '../db/schema.js';
 import type { EventLog } from '../events/event-log.js';
 import { machineStages, type MachineStage } from '../model/event-map.js';
 import type { SummarisedEvents } from '../events/summarised-events.js';
@@ -11,6 +11,11 @@ import type { MachineRegistry } from './registry.js';
 /** What a machine's boot reports itself (the initramfs, then the booted system). */
 export const reportedStages = ['root', 'up', 'failed'] as const;
 export type ReportedStage = (typeof reportedStages)[number];
+
+/** The furthest stage of a boot's way up that its timeline reached; null before its script. */
+function furthestStage(timeline: MachineRow['timeline']): MachineStage | null {
+  return machineStages.slice(0, machineStages.indexOf('up') + 1).findLast((stage) => timeline[stage] !== undefined) ?? null;
+}
 
 /** Unknown MACs remembered, the newest. */
 const maxDiscovered = 1000;
@@ -68,15 +73,28 @@ export class MachineBoots {
       stageDetail: null,
       timeline: { script: now },
       rootConnectionId: null,
+      bootedVersionId: this.currentVersionOf(known.exportId),
     } as const;
     const row = this.space.tryWrite(
       () => this.db.update(machinesTable).set(boot).where(eq(machinesTable.id, known.id)).returning().all()[0]!,
     );
     if (row === undefined) return { ...known, ...boot };
-    // Only a persistent machine's address decides what is served: a boot storm of others rewrites no config.
-    if (row.persistent) this.machines.applyStates();
+    // What this boot is served changed only with a state, an address or a version: a boot storm of
+    // machines booting again as they did before rewrites no config.
+    if (row.persistent || known.address !== row.address || known.bootedVersionId !== row.bootedVersionId) this.machines.applyMachines();
     this.recordStage(row, 'script');
     return row;
+  }
+
+  /** The version a boot of the export would be served now; null when there is none to boot. */
+  private currentVersionOf(exportId: number | null): number | null {
+    if (exportId === null) return null;
+    const exp = this.db
+      .select({ currentVersionId: exportsTable.currentVersionId })
+      .from(exportsTable)
+      .where(and(eq(exportsTable.id, exportId), isNull(exportsTable.removedAt)))
+      .get();
+    return exp?.currentVersionId ?? null;
   }
 
   /** The machine of a MAC, as it is: what a HEAD of its script answers about, changing nothing. */
@@ -104,19 +122,22 @@ export class MachineBoots {
     if (row.timeline[stage] !== undefined) {
       return { ok: false, status: 409, message: `machine ${row.name} already reported ${stage} in this boot` };
     }
-    if (row.stage === 'off' || row.stage === 'failed') {
+    if (row.stage === 'failed') {
       return {
         ok: false,
         status: 409,
-        message: `the boot of machine ${row.name} has ended (${row.stage}): a report belongs to a boot in progress, and the next one begins with its script`,
+        message: `the boot of machine ${row.name} has ended (failed): a report belongs to a boot in progress, and the next one begins with its script`,
       };
     }
-    // A boot only moves on: `failed` may end it at any stage, the others only follow the stage it is at.
-    if (stage !== 'failed' && row.stage !== null && machineStages.indexOf(stage) < machineStages.indexOf(row.stage)) {
+    // A boot only moves on: `failed` may end it at any stage, the others only follow the furthest
+    // stage it reached. `off` and `reconnected` are what nbdmux saw of its root's connection, not
+    // where the machine is: one that lost its connection may reconnect, and report, in the same boot.
+    const reached = row.stage === 'off' || row.stage === 'reconnected' ? furthestStage(row.timeline) : row.stage;
+    if (stage !== 'failed' && reached !== null && machineStages.indexOf(stage) < machineStages.indexOf(reached)) {
       return {
         ok: false,
         status: 409,
-        message: `machine ${row.name} is at stage ${row.stage}: a report of ${stage} would move its boot backwards`,
+        message: `machine ${row.name} is at stage ${reached}: a report of ${stage} would move its boot backwards`,
       };
     }
     this.moveTo(row, stage, cleanReport(text));
@@ -125,8 +146,15 @@ export class MachineBoots {
 
   private observe(event: EventRow): void {
     if (event.type === 'connection.negotiated' && event.exportName !== null) {
-      const row = this.bootingFrom(event.details.client, event.exportName);
-      if (row) this.moveTo(row, 'attached', null, { rootConnectionId: event.details.connection });
+      const booting = this.bootingFrom(event.details.client, event.exportName);
+      if (booting) return this.moveTo(booting, 'attached', null, { rootConnectionId: event.details.connection });
+      const lost = this.reconnecting(event.details.client, event.exportName);
+      if (lost) {
+        const seconds = ((Date.now() - Date.parse(lost.stageAt!)) / 1000).toFixed(1);
+        this.moveTo(lost, 'reconnected', `its root attached again ${seconds} s after its connection was seen closed`, {
+          rootConnectionId: event.details.connection,
+        });
+      }
     } else if (event.type === 'connection.closed') {
       const row = this.db.select().from(machinesTable).where(eq(machinesTable.rootConnectionId, event.details.connection)).get();
       if (row === undefined || row.stage === 'failed' || row.stage === 'off') return;
@@ -146,6 +174,17 @@ export class MachineBoots {
       .from(machinesTable)
       .innerJoin(exportsTable, eq(exportsTable.id, machinesTable.exportId))
       .where(and(eq(machinesTable.address, client), eq(exportsTable.name, exportName), inArray(machinesTable.stage, [...booting])))
+      .get()?.machine;
+  }
+
+  /** The machine whose current boot, from `client`, booted `exportName` and lost its root's connection. */
+  private reconnecting(client: string, exportName: string): MachineRow | undefined {
+    return this.db
+      .select({ machine: machinesTable })
+      .from(machinesTable)
+      .innerJoin(exportVersionsTable, eq(exportVersionsTable.id, machinesTable.bootedVersionId))
+      .innerJoin(exportsTable, eq(exportsTable.id, exportVersionsTable.exportId))
+      .where(and(eq(machinesTable.address, client), eq(exportsTable.name, exportName), eq(machinesTable.stage, 'off')))
       .get()?.machine;
   }
 

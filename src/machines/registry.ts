@@ -1,19 +1,23 @@
 import crypto from 'node:crypto';
-import { and, asc, desc, eq, isNotNull, isNull } from 'drizzle-orm';
+import { and, asc, desc, eq, isNull } from 'drizzle-orm';
 import type { Db } from '../db/open.js';
 import { discoveredMachinesTable, exportsTable, machinesTable, type DiscoveredMachineRow, type MachineRow } from '../db/schema.js';
 import { badInput, conflict, notFound } from '../errors.js';
 import { joinedCmdlineProblem } from '../rules/cmdline.js';
-import { admits } from '../rules/allow-list.js';
 import { stateExportName } from '../rules/names.js';
 import type { EventLog } from '../events/event-log.js';
 import type { Actor } from '../model/event-map.js';
-import type { ConnectionTable, ServedState } from '../supervisor/index.js';
+import type { ConnectionTable, MachineExports } from '../supervisor/index.js';
+import type { PinnedFiles } from '../exports/pinned-files.js';
+import { servedMachineExports } from './served.js';
+import { versionById } from '../exports/versions.js';
 import type { CreateMachineInput, UpdateMachineInput } from './inputs.js';
 import type { StateFiles } from './state-files.js';
 
 /** A machine as the control plane shows it. */
-export type MachineView = Omit<MachineRow, 'id' | 'exportId' | 'rootConnectionId'> & {
+export type MachineView = Omit<MachineRow, 'id' | 'exportId' | 'rootConnectionId' | 'bootedVersionId'> & {
+  /** The version of its export its current boot was written for: what it reads, on a reconnect too. */
+  bootedVersion: number | null;
   /** The export it boots; null when none is set or the one set was removed (`exportProblem` says which). */
   export: string | null;
   exportProblem: string | null;
@@ -25,35 +29,8 @@ export type MachineView = Omit<MachineRow, 'id' | 'exportId' | 'rootConnectionId
 
 /** What the machines need from the data plane. */
 export interface MachineDataPlane {
-  applyStates(states: readonly ServedState[]): void;
+  applyMachines(machines: MachineExports): void;
   readonly connections: Pick<ConnectionTable, 'list'>;
-}
-
-/**
- * The persistent machines' state exports, each for the address its current boot came from, while
- * the machine has an export, not removed, whose allow list admits that address.
- */
-export function servedStates(db: Pick<Db, 'select'>, states: Pick<StateFiles, 'fdOf'>): ServedState[] {
-  return db
-    .select({ machine: machinesTable, exp: { id: exportsTable.id, allow: exportsTable.allow } })
-    .from(machinesTable)
-    .innerJoin(exportsTable, and(eq(exportsTable.id, machinesTable.exportId), isNull(exportsTable.removedAt)))
-    .where(and(eq(machinesTable.persistent, true), isNotNull(machinesTable.address)))
-    .all()
-    .flatMap(({ machine, exp }) => {
-      const fd = states.fdOf(machine.mac);
-      if (fd === undefined || !admits(exp, machine.address!)) return [];
-      return [
-        {
-          machineId: machine.id,
-          machine: machine.name,
-          name: stateExportName(machine.mac),
-          fd,
-          client: machine.address!,
-          exportId: exp.id,
-        },
-      ];
-    });
 }
 
 /**
@@ -70,6 +47,7 @@ export class MachineRegistry {
     private readonly dataPlane: MachineDataPlane,
     private readonly events: EventLog,
     private readonly states: StateFiles,
+    private readonly pins: Pick<PinnedFiles, 'holdBooted'>,
   ) {}
 
   list(): MachineView[] {
@@ -203,9 +181,9 @@ export class MachineRegistry {
     });
   }
 
-  /** Hands the data plane every persistent machine's state, each for the address its current boot came from. */
-  applyStates(): void {
-    this.dataPlane.applyStates(servedStates(this.db, this.states).filter((state) => !this.withheld.has(state.machineId)));
+  /** Hands the data plane every persistent machine's state and every machine's booted version, each for the address its current boot came from. */
+  applyMachines(): void {
+    this.dataPlane.applyMachines(servedMachineExports(this.db, this.states, this.pins, this.withheld));
     this.states.closeRetired();
   }
 
@@ -236,7 +214,7 @@ export class MachineRegistry {
     };
   }
 
-  toView({ id: _id, exportId, rootConnectionId: _root, ...row }: MachineRow, holding = this.holding()): MachineView {
+  toView({ id: _id, exportId, rootConnectionId: _root, bootedVersionId, ...row }: MachineRow, holding = this.holding()): MachineView {
     const exp =
       exportId === null
         ? undefined
@@ -251,6 +229,7 @@ export class MachineRegistry {
       export: exp === undefined || removed ? null : exp.name,
       exportProblem: removed ? `its export ${exp.name} was removed at ${exp.removedAt}: set another one` : null,
       stateExport: row.persistent ? stateExportName(row.mac) : null,
+      bootedVersion: versionById(this.db, bootedVersionId)?.version ?? null,
       attached: this.attached({ id: _id, rootConnectionId: _root }, holding),
     };
   }
@@ -309,13 +288,13 @@ export class MachineRegistry {
     const withheld = withhold === null ? undefined : this.find(withhold)?.id;
     if (withheld !== undefined) {
       this.withheld.add(withheld);
-      this.applyStates();
+      this.applyMachines();
     }
     try {
       return await change();
     } finally {
       if (withheld !== undefined) this.withheld.delete(withheld);
-      this.applyStates();
+      this.applyMachines();
     }
   }
 

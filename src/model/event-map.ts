@@ -84,7 +84,8 @@ export interface EventDetails {
 }
 
 /** Where a machine's boot is, in the order a good boot passes them (failed: at any point). */
-export const machineStages = ['script', 'kernel', 'initrd', 'attached', 'root', 'up', 'off', 'failed'] as const;
+/** A boot's stages in order; `reconnected`: its root's connection closed and a new one from the same boot attached since. */
+export const machineStages = ['script', 'kernel', 'initrd', 'attached', 'root', 'up', 'reconnected', 'off', 'failed'] as const;
 export type MachineStage = (typeof machineStages)[number];
 
 export type EventType = keyof EventDetails;

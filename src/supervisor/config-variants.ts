@@ -6,7 +6,10 @@ import {
   allowListsOf,
   exportsVisibleTo,
   renderNbdServerConfig,
+  withBootedVersions,
   writeFileAtomically,
+  type BootedVersion,
+  type MachineExports,
   type ServedExport,
   type ServedState,
 } from './nbd-config.js';
@@ -35,9 +38,10 @@ const staleAfterMs = 60_000;
 export class ConfigVariants {
   private exports: readonly ServedExport[] = [];
   private states: readonly ServedState[] = [];
+  private booted: readonly BootedVersion[] = [];
   private allowLists = new Map<number, AllowList>();
-  /** Configs of the current set, by the ids of the exports they hold. */
-  private current = new Map<string, ClientConfig & { states: number }>();
+  /** Configs of the current set, by the ids of the exports and versions they hold. */
+  private current = new Map<string, ClientConfig & { machineSpecific: boolean }>();
   /** Every variant file known to exist, by path, with the last time a process was started with it. */
   private readonly lastUsed = new Map<string, number>();
 
@@ -69,10 +73,14 @@ export class ConfigVariants {
     return text;
   }
 
-  /** Makes `states` the machines' state exports; each is in the config of its one client only. */
-  applyStates(states: readonly ServedState[]): void {
+  /**
+   * Makes `states` the machines' state exports and `booted` the versions their boots were written
+   * for; each is in the config of its machine's address only.
+   */
+  applyMachines({ states, booted }: MachineExports): void {
     this.states = states;
-    this.current = new Map([...this.current].filter(([, config]) => config.states === 0));
+    this.booted = booted;
+    this.current = new Map([...this.current].filter(([, config]) => !config.machineSpecific));
     // Written now, while the machine fetches its script, not at its first connection: a data dir
     // that fills up in between must not keep it from attaching its state.
     for (const client of new Set(states.map((state) => state.client))) {
@@ -91,12 +99,14 @@ export class ConfigVariants {
 
   /** The config for a new connection from `clientAddress`, written on first use. */
   forClient(clientAddress: string): ClientConfig {
-    const visible = exportsVisibleTo(this.exports, clientAddress, this.allowLists);
+    const shared = exportsVisibleTo(this.exports, clientAddress, this.allowLists);
+    const visible = withBootedVersions(shared, this.booted, clientAddress);
     const states = this.states.filter((state) => state.client === clientAddress);
     const key = idsKey(visible, states);
     let config = this.current.get(key);
     if (config === undefined) {
-      config = this.write(visible, renderNbdServerConfig(visible, this.cowDir, states), states);
+      const machineSpecific = states.length > 0 || visible.length !== shared.length || visible.some((exp, index) => exp !== shared[index]);
+      config = this.write(visible, renderNbdServerConfig(visible, this.cowDir, states), states, machineSpecific);
       this.current.set(key, config);
     }
     this.lastUsed.set(config.path, Date.now());
@@ -104,11 +114,16 @@ export class ConfigVariants {
   }
 
   /** The file holding `text`, named by it: an existing file of that name already holds exactly this text. */
-  private write(exports: readonly ServedExport[], text: string, states: readonly ServedState[] = []): ClientConfig & { states: number } {
+  private write(
+    exports: readonly ServedExport[],
+    text: string,
+    states: readonly ServedState[] = [],
+    machineSpecific = false,
+  ): ClientConfig & { machineSpecific: boolean } {
     const variantPath = `${this.fullPath}.${crypto.createHash('sha256').update(text).digest('hex').slice(0, 16)}`;
     if (!this.lastUsed.has(variantPath)) writeFileAtomically(variantPath, text);
     this.lastUsed.set(variantPath, Date.now());
-    return { path: variantPath, fds: [...exports.map((exp) => exp.fd), ...states.map((state) => state.fd)], states: states.length };
+    return { path: variantPath, fds: [...exports.map((exp) => exp.fd), ...states.map((state) => state.fd)], machineSpecific };
   }
 
   /** Removes variants that are not current and were last started with long enough ago. */
@@ -123,5 +138,5 @@ export class ConfigVariants {
 }
 
 function idsKey(exports: readonly ServedExport[], states: readonly ServedState[]): string {
-  return [...exports.map((exp) => exp.id), ...states.map((state) => state.name)].join(',');
+  return [...exports.map((exp) => `${exp.id}:${exp.versionId}`), ...states.map((state) => state.name)].join(',');
 }

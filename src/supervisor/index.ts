@@ -13,7 +13,7 @@ import { ConnectionTable } from './connections.js';
 import { ConfigVariants } from './config-variants.js';
 import { prepareCowDir, removeLeftoverCowDiffs } from './cow-diffs.js';
 import { configEnablesTls, detectFastStart, type FastStart } from './fast-start.js';
-import type { ServedExport, ServedState } from './nbd-config.js';
+import type { MachineExports, ServedExport } from './nbd-config.js';
 import { probeNbdServer } from './nbd-server-binary.js';
 import { nbdServerGreets } from './self-test.js';
 import { describeShortage } from './shortages.js';
@@ -21,7 +21,7 @@ import { Spawner } from './spawner.js';
 import { StartFailures } from './start-failures.js';
 import { clientAddressOf } from '../rules/client-address.js';
 
-export type { ServedExport, ServedState } from './nbd-config.js';
+export type { BootedVersion, MachineExports, ServedExport, ServedState } from './nbd-config.js';
 export type { ConnectionTable, ConnectionView } from './connections.js';
 export type { LiveConnection } from './live-connection.js';
 
@@ -125,7 +125,7 @@ export class Supervisor {
   }
 
   /** Checks the binary, writes the config, adopts surviving connections, then listens: machines' states are served from the first connection. */
-  static async start(options: SupervisorOptions, exports: readonly ServedExport[], states: readonly ServedState[]): Promise<Supervisor> {
+  static async start(options: SupervisorOptions, exports: readonly ServedExport[], machines: MachineExports): Promise<Supervisor> {
     const version = await probeNbdServer(options.nbdServerBin);
     const fastStart = await detectFastStart(options.nbdServerBin);
     if (!fastStart.enabled)
@@ -135,7 +135,7 @@ export class Supervisor {
     const supervisor = new Supervisor(options, version, fastStart);
     prepareCowDir(supervisor.cowDir);
     supervisor.applyExports(exports);
-    supervisor.applyStates(states);
+    supervisor.applyMachines(machines);
     const { adopted, ended, cut } = supervisor.connections.adoptSurvivors();
     if (adopted + ended + cut > 0) options.log.info('found connections of an earlier run', { adopted, ended, cut });
     // Diffs of serving processes killed while no nbdmux watched; adopted ones keep theirs.
@@ -156,9 +156,9 @@ export class Supervisor {
     this.configEnablesTls = configEnablesTls(this.configs.apply(exports));
   }
 
-  /** Makes `states` the machines' state exports new connections may attach. */
-  applyStates(states: readonly ServedState[]): void {
-    this.configs.applyStates(states);
+  /** Makes these the machines' state exports and booted versions new connections from their addresses get. */
+  applyMachines(machines: MachineExports): void {
+    this.configs.applyMachines(machines);
   }
 
   get maxConnections(): number {

@@ -49,6 +49,26 @@ export interface ServedState {
 }
 
 /**
+ * The version a machine's current boot was written for, served to that machine's address in
+ * place of its export's current one: a reconnect after an outage reads the bytes its running
+ * kernel booted from, whatever version the export has moved to since.
+ */
+export interface BootedVersion {
+  exportId: number;
+  versionId: number;
+  /** The daemon's descriptor on that version's judged file; null when it cannot be served any more (the export is then hidden from the address). */
+  fd: number | null;
+  /** The machine's boot address: the one client whose config holds it. */
+  client: string;
+}
+
+/** What the machines add to the configs of their own addresses. */
+export interface MachineExports {
+  states: readonly ServedState[];
+  booted: readonly BootedVersion[];
+}
+
+/**
  * The exports a client may see and use: those with no allow list, and those whose list holds
  * its address. The others are left out of its config entirely, so it cannot list or probe them.
  */
@@ -58,6 +78,20 @@ export function exportsVisibleTo(
   allowLists: ReadonlyMap<number, AllowList> = allowListsOf(exports),
 ): ServedExport[] {
   return exports.filter((exp) => !exp.allow?.length || allowLists.get(exp.id)!.allows(clientAddress));
+}
+
+/**
+ * `exports` as `client` gets them: each export a machine booted from that address serves the
+ * version the boot was written for, or is left out when that version can no longer be served.
+ */
+export function withBootedVersions(exports: readonly ServedExport[], booted: readonly BootedVersion[], client: string): ServedExport[] {
+  const mine = new Map(booted.filter((entry) => entry.client === client).map((entry) => [entry.exportId, entry]));
+  if (mine.size === 0) return [...exports];
+  return exports.flatMap((exp) => {
+    const entry = mine.get(exp.id);
+    if (entry === undefined || entry.versionId === exp.versionId) return [exp];
+    return entry.fd === null ? [] : [{ ...exp, versionId: entry.versionId, fd: entry.fd }];
+  });
 }
 
 /** Each export's allow list, parsed once per set rather than once per connection. */
@@ -80,6 +114,11 @@ export function renderNbdServerConfig(exports: readonly ServedExport[], cowDir?:
     'port = 0',
     'listenaddr = 127.0.0.1',
     'allowlist = true',
+    // nbd-server 3.24 takes no lock around a copy-on-write page's first write, and appends it
+    // with write() at the shared file offset: two such writes in flight at once swap pages, and
+    // the client reads back the wrong bytes (fixed upstream in 2025, after 3.24). One thread
+    // per serving process, wherever a cow export can be chosen.
+    ...(exports.some((exp) => exp.cow) ? ['max_threads = 1'] : []),
     '',
     `[${placeholderSection}]`,
     'exportname = /nonexistent',

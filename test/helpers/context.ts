@@ -18,7 +18,7 @@ import { createCaller, type Context } from '../../src/router/index.js';
 import { MachineBoots } from '../../src/machines/boots.js';
 import { MachineRegistry, type MachineDataPlane } from '../../src/machines/registry.js';
 import { StateFiles } from '../../src/machines/state-files.js';
-import type { LiveConnection, ServedExport, ServedState } from '../../src/supervisor/index.js';
+import type { BootedVersion, LiveConnection, MachineExports, ServedExport, ServedState } from '../../src/supervisor/index.js';
 import { tempDir } from '../../testkit/daemon.js';
 import { makeImage } from '../../testkit/nbd.js';
 import { memoryDatabase } from './db.js';
@@ -34,6 +34,7 @@ export class RecordingDataPlane implements DataPlane, MachineDataPlane {
   readonly applied: ServedExport[][] = [];
   /** Every list of machine states handed over, in order. */
   readonly appliedStates: ServedState[][] = [];
+  readonly appliedBooted: BootedVersion[][] = [];
   /** Live connections as machines see them, as the test sets them. */
   readonly liveConnections: Array<Pick<LiveConnection, 'id' | 'machineId'>> = [];
   /** Live connections per export id, as the test sets them. */
@@ -56,8 +57,9 @@ export class RecordingDataPlane implements DataPlane, MachineDataPlane {
     this.applied.push([...exports]);
   }
 
-  applyStates(states: readonly ServedState[]): void {
+  applyMachines({ states, booted }: MachineExports): void {
     this.appliedStates.push([...states]);
+    this.appliedBooted.push([...booted]);
   }
 
   readonly connections = {
@@ -124,7 +126,7 @@ export function testControlPlane(options: { imageRoots?: string[]; cowDir?: stri
     log,
   });
   const stateFiles = new StateFiles(`${dataDir}/machines`);
-  const machines = new MachineRegistry(db, dataPlane, events, stateFiles);
+  const machines = new MachineRegistry(db, dataPlane, events, stateFiles, pins);
   const bootEvents = new SummarisedEvents(events);
   const boots = new MachineBoots(db, events, bootEvents, machines, space, log);
   const context: Context = {

@@ -156,7 +156,9 @@ export function bootGuest({
     // `,,` is a literal comma inside a qemu option value.
     .map(
       ({ guestAddress, hostPort }) =>
-        `guestfwd=tcp:${guestAddress}-cmd:socat - TCP:127.0.0.1:${hostPort}${sourceAddress ? `,,bind=${sourceAddress}` : ''}`,
+        // socat's own messages (`-lf`) must not join the guest's stream: qemu hands the command's
+        // stderr the channel too, and a closed connection's error would reach the guest as bytes.
+        `guestfwd=tcp:${guestAddress}-cmd:socat -lf /dev/null - TCP:127.0.0.1:${hostPort}${sourceAddress ? `,,bind=${sourceAddress}` : ''}`,
     )
     .join(',');
   const nic = `virtio-net-pci,netdev=n0${nicOptions ? `,${nicOptions}` : ''}`;

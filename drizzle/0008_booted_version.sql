@@ -1,0 +1,1 @@
+ALTER TABLE `machines` ADD `booted_version_id` integer REFERENCES export_versions(id);
