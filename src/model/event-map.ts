@@ -83,8 +83,10 @@ export interface EventDetails {
   'machine.stage': { mac: string; name: string; stage: MachineStage; client: string; detail?: string };
 }
 
-/** Where a machine's boot is, in the order a good boot passes them (failed: at any point). */
-/** A boot's stages in order; `reconnected`: its root's connection closed and a new one from the same boot attached since. */
+/**
+ * Where a machine's boot is, in the order a good boot passes them (failed: at any point;
+ * reconnected: its root's connection had closed and a new one of the same boot attached since).
+ */
 export const machineStages = ['script', 'kernel', 'initrd', 'attached', 'root', 'up', 'reconnected', 'off', 'failed'] as const;
 export type MachineStage = (typeof machineStages)[number];
 
