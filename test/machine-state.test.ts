@@ -78,7 +78,7 @@ describe('machine state exports', () => {
     const nbd = `127.0.0.1:${daemon.nbdPort}`;
     expect(script.text).toContain(`echo nbdmux: node7 (${mac}) boots img\n`);
     expect(script.text).toContain(
-      ` nbdroot=${nbd}/img nbdmux.mac=${mac} nbdmux.report=http://127.0.0.1:${daemon.httpPort}/boot/report nbdroot.state=${nbd}/${stateName} systemd.hostname=node7 systemd.machine_id=${machine.machineId} console=tty0 console=ttyS0,115200\n`,
+      ` nbdroot=${nbd}/img nbdmux.mac=${mac} nbdmux.report=http://127.0.0.1:${daemon.httpPort}/boot/report nbdroot.state=${nbd}/${stateName} nbdroot.reconnect=300 systemd.hostname=node7 systemd.machine_id=${machine.machineId} console=tty0 console=ttyS0,115200\n`,
     );
     expect(machine).toMatchObject({ stage: 'script', address: '127.0.0.2', stateExport: stateName });
   });
