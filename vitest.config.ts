@@ -26,6 +26,7 @@ const unit = [
   'nbd-config',
   'presentation',
   'refusal-summary',
+  'remedy',
   'registry',
   'report-pipe',
   'untrusted-text',

@@ -111,7 +111,12 @@ describe('the operator CLI with imports and versions', () => {
       /^nbdmux import: net exists: the import becomes its next version/,
     ],
     ['a VERSION that is no number', () => ['rollback', 'net', 'two'], 2, /^nbdmux rollback: VERSION must be a version number/],
-    ['a VERSION that never was', () => ['rollback', 'net', '7'], 1, /^nbdmux rollback: export "net" has no version 7/],
+    [
+      'a VERSION that never was',
+      () => ['rollback', 'net', '7'],
+      1,
+      /^nbdmux rollback: export "net" has no version 7; "nbdmux versions net" lists its versions\n$/,
+    ],
     ['no NAME', () => ['rollback'], 2, /^nbdmux: rollback takes NAME \[VERSION\], got none/],
   ])('fails on %s with one line and its exit code', async (_what, args, code, message) => {
     const result = await nbdmux(args());
