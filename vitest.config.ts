@@ -19,6 +19,7 @@ const unit = [
   'images-formats',
   'images-full-disk',
   'images-queue',
+  'imports-finishing',
   'ipxe',
   'machine-rules-hostile',
   'machines',
