@@ -4,6 +4,7 @@ import { exportsTable, exportVersionsTable } from '../src/db/schema.js';
 import { EventLog } from '../src/events/event-log.js';
 import { VersionImports } from '../src/exports/imports.js';
 import type { ImportedImage } from '../src/images/pipeline.js';
+import { ProgressMeter, progressIntervalMs, type ImportProgress } from '../src/images/progress.js';
 import { createLogger } from '../src/log.js';
 import { tempDir } from '../testkit/daemon.js';
 import { makeTestImage, pack, serveFile, startImageServer, testImporter, type ImageServer } from '../testkit/image-fixtures.js';
@@ -62,5 +63,25 @@ describe('an import whose image is complete, while it is taken in', () => {
       bytesPerSecond: 0,
       error: expect.stringMatching(/store is gone/),
     });
+  });
+});
+
+describe('the progress meter', () => {
+  it('reports what it had to skip at the end of the interval: a download that stalls after its first bytes shows them, and its total', async () => {
+    const reports: ImportProgress[] = [];
+    const meter = new ProgressMeter((progress) => reports.push(progress));
+    // As the pipeline does: the stage, then its total once the response says it, then the first bytes; then nothing.
+    meter.enter('downloading', 0, null);
+    meter.enter('downloading', 0, 2 << 20);
+    meter.update(4096);
+    expect(reports.map((r) => [r.stage, r.bytes, r.totalBytes])).toEqual([['downloading', 0, null]]);
+    await new Promise((resolve) => setTimeout(resolve, progressIntervalMs + 100));
+    expect(reports.map((r) => [r.stage, r.bytes, r.totalBytes])).toEqual([
+      ['downloading', 0, null],
+      ['downloading', 4096, 2 << 20],
+    ]);
+    // Nothing new: nothing more.
+    await new Promise((resolve) => setTimeout(resolve, progressIntervalMs + 100));
+    expect(reports).toHaveLength(2);
   });
 });
