@@ -87,6 +87,8 @@ function restRemedy(remedy: Remedy): string {
       return 'GET /machines lists them, and unknown MACs that asked to boot are under GET /machines/discovered';
     case 'list-exports':
       return 'GET /exports lists them';
+    case 'force-remove':
+      return `DELETE /exports/${remedy.name}?force=true cuts them`;
     case 'list-versions':
       return `see GET /exports/${remedy.name}/versions`;
     case 'edit-machine':

@@ -8,6 +8,8 @@ export type Remedy =
   | { kind: 'list-machines' }
   /** The name named no export. */
   | { kind: 'list-exports' }
+  /** The export is removed and its clients drain: only forcing cuts them. */
+  | { kind: 'force-remove'; name: string }
   /** The export has no version that fits: its versions say which can serve. */
   | { kind: 'list-versions'; name: string }
   /** A machine with that MAC exists: change it rather than create it. */

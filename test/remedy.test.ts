@@ -9,6 +9,7 @@ const mac = '52:54:00:12:34:56';
 const remedies = {
   'list-machines': { kind: 'list-machines' },
   'list-exports': { kind: 'list-exports' },
+  'force-remove': { kind: 'force-remove', name: 'debian' },
   'list-versions': { kind: 'list-versions', name: 'debian' },
   'edit-machine': { kind: 'edit-machine', mac },
   'make-persistent': { kind: 'make-persistent', mac },
@@ -20,7 +21,7 @@ describe('a refusal’s remedy, worded by each interface', () => {
   it.each(Object.values(remedies))('$kind: REST and tRPC name routes, the CLI names commands that parse', (remedy: Remedy) => {
     const rest = describeError(conflict('it is refused', remedy));
     expect(rest).toMatchObject({ code: 'CONFLICT', problem: 'it is refused', remedy });
-    expect(rest.message).toMatch(/^it is refused; .*\b(GET|PATCH) \/(machines|exports)\b/);
+    expect(rest.message).toMatch(/^it is refused; .*\b(GET|PATCH|DELETE) \/(machines|exports)\b/);
     expect(rest.message).not.toMatch(/nbdmux/);
 
     const cli = cliRemedy(remedy);

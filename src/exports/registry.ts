@@ -335,7 +335,7 @@ export class ExportRegistry {
     if (!serving && draining.length === 0) throw notFound(`no export named "${name}"`, { kind: 'list-exports' });
     const live = draining.reduce((sum, id) => sum + (counts.get(id) ?? 0), 0);
     if (!serving && !force) {
-      throw conflict(`export "${name}" is already removed and draining ${live} connection(s); use force to cut them`);
+      throw conflict(`export "${name}" is already removed and draining ${live} connection(s)`, { kind: 'force-remove', name });
     }
     const killed = force ? this.dataPlane.connections.kill(new Set(draining)) : 0;
     if (serving) this.events.record('export.removed', name, { id: serving.id, force, liveConnections: live, ...actor });

@@ -16,6 +16,8 @@ export function cliRemedy(remedy: Remedy, quoted = true): string {
       return `${command('machines list')} lists them, and unknown MACs that asked to boot are under ${command('machines discovered')}`;
     case 'list-exports':
       return `${command('ls')} lists them`;
+    case 'force-remove':
+      return `${command('rm', '--force', remedy.name)} cuts them`;
     case 'list-versions':
       return `${command('versions', remedy.name)} lists its versions`;
     case 'edit-machine':
