@@ -4,6 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../testkit/daemon.js';
+import { buildKitPackages, buildKitTools } from './helpers/build-kit.js';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const linkCommands = path.join(repo, 'scripts/link-commands');
@@ -100,21 +101,10 @@ describe('scripts/setup', () => {
     .filter(Boolean);
 
   it('installs, without --test, every tool ramboot/build-kit checks for (or it is essential to Debian)', () => {
-    const buildKit = fs.readFileSync(path.join(repo, 'ramboot/build-kit'), 'utf8');
-    const tools = /^for tool in ([^;]+); do\n\tcommand -v/m.exec(buildKit)![1]!.split(/\s+/);
-    expect(tools).toContain('nbd-client');
-    const packageOf = (tool: string) => {
-      for (const dir of ['/bin', '/sbin', '/usr/bin', '/usr/sbin']) {
-        const owner = spawnSync('dpkg-query', ['-S', `${dir}/${tool}`], { encoding: 'utf8' });
-        if (owner.status === 0) return owner.stdout.split(':')[0]!;
-      }
-      throw new Error(`no Debian package holds ${tool}: run ./scripts/setup`);
-    };
-    const essential = (pkg: string) => spawnSync('dpkg-query', ['-W', '-f=${Essential}', pkg], { encoding: 'utf8' }).stdout === 'yes';
-    for (const tool of tools) {
-      const pkg = packageOf(tool);
-      expect(serverPackages.includes(pkg) || essential(pkg), `${tool} (package ${pkg})`).toBe(true);
-    }
+    expect(buildKitTools()).toContain('nbd-client');
+    const needed = buildKitPackages();
+    expect(needed).toContain('kmod');
+    expect(needed.filter((pkg) => !serverPackages.includes(pkg))).toEqual([]);
     // build-kit copies /bin/busybox into the initramfs and refuses a dynamic one.
     expect(serverPackages).toContain('busybox-static');
   });
