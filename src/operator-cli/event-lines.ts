@@ -27,9 +27,7 @@ export class EventLines {
       if (this.openedAt.size > rememberedOpenings) this.openedAt.delete(this.openedAt.keys().next().value!);
       return null;
     }
-    return [formatClock(event.at), event.type.padEnd(typeWidth), (event.exportName ?? '-').padEnd(exportWidth), this.describe(event)].join(
-      '  ',
-    );
+    return columns(event.at, event.type, event.exportName, this.describe(event));
   }
 
   private describe(event: Exclude<NbdmuxStreamEvent, { type: 'connection.opened' }>): string {
@@ -48,7 +46,7 @@ export class EventLines {
         this.openedAt.delete(connection);
         return (
           `#${connection} ${client} ${outcome}${opened === undefined ? '' : ` after ${formatDuration(opened, event.at)}`}, sent ${formatBytes(bytesSent)}` +
-          (exitCode === undefined ? '' : `, exit code ${exitCode}`) +
+          (exitCode === undefined || exitCode === 0 ? '' : `, exit code ${exitCode}`) +
           (signal === undefined ? '' : `, signal ${signal}`) +
           (error === undefined ? '' : `: ${error}`)
         );
@@ -124,6 +122,11 @@ export class EventLines {
         return unknownEvent(event);
     }
   }
+}
+
+/** A line in the stream's columns: time, kind, export, then the text. */
+export function columns(at: string, kind: string, exportName: string | null, text: string): string {
+  return [formatClock(at), kind.padEnd(typeWidth), (exportName ?? '-').padEnd(exportWidth), text].join('  ');
 }
 
 /** Who made the change, when the event names them. */

@@ -3,7 +3,7 @@ import { cleanText } from '../untrusted-text.js';
 import type { Invocation } from './args.js';
 import type { Output } from './output.js';
 import { exitCodes } from './failure.js';
-import { EventLines, eventTextColumn } from './event-lines.js';
+import { columns, EventLines, eventTextColumn } from './event-lines.js';
 import { formatClock } from './format.js';
 import { renderConnections } from './views.js';
 
@@ -87,7 +87,7 @@ class Lines implements WatchView {
     const summary = summarize(status);
     if (summary === this.lastSummary) return;
     this.lastSummary = summary;
-    this.out.write(`${formatClock(new Date().toISOString())}  status  ${summary}\n`);
+    this.out.write(`${columns(new Date().toISOString(), 'status', null, summary)}\n`);
   }
   connection(up: boolean, reason?: string) {
     if (up === !this.lost) return;
