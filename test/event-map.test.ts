@@ -3,7 +3,7 @@ import { DataDirSpace } from '../src/db/data-dir-space.js';
 import { EventLog } from '../src/events/event-log.js';
 import type { EventDetails, EventType } from '../src/model/event-map.js';
 import { createLogger } from '../src/log.js';
-import { EventLines } from '../src/operator-cli/event-lines.js';
+import { EventLines, typeWidth } from '../src/operator-cli/event-lines.js';
 import { memoryDatabase } from './helpers/db.js';
 
 function eventLog(): EventLog {
@@ -141,8 +141,9 @@ describe('the CLI shows every event type', () => {
         EventLines['render']
       >[0];
       const line = expected[type];
+      expect(type.length, 'the event column fits it').toBeLessThanOrEqual(typeWidth);
       expect(new EventLines().render(event)).toBe(
-        line === null ? null : `03:04:05  ${type.padEnd(22)}  ${(event.exportName ?? '-').padEnd(14)}  ${line}`,
+        line === null ? null : `03:04:05  ${type.padEnd(23)}  ${(event.exportName ?? '-').padEnd(14)}  ${line}`,
       );
     });
   }
@@ -156,14 +157,14 @@ describe('the CLI shows every event type', () => {
       details: { skipped: 2500, afterId: 3, reason: 'too-far-behind' },
     } as const;
     expect(new EventLines().render(skipped)).toBe(
-      `03:04:05  ${'replay.skipped'.padEnd(22)}  ${'-'.padEnd(14)}  2500 events missed, too many to replay: events.list (or the dashboard) has them`,
+      `03:04:05  ${'replay.skipped'.padEnd(23)}  ${'-'.padEnd(14)}  2500 events missed, too many to replay: events.list (or the dashboard) has them`,
     );
   });
 
   it('replay.skipped over events retention pruned', () => {
     const pruned = { id: 9, at, type: 'replay.skipped', exportName: null, details: { skipped: 6, afterId: 3, reason: 'pruned' } } as const;
     expect(new EventLines().render(pruned)).toBe(
-      `03:04:05  ${'replay.skipped'.padEnd(22)}  ${'-'.padEnd(14)}  6 events missed are gone: older than --retain-days, they were pruned`,
+      `03:04:05  ${'replay.skipped'.padEnd(23)}  ${'-'.padEnd(14)}  6 events missed are gone: older than --retain-days, they were pruned`,
     );
   });
 
@@ -190,8 +191,8 @@ describe('the CLI shows every event type', () => {
     ];
     expect(rendered).toEqual([
       null,
-      '03:04:06  connection.negotiated   debian-12-generic  #7 10.1.0.5 attached',
-      `03:04:59  connection.closed       debian-12-generic  #7 10.1.0.5 failed after 54s, sent 128.0 MiB, exit code 1: ${error}`,
+      '03:04:06  connection.negotiated    debian-12-generic  #7 10.1.0.5 attached',
+      `03:04:59  connection.closed        debian-12-generic  #7 10.1.0.5 failed after 54s, sent 128.0 MiB, exit code 1: ${error}`,
     ]);
   });
 });

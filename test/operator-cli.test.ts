@@ -396,10 +396,10 @@ describe('nbdmux watch', () => {
   it('prints one aligned line per event, in units, and per status change when not on a terminal; a connection as attached and closed', async () => {
     const watching = startCli(['watch'], env);
     await waitFor('the status line', () =>
-      /^\d\d:\d\d:\d\d {2}status {18}- {15}health ok, \d+ export\(s\), 0 live connection\(s\)$/m.test(watching.stdout()) ? true : undefined,
+      /^\d\d:\d\d:\d\d {2}status {19}- {15}health ok, \d+ export\(s\), 0 live connection\(s\)$/m.test(watching.stdout()) ? true : undefined,
     );
     // Time, event and export in columns: the text of every event starts at one column.
-    const column = (type: string, exportName: string) => `  ${type.padEnd(22)}  ${exportName.padEnd(14)}  `;
+    const column = (type: string, exportName: string) => `  ${type.padEnd(23)}  ${exportName.padEnd(14)}  `;
     expect(watching.stdout()).toMatch(
       new RegExp(
         `^\\d\\d:\\d\\d:\\d\\d${column('export.created', 'live')}/\\S+/live\\.img, 2\\.0 MiB, read-only \\(by open from 127\\.0\\.0\\.1\\)$`,
@@ -425,7 +425,7 @@ describe('nbdmux watch', () => {
     expect(watching.stderr()).toBe('');
     // Status lines too: every line's text starts at one column.
     for (const line of watching.stdout().trimEnd().split('\n'))
-      expect(line.slice(8 + 2 + 22 + 2 + 14, 8 + 2 + 22 + 2 + 14 + 3), line).toMatch(/^ {2}\S$/);
+      expect(line.slice(8 + 2 + 23 + 2 + 14, 8 + 2 + 23 + 2 + 14 + 3), line).toMatch(/^ {2}\S$/);
   });
 
   it('redraws a terminal screen in place, wraps a long line whole instead of cutting it, and restores the terminal on Ctrl-C', async () => {

@@ -2,8 +2,8 @@ import type { NbdmuxStreamEvent } from '../client.js';
 import { formatBytes, formatDuration } from '../units.js';
 import { formatClock, formatDetails } from './format.js';
 
-/** The event column fits the longest type; a stream cannot measure rows it has not seen yet. */
-const typeWidth = 'daemon.space-recovered'.length;
+/** The event column fits the longest type (test/event-map.test.ts checks every one); a stream cannot measure rows it has not seen yet. */
+export const typeWidth = 'export.version-switched'.length;
 /** Most export names fit; a longer one pushes its line's text along rather than being cut. */
 const exportWidth = 14;
 /** Where an event's text starts: a line wrapped on a narrow terminal goes on under it. */
