@@ -42,15 +42,18 @@ export function importFraction(progress: Pick<ImportShown, 'bytes' | 'totalBytes
   return progress.totalBytes ? Math.min(1, progress.bytes / progress.totalBytes) : null;
 }
 
-/** An import in words: `downloading 12.0 MiB of 40.0 MiB (30%), 4.0 MiB/s, 7s left`, or why it failed. */
-export function describeImport(progress: ImportShown): string {
+/**
+ * An import in words: `downloading 12.0 MiB of 40.0 MiB (30%), 4.0 MiB/s, 7s left`, or why it
+ * failed. `estimate: false` leaves out the time left, for a reader who knows the rate is not yet meaningful.
+ */
+export function describeImport(progress: ImportShown, { estimate = true }: { estimate?: boolean } = {}): string {
   if (progress.error !== null) return `version ${progress.version} failed: ${progress.error}`;
   const fraction = importFraction(progress);
   const amount = progress.totalBytes
     ? `${formatBytes(progress.bytes)} of ${formatBytes(progress.totalBytes)} (${Math.floor(fraction! * 100)}%)`
     : formatBytes(progress.bytes);
   const left =
-    progress.totalBytes && progress.bytesPerSecond > 0
+    estimate && progress.totalBytes && progress.bytesPerSecond > 0
       ? `, ${formatDuration('1970-01-01T00:00:00Z', null, ((progress.totalBytes - progress.bytes) / progress.bytesPerSecond) * 1000)} left`
       : '';
   return `${progress.stage} ${amount}, ${formatRate(progress.bytesPerSecond)}${left}`;

@@ -4,13 +4,20 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createNbdmuxClient, isNbdmuxError } from '../src/client.js';
+import { options } from '../src/options.js';
 import { killEverything, tempDir, waitFor } from '../testkit/daemon.js';
 import { makeImage, readExport, sha256 } from '../testkit/nbd.js';
 import { freePort } from '../testkit/ports.js';
 import { allPids, parentPid } from '../testkit/proc.js';
+import { buildKitPackages } from './helpers/build-kit.js';
+import { fakeKit } from './helpers/fake-kit.js';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const deploy = path.join(repo, 'deploy');
+/** The daemon's own name for the kit's variable, from its option table. */
+const kitVariable = options.rambootKit.env;
+/** What imports run (src/images): xz -dc, zstd -dc, qemu-img. */
+const importPackages = ['xz-utils', 'zstd', 'qemu-utils'];
 
 interface Instruction {
   keyword: string;
@@ -52,6 +59,15 @@ function runtimeSpec() {
     from: runtime[0]!.args,
     buildWorkdir: build.filter((i) => i.keyword === 'WORKDIR').at(-1)!.args,
     buildCopies: build.filter((i) => i.keyword === 'COPY').map((i) => i.args.split(/\s+/).slice(0, -1)),
+    buildRun: build
+      .filter((i) => i.keyword === 'RUN')
+      .map((i) => i.args)
+      .join(' && '),
+    /** Where the build stage's `ramboot/build-kit DIR` puts the kit, resolved in the build stage. */
+    kitBuiltAt: build
+      .filter((i) => i.keyword === 'RUN')
+      .flatMap((i) => [...i.args.matchAll(/ramboot\/build-kit (\S+)/g)].map((m) => m[1]!))
+      .map((dir) => path.resolve(build.filter((i) => i.keyword === 'WORKDIR').at(-1)!.args, dir)),
     run: all('RUN').join(' && '),
     env,
     user: last('USER')!,
@@ -105,8 +121,22 @@ describe('deploy/Containerfile', () => {
     expect(spec.exposed).toEqual([4040, 10809]);
     expect(spec.healthcheck.join(' ')).toContain('/healthz');
     expect(spec.stopSignal).toBe('SIGTERM');
+    for (const pkg of importPackages) expect(spec.run, `${pkg}: imports need it`).toMatch(new RegExp(`apt-get install [^&]*\\b${pkg}\\b`));
     // Everything the build stage copies exists in the repository.
     for (const sources of spec.buildCopies) for (const source of sources) expect(fs.existsSync(path.join(repo, source)), source).toBe(true);
+  });
+
+  it('carries a ramboot kit built in the build stage, and tells the daemon where it is', () => {
+    // The build stage installs what build-kit needs, has the ramboot scripts, and builds the kit once.
+    for (const pkg of buildKitPackages()) expect(spec.buildRun, pkg).toMatch(new RegExp(`apt-get install [^&]*\\b${pkg}\\b`));
+    expect(spec.buildCopies).toContainEqual(['ramboot']);
+    expect(spec.kitBuiltAt).toHaveLength(1);
+    // The runtime stage copies that kit to the directory its environment names, by the daemon's own variable.
+    const kitDir = spec.env[kitVariable];
+    expect(kitDir, `ENV ${kitVariable}`).toMatch(/^\//);
+    const copied = spec.copiesFromBuild.find(([source]) => path.resolve(spec.buildWorkdir, source) === spec.kitBuiltAt[0]);
+    expect(copied, `COPY --from=build ${spec.kitBuiltAt[0]}`).toBeDefined();
+    expect(path.resolve(spec.workdir, copied![1])).toBe(kitDir);
   });
 
   it('runs the daemon exactly as its ENTRYPOINT, CMD, ENV and USER say: serves images, refuses others, passes its HEALTHCHECK, stops cleanly on SIGTERM', async () => {
@@ -133,7 +163,16 @@ describe('deploy/Containerfile', () => {
       const from = path.join(repo, path.relative(spec.buildWorkdir, path.resolve(spec.buildWorkdir, source)));
       // As COPY does: a target ending in / is a directory to copy into.
       const to = inImage(path.join(path.resolve(spec.workdir, target), target.endsWith('/') ? path.basename(from) : ''));
-      if (path.basename(from) === 'node_modules') {
+      if (spec.kitBuiltAt.includes(path.resolve(spec.buildWorkdir, source))) {
+        // The build stage builds the kit from Debian's mirror; a kit nbdmux accepts stands in for
+        // it here (booting a real one is test/pxe-boot.test.ts's job): what counts is that the daemon gets it.
+        const kit = fakeKit(Buffer.from('a kernel'));
+        roots.push(kit);
+        fs.cpSync(kit, to, { recursive: true });
+        // Readable by the image's user, as COPY leaves it (root's, world-readable).
+        fs.chmodSync(to, 0o755);
+        for (const file of fs.readdirSync(to)) fs.chmodSync(path.join(to, file), 0o644);
+      } else if (path.basename(from) === 'node_modules') {
         for (const pkg of productionPackages())
           fs.cpSync(path.join(repo, pkg), path.join(to, path.relative('node_modules', pkg)), { recursive: true });
       } else {
@@ -192,6 +231,8 @@ describe('deploy/Containerfile', () => {
       const client = createNbdmuxClient({ url });
       const created = await client.exports.create.mutate({ name: 'debian', file: path.join(imageRoot, 'debian.img') });
       expect(created).toMatchObject({ name: 'debian', readonly: true, size: 2 * 1024 * 1024 });
+      // Started with the image's kit, the daemon has a kernel to boot with: without one, every export says it has none.
+      expect(created.boot.reason ?? '').not.toMatch(/no ramboot kit/);
       expect(sha256(await readExport(`nbd://127.0.0.1:${nbdPort}/debian`))).toBe(sha256(image));
       const refused = await client.exports.create.mutate({ name: 'outside', file: outside }).catch((err: unknown) => err);
       expect(isNbdmuxError(refused) && [refused.data?.code, refused.message]).toEqual(['BAD_REQUEST', expect.stringMatching(/image root/)]);
@@ -266,6 +307,16 @@ describe('deploy/nbdmux.service', () => {
     const verify = spawnSync('systemd-analyze', ['verify', unit], { encoding: 'utf8', timeout: 30_000 });
     expect(verify.error, 'systemd-analyze comes from the systemd package (scripts/setup)').toBeUndefined();
     expect([verify.status, verify.stdout, verify.stderr]).toEqual([0, '', '']);
+  });
+
+  it('starts the daemon with the ramboot kit where its header says to build it', () => {
+    const kit = settings('Environment')
+      .find((e) => e.startsWith(`${kitVariable}=`))
+      ?.slice(kitVariable.length + 1);
+    expect(kit, `Environment=${kitVariable}=DIR`).toMatch(/^\/\S+$/);
+    expect(fs.readFileSync(unit, 'utf8')).toMatch(new RegExp(`^#.*\\bramboot/build-kit ${kit}$`, 'm'));
+    // Read-only is enough (ProtectSystem=strict); ProtectHome and PrivateTmp would hide these.
+    expect(kit).not.toMatch(/^\/(home|root|tmp|var\/tmp)(\/|$)/);
   });
 
   it('restarts on failure, leaves serving processes running across a restart, and is sandboxed', () => {

@@ -49,10 +49,16 @@ async function send(daemon: RunningDaemon, request: Request): Promise<Reply> {
 /** Every error, whatever its cause, has this one shape, so a client can handle all of them the same way. */
 function expectErrorShape(json: any): void {
   expect(Object.keys(json)).toEqual(['error']);
-  expect(Object.keys(json.error).every((key) => ['code', 'message', 'issues'].includes(key))).toBe(true);
+  expect(Object.keys(json.error).every((key) => ['code', 'message', 'issues', 'problem', 'remedy'].includes(key))).toBe(true);
   expect(typeof json.error.code).toBe('string');
   expect(typeof json.error.message).toBe('string');
   expect(json.error.message.length).toBeGreaterThan(0);
+  // A remedy comes as data with the message it was worded into: the problem, then what to do.
+  expect(json.error.remedy === undefined).toBe(json.error.problem === undefined);
+  if (json.error.remedy !== undefined) {
+    expect(typeof json.error.remedy.kind).toBe('string');
+    expect(json.error.message.startsWith(`${json.error.problem}; `)).toBe(true);
+  }
   if (json.error.issues !== undefined) {
     expect(json.error.issues.length).toBeGreaterThan(0);
     for (const issue of json.error.issues) {

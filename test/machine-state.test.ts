@@ -206,10 +206,10 @@ describe('machine state exports', () => {
       exportProblem: expect.stringMatching(/^its export gone was removed at /),
     });
     expect((await request(daemon, 'GET', '/boot.ipxe?mac=52:54:00:00:00:21', '127.0.0.5')).text).toBe(
-      '#!ipxe\necho nbdmux: machine orphan cannot boot: its export is removed, or not serving: see GET /machines/52:54:00:00:00:21\nexit 1\n',
+      '#!ipxe\necho nbdmux: machine orphan cannot boot: its export is removed, or not serving: see nbdmux machines show 52:54:00:00:00:21\nexit 1\n',
     );
     expect((await request(daemon, 'GET', '/boot.ipxe?mac=52:54:00:00:00:22', '127.0.0.5')).text).toBe(
-      '#!ipxe\necho nbdmux: machine idle cannot boot: no export is set for it: PATCH /machines/52:54:00:00:00:22 with an export\nexit 1\n',
+      '#!ipxe\necho nbdmux: machine idle cannot boot: no export is set for it: give it one with nbdmux machines set 52:54:00:00:00:22 --export EXPORT\nexit 1\n',
     );
   });
 });

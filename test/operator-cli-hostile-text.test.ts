@@ -147,9 +147,9 @@ describe('text from images and servers, in the API and the operator CLI', () => 
     try {
       await waitFor('the event line', () => (lines.stdout().includes('import.failed') ? true : undefined));
       expect(lines.stdout()).not.toMatch(controlCharacter);
-      expect(lines.stdout()).toContain(`error="${written}`);
+      expect(lines.stdout()).toContain(`): ${written}`);
       await waitFor('the event on the screen', () => (screen.stdout().includes('import.failed') ? true : undefined));
-      expect(screen.stdout()).toContain(`error="${written}`);
+      expect(screen.stdout()).toContain(`): ${written}`);
       // Its own: CSI sequences (ESC [), CR LF between lines. None from the row: no OSC (ESC ]), no BEL, no C1, no bidi.
       expect(
         screen

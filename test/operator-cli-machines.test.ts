@@ -101,8 +101,7 @@ describe('the operator CLI with machines', () => {
     expect(await nbdmux(['machines', 'reset', node1])).toMatchObject({
       code: 1,
       stdout: '',
-      stderr:
-        'nbdmux machines reset: machine rack3-node7 is not persistent, so it has no state to reset; PATCH persistent: true to give it one\n',
+      stderr: `nbdmux machines reset: machine rack3-node7 is not persistent, so it has no state to reset; "nbdmux machines set ${node1} --persistent" gives it one\n`,
     });
 
     expect(await nbdmux(['machines', 'rm', node2])).toMatchObject({
@@ -113,7 +112,7 @@ describe('the operator CLI with machines', () => {
       code: 1,
       stdout: '',
       stderr: expect.stringMatching(
-        /^nbdmux machines rm: no machine with MAC 52:54:00:12:34:57: .*; "nbdmux machines" lists the machines\n$/,
+        /^nbdmux machines rm: no machine with MAC 52:54:00:12:34:57; "nbdmux machines" lists them, and unknown MACs that asked to boot are under "nbdmux machines discovered"\n$/,
       ),
     });
     expect((await client.machines.list.query()).map((m) => m.mac)).toEqual([node1]);
@@ -146,7 +145,16 @@ describe('the operator CLI with machines', () => {
       ],
       [['machines', 'add', '52:54:00:12:34', 'n2'], 1, /^nbdmux machines add: mac: must be a MAC address: six pairs of hex digits/],
       [['machines', 'add', node2, 'Node_2'], 1, /^nbdmux machines add: name: must be a host name/],
-      [['machines', 'add', node2, 'n2', '--export', 'ghost'], 1, /^nbdmux machines add: export: no export "ghost"/],
+      [
+        ['machines', 'add', node2, 'n2', '--export', 'ghost'],
+        1,
+        /^nbdmux machines add: export: no export "ghost"; "nbdmux ls" lists them\n$/,
+      ],
+      [
+        ['machines', 'add', node1, 'n2'],
+        1,
+        /^nbdmux machines add: a machine with MAC 52:54:00:12:34:56 already exists; change it with "nbdmux machines set 52:54:00:12:34:56" and what to change \(--name, --export, --cmdline, \.\.\.\)\n$/,
+      ],
       [
         ['machines', 'add', node2, 'n2', '--persistent', '--state-size', 'lots'],
         1,
@@ -164,6 +172,18 @@ describe('the operator CLI with machines', () => {
       expect({ args, ...results[i] }).toMatchObject({ args, code: exitCode, stdout: '', stderr: expect.stringMatching(stderr) });
     }
     expect((await client.machines.list.query()).map((m) => m.name)).toEqual(['rack3-node7']);
+    // The same refusal over REST names the REST route, and carries the remedy as data for any client to word.
+    expect(await api(daemon, 'POST', '/machines', { mac: node1, name: 'n2' })).toMatchObject({
+      status: 409,
+      json: {
+        error: {
+          code: 'CONFLICT',
+          message: `a machine with MAC ${node1} already exists; change it with PATCH /machines/${node1}`,
+          problem: `a machine with MAC ${node1} already exists`,
+          remedy: { kind: 'edit-machine', mac: node1 },
+        },
+      },
+    });
 
     const help = await nbdmux(['--help']);
     for (const command of [

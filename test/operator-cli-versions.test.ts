@@ -46,14 +46,14 @@ describe('the operator CLI with imports and versions', () => {
     expect(first.code).toBe(0);
     expect(first.stdout).toMatch(
       new RegExp(
-        `^importing ${server.url('/one.img.zst')} as version 1 of net\\n(?:(?:queued|downloading|decompressing|verifying) .*\\n)*imported version 1 of net, now serving\\n$`,
+        `^importing ${server.url('/one.img.zst')} as version 1 of net\\n(?:(?:queued|downloading|decompressing|verifying) .*\\n)*imported version 1 of net: 3\\.0 MiB in \\d+\\.\\ds \\(\\d+(\\.\\d)? [KMG]iB/s\\), now serving\\n$`,
       ),
     );
     expect(await servedSha()).toBe(sha256Of(raw.one));
 
     const second = await nbdmux(['import', 'net', server.url('/two.img')]);
     expect(second).toMatchObject({ code: 0, stderr: '' });
-    expect(second.stdout).toMatch(/imported version 2 of net, now serving\n$/);
+    expect(second.stdout).toMatch(/imported version 2 of net: 2\.0 MiB in \d+\.\ds \(\d+(\.\d)? [KMG]iB\/s\), now serving\n$/);
     expect(await servedSha()).toBe(sha256Of(raw.two));
   });
 
@@ -76,24 +76,33 @@ describe('the operator CLI with imports and versions', () => {
     expect(await servedSha()).toBe(sha256Of(raw.two));
   });
 
-  it('shows an export whose first version is importing, or failed, as what it is', async () => {
+  it('shows an export whose first version is importing (at its stage), or failed (with why), as the daemon reports it', async () => {
     // Started through the API: the CLI's import would follow each to its end.
     expect((await api(daemon, 'POST', '/exports', { name: 'slow', url: server.url('/stalled.img') })).status).toBe(202);
     expect((await api(daemon, 'POST', '/exports', { name: 'missing', url: server.url('/nothing-here.img') })).status).toBe(202);
     const stateLine = async (name: string) => /^state +(.*)$/m.exec((await nbdmux(['show', name])).stdout)?.[1];
 
-    expect(await stateLine('slow')).toBe('importing (no version is ready yet: no client can attach it)');
+    // The stalled server sent its length and first bytes: the import stays downloading, at the share the daemon counted.
+    expect(
+      await waitFor('the download to start', async () => {
+        const line = await stateLine('slow');
+        return line === undefined || /^importing: (queued|downloading \d+(\.\d)? [KM]?i?B) /.test(line) ? undefined : line;
+      }),
+    ).toMatch(/^importing: downloading \d+% \(no version is ready yet: no client can attach it\)$/);
     const failed = await waitFor('the import to fail', async () => {
       const line = await stateLine('missing');
       return line?.startsWith('importing') ? undefined : line;
     });
-    expect(failed).toBe(
-      'failed (its import failed, see import, and no version is ready: no client can attach it; "nbdmux import missing URL" tries again)',
+    expect(failed).toMatch(
+      /^failed: GET \S+\/nothing-here\.img answered 404 Not Found \(no version is ready: no client can attach it; "nbdmux import missing URL" tries again\)$/,
     );
     expect((await nbdmux(['show', 'missing'])).stdout).toMatch(
       /\nimport +http:\S+\/nothing-here\.img: version 1 failed: GET \S+ answered 404 Not Found\n/,
     );
-    expect((await nbdmux(['ls'])).stdout).toMatch(/\nmissing +failed +ro +- +- +0 +-\n(.*\n)*slow +importing +ro /);
+    const listed = (await nbdmux(['ls'])).stdout;
+    expect(listed).toMatch(/\nmissing +failed +ro +- +- +0 +-\n(.*\n)*slow +importing: downloading \d+% +ro /);
+    // The reason, whole, under the table.
+    expect(listed).toMatch(/\n\nmissing: version 1 failed: GET \S+ answered 404 Not Found; "nbdmux import missing URL" tries again\n$/);
     expect((await nbdmux(['rm', 'slow'])).code).toBe(0);
   });
 
@@ -111,7 +120,12 @@ describe('the operator CLI with imports and versions', () => {
       /^nbdmux import: net exists: the import becomes its next version/,
     ],
     ['a VERSION that is no number', () => ['rollback', 'net', 'two'], 2, /^nbdmux rollback: VERSION must be a version number/],
-    ['a VERSION that never was', () => ['rollback', 'net', '7'], 1, /^nbdmux rollback: export "net" has no version 7/],
+    [
+      'a VERSION that never was',
+      () => ['rollback', 'net', '7'],
+      1,
+      /^nbdmux rollback: export "net" has no version 7; "nbdmux versions net" lists its versions\n$/,
+    ],
     ['no NAME', () => ['rollback'], 2, /^nbdmux: rollback takes NAME \[VERSION\], got none/],
   ])('fails on %s with one line and its exit code', async (_what, args, code, message) => {
     const result = await nbdmux(args());

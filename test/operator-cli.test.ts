@@ -174,12 +174,14 @@ describe('the nbdmux operator CLI', () => {
       stdout: 'removed disk; 1 live connection(s) draining ("nbdmux rm --force disk" cuts them)\n',
       stderr: '',
     });
-    expect((await nbdmux(['ls'], env)).stdout).toMatch(/\ndisk +draining +ro /);
-    expect((await nbdmux(['show', 'disk'], env)).stdout).toMatch(/^name +disk\nstate +draining since /);
+    expect((await nbdmux(['ls'], env)).stdout).toMatch(/\ndisk +removed, draining +ro /);
+    expect((await nbdmux(['show', 'disk'], env)).stdout).toMatch(
+      /^name +disk\nstate +removed at \S+ \S+, draining \(its live connections finish\)\n/,
+    );
     expectOneLineFailure(
       await nbdmux(['rm', 'disk'], env),
       1,
-      /^nbdmux rm: export "disk" is already removed and draining 1 connection\(s\); use force to cut them\n$/,
+      /^nbdmux rm: export "disk" is already removed and draining 1 connection\(s\); "nbdmux rm --force disk" cuts them\n$/,
     );
 
     expect(await nbdmux(['rm', '--force', 'disk'], env)).toEqual({
@@ -193,12 +195,8 @@ describe('the nbdmux operator CLI', () => {
       stdout: `${JSON.stringify({ name: 'relative', killed: 0, draining: 0 }, null, 2)}\n`,
       stderr: '',
     });
-    expectOneLineFailure(await nbdmux(['rm', 'disk'], env), 1, /^nbdmux rm: no export named "disk"; "nbdmux ls" lists the exports\n$/);
-    expectOneLineFailure(
-      await nbdmux(['show', 'absent'], env),
-      1,
-      /^nbdmux show: no export named "absent"; "nbdmux ls" lists the exports\n$/,
-    );
+    expectOneLineFailure(await nbdmux(['rm', 'disk'], env), 1, /^nbdmux rm: no export named "disk"; "nbdmux ls" lists them\n$/);
+    expectOneLineFailure(await nbdmux(['show', 'absent'], env), 1, /^nbdmux show: no export named "absent"; "nbdmux ls" lists them\n$/);
   });
 
   it('lists connections newest first, the live ones alone with --live, as JSON with --json', async () => {
@@ -395,37 +393,71 @@ describe('nbdmux watch', () => {
     expect(await watching.exited).toBe(0);
   });
 
-  it('prints one line per event and status change when not on a terminal', async () => {
+  it('prints one aligned line per event, in units, and per status change when not on a terminal; a connection as attached and closed', async () => {
     const watching = startCli(['watch'], env);
     await waitFor('the status line', () =>
-      /^\d\d:\d\d:\d\d {2}status {2}- {2}health ok, \d+ export\(s\), 0 live connection\(s\)$/m.test(watching.stdout()) ? true : undefined,
+      /^\d\d:\d\d:\d\d {2}status {19}- {15}health ok, \d+ export\(s\), 0 live connection\(s\)$/m.test(watching.stdout()) ? true : undefined,
     );
+    // Time, event and export in columns: the text of every event starts at one column.
+    const column = (type: string, exportName: string) => `  ${type.padEnd(23)}  ${exportName.padEnd(14)}  `;
     expect(watching.stdout()).toMatch(
-      /^\d\d:\d\d:\d\d {2}export\.created {2}live {2}id=\d+ file=\S+live\.img readonly=true cow=false allow=\[\] cmdline="console=tty0 console=ttyS0,115200" size=2097152 actor=open client=127\.0\.0\.1$/m,
+      new RegExp(
+        `^\\d\\d:\\d\\d:\\d\\d${column('export.created', 'live')}/\\S+/live\\.img, 2\\.0 MiB, read-only \\(by open from 127\\.0\\.0\\.1\\)$`,
+        'm',
+      ),
     );
+    // The first test's reader, among the events replayed: attached, then closed with its time and bytes, and no `opened` line.
+    expect(watching.stdout()).toMatch(new RegExp(`${column('connection.negotiated', 'live')}#\\d+ 127\\.0\\.0\\.1 attached$`, 'm'));
+    expect(watching.stdout()).toMatch(
+      new RegExp(`${column('connection.closed', 'live')}#\\d+ 127\\.0\\.0\\.1 \\S+ after \\d+s, sent \\d+(\\.\\d)? [KM]?i?B`, 'm'),
+    );
+    expect(watching.stdout()).not.toMatch(/connection\.opened/);
     expect((await nbdmux(['rm', 'live'], env)).code).toBe(0);
     await waitFor('the export.removed line', () =>
-      / {2}export\.removed {2}live {2}id=\d+ force=false liveConnections=0 actor=open client=127\.0\.0\.1$/m.test(watching.stdout())
+      new RegExp(`${column('export.removed', 'live')}removed, no live connection \\(by open from 127\\.0\\.0\\.1\\)$`, 'm').test(
+        watching.stdout(),
+      )
         ? true
         : undefined,
     );
     watching.child.kill('SIGINT');
     expect(await watching.exited).toBe(0);
     expect(watching.stderr()).toBe('');
+    // Status lines too: every line's text starts at one column.
+    for (const line of watching.stdout().trimEnd().split('\n'))
+      expect(line.slice(8 + 2 + 23 + 2 + 14, 8 + 2 + 23 + 2 + 14 + 3), line).toMatch(/^ {2}\S$/);
   });
 
-  it('redraws a terminal screen in place and restores the terminal on Ctrl-C', async () => {
+  it('redraws a terminal screen in place, wraps a long line whole instead of cutting it, and restores the terminal on Ctrl-C', async () => {
+    // A line longer than the terminal's 80 columns: its end is what must not be lost.
+    const deep = path.join(images, 'a-directory-whose-name-alone-takes-most-of-a-terminal-line');
+    fs.mkdirSync(deep, { recursive: true });
+    expect((await nbdmux(['add', 'long', makeImage(deep, 'the-end-of-the-line.img', 1024 * 1024)], env)).code).toBe(0);
     // script(1) gives watch a real pseudo-terminal; Ctrl-C typed into it reaches watch as SIGINT.
     // script runs the command through $SHELL -c; `exec` leaves watch alone in the terminal's
     // foreground group, as an interactive shell would, instead of beside a shell (dash) that the
     // same SIGINT kills.
-    const watching = startCli([], env, 'script', ['-qfec', `exec ${process.execPath} ${cli} watch`, '/dev/null']);
+    const watching = startCli([], env, 'script', ['-qfec', `stty cols 80 rows 40; exec ${process.execPath} ${cli} watch`, '/dev/null']);
     await waitFor('the screen', () => (watching.stdout().includes('LIVE CONNECTIONS') ? true : undefined));
     const screen = watching.stdout();
     expect(screen.startsWith('\x1b[?1049h\x1b[?25l\x1b[H')).toBe(true);
     expect(screen).toMatch(/nbdmux watch {2}http:\/\/127\.0\.0\.1:\d+ {2}live/);
     expect(screen).toMatch(/health ok, \d+ export\(s\), 0 live connection\(s\)/);
-    expect(screen).toMatch(/EVENTS\x1b\[K\r\n(.*\r\n)*.*export\.created {2}after-restart/);
+    expect(screen).toMatch(/EVENTS\x1b\[K\r\n(.*\r\n)*.*export\.created +after-restart/);
+    // The last frame drawn, as the terminal shows it.
+    const lines = screen
+      .split('\x1b[H')
+      .at(-1)!
+      .replace(/\x1b\[[?0-9;]*[A-Za-z]/g, '')
+      .split('\r\n');
+    for (const line of lines) expect(line.length, line).toBeLessThanOrEqual(80);
+    expect(screen).not.toContain('…');
+    const at = lines.findIndex((line) => /export\.created +long /.test(line));
+    expect(at, screen).toBeGreaterThan(0);
+    // Its further lines go on indented under it, and together say it all.
+    const continued = lines.slice(at + 1, at + 3).filter((line) => /^ {26}\S/.test(line));
+    expect(continued.length).toBeGreaterThan(0);
+    expect(lines[at] + continued.map((line) => line.slice(26)).join('')).toContain(`${deep}/the-end-of-the-line.img, 1.0 MiB, read-only`);
     watching.child.stdin!.write('\x03');
     expect(await watching.exited).toBe(0);
     expect(watching.stdout().endsWith('\x1b[?25h\x1b[?1049l')).toBe(true);

@@ -226,9 +226,9 @@ describe('the export registry', () => {
     const applies = plane.dataPlane.applied.length;
 
     const error = await refusal(() => plane.registry.delete({ name: 'disk', force: false }, testActor));
-    expect([error.code, error.message]).toEqual([
+    expect([error.code, describeError(error).message]).toEqual([
       'CONFLICT',
-      'export "disk" is already removed and draining 1 connection(s); use force to cut them',
+      'export "disk" is already removed and draining 1 connection(s); DELETE /exports/disk?force=true cuts them',
     ]);
 
     expect(plane.registry.delete({ name: 'disk', force: true }, testActor)).toEqual({ name: 'disk', killed: 1, draining: 0 });

@@ -60,7 +60,12 @@ describe('the router through createCaller', () => {
   it('answers 404 for an unknown name and 409 for a taken one', async () => {
     expect(await refusal(() => plane.caller.exports.get({ name: 'absent' }))).toEqual({
       status: 404,
-      error: { code: 'NOT_FOUND', message: 'no export named "absent"' },
+      error: {
+        code: 'NOT_FOUND',
+        message: 'no export named "absent"; GET /exports lists them',
+        problem: 'no export named "absent"',
+        remedy: { kind: 'list-exports' },
+      },
     });
     await plane.caller.exports.create({ name: 'disk', file: images.file });
     const taken = await refusal(() => plane.caller.exports.create({ name: 'disk', file: images.file }));

@@ -38,7 +38,13 @@ describe('the typed tRPC client', () => {
     expect(message).toMatch(/^name: must be 1 to 64 characters/);
 
     const missing = (await client.exports.get.query({ name: 'absent' }).catch((e: unknown) => e)) as TRPCClientError<AppRouter>;
-    expect([missing.data?.code, missing.message]).toEqual(['NOT_FOUND', 'no export named "absent"']);
+    // The message words the remedy as REST does; the data carries it for a client to word its own way.
+    expect([missing.data?.code, missing.message, missing.data?.problem, missing.data?.remedy]).toEqual([
+      'NOT_FOUND',
+      'no export named "absent"; GET /exports lists them',
+      'no export named "absent"',
+      { kind: 'list-exports' },
+    ]);
   });
 
   it('reports the data plane health', async () => {

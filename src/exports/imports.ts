@@ -28,6 +28,8 @@ export class VersionImports {
   private readonly running = new Map<number, Running>();
   /** The last progress of imports that failed, so a failure still shows how far it got (until a restart). */
   private readonly ended = new Map<number, ImportProgress>();
+  /** The last progress of complete imports whose image `finish` is taking in. */
+  private readonly finishing = new Map<number, ImportProgress>();
 
   constructor(
     private readonly db: Db,
@@ -62,8 +64,13 @@ export class VersionImports {
     job.done
       .then(
         (image) => {
+          // While `finish` moves the image in and switches to it, the version is still importing:
+          // it shows the stage the import reached, not a fresh `queued 0 B`.
+          this.finishing.set(version.id, entry.progress);
           this.running.delete(version.id);
-          return finish(image);
+          return finish(image)
+            .catch((err: unknown) => this.fail(name, version, err))
+            .finally(() => this.finishing.delete(version.id));
         },
         (err: unknown) => {
           const progress = this.running.get(version.id)?.progress;
@@ -89,6 +96,7 @@ export class VersionImports {
   /** The import to show for a version in state `importing` or `failed`. */
   viewOf(version: VersionRow): ImportView {
     const progress = this.running.get(version.id)?.progress ??
+      this.finishing.get(version.id) ??
       this.ended.get(version.id) ?? { stage: 'queued', bytes: 0, totalBytes: null, bytesPerSecond: 0, startedAt: version.createdAt };
     return {
       ...progress,
@@ -124,6 +132,8 @@ export class VersionImports {
     if (!(err instanceof ImportError)) this.log.error('import failed', { export: name, error: errorText(err) });
     // It can quote the server (its status line) and the image (a qcow2's backing file name, qemu-img's words on it).
     const error = cleanText(failure.message);
+    const finishing = this.finishing.get(version.id);
+    if (finishing) this.ended.set(version.id, finishing);
     const changed = this.db
       .update(exportVersionsTable)
       .set({ state: 'failed', error })

@@ -338,10 +338,10 @@ export class ExportRegistry {
       .where(and(eq(exportsTable.name, name), isNotNull(exportsTable.removedAt), inArray(exportsTable.id, [...counts.keys()])))
       .all()
       .map((row) => row.id);
-    if (!serving && draining.length === 0) throw notFound(`no export named "${name}"`);
+    if (!serving && draining.length === 0) throw notFound(`no export named "${name}"`, { kind: 'list-exports' });
     const live = draining.reduce((sum, id) => sum + (counts.get(id) ?? 0), 0);
     if (!serving && !force) {
-      throw conflict(`export "${name}" is already removed and draining ${live} connection(s); use force to cut them`);
+      throw conflict(`export "${name}" is already removed and draining ${live} connection(s)`, { kind: 'force-remove', name });
     }
     const killed = force ? this.dataPlane.connections.kill(new Set(draining)) : 0;
     if (serving) this.events.record('export.removed', name, { id: serving.id, force, liveConnections: live, ...actor });
@@ -351,7 +351,7 @@ export class ExportRegistry {
 
   private serving(name: string, db: Pick<Db, 'select'> = this.db): ExportRow {
     const row = this.findServing(name, db);
-    if (!row) throw notFound(`no export named "${name}"`);
+    if (!row) throw notFound(`no export named "${name}"`, { kind: 'list-exports' });
     return row;
   }
 

@@ -92,7 +92,7 @@ export function rollbackTarget(db: Pick<Db, 'select'>, exp: ExportRow, version: 
       .orderBy(desc(exportVersionsTable.version))
       .all()
       .find((row) => current === undefined || row.version < current.version);
-    if (!below) throw conflict(`export "${exp.name}" has no earlier version that can be served; see GET /exports/${exp.name}/versions`);
+    if (!below) throw conflict(`export "${exp.name}" has no earlier version that can be served`, { kind: 'list-versions', name: exp.name });
     return below;
   }
   const target = db
@@ -100,11 +100,12 @@ export function rollbackTarget(db: Pick<Db, 'select'>, exp: ExportRow, version: 
     .from(exportVersionsTable)
     .where(and(eq(exportVersionsTable.exportId, exp.id), eq(exportVersionsTable.version, version)))
     .get();
-  if (!target) throw notFound(`export "${exp.name}" has no version ${version}`);
+  if (!target) throw notFound(`export "${exp.name}" has no version ${version}`, { kind: 'list-versions', name: exp.name });
   if (target.id === exp.currentVersionId) throw conflict(`version ${version} of "${exp.name}" is already current`);
   if (target.state !== 'ready') {
     throw conflict(
       `version ${version} of "${exp.name}" is ${target.state === 'deleted' ? 'deleted (its imported file was removed)' : target.state}, so it cannot be served; choose a ready version`,
+      { kind: 'list-versions', name: exp.name },
     );
   }
   return target;

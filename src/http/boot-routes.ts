@@ -18,6 +18,7 @@ import { maxReportBytes, reportedStages, type MachineBoots, type ReportedStage }
 import type { MachineRow } from '../db/schema.js';
 import { cannotBootScript, exportScript, httpBase, menuScript, type BootEndpoint } from '../boot/ipxe.js';
 import { clientAddressOf, canonicalAddress } from '../rules/client-address.js';
+import { cliRemedy } from '../operator-cli/remedy.js';
 
 export interface BootRoutesOptions {
   exports: BootableExports;
@@ -196,9 +197,12 @@ function machineScript(
     exportName,
     boots: false,
   });
-  if (machine.exportId === null) return cannot(null, `no export is set for it: PATCH /machines/${machine.mac} with an export`);
+  // Read at the machine's console, by an operator who answers with the CLI.
+  if (machine.exportId === null)
+    return cannot(null, `no export is set for it: ${cliRemedy({ kind: 'set-machine-export', mac: machine.mac }, false)}`);
   const exp = exports.find({ id: machine.exportId });
-  if (exp === undefined) return cannot(null, `its export is removed, or not serving: see GET /machines/${machine.mac}`);
+  if (exp === undefined)
+    return cannot(null, `its export is removed, or not serving: ${cliRemedy({ kind: 'show-machine', mac: machine.mac }, false)}`);
   if (!admits(exp, client)) return undefined;
   const info = artifacts.bootInfo(exp);
   if (!info.ready) return cannot(exp.name, `export ${exp.name} cannot boot: ${info.reason ?? 'not ready'}`);

@@ -114,6 +114,8 @@ export async function runImport(
       made.push(raw);
       meter.enter('converting', 0, virtualSize);
       await convertToRaw(landed, container, raw, tools, (fraction) => meter.update(Math.round(fraction * virtualSize)), store.checkSpace);
+      // Its last step may fall between reports: the stage ends shown whole.
+      meter.update(virtualSize, true);
       syncPrivate(raw);
       store.remove(landed);
     }

@@ -14,7 +14,11 @@ export const progressIntervalMs = 250;
 /** The rate is measured over about this much of the recent past. */
 const rateWindowMs = 2000;
 
-/** Turns a stream of byte counts into progress reports: at most 4 a second, with a recent rate. */
+/**
+ * Turns a stream of byte counts into progress reports: at most 4 a second, with a recent rate.
+ * What a report had to skip follows at the end of its interval: a download that stalls right
+ * after a burst shows where it stopped, not where it was a moment before.
+ */
 export class ProgressMeter {
   private stage: ImportStage = 'queued';
   private bytes = 0;
@@ -22,6 +26,7 @@ export class ProgressMeter {
   private readonly startedAt = new Date().toISOString();
   private samples: Array<{ at: number; bytes: number }> = [];
   private lastReportAt = 0;
+  private trailing: NodeJS.Timeout | undefined;
 
   constructor(private readonly report: (progress: ImportProgress) => void) {}
 
@@ -39,7 +44,19 @@ export class ProgressMeter {
     this.bytes = bytes;
     this.samples.push({ at: now, bytes });
     while (this.samples.length > 2 && now - this.samples[1]!.at >= rateWindowMs) this.samples.shift();
-    if (!force && now - this.lastReportAt < progressIntervalMs) return;
+    if (!force && now - this.lastReportAt < progressIntervalMs) {
+      // Unref'd: a meter left behind by an import that ended holds nothing up.
+      this.trailing ??= setTimeout(
+        () => {
+          this.trailing = undefined;
+          this.update(this.bytes, true);
+        },
+        progressIntervalMs - (now - this.lastReportAt),
+      ).unref();
+      return;
+    }
+    clearTimeout(this.trailing);
+    this.trailing = undefined;
     this.lastReportAt = now;
     this.report({
       stage: this.stage,

@@ -171,7 +171,7 @@ export class MachineRegistry {
     return this.serially(async () => {
       const row = this.row(mac);
       if (!row.persistent)
-        throw conflict(`machine ${row.name} is not persistent, so it has no state to reset; PATCH persistent: true to give it one`);
+        throw conflict(`machine ${row.name} is not persistent, so it has no state to reset`, { kind: 'make-persistent', mac: row.mac });
       this.refuseAttached(row, 'reset');
       await this.changingStates(row.mac, async () => {
         this.states.discard(row.mac);
@@ -193,10 +193,7 @@ export class MachineRegistry {
 
   row(mac: string): MachineRow {
     const row = this.find(mac);
-    if (!row)
-      throw notFound(
-        `no machine with MAC ${mac}: GET /machines lists them, and unknown MACs that asked to boot are under GET /machines/discovered`,
-      );
+    if (!row) throw notFound(`no machine with MAC ${mac}`, { kind: 'list-machines' });
     return row;
   }
 
@@ -240,7 +237,7 @@ export class MachineRegistry {
       .from(exportsTable)
       .where(and(eq(exportsTable.name, name), isNull(exportsTable.removedAt)))
       .get();
-    if (!exp) throw badInput('export', `no export "${name}": GET /exports lists them`);
+    if (!exp) throw badInput('export', `no export "${name}"`, { kind: 'list-exports' });
     return exp.id;
   }
 
@@ -263,7 +260,7 @@ export class MachineRegistry {
 
   private refuseTaken(mac: string | null, name: string): void {
     if (mac !== null && this.db.select({ id: machinesTable.id }).from(machinesTable).where(eq(machinesTable.mac, mac)).get()) {
-      throw conflict(`a machine with MAC ${mac} already exists: change it with PATCH /machines/${mac}`);
+      throw conflict(`a machine with MAC ${mac} already exists`, { kind: 'edit-machine', mac });
     }
     if (this.db.select({ id: machinesTable.id }).from(machinesTable).where(eq(machinesTable.name, name)).get()) {
       throw conflict(`a machine named ${name} already exists: choose another name`);

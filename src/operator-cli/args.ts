@@ -68,6 +68,11 @@ const commandSpecs = {
   connections: { args: [], flags: ['live', 'limit'], help: 'recent NBD connections, newest first (--live: open ones only)' },
   watch: { args: [], flags: [], help: 'live events and connections until Ctrl-C' },
   health: { args: [], flags: [], help: 'whether new NBD clients can be served; exit 1 when not' },
+  completion: {
+    args: ['SHELL'],
+    flags: [],
+    help: 'print the completion script for SHELL (bash): eval "$(nbdmux completion bash)" in ~/.bashrc, or save it as /etc/bash_completion.d/nbdmux',
+  },
   'machines list': {
     args: [],
     flags: [],
@@ -102,6 +107,18 @@ const commandSpecs = {
 } as const satisfies Record<string, CommandSpec>;
 
 export type CommandName = keyof typeof commandSpecs;
+
+/** The options every command takes, before or after it. */
+export const globalOptions = ['--url', '--json', '--help', '--version'] as const;
+
+/** Each command's words, argument names and flags, for what generates from the table (shell completion). */
+export function commandTable(): Array<{ name: CommandName; args: readonly string[]; flags: string[] }> {
+  return Object.entries(commandSpecs).map(([name, spec]: [string, CommandSpec]) => ({
+    name: name as CommandName,
+    args: spec.args,
+    flags: spec.flags.map((flag) => `--${flag}`),
+  }));
+}
 
 export type Invocation = {
   command: CommandName;

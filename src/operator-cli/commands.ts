@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { UsageError, type CommandName } from './args.js';
+import { completion } from './completion.js';
 import { exitCodes } from './failure.js';
 import { importCommand } from './import.js';
 import { machineCommands } from './machines.js';
@@ -89,5 +90,6 @@ export const commands: Record<CommandName, Command> = {
   },
 
   watch,
+  completion,
   ...machineCommands,
 };

@@ -1,5 +1,6 @@
 import { isNbdmuxError, type NbdmuxError } from '../client.js';
 import { UsageError } from './args.js';
+import { cliRemedy } from './remedy.js';
 
 export const exitCodes = { ok: 0, failed: 1, usage: 2 } as const;
 
@@ -13,8 +14,6 @@ export interface Failure {
 export interface FailureContext {
   url: string;
   passwordSet: boolean;
-  /** The command that failed, if one was parsed: a name it did not find is listed by its group's listing. */
-  command?: string | undefined;
 }
 
 export function describeFailure(error: unknown, context: FailureContext): Failure {
@@ -23,7 +22,7 @@ export function describeFailure(error: unknown, context: FailureContext): Failur
   return { message: oneLine(error instanceof Error ? error.message : String(error)), exitCode: exitCodes.failed };
 }
 
-function clientErrorMessage(error: NbdmuxError, { url, passwordSet, command }: FailureContext): string {
+function clientErrorMessage(error: NbdmuxError, { url, passwordSet }: FailureContext): string {
   const status = (error.meta?.response as { status?: number } | undefined)?.status ?? error.data?.httpStatus;
   const code = error.data?.code;
   if (code === 'UNAUTHORIZED' || status === 401) {
@@ -31,8 +30,9 @@ function clientErrorMessage(error: NbdmuxError, { url, passwordSet, command }: F
       ? `the daemon at ${url} refused the admin password in NBDMUX_ADMIN_PASSWORD: check it`
       : `the daemon at ${url} requires the admin password: set NBDMUX_ADMIN_PASSWORD`;
   }
-  if (code === 'NOT_FOUND')
-    return `${error.message}; ${command?.startsWith('machines ') ? '"nbdmux machines" lists the machines' : '"nbdmux ls" lists the exports'}`;
+  // The daemon says what to do in REST terms, and, as data, what to do: said here as commands.
+  const remedy = error.data?.remedy;
+  if (remedy && error.data?.problem !== undefined) return `${error.data.problem}; ${cliRemedy(remedy)}`;
   if (code !== undefined) return error.message;
 
   // No tRPC answer at all: the daemon was not reached, or something else answered.

@@ -22,7 +22,7 @@ try {
 } catch (err) {
   const url = request?.kind === 'run' ? request.invocation.url : '';
   const command = request?.kind === 'run' ? request.invocation.command : undefined;
-  const failure = describeFailure(err, { url, passwordSet: password !== undefined, command });
+  const failure = describeFailure(err, { url, passwordSet: password !== undefined });
   // The message may quote the daemon, or whatever answered at its URL.
   process.stderr.write(`nbdmux${command === undefined ? '' : ` ${command}`}: ${cleanText(failure.message)}\n`);
   process.exitCode = failure.exitCode;

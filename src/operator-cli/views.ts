@@ -1,12 +1,12 @@
-import type { NbdmuxConnection, NbdmuxExport, NbdmuxHealth, NbdmuxStreamEvent, NbdmuxVersion } from '../client.js';
-import { clientEndpoint, describeBoot, describeImport, explainMode, exportMode } from '../presentation.js';
+import type { NbdmuxConnection, NbdmuxExport, NbdmuxHealth, NbdmuxVersion } from '../client.js';
+import { clientEndpoint, describeBoot, describeImport, explainMode, exportMode, importFraction } from '../presentation.js';
 import { formatBytes, formatDuration, formatRate } from '../units.js';
-import { formatClock, formatDetails, formatTime } from './format.js';
+import { formatTime } from './format.js';
 import { renderFields, renderTable, type Column } from './table.js';
 
 const exportColumns: Column<NbdmuxExport>[] = [
   { header: 'NAME', value: (e) => e.name },
-  { header: 'STATE', value: (e) => e.state },
+  { header: 'STATE', value: stateCell },
   { header: 'MODE', value: exportMode },
   { header: 'VER', value: (e) => (e.version === null ? '-' : String(e.version)), alignRight: true },
   { header: 'SIZE', value: (e) => (e.size === null ? '-' : formatBytes(e.size)), alignRight: true },
@@ -16,7 +16,38 @@ const exportColumns: Column<NbdmuxExport>[] = [
 
 export function renderExports(exports: readonly NbdmuxExport[]): string {
   if (exports.length === 0) return 'no exports; add one with: nbdmux add NAME FILE\n';
-  return renderTable(exportColumns, exports);
+  // A failure's reason is a sentence: whole, under the table, rather than stretching a column.
+  const failures = exports.flatMap((e) =>
+    e.import?.error ? [`${e.name}: version ${e.import.version} failed: ${e.import.error}; ${retry(e)}`] : [],
+  );
+  return renderTable(exportColumns, exports) + (failures.length === 0 ? '' : `\n${failures.join('\n')}\n`);
+}
+
+/** Where an import is, as the daemon reports it: `downloading 30%`, or its bytes while the total is unknown. */
+function importStage(progress: NonNullable<NbdmuxExport['import']>): string {
+  if (progress.stage === 'queued') return 'queued';
+  const fraction = importFraction(progress);
+  return `${progress.stage} ${fraction === null ? formatBytes(progress.bytes) : `${Math.floor(fraction * 100)}%`}`;
+}
+
+/** The export's state as the daemon reports it, with what an import of it is doing: `importing: converting 45%`, `serving, v3 downloading 2%`. */
+function stateCell(exp: NbdmuxExport): string {
+  const { import: progress } = exp;
+  switch (exp.state) {
+    case 'serving':
+      if (progress === null) return 'serving';
+      return `serving, v${progress.version} ${progress.error === null ? importStage(progress) : 'failed'}`;
+    case 'importing':
+      return progress === null ? 'importing' : `importing: ${importStage(progress)}`;
+    case 'failed':
+      return 'failed';
+    case 'draining':
+      return 'removed, draining';
+  }
+}
+
+function retry(exp: NbdmuxExport): string {
+  return `"nbdmux import ${exp.name} URL" tries again`;
 }
 
 export function renderExport(exp: NbdmuxExport): string {
@@ -48,13 +79,13 @@ export function renderExport(exp: NbdmuxExport): string {
 function describeState(exp: NbdmuxExport): string {
   switch (exp.state) {
     case 'serving':
-      return 'serving';
+      return stateCell(exp);
     case 'importing':
-      return 'importing (no version is ready yet: no client can attach it)';
+      return `${stateCell(exp)} (no version is ready yet: no client can attach it)`;
     case 'failed':
-      return `failed (its import failed, see import, and no version is ready: no client can attach it; "nbdmux import ${exp.name} URL" tries again)`;
+      return `failed: ${exp.import?.error ?? 'its import failed'} (no version is ready: no client can attach it; ${retry(exp)})`;
     case 'draining':
-      return `draining since ${formatTime(exp.removedAt!)} (removed; live connections finish)`;
+      return `removed at ${formatTime(exp.removedAt!)}, draining (its live connections finish)`;
   }
 }
 
@@ -99,60 +130,4 @@ export function renderHealth(health: NbdmuxHealth): string {
   const server = health.nbdServerVersion ? `nbd-server ${health.nbdServerVersion}` : 'nbd-server not runnable';
   const summary = `${health.ok ? 'ok' : 'NOT OK'}: ${where}, ${server}${health.fastStart ? '' : `, fast start off (${health.fastStartReason})`}\n`;
   return summary + health.problems.map((problem) => `  - ${problem}\n`).join('');
-}
-
-export function renderEvent(event: NbdmuxStreamEvent): string {
-  return [formatClock(event.at), event.type, event.exportName ?? '-', describeEvent(event)].join('  ');
-}
-
-/** Every stored event reads as its details, `key=value`, which scripts can pick apart; a new type must be placed here. */
-function describeEvent(event: NbdmuxStreamEvent): string {
-  switch (event.type) {
-    case 'replay.skipped':
-      return event.details.reason === 'pruned'
-        ? `${event.details.skipped} events missed are gone: older than --retain-days, they were pruned`
-        : `${event.details.skipped} events missed, too many to replay: events.list (or the dashboard) has them`;
-    case 'daemon.started':
-    case 'daemon.stopped':
-    case 'daemon.space-recovered':
-    case 'export.created':
-    case 'export.version-switched':
-    case 'import.started':
-    case 'import.done':
-    case 'import.failed':
-    case 'import.cancelled':
-    case 'export.removed':
-    case 'export.file-changed':
-    case 'connection.opened':
-    case 'connection.negotiated':
-    case 'connection.closed':
-    case 'connection.refused':
-    case 'connection.adopted':
-    case 'nbd-server.failed':
-    case 'nbd-server.recovered':
-    case 'auth.login-succeeded':
-    case 'auth.login-failed':
-    case 'auth.logout':
-    case 'boot.script':
-    case 'boot.kernel':
-    case 'boot.initrd':
-    case 'machine.created':
-    case 'machine.updated':
-    case 'machine.deleted':
-    case 'machine.reset':
-    case 'machine.discovered':
-      return formatDetails(event.details);
-    case 'machine.stage': {
-      // A report's lines (the timing of `root`) would break the one-line-per-event shape: its last line says enough.
-      const { detail, ...rest } = event.details;
-      return formatDetails(detail === undefined ? rest : { ...rest, detail: detail.split('\n').pop()! });
-    }
-    default:
-      return unknownEvent(event);
-  }
-}
-
-/** A compile error when an event type has no case above; a newer daemon's event still prints, as its details. */
-function unknownEvent(event: never): string {
-  return formatDetails((event as NbdmuxStreamEvent).details);
 }

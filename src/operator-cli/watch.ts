@@ -3,8 +3,9 @@ import { cleanText } from '../untrusted-text.js';
 import type { Invocation } from './args.js';
 import type { Output } from './output.js';
 import { exitCodes } from './failure.js';
+import { columns, EventLines, eventTextColumn } from './event-lines.js';
 import { formatClock } from './format.js';
-import { renderConnections, renderEvent } from './views.js';
+import { renderConnections } from './views.js';
 
 /** What watch shows; a terminal gets a screen redrawn in place, anything else a stream of lines. */
 interface WatchView {
@@ -74,17 +75,19 @@ class JsonLines implements WatchView {
 
 /** One line per event, plus a status line whenever health or the number of live connections changes. */
 class Lines implements WatchView {
+  private readonly lines = new EventLines();
   private lastSummary = '';
   private lost = false;
   constructor(private readonly out: Output) {}
   event(event: NbdmuxStreamEvent) {
-    this.out.write(`${renderEvent(event)}\n`);
+    const line = this.lines.render(event);
+    if (line !== null) this.out.write(`${line}\n`);
   }
   status(status: NbdmuxStatus) {
     const summary = summarize(status);
     if (summary === this.lastSummary) return;
     this.lastSummary = summary;
-    this.out.write(`${formatClock(new Date().toISOString())}  status  -  ${summary}\n`);
+    this.out.write(`${columns(new Date().toISOString(), 'status', null, summary)}\n`);
   }
   connection(up: boolean, reason?: string) {
     if (up === !this.lost) return;
@@ -100,7 +103,8 @@ class Lines implements WatchView {
 
 /** The whole terminal, redrawn in place: status, live connections, then the newest events that fit. */
 class Screen implements WatchView {
-  private events: NbdmuxStreamEvent[] = [];
+  private readonly lines = new EventLines();
+  private events: string[] = [];
   private latest: NbdmuxStatus | undefined;
   private link = 'connecting';
   private pending: NodeJS.Timeout | undefined;
@@ -113,7 +117,9 @@ class Screen implements WatchView {
   private readonly onResize = () => this.redraw();
 
   event(event: NbdmuxStreamEvent) {
-    this.events.push(event);
+    const line = this.lines.render(event);
+    if (line === null) return;
+    this.events.push(line);
     if (this.events.length > 500) this.events.splice(0, this.events.length - 500);
     this.redraw();
   }
@@ -143,20 +149,46 @@ class Screen implements WatchView {
   private draw() {
     const width = process.stdout.columns || 80;
     const height = process.stdout.rows || 24;
-    const lines = [`nbdmux watch  ${this.url}  ${this.link}  ${formatClock(new Date().toISOString())}  (Ctrl-C quits)`];
+    // Straight to the terminal, so written out here: a control character in an event would act on the screen, and throw off the fitting.
+    const fit = (line: string, indent: number) => wrapLine(cleanText(line), width, indent);
+    const lines = [`nbdmux watch  ${this.url}  ${this.link}  ${formatClock(new Date().toISOString())}  (Ctrl-C quits)`].flatMap((l) =>
+      fit(l, 2),
+    );
     if (this.latest) {
-      lines.push(summarize(this.latest), '', 'LIVE CONNECTIONS', ...renderConnections(this.latest.connections, true).trimEnd().split('\n'));
+      lines.push(...fit(summarize(this.latest), 2), '', 'LIVE CONNECTIONS');
+      lines.push(
+        ...renderConnections(this.latest.connections, true)
+          .trimEnd()
+          .split('\n')
+          .flatMap((l) => fit(l, 2)),
+      );
     }
     lines.push('', 'EVENTS');
-    const room = Math.max(0, height - lines.length - 1);
-    lines.push(...this.events.slice(-room).map(renderEvent));
-    // Straight to the terminal, so written out here: a control character in an event would act on the screen, and throw off the fitting.
-    const fitted = lines
-      .slice(0, height)
-      .map((line) => cleanText(line))
-      .map((line) => (line.length > width ? line.slice(0, width - 1) + '…' : line));
-    process.stdout.write(`\x1b[H${fitted.map((line) => `${line}\x1b[K`).join('\n')}\x1b[J`);
+    // The newest events whose every line fits: an error is shown whole or not at all, never cut.
+    const room = Math.max(0, height - lines.length);
+    const shown: string[] = [];
+    for (let i = this.events.length - 1; i >= 0; i--) {
+      const wrapped = fit(this.events[i]!, Math.min(eventTextColumn, Math.floor(width / 3)));
+      if (shown.length + wrapped.length > room) break;
+      shown.unshift(...wrapped);
+    }
+    lines.push(...shown);
+    process.stdout.write(
+      `\x1b[H${lines
+        .slice(0, height)
+        .map((line) => `${line}\x1b[K`)
+        .join('\n')}\x1b[J`,
+    );
   }
+}
+
+/** A line as lines of at most `width` characters, the further ones indented: the end of a line (an exit code, an error) is the part that matters. */
+function wrapLine(line: string, width: number, indent: number): string[] {
+  if (line.length <= width) return [line];
+  const room = Math.max(1, width - indent);
+  const out = [line.slice(0, width)];
+  for (let at = width; at < line.length; at += room) out.push(' '.repeat(indent) + line.slice(at, at + room));
+  return out;
 }
 
 function summarize(status: NbdmuxStatus): string {

@@ -24,8 +24,12 @@ export interface Context extends Services {
 
 const t = initTRPC.context<Context>().create({
   errorFormatter({ shape, error }) {
-    const { message, issues } = describeError(error);
-    return { ...shape, message, data: { code: shape.data.code, httpStatus: shape.data.httpStatus, path: shape.data.path, issues } };
+    const { message, issues, problem, remedy } = describeError(error);
+    return {
+      ...shape,
+      message,
+      data: { code: shape.data.code, httpStatus: shape.data.httpStatus, path: shape.data.path, issues, problem, remedy },
+    };
   },
 });
 
