@@ -41,6 +41,7 @@ const e2e = [
   'auth',
   'boot-initrd-qemu',
   'client-package',
+  'dashboard-fleet',
   'dashboard-logout',
   'dashboard-machines',
   'dashboard-versions',
