@@ -23,7 +23,9 @@ export function attachLines(name: string, at: BootEndpoint): Array<{ text: strin
     // The initramfs takes an IPv4 address and resolves no names: no line beats one that cannot boot.
     ipv4.test(at.nbdHost)
       ? { text: `nbdroot=${at.nbdHost}:${at.nbdPort}/${name}`, what: 'kernel command line for the ramboot kit' }
-      : { note: `nbdroot= takes the server's IPv4 address, and this page reached it as ${at.nbdHost}: open the page by that address for this line.` },
+      : {
+          note: `nbdroot= takes the server's IPv4 address, and this page reached it as ${at.nbdHost}: open the page by that address for this line.`,
+        },
     { text: `chain ${at.httpBase}/boot/${encodeURIComponent(name)}.ipxe`, what: 'iPXE command that boots this export from nbdmux' },
   ];
 }
@@ -73,7 +75,13 @@ export class ExportPage {
   private name = '';
 
   /** Draws the export from a snapshot; its facts and buttons only when they changed, so a click or an open disclosure survives. */
-  render(exp: NbdmuxExport | undefined, name: string, all: readonly NbdmuxExport[], live: readonly NbdmuxConnection[], throughput: Throughput): void {
+  render(
+    exp: NbdmuxExport | undefined,
+    name: string,
+    all: readonly NbdmuxExport[],
+    live: readonly NbdmuxConnection[],
+    throughput: Throughput,
+  ): void {
     this.name = name;
     const key = JSON.stringify([exp, name, this.endpoint()]);
     if (key !== this.shown) {
@@ -81,7 +89,9 @@ export class ExportPage {
       this.root.querySelector('#export-title')!.textContent = name;
       document.title = `${name} · nbdmux`;
       const servingNames = new Set(all.filter((e) => e.state === 'serving').map((e) => e.name));
-      this.root.querySelector('#export-facts')!.replaceChildren(...(exp ? facts(exp) : [el('p', { text: `No export is named ${name}: it was removed.` })]));
+      this.root
+        .querySelector('#export-facts')!
+        .replaceChildren(...(exp ? facts(exp) : [el('p', { text: `No export is named ${name}: it was removed.` })]));
       this.root.querySelector('#export-actions')!.replaceChildren(...(exp ? exportButtons(exp, servingNames, this.actions) : []));
       this.root.querySelector('#attach-lines')!.replaceChildren(...this.lines(name));
     }
@@ -96,7 +106,12 @@ export class ExportPage {
 
   private rollbackButton(v: NbdmuxVersion): HTMLButtonElement[] {
     if (v.current || v.state !== 'ready') return [];
-    const button = el('button', { text: 'Roll back', className: 'small', title: `Serve version ${v.version} to new clients again`, attrs: { type: 'button' } });
+    const button = el('button', {
+      text: 'Roll back',
+      className: 'small',
+      title: `Serve version ${v.version} to new clients again`,
+      attrs: { type: 'button' },
+    });
     const name = this.name;
     button.addEventListener('click', () => this.actions.rollback(name, v.version));
     return [button];
@@ -122,7 +137,11 @@ function facts(exp: NbdmuxExport): HTMLElement[] {
       ...fact('File', fileDetails(exp), 'file'),
       ...fact('Size', [exp.size === null ? '—' : formatBytes(exp.size)], 'num'),
       ...fact('Mode', [explainMode(exp)]),
-      ...fact('Allowed', [exp.allow.length === 0 ? 'any client the NBD port admits' : exp.allow.join(', ')], exp.allow.length === 0 ? '' : 'code allow'),
+      ...fact(
+        'Allowed',
+        [exp.allow.length === 0 ? 'any client the NBD port admits' : exp.allow.join(', ')],
+        exp.allow.length === 0 ? '' : 'code allow',
+      ),
       ...fact('Live', [String(exp.connections)], 'num connections'),
       ...fact('Boot', [describeBoot(exp)], 'boot'),
       ...fact('Kernel args', [exp.cmdline === '' ? '(none)' : exp.cmdline], 'code cmdline'),

@@ -48,7 +48,11 @@ export class MachinePage {
     empty: 'It has not asked for its script yet: no boot to show.',
     searchText: ({ step }) => step.stage,
     columns: [
-      { label: 'Stage', sortBy: ({ step }) => step.at, cell: ({ step }) => el('td', {}, [el('span', { text: step.stage, className: `state ${step.stage}` })]) },
+      {
+        label: 'Stage',
+        sortBy: ({ step }) => step.at,
+        cell: ({ step }) => el('td', {}, [el('span', { text: step.stage, className: `state ${step.stage}` })]),
+      },
       { label: 'Reached', sortBy: ({ step }) => step.at, cell: ({ step }) => td(formatTime(step.at), 'time', step.at) },
       { label: 'After', sortBy: ({ step }) => step.at, cell: ({ step, start }) => td(formatDuration(start, step.at), 'num after') },
       {
@@ -57,7 +61,9 @@ export class MachinePage {
           next
             ? td(formatDuration(step.at, next.at), 'num took')
             : ongoing
-              ? el('td', { className: 'num took' }, [el('span', { text: `for ${formatDuration(step.at, null)}`, attrs: { 'data-since': step.at } })])
+              ? el('td', { className: 'num took' }, [
+                  el('span', { text: `for ${formatDuration(step.at, null)}`, attrs: { 'data-since': step.at } }),
+                ])
               : td('—', 'num took'),
       },
     ],
@@ -107,7 +113,9 @@ export class MachinePage {
       this.shown = key;
       title.textContent = m ? m.name : mac;
       document.title = `${m ? m.name : mac} · nbdmux`;
-      this.root.querySelector('#machine-facts')!.replaceChildren(...(m ? facts(m) : [el('p', { text: `No machine has MAC ${mac}: it was removed, or never added.` })]));
+      this.root
+        .querySelector('#machine-facts')!
+        .replaceChildren(...(m ? facts(m) : [el('p', { text: `No machine has MAC ${mac}: it was removed, or never added.` })]));
       this.root.querySelector('#machine-actions')!.replaceChildren(...(m ? this.buttons(m) : []));
       const steps = m ? timelineOf(m) : [];
       this.timeline.render(
@@ -132,7 +140,9 @@ export class MachinePage {
     };
     return [
       button('Edit', 'Change its name, export, kernel args or state', () => this.actions.edit(m)),
-      ...(m.persistent ? [button('Reset state', 'Discard what it wrote: its next boot starts from the image', () => this.actions.reset(m))] : []),
+      ...(m.persistent
+        ? [button('Reset state', 'Discard what it wrote: its next boot starts from the image', () => this.actions.reset(m))]
+        : []),
       button('Remove', m.persistent ? 'Forget it, deleting its state' : 'Forget it', () => this.actions.remove(m), 'small danger'),
     ];
   }
@@ -144,10 +154,18 @@ function facts(m: NbdmuxMachine): HTMLElement[] {
     el('dl', { className: 'facts' }, [
       ...fact('Stage', stageCell(m), 'stage'),
       ...fact('MAC', [m.mac], 'code'),
-      ...fact('Export', [m.export === null ? describeMachineExport(m) : exportLink(m.export)], m.exportProblem === null ? 'export' : 'export problem'),
+      ...fact(
+        'Export',
+        [m.export === null ? describeMachineExport(m) : exportLink(m.export)],
+        m.exportProblem === null ? 'export' : 'export problem',
+      ),
       ...fact('Address', [m.address ?? '—'], 'code address'),
       ...fact('Attached', [m.attached ? 'yes: a live connection of its boot holds its root or state' : 'no']),
-      ...fact('Persistent', [m.persistent ? `yes: ${formatBytes(m.stateSize)} of state` : 'no: each boot starts from the image'], 'persistent'),
+      ...fact(
+        'Persistent',
+        [m.persistent ? `yes: ${formatBytes(m.stateSize)} of state` : 'no: each boot starts from the image'],
+        'persistent',
+      ),
       ...fact('Kernel args', [m.cmdline === '' ? '(none)' : m.cmdline], 'code'),
       ...fact('Machine id', [m.machineId], 'code'),
       ...fact('Last seen', [m.lastSeenAt === null ? 'never' : formatTime(m.lastSeenAt)]),

@@ -122,7 +122,11 @@ export function machinesTable(): DataTable<NbdmuxMachine> {
         sortBy: (m) => (m.persistent ? m.stateSize : -1),
         cell: (m) => td(m.persistent ? `${formatBytes(m.stateSize)} of state` : 'no', 'persistent'),
       },
-      { label: 'Stage', sortBy: (m) => stageOrder.indexOf(m.stage ?? 'never'), cell: (m) => el('td', { className: 'stage' }, stageCell(m)) },
+      {
+        label: 'Stage',
+        sortBy: (m) => stageOrder.indexOf(m.stage ?? 'never'),
+        cell: (m) => el('td', { className: 'stage' }, stageCell(m)),
+      },
       { label: 'Address', sortBy: (m) => m.address ?? '', cell: (m) => td(m.address ?? '—', 'code address') },
       {
         label: 'Last seen',
@@ -150,7 +154,12 @@ export function discoveredTable(add: (mac: string) => void): DataTable<NbdmuxDis
       {
         label: 'Actions',
         cell: (d) => {
-          const addButton = el('button', { text: 'Add', className: 'small', title: `Add ${d.mac} as a machine`, attrs: { type: 'button' } });
+          const addButton = el('button', {
+            text: 'Add',
+            className: 'small',
+            title: `Add ${d.mac} as a machine`,
+            attrs: { type: 'button' },
+          });
           addButton.addEventListener('click', () => add(d.mac));
           return el('td', {}, [addButton]);
         },

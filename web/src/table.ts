@@ -3,9 +3,9 @@ import { el } from './format.js';
 export interface Column<T> {
   label: string;
   /** The cell: its class names what it holds (`num`, `code`), which decides how it wraps. */
-  cell(row: T): HTMLTableCellElement;
+  cell: (row: T) => HTMLTableCellElement;
   /** What the column sorts by; a column without one has no sort button. */
-  sortBy?(row: T): string | number;
+  sortBy?: (row: T) => string | number;
   /** Dropped on mid-sized screens, where the row still says enough without it. */
   low?: boolean;
 }
@@ -16,9 +16,9 @@ export interface TableOptions<T> {
   /** What the rows are, for the search box's label: "machines". */
   noun: string;
   columns: Column<T>[];
-  row(item: T, cells: HTMLTableCellElement[]): HTMLTableRowElement;
+  row: (item: T, cells: HTMLTableCellElement[]) => HTMLTableRowElement;
   /** The text the search box matches, in any case. */
-  searchText(item: T): string;
+  searchText: (item: T) => string;
   empty: string;
 }
 

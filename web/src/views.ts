@@ -51,7 +51,12 @@ export function fileDetails(exp: NbdmuxExport): HTMLElement[] {
     ...(exp.version !== null ? [el('small', { text: `version ${exp.version}`, className: 'version' })] : []),
     ...(exp.import ? [importProgress(exp.import)] : []),
     ...(exp.fileChange
-      ? [el('small', { text: `path now leads to ${exp.fileChange.pathLeadsTo}; serving ${exp.fileChange.serving}`, className: 'file-changed' })]
+      ? [
+          el('small', {
+            text: `path now leads to ${exp.fileChange.pathLeadsTo}; serving ${exp.fileChange.serving}`,
+            className: 'file-changed',
+          }),
+        ]
       : []),
   ];
 }
@@ -101,7 +106,10 @@ export function exportsTable(servingNames: () => ReadonlySet<string>, actions: E
         label: 'Boot',
         sortBy: (e) => (e.boot.ready ? 0 : 1),
         // The reason in full is on the export's page; here the word, and the reason on hovering.
-        cell: (e) => el('td', { title: e.boot.reason ?? '' }, [stateBadge(e.boot.ready ? 'ready' : 'not-ready', e.boot.ready ? 'ready' : 'not ready')]),
+        cell: (e) =>
+          el('td', { title: e.boot.reason ?? '' }, [
+            stateBadge(e.boot.ready ? 'ready' : 'not-ready', e.boot.ready ? 'ready' : 'not ready'),
+          ]),
       },
       { label: 'Created', low: true, sortBy: (e) => e.createdAt, cell: (e) => td(formatTime(e.createdAt), 'time', e.createdAt) },
       { label: 'Actions', cell: (e) => el('td', {}, [el('div', { className: 'actions' }, exportButtons(e, servingNames(), actions))]) },
