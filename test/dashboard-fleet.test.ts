@@ -105,14 +105,20 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))(
               'axe.run().then((r) => r.violations.map(({ id, impact, help, nodes }) => ({ id, impact, help, nodes: nodes.map((n) => ({ target: n.target })) })))',
             );
             const serious = violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-            console.log(`${name} ${width} ${scheme}: axe ${violations.length} violation(s), ${serious.length} serious or critical`);
+            console.log(
+              `${name} ${width} ${scheme}: axe ${serious.length} serious or critical; others: ${violations.map((v) => `${v.id} (${v.impact})`).join(', ') || 'none'}`,
+            );
             expect(serious.map((v) => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`)).toEqual(
               [],
             );
 
             await page.evaluate('scrollTo(0, 0)');
             const file = path.join(screenshots, `${name}-${width}${scheme === 'dark' ? '-dark' : ''}.png`);
-            await page.screenshot({ path: file, fullPage: true, clip: { x: 0, y: 0, width, height: width === 1280 ? 2000 : 2400 } });
+            await page.screenshot({
+              path: file,
+              fullPage: true,
+              clip: { x: 0, y: 0, width, height: name === 'overview' && width === 1280 ? 1350 : 2400 },
+            });
           });
         }
       }
@@ -133,7 +139,11 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))(
       await page.locator('#machine-connections tr[data-connection]').first().waitFor({ timeout: 3000 });
       await expect(page.locator('#machine-connections td.sent').first().textContent()).resolves.toMatch(/^\d+(\.\d)? (B|KiB|MiB)$/);
       await page.locator('#boots tr[data-boot]').first().waitFor({ timeout: 3000 });
-      await expect(page.locator('#boots tr[data-boot] td').nth(1).textContent()).resolves.toBe('script → root → up');
+      // Its boot from the event log, each stage with the time it took: the same steps as the timeline.
+      const [script, root, up] = steps.map(([, at]) => at);
+      await expect(page.locator('#boots tr[data-boot] td').nth(1).textContent()).resolves.toBe(
+        `script → root (${formatDuration(script!, root!)}) → up (${formatDuration(root!, up!)})`,
+      );
     });
 
     it('gives attach and boot lines with the address the boot scripts use, not the name the page was opened by', async () => {

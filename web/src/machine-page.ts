@@ -40,6 +40,11 @@ export function bootsOf(mac: string, events: readonly NbdmuxEvent[]): PastBoot[]
   return boots.reverse();
 }
 
+/** `script → root (1s) → up (4s)`: each stage with the time it came after the one before. */
+export function stagePath(steps: readonly TimelineStep[]): string {
+  return steps.map((step, i) => (i === 0 ? step.stage : `${step.stage} (${formatDuration(steps[i - 1]!.at, step.at)})`)).join(' → ');
+}
+
 export class MachinePage {
   private shown = '';
   private readonly timeline = new DataTable<{ step: TimelineStep; next: TimelineStep | undefined; start: string; ongoing: boolean }>({
@@ -76,7 +81,7 @@ export class MachinePage {
     searchText: (b) => b.steps.map((s) => s.stage).join(' ') + (b.detail ?? ''),
     columns: [
       { label: 'Started', sortBy: (b) => b.steps[0]!.at, cell: (b) => td(formatTime(b.steps[0]!.at), 'time', b.steps[0]!.at) },
-      { label: 'Stages', cell: (b) => td(b.steps.map((s) => s.stage).join(' → ')) },
+      { label: 'Stages', cell: (b) => td(stagePath(b.steps)) },
       {
         label: 'Ended at',
         sortBy: (b) => b.steps.at(-1)!.stage,
