@@ -11,6 +11,7 @@ const unit = [
   'boot-routes-cost',
   'close-classification',
   'config-variants',
+  'dashboard-pages',
   'connection-table',
   'event-map',
   'images-config',

@@ -143,6 +143,11 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))(
       await page.locator('#machine-connections tr[data-connection]').first().waitFor({ timeout: 3000 });
       await expect(page.locator('#machine-connections td.sent').first().textContent()).resolves.toMatch(/^\d+(\.\d)? (B|KiB|MiB)$/);
       await page.locator('#boots tr[data-boot]').first().waitFor({ timeout: 3000 });
+      // Its throughput over the last minutes, fed by the status stream: the reader's 4 KiB every 50 ms.
+      await expect
+        .poll(() => page.locator('#machine-chart figcaption').textContent())
+        .toMatch(/^Now [\d.]+ KiB\/s, peak [\d.]+ KiB\/s over the last \d+ min\.$/);
+      expect(await page.locator('#machine-chart svg polyline').count()).toBe(1);
       // Its boot from the event log, each stage with the time it took: the same steps as the timeline.
       const [script, root, up] = steps.map(([, at]) => at);
       await expect(page.locator('#boots tr[data-boot] td').nth(1).textContent()).resolves.toBe(

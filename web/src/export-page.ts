@@ -1,4 +1,6 @@
-import type { NbdmuxConnection, NbdmuxExport, NbdmuxOutputs, NbdmuxVersion } from '../../src/client.js';
+import { attachLines } from '../../src/attach-lines.js';
+import type { BootEndpoint } from '../../src/boot/ipxe.js';
+import type { NbdmuxConnection, NbdmuxExport, NbdmuxVersion } from '../../src/client.js';
 import { describeBoot, explainMode } from '../../src/presentation.js';
 import { formatBytes } from '../../src/units.js';
 import { throughputChart, type Throughput } from './chart.js';
@@ -6,28 +8,9 @@ import { el, formatTime } from './format.js';
 import { DataTable, td } from './table.js';
 import { exportButtons, fileDetails, stateBadge, type ExportActions } from './views.js';
 
-/** Where the daemon's boot scripts say it is, for this page's caller (system.info's `boot`). */
-export type BootEndpoint = NbdmuxOutputs['system']['info']['boot'];
-
 export interface ExportPageActions extends ExportActions {
   rollback(name: string, version: number): void;
   copy(text: string, button: HTMLButtonElement): void;
-}
-
-const ipv4 = /^\d{1,3}(?:\.\d{1,3}){3}$/;
-
-/** The lines that attach or boot the export, with the daemon's address as its own boot scripts write it. */
-export function attachLines(name: string, at: BootEndpoint): Array<{ text: string; what: string } | { note: string }> {
-  return [
-    { text: `nbd-client ${at.nbdHost} ${at.nbdPort} -N ${name} /dev/nbd0`, what: 'nbd-client command' },
-    // The initramfs takes an IPv4 address and resolves no names: no line beats one that cannot boot.
-    ipv4.test(at.nbdHost)
-      ? { text: `nbdroot=${at.nbdHost}:${at.nbdPort}/${name}`, what: 'kernel command line for the ramboot kit' }
-      : {
-          note: `nbdroot= takes the server's IPv4 address, and this page reached it as ${at.nbdHost}: open the page by that address for this line.`,
-        },
-    { text: `chain ${at.httpBase}/boot/${encodeURIComponent(name)}.ipxe`, what: 'iPXE command that boots this export from nbdmux' },
-  ];
 }
 
 export class ExportPage {

@@ -2,7 +2,8 @@ import { createNbdmuxClient, type NbdmuxExport, type NbdmuxStatus } from '../../
 import { Throughput } from './chart.js';
 import { errorMessages } from './errors.js';
 import { prependEvents } from './events.js';
-import { ExportPage, type BootEndpoint } from './export-page.js';
+import type { BootEndpoint } from '../../src/boot/ipxe.js';
+import { ExportPage } from './export-page.js';
 import { bindAddForm, bindImportForm } from './forms.js';
 import { addDiscovered, bindAddMachineForm, fillExportChoices, machineActions, MachineEditor } from './machine-forms.js';
 import { MachinePage } from './machine-page.js';
