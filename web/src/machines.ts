@@ -100,7 +100,7 @@ export function stageCell(m: NbdmuxMachine): HTMLElement[] {
   return cell;
 }
 
-export function exportCell(m: NbdmuxMachine): HTMLTableCellElement {
+function exportCell(m: NbdmuxMachine): HTMLTableCellElement {
   const className = m.exportProblem === null ? 'export' : 'export problem';
   return m.export === null ? td(describeMachineExport(m), className) : el('td', { className }, [exportLink(m.export)]);
 }
