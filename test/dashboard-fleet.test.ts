@@ -3,11 +3,11 @@ import path from 'node:path';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNbdmuxClient, type NbdmuxClient } from '../src/client.js';
-import { formatDuration } from '../src/units.js';
+import { formatBytes, formatDuration } from '../src/units.js';
 import { launchBrowser, openDashboard } from './helpers/browser.js';
 import { makeFleet, macOf, type Fleet } from './helpers/fleet.js';
 import { killEverything, startDaemon, type RunningDaemon } from '../testkit/daemon.js';
-import { startSlowReader, type SlowReader } from '../testkit/nbd.js';
+import { readExport, startSlowReader, type SlowReader } from '../testkit/nbd.js';
 import { skipWithout } from './helpers/tools.js';
 
 const axeScript = path.resolve('node_modules/axe-core/axe.min.js');
@@ -148,6 +148,18 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))(
         .poll(() => page.locator('#machine-chart figcaption').textContent())
         .toMatch(/^Now [\d.]+ KiB\/s, peak [\d.]+ KiB\/s over the last \d+ min\.$/);
       expect(await page.locator('#machine-chart svg polyline').count()).toBe(1);
+      // A connection from its address that ended is listed with what it sent, as connections.list counts it.
+      await readExport(daemon.nbdUri(shownExport));
+      // The daemon records the close a moment after the client is done.
+      const endedFromHere = async () =>
+        (await client.connections.list.query({ limit: 10 })).filter((c) => !c.live && c.clientAddress === '127.0.0.1');
+      await expect.poll(async () => (await endedFromHere()).length, { timeout: 3000 }).toBeGreaterThan(0);
+      const ended = await endedFromHere();
+      for (const conn of ended) {
+        const row = page.locator(`#machine-ended tr[data-connection="${conn.id}"]`);
+        await row.waitFor({ timeout: 3000 });
+        await expect(row.locator('td.sent').textContent()).resolves.toBe(formatBytes(conn.bytesSent));
+      }
       // Its boot from the event log, each stage with the time it took: the same steps as the timeline.
       const [script, root, up] = steps.map(([, at]) => at);
       await expect(page.locator('#boots tr[data-boot] td').nth(1).textContent()).resolves.toBe(

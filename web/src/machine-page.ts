@@ -64,6 +64,37 @@ export class MachinePage {
     row: (b, cells) => el('tr', { attrs: { 'data-boot': b.steps[0]!.at } }, cells),
   });
 
+  private readonly ended = new DataTable<NbdmuxConnection>({
+    id: 'machine-ended',
+    noun: 'ended connections',
+    empty: 'None of the newest connections came from its address.',
+    searchText: (c) => [c.exportName, c.outcome, c.error].join(' '),
+    columns: [
+      {
+        label: 'Export',
+        sortBy: (c) => c.exportName ?? '',
+        cell: (c) => el('td', { className: 'name' }, [c.exportName === null ? '(none chosen)' : exportLink(c.exportName)]),
+      },
+      { label: 'Opened', sortBy: (c) => c.openedAt, cell: (c) => td(formatTime(c.openedAt), 'time', c.openedAt) },
+      {
+        label: 'Lasted',
+        sortBy: (c) => Date.parse(c.closedAt ?? c.openedAt) - Date.parse(c.openedAt),
+        cell: (c) => td(formatDuration(c.openedAt, c.closedAt), 'num'),
+      },
+      { label: 'Sent', sortBy: (c) => c.bytesSent, cell: (c) => td(formatBytes(c.bytesSent), 'num sent') },
+      {
+        label: 'Outcome',
+        sortBy: (c) => c.outcome ?? '',
+        cell: (c) =>
+          el('td', { className: 'outcome' }, [
+            el('span', { text: c.outcome ?? '—' }),
+            ...(c.error === null ? [] : [el('small', { text: c.error, className: 'stage-detail' })]),
+          ]),
+      },
+    ],
+    row: (c, cells) => el('tr', { attrs: { 'data-connection': String(c.id) } }, cells),
+  });
+
   constructor(
     private readonly root: HTMLElement,
     private readonly connections: DataTable<NbdmuxConnection>,
@@ -72,6 +103,7 @@ export class MachinePage {
     root.querySelector('#timeline-table')!.append(this.timeline.element);
     root.querySelector('#boots-table')!.append(this.boots.element);
     root.querySelector('#machine-connections-table')!.append(connections.element);
+    root.querySelector('#machine-ended-table')!.append(this.ended.element);
   }
 
   /** Draws the machine from a snapshot; the facts and buttons only when they changed, so a click or a focus is not lost. */
@@ -97,8 +129,10 @@ export class MachinePage {
     this.root.querySelector('#machine-chart')!.replaceChildren(throughputChart(throughput.samples(`machine:${mac}`)));
   }
 
-  showBoots(mac: string, events: readonly NbdmuxEvent[]): void {
-    this.boots.render(bootsOf(mac, events).slice(0, 20));
+  /** Its past boots from the event log, and the ended connections from the address of its current boot. */
+  showHistory(m: NbdmuxMachine | undefined, events: readonly NbdmuxEvent[], connections: readonly NbdmuxConnection[]): void {
+    this.boots.render(m ? bootsOf(m.mac, events).slice(0, 20) : []);
+    this.ended.render(m?.address ? connections.filter((c) => !c.live && c.clientAddress === m.address) : []);
   }
 
   private buttons(m: NbdmuxMachine): HTMLButtonElement[] {

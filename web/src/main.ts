@@ -155,19 +155,23 @@ async function refreshVersions(): Promise<void> {
   }
 }
 
-/** The machine's past boots from the event log: asked again when its stage moves. */
-let bootsAskedFor = '';
-async function refreshBoots(): Promise<void> {
-  if (route.page !== 'machine') return;
+/** The machine whose past boots and ended connections are shown: asked for on its page's first draw and on each event that changes them. */
+let historyOf = '';
+async function refreshHistory(changed = false): Promise<void> {
+  // The first snapshot comes first: the history is shown for the machine as it is.
+  if (status === null || route.page !== 'machine' || (route.mac === historyOf && !changed)) return;
   const mac = route.mac;
-  const stageAt = status?.machines.find((m) => m.mac === mac)?.stageAt ?? '';
-  if (bootsAskedFor === `${mac} ${stageAt}`) return;
-  bootsAskedFor = `${mac} ${stageAt}`;
+  historyOf = mac;
   try {
-    machinePage.showBoots(mac, await api.events.list.query({ limit: 1000 }));
+    const [events, connections] = await Promise.all([api.events.list.query({ limit: 1000 }), api.connections.list.query({ limit: 200 })]);
+    machinePage.showHistory(
+      status?.machines.find((m) => m.mac === mac),
+      events,
+      connections,
+    );
   } catch (error) {
     // Asked again at the next snapshot.
-    bootsAskedFor = '';
+    historyOf = '';
     notice.textContent = errorMessages(error).general;
   }
 }
@@ -176,11 +180,12 @@ function showRoute(): void {
   const previous = route;
   route = routeOf(location.hash);
   for (const page of document.querySelectorAll<HTMLElement>('[data-page]')) page.hidden = page.dataset.page !== route.page;
+  if (route.page !== 'machine') historyOf = '';
   if (route.page === 'overview') document.title = 'nbdmux';
   else machineEditor.close();
   drawPage();
   void refreshVersions();
-  void refreshBoots();
+  void refreshHistory();
   // A new page: its heading takes the focus, so a keyboard or screen reader starts there.
   if (JSON.stringify(previous) !== JSON.stringify(route)) {
     const heading = route.page === 'machine' ? $('machine-title') : route.page === 'export' ? $('export-title') : null;
@@ -203,7 +208,7 @@ api.status.stream.subscribe(undefined, {
     machineEditor.refresh(snapshot.machines);
     // Each snapshot may follow a switch, a rollback or a connection that ended: the version counts move.
     void refreshVersions();
-    void refreshBoots();
+    void refreshHistory();
     const names = snapshot.exports.filter((e) => e.state !== 'draining').map((e) => e.name);
     currentNames = new Set(names);
     for (const select of document.querySelectorAll<HTMLSelectElement>('select[name=export]')) fillExportChoices(select, names);
@@ -225,6 +230,7 @@ api.events.stream.subscribe(
   { lastEventId: String(history[0]?.id ?? 0) },
   {
     onData: ({ data }) => {
+      if (data.type === 'machine.stage' || data.type === 'connection.closed') void refreshHistory(true);
       if (data.type !== 'replay.skipped') return prependEvents($('events'), [data]);
       // The rest of what was missed is replayed next.
       if (data.details.reason === 'pruned') {
