@@ -111,7 +111,16 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     registry.collectGarbage();
     const machines = new MachineRegistry(db, supervisor, events, stateFiles, pins);
     const gate = new AuthGate(config.adminPassword, secret, events, new RevokedSessions(db));
-    const services = { registry, machines, events, space, dataPlane: supervisor, info: { version, authRequired: gate.required } };
+    const nbdPublicPort = config.nbdPublicPort ?? supervisor.address!.port;
+    const services = {
+      registry,
+      machines,
+      events,
+      space,
+      dataPlane: supervisor,
+      info: { version, authRequired: gate.required },
+      nbdPublicPort,
+    };
     metrics = new Metrics({ events, connections: supervisor.connections, exports: registry });
     bootEvents = new SummarisedEvents(events);
     const boot = bootRoutes({
@@ -120,7 +129,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
       events: bootEvents,
       machines: new MachineBoots(db, events, bootEvents, machines, space, log),
       nbdAllow,
-      nbdPublicPort: config.nbdPublicPort ?? supervisor.address!.port,
+      nbdPublicPort,
       bootDefault: config.bootDefault ?? null,
       menuTimeoutMs: config.bootMenuTimeout * 1000,
       log,

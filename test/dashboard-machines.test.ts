@@ -35,6 +35,13 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard with machines, 
   });
 
   const machineRow = (mac: string) => page.locator(`#machines tr[data-machine="${mac}"]`);
+  /** A machine's page, reached from its row on the overview: its actions and forms are there. */
+  const openMachine = async (mac: string) => {
+    await page.evaluate(`location.hash = '#/'`);
+    await machineRow(mac).locator('td.name a').click();
+    await page.locator('#machine-actions button').first().waitFor();
+  };
+  const action = (name: string) => page.locator('#machine-actions').getByRole('button', { name, exact: true });
   const cell = (mac: string, column: 'name' | 'export' | 'persistent' | 'stage') => machineRow(mac).locator(`td.${column}`);
   const lastEvent = async (type: string) => (await client.events.list.query({ limit: 20 })).find((event) => event.type === type);
   /** Answers the next confirm() and returns its question. */
@@ -89,7 +96,8 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard with machines, 
 
   it('edits a machine: its export, and for a persistent one whether it keeps its state', async () => {
     const form = page.locator('#edit-machine');
-    await machineRow(node1).getByRole('button', { name: 'Edit' }).click();
+    await openMachine(node1);
+    await action('Edit').click();
     await form.waitFor({ state: 'visible' });
     await expect(form.locator('input[name=name]').inputValue()).resolves.toBe('node-1');
     await expect(form.locator('select[name=export]').inputValue()).resolves.toBe('debian');
@@ -105,8 +113,9 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard with machines, 
       (await api(daemon, 'POST', '/machines', { mac: node2, name: 'node-2', export: 'debian', persistent: true, stateSize: '64M' })).status,
     ).toBe(201);
     await expect.poll(() => cell(node2, 'persistent').textContent()).toBe('64.0 MiB of state');
+    await openMachine(node2);
     for (const keep of [true, false]) {
-      await machineRow(node2).getByRole('button', { name: 'Edit' }).click();
+      await action('Edit').click();
       await expect(form.locator('input[name=stateSize]').inputValue()).resolves.toBe('64M');
       expect(await form.locator('[data-keep-state]').isVisible()).toBe(false);
       await form.locator('select[name=export]').selectOption(keep ? 'alpine' : 'debian');
@@ -120,7 +129,7 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard with machines, 
     }
 
     // A refused edit keeps the form open, with the API's message beside the field.
-    await machineRow(node2).getByRole('button', { name: 'Edit' }).click();
+    await action('Edit').click();
     await form.locator('input[name=name]').fill('Node_2');
     await form.locator('button[type=submit]').click();
     await expect.poll(() => form.locator('[data-error-for="name"]').textContent()).toMatch(/^must be a host name/);
@@ -130,6 +139,7 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard with machines, 
   });
 
   it('lists a MAC that asked to boot under Discovered; its add fills in the MAC', async () => {
+    await page.evaluate(`location.hash = '#/'`);
     expect((await api(daemon, 'GET', `/boot.ipxe?mac=${unknown}`)).status).toBe(200);
     const discovered = page.locator(`#discovered tr[data-discovered="${unknown}"]`);
     await discovered.waitFor({ timeout: 2000 });
@@ -155,19 +165,24 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard with machines, 
   });
 
   it('resets a persistent machine and removes one, each after asking', async () => {
-    expect(await machineRow(node1).getByRole('button', { name: 'Reset state' }).count()).toBe(0);
+    await openMachine(node1);
+    expect(await action('Reset state').count()).toBe(0);
+    await openMachine(node2);
     const resetAsked = nextQuestion(true);
-    await machineRow(node2).getByRole('button', { name: 'Reset state' }).click();
+    await action('Reset state').click();
     expect(await resetAsked).toBe('Discard what "node-2" wrote? Its next boot starts from the image as it is.');
     await expect.poll(async () => (await lastEvent('machine.reset'))?.details).toMatchObject({ mac: node2 });
 
+    await openMachine(node1);
     const declined = nextQuestion(false);
-    await machineRow(node1).getByRole('button', { name: 'Remove' }).click();
+    await action('Remove').click();
     expect(await declined).toMatch(/^Remove machine "node-1" \(52:54:00:12:34:56\)\?/);
     expect((await api(daemon, 'GET', `/machines/${node1}`)).status).toBe(200);
     const removeAsked = nextQuestion(true);
-    await machineRow(node1).getByRole('button', { name: 'Remove' }).click();
+    await action('Remove').click();
     await removeAsked;
+    // Its page is gone with it: the overview shows.
+    await page.locator('#page-overview').waitFor({ state: 'visible', timeout: 2000 });
     await machineRow(node1).waitFor({ state: 'detached', timeout: 2000 });
     expect((await api(daemon, 'GET', '/machines')).json.map((m: { name: string }) => m.name)).toEqual(['node-2', 'node-3']);
     await expect(page.locator('#machine-count').textContent()).resolves.toBe('2');

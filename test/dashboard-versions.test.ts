@@ -67,11 +67,11 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard with imports an
     await expect
       .poll(() => progress.locator('small').textContent(), { timeout: 5000 })
       .toMatch(/^downloading [\d.]+ KiB of 2\.0 MiB \(\d+%\), [\d.]+ KiB\/s, \d+s left$/);
-    await expect(exportRow('lab').locator('.state').textContent()).resolves.toBe('importing');
+    await expect(exportRow('lab').locator('td[data-label="State"] .state').textContent()).resolves.toBe('importing');
     fs.mkdirSync(artifacts, { recursive: true });
     await page.screenshot({ path: path.join(artifacts, 'dashboard-import.png'), fullPage: true });
 
-    await exportRow('lab').locator('.state.serving').waitFor({ timeout: 20_000 });
+    await exportRow('lab').locator('td[data-label="State"] .state.serving').waitFor({ timeout: 20_000 });
     await expect(exportRow('lab').locator('small.version').textContent()).resolves.toBe('version 1');
     expect(await exportRow('lab').locator('.import').count()).toBe(0);
   });
@@ -81,7 +81,8 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard with imports an
     const reader = startSlowReader(daemon.nbdUri('lab'), path.join(images, 'stop-reader'));
     await reader.connected;
 
-    await exportRow('lab').locator('button', { hasText: 'Versions' }).click();
+    // The export's page, reached from its row, has its versions.
+    await exportRow('lab').getByRole('link', { name: 'lab' }).click();
     const version = (n: number) => page.locator(`#versions tr[data-version="${n}"]`);
     await expect.poll(() => version(2).locator('td.connections').textContent(), { timeout: 3000 }).toBe('1');
     await expect(version(2).locator('td').first().textContent()).resolves.toBe('2 (current)');

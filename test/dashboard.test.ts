@@ -32,6 +32,8 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard in a real brows
   });
 
   const exportRow = (name: string) => page.locator(`#exports tr[data-export="${name}"]`);
+  /** Follows a link as a reader would: the page changes without a reload, its live connection stays. */
+  const go = (hash: string) => page.evaluate(`location.hash = ${JSON.stringify(hash)}`);
 
   it('shows an export created through REST within a second, without a reload', async () => {
     const image = makeImage(images, 'debian.img', 3 * 1024 * 1024);
@@ -40,18 +42,21 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard in a real brows
     await exportRow('debian').waitFor({ timeout: 1000 });
     console.log(`REST create to row in the page: ${Date.now() - sent} ms`);
     await expect(exportRow('debian').locator('td').nth(2).textContent()).resolves.toBe('3.0 MiB');
-    await expect(exportRow('debian').locator('.attach code').allTextContents()).resolves.toEqual([
+    // The row says the export cannot boot; its page, reached from the row, says why and gives the attach lines.
+    await expect(exportRow('debian').locator('td[data-label="Boot"]').textContent()).resolves.toBe('not ready');
+    await exportRow('debian').getByRole('link', { name: 'debian' }).click();
+    await page.locator('#attach summary').click();
+    await expect(page.locator('#attach .attach code').allTextContents()).resolves.toEqual([
       `nbd-client 127.0.0.1 ${daemon.nbdPort} -N debian /dev/nbd0`,
       `nbdroot=127.0.0.1:${daemon.nbdPort}/debian`,
       `chain ${daemon.url}/boot/debian.ipxe`,
     ]);
-    // This daemon has no ramboot kit: the row says the export cannot boot, and why.
-    await expect(exportRow('debian').locator('small.boot').textContent()).resolves.toMatch(
-      /^boot: not ready \(no kernel to boot: .*--ramboot-kit DIR/,
+    // This daemon has no ramboot kit: the export's page says it cannot boot, and why, in full.
+    await expect(page.locator('#export-facts dd.boot').textContent()).resolves.toMatch(
+      /^not ready \(no kernel to boot: .*--ramboot-kit DIR \(a directory ramboot\/cached-build printed\)\)$/,
     );
-    await expect(exportRow('debian').locator('small.cmdline').textContent()).resolves.toBe(
-      'kernel args: console=tty0 console=ttyS0,115200',
-    );
+    await expect(page.locator('#export-facts dd.cmdline').textContent()).resolves.toBe('console=tty0 console=ttyS0,115200');
+    await go('#/');
     // A machine asking for the boot menu shows in the event log in words.
     expect((await api(daemon, 'GET', '/boot.ipxe')).status).toBe(200);
     const menuFetched = page.locator('#events li[data-type="boot.script"] .what').first();
@@ -68,7 +73,7 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard in a real brows
     await reader.connected;
     const row = page.locator('#connections tr[data-connection]');
     await row.filter({ hasText: 'debian' }).waitFor({ timeout: 3000 });
-    await expect(row.first().locator('td').nth(1).textContent()).resolves.toMatch(/^127\.0\.0\.1:\d+$/);
+    await expect(row.first().locator('td.client').textContent()).resolves.toMatch(/^127\.0\.0\.1:\d+$/);
     await expect(exportRow('debian').locator('td.connections').textContent()).resolves.toBe('1');
 
     fs.mkdirSync(artifacts, { recursive: true });

@@ -1,11 +1,10 @@
 import type http from 'node:http';
-import net from 'node:net';
 import { TRPCError } from '@trpc/server';
 import type { EventDetails } from '../model/event-map.js';
 import type { BootableExports } from '../exports/bootable.js';
 import { admits } from '../rules/allow-list.js';
 import type { SummarisedEvents } from '../events/summarised-events.js';
-import { hostOfHeader } from './allowed-hosts.js';
+import { bootEndpointOf } from './boot-endpoint.js';
 import { readBody } from './body.js';
 import { sendJsonError } from './reply.js';
 import type { Logger } from '../log.js';
@@ -16,8 +15,8 @@ import { sendFile, sendText } from './boot-send.js';
 import { normaliseMac } from '../rules/mac.js';
 import { maxReportBytes, reportedStages, type MachineBoots, type ReportedStage } from '../machines/boots.js';
 import type { MachineRow } from '../db/schema.js';
-import { cannotBootScript, exportScript, httpBase, menuScript, type BootEndpoint } from '../boot/ipxe.js';
-import { clientAddressOf, canonicalAddress } from '../rules/client-address.js';
+import { cannotBootScript, exportScript, menuScript, type BootEndpoint } from '../boot/ipxe.js';
+import { clientAddressOf } from '../rules/client-address.js';
 import { cliRemedy } from '../operator-cli/remedy.js';
 
 export interface BootRoutesOptions {
@@ -92,7 +91,7 @@ export function bootRoutes(options: BootRoutesOptions): BootRoutes {
     const recordScript = (exportName: string | null, status: number, details: Pick<EventDetails['boot.script'], 'menu' | 'nbd'>) => {
       if (booting) events.record('boot.script', exportName, { client, status, ...details }, [status, details.menu]);
     };
-    const endpoint = (): BootEndpoint => ({ httpBase: requestBase(req), nbdHost: nbdHostFor(req), nbdPort: options.nbdPublicPort });
+    const endpoint = (): BootEndpoint => bootEndpointOf(req, options.nbdPublicPort);
 
     const macParam = target.kind === 'menu' ? url.searchParams.get('mac') : null;
     if (macParam !== null) {
@@ -126,7 +125,7 @@ export function bootRoutes(options: BootRoutesOptions): BootRoutes {
         return info.ready ? [{ name: exp.name, description: info.os }] : [];
       });
       const script = menuScript(entries, {
-        httpBase: requestBase(req),
+        httpBase: endpoint().httpBase,
         defaultName: options.bootDefault,
         timeoutMs: options.menuTimeoutMs,
       });
@@ -257,23 +256,4 @@ function decodeName(raw: string): string | null {
   } catch {
     return null;
   }
-}
-
-/** `http://host[:port]` as the machine reached us; the request screen has already judged the Host header. */
-function requestBase(req: http.IncomingMessage): string {
-  const header = req.headers.host!;
-  const port = /:(\d{1,5})$/.exec(header)?.[1];
-  return httpBase(hostOfHeader(header)!, port === undefined ? null : Number(port));
-}
-
-/**
- * The NBD address for the initramfs, which takes an IPv4 address and resolves no names: the Host
- * header's when it is one (it survives port forwards and qemu's guestfwd), else the address the
- * request arrived on, which is the one the machine reached over the network.
- */
-function nbdHostFor(req: http.IncomingMessage): string {
-  const host = hostOfHeader(req.headers.host!)!;
-  if (net.isIPv4(host)) return host;
-  const local = canonicalAddress(req.socket.localAddress ?? '');
-  return net.isIPv4(local) ? local : host;
 }

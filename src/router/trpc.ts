@@ -6,6 +6,7 @@ import type { EventLog } from '../events/event-log.js';
 import type { ExportRegistry } from '../exports/registry.js';
 import type { MachineRegistry } from '../machines/registry.js';
 import type { ConnectionTable, DataPlaneHealth } from '../supervisor/index.js';
+import type { BootEndpoint } from '../boot/ipxe.js';
 
 /** The domain modules, the same for every request. */
 export interface Services {
@@ -14,12 +15,16 @@ export interface Services {
   events: EventLog;
   space: Pick<DataDirSpace, 'dataDir' | 'reportFull'>;
   info: { version: string; authRequired: boolean };
+  /** The NBD port machines dial (`--nbd-public-port`, else the port nbdmux listens on). */
+  nbdPublicPort: number;
   dataPlane: { health(): Promise<DataPlaneHealth>; connections: Pick<ConnectionTable, 'recent'>; maxConnections: number };
 }
 
 /** What every procedure can reach: the domain modules and who is calling, never HTTP or SQL. */
 export interface Context extends Services {
   caller: Caller;
+  /** Where this caller reaches the daemon, as a boot script written for it would say. */
+  endpoint(): BootEndpoint;
 }
 
 const t = initTRPC.context<Context>().create({

@@ -135,7 +135,10 @@ export function testControlPlane(options: { imageRoots?: string[]; cowDir?: stri
     events,
     space,
     info: { version: 'test', authRequired: false },
+    nbdPublicPort: 10809,
     caller: { ok: true, identity: { via: 'open' }, client: testActor.client },
+    // createCaller has no HTTP request to take an address from: the one a loopback request would give.
+    endpoint: () => ({ httpBase: 'http://127.0.0.1:4040', nbdHost: '127.0.0.1', nbdPort: 10809 }),
     // Health probes the real nbd-server binary and listener: the end-to-end tests cover it.
     dataPlane: {
       health: () => Promise.reject(new Error('no health without a real data plane')),

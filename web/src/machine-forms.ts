@@ -2,7 +2,12 @@ import type { NbdmuxClient, NbdmuxMachine } from '../../src/client.js';
 import { errorMessages } from './errors.js';
 import { el } from './format.js';
 import { clearErrors, onSubmit, textField } from './forms.js';
-import type { MachineActions } from './machines.js';
+
+export interface MachineActions {
+  edit(machine: NbdmuxMachine): void;
+  remove(machine: NbdmuxMachine): void;
+  reset(machine: NbdmuxMachine): void;
+}
 
 const gib = 1024 ** 3;
 const mib = 1024 ** 2;
@@ -116,8 +121,13 @@ export class MachineEditor {
   }
 }
 
-/** Remove and reset, each after asking; a refusal (say, the machine is attached) shows in `notice`. */
-export function machineActions(api: NbdmuxClient, notice: HTMLElement, editor: MachineEditor): MachineActions {
+/** Remove and reset, each after asking; a refusal (say, the machine is attached) shows in `notice`; `removed` follows a removal. */
+export function machineActions(
+  api: NbdmuxClient,
+  notice: HTMLElement,
+  editor: MachineEditor,
+  removed: (m: NbdmuxMachine) => void,
+): MachineActions {
   const confirmed = async (question: string, change: () => Promise<unknown>, refused: string) => {
     if (!confirm(question)) return;
     try {
@@ -133,7 +143,10 @@ export function machineActions(api: NbdmuxClient, notice: HTMLElement, editor: M
     remove: (m) =>
       void confirmed(
         `Remove machine "${m.name}" (${m.mac})?${m.persistent ? ' What it wrote is deleted with it.' : ''} Its next boot gets the boot menu, as an unknown machine.`,
-        () => api.machines.delete.mutate({ mac: m.mac }),
+        async () => {
+          await api.machines.delete.mutate({ mac: m.mac });
+          removed(m);
+        },
         'the removal was refused',
       ),
     reset: (m) =>
