@@ -4,6 +4,7 @@ import { formatBytes, formatDuration } from '../../src/units.js';
 import { el, formatTime } from './format.js';
 import { exportLink, machineLink } from './routes.js';
 import { DataTable, td } from './table.js';
+import { machineStages } from '../../src/model/event-map.js';
 
 /** `for 3m07s`: how long a machine has been at its stage; tickDurations keeps it counting between snapshots. */
 function sinceText(iso: string): string {
@@ -17,8 +18,8 @@ export function tickDurations(root: HTMLElement): void {
 
 /** The stages of a boot under way: a machine at one of them is booting now. */
 const bootingStages = new Set(['script', 'kernel', 'initrd', 'attached', 'root']);
-/** The fleet's counts, in the order a boot passes its stages. */
-const stageOrder = ['failed', 'script', 'kernel', 'initrd', 'attached', 'root', 'up', 'off', 'never'];
+/** The fleet's counts: the failed first, then in the order a boot passes its stages. */
+const stageOrder = ['failed', ...machineStages.filter((stage) => stage !== 'failed'), 'never'];
 
 export function isBooting(m: NbdmuxMachine): boolean {
   return m.stage !== null && bootingStages.has(m.stage);
