@@ -14,6 +14,9 @@
  * the size and flags it attached, and gives the kernel the new socket; the kernel holds the I/O
  * meanwhile (for up to DEAD_SECONDS) and resends what was in flight.
  *
+ * When it gives up (the server stayed away past DEAD_SECONDS, or offers other bytes), it says so
+ * and runs the initramfs's report-lost hook, which tells nbdmux the boot failed.
+ *
  * Every byte from the server is hostile: option replies are bounded, strings are printed only
  * after every byte that is not printable ASCII is replaced. Messages go to stderr and, once in
  * the background, to the kernel log, where dmesg and the console show them.
@@ -382,6 +385,29 @@ static long dead_index(struct nlmsghdr *h, uint16_t family) {
 	return -1;
 }
 
+/* Tells nbdmux that this boot failed and why, through the hook the initramfs leaves in /run/ramboot
+ * when the boot reports (report-lost, which retries while the server is away). Run in a child
+ * rooted at PID 1's root: after switch_root that is the booted system, where /run now is. This
+ * process still sits in the initramfs, whose /proc was moved away too: `proc` is a descriptor of
+ * /proc opened before that. No hook, no report. */
+static int proc = -1;
+static void report_lost(const char *reason) {
+	if (fork() != 0) return; /* SIGCHLD is ignored: the child is reaped without a wait */
+	int root = openat(proc, "1/root", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (root < 0 || fchdir(root) != 0 || chroot(".") != 0) {
+		say("cannot report the failure to nbdmux: no root of PID 1: %s", strerror(errno));
+		_exit(1);
+	}
+	if (access("/run/ramboot/report-lost", R_OK) != 0) _exit(0);
+	if (kmsg >= 0) {
+		dup2(kmsg, 1);
+		dup2(kmsg, 2);
+	}
+	execl("/run/ramboot/busybox", "busybox", "sh", "/run/ramboot/report-lost", reason, (char *)NULL);
+	say("cannot report the failure to nbdmux: %s", strerror(errno));
+	_exit(1);
+}
+
 /* Dials until the export answers as it did at attach, for at most the dead-connection timeout. */
 static void reconnect(int control, const struct family *family, const struct target *t) {
 	double lost = now(), pause = 0.2;
@@ -412,7 +438,11 @@ static void reconnect(int control, const struct family *family, const struct tar
 		nanosleep(&wait, NULL);
 		if (pause < 2) pause *= 2;
 	}
-	say("nbd%u: gave up reconnecting to %s at %s:%s after %llus: %s", t->index, t->name, t->host, t->port, (unsigned long long)t->dead_seconds, why);
+	char gave_up[1024];
+	snprintf(gave_up, sizeof gave_up, "nbd%u: gave up reconnecting to %s at %s:%s after %llus: %s", t->index, t->name, t->host, t->port,
+	         (unsigned long long)t->dead_seconds, why);
+	say("%s", gave_up);
+	report_lost(gave_up);
 }
 
 int main(int argc, char **argv) {
@@ -464,10 +494,12 @@ int main(int argc, char **argv) {
 	if (child > 0) return 0;
 	setsid();
 	signal(SIGHUP, SIG_IGN);
+	signal(SIGCHLD, SIG_IGN);
 	/* systemd's last killing spree at shutdown spares a process whose argv[0] starts with '@': the
 	 * root device depends on this one until the very end. */
 	argv[0][0] = '@';
 	kmsg = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
+	proc = open("/proc", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	in_background = true;
 	int null = open("/dev/null", O_RDWR);
 	if (null >= 0) {
