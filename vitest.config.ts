@@ -55,6 +55,7 @@ const e2e = [
   'dashboard',
   'debian-boot',
   'event-dashboard',
+  'lease',
   'machines-boot',
   'netboot',
   'nic-names',

@@ -108,6 +108,12 @@ export interface GuestOptions {
   pxe?: PxeBoot;
   /** The loopback address every forwarded connection comes from (default 127.0.0.1): one per guest, so nbdmux tells guests apart. */
   sourceAddress?: string;
+  /**
+   * Boot from the PXE ROM on a tap device of a network namespace the test made, whose DHCP,
+   * TFTP and paths to nbdmux the test runs, instead of qemu's user networking (`pxe`,
+   * `nbdPort` and `sourceAddress` are then unused).
+   */
+  tap?: { namespace: string; device: string };
 }
 
 export interface SerialLine {
@@ -147,6 +153,7 @@ export function bootGuest({
   qemuArgs = [],
   pxe,
   sourceAddress,
+  tap,
 }: GuestOptions): Guest {
   fs.rmSync(serialLog, { force: true });
   const guestForwards = [
@@ -162,29 +169,31 @@ export function bootGuest({
     )
     .join(',');
   const nic = `virtio-net-pci,netdev=n0${nicOptions ? `,${nicOptions}` : ''}`;
-  const bootArgs = pxe
-    ? [
-        '-boot',
-        'n',
-        '-netdev',
-        `user,id=n0,restrict=on,tftp=${pxe.tftpDir},bootfile=${pxe.bootfile},${guestForwards}`,
-        // The default option ROM: iPXE, which fetches the boot file over TFTP and runs it.
-        '-device',
-        nic,
-      ]
-    : [
-        '-kernel',
-        kit[kernel],
-        '-initrd',
-        kit.initrd,
-        '-append',
-        `console=ttyS0 panic=-1 ${append}`,
-        '-netdev',
-        `user,id=n0,restrict=on,${guestForwards}`,
-        // No option ROM: the kernel is loaded directly, nothing PXE-boots inside qemu.
-        '-device',
-        `${nic},romfile=`,
-      ];
+  const bootArgs = tap
+    ? ['-boot', 'n', '-netdev', `tap,id=n0,ifname=${tap.device},script=no,downscript=no`, '-device', nic]
+    : pxe
+      ? [
+          '-boot',
+          'n',
+          '-netdev',
+          `user,id=n0,restrict=on,tftp=${pxe.tftpDir},bootfile=${pxe.bootfile},${guestForwards}`,
+          // The default option ROM: iPXE, which fetches the boot file over TFTP and runs it.
+          '-device',
+          nic,
+        ]
+      : [
+          '-kernel',
+          kit[kernel],
+          '-initrd',
+          kit.initrd,
+          '-append',
+          `console=ttyS0 panic=-1 ${append}`,
+          '-netdev',
+          `user,id=n0,restrict=on,${guestForwards}`,
+          // No option ROM: the kernel is loaded directly, nothing PXE-boots inside qemu.
+          '-device',
+          `${nic},romfile=`,
+        ];
   const args = [
     // Niced: emulated CPUs must not starve the daemons and test files running beside them.
     '-n',
@@ -193,6 +202,7 @@ export function bootGuest({
     '-s',
     'KILL',
     String(timeoutSeconds),
+    ...(tap ? ['ip', 'netns', 'exec', tap.namespace] : []),
     'qemu-system-x86_64',
     // A stock Debian kernel does not boot under this host's KVM (see shared notes): TCG unless told.
     '-accel',
