@@ -23,6 +23,15 @@ describe('iPXE scripts', () => {
     expect(exportScript({ name: 'a', cmdline: '', partition: null, cow: false }, at)).toContain('nbdroot=10.0.2.100:10809/a\n');
   });
 
+  it("names a known machine in its kernel's and initrd's URLs, so that their stages land on it", () => {
+    const machine = { name: 'node1', mac: '52:54:00:00:00:01', machineId: 'a'.repeat(32), cmdline: '', stateExport: null };
+    const script = exportScript({ name: 'a', cmdline: '', partition: null, cow: false }, at, machine).split('\n');
+    expect(script.find((line) => line.startsWith('kernel '))).toMatch(
+      /^kernel http:\/\/10\.0\.2\.100\/boot\/a\/vmlinuz\?mac=52:54:00:00:00:01 initrd=initrd\.img /,
+    );
+    expect(script).toContain('initrd http://10.0.2.100/boot/a/initrd.img?mac=52:54:00:00:00:01');
+  });
+
   it("tells a known machine's initramfs to reconnect, unless its export is copy-on-write (its writes go with the connection)", () => {
     const machine = { name: 'node1', mac: '52:54:00:00:00:01', machineId: 'a'.repeat(32), cmdline: '', stateExport: null };
     const reconnect = `nbdroot.reconnect=${machineReconnectSeconds} `;

@@ -249,4 +249,33 @@ describe('machines', () => {
       stageDetail: "its root's NBD connection closed at stage attached, before the system reported up",
     });
   });
+
+  it('keeps the stages of two machines behind one address apart: their files name them, and an NBD connection goes to the first', async () => {
+    const { boots } = plane;
+    const other = '52:54:00:00:00:b2';
+    await plane.caller.machines.create({ mac, name: 'a', export: 'debian' });
+    await plane.caller.machines.create({ mac: other, name: 'b', export: 'debian' });
+    boots.scriptFetched(mac, '10.1.0.7');
+    boots.scriptFetched(other, '10.1.0.7');
+    // b fetches its files first, then a; a MAC from another address than its machine's boot counts for nothing.
+    boots.fileFetched('10.1.0.7', 'debian', 'kernel', other);
+    boots.fileFetched('10.1.0.7', 'debian', 'initrd', other);
+    boots.fileFetched('10.1.0.8', 'debian', 'kernel', mac);
+    expect((await plane.caller.machines.get({ mac })).stage).toBe('script');
+    boots.fileFetched('10.1.0.7', 'debian', 'kernel', mac);
+    boots.fileFetched('10.1.0.7', 'debian', 'initrd', mac);
+    plane.events.record('connection.negotiated', 'debian', { connection: 51, client: '10.1.0.7' });
+    plane.events.record('connection.negotiated', 'debian', { connection: 52, client: '10.1.0.7' });
+    const [a, b] = [await plane.caller.machines.get({ mac }), await plane.caller.machines.get({ mac: other })];
+    expect(Object.keys(a.timeline)).toEqual(['script', 'kernel', 'initrd', 'attached']);
+    expect(Object.keys(b.timeline)).toEqual(['script', 'kernel', 'initrd', 'attached']);
+    // b reached initrd first, so the first connection is b's.
+    expect(Date.parse(b.timeline.attached!)).toBeLessThanOrEqual(Date.parse(a.timeline.attached!));
+    expect(
+      plane.events
+        .recent(30)
+        .filter((event) => event.type === 'machine.stage' && event.details.stage === 'attached')
+        .map((event) => event.details.name),
+    ).toEqual(['a', 'b']);
+  });
 });

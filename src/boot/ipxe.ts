@@ -63,6 +63,8 @@ export function exportScript(
   machine?: MachineIdentity,
 ): string {
   const files = `${at.httpBase}/boot/${exp.name}`;
+  // A machine's files name it, so that their stages land on it when others boot from its address.
+  const fileQuery = machine ? `?mac=${machine.mac}` : '';
   const nbd = `${at.nbdHost}:${at.nbdPort}`;
   // The root partition the inspection found: ramboot's own guess (the largest Linux one) may differ.
   const part = exp.partition === null ? '' : `nbdroot.part=${exp.partition}`;
@@ -80,7 +82,13 @@ export function exportScript(
     .filter((arg) => arg !== '')
     .join(' ');
   const who = machine ? `${machine.name} (${machine.mac}) boots ${exp.name}` : `booting ${exp.name}`;
-  return lines('#!ipxe', `echo nbdmux: ${who}`, `kernel ${files}/vmlinuz ${kernelArgs}`, `initrd ${files}/initrd.img`, 'boot');
+  return lines(
+    '#!ipxe',
+    `echo nbdmux: ${who}`,
+    `kernel ${files}/vmlinuz${fileQuery} ${kernelArgs}`,
+    `initrd ${files}/initrd.img${fileQuery}`,
+    'boot',
+  );
 }
 
 /** A known machine that cannot boot now: the console says why, and the ROM moves on to its next boot device. */

@@ -170,10 +170,13 @@ export function bootRoutes(options: BootRoutesOptions): BootRoutes {
       return true;
     }
     const kind = target.kind;
+    // A machine's script names it (?mac=): the stage lands on that machine even when others boot
+    // from the same address. A malformed one is no machine's, as a script without one.
+    const fetchedBy = normaliseMac(url.searchParams.get('mac') ?? '') ?? undefined;
     await sendFile(req, res, file, url.pathname, log, (status) => {
       if (!booting) return;
       events.record(kind === 'kernel' ? 'boot.kernel' : 'boot.initrd', exp.name, { client, status, bytes: file.size }, [status]);
-      options.machines.fileFetched(client, exp.name, kind);
+      options.machines.fileFetched(client, exp.name, kind, fetchedBy);
     });
     return true;
   };

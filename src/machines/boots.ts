@@ -102,9 +102,12 @@ export class MachineBoots {
     return this.machines.find(mac);
   }
 
-  /** A boot file of `exportName` went to `client`: the machine booting it from there moves on. */
-  fileFetched(client: string, exportName: string, stage: 'kernel' | 'initrd'): void {
-    const row = this.bootingFrom(client, exportName);
+  /**
+   * A boot file of `exportName` went to `client`: the machine booting it from there moves on.
+   * `mac`, from its script's URL, says which one; it counts only from that machine's boot address.
+   */
+  fileFetched(client: string, exportName: string, stage: 'kernel' | 'initrd', mac?: string): void {
+    const row = this.bootingFrom(client, exportName, mac);
     if (row) this.moveTo(row, stage, null);
   }
 
@@ -167,13 +170,25 @@ export class MachineBoots {
     }
   }
 
-  /** The machine whose current boot, from `client`, is booting `exportName` and has not attached yet. */
-  private bootingFrom(client: string, exportName: string): MachineRow | undefined {
+  /**
+   * The machine whose current boot, from `client`, is booting `exportName` and has not attached
+   * yet: the one of `mac` if given. Of several behind one address (a NAT) an NBD connection names
+   * none, so it goes to the one that reached its stage first, as it most likely asked first.
+   */
+  private bootingFrom(client: string, exportName: string, mac?: string): MachineRow | undefined {
     return this.db
       .select({ machine: machinesTable })
       .from(machinesTable)
       .innerJoin(exportsTable, eq(exportsTable.id, machinesTable.exportId))
-      .where(and(eq(machinesTable.address, client), eq(exportsTable.name, exportName), inArray(machinesTable.stage, [...booting])))
+      .where(
+        and(
+          eq(machinesTable.address, client),
+          eq(exportsTable.name, exportName),
+          inArray(machinesTable.stage, [...booting]),
+          mac === undefined ? undefined : eq(machinesTable.mac, mac),
+        ),
+      )
+      .orderBy(machinesTable.stageAt)
       .get()?.machine;
   }
 
