@@ -271,11 +271,9 @@ describe('machines', () => {
     expect(Object.keys(b.timeline)).toEqual(['script', 'kernel', 'initrd', 'attached']);
     // b reached initrd first, so the first connection is b's.
     expect(Date.parse(b.timeline.attached!)).toBeLessThanOrEqual(Date.parse(a.timeline.attached!));
-    expect(
-      plane.events
-        .recent(30)
-        .filter((event) => event.type === 'machine.stage' && event.details.stage === 'attached')
-        .map((event) => event.details.name),
-    ).toEqual(['a', 'b']);
+    const attachedNewestFirst = plane.events
+      .recent(30)
+      .flatMap((event) => (event.type === 'machine.stage' && event.details.stage === 'attached' ? [event.details.name] : []));
+    expect(attachedNewestFirst).toEqual(['a', 'b']);
   });
 });
