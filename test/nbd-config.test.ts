@@ -199,7 +199,9 @@ describe('renderNbdServerConfig output for a safe set of exports', () => {
       expect(values.readonly).toBe(exp.readonly ? 'true' : 'false');
       expect(values.prerun).toMatch(new RegExp(`\\becho ${exp.id} ${exp.versionId} >&${reportFd}`));
       // Reports the end of the connection; src/supervisor/report-pipe.ts reads the final counts then.
-      expect(values.postrun).toMatch(new RegExp(`\\becho ended >&${reportFd} && read -r reply <&${reportFd} \\|\\| sleep \\d+; exit 0$`));
+      expect(values.postrun).toMatch(
+        new RegExp(`\\becho ended >&${reportFd} && while read -r reply <&${reportFd}; do .*; sleep \\d+; exit 0$`),
+      );
     },
   );
 

@@ -135,6 +135,34 @@ describe('answerReports against the prerun and postrun nbd-server runs', () => {
     expect(result.ended).toBeLessThanOrEqual(maxPipeBytes / 'ended\n'.length);
   });
 
+  it('keeps the postrun waiting for the answer past the unread verdict of a prerun that did not wait for it', async () => {
+    // An export with no allow list: its prerun reports and exits, and the verdict stays in the pipe.
+    const unlisted = /^prerun = (.*)$/m.exec(renderNbdServerConfig([{ ...listed, allow: [] }]))![1]!;
+    const child = spawn('/bin/sh', ['-c', `sh -c "$0"; sh -c "$1"`, unlisted, postrun], {
+      stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
+      timeout: 10_000,
+    });
+    const pipe = child.stdio[reportFd] as Duplex;
+    const answeredAfterMs = 300;
+    let endedAt = 0;
+    answerReports(pipe, {
+      judge: () => true,
+      answered: () => {},
+      // Answered late, so that a postrun taking the stale verdict for its answer exits first.
+      ended: () => {
+        endedAt = Date.now();
+        const write = pipe.write.bind(pipe);
+        pipe.write = ((chunk: string) => (setTimeout(() => write(chunk), answeredAfterMs), true)) as typeof pipe.write;
+      },
+      rejected: () => {},
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(code).toBe(0);
+    expect(endedAt).toBeGreaterThan(0);
+    expect(Date.now() - endedAt).toBeGreaterThanOrEqual(answeredAfterMs - 20);
+    expect(Date.now() - endedAt).toBeLessThan(unansweredLingerSeconds * 1000);
+  });
+
   it('lets the postrun linger when no daemon holds the pipe any more', async () => {
     const started = Date.now();
     const child = spawn('/bin/sh', ['-c', postrun], { stdio: ['ignore', 'ignore', 'ignore', 'pipe'], timeout: 10_000 });

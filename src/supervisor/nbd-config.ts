@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { AllowList } from '../rules/allow-list.js';
 import { configSafePathPattern, exportNamePattern, isReservedExportName, stateNamePattern } from '../rules/names.js';
-import { admittedVerdict, endedLine } from './report-pipe.js';
+import { admittedVerdict, countedReply, endedLine } from './report-pipe.js';
 
 /** nbd-server refuses to start with no export; this one is hidden from lists and refuses every client. */
 export const placeholderSection = '__nbdmux_placeholder';
@@ -25,10 +25,13 @@ export const unansweredLingerSeconds = 3;
 /**
  * Runs in the serving process once its connection is over, before it exits: the daemon reads the
  * process's final byte count from /proc while the postrun waits for its answer (a connection
- * shorter than one sampling interval would otherwise count nothing). Like prerun, a printf format
- * to nbd-server: no '%'. Its exit status is ignored.
+ * shorter than one sampling interval would otherwise count nothing). It skips lines until that
+ * answer: the verdict on the prerun's report, which only an export with an allow list reads, is
+ * still in the pipe. Like prerun, a printf format to nbd-server: no '%'. Its exit status is ignored.
  */
-const postrun = `postrun = trap '' PIPE; echo ${endedLine} >&${reportFd} && read -r reply <&${reportFd} || sleep ${unansweredLingerSeconds}; exit 0`;
+const postrun =
+  `postrun = trap '' PIPE; echo ${endedLine} >&${reportFd} && ` +
+  `while read -r reply <&${reportFd}; do [ "$reply" = ${countedReply} ] && exit 0; done; sleep ${unansweredLingerSeconds}; exit 0`;
 
 export interface ServedExport {
   id: number;
