@@ -117,7 +117,11 @@ describe('bytes sent per connection', () => {
     ]);
     expect([first.code, second.code, first.stderr + second.stderr]).toEqual([0, 0, '']);
     expect(copies).toEqual(Array(nbdcopyReads).fill(0));
-    const reads = [...`${first.stdout}${second.stdout}`.matchAll(/^read (\d+) (\d+) (\d+) (\d+)$/gm)].map((m) => ({
+    const reads = [
+      ...Buffer.concat([first.stdout, second.stdout])
+        .toString()
+        .matchAll(/^read (\d+) (\d+) (\d+) (\d+)$/gm),
+    ].map((m) => ({
       bytes: Number(m[1]),
       handshakeMs: Number(m[2]),
       ms: Number(m[3]),
