@@ -188,16 +188,20 @@ describe('renderNbdServerConfig output for a safe set of exports', () => {
   });
 
   it.each(exports.map((exp, index) => ({ ...exp, index })))(
-    'writes export $name as the descriptor at its position ($index), never its path, with its mode and a prerun naming id $id and version $versionId',
+    'writes export $name as the descriptor at its position ($index), never its path, with its mode, a prerun naming id $id and version $versionId and the postrun',
     (exp) => {
       const values = section(sections, exp.name);
-      expect(Object.keys(values).sort()).toEqual(['exportname', 'prerun', 'readonly']);
+      expect(Object.keys(values).sort()).toEqual(['exportname', 'postrun', 'prerun', 'readonly']);
       // The serving process inherits the pinned descriptors in config order from firstExportFd on:
       // opening its own /proc/self/fd/N opens the judged file whatever the path leads to now.
       expect(values.exportname).toBe(`/proc/self/fd/${firstExportFd + exp.index}`);
       expect(text).toContain(`# ${exp.file}, as judged at registration\n[${exp.name}]\n`);
       expect(values.readonly).toBe(exp.readonly ? 'true' : 'false');
       expect(values.prerun).toMatch(new RegExp(`\\becho ${exp.id} ${exp.versionId} >&${reportFd}`));
+      // Reports the end of the connection; src/supervisor/report-pipe.ts reads the final counts then.
+      expect(values.postrun).toMatch(
+        new RegExp(`\\becho ended >&${reportFd} && while read -r reply <&${reportFd}; do .*; sleep \\d+; exit 0$`),
+      );
     },
   );
 

@@ -2,6 +2,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
 import { makeImage, readExport, sha256, startSlowReader } from '../testkit/nbd.js';
+import { servingPids } from '../testkit/proc.js';
 import { trpcClient } from './helpers/trpc.js';
 
 describe('live connections outlive the daemon', () => {
@@ -64,6 +65,8 @@ describe('live connections outlive the daemon', () => {
     await reader.connected;
     await daemon.stop('SIGKILL');
     expect((await reader.finish()).code).toBe(0);
+    // With no daemon to answer its postrun, the process stays a few seconds for an adopting daemon to count it.
+    await waitFor('the serving process to end', () => (servingPids(daemon.dataDir).length === 0 ? true : undefined), 10_000);
 
     const restarted = await startDaemon({ dataDir: daemon.dataDir });
     const [row] = await trpcClient(restarted.url).connections.list.query({ limit: 1 });

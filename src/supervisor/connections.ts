@@ -123,9 +123,21 @@ export class ConnectionTable {
     this.events.record('connection.negotiated', exp.name, { connection: conn.id, client: conn.clientAddress });
   }
 
+  /**
+   * The process reported from its postrun that its connection is over, and exists until it is
+   * answered: what it sent is final, and read now. Its close comes too late for that (the
+   * process is reaped by then, and its pid free for another).
+   */
+  ending(conn: LiveConnection): void {
+    if (!this.live.has(conn.id) || conn.bytesFinal) return;
+    sampleLastBytes(conn);
+    conn.bytesFinal = true;
+  }
+
   close(conn: LiveConnection, details: CloseDetails): void {
     if (!this.live.delete(conn.id)) return;
-    sampleLastBytes(conn);
+    // Without a postrun report (a killed process, one adopted or started by an nbdmux before it): what /proc still shows.
+    if (!conn.bytesFinal) sampleLastBytes(conn);
     // nbd-server removes its diff on a clean end; a killed or crashed one leaves it behind.
     if (conn.pid !== null && !this.list().some((other) => other.pid === conn.pid)) this.removeDiff(conn);
     // Left open when the data dir is full: the next start closes it as ended while not watched.
@@ -262,6 +274,7 @@ function fromRow(row: ConnectionRow, adopted: boolean): LiveConnection {
     openedAt: row.openedAt,
     negotiatedAt: row.negotiatedAt,
     bytesSent: row.bytesSent,
+    bytesFinal: false,
     bytesPerSecond: 0,
     sampledAt: null,
     cowDiffBytes: row.cowDiffBytes,

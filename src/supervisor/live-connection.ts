@@ -13,6 +13,8 @@ export interface LiveConnection {
   readonly openedAt: string;
   negotiatedAt: string | null;
   bytesSent: number;
+  /** Read from /proc while the process waited in its postrun: exact, and its pid is no longer read. */
+  bytesFinal: boolean;
   /** Send rate over the last refresh interval. */
   bytesPerSecond: number;
   sampledAt: number | null;

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { AllowList } from '../rules/allow-list.js';
 import { configSafePathPattern, exportNamePattern, isReservedExportName, stateNamePattern } from '../rules/names.js';
-import { admittedVerdict } from './report-pipe.js';
+import { admittedVerdict, countedReply, endedLine } from './report-pipe.js';
 
 /** nbd-server refuses to start with no export; this one is hidden from lists and refuses every client. */
 export const placeholderSection = '__nbdmux_placeholder';
@@ -14,6 +14,24 @@ export const reportFd = 3;
  * very file judged at registration, whatever its path leads to now (see src/exports/pinned-files.ts).
  */
 export const firstExportFd = reportFd + 1;
+
+/**
+ * How long a serving process stays after its connection when no daemon answers its postrun (the
+ * daemon that started it is gone, so its pipe is): three refresh intervals of a daemon that
+ * adopted it, which samples /proc each second, so that daemon still reads its final count.
+ */
+export const unansweredLingerSeconds = 3;
+
+/**
+ * Runs in the serving process once its connection is over, before it exits: the daemon reads the
+ * process's final byte count from /proc while the postrun waits for its answer (a connection
+ * shorter than one sampling interval would otherwise count nothing). It skips lines until that
+ * answer: the verdict on the prerun's report, which only an export with an allow list reads, is
+ * still in the pipe. Like prerun, a printf format to nbd-server: no '%'. Its exit status is ignored.
+ */
+const postrun =
+  `postrun = trap '' PIPE; echo ${endedLine} >&${reportFd} && ` +
+  `while read -r reply <&${reportFd}; do [ "$reply" = ${countedReply} ] && exit 0; done; sleep ${unansweredLingerSeconds}; exit 0`;
 
 export interface ServedExport {
   id: number;
@@ -157,6 +175,7 @@ export function renderNbdServerConfig(exports: readonly ServedExport[], cowDir?:
         ? // Waits for the daemon's verdict on this client; no verdict (no daemon) refuses it.
           `prerun = trap '' PIPE; echo ${exp.id} ${exp.versionId} >&${reportFd}; read -r verdict <&${reportFd}; [ "$verdict" = ${admittedVerdict} ]`
         : `prerun = trap '' PIPE; echo ${exp.id} ${exp.versionId} >&${reportFd}; exit 0`,
+      postrun,
     );
   }
   for (const [index, state] of states.entries()) {
@@ -173,6 +192,7 @@ export function renderNbdServerConfig(exports: readonly ServedExport[], cowDir?:
       'fua = true',
       // Always waits for the verdict: the daemon refuses a second attach of the same state.
       `prerun = trap '' PIPE; echo state ${state.machineId} >&${reportFd}; read -r verdict <&${reportFd}; [ "$verdict" = ${admittedVerdict} ]`,
+      postrun,
     );
   }
   return lines.join('\n') + '\n';

@@ -1,14 +1,26 @@
 import type { Duplex } from 'node:stream';
 
 /**
- * The pipe between the daemon and one serving process (its descriptor `reportFd`). Once the
- * client has chosen an export, the config's prerun writes that export's id and the id of the
- * version its config serves as one line; the
- * daemon answers every report with a verdict line, which only an export with an allow list waits
- * for (its prerun refuses the client unless it reads `admittedVerdict`).
+ * The pipe between the daemon and one serving process (its descriptor `reportFd`), one line per
+ * message. Once the client has chosen an export, the config's prerun writes that export's id and
+ * the id of the version its config serves; the daemon answers every report with a verdict line,
+ * which only an export with an allow list waits for (its prerun refuses the client unless it
+ * reads `admittedVerdict`). When the connection is over, the postrun writes `endedLine` and waits
+ * for `countedReply`: until the daemon answers, the process exists and its final counts can be
+ * read from /proc.
  */
 export const admittedVerdict = 'allow';
 const refusedVerdict = 'deny';
+export const endedLine = 'ended';
+export const countedReply = 'counted';
+
+/** Longer than any line our prerun or postrun writes (two ids of at most 16 digits). */
+const maxLineBytes = 64;
+/**
+ * A process writes two short lines in its life: past this much it is not our prerun and postrun
+ * talking, and the pipe is closed (its postrun then finds no daemon, see nbd-config.ts).
+ */
+export const maxPipeBytes = 1024;
 
 /** What a report names: an export and its version, or a machine's state. */
 export type Report =
@@ -19,14 +31,14 @@ export type Report =
     }
   | { machineId: number };
 
-/** The ids a report names; null for anything else (only our prerun writes here). */
-export function parseReport(text: string): Report | null {
-  const state = /^\s*state (\d+)\s*$/m.exec(text);
+/** The ids one line (without its newline) names, exactly as our prerun writes them; null for anything else. */
+export function parseReport(line: string): Report | null {
+  const state = /^state (\d{1,16})$/.exec(line);
   if (state) {
     const machineId = Number(state[1]);
     return Number.isSafeInteger(machineId) ? { machineId } : null;
   }
-  const match = /^\s*(\d+)(?: (\d+))?\s*$/m.exec(text);
+  const match = /^(\d{1,16})(?: (\d{1,16}))?$/.exec(line);
   if (!match) return null;
   const exportId = Number(match[1]);
   const versionId = match[2] === undefined ? null : Number(match[2]);
@@ -42,17 +54,61 @@ export function verdictLine(admitted: boolean): string {
 /** A report and the verdict it got. */
 export type AnsweredReport = Report & { admitted: boolean };
 
+export interface ReportListener {
+  /** Whether the client may use what the report names. */
+  judge(report: Report): boolean;
+  answered(report: AnsweredReport): void;
+  /** The process's connection is over and the process waits for the answer: its counts are final and still readable. */
+  ended(): void;
+  /** Data that is no message (`text` as read, untrusted and cut short), ignored; `closed` when the pipe was closed for it. */
+  rejected(text: string, closed: boolean): void;
+}
+
 /**
- * Answers each report on `pipe` with `judge`'s verdict, then calls `answered` with both (with
- * null for data that is no report). A pipe error means the process is gone, which its 'close' tells.
+ * Reads `pipe` line by line, answering each report with `judge`'s verdict and each ended line once
+ * `ended` has run. Whatever the process writes is untrusted: lines are parsed strictly, a bad one
+ * is ignored, and the pipe is closed past `maxPipeBytes`. A pipe error means the process is gone,
+ * which its 'close' tells.
  */
-export function answerReports(pipe: Duplex, judge: (report: Report) => boolean, answered: (report: AnsweredReport | null) => void): void {
-  pipe.on('data', (chunk: Buffer) => {
-    const report = parseReport(chunk.toString('utf8'));
-    if (report === null) return answered(null);
-    const admitted = judge(report);
+export function answerReports(pipe: Duplex, listener: ReportListener): void {
+  let received = 0;
+  let pending = '';
+  /** Inside a line already rejected as too long: dropped up to its newline. */
+  let skipping = false;
+  const onData = (chunk: Buffer) => {
+    received += chunk.length;
+    if (received > maxPipeBytes) {
+      pipe.off('data', onData);
+      pipe.destroy();
+      listener.rejected(`${pending}${chunk.toString('latin1')}`.slice(0, maxLineBytes), true);
+      return;
+    }
+    // latin1: one character per byte, so a multi-byte sequence split across chunks cannot shift a line.
+    pending += chunk.toString('latin1');
+    for (let newline = pending.indexOf('\n'); newline >= 0; newline = pending.indexOf('\n')) {
+      const line = pending.slice(0, newline);
+      pending = pending.slice(newline + 1);
+      if (skipping) skipping = false;
+      else handle(line);
+    }
+    if (pending.length > maxLineBytes) {
+      if (!skipping) listener.rejected(pending.slice(0, maxLineBytes), false);
+      skipping = true;
+      pending = '';
+    }
+  };
+  const handle = (line: string) => {
+    if (line === endedLine) {
+      listener.ended();
+      pipe.write(`${countedReply}\n`);
+      return;
+    }
+    const report = parseReport(line);
+    if (report === null) return listener.rejected(line.slice(0, maxLineBytes), false);
+    const admitted = listener.judge(report);
     pipe.write(verdictLine(admitted));
-    answered({ ...report, admitted });
-  });
+    listener.answered({ ...report, admitted });
+  };
+  pipe.on('data', onData);
   pipe.on('error', () => {});
 }

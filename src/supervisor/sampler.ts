@@ -11,6 +11,10 @@ export function sampleConnections(conns: Iterable<LiveConnection>, cowDir: strin
   for (const conn of conns) {
     if (conn.pid === null) continue;
     conn.cowDiffBytes = diffs.get(conn.pid)?.bytes ?? conn.cowDiffBytes;
+    if (conn.bytesFinal) {
+      conn.bytesPerSecond = 0;
+      continue;
+    }
     const bytes = readBytesWritten(conn.pid);
     if (bytes === null) continue;
     const now = Date.now();

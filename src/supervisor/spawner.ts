@@ -157,20 +157,32 @@ export class Spawner {
       stderr = (stderr + chunk.toString('utf8')).slice(-stderrKeepBytes);
     });
     let refused = false;
-    answerReports(
-      child.stdio[reportFd] as Duplex,
-      (report) => this.options.admit(conn, report),
-      (report) => {
-        if (report?.admitted) {
+    let rejectionLogged = false;
+    answerReports(child.stdio[reportFd] as Duplex, {
+      judge: (report) => this.options.admit(conn, report),
+      answered: (report) => {
+        if (report.admitted) {
           clearTimeout(accepted.deadline);
           table.negotiated(conn, report);
           this.options.onNegotiated();
-        } else if (report) {
+        } else {
           refused = true;
         }
         release();
       },
-    );
+      ended: () => table.ending(conn),
+      rejected: (text, closed) => {
+        release();
+        // Once per connection: a process writing junk must not flood the log.
+        if (rejectionLogged) return;
+        rejectionLogged = true;
+        log.warn(closed ? 'closed the report pipe of a serving process that wrote too much to it' : 'ignored a line on the report pipe', {
+          connection: conn.id,
+          pid: child.pid,
+          text,
+        });
+      },
+    });
     table.attachProcess(conn, child.pid);
     log.debug('nbd-server started', { connection: conn.id, pid: child.pid, client: conn.clientAddress });
 
