@@ -23,11 +23,12 @@ export function renderMachines(machines: readonly NbdmuxMachine[]): string {
 
 /** Every field, then the stages of its current boot, each with the time it took from the script. */
 export function renderMachine(m: NbdmuxMachine): string {
-  const from = (field: keyof NbdmuxMachine['sources']) => ` (${describeSource(m, field)})`;
+  // Where each value comes from matters once a profile gives some: a machine in none sets all it has.
+  const from = (field: keyof NbdmuxMachine['sources']) => (m.profile === null ? '' : ` (${describeSource(m, field)})`);
   const fields = renderFields([
     ['name', m.name],
     ['mac', m.mac],
-    ['profile', m.profile ?? '-'],
+    ...(m.profile === null ? [] : [['profile', m.profile] as const]),
     ['export', describeMachineExport(m) + from('export')],
     ['kernel args', (m.cmdline === '' ? '(none)' : m.cmdline) + from('cmdline')],
     [
