@@ -24,7 +24,7 @@ export function renderProfile(p: NbdmuxProfile): string {
   return renderFields([
     ['name', p.name],
     ['export', p.export ?? p.exportProblem ?? unset('none, its machines boot nothing')],
-    ['kernel args', p.cmdline === null ? unset(args(p.defaults.cmdline)) : args(p.cmdline)],
+    ['kernel args', p.cmdline === null ? unset(p.defaults.cmdline === '' ? 'none' : p.defaults.cmdline) : args(p.cmdline)],
     ['persistent', p.persistent === null ? unset(yesNo(p.defaults.persistent)) : yesNo(p.persistent)],
     ['state size', p.stateSize === null ? unset(formatBytes(p.defaults.stateSize)) : `${formatBytes(p.stateSize)} (${p.stateSize} bytes)`],
     ['machines', p.machines.length === 0 ? 'none' : p.machines.map((m) => `${m.name} (${m.mac})`).join('\n')],
