@@ -88,7 +88,7 @@ describe('the operator CLI with machines', () => {
     // An export removed under a machine: the machine stays, with none and the reason.
     expect((await nbdmux(['machines', 'set', node1, '--export', 'deb'])).code).toBe(0);
     await client.exports.delete.mutate({ name: 'deb' });
-    expect((await nbdmux(['machines'])).stdout).toMatch(/\nrack3-node7 +52:54:00:12:34:56 +- \(removed\) /);
+    expect((await nbdmux(['machines'])).stdout).toMatch(/\nrack3-node7 +52:54:00:12:34:56 +- +- \(removed\) /);
     expect((await nbdmux(['machines', 'show', node1])).stdout).toMatch(
       /\nexport +none: its export deb was removed at \S+: set another one\n/,
     );

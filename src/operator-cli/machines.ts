@@ -63,7 +63,7 @@ export const machineCommands = {
     });
     if (Object.keys(changes).length === 0)
       throw new UsageError(
-        'give what to change: --name, --profile, --no-profile, --export, --no-export, --cmdline, --persistent, --no-persistent, --state-size or --unset',
+        'give what to change: --name, --export, --no-export, --cmdline, --persistent, --no-persistent, --state-size, --profile, --no-profile or --unset',
       );
     const updated = await client.machines.update.mutate({ mac: mac!, ...changes, ...(keepState && { keepState }) });
     if (json) printJson(out, updated);
