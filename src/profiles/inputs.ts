@@ -1,6 +1,5 @@
 import { z } from 'zod';
 import { macAddress, profileName, sharedChanges, sharedUnsetByDefault } from '../machines/inputs.js';
-import { sharedFields, viewField } from './fields.js';
 
 // Every control-plane input about profiles, defined once; the shared fields are the machines' own
 // (machines/inputs.ts), so a machine and its profile take the same values by the same rules.
@@ -27,9 +26,6 @@ export const adoptInput = z.strictObject({
   /** Which discovered MACs; none given: every discovered MAC. */
   macs: z.array(macAddress, { error: 'must be an array of MAC addresses' }).max(10_000).default([]),
 });
-
-/** The shared fields as inputs and views name them. */
-export const sharedFieldNames = sharedFields.map(viewField);
 
 export type CreateProfileInput = z.infer<typeof createProfileInput>;
 export type UpdateProfileInput = z.infer<typeof updateProfileInput>;

@@ -144,7 +144,12 @@ export class ProfileRegistry {
       const { persistent, stateSize } = effectiveFields(unsetFields(), profile);
       const made: string[] = [];
       try {
-        if (persistent) for (const { mac } of candidates) (made.push(mac), await this.states.create(mac, stateSize));
+        if (persistent) {
+          for (const { mac } of candidates) {
+            made.push(mac);
+            await this.states.create(mac, stateSize);
+          }
+        }
         this.db.transaction((tx) => {
           const now = new Date().toISOString();
           tx.delete(discoveredMachinesTable)

@@ -15,7 +15,7 @@ export function sharedColumnsOf(db: Pick<Db, 'select'>, input: ViewInput): Parti
       if (input.export !== undefined) columns.exportId = input.export === null ? null : exportIdOf(db, input.export);
     } else if (input[field] !== undefined) columns[field] = input[field];
   }
-  return columns as Partial<SharedColumns>;
+  return columns;
 }
 
 /** The id of the export serving under `name`; 400 on `field` when there is none. */
