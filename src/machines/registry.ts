@@ -12,41 +12,19 @@ import {
 } from '../db/schema.js';
 import { badInput, conflict, notFound } from '../errors.js';
 import { joinedCmdlineProblem } from '../rules/cmdline.js';
-import { stateExportName } from '../rules/names.js';
 import type { EventLog } from '../events/event-log.js';
 import type { Actor } from '../model/event-map.js';
 import type { ConnectionTable, MachineExports } from '../supervisor/index.js';
 import type { PinnedFiles } from '../exports/pinned-files.js';
 import { servedMachineExports } from './served.js';
-import { versionById } from '../exports/versions.js';
 import type { CreateMachineInput, UpdateMachineInput } from './inputs.js';
 import type { StateFiles } from './state-files.js';
 import { planState } from './state-plan.js';
-import { effectiveFields, viewSources, type Effective, type FieldSource, type ViewField } from '../profiles/fields.js';
-import { profileById, profileNamed, sharedColumnsOf } from '../profiles/values.js';
+import { machineView, type MachineView } from './views.js';
 
-/** A machine as the control plane shows it. */
-export type MachineView = Omit<
-  MachineRow,
-  'id' | 'profileId' | 'exportId' | 'cmdline' | 'persistent' | 'stateSize' | 'rootConnectionId' | 'bootedVersionId'
-> & {
-  /** The profile it takes the fields it does not set itself from. */
-  profile: string | null;
-  /** Effective, as its next boot gets them: its own, else its profile's, else the default (`sources` says which). */
-  cmdline: string;
-  persistent: boolean;
-  stateSize: number;
-  sources: Record<ViewField, FieldSource>;
-  /** The version of its export its current boot was written for: what it reads, on a reconnect too. */
-  bootedVersion: number | null;
-  /** The export it boots (effective); null when none is set or the one set was removed (`exportProblem` says which). */
-  export: string | null;
-  exportProblem: string | null;
-  /** Its state export's name (`nbdroot.state=`), while it is persistent. */
-  stateExport: string | null;
-  /** A live NBD connection of its current boot holds its root or its state. */
-  attached: boolean;
-};
+export type { MachineView } from './views.js';
+import { effectiveFields, type Effective } from '../profiles/fields.js';
+import { profileById, profileNamed, sharedColumnsOf } from '../profiles/values.js';
 
 /** What the machines need from the data plane. */
 export interface MachineDataPlane {
@@ -282,46 +260,8 @@ export class MachineRegistry {
     };
   }
 
-  toView(
-    {
-      id,
-      profileId,
-      exportId: _own,
-      cmdline: _cmdline,
-      persistent: _persistent,
-      stateSize: _size,
-      rootConnectionId,
-      bootedVersionId,
-      ...row
-    }: MachineRow,
-    holding = this.holding(),
-    profile: ProfileRow | undefined = profileById(this.db, profileId),
-  ): MachineView {
-    const effective = effectiveFields({ exportId: _own, cmdline: _cmdline, persistent: _persistent, stateSize: _size }, profile);
-    const { exportId, sources } = effective;
-    const exp =
-      exportId === null
-        ? undefined
-        : this.db
-            .select({ name: exportsTable.name, removedAt: exportsTable.removedAt })
-            .from(exportsTable)
-            .where(eq(exportsTable.id, exportId))
-            .get();
-    const removed = exp !== undefined && exp.removedAt !== null;
-    const whose = sources.exportId === 'profile' ? `its profile ${profile!.name}'s export` : 'its export';
-    return {
-      ...row,
-      profile: profile?.name ?? null,
-      cmdline: effective.cmdline,
-      persistent: effective.persistent,
-      stateSize: effective.stateSize,
-      sources: viewSources(sources),
-      export: exp === undefined || removed ? null : exp.name,
-      exportProblem: removed ? `${whose} ${exp.name} was removed at ${exp.removedAt}: set another one` : null,
-      stateExport: effective.persistent ? stateExportName(row.mac) : null,
-      bootedVersion: versionById(this.db, bootedVersionId)?.version ?? null,
-      attached: this.attached({ id, rootConnectionId }, holding),
-    };
+  toView(row: MachineRow, holding = this.holding(), profile: ProfileRow | undefined = profileById(this.db, row.profileId)): MachineView {
+    return machineView(this.db, row, profile, this.attached(row, holding));
   }
 
   /** The name of the export an id names, removed or not; what its events are filed under. */
