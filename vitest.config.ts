@@ -30,6 +30,8 @@ const unit = [
   'migrations',
   'nbd-config',
   'presentation',
+  'profiles',
+  'name-pattern',
   'reference-docs',
   'refusal-summary',
   'remedy',

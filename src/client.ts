@@ -21,6 +21,8 @@ export type NbdmuxStreamEvent = NbdmuxOutputs['events']['stream'] extends AsyncI
 export type NbdmuxHealth = NbdmuxOutputs['system']['health'];
 /** A lab machine by its boot NIC's MAC: what it boots, its identity, and where its current boot is. */
 export type NbdmuxMachine = NbdmuxOutputs['machines']['list'][number];
+/** What a group of machines shares: its own fields (null: unset) and its machines. */
+export type NbdmuxProfile = NbdmuxOutputs['profiles']['list'][number];
 /** An unknown MAC that asked for a boot script. */
 export type NbdmuxDiscoveredMachine = NbdmuxOutputs['machines']['discovered'][number];
 /** What `status.stream` sends: a snapshot of health, exports and live connections, on subscribe and on every change. */

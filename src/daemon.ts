@@ -18,6 +18,7 @@ import { ExportRegistry } from './exports/registry.js';
 import { servedExports } from './exports/served.js';
 import { MachineBoots } from './machines/boots.js';
 import { MachineRegistry } from './machines/registry.js';
+import { ProfileRegistry } from './profiles/registry.js';
 import { servedMachineExports } from './machines/served.js';
 import { StateFiles } from './machines/state-files.js';
 import { defaultMinRate, Importer } from './images/importer.js';
@@ -115,6 +116,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     const services = {
       registry,
       machines,
+      profiles: new ProfileRegistry(db, machines, events, stateFiles),
       events,
       space,
       dataPlane: supervisor,

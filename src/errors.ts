@@ -99,6 +99,10 @@ function restRemedy(remedy: Remedy): string {
       return `PATCH /machines/${remedy.mac} with an "export"`;
     case 'show-machine':
       return `see GET /machines/${remedy.mac}`;
+    case 'list-profiles':
+      return 'GET /profiles lists them';
+    case 'leave-profile':
+      return `PATCH /machines/{mac} with "profile": null takes each out of it (${remedy.macs.join(', ')})`;
   }
 }
 

@@ -72,6 +72,12 @@ export function describeStage({ stage }: Pick<NbdmuxMachine, 'stage'>): string {
   return stage ?? 'never booted';
 }
 
+/** Where a machine's value of a field comes from, as both the CLI and the dashboard say it: `from profile rack3`. */
+export function describeSource(machine: Pick<NbdmuxMachine, 'sources' | 'profile'>, field: keyof NbdmuxMachine['sources']): string {
+  const source = machine.sources[field];
+  return source === 'profile' ? `from profile ${machine.profile}` : source === 'machine' ? 'its own' : 'the default';
+}
+
 /** What a machine boots: its export, or `none`, with why when its export was removed. */
 export function describeMachineExport(machine: Pick<NbdmuxMachine, 'export' | 'exportProblem'>): string {
   return machine.export ?? (machine.exportProblem === null ? 'none' : `none: ${machine.exportProblem}`);

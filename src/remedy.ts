@@ -19,4 +19,8 @@ export type Remedy =
   /** The machine boots nothing: give it an export. */
   | { kind: 'set-machine-export'; mac: string }
   /** The machine's export is gone or not serving: its record says which. */
-  | { kind: 'show-machine'; mac: string };
+  | { kind: 'show-machine'; mac: string }
+  /** The name named no profile. */
+  | { kind: 'list-profiles' }
+  /** The profile still has machines: each leaves it (or goes) first. */
+  | { kind: 'leave-profile'; name: string; macs: string[] };

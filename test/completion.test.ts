@@ -36,7 +36,7 @@ describe('nbdmux completion bash', () => {
     expect(complete('nbdmux ver')).toEqual(['versions']);
     expect(complete('nbdmux machines s')).toEqual(['set', 'show']);
     expect(complete('nbdmux --url http://127.0.0.1:4040 rm --f')).toEqual(['--force']);
-    expect(complete('nbdmux machines set 52:54:00:12:34:56 --no-')).toEqual(['--no-export', '--no-persistent']);
+    expect(complete('nbdmux machines set 52:54:00:12:34:56 --no-')).toEqual(['--no-profile', '--no-export', '--no-persistent']);
     // Nothing for a value the operator types, such as --url's.
     expect(complete('nbdmux --url ')).toEqual([]);
     fs.writeFileSync(path.join(dir, 'disk.img'), '');

@@ -187,4 +187,24 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard with machines, 
     expect((await api(daemon, 'GET', '/machines')).json.map((m: { name: string }) => m.name)).toEqual(['node-2', 'node-3']);
     await expect(page.locator('#machine-count').textContent()).resolves.toBe('2');
   });
+
+  it('lists the profiles with their machines; a machine’s page says where each value came from', async () => {
+    await client.profiles.create.mutate({ name: 'rack3', export: 'alpine', cmdline: 'quiet' });
+    const mac = '52:54:00:00:03:01';
+    await client.machines.create.mutate({ mac, name: 'rack3-node01', profile: 'rack3', persistent: false });
+    const row = page.locator('#profiles tr[data-profile="rack3"]');
+    await page.evaluate(`location.hash = '#/'`);
+    await row.waitFor({ timeout: 2000 });
+    await expect(row.locator('td.export').textContent()).resolves.toBe('alpine');
+    await expect(row.locator('td.machines').textContent()).resolves.toBe('rack3-node01');
+    await row.locator('td.machines a').click();
+    const facts = page.locator('#machine-facts');
+    await facts.locator('dd.profile').waitFor({ timeout: 2000 });
+    await expect(facts.locator('dd.export').textContent()).resolves.toBe('alpine (from profile rack3)');
+    await expect(facts.locator('dd.persistent').textContent()).resolves.toBe('no: each boot starts from the image (its own)');
+    await expect(facts.locator('dt:text-is("Kernel args") + dd').textContent()).resolves.toBe('quiet (from profile rack3)');
+    await expect(
+      facts.locator('[data-source]').evaluateAll((nodes) => nodes.map((node) => node.getAttribute('data-source'))),
+    ).resolves.toEqual(['profile', 'machine', 'profile']);
+  });
 });

@@ -99,6 +99,18 @@ describe('the CLI shows every event type', () => {
       client: '10.1.0.5',
       detail: 'ramboot: [1.20] starting\nramboot: [3.40] root mounted',
     },
+    'profile.created': { name: 'rack3', actor: 'open', client: '10.0.0.9' },
+    'profile.updated': {
+      name: 'rack3',
+      changed: ['export'],
+      machines: 2,
+      cleared: ['export'],
+      stateDiscarded: ['node1'],
+      actor: 'open',
+      client: '10.0.0.9',
+    },
+    'profile.removed': { name: 'rack3', actor: 'bearer', client: '10.0.0.9' },
+    'profile.adopted': { name: 'rack3', machines: [{ mac: '52:54:00:ab:cd:ef', name: 'rack3-node01' }], actor: 'open', client: '10.0.0.9' },
   };
   /** What watch shows after the time, type and export columns; null: the next line of that connection says it. */
   const expected: Record<EventType, string | null> = {
@@ -132,6 +144,11 @@ describe('the CLI shows every event type', () => {
     'machine.reset': 'mac=52:54:00:12:34:56 name=node7 actor=bearer client=10.0.0.9',
     'machine.discovered': 'mac=52:54:00:ab:cd:ef client=10.1.0.6',
     'machine.stage': 'node7 (52:54:00:12:34:56) root from 10.1.0.5: ramboot: [3.40] root mounted',
+    'profile.created': 'name=rack3 actor=open client=10.0.0.9',
+    'profile.updated':
+      "rack3: export changed for 2 machine(s) at their next boot; its machines' own export cleared; state discarded: node1 (by open from 10.0.0.9)",
+    'profile.removed': 'name=rack3 actor=bearer client=10.0.0.9',
+    'profile.adopted': 'rack3 adopted rack3-node01 (52:54:00:ab:cd:ef) (by open from 10.0.0.9)',
   };
   const at = new Date(2026, 0, 2, 3, 4, 5).toISOString();
 

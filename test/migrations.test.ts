@@ -45,6 +45,25 @@ describe('migrations', () => {
     db.$client.close();
   });
 
+  it('keep every field of a machine made before profiles as its own (0009), in no profile', () => {
+    const folder = migrationsUpTo(journal.entries.findIndex((entry) => entry.tag.startsWith('0009')));
+    const dir = tempDir('nbdmux-db-');
+    dirs.push(folder, dir);
+    const file = path.join(dir, 'nbdmux.db');
+    const old = openDatabase(file, folder);
+    old.$client
+      .prepare(
+        "INSERT INTO machines (mac, name, export_id, cmdline, persistent, state_size, machine_id, created_at) VALUES ('52:54:00:00:00:01', 'old', NULL, 'quiet', 1, 134217728, 'x', 'then')",
+      )
+      .run();
+    old.$client.close();
+    const db = openDatabase(file, migrationsFolder);
+    expect(db.$client.prepare('SELECT name, profile_id, export_id, cmdline, persistent, state_size FROM machines').all()).toEqual([
+      { name: 'old', profile_id: null, export_id: null, cmdline: 'quiet', persistent: 1, state_size: 134217728 },
+    ]);
+    db.$client.close();
+  });
+
   it('upgrade a database made by the first migration, with rows in it, to the newest without losing a row', () => {
     const dir = tempDir('nbdmux-upgrade-');
     dirs.push(dir);

@@ -57,10 +57,10 @@ describe('the operator CLI with machines', () => {
 
     const listed = await nbdmux(['machines', 'list']);
     const [header, ...rows] = listed.stdout.trimEnd().split('\n');
-    expect(header).toMatch(/^NAME +MAC +EXPORT +STATE +STAGE +SINCE +ADDRESS +SEEN$/);
+    expect(header).toMatch(/^NAME +MAC +PROFILE +EXPORT +STATE +STAGE +SINCE +ADDRESS +SEEN$/);
     expect(rows).toHaveLength(2);
-    expect(rows[0]).toMatch(/^node-1 +52:54:00:12:34:56 +deb +- +failed +\d+s +127\.0\.0\.1 +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/);
-    expect(rows[1]).toMatch(/^node-2 +52:54:00:12:34:57 +- +64\.0 MiB +never booted +- +- +never$/);
+    expect(rows[0]).toMatch(/^node-1 +52:54:00:12:34:56 +- +deb +- +failed +\d+s +127\.0\.0\.1 +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/);
+    expect(rows[1]).toMatch(/^node-2 +52:54:00:12:34:57 +- +- +64\.0 MiB +never booted +- +- +never$/);
     expect(JSON.parse((await nbdmux(['--json', 'machines'])).stdout)).toEqual(await client.machines.list.query());
 
     const shown = await nbdmux(['machines', 'show', node1.toUpperCase()]);
@@ -88,7 +88,7 @@ describe('the operator CLI with machines', () => {
     // An export removed under a machine: the machine stays, with none and the reason.
     expect((await nbdmux(['machines', 'set', node1, '--export', 'deb'])).code).toBe(0);
     await client.exports.delete.mutate({ name: 'deb' });
-    expect((await nbdmux(['machines'])).stdout).toMatch(/\nrack3-node7 +52:54:00:12:34:56 +- \(removed\) /);
+    expect((await nbdmux(['machines'])).stdout).toMatch(/\nrack3-node7 +52:54:00:12:34:56 +- +- \(removed\) /);
     expect((await nbdmux(['machines', 'show', node1])).stdout).toMatch(
       /\nexport +none: its export deb was removed at \S+: set another one\n/,
     );

@@ -15,13 +15,15 @@ const remedies = {
   'make-persistent': { kind: 'make-persistent', mac },
   'set-machine-export': { kind: 'set-machine-export', mac },
   'show-machine': { kind: 'show-machine', mac },
+  'list-profiles': { kind: 'list-profiles' },
+  'leave-profile': { kind: 'leave-profile', name: 'rack3', macs: [mac] },
 } as const satisfies { [Kind in Remedy['kind']]: Extract<Remedy, { kind: Kind }> };
 
 describe('a refusal’s remedy, worded by each interface', () => {
   it.each(Object.values(remedies))('$kind: REST and tRPC name routes, the CLI names commands that parse', (remedy: Remedy) => {
     const rest = describeError(conflict('it is refused', remedy));
     expect(rest).toMatchObject({ code: 'CONFLICT', problem: 'it is refused', remedy });
-    expect(rest.message).toMatch(/^it is refused; .*\b(GET|PATCH|DELETE) \/(machines|exports)\b/);
+    expect(rest.message).toMatch(/^it is refused; .*\b(GET|PATCH|DELETE) \/(machines|exports|profiles)\b/);
     expect(rest.message).not.toMatch(/nbdmux/);
 
     const cli = cliRemedy(remedy);

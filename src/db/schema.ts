@@ -129,6 +129,31 @@ export const revokedSessionsTable = sqliteTable('revoked_sessions', {
 });
 
 /**
+ * What a machine may set itself or take from its profile, the same columns in both tables: null is
+ * unset (the machine takes its profile's, the profile nbdmux's default; see src/profiles/fields.ts).
+ * A new shared field is a column here and an entry in that file's table.
+ */
+function sharedColumns() {
+  return {
+    /** The export it boots; a removed export leaves the id here, shown as none with the reason. */
+    exportId: integer('export_id').references(() => exportsTable.id),
+    /** Kernel arguments after its export's. */
+    cmdline: text('cmdline'),
+    persistent: integer('persistent', { mode: 'boolean' }),
+    /** Bytes of its state filesystem, used while `persistent`. */
+    stateSize: integer('state_size'),
+  };
+}
+
+/** What a group of machines shares; each of them may set any field itself, which wins. */
+export const profilesTable = sqliteTable('profiles', {
+  id: integer('id').primaryKey({ autoIncrement: true }),
+  name: text('name').notNull().unique(),
+  ...sharedColumns(),
+  createdAt: text('created_at').notNull(),
+});
+
+/**
  * The lab's machines, by the MAC of their boot NIC: what each boots, its identity, and where its
  * current boot is. A machine is deleted for good (its state file too); its history stays in events.
  */
@@ -137,13 +162,9 @@ export const machinesTable = sqliteTable('machines', {
   /** Lower case, colon-separated: the one spelling (see machines/inputs.ts). */
   mac: text('mac').notNull().unique(),
   name: text('name').notNull().unique(),
-  /** The export it boots; a removed export leaves the id here, shown as none with the reason. */
-  exportId: integer('export_id').references(() => exportsTable.id),
-  /** Kernel arguments after its export's. */
-  cmdline: text('cmdline').notNull().default(''),
-  persistent: integer('persistent', { mode: 'boolean' }).notNull().default(false),
-  /** Bytes of its state filesystem, used while `persistent`. */
-  stateSize: integer('state_size').notNull(),
+  /** The profile whose fields it takes where it sets none itself; a profile in use is never removed. */
+  profileId: integer('profile_id').references(() => profilesTable.id),
+  ...sharedColumns(),
   /** `systemd.machine_id`: 32 hex digits, made once when the machine is created. */
   machineId: text('machine_id').notNull(),
   createdAt: text('created_at').notNull(),
@@ -182,6 +203,7 @@ export type ExportRow = typeof exportsTable.$inferSelect;
 export type VersionRow = typeof exportVersionsTable.$inferSelect;
 export type ConnectionRow = typeof connectionsTable.$inferSelect;
 export type MachineRow = typeof machinesTable.$inferSelect;
+export type ProfileRow = typeof profilesTable.$inferSelect;
 export type DiscoveredMachineRow = typeof discoveredMachinesTable.$inferSelect;
 /** An event of one type, its details typed by it (drizzle types each column alone). */
 export type EventOf<T extends EventType> = Omit<typeof eventsTable.$inferSelect, 'type' | 'details'> & {

@@ -13,8 +13,7 @@ import { exportNamePattern, stateExportName } from '../rules/names.js';
 import type { BootArtifacts } from '../boot/artifacts.js';
 import { sendFile, sendText } from './boot-send.js';
 import { normaliseMac } from '../rules/mac.js';
-import { maxReportBytes, reportedStages, type MachineBoots, type ReportedStage } from '../machines/boots.js';
-import type { MachineRow } from '../db/schema.js';
+import { maxReportBytes, reportedStages, type BootingMachine, type MachineBoots, type ReportedStage } from '../machines/boots.js';
 import { cannotBootScript, exportScript, menuScript, type BootEndpoint } from '../boot/ipxe.js';
 import { clientAddressOf } from '../rules/client-address.js';
 import { cliRemedy } from '../operator-cli/remedy.js';
@@ -188,7 +187,7 @@ export function bootRoutes(options: BootRoutesOptions): BootRoutes {
  * and changes nothing of it.
  */
 function machineScript(
-  machine: MachineRow,
+  machine: BootingMachine,
   client: string,
   exports: BootableExports,
   artifacts: BootArtifacts,
@@ -200,9 +199,10 @@ function machineScript(
     boots: false,
   });
   // Read at the machine's console, by an operator who answers with the CLI.
-  if (machine.exportId === null)
+  const { effective } = machine;
+  if (effective.exportId === null)
     return cannot(null, `no export is set for it: ${cliRemedy({ kind: 'set-machine-export', mac: machine.mac }, false)}`);
-  const exp = exports.find({ id: machine.exportId });
+  const exp = exports.find({ id: effective.exportId });
   if (exp === undefined)
     return cannot(null, `its export is removed, or not serving: ${cliRemedy({ kind: 'show-machine', mac: machine.mac }, false)}`);
   if (!admits(exp, client)) return undefined;
@@ -212,8 +212,8 @@ function machineScript(
     name: machine.name,
     mac: machine.mac,
     machineId: machine.machineId,
-    cmdline: machine.cmdline,
-    stateExport: machine.persistent ? stateExportName(machine.mac) : null,
+    cmdline: effective.cmdline,
+    stateExport: effective.persistent ? stateExportName(machine.mac) : null,
   };
   return { text: exportScript({ ...exp, partition: info.partition }, endpoint, identity), exportName: exp.name, boots: true };
 }

@@ -175,8 +175,8 @@ export const restRoutes: readonly RestRoute[] = [
       GET: [{ returns: '200, array' }],
       POST: [
         {
-          body: '`{mac, name, export?, cmdline?, persistent?, stateSize?}`',
-          returns: '201 (409 for a taken MAC or name, 400 for an unknown export or a malformed field)',
+          body: "`{mac, name, profile?, export?, cmdline?, persistent?, stateSize?}` (a field left out or null: its profile's, else the default)",
+          returns: '201 (409 for a taken MAC or name, 400 for an unknown export or profile, or a malformed field)',
         },
       ],
     },
@@ -199,8 +199,18 @@ export const restRoutes: readonly RestRoute[] = [
   {
     path: '/machines/{mac}',
     docs: {
-      GET: [{ returns: '200 (404 unknown)' }],
-      PATCH: [{ body: 'any field but `mac`, and `keepState`', returns: '200' }],
+      GET: [
+        {
+          returns:
+            '200: each field as its next boot gets it, and `sources`: where each came from (machine, profile, default) (404 unknown)',
+        },
+      ],
+      PATCH: [
+        {
+          body: 'any field but `mac`, and `keepState`; `"profile": null` takes it out of its profile, a shared field null clears its own value',
+          returns: '200',
+        },
+      ],
       DELETE: [{ returns: '204; its state is deleted too (409 while attached)' }],
     },
     async handle(method, { req, procedures }, rawMac) {
@@ -220,6 +230,66 @@ export const restRoutes: readonly RestRoute[] = [
     async handle(_method, { procedures }, rawMac) {
       await procedures().machines.reset({ mac: decodePathPart('mac', rawMac) });
       return { status: 204 };
+    },
+  },
+  {
+    path: '/profiles',
+    trailingSlash: true,
+    docs: {
+      GET: [{ returns: '200, array: each profile with its machines' }],
+      POST: [
+        {
+          body: '`{name, export?, cmdline?, persistent?, stateSize?}` (a field left out: unset, its machines get the default)',
+          returns: '201 (409 for a taken name, 400 for an unknown export or a malformed field)',
+        },
+      ],
+    },
+    async handle(method, { req, procedures }) {
+      if (method === 'POST') {
+        const created = await procedures().profiles.create((await readJsonBody(req)) as never);
+        return { status: 201, json: created, headers: { location: `/profiles/${encodeURIComponent(created.name)}` } };
+      }
+      return { status: 200, json: await procedures().profiles.list() };
+    },
+  },
+  {
+    path: '/profiles/{name}',
+    docs: {
+      GET: [{ returns: '200 (404 unknown)' }],
+      PATCH: [
+        {
+          body: "any field but `name` (null: unset), `allMachines` (also clear its machines' own values of the fields given), `keepState`",
+          returns: '200: its machines get it at their next boot',
+        },
+      ],
+      DELETE: [{ returns: '204 (409 naming its machines while it has any)' }],
+    },
+    async handle(method, { req, procedures }, rawName) {
+      const name = decodeName(rawName);
+      if (method === 'DELETE') {
+        await procedures().profiles.remove({ name });
+        return { status: 204 };
+      }
+      if (method === 'PATCH')
+        return { status: 200, json: await procedures().profiles.update(withPathField(await readJsonBody(req), 'name', name, 'profile')) };
+      return { status: 200, json: await procedures().profiles.get({ name }) };
+    },
+  },
+  {
+    path: '/profiles/{name}/adopt',
+    docs: {
+      POST: [
+        {
+          body: '`{names, macs?}`: `names` a pattern like `rack3-node{01..40}`, `macs` the discovered MACs (default: all)',
+          returns: '200, `{profile, adopted}`: each named in its order of discovery; all or none (400 too few names, 409 a name taken)',
+        },
+      ],
+    },
+    async handle(_method, { req, procedures }, rawName) {
+      return {
+        status: 200,
+        json: await procedures().profiles.adopt(withPathField(await readJsonBody(req), 'name', decodeName(rawName), 'profile')),
+      };
     },
   },
   {

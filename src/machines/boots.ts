@@ -7,6 +7,10 @@ import { machineStages, type MachineStage } from '../model/event-map.js';
 import type { SummarisedEvents } from '../events/summarised-events.js';
 import { errorText, type Logger } from '../log.js';
 import type { MachineRegistry } from './registry.js';
+import type { Effective } from '../profiles/fields.js';
+
+/** A machine as its boot sees it: its row and what it boots with. */
+export type BootingMachine = MachineRow & { effective: Effective };
 
 /** What a machine's boot reports itself (the initramfs, then the booted system). */
 export const reportedStages = ['root', 'up', 'failed'] as const;
@@ -73,7 +77,7 @@ export class MachineBoots {
       stageDetail: null,
       timeline: { script: now },
       rootConnectionId: null,
-      bootedVersionId: this.currentVersionOf(known.exportId),
+      bootedVersionId: this.currentVersionOf(known.effective.exportId),
     } as const;
     const row = this.space.tryWrite(
       () => this.db.update(machinesTable).set(boot).where(eq(machinesTable.id, known.id)).returning().all()[0]!,
@@ -81,7 +85,8 @@ export class MachineBoots {
     if (row === undefined) return { ...known, ...boot };
     // What this boot is served changed only with a state, an address or a version: a boot storm of
     // machines booting again as they did before rewrites no config.
-    if (row.persistent || known.address !== row.address || known.bootedVersionId !== row.bootedVersionId) this.machines.applyMachines();
+    if (known.effective.persistent || known.address !== row.address || known.bootedVersionId !== row.bootedVersionId)
+      this.machines.applyMachines();
     this.recordStage(row, 'script');
     return row;
   }
@@ -98,8 +103,9 @@ export class MachineBoots {
   }
 
   /** The machine of a MAC, as it is: what a HEAD of its script answers about, changing nothing. */
-  lookup(mac: string): MachineRow | undefined {
-    return this.machines.find(mac);
+  lookup(mac: string): BootingMachine | undefined {
+    const row = this.machines.find(mac);
+    return row === undefined ? undefined : { ...row, effective: this.machines.effective(row) };
   }
 
   /**
@@ -176,20 +182,26 @@ export class MachineBoots {
    * none, so it goes to the one that reached its stage first, as it most likely asked first.
    */
   private bootingFrom(client: string, exportName: string, mac?: string): MachineRow | undefined {
+    const exp = this.db
+      .select({ id: exportsTable.id })
+      .from(exportsTable)
+      .where(and(eq(exportsTable.name, exportName), isNull(exportsTable.removedAt)))
+      .get();
+    if (exp === undefined) return undefined;
+    // Its export may be its own or its profile's: only the effective fields say which it boots.
     return this.db
-      .select({ machine: machinesTable })
+      .select()
       .from(machinesTable)
-      .innerJoin(exportsTable, eq(exportsTable.id, machinesTable.exportId))
       .where(
         and(
           eq(machinesTable.address, client),
-          eq(exportsTable.name, exportName),
           inArray(machinesTable.stage, [...booting]),
           mac === undefined ? undefined : eq(machinesTable.mac, mac),
         ),
       )
       .orderBy(machinesTable.stageAt)
-      .get()?.machine;
+      .all()
+      .find((row) => this.machines.effective(row).exportId === exp.id);
   }
 
   /** The machine whose current boot, from `client`, booted `exportName` and lost its root's connection. */
@@ -218,7 +230,7 @@ export class MachineBoots {
   }
 
   private recordStage(row: MachineRow, stage: MachineStage): void {
-    this.events.record('machine.stage', this.machines.exportName(row.exportId), {
+    this.events.record('machine.stage', this.machines.exportName(this.machines.effective(row).exportId), {
       mac: row.mac,
       name: row.name,
       stage,

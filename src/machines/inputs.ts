@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { exportName, kernelCmdline } from '../exports/inputs.js';
 import { normaliseMac } from '../rules/mac.js';
+import { exportNamePattern } from '../rules/names.js';
 
 // Every control-plane input about machines, defined once: the router validates with these, the
 // boot routes parse a MAC with the same rule, and clients infer their types through the router.
@@ -68,33 +69,52 @@ function parseSize(text: string): number | null {
   return Number(match[1]) * 1024 ** power;
 }
 
-const machineFields = {
-  name: machineName,
-  /** The export it boots; null: none (its script then says so). */
-  export: exportName.nullable(),
+/**
+ * The fields a machine shares with its profile (src/profiles/fields.ts): each may be left unset,
+ * null, so the machine takes its profile's, else the default.
+ */
+export const sharedInputs = {
+  /** The export it boots. */
+  export: exportName,
   /** Extra kernel arguments, after the export's: the export's rules (no `$`, no quotes, none of nbdmux's own). */
   cmdline: kernelCmdline,
   persistent: z.boolean({ error: 'must be true or false' }),
   stateSize,
 };
 
+/** A profile's name: the rule of export names, as it goes in a path and on a command line alike. */
+export const profileName = z
+  .string({ error: (issue) => (issue.input === undefined ? 'is required' : 'must be a string') })
+  .regex(exportNamePattern, {
+    message: "must be 1 to 64 characters of A-Z a-z 0-9 '.' '_' '-', starting with a letter or digit",
+  });
+
+type SharedInputs = typeof sharedInputs;
+
+/** Each shared field unset unless given (null: unset), for a new machine or profile. */
+export const sharedUnsetByDefault = Object.fromEntries(
+  Object.entries(sharedInputs).map(([field, schema]: [string, z.ZodType]) => [field, schema.nullable().default(null)]),
+) as { [F in keyof SharedInputs]: z.ZodDefault<z.ZodNullable<SharedInputs[F]>> };
+
+/** Each shared field changed only when given; null clears it, so the profile's (or the default) applies. */
+export const sharedChanges = Object.fromEntries(
+  Object.entries(sharedInputs).map(([field, schema]: [string, z.ZodType]) => [field, schema.nullable().optional()]),
+) as { [F in keyof SharedInputs]: z.ZodOptional<z.ZodNullable<SharedInputs[F]>> };
+
 export const createMachineInput = z.strictObject({
   mac: macAddress,
-  name: machineFields.name,
-  export: machineFields.export.default(null),
-  cmdline: machineFields.cmdline.default(''),
-  persistent: machineFields.persistent.default(false),
-  stateSize: machineFields.stateSize.default(defaultStateSize),
+  name: machineName,
+  profile: profileName.nullable().default(null),
+  ...sharedUnsetByDefault,
 });
 
 export const updateMachineInput = z.strictObject({
   mac: macAddress,
-  name: machineFields.name.optional(),
-  export: machineFields.export.optional(),
-  cmdline: machineFields.cmdline.optional(),
-  persistent: machineFields.persistent.optional(),
-  stateSize: machineFields.stateSize.optional(),
-  /** With a new `export`: keep the state written over the old one (an upper layer belongs to its lower layer). */
+  name: machineName.optional(),
+  /** The profile it takes unset fields from; null: none. */
+  profile: profileName.nullable().optional(),
+  ...sharedChanges,
+  /** With a new export: keep the state written over the old one (an upper layer belongs to its lower layer). */
   keepState: z.boolean({ error: 'must be true or false' }).default(false),
 });
 

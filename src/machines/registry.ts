@@ -1,31 +1,30 @@
 import crypto from 'node:crypto';
-import { and, asc, desc, eq, isNull } from 'drizzle-orm';
+import { asc, desc, eq } from 'drizzle-orm';
 import type { Db } from '../db/open.js';
-import { discoveredMachinesTable, exportsTable, machinesTable, type DiscoveredMachineRow, type MachineRow } from '../db/schema.js';
+import {
+  discoveredMachinesTable,
+  exportsTable,
+  machinesTable,
+  profilesTable,
+  type DiscoveredMachineRow,
+  type MachineRow,
+  type ProfileRow,
+} from '../db/schema.js';
 import { badInput, conflict, notFound } from '../errors.js';
 import { joinedCmdlineProblem } from '../rules/cmdline.js';
-import { stateExportName } from '../rules/names.js';
 import type { EventLog } from '../events/event-log.js';
 import type { Actor } from '../model/event-map.js';
 import type { ConnectionTable, MachineExports } from '../supervisor/index.js';
 import type { PinnedFiles } from '../exports/pinned-files.js';
 import { servedMachineExports } from './served.js';
-import { versionById } from '../exports/versions.js';
 import type { CreateMachineInput, UpdateMachineInput } from './inputs.js';
 import type { StateFiles } from './state-files.js';
+import { planState } from './state-plan.js';
+import { machineView, type MachineView } from './views.js';
 
-/** A machine as the control plane shows it. */
-export type MachineView = Omit<MachineRow, 'id' | 'exportId' | 'rootConnectionId' | 'bootedVersionId'> & {
-  /** The version of its export its current boot was written for: what it reads, on a reconnect too. */
-  bootedVersion: number | null;
-  /** The export it boots; null when none is set or the one set was removed (`exportProblem` says which). */
-  export: string | null;
-  exportProblem: string | null;
-  /** Its state export's name (`nbdroot.state=`), while it is persistent. */
-  stateExport: string | null;
-  /** A live NBD connection of its current boot holds its root or its state. */
-  attached: boolean;
-};
+export type { MachineView } from './views.js';
+import { effectiveFields, type Effective } from '../profiles/fields.js';
+import { profileById, profileNamed, sharedColumnsOf } from '../profiles/values.js';
 
 /** What the machines need from the data plane. */
 export interface MachineDataPlane {
@@ -52,12 +51,24 @@ export class MachineRegistry {
 
   list(): MachineView[] {
     const holding = this.holding();
+    const profiles = new Map(
+      this.db
+        .select()
+        .from(profilesTable)
+        .all()
+        .map((profile) => [profile.id, profile]),
+    );
     return this.db
       .select()
       .from(machinesTable)
       .orderBy(asc(machinesTable.name))
       .all()
-      .map((row) => this.toView(row, holding));
+      .map((row) => this.toView(row, holding, profiles.get(row.profileId ?? -1)));
+  }
+
+  /** What the machine boots with, field by field: the one reading of its own fields and its profile's. */
+  effective(row: MachineRow): Effective {
+    return effectiveFields(row, profileById(this.db, row.profileId));
   }
 
   get(mac: string): MachineView {
@@ -72,9 +83,11 @@ export class MachineRegistry {
   create(input: CreateMachineInput, actor: Actor): Promise<MachineView> {
     return this.serially(async () => {
       this.refuseTaken(input.mac, input.name);
-      const exportId = input.export === null ? null : this.exportIdOf(input.export);
-      this.refuseLongCmdline(exportId, input.cmdline);
-      if (input.persistent) await this.states.create(input.mac, input.stateSize);
+      const profile = input.profile === null ? undefined : profileNamed(this.db, input.profile);
+      const own = sharedColumnsOf(this.db, input) as Required<ReturnType<typeof sharedColumnsOf>>;
+      const effective = effectiveFields(own, profile);
+      this.refuseLongCmdline(effective);
+      if (effective.persistent) await this.states.create(input.mac, effective.stateSize);
       let row: MachineRow;
       try {
         row = this.db.transaction((tx) => {
@@ -84,11 +97,9 @@ export class MachineRegistry {
             .values({
               mac: input.mac,
               name: input.name,
-              exportId,
-              cmdline: input.cmdline,
-              persistent: input.persistent,
-              stateSize: input.stateSize,
-              machineId: crypto.randomBytes(16).toString('hex'),
+              profileId: profile?.id ?? null,
+              ...own,
+              machineId: newMachineId(),
               createdAt: new Date().toISOString(),
             })
             .returning()
@@ -100,7 +111,13 @@ export class MachineRegistry {
         this.states.closeRetired();
         throw err;
       }
-      this.events.record('machine.created', input.export, { mac: row.mac, name: row.name, persistent: row.persistent, ...actor });
+      this.events.record('machine.created', this.exportName(effective.exportId), {
+        mac: row.mac,
+        name: row.name,
+        persistent: effective.persistent,
+        ...(profile && { profile: profile.name }),
+        ...actor,
+      });
       return this.toView(row);
     });
   }
@@ -110,49 +127,80 @@ export class MachineRegistry {
       const before = this.row(input.mac);
       const name = input.name ?? before.name;
       if (name !== before.name) this.refuseTaken(null, name);
-      const exportId = input.export === undefined ? before.exportId : input.export === null ? null : this.exportIdOf(input.export);
-      this.refuseLongCmdline(exportId, input.cmdline ?? before.cmdline);
-      const persistent = input.persistent ?? before.persistent;
-      const stateSize = input.stateSize ?? before.stateSize;
-      const hasState = before.persistent && this.states.exists(before.mac);
-      // What happens to the state: an upper layer belongs to the lower layer it was written over.
-      const exportChanged = exportId !== before.exportId;
-      const discard = hasState && (!persistent || (exportChanged && !input.keepState));
-      const grow = hasState && !discard && stateSize > before.stateSize;
-      if (hasState && !discard && stateSize < before.stateSize) {
-        throw conflict(
-          `stateSize: the state filesystem of ${before.name} cannot shrink from ${before.stateSize} to ${stateSize} bytes; reset the machine (discarding its state) or keep the size`,
-        );
-      }
-      if (input.keepState && !exportChanged) throw badInput('keepState', 'only means something with a new "export"; drop it');
-      if ((discard || grow) && this.attached(before)) {
-        throw conflict(
-          `machine ${before.name} is attached: ${discard ? 'its state would be discarded' : 'its state filesystem would grow'} under a running system; power it off first`,
-        );
-      }
-      const row = await this.changingStates(discard || grow ? before.mac : null, async () => {
-        if (discard) this.states.discard(before.mac);
-        if (grow) await this.states.grow(before.mac, stateSize);
-        if (persistent && (discard || !hasState)) await this.states.create(before.mac, stateSize);
-        return this.db
+      const profileId =
+        input.profile === undefined ? before.profileId : input.profile === null ? null : profileNamed(this.db, input.profile).id;
+      const after = { ...before, name, profileId, ...sharedColumnsOf(this.db, input) };
+      const beforeEffective = this.effective(before);
+      const afterEffective = this.effective(after);
+      if (input.keepState && afterEffective.exportId === beforeEffective.exportId)
+        throw badInput('keepState', 'only means something with a new "export"; drop it');
+      const [moved] = await this.restate([{ row: before, before: beforeEffective, after: afterEffective }], input.keepState, () =>
+        this.db
           .update(machinesTable)
-          .set({ name, exportId, cmdline: input.cmdline ?? before.cmdline, persistent, stateSize })
+          .set({
+            name,
+            profileId,
+            exportId: after.exportId,
+            cmdline: after.cmdline,
+            persistent: after.persistent,
+            stateSize: after.stateSize,
+          })
           .where(eq(machinesTable.id, before.id))
-          .returning()
-          .all()[0]!;
-      });
-      const changed = (['name', 'exportId', 'cmdline', 'persistent', 'stateSize'] as const)
+          .run(),
+      );
+      const row = this.row(before.mac);
+      const changed = (['name', 'profileId', 'exportId', 'cmdline', 'persistent', 'stateSize'] as const)
         .filter((field) => row[field] !== before[field])
-        .map((field) => (field === 'exportId' ? 'export' : field));
-      this.events.record('machine.updated', this.exportName(row.exportId), {
+        .map((field) => (field === 'exportId' ? 'export' : field === 'profileId' ? 'profile' : field));
+      this.events.record('machine.updated', this.exportName(afterEffective.exportId), {
         mac: row.mac,
         name: row.name,
         changed,
-        stateDiscarded: discard,
+        stateDiscarded: moved!.plan.discard,
         ...actor,
       });
       return this.toView(row);
     });
+  }
+
+  /**
+   * Moves machines to new effective fields (their own change, or their profile's): their states
+   * follow as planState says, every one checked before any is touched, then `write` commits the
+   * rows. Refused whole if one machine's state would shrink, or change under a running system.
+   */
+  async restate<T extends { row: MachineRow; before: Effective; after: Effective }>(
+    moves: readonly T[],
+    keepState: boolean,
+    write: () => void,
+  ): Promise<Array<T & { plan: ReturnType<typeof planState> }>> {
+    for (const move of moves) this.refuseLongCmdline(move.after, move.row.name);
+    const planned = moves.map((move) => ({
+      ...move,
+      plan: planState(move.row.name, move.before, move.after, this.states.exists(move.row.mac), keepState),
+    }));
+    const rewritten = planned.filter(({ plan }) => plan.discard || plan.grow);
+    const busy = rewritten.filter(({ row }) => this.attached(row));
+    if (busy.length > 0) {
+      const what = busy.map(({ row, plan }) => `${row.name} (its state would be ${plan.discard ? 'discarded' : 'grown'})`).join(', ');
+      throw conflict(`attached, so their state cannot change under a running system: ${what}; power them off first`);
+    }
+    await this.changingStates(
+      rewritten.map(({ row }) => row.mac),
+      async () => {
+        for (const { row, plan } of planned) {
+          if (plan.discard) this.states.discard(row.mac);
+          if (plan.grow) await this.states.grow(row.mac, plan.size);
+          if (plan.create) await this.states.create(row.mac, plan.size);
+        }
+        write();
+      },
+    );
+    return planned;
+  }
+
+  /** Changes run one at a time, machines' and profiles' alike: each may make or delete state files. */
+  inTurn<T>(change: () => Promise<T>): Promise<T> {
+    return this.serially(change);
   }
 
   delete(mac: string, actor: Actor): Promise<void> {
@@ -161,7 +209,7 @@ export class MachineRegistry {
       this.refuseAttached(row, 'deleted');
       // The row first: if it cannot go, nothing did.
       this.db.delete(machinesTable).where(eq(machinesTable.id, row.id)).run();
-      await this.changingStates(null, () => Promise.resolve(this.states.discard(row.mac)));
+      await this.changingStates([], () => Promise.resolve(this.states.discard(row.mac)));
       this.events.record('machine.deleted', null, { mac: row.mac, name: row.name, ...actor });
     });
   }
@@ -170,14 +218,15 @@ export class MachineRegistry {
   reset(mac: string, actor: Actor): Promise<void> {
     return this.serially(async () => {
       const row = this.row(mac);
-      if (!row.persistent)
+      const effective = this.effective(row);
+      if (!effective.persistent)
         throw conflict(`machine ${row.name} is not persistent, so it has no state to reset`, { kind: 'make-persistent', mac: row.mac });
       this.refuseAttached(row, 'reset');
-      await this.changingStates(row.mac, async () => {
+      await this.changingStates([row.mac], async () => {
         this.states.discard(row.mac);
-        await this.states.create(row.mac, row.stateSize);
+        await this.states.create(row.mac, effective.stateSize);
       });
-      this.events.record('machine.reset', this.exportName(row.exportId), { mac: row.mac, name: row.name, ...actor });
+      this.events.record('machine.reset', this.exportName(effective.exportId), { mac: row.mac, name: row.name, ...actor });
     });
   }
 
@@ -211,34 +260,8 @@ export class MachineRegistry {
     };
   }
 
-  toView({ id: _id, exportId, rootConnectionId: _root, bootedVersionId, ...row }: MachineRow, holding = this.holding()): MachineView {
-    const exp =
-      exportId === null
-        ? undefined
-        : this.db
-            .select({ name: exportsTable.name, removedAt: exportsTable.removedAt })
-            .from(exportsTable)
-            .where(eq(exportsTable.id, exportId))
-            .get();
-    const removed = exp !== undefined && exp.removedAt !== null;
-    return {
-      ...row,
-      export: exp === undefined || removed ? null : exp.name,
-      exportProblem: removed ? `its export ${exp.name} was removed at ${exp.removedAt}: set another one` : null,
-      stateExport: row.persistent ? stateExportName(row.mac) : null,
-      bootedVersion: versionById(this.db, bootedVersionId)?.version ?? null,
-      attached: this.attached({ id: _id, rootConnectionId: _root }, holding),
-    };
-  }
-
-  private exportIdOf(name: string): number {
-    const exp = this.db
-      .select({ id: exportsTable.id })
-      .from(exportsTable)
-      .where(and(eq(exportsTable.name, name), isNull(exportsTable.removedAt)))
-      .get();
-    if (!exp) throw badInput('export', `no export "${name}"`, { kind: 'list-exports' });
-    return exp.id;
+  toView(row: MachineRow, holding = this.holding(), profile: ProfileRow | undefined = profileById(this.db, row.profileId)): MachineView {
+    return machineView(this.db, row, profile, this.attached(row, holding));
   }
 
   /** The name of the export an id names, removed or not; what its events are filed under. */
@@ -249,13 +272,13 @@ export class MachineRegistry {
   }
 
   /** A machine's arguments follow its export's on one kernel line, which has a bound. */
-  private refuseLongCmdline(exportId: number | null, cmdline: string): void {
+  private refuseLongCmdline({ exportId, cmdline }: Pick<Effective, 'exportId' | 'cmdline'>, name?: string): void {
     const exportCmdline =
       exportId === null
         ? undefined
         : this.db.select({ cmdline: exportsTable.cmdline }).from(exportsTable).where(eq(exportsTable.id, exportId)).get()?.cmdline;
     const problem = exportCmdline === undefined ? null : joinedCmdlineProblem(exportCmdline, cmdline);
-    if (problem !== null) throw badInput('cmdline', problem);
+    if (problem !== null) throw badInput('cmdline', name === undefined ? problem : `${name}: ${problem}`);
   }
 
   private refuseTaken(mac: string | null, name: string): void {
@@ -276,21 +299,19 @@ export class MachineRegistry {
 
   /**
    * Runs a change of state files, then hands the data plane the states as they are, whether the
-   * change completed or failed midway (a discarded state must not stay served). The state of
-   * `withhold` (a MAC), whose file the change rewrites, is out of every config while it runs:
-   * taken out in the same step as the caller's check that nothing holds it, so no client can
-   * attach it between the check and the end of the change.
+   * change completed or failed midway (a discarded state must not stay served). The states of
+   * `withhold` (MACs), whose files the change rewrites, are out of every config while it runs:
+   * taken out in the same step as the caller's check that nothing holds them, so no client can
+   * attach one between the check and the end of the change.
    */
-  private async changingStates<T>(withhold: string | null, change: () => Promise<T>): Promise<T> {
-    const withheld = withhold === null ? undefined : this.find(withhold)?.id;
-    if (withheld !== undefined) {
-      this.withheld.add(withheld);
-      this.applyMachines();
-    }
+  private async changingStates<T>(withhold: readonly string[], change: () => Promise<T>): Promise<T> {
+    const withheld = withhold.flatMap((mac) => this.find(mac)?.id ?? []);
+    for (const id of withheld) this.withheld.add(id);
+    if (withheld.length > 0) this.applyMachines();
     try {
       return await change();
     } finally {
-      if (withheld !== undefined) this.withheld.delete(withheld);
+      for (const id of withheld) this.withheld.delete(id);
       this.applyMachines();
     }
   }
@@ -300,4 +321,9 @@ export class MachineRegistry {
     this.queue = result.catch(() => {});
     return result;
   }
+}
+
+/** `systemd.machine_id`: made once, when the machine is. */
+export function newMachineId(): string {
+  return crypto.randomBytes(16).toString('hex');
 }

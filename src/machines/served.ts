@@ -1,6 +1,7 @@
 import { and, eq, isNotNull, isNull, ne } from 'drizzle-orm';
 import type { Db } from '../db/open.js';
-import { exportsTable, exportVersionsTable, machinesTable } from '../db/schema.js';
+import { exportsTable, exportVersionsTable, machinesTable, profilesTable } from '../db/schema.js';
+import { effectiveFields } from '../profiles/fields.js';
 import type { BootedFile, PinnedFiles } from '../exports/pinned-files.js';
 import { admits } from '../rules/allow-list.js';
 import { stateExportName } from '../rules/names.js';
@@ -35,13 +36,31 @@ export function servedMachineExports(
  * the machine has an export, not removed, whose allow list admits that address.
  */
 function servedStates(db: Pick<Db, 'select'>, states: Pick<StateFiles, 'fdOf'>): ServedState[] {
+  const profiles = new Map(
+    db
+      .select()
+      .from(profilesTable)
+      .all()
+      .map((profile) => [profile.id, profile]),
+  );
+  const serving = new Map(
+    db
+      .select({ id: exportsTable.id, allow: exportsTable.allow })
+      .from(exportsTable)
+      .where(isNull(exportsTable.removedAt))
+      .all()
+      .map((exp) => [exp.id, exp]),
+  );
   return db
-    .select({ machine: machinesTable, exp: { id: exportsTable.id, allow: exportsTable.allow } })
+    .select()
     .from(machinesTable)
-    .innerJoin(exportsTable, and(eq(exportsTable.id, machinesTable.exportId), isNull(exportsTable.removedAt)))
-    .where(and(eq(machinesTable.persistent, true), isNotNull(machinesTable.address)))
+    .where(isNotNull(machinesTable.address))
     .all()
-    .flatMap(({ machine, exp }) => {
+    .flatMap((machine) => {
+      // Persistent, and its export, by itself or its profile: the fields its boot was given.
+      const { persistent, exportId } = effectiveFields(machine, profiles.get(machine.profileId ?? -1));
+      const exp = exportId === null ? undefined : serving.get(exportId);
+      if (!persistent || exp === undefined) return [];
       const fd = states.fdOf(machine.mac);
       if (fd === undefined || !admits(exp, machine.address!)) return [];
       return [

@@ -71,7 +71,8 @@ export interface EventDetails {
   'boot.script': { client: string; status: number; menu?: string; nbd?: string } & Repeated;
   'boot.kernel': { client: string; status: number; bytes: number } & Repeated;
   'boot.initrd': { client: string; status: number; bytes: number } & Repeated;
-  'machine.created': { mac: string; name: string; persistent: boolean } & ActedBy;
+  /** `profile`: the profile it takes unset fields from; `persistent` is its effective value. */
+  'machine.created': { mac: string; name: string; persistent: boolean; profile?: string } & ActedBy;
   /** `changed`: the fields that changed; `stateDiscarded`: its persistent state went with the change. */
   'machine.updated': { mac: string; name: string; changed: string[]; stateDiscarded: boolean } & ActedBy;
   'machine.deleted': { mac: string; name: string } & ActedBy;
@@ -79,6 +80,16 @@ export interface EventDetails {
   'machine.reset': { mac: string; name: string } & ActedBy;
   /** A MAC no machine has asked for a boot script (recorded the first time only); with `count`, that many more new MACs came from `client` `since` then. */
   'machine.discovered': { mac: string; client: string } & Repeated;
+  'profile.created': { name: string } & ActedBy;
+  /**
+   * `changed`: the profile's fields that changed; `machines`: how many of its machines take a changed
+   * field from it (what their next boot gets); `cleared`: the fields its machines' own values were
+   * cleared of, so the profile's apply; `stateDiscarded`: machines whose state went with the change.
+   */
+  'profile.updated': { name: string; changed: string[]; machines: number; cleared?: string[]; stateDiscarded: string[] } & ActedBy;
+  'profile.removed': { name: string } & ActedBy;
+  /** Discovered MACs became machines of the profile, named in the order they were discovered. */
+  'profile.adopted': { name: string; machines: Array<{ mac: string; name: string }> } & ActedBy;
   /** The machine's boot reached `stage`; `detail`: a failure's reason, or the timing lines of `root`. */
   'machine.stage': { mac: string; name: string; stage: MachineStage; client: string; detail?: string };
 }

@@ -31,12 +31,18 @@ const commandFlags = {
   'no-persistent': { type: 'boolean', read: Boolean },
   'state-size': { type: 'string', placeholder: 'SIZE', read: (text: string | undefined) => text },
   'keep-state': { type: 'boolean', read: Boolean },
+  profile: { type: 'string', placeholder: 'PROFILE', read: (text: string | undefined) => text },
+  'no-profile': { type: 'boolean', read: Boolean },
+  // A field's value cleared: a machine then takes its profile's, a profile's machines the default.
+  unset: { type: 'string', multiple: true, placeholder: 'FIELD', read: (values: string[] | undefined) => (values ?? []).map(checkedField) },
+  names: { type: 'string', placeholder: 'PATTERN', read: (text: string | undefined) => text },
+  'all-machines': { type: 'boolean', read: Boolean },
 } as const satisfies Record<string, FlagSpec>;
 
 type FlagName = keyof typeof commandFlags;
 
 interface CommandSpec {
-  /** `[NAME]` is optional; optional ones come last. */
+  /** `[NAME]` is optional, `[MAC...]` any number; optional ones come last. */
   args: readonly string[];
   flags: readonly FlagName[];
   help: string;
@@ -80,17 +86,31 @@ const commandSpecs = {
   },
   'machines add': {
     args: ['MAC', 'NAME'],
-    flags: ['export', 'cmdline', 'persistent', 'state-size'],
+    flags: ['profile', 'export', 'cmdline', 'persistent', 'state-size'],
     help:
       'a machine whose boot NIC has MAC, with host name NAME, booting EXPORT with extra kernel ARGS; --persistent keeps what ' +
-      'it writes across boots, in a state filesystem of SIZE (bytes, or with K, M, G or T; default 4G)',
+      'it writes across boots, in a state filesystem of SIZE (bytes, or with K, M, G or T; default 4G); what it does not ' +
+      'set it takes from PROFILE',
   },
   'machines set': {
     args: ['MAC'],
-    flags: ['name', 'export', 'no-export', 'cmdline', 'persistent', 'no-persistent', 'state-size', 'keep-state'],
+    flags: [
+      'name',
+      'profile',
+      'no-profile',
+      'export',
+      'no-export',
+      'cmdline',
+      'persistent',
+      'no-persistent',
+      'state-size',
+      'unset',
+      'keep-state',
+    ],
     help:
-      'change what is given; a new --export discards the state of a persistent machine unless --keep-state, ' +
-      '--no-persistent discards it, a larger --state-size grows it',
+      "change what is given; --unset FIELD (export, cmdline, persistent, state-size) clears its own value so its profile's " +
+      'applies; a new export discards the state of a persistent machine unless --keep-state, --no-persistent discards it, ' +
+      'a larger --state-size grows it',
   },
   'machines show': { args: ['MAC'], flags: [], help: 'one machine: every field, its stage and the timeline of its current boot' },
   'machines rm': { args: ['MAC'], flags: [], help: 'forget the machine, deleting its state; refused while it is attached' },
@@ -102,7 +122,29 @@ const commandSpecs = {
   'machines discovered': {
     args: [],
     flags: [],
-    help: 'unknown MACs that asked to boot, the latest first: "machines add" makes one a machine',
+    help: 'unknown MACs that asked to boot, the latest first: "machines add" makes one a machine, "profiles adopt" many',
+  },
+  'profiles list': { args: [], flags: [], help: 'the profiles (also "nbdmux profiles"): what each gives its machines, and how many' },
+  'profiles add': {
+    args: ['NAME'],
+    flags: ['export', 'cmdline', 'persistent', 'state-size'],
+    help: 'a profile: what its machines get for each field they do not set themselves (unset: the default)',
+  },
+  'profiles set': {
+    args: ['NAME'],
+    flags: ['export', 'cmdline', 'persistent', 'no-persistent', 'state-size', 'unset', 'all-machines', 'keep-state'],
+    help:
+      'change what its machines get at their next boot; --all-machines also clears their own values of the fields given, so ' +
+      "every machine takes the profile's; --unset FIELD leaves a field to the default",
+  },
+  'profiles show': { args: ['NAME'], flags: [], help: 'one profile: its fields and its machines' },
+  'profiles rm': { args: ['NAME'], flags: [], help: 'remove a profile; refused while machines are in it' },
+  'profiles adopt': {
+    args: ['NAME', '[MAC...]'],
+    flags: ['names'],
+    help:
+      'make discovered MACs (all of them, or those given) machines of profile NAME, named from --names PATTERN in their order ' +
+      "of discovery, e.g. 'rack3-node{01..40}'; all or none",
   },
 } as const satisfies Record<string, CommandSpec>;
 
@@ -214,7 +256,8 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): Reques
   const [first, ...rest] = positionals;
   if (first === undefined) throw new UsageError('no command given');
   // `machines` alone lists them; otherwise its next word names the command.
-  const [command, args] = first === 'machines' ? [`machines ${rest[0] ?? 'list'}`, rest.slice(1)] : [first, rest];
+  // `machines` or `profiles` alone lists them; otherwise its next word names the command.
+  const [command, args] = groups.includes(first) ? [`${first} ${rest[0] ?? 'list'}`, rest.slice(1)] : [first, rest];
   if (!Object.hasOwn(commandSpecs, command)) throw new UsageError(`unknown command "${command}"`);
   const spec: CommandSpec = commandSpecs[command as CommandName];
   const flagNames = Object.keys(commandFlags) as FlagName[];
@@ -222,7 +265,8 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): Reques
     if (values[flag] !== undefined && !spec.flags.includes(flag)) throw new UsageError(`${command} takes no --${flag}`);
   }
   const required = spec.args.filter((arg) => !arg.startsWith('['));
-  if (args.length < required.length || args.length > spec.args.length) {
+  const variadic = spec.args.some((arg) => arg.endsWith('...]'));
+  if (args.length < required.length || (!variadic && args.length > spec.args.length)) {
     const expected = spec.args.length === 0 ? 'no arguments' : spec.args.join(' ');
     throw new UsageError(`${command} takes ${expected}, got ${args.length === 0 ? 'none' : args.map((a) => JSON.stringify(a)).join(' ')}`);
   }
@@ -252,6 +296,18 @@ function checkedUrl(url: string, source: string): string {
     throw new UsageError(`${source} ${JSON.stringify(url)} must start with http:// or https://, e.g. ${defaultUrl}`);
   }
   return url;
+}
+
+/** Commands of two words: `machines list`, `profiles adopt`. */
+export const groups = ['machines', 'profiles'];
+
+/** The fields `--unset` clears, as the CLI names them, and the input field each is. */
+export const unsetFields = { export: 'export', cmdline: 'cmdline', persistent: 'persistent', 'state-size': 'stateSize' } as const;
+
+function checkedField(text: string): (typeof unsetFields)[keyof typeof unsetFields] {
+  if (!Object.hasOwn(unsetFields, text))
+    throw new UsageError(`--unset takes ${Object.keys(unsetFields).join(', ')}, got ${JSON.stringify(text)}`);
+  return unsetFields[text as keyof typeof unsetFields];
 }
 
 /** Only the syntax: the daemon judges the range, with its own message. */

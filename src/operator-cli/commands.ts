@@ -4,6 +4,7 @@ import { completion } from './completion.js';
 import { exitCodes } from './failure.js';
 import { importCommand } from './import.js';
 import { machineCommands } from './machines.js';
+import { profileCommands } from './profiles.js';
 import { printJson, type Command } from './output.js';
 import { renderConnections, renderExport, renderExports, renderHealth, renderVersions } from './views.js';
 import { watch } from './watch.js';
@@ -92,4 +93,5 @@ export const commands: Record<CommandName, Command> = {
   watch,
   completion,
   ...machineCommands,
+  ...profileCommands,
 };

@@ -1,4 +1,4 @@
-import { UsageError, commandTable, globalOptions, type Invocation } from './args.js';
+import { UsageError, commandTable, globalOptions, groups, type Invocation } from './args.js';
 import { exitCodes } from './failure.js';
 import type { Output } from './output.js';
 
@@ -7,13 +7,13 @@ const fileArgs = new Set(['FILE']);
 
 /**
  * The bash completion script, generated from the command table, so a new command or flag
- * completes without anyone editing it: commands, `machines` subcommands, each command's flags,
+ * completes without anyone editing it: commands, `machines` and `profiles` subcommands, each command's flags,
  * and paths where a command takes a FILE.
  */
 export function bashCompletion(): string {
   const table = commandTable();
   const top = [...new Set(table.map(({ name }) => name.split(' ')[0]!))];
-  const sub = table.filter(({ name }) => name.startsWith('machines ')).map(({ name }) => name.slice('machines '.length));
+  const sub = (group: string) => table.filter(({ name }) => name.startsWith(`${group} `)).map(({ name }) => name.slice(group.length + 1));
   const cases = table.map(({ name, args, flags }) => {
     const files = args.some((arg) => fileArgs.has(arg));
     return `    '${name}') flags='${[...flags, ...globalOptions].join(' ')}' files=${files ? 1 : 0} ;;`;
@@ -36,13 +36,17 @@ _nbdmux() {
     mapfile -t COMPREPLY < <(compgen -W '${[...top, ...globalOptions].join(' ')}' -- "$cur")
     return 0
   fi
-  if [ "$command" = machines ]; then
+${groups
+  .map(
+    (group) => `  if [ "$command" = ${group} ]; then
     if [ -z "\${words[1]:-}" ]; then
-      mapfile -t COMPREPLY < <(compgen -W '${sub.join(' ')}' -- "$cur")
+      mapfile -t COMPREPLY < <(compgen -W '${sub(group).join(' ')}' -- "$cur")
       return 0
     fi
-    command="machines \${words[1]}"
-  fi
+    command="${group} \${words[1]}"
+  fi`,
+  )
+  .join('\n')}
   case $command in
 ${cases.join('\n')}
     *) return 0 ;;

@@ -117,7 +117,20 @@ export class EventLines {
       case 'machine.deleted':
       case 'machine.reset':
       case 'machine.discovered':
+      case 'profile.created':
+      case 'profile.removed':
         return formatDetails(event.details);
+      case 'profile.updated': {
+        const { name, changed, machines, cleared, stateDiscarded } = event.details;
+        const what = changed.length > 0 ? changed.join(', ') : 'nothing';
+        const clearedText = cleared === undefined || cleared.length === 0 ? '' : `; its machines' own ${cleared.join(', ')} cleared`;
+        const discarded = stateDiscarded.length === 0 ? '' : `; state discarded: ${stateDiscarded.join(' ')}`;
+        return `${name}: ${what} changed for ${machines} machine(s) at their next boot${clearedText}${discarded}${by(event.details)}`;
+      }
+      case 'profile.adopted': {
+        const { name, machines } = event.details;
+        return `${name} adopted ${machines.map((m) => `${m.name} (${m.mac})`).join(', ')}${by(event.details)}`;
+      }
       default:
         return unknownEvent(event);
     }

@@ -1,5 +1,5 @@
 import type { NbdmuxDiscoveredMachine, NbdmuxMachine } from '../client.js';
-import { describeMachineExport, describeStage } from '../presentation.js';
+import { describeMachineExport, describeSource, describeStage } from '../presentation.js';
 import { formatBytes, formatDuration } from '../units.js';
 import { formatTime } from './format.js';
 import { renderFields, renderTable, type Column } from './table.js';
@@ -7,6 +7,7 @@ import { renderFields, renderTable, type Column } from './table.js';
 const machineColumns: Column<NbdmuxMachine>[] = [
   { header: 'NAME', value: (m) => m.name },
   { header: 'MAC', value: (m) => m.mac },
+  { header: 'PROFILE', value: (m) => m.profile ?? '-' },
   { header: 'EXPORT', value: (m) => m.export ?? (m.exportProblem === null ? '-' : '- (removed)') },
   { header: 'STATE', value: (m) => (m.persistent ? formatBytes(m.stateSize) : '-'), alignRight: true },
   { header: 'STAGE', value: describeStage },
@@ -22,16 +23,20 @@ export function renderMachines(machines: readonly NbdmuxMachine[]): string {
 
 /** Every field, then the stages of its current boot, each with the time it took from the script. */
 export function renderMachine(m: NbdmuxMachine): string {
+  // Where each value comes from matters once a profile gives some: a machine in none sets all it has.
+  const from = (field: keyof NbdmuxMachine['sources']) => (m.profile === null ? '' : ` (${describeSource(m, field)})`);
   const fields = renderFields([
     ['name', m.name],
     ['mac', m.mac],
-    ['export', describeMachineExport(m)],
-    ['kernel args', m.cmdline === '' ? '(none)' : m.cmdline],
+    ...(m.profile === null ? [] : [['profile', m.profile] as const]),
+    ['export', describeMachineExport(m) + from('export')],
+    ['kernel args', (m.cmdline === '' ? '(none)' : m.cmdline) + from('cmdline')],
     [
       'persistent',
-      m.persistent
+      (m.persistent
         ? `yes: ${formatBytes(m.stateSize)} (${m.stateSize} bytes) of state, exported as ${m.stateExport} to its boot's address alone`
-        : 'no: each boot starts from the image',
+        : 'no: each boot starts from the image') +
+        from(m.persistent && m.sources.stateSize !== m.sources.persistent ? 'stateSize' : 'persistent'),
     ],
     ['machine id', m.machineId],
     [

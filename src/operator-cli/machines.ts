@@ -1,4 +1,4 @@
-import { UsageError } from './args.js';
+import { UsageError, type Invocation } from './args.js';
 import { exitCodes } from './failure.js';
 import { printJson, type Command } from './output.js';
 import { renderDiscovered, renderMachine, renderMachines } from './machine-views.js';
@@ -12,10 +12,15 @@ export const machineCommands = {
     return exitCodes.ok;
   },
 
-  async 'machines add'(client, { args: [mac, name], export: exportName, cmdline, persistent, 'state-size': stateSize, json }, out) {
+  async 'machines add'(
+    client,
+    { args: [mac, name], profile, export: exportName, cmdline, persistent, 'state-size': stateSize, json },
+    out,
+  ) {
     const created = await client.machines.create.mutate({
       mac: mac!,
       name: name!,
+      ...(profile !== undefined && { profile }),
       ...(exportName !== undefined && { export: exportName }),
       ...(cmdline !== undefined && { cmdline }),
       ...(persistent !== undefined && { persistent }),
@@ -30,6 +35,8 @@ export const machineCommands = {
     const {
       args: [mac],
       name,
+      profile,
+      'no-profile': noProfile,
       export: exportName,
       'no-export': noExport,
       cmdline,
@@ -37,21 +44,27 @@ export const machineCommands = {
       'no-persistent': noPersistent,
       'state-size': stateSize,
       'keep-state': keepState,
+      unset,
       json,
     } = invocation;
+    if (profile !== undefined && noProfile) throw new UsageError('give --profile PROFILE or --no-profile, not both');
     if (exportName !== undefined && noExport) throw new UsageError('give --export EXPORT or --no-export, not both');
     if (persistent && noPersistent) throw new UsageError('give --persistent or --no-persistent, not both');
-    const changes = {
+    const changes = withUnset(unset, {
       ...(name !== undefined && { name }),
+      ...(profile !== undefined && { profile }),
+      ...(noProfile && { profile: null }),
       ...(exportName !== undefined && { export: exportName }),
       ...(noExport && { export: null }),
       ...(cmdline !== undefined && { cmdline }),
       ...(persistent && { persistent: true }),
       ...(noPersistent && { persistent: false }),
       ...(stateSize !== undefined && { stateSize }),
-    };
+    });
     if (Object.keys(changes).length === 0)
-      throw new UsageError('give what to change: --name, --export, --no-export, --cmdline, --persistent, --no-persistent or --state-size');
+      throw new UsageError(
+        'give what to change: --name, --export, --no-export, --cmdline, --persistent, --no-persistent, --state-size, --profile, --no-profile or --unset',
+      );
     const updated = await client.machines.update.mutate({ mac: mac!, ...changes, ...(keepState && { keepState }) });
     if (json) printJson(out, updated);
     else out.write(`updated ${updated.name}\n${renderMachine(updated)}`);
@@ -89,3 +102,14 @@ export const machineCommands = {
     return exitCodes.ok;
   },
 } satisfies Record<`machines ${string}`, Command>;
+
+/** The changes with each `--unset` field null (its value cleared); refused alongside a value for the same field. */
+export function withUnset<T extends object>(
+  unset: Invocation['unset'],
+  changes: T,
+): T & Partial<Record<Invocation['unset'][number], null>> {
+  for (const field of unset) {
+    if (field in changes) throw new UsageError(`give a value for ${field} or --unset it, not both`);
+  }
+  return { ...changes, ...Object.fromEntries(unset.map((field) => [field, null])) };
+}

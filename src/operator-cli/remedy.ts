@@ -8,7 +8,7 @@ import type { CommandName } from './args.js';
 export function cliRemedy(remedy: Remedy, quoted = true): string {
   /** A command as the operator types it, its name checked against the CLI's own table. */
   const command = (name: CommandName, ...args: string[]) => {
-    const text = ['nbdmux', name === 'machines list' ? 'machines' : name, ...args].join(' ');
+    const text = ['nbdmux', name.endsWith(' list') ? name.slice(0, -' list'.length) : name, ...args].join(' ');
     return quoted ? `"${text}"` : text;
   };
   switch (remedy.kind) {
@@ -28,5 +28,9 @@ export function cliRemedy(remedy: Remedy, quoted = true): string {
       return `give it one with ${command('machines set', remedy.mac, '--export', 'EXPORT')}`;
     case 'show-machine':
       return `see ${command('machines show', remedy.mac)}`;
+    case 'list-profiles':
+      return `${command('profiles list')} lists them`;
+    case 'leave-profile':
+      return `take each out of it with ${remedy.macs.map((mac) => command('machines set', mac, '--no-profile')).join(', ')}`;
   }
 }

@@ -2,6 +2,7 @@ import { connectionsRouter } from './connections.js';
 import { eventsRouter } from './events.js';
 import { exportsRouter } from './exports.js';
 import { machinesRouter } from './machines.js';
+import { profilesRouter } from './profiles.js';
 import { statusRouter } from './status.js';
 import { systemRouter } from './system.js';
 import { createCallerFactory, router } from './trpc.js';
@@ -9,6 +10,7 @@ import { createCallerFactory, router } from './trpc.js';
 export const appRouter = router({
   exports: exportsRouter,
   machines: machinesRouter,
+  profiles: profilesRouter,
   connections: connectionsRouter,
   events: eventsRouter,
   status: statusRouter,

@@ -5,6 +5,7 @@ import { dataDirFull, describeError } from '../errors.js';
 import type { EventLog } from '../events/event-log.js';
 import type { ExportRegistry } from '../exports/registry.js';
 import type { MachineRegistry } from '../machines/registry.js';
+import type { ProfileRegistry } from '../profiles/registry.js';
 import type { ConnectionTable, DataPlaneHealth } from '../supervisor/index.js';
 import type { BootEndpoint } from '../boot/ipxe.js';
 
@@ -12,6 +13,7 @@ import type { BootEndpoint } from '../boot/ipxe.js';
 export interface Services {
   registry: ExportRegistry;
   machines: MachineRegistry;
+  profiles: ProfileRegistry;
   events: EventLog;
   space: Pick<DataDirSpace, 'dataDir' | 'reportFull'>;
   info: { version: string; authRequired: boolean };

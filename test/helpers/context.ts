@@ -17,6 +17,7 @@ import { createLogger, errorText } from '../../src/log.js';
 import { createCaller, type Context } from '../../src/router/index.js';
 import { MachineBoots } from '../../src/machines/boots.js';
 import { MachineRegistry, type MachineDataPlane } from '../../src/machines/registry.js';
+import { ProfileRegistry } from '../../src/profiles/registry.js';
 import { StateFiles } from '../../src/machines/state-files.js';
 import type { BootedVersion, LiveConnection, MachineExports, ServedExport, ServedState } from '../../src/supervisor/index.js';
 import { tempDir } from '../../testkit/daemon.js';
@@ -89,6 +90,7 @@ export interface TestControlPlane {
   space: DataDirSpace;
   registry: ExportRegistry;
   machines: MachineRegistry;
+  profiles: ProfileRegistry;
   /** The machines' boots, as the boot routes drive them. */
   boots: MachineBoots;
   /** Where persistent machines' state files are made (real mkfs.ext4). */
@@ -129,9 +131,11 @@ export function testControlPlane(options: { imageRoots?: string[]; cowDir?: stri
   const machines = new MachineRegistry(db, dataPlane, events, stateFiles, pins);
   const bootEvents = new SummarisedEvents(events);
   const boots = new MachineBoots(db, events, bootEvents, machines, space, log);
+  const profiles = new ProfileRegistry(db, machines, events, stateFiles);
   const context: Context = {
     registry,
     machines,
+    profiles,
     events,
     space,
     info: { version: 'test', authRequired: false },
@@ -153,6 +157,7 @@ export function testControlPlane(options: { imageRoots?: string[]; cowDir?: stri
     space,
     registry,
     machines,
+    profiles,
     boots,
     stateFiles,
     context,

@@ -94,6 +94,17 @@ function describeEvent(event: NbdmuxEvent): string {
       return event.details.count === undefined
         ? `unknown MAC ${event.details.mac} asked to boot from ${event.details.client}`
         : `${event.details.count} more unknown MACs asked to boot from ${event.details.client} since ${formatTime(event.details.since ?? '')}`;
+    case 'profile.created':
+      return `profile ${event.details.name} created${byActor(event.details)}`;
+    case 'profile.updated': {
+      const d = event.details;
+      const cleared = d.cleared && d.cleared.length > 0 ? `, its machines' own ${d.cleared.join(', ')} cleared` : '';
+      return `profile ${d.name}: ${d.changed.length > 0 ? d.changed.join(', ') : 'nothing'} changed for ${d.machines} machine(s)${cleared}${d.stateDiscarded.length > 0 ? `, state discarded: ${d.stateDiscarded.join(' ')}` : ''}${byActor(d)}`;
+    }
+    case 'profile.removed':
+      return `profile ${event.details.name} removed${byActor(event.details)}`;
+    case 'profile.adopted':
+      return `profile ${event.details.name} adopted ${event.details.machines.map((m) => m.name).join(', ')}${byActor(event.details)}`;
     case 'machine.stage': {
       const d = event.details;
       return `machine ${d.name}: ${d.stage}${d.detail ? ` (${d.detail.split('\n').pop()})` : ''}`;

@@ -1,6 +1,6 @@
 import { bootsOf, stagePath, timelineOf, type PastBoot, type TimelineStep } from '../../src/boot-timeline.js';
 import type { NbdmuxConnection, NbdmuxEvent, NbdmuxMachine } from '../../src/client.js';
-import { describeMachineExport } from '../../src/presentation.js';
+import { describeMachineExport, describeSource } from '../../src/presentation.js';
 import { formatBytes, formatDuration } from '../../src/units.js';
 import { throughputChart, type Throughput } from './chart.js';
 import { el, formatTime } from './format.js';
@@ -151,25 +151,36 @@ export class MachinePage {
   }
 }
 
+/** Where a value came from, once a profile gives some: a machine in none sets all it has. */
+function from(m: NbdmuxMachine, field: keyof NbdmuxMachine['sources']): HTMLElement[] {
+  return m.profile === null
+    ? []
+    : [el('small', { className: 'source', text: ` (${describeSource(m, field)})`, attrs: { 'data-source': m.sources[field] } })];
+}
+
 function facts(m: NbdmuxMachine): HTMLElement[] {
   const fact = (term: string, value: Array<Node | string>, className = '') => [el('dt', { text: term }), el('dd', { className }, value)];
   return [
     el('dl', { className: 'facts' }, [
       ...fact('Stage', stageCell(m), 'stage'),
       ...fact('MAC', [m.mac], 'code'),
+      ...(m.profile === null ? [] : fact('Profile', [m.profile], 'profile')),
       ...fact(
         'Export',
-        [m.export === null ? describeMachineExport(m) : exportLink(m.export)],
+        [m.export === null ? describeMachineExport(m) : exportLink(m.export), ...from(m, 'export')],
         m.exportProblem === null ? 'export' : 'export problem',
       ),
       ...fact('Address', [m.address ?? '—'], 'code address'),
       ...fact('Attached', [m.attached ? 'yes: a live connection of its boot holds its root or state' : 'no']),
       ...fact(
         'Persistent',
-        [m.persistent ? `yes: ${formatBytes(m.stateSize)} of state` : 'no: each boot starts from the image'],
+        [
+          m.persistent ? `yes: ${formatBytes(m.stateSize)} of state` : 'no: each boot starts from the image',
+          ...from(m, m.persistent && m.sources.stateSize !== m.sources.persistent ? 'stateSize' : 'persistent'),
+        ],
         'persistent',
       ),
-      ...fact('Kernel args', [m.cmdline === '' ? '(none)' : m.cmdline], 'code'),
+      ...fact('Kernel args', [m.cmdline === '' ? '(none)' : m.cmdline, ...from(m, 'cmdline')], 'code'),
       ...fact('Machine id', [m.machineId], 'code'),
       ...fact('Last seen', [m.lastSeenAt === null ? 'never' : formatTime(m.lastSeenAt)]),
       ...fact('Created', [formatTime(m.createdAt)]),

@@ -8,6 +8,7 @@ import { bindAddForm, bindImportForm } from './forms.js';
 import { addDiscovered, bindAddMachineForm, fillExportChoices, machineActions, MachineEditor } from './machine-forms.js';
 import { MachinePage } from './machine-page.js';
 import { discoveredTable, machinesTable, renderFleet, tickDurations } from './machines.js';
+import { profilesTable } from './profiles.js';
 import { routeOf, type Route } from './routes.js';
 import { connectionsTable, exportsTable, machineOf, renderHealth, renderProblems } from './views.js';
 
@@ -87,11 +88,13 @@ let currentNames: ReadonlySet<string> = new Set();
 const tables = {
   machines: machinesTable(),
   discovered: discoveredTable((mac) => addDiscovered(addMachine, mac)),
+  profiles: profilesTable(),
   exports: exportsTable(() => servingNames, exportActions),
   connections: connectionsTable('connections', machines),
 };
 $('machines-table').append(tables.machines.element);
 $('discovered-table').append(tables.discovered.element);
+$('profiles-table').append(tables.profiles.element);
 $('exports-table').append(tables.exports.element);
 $('connections-table').append(tables.connections.element);
 const machinePage = new MachinePage($('page-machine'), connectionsTable('machine-connections', machines), onMachine);
@@ -118,6 +121,8 @@ function drawOverview(s: NbdmuxStatus): void {
   renderFleet($('fleet'), s.machines);
   tables.machines.render(s.machines);
   tables.discovered.render(s.discoveredMachines);
+  tables.profiles.render(s.profiles);
+  $('profile-count').textContent = String(s.profiles.length);
   tables.exports.render(s.exports);
   tables.connections.render(s.connections);
   $('machine-count').textContent = String(s.machines.length);
