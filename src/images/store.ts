@@ -13,6 +13,8 @@ export const reservedBytes = 16 << 20;
 
 /** Where imported images live: complete ones under their final name, work in progress under `.partial-*`. */
 export class ImageStore {
+  readonly reservedBytes = reservedBytes;
+
   constructor(readonly dir: string) {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   }
