@@ -113,7 +113,7 @@ export async function runImport(
       await convertToRaw(landed, container, raw, tools, (fraction) => meter.update(Math.round(fraction * virtualSize)), store.checkSpace);
       // Its last step may fall between reports: the stage ends shown whole.
       meter.update(virtualSize, true);
-      syncPrivate(raw);
+      await syncPrivate(raw);
       store.remove(landed);
     }
     const size = fs.statSync(raw).size;
@@ -163,13 +163,16 @@ async function sniff(input: AsyncIterable<Buffer>): Promise<{ format: ImageForma
   return { format, stream };
 }
 
-/** qemu-img creates its output with the process umask: make it private like the rest, and durable before it is renamed. */
-function syncPrivate(file: string): void {
-  const fd = fs.openSync(file, 'r+');
+/**
+ * qemu-img creates its output with the process umask: make it private like the rest, and durable
+ * before it is renamed. Off the event loop: syncing a converted GiB takes a while.
+ */
+async function syncPrivate(file: string): Promise<void> {
+  const handle = await fs.promises.open(file, 'r+');
   try {
-    fs.fchmodSync(fd, 0o600);
-    fs.fsyncSync(fd);
+    await handle.chmod(0o600);
+    await handle.sync();
   } finally {
-    fs.closeSync(fd);
+    await handle.close();
   }
 }

@@ -25,7 +25,7 @@ const maxQueuedBytes = 16 << 20;
 export class Sha256Worker {
   private readonly worker = new Worker(program, { eval: true });
   private queued = 0;
-  private wake: (() => void) | null = null;
+  private waiting: Array<() => void> = [];
   private digested: { resolve: (hex: string) => void; reject: (err: Error) => void } | null = null;
   private failure: Error | null = null;
 
@@ -47,7 +47,7 @@ export class Sha256Worker {
     if (this.failure !== null) throw this.failure;
     this.queued += chunk.length;
     this.worker.postMessage(chunk);
-    if (this.queued > maxQueuedBytes) await new Promise<void>((resolve) => (this.wake = resolve));
+    if (this.queued > maxQueuedBytes) await new Promise<void>((resolve) => this.waiting.push(resolve));
     if (this.failure !== null) throw this.failure;
   }
 
@@ -68,8 +68,6 @@ export class Sha256Worker {
   }
 
   private release(): void {
-    const wake = this.wake;
-    this.wake = null;
-    wake?.();
+    for (const wake of this.waiting.splice(0)) wake();
   }
 }
