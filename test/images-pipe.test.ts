@@ -100,7 +100,10 @@ describe('imports through the native pipe', () => {
     const ends = [fs.readlinkSync(`/proc/${decompressor}/fd/1`), fs.readlinkSync(`/proc/${writer}/fd/0`)];
     const inodes = ends.map((end) => /^socket:\[(\d+)\]$/.exec(end)?.[1]);
     const pairs = (await runOrThrow('ss', ['-xn'])).split('\n').map((line) => line.split(/\s+/).filter((field) => /^\d+$/.test(field)));
-    expect(pairs.some((pair) => pair.includes(inodes[0]!) && pair.includes(inodes[1]!)), `${ends.join(' and ')} are peers`).toBe(true);
+    expect(
+      pairs.some((pair) => pair.includes(inodes[0]!) && pair.includes(inodes[1]!)),
+      `${ends.join(' and ')} are peers`,
+    ).toBe(true);
     // Neither end stays here: the writer sees its end when xz ends, and no byte is read by nbdmux.
     expect(fdLinks('self').filter((link) => ends.includes(link))).toEqual([]);
 

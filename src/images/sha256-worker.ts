@@ -44,16 +44,16 @@ export class Sha256Worker {
 
   /** Hands `chunk` over (a copy: the caller goes on using it); waits while too much is queued. */
   async update(chunk: Buffer): Promise<void> {
-    if (this.failure !== null) throw this.failure;
+    this.throwIfFailed();
     this.queued += chunk.length;
     this.worker.postMessage(chunk);
     if (this.queued > maxQueuedBytes) await new Promise<void>((resolve) => this.waiting.push(resolve));
-    if (this.failure !== null) throw this.failure;
+    this.throwIfFailed();
   }
 
   /** The hex digest of everything handed over; the worker then ends. */
   async digest(): Promise<string> {
-    if (this.failure !== null) throw this.failure;
+    this.throwIfFailed();
     const hex = new Promise<string>((resolve, reject) => (this.digested = { resolve, reject }));
     this.worker.postMessage(null);
     const result = await hex;
@@ -65,6 +65,10 @@ export class Sha256Worker {
   async stop(): Promise<void> {
     this.release();
     await this.worker.terminate();
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure !== null) throw this.failure;
   }
 
   private release(): void {
