@@ -89,7 +89,7 @@ export async function runImport(
       const inner = store.partialPath(job.key, 'download');
       made.push(inner);
       format = detectFormat(await landFile(landed, format, inner, tools, store));
-      store.remove(landed);
+      await store.remove(landed);
       landed = inner;
     }
 
@@ -114,15 +114,15 @@ export async function runImport(
       // Its last step may fall between reports: the stage ends shown whole.
       meter.update(virtualSize, true);
       await syncPrivate(raw);
-      store.remove(landed);
+      await store.remove(landed);
     }
-    const size = fs.statSync(raw).size;
+    const { size } = await fs.promises.stat(raw);
     if (size === 0) throw new ImportError('bad-image', `${job.url} holds no bytes: there is nothing to serve`);
-    return { file: store.keep(raw, job.key, sha256), size, sha256 };
+    return { file: await store.keep(raw, job.key, sha256), size, sha256 };
   } catch (err) {
     await stream?.return?.();
     await hash.stop();
-    for (const file of made) store.remove(file);
+    for (const file of made) await store.remove(file);
     if (signal.aborted) throw cancelled();
     if (err instanceof ImportError) throw err;
     throw new ImportError('io', `the import failed: ${(err as Error).message}`, { cause: err });
