@@ -2,8 +2,8 @@ import { defineConfig } from 'vitest/config';
 
 /**
  * Three speeds: `unit` (pure and in-memory, no build: `npm run test:unit`), `daemon` (the built
- * bin with real nbd-server and NBD clients; a stale dist/ is rebuilt first) and `e2e` (qemu
- * guests and Chromium). `npm test` runs all three. A test file not named below is a daemon test.
+ * bin with real nbd-server and NBD clients, and imports, which run the built nbdmux-sparse-write;
+ * a stale dist/ is rebuilt first) and `e2e` (qemu guests and Chromium). `npm test` runs all three. A test file not named below is a daemon test.
  */
 const unit = [
   'bench-growth',
@@ -18,12 +18,7 @@ const unit = [
   'event-map',
   'images-config',
   'images-detect',
-  'images-failures',
-  'images-formats',
-  'images-full-disk',
-  'images-queue',
   'import-progress',
-  'imports-finishing',
   'ipxe',
   'machine-rules-hostile',
   'machines',

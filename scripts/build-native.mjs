@@ -1,7 +1,9 @@
 #!/usr/bin/env node
-// Builds native/*.c into dist/native/*.so (part of `npm run build`). The only native piece is
-// the fast-start shim; see native/skip-dh-params.c. With no C compiler at all the build goes on:
-// nbdmux then starts nbd-server the plain, slower way and says so in its log and health.
+// Builds native/*.c into dist/native/ (part of `npm run build`): the fast-start shim
+// (native/skip-dh-params.c, a library preloaded into nbd-server) and the imports' sparse writer
+// (native/sparse-write.c, a program). With no C compiler at all the build goes on: nbdmux then
+// starts nbd-server the plain, slower way and says so in its log and health, and imports fail
+// with tool-failed, saying to build with a compiler.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -12,12 +14,21 @@ const outDir = path.join(root, 'dist', 'native');
 const compiler = process.env.CC || 'cc';
 
 fs.mkdirSync(outDir, { recursive: true });
-for (const source of fs.readdirSync(path.join(root, 'native')).filter((f) => f.endsWith('.c'))) {
-  const output = path.join(outDir, source.replace(/\.c$/, '.so'));
-  const args = ['-shared', '-fPIC', '-O2', '-Wall', '-Wextra', '-o', output, path.join(root, 'native', source)];
+/** Each source, as a shared library or a program, and what is lost without a compiler. */
+const targets = [
+  {
+    source: 'skip-dh-params.c',
+    output: 'skip-dh-params.so',
+    flags: ['-shared', '-fPIC'],
+    without: 'nbd-server will start without the fast-start shim',
+  },
+  { source: 'sparse-write.c', output: 'nbdmux-sparse-write', flags: [], without: 'image imports will fail until it is built' },
+];
+for (const { source, output, flags, without } of targets) {
+  const args = [...flags, '-O2', '-Wall', '-Wextra', '-o', path.join(outDir, output), path.join(root, 'native', source)];
   const result = spawnSync(compiler, args, { stdio: 'inherit' });
   if (result.error && result.error.code === 'ENOENT') {
-    console.warn(`build-native: no C compiler ("${compiler}"): ${source} not built; nbd-server will start without the fast-start shim`);
+    console.warn(`build-native: no C compiler ("${compiler}"): ${source} not built; ${without}`);
     continue;
   }
   if (result.status !== 0) {

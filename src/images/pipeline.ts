@@ -1,14 +1,14 @@
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import { decompress } from './decompress.js';
-import { detectFormat, headBytes, isCompressed, isContainer, type ImageFormat } from './detect.js';
+import { detectFormat, headBytes, isCompressed, isContainer, type CompressedFormat, type ImageFormat } from './detect.js';
 import { openDownload } from './fetch.js';
 import { cancelled, ImportError } from './import-error.js';
+import { land, type LandSpace } from './land.js';
 import type { MinRate } from './min-rate.js';
 import type { ProgressMeter } from './progress.js';
 import { convertToRaw, inspectContainer } from './qemu-img.js';
-import { SparseWriter } from './sparse-writer.js';
+import { Sha256Worker } from './sha256-worker.js';
 import type { ImageStore } from './store.js';
+import type { ToolBounds } from './tool.js';
 
 export interface ImportedImage {
   /** The final path inside the image store. */
@@ -24,7 +24,7 @@ export interface PipelineOptions {
   connectTimeoutMs: number;
   stallTimeoutMs: number;
   minRate: MinRate;
-  /** A tool (xz, zstd, qemu-img) that reads and writes nothing this long is killed. */
+  /** A tool (gzip, xz, zstd, qemu-img, the sparse writer) that reads and writes nothing this long is killed. */
   toolIdleMs: number;
 }
 
@@ -38,9 +38,11 @@ export interface ImportJob {
 const maxCompressionLayers = 2;
 
 /**
- * One import, start to end: download, unwrap compression as it arrives, land the bytes in a
- * partial file, check the sha256 of what was downloaded, convert a container to raw, and give the
- * result its final name. On any failure every file it made is removed before it rejects.
+ * One import, start to end: download (hashed on a worker thread), unwrap compression as it
+ * arrives (the tool's output piped straight into the sparse writer, never through the event loop),
+ * land the bytes in a partial file, check the sha256 of what was downloaded, convert a container
+ * to raw, and give the result its final name. On any failure every file it made is removed, and
+ * every child and the worker are ended, before it rejects.
  */
 export async function runImport(
   job: ImportJob,
@@ -52,17 +54,17 @@ export async function runImport(
   const tools = { signal, idleMs: options.toolIdleMs };
   const made: string[] = [];
   let stream: AsyncIterableIterator<Buffer> | undefined;
+  const hash = new Sha256Worker();
   try {
     meter.enter('downloading', 0, null);
     const download = await openDownload(job.url, { ...options, signal });
-    const hash = createHash('sha256');
     let downloaded = 0;
     meter.enter('downloading', 0, download.totalBytes);
     async function* counted(): AsyncGenerator<Buffer> {
       for await (const chunk of download.body) {
         // A file:// source does not listen to the signal itself.
         if (signal.aborted) throw cancelled();
-        hash.update(chunk);
+        await hash.update(chunk);
         downloaded += chunk.length;
         meter.update(downloaded);
         yield chunk;
@@ -70,35 +72,29 @@ export async function runImport(
     }
     let format: ImageFormat;
     ({ format, stream } = await sniff(counted()));
-    for (let layers = 0; isCompressed(format); layers++) {
+    if (download.totalBytes !== null) store.ensureRoomFor(download.totalBytes, `the download of ${job.url}`);
+
+    let landed = store.partialPath(job.key, 'download');
+    made.push(landed);
+    if (isCompressed(format)) meter.enter('decompressing', downloaded, download.totalBytes);
+    const head = await land(stream, isCompressed(format) ? format : null, landed, tools, store);
+    if (isCompressed(format)) format = detectFormat(head);
+    // Compressed inside compressed: the inner stream is landed first (its head tells), then unwrapped from that file.
+    for (let layers = 1; isCompressed(format); layers++) {
       if (layers === maxCompressionLayers)
         throw new ImportError(
           'bad-image',
           `the image is compressed more than ${maxCompressionLayers} times over: decompress it once before publishing`,
         );
-      meter.enter('decompressing', downloaded, download.totalBytes);
-      ({ format, stream } = await sniff(decompress(format, stream, tools)));
-    }
-    if (download.totalBytes !== null) store.ensureRoomFor(download.totalBytes, `the download of ${job.url}`);
-
-    const container = isContainer(format) ? format : null;
-    const landed = store.partialPath(job.key, container ? 'download' : 'raw');
-    made.push(landed);
-    const writer = await SparseWriter.create(landed, store.checkSpace);
-    try {
-      // Long after the download (which hears the cancel) has ended, gzip may still inflate here in
-      // process, turning the last kilobytes into gigabytes: the cancel must stop this loop too.
-      for await (const chunk of stream) {
-        if (signal.aborted) throw cancelled();
-        await writer.write(chunk);
-      }
-      await writer.finish();
-    } finally {
-      await writer.close();
+      const inner = store.partialPath(job.key, 'download');
+      made.push(inner);
+      format = detectFormat(await landFile(landed, format, inner, tools, store));
+      await store.remove(landed);
+      landed = inner;
     }
 
     meter.enter('verifying', downloaded, download.totalBytes);
-    const sha256 = hash.digest('hex');
+    const sha256 = await hash.digest();
     if (job.sha256 !== undefined && sha256 !== job.sha256.toLowerCase()) {
       throw new ImportError(
         'sha256-mismatch',
@@ -107,7 +103,8 @@ export async function runImport(
     }
 
     let raw = landed;
-    if (container !== null) {
+    if (isContainer(format)) {
+      const container = format;
       const virtualSize = await inspectContainer(landed, container, tools);
       store.ensureRoomFor(virtualSize, `the ${container} image's virtual size`);
       raw = store.partialPath(job.key, 'raw');
@@ -116,18 +113,29 @@ export async function runImport(
       await convertToRaw(landed, container, raw, tools, (fraction) => meter.update(Math.round(fraction * virtualSize)), store.checkSpace);
       // Its last step may fall between reports: the stage ends shown whole.
       meter.update(virtualSize, true);
-      syncPrivate(raw);
-      store.remove(landed);
+      await syncPrivate(raw);
+      await store.remove(landed);
     }
-    const size = fs.statSync(raw).size;
+    const { size } = await fs.promises.stat(raw);
     if (size === 0) throw new ImportError('bad-image', `${job.url} holds no bytes: there is nothing to serve`);
-    return { file: store.keep(raw, job.key, sha256), size, sha256 };
+    return { file: await store.keep(raw, job.key, sha256), size, sha256 };
   } catch (err) {
     await stream?.return?.();
-    for (const file of made) store.remove(file);
+    await hash.stop();
+    for (const file of made) await store.remove(file);
     if (signal.aborted) throw cancelled();
     if (err instanceof ImportError) throw err;
     throw new ImportError('io', `the import failed: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** Unwraps one more layer: the landed `file` decompressed into `out`; resolves with its head. */
+async function landFile(file: string, format: CompressedFormat, out: string, tools: ToolBounds, space: LandSpace): Promise<Buffer> {
+  const handle = await fs.promises.open(file, 'r');
+  try {
+    return await land({ file: handle.fd }, format, out, tools, space);
+  } finally {
+    await handle.close();
   }
 }
 
@@ -155,13 +163,16 @@ async function sniff(input: AsyncIterable<Buffer>): Promise<{ format: ImageForma
   return { format, stream };
 }
 
-/** qemu-img creates its output with the process umask: make it private like the rest, and durable before it is renamed. */
-function syncPrivate(file: string): void {
-  const fd = fs.openSync(file, 'r+');
+/**
+ * qemu-img creates its output with the process umask: make it private like the rest, and durable
+ * before it is renamed. Off the event loop: syncing a converted GiB takes a while.
+ */
+async function syncPrivate(file: string): Promise<void> {
+  const handle = await fs.promises.open(file, 'r+');
   try {
-    fs.fchmodSync(fd, 0o600);
-    fs.fsyncSync(fd);
+    await handle.chmod(0o600);
+    await handle.sync();
   } finally {
-    fs.closeSync(fd);
+    await handle.close();
   }
 }

@@ -13,6 +13,8 @@ export const reservedBytes = 16 << 20;
 
 /** Where imported images live: complete ones under their final name, work in progress under `.partial-*`. */
 export class ImageStore {
+  readonly reservedBytes = reservedBytes;
+
   constructor(readonly dir: string) {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   }
@@ -52,25 +54,27 @@ export class ImageStore {
   /**
    * Gives a complete, synced partial file its final name, `<key>-<sha256 prefix>.img` (a counter
    * added if taken): link() never replaces an existing file, so no image is ever overwritten.
+   * Off the event loop: on a busy disk the directory's sync waits for the journal.
    */
-  keep(partial: string, key: string, sha256: string): string {
+  async keep(partial: string, key: string, sha256: string): Promise<string> {
     const base = `${fileSafe(key)}-${sha256.slice(0, 12)}`;
     for (let attempt = 1; ; attempt++) {
       const final = path.join(this.dir, attempt === 1 ? `${base}.img` : `${base}-${attempt}.img`);
       try {
-        fs.linkSync(partial, final);
+        await fs.promises.link(partial, final);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'EEXIST') continue;
         throw err;
       }
-      fs.rmSync(partial);
-      syncDirectory(this.dir);
+      await fs.promises.rm(partial);
+      await syncDirectory(this.dir);
       return final;
     }
   }
 
-  remove(file: string): void {
-    fs.rmSync(file, { force: true });
+  /** Off the event loop too: unlinking a GiB takes a while on a busy disk. */
+  async remove(file: string): Promise<void> {
+    await fs.promises.rm(file, { force: true });
   }
 
   /** Partial files an earlier run left behind (it stopped mid-import): removed, their names returned. */
@@ -90,11 +94,11 @@ function fileSafe(key: string): string {
 }
 
 /** The rename is durable only once the directory itself is synced. */
-function syncDirectory(dir: string): void {
-  const fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+async function syncDirectory(dir: string): Promise<void> {
+  const handle = await fs.promises.open(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
   try {
-    fs.fsyncSync(fd);
+    await handle.sync();
   } finally {
-    fs.closeSync(fd);
+    await handle.close();
   }
 }

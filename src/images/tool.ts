@@ -1,13 +1,37 @@
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import fs from 'node:fs';
 import { Readable, type Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
 import { pipeline } from 'node:stream/promises';
 import { ImportError } from './import-error.js';
 
-/** Every program an import runs, with the package that installs it. */
-const packages = { xz: 'xz-utils', zstd: 'zstd', 'qemu-img': 'qemu-utils' } as const;
+/** Every program an import runs, with what installs it. */
+const installs = {
+  gzip: 'install the gzip package',
+  xz: 'install the xz-utils package',
+  zstd: 'install the zstd package',
+  'qemu-img': 'install the qemu-utils package',
+  'nbdmux-sparse-write': 'run `npm run build` with a C compiler (cc) installed',
+} as const;
 
-export type ToolCommand = keyof typeof packages;
+export type ToolCommand = keyof typeof installs;
+
+/**
+ * nbdmux's own program, built by `npm run build` into dist/native/: found there from dist/src/images/,
+ * and from src/images/ too (the unit tests import the sources, with the build beside them).
+ */
+const sparseWriter = fileURLToPath(
+  new URL(
+    import.meta.url.includes('/dist/src/') ? '../../native/nbdmux-sparse-write' : '../../dist/native/nbdmux-sparse-write',
+    import.meta.url,
+  ),
+);
+
+/**
+ * What a tool reads on stdin: chunks nbdmux feeds it, a file (its descriptor), or the stdout of
+ * another tool, the kernel's pipe between them (no byte passes through nbdmux).
+ */
+export type ToolInput = AsyncIterable<Buffer> | { file: number } | { tool: Tool } | null;
 
 /** What ends a tool early: the import's cancel, and a tool that does nothing for too long. */
 export interface ToolBounds {
@@ -41,16 +65,21 @@ export interface Tool {
  * child of an import goes through here, so none outlives a cancel or hangs on a hostile input (a
  * vmdk extent naming a FIFO blocks `qemu-img info` in open(), doing nothing, for ever).
  */
-export function startTool(command: ToolCommand, args: string[], bounds: ToolBounds, input: AsyncIterable<Buffer> | null): Tool {
+export function startTool(command: ToolCommand, args: string[], bounds: ToolBounds, input: ToolInput): Tool {
   const { signal, idleMs } = bounds;
-  const child: Tool['child'] = input
-    ? spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] })
-    : spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const chunks = input !== null && Symbol.asyncIterator in input ? input : null;
+  const upstream = input !== null && 'tool' in input ? input.tool : null;
+  const stdin = input === null ? 'ignore' : chunks ? 'pipe' : upstream ? upstream.child.stdout : (input as { file: number }).file;
+  const child = spawn(command === 'nbdmux-sparse-write' ? sparseWriter : command, args, {
+    stdio: [stdin, 'pipe', 'pipe'],
+  }) as Tool['child'];
+  // The child holds its own copy now: without closing ours, the writer would never see the reader end.
+  upstream?.child.stdout.destroy();
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4000)));
   // A tool waiting for the download is not stuck: the download has bounds of its own (stalled, too slow).
   let awaitingInput = false;
-  const source = input && Readable.from(marked(input, (waiting) => (awaitingInput = waiting)));
+  const source = chunks && Readable.from(marked(chunks, (waiting) => (awaitingInput = waiting)));
   // The tool's exit code says whether its input was good; the pipe's own EPIPE adds nothing.
   const fed = source
     ? pipeline(source, child.stdin!).then(
@@ -65,15 +94,16 @@ export function startTool(command: ToolCommand, args: string[], bounds: ToolBoun
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   };
   const onAbort = () => kill(signal.reason as Error);
+  // Fed by another tool, a tool waits on it, and that one is watched: a hung disk here stops it too, its output unread.
   const idle = watchIdle(
     child.pid,
     idleMs,
-    () => awaitingInput,
+    () => awaitingInput || upstream !== null,
     () => kill(idleError(command, args, idleMs)),
   );
   const exited = new Promise<ToolExit>((resolve, reject) => {
     child.on('error', (err) => {
-      killedFor ??= new ImportError('tool-failed', `cannot run ${command} (${err.message}): install the ${packages[command]} package`);
+      killedFor ??= new ImportError('tool-failed', `cannot run ${command} (${err.message}): ${installs[command]}`);
     });
     child.on('close', (code) => {
       clearInterval(idle);
