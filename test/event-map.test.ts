@@ -99,6 +99,26 @@ describe('the CLI shows every event type', () => {
       client: '10.1.0.5',
       detail: 'ramboot: [1.20] starting\nramboot: [3.40] root mounted',
     },
+    'machine.bmc-set': {
+      mac: '52:54:00:12:34:56',
+      name: 'node7',
+      address: '10.0.3.7',
+      port: 623,
+      user: 'admin',
+      passwordChanged: true,
+      actor: 'open',
+      client: '10.0.0.9',
+    },
+    'machine.bmc-removed': { mac: '52:54:00:12:34:56', name: 'node7', actor: 'bearer', client: '10.0.0.9' },
+    'machine.power': {
+      mac: '52:54:00:12:34:56',
+      name: 'node7',
+      action: 'off',
+      outcome: 'credentials',
+      error: 'RAKP 2 HMAC is invalid',
+      actor: 'bearer',
+      client: '10.0.0.9',
+    },
   };
   /** What watch shows after the time, type and export columns; null: the next line of that connection says it. */
   const expected: Record<EventType, string | null> = {
@@ -132,6 +152,9 @@ describe('the CLI shows every event type', () => {
     'machine.reset': 'mac=52:54:00:12:34:56 name=node7 actor=bearer client=10.0.0.9',
     'machine.discovered': 'mac=52:54:00:ab:cd:ef client=10.1.0.6',
     'machine.stage': 'node7 (52:54:00:12:34:56) root from 10.1.0.5: ramboot: [3.40] root mounted',
+    'machine.bmc-set': 'mac=52:54:00:12:34:56 name=node7 address=10.0.3.7 port=623 user=admin passwordChanged=true actor=open client=10.0.0.9',
+    'machine.bmc-removed': 'mac=52:54:00:12:34:56 name=node7 actor=bearer client=10.0.0.9',
+    'machine.power': 'node7 (52:54:00:12:34:56) off: credentials: RAKP 2 HMAC is invalid (by bearer from 10.0.0.9)',
   };
   const at = new Date(2026, 0, 2, 3, 4, 5).toISOString();
 

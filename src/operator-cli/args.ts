@@ -31,6 +31,9 @@ const commandFlags = {
   'no-persistent': { type: 'boolean', read: Boolean },
   'state-size': { type: 'string', placeholder: 'SIZE', read: (text: string | undefined) => text },
   'keep-state': { type: 'boolean', read: Boolean },
+  address: { type: 'string', placeholder: 'HOST', read: (text: string | undefined) => text },
+  port: { type: 'string', placeholder: 'PORT', read: (text: string | undefined) => (text === undefined ? undefined : checkedPort(text)) },
+  user: { type: 'string', placeholder: 'USER', read: (text: string | undefined) => text },
 } as const satisfies Record<string, FlagSpec>;
 
 type FlagName = keyof typeof commandFlags;
@@ -98,6 +101,23 @@ const commandSpecs = {
     args: ['MAC'],
     flags: [],
     help: "discard a persistent machine's state: its next boot starts from the image; refused while it is attached",
+  },
+  'machines bmc': {
+    args: ['MAC'],
+    flags: ['address', 'port', 'user'],
+    help:
+      "how nbdmux reaches the machine's BMC over IPMI (port default 623); the password is read from $NBDMUX_BMC_PASSWORD, " +
+      'never the command line, and the one set stays when it is unset',
+  },
+  power: {
+    args: ['MAC', 'ACTION'],
+    flags: [],
+    help: "ACTION on the machine's BMC: status, on, off, cycle, reset, or pxe (boot from the network next); exit 1 if the BMC did not do it",
+  },
+  reimage: {
+    args: ['MAC'],
+    flags: ['export'],
+    help: 'boot the machine into EXPORT now: set its export, boot from the network next, power cycle it (on, when off); each step shown',
   },
   'machines discovered': {
     args: [],
@@ -252,6 +272,12 @@ function checkedUrl(url: string, source: string): string {
     throw new UsageError(`${source} ${JSON.stringify(url)} must start with http:// or https://, e.g. ${defaultUrl}`);
   }
   return url;
+}
+
+/** Only the syntax: the daemon judges the range, with its own message. */
+function checkedPort(text: string): number {
+  if (!/^\d+$/.test(text)) throw new UsageError(`--port must be a whole number, got ${JSON.stringify(text)}`);
+  return Number(text);
 }
 
 /** Only the syntax: the daemon judges the range, with its own message. */

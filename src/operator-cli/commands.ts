@@ -5,6 +5,7 @@ import { exitCodes } from './failure.js';
 import { importCommand } from './import.js';
 import { machineCommands } from './machines.js';
 import { printJson, type Command } from './output.js';
+import { powerCommands } from './power.js';
 import { renderConnections, renderExport, renderExports, renderHealth, renderVersions } from './views.js';
 import { watch } from './watch.js';
 
@@ -92,4 +93,5 @@ export const commands: Record<CommandName, Command> = {
   watch,
   completion,
   ...machineCommands,
+  ...powerCommands,
 };

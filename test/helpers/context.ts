@@ -18,6 +18,8 @@ import { createCaller, type Context } from '../../src/router/index.js';
 import { MachineBoots } from '../../src/machines/boots.js';
 import { MachineRegistry, type MachineDataPlane } from '../../src/machines/registry.js';
 import { StateFiles } from '../../src/machines/state-files.js';
+import { createPower, type Power } from '../../src/power/index.js';
+import type { PowerOptions } from '../../src/power/control.js';
 import type { BootedVersion, LiveConnection, MachineExports, ServedExport, ServedState } from '../../src/supervisor/index.js';
 import { tempDir } from '../../testkit/daemon.js';
 import { makeImage } from '../../testkit/nbd.js';
@@ -93,6 +95,7 @@ export interface TestControlPlane {
   boots: MachineBoots;
   /** Where persistent machines' state files are made (real mkfs.ext4). */
   stateFiles: StateFiles;
+  power: Power;
   context: Context;
   caller: ReturnType<typeof createCaller>;
   /** Every log line written, parsed. */
@@ -107,7 +110,9 @@ export const testActor: Actor = { actor: 'open', client: '127.0.0.1' };
  * The control plane as the daemon wires it (src/daemon.ts), on a migrated in-memory database and
  * a recording data plane: the one place tests build a router context.
  */
-export function testControlPlane(options: { imageRoots?: string[]; cowDir?: string; keepVersions?: number } = {}): TestControlPlane {
+export function testControlPlane(
+  options: { imageRoots?: string[]; cowDir?: string; keepVersions?: number; power?: PowerOptions & { pollIntervalMs: number } } = {},
+): TestControlPlane {
   const dataDir = tempDir('nbdmux-memory-');
   const logs: Array<Record<string, unknown>> = [];
   const log = createLogger('debug', (line) => logs.push(JSON.parse(line) as Record<string, unknown>));
@@ -129,9 +134,12 @@ export function testControlPlane(options: { imageRoots?: string[]; cowDir?: stri
   const machines = new MachineRegistry(db, dataPlane, events, stateFiles, pins);
   const bootEvents = new SummarisedEvents(events);
   const boots = new MachineBoots(db, events, bootEvents, machines, space, log);
+  // Not started: a test polls when it wants to (power.poller.pollOnce()).
+  const power = createPower(db, events, machines, options.power);
   const context: Context = {
     registry,
     machines,
+    power,
     events,
     space,
     info: { version: 'test', authRequired: false },
@@ -155,6 +163,7 @@ export function testControlPlane(options: { imageRoots?: string[]; cowDir?: stri
     machines,
     boots,
     stateFiles,
+    power,
     context,
     caller: createCaller(context),
     logs,
