@@ -152,7 +152,8 @@ describe('the CLI shows every event type', () => {
     'machine.reset': 'mac=52:54:00:12:34:56 name=node7 actor=bearer client=10.0.0.9',
     'machine.discovered': 'mac=52:54:00:ab:cd:ef client=10.1.0.6',
     'machine.stage': 'node7 (52:54:00:12:34:56) root from 10.1.0.5: ramboot: [3.40] root mounted',
-    'machine.bmc-set': 'mac=52:54:00:12:34:56 name=node7 address=10.0.3.7 port=623 user=admin passwordChanged=true actor=open client=10.0.0.9',
+    'machine.bmc-set':
+      'mac=52:54:00:12:34:56 name=node7 address=10.0.3.7 port=623 user=admin passwordChanged=true actor=open client=10.0.0.9',
     'machine.bmc-removed': 'mac=52:54:00:12:34:56 name=node7 actor=bearer client=10.0.0.9',
     'machine.power': 'node7 (52:54:00:12:34:56) off: credentials: RAKP 2 HMAC is invalid (by bearer from 10.0.0.9)',
   };

@@ -228,7 +228,8 @@ export const restRoutes: readonly RestRoute[] = [
       PUT: [
         {
           body: '`{address, port?, user, password?, cipherSuite?}`',
-          returns: '200: how nbdmux reaches its BMC over IPMI, the password shown only as "set" or "not set" (a first setting must give one)',
+          returns:
+            '200: how nbdmux reaches its BMC over IPMI, the password shown only as "set" or "not set" (a first setting must give one)',
         },
       ],
       DELETE: [{ returns: '204: nbdmux forgets its BMC' }],
@@ -249,7 +250,7 @@ export const restRoutes: readonly RestRoute[] = [
         {
           body: '`{action}`: status, on, off, cycle, reset or pxe',
           returns:
-            "200 with what the BMC answered; 504 when it did not answer, 502 when it refused the credentials or the command (the message quotes it), 412 without a BMC",
+            '200 with what the BMC answered; 504 when it did not answer, 502 when it refused the credentials or the command (the message quotes it), 412 without a BMC',
         },
       ],
     },

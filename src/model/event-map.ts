@@ -85,7 +85,14 @@ export interface EventDetails {
   'machine.bmc-set': { mac: string; name: string; address: string; port: number; user: string; passwordChanged: boolean } & ActedBy;
   'machine.bmc-removed': { mac: string; name: string } & ActedBy;
   /** A power action sent to its BMC: `outcome` done, or why the BMC did not do it (`error`: what it answered); `state` after `status`. */
-  'machine.power': { mac: string; name: string; action: PowerAction; outcome: 'done' | PowerFailure; state?: PowerState; error?: string } & ActedBy;
+  'machine.power': {
+    mac: string;
+    name: string;
+    action: PowerAction;
+    outcome: 'done' | PowerFailure;
+    state?: PowerState;
+    error?: string;
+  } & ActedBy;
 }
 
 /** What nbdmux asks of a BMC: `pxe` is "boot from the network next" (chassis bootdev pxe). */

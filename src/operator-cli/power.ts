@@ -9,7 +9,13 @@ export const powerCommands = {
     if (address === undefined || user === undefined) throw new UsageError('give the BMC with --address HOST and --user USER');
     // From the environment: a password on the command line is in every user's `ps`.
     const password = process.env.NBDMUX_BMC_PASSWORD;
-    const bmc = await client.machines.setBmc.mutate({ mac: mac!, address, user, ...(port !== undefined && { port }), ...(password !== undefined && { password }) });
+    const bmc = await client.machines.setBmc.mutate({
+      mac: mac!,
+      address,
+      user,
+      ...(port !== undefined && { port }),
+      ...(password !== undefined && { password }),
+    });
     if (json) printJson(out, bmc);
     else out.write(`BMC of ${mac}: ${bmc.user}@${bmc.address}:${bmc.port}, password ${bmc.password}\n`);
     return exitCodes.ok;
@@ -30,7 +36,11 @@ export const powerCommands = {
     if (json) printJson(out, result);
     else {
       for (const step of result.steps) out.write(`${step.ok ? 'ok    ' : 'FAILED'} ${step.step.padEnd(6)} ${step.detail}\n`);
-      out.write(result.ok ? `${mac} is rebooting into ${exportName}: "nbdmux machines show ${mac}" shows its stages\n` : `${mac} was not reimaged\n`);
+      out.write(
+        result.ok
+          ? `${mac} is rebooting into ${exportName}: "nbdmux machines show ${mac}" shows its stages\n`
+          : `${mac} was not reimaged\n`,
+      );
     }
     return result.ok ? exitCodes.ok : exitCodes.failed;
   },

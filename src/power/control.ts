@@ -66,7 +66,11 @@ export class PowerControl {
     if (!target) throw new TRPCError({ code: 'PRECONDITION_FAILED', message: noBmcText(machine.name, mac) });
     const step = async (action: PowerAction) => {
       const result = await this.one(mac, action, actor);
-      steps.push({ step: action as ReimageResult['steps'][number]['step'], ok: result.ok, detail: result.ok ? result.answer : result.reason });
+      steps.push({
+        step: action as ReimageResult['steps'][number]['step'],
+        ok: result.ok,
+        detail: result.ok ? result.answer : result.reason,
+      });
       return result;
     };
     const status = await step('status');
@@ -87,7 +91,8 @@ export class PowerControl {
   private async one(mac: string, action: PowerAction, actor: Actor): Promise<PowerResult> {
     const started = Date.now();
     const ms = () => Date.now() - started;
-    if (!this.machines.find(mac)) return { mac, action, ok: false, failure: 'unknown-machine', reason: `no machine with MAC ${mac}`, ms: ms() };
+    if (!this.machines.find(mac))
+      return { mac, action, ok: false, failure: 'unknown-machine', reason: `no machine with MAC ${mac}`, ms: ms() };
     const { machine, target } = this.bmcs.target(mac);
     if (!target) return { mac, action, ok: false, failure: 'no-bmc', reason: noBmcText(machine.name, mac), ms: ms() };
     const answer = await this.queue.run(() => runIpmitool(target, action, this.options.bounds));
@@ -101,7 +106,14 @@ export class PowerControl {
       ...actor,
     });
     if (answer.ok) return { mac, action, ok: true, state: answer.state, answer: answer.answer, ms: ms() };
-    return { mac, action, ok: false, failure: answer.failure, reason: failureText(machine.name, target, answer.failure, answer.answer), ms: ms() };
+    return {
+      mac,
+      action,
+      ok: false,
+      failure: answer.failure,
+      reason: failureText(machine.name, target, answer.failure, answer.answer),
+      ms: ms(),
+    };
   }
 }
 

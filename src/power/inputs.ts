@@ -15,11 +15,13 @@ export const bmcAddress = z
   .transform((text, ctx) => {
     const address = text.toLowerCase();
     const lastLabel = address.split('.').at(-1)!;
-    if (net.isIPv4(address) || net.isIPv6(address) || (hostName.test(address) && !/^\d+$/.test(lastLabel))) return address;
+    // Node takes a zone (fe80::1%eth0) as IPv6: a BMC is reached by a routable address, and "%" is no part of one.
+    if (net.isIPv4(address) || (net.isIPv6(address) && !address.includes('%')) || (hostName.test(address) && !/^\d+$/.test(lastLabel)))
+      return address;
     ctx.addIssue({
       code: 'custom',
       message:
-        'must be the BMC\'s host name (e.g. bmc-rack3-01.lab), IPv4 address (e.g. 10.0.3.21) or IPv6 address without brackets or zone (e.g. fd00::21)',
+        "must be the BMC's host name (e.g. bmc-rack3-01.lab), IPv4 address (e.g. 10.0.3.21) or IPv6 address without brackets or zone (e.g. fd00::21)",
     });
     return z.NEVER;
   });

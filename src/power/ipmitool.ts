@@ -76,10 +76,12 @@ export function runIpmitool(target: IpmiTarget, action: PowerAction, bounds: Ipm
 }
 
 /** ipmitool's verbose lines that say nothing about the BMC's answer. */
-const noise = /^(Loading IANA PEN Registry|Running Get VSO Capabilities|Discovered IPMB address|Invalid completion code received: Invalid command)/;
+const noise =
+  /^(Loading IANA PEN Registry|Running Get VSO Capabilities|Discovered IPMB address|Invalid completion code received: Invalid command)/;
 
 const credentialLines = /RAKP 2 HMAC is invalid|RAKP \d message indicates an error : unauthorized name|unauthorized name/i;
-const unreachableLines = /Get Auth Capabilities error|No response from remote controller|Address lookup for .* failed|Could not open socket|Insufficient resources for session/i;
+const unreachableLines =
+  /Get Auth Capabilities error|No response from remote controller|Address lookup for .* failed|Could not open socket|Insufficient resources for session/i;
 
 /**
  * What the BMC answered, from ipmitool's exit code and words (measured against ipmi_sim and

@@ -7,8 +7,12 @@ export const machinesRouter = router({
   /** Unknown MACs that asked for a boot script: candidates to add. */
   discovered: authedProcedure.query(({ ctx }) => ctx.machines.discovered()),
   get: authedProcedure.input(machineByMacInput).query(({ ctx, input }) => ctx.power.withPower([ctx.machines.get(input.mac)])[0]!),
-  create: authedProcedure.input(createMachineInput).mutation(async ({ ctx, input }) => ctx.power.withPower([await ctx.machines.create(input, ctx.actor)])[0]!),
-  update: authedProcedure.input(updateMachineInput).mutation(async ({ ctx, input }) => ctx.power.withPower([await ctx.machines.update(input, ctx.actor)])[0]!),
+  create: authedProcedure
+    .input(createMachineInput)
+    .mutation(async ({ ctx, input }) => ctx.power.withPower([await ctx.machines.create(input, ctx.actor)])[0]!),
+  update: authedProcedure
+    .input(updateMachineInput)
+    .mutation(async ({ ctx, input }) => ctx.power.withPower([await ctx.machines.update(input, ctx.actor)])[0]!),
   delete: authedProcedure.input(machineByMacInput).mutation(({ ctx, input }) => ctx.machines.delete(input.mac, ctx.actor)),
   reset: authedProcedure.input(machineByMacInput).mutation(({ ctx, input }) => ctx.machines.reset(input.mac, ctx.actor)),
   /** How nbdmux reaches its BMC; the password is write-only. */
