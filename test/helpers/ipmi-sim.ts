@@ -32,13 +32,16 @@ export interface SimulatedBmc {
 /**
  * A real BMC simulator: Debian's `ipmi_sim` (openipmi) on 127.0.0.1 alone, reached over RMCP+ by
  * ipmitool as a BMC on the network would be. Its `chassis_control` program (ipmi_lan(5)) is the
- * machine: power on starts a process, power off kills it, status says whether it runs, bootdev is
+ * machine: power on starts a process (`options.machine`, e.g. a qemu guest), power off kills it, status says whether it runs, bootdev is
  * written to a file. Not `startcmd`: measured here, ipmi_sim then powers the process on and off
  * but refuses every boot option ("Set Chassis Boot Parameter 5 failed: Invalid data field"),
  * since only a chassis_control program takes them.
  */
-export async function startSimulatedBmc(): Promise<SimulatedBmc> {
+export async function startSimulatedBmc(options: { machine?: string[] } = {}): Promise<SimulatedBmc> {
   const dir = tempDir('nbdmux-bmc-');
+  // The machine power on starts: a process that only waits, or a qemu guest. Its own process group, which power off kills whole.
+  const quoted = (options.machine ?? ['sleep', '3600']).map((arg) => `'${arg.replaceAll("'", "'\\''")}'`).join(' ');
+  fs.writeFileSync(path.join(dir, 'machine'), `#!/bin/sh\nexec ${quoted}\n`, { mode: 0o755 });
   const port = await freeUdpPort();
   const user = 'admin';
   const password = 'lab-secret-7';
@@ -54,8 +57,8 @@ case "$1 $2" in
   "get power") if running; then echo power:1; else echo power:0; fi ;;
   "get boot") echo "boot:$(cat "$d/boot" 2>/dev/null || echo none)" ;;
   "set power")
-    if [ "$3" = 1 ]; then running || { setsid sleep 3600 </dev/null >/dev/null 2>&1 & echo $! > "$d/pid"; }
-    else running && kill "$(cat "$d/pid")"; rm -f "$d/pid"; fi ;;
+    if [ "$3" = 1 ]; then running || { setsid "$d/machine" </dev/null >/dev/null 2>&1 & echo $! > "$d/pid"; }
+    else running && kill -KILL -- "-$(cat "$d/pid")"; rm -f "$d/pid"; fi ;;
   "set boot") echo "$3" > "$d/boot" ;;
 esac
 exit 0
@@ -118,7 +121,7 @@ set_working_mc 0x20
     stop() {
       child.kill('SIGKILL');
       const pid = read('pid');
-      if (pid !== null && running()) process.kill(Number(pid), 'SIGKILL');
+      if (pid !== null && running()) process.kill(-Number(pid), 'SIGKILL');
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
