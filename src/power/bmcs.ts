@@ -1,6 +1,6 @@
 import { eq } from 'drizzle-orm';
 import type { Db } from '../db/open.js';
-import { machineBmcsTable, machinesTable, type MachineBmcRow, type MachineRow } from '../db/schema.js';
+import { machineBmcsTable, machinesTable, type MachineBmcRow } from '../db/schema.js';
 import { badInput } from '../errors.js';
 import type { EventLog } from '../events/event-log.js';
 import type { MachineRegistry } from '../machines/registry.js';
@@ -72,11 +72,10 @@ export class BmcSettings {
     if (removed.length > 0) this.events.record('machine.bmc-removed', null, { mac: machine.mac, name: machine.name, ...actor });
   }
 
-  /** The machine and how to reach its BMC; null target when it has none. */
-  target(mac: string): { machine: MachineRow; target: IpmiTarget | null } {
-    const machine = this.machines.row(mac);
-    const row = this.db.select().from(machineBmcsTable).where(eq(machineBmcsTable.machineId, machine.id)).get();
-    return { machine, target: row ? toTarget(row) : null };
+  /** How to reach a machine's BMC; null when it has none. */
+  target(machineId: number): IpmiTarget | null {
+    const row = this.db.select().from(machineBmcsTable).where(eq(machineBmcsTable.machineId, machineId)).get();
+    return row ? toTarget(row) : null;
   }
 
   /** Every machine with a BMC, for the poller. */

@@ -62,8 +62,9 @@ export class PowerControl {
    */
   async reimage(mac: string, exportName: string, actor: Actor): Promise<ReimageResult> {
     const steps: ReimageResult['steps'] = [];
-    const { machine, target } = this.bmcs.target(mac);
-    if (!target) throw new TRPCError({ code: 'PRECONDITION_FAILED', message: noBmcText(machine.name, mac) });
+    const machine = this.machines.find(mac);
+    if (!machine) throw notFound(`no machine with MAC ${mac}`, { kind: 'list-machines' });
+    if (!this.bmcs.target(machine.id)) throw new TRPCError({ code: 'PRECONDITION_FAILED', message: noBmcText(machine.name, mac) });
     const step = async (action: PowerAction) => {
       const result = await this.one(mac, action, actor);
       steps.push({
@@ -91,9 +92,10 @@ export class PowerControl {
   private async one(mac: string, action: PowerAction, actor: Actor): Promise<PowerResult> {
     const started = Date.now();
     const ms = () => Date.now() - started;
-    if (!this.machines.find(mac))
-      return { mac, action, ok: false, failure: 'unknown-machine', reason: `no machine with MAC ${mac}`, ms: ms() };
-    const { machine, target } = this.bmcs.target(mac);
+    // Never throws for one machine: a bulk action reports each machine, whatever the others do.
+    const machine = this.machines.find(mac);
+    if (!machine) return { mac, action, ok: false, failure: 'unknown-machine', reason: `no machine with MAC ${mac}`, ms: ms() };
+    const target = this.bmcs.target(machine.id);
     if (!target) return { mac, action, ok: false, failure: 'no-bmc', reason: noBmcText(machine.name, mac), ms: ms() };
     const answer = await this.queue.run(() => runIpmitool(target, action, this.options.bounds));
     this.events.record('machine.power', null, {
