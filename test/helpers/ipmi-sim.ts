@@ -46,7 +46,8 @@ export async function startSimulatedBmc(options: { machine?: string[] } = {}): P
   const user = 'admin';
   const password = 'lab-secret-7';
   const control = path.join(dir, 'chassis');
-  // ipmi_sim reads the program's stdout to its end: the machine's process must not hold it.
+  // ipmi_sim reads the program's stdout to its end: the machine's process must not hold it. The pid
+  // file goes only once the kill worked (dash's kill takes no "--"), so a machine that survives shows as on.
   fs.writeFileSync(
     control,
     `#!/bin/sh
@@ -58,7 +59,7 @@ case "$1 $2" in
   "get boot") echo "boot:$(cat "$d/boot" 2>/dev/null || echo none)" ;;
   "set power")
     if [ "$3" = 1 ]; then running || { setsid "$d/machine" </dev/null >/dev/null 2>&1 & echo $! > "$d/pid"; }
-    else running && kill -KILL -- "-$(cat "$d/pid")"; rm -f "$d/pid"; fi ;;
+    else ! running || { kill -KILL "-$(cat "$d/pid")" && rm -f "$d/pid"; }; fi ;;
   "set boot") echo "$3" > "$d/boot" ;;
 esac
 exit 0
