@@ -57,6 +57,7 @@ const e2e = [
   'netboot',
   'nic-names',
   'pxe-boot',
+  'power-reimage',
   'pxe-chain',
   'reconnect',
 ].map((name) => `test/${name}.test.ts`);

@@ -30,6 +30,7 @@ import { startHttpServer, type HttpServer } from './http/server.js';
 import { AllowList } from './rules/allow-list.js';
 import { Supervisor } from './supervisor/index.js';
 import { version } from './version.js';
+import { createPower, type Power } from './power/index.js';
 
 /** How often imported files that no version needs any more are looked for (one small query). */
 const garbageCheckMs = 5000;
@@ -62,6 +63,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
   let http: HttpServer | undefined;
   let metrics: Metrics | undefined;
   let bootEvents: SummarisedEvents | undefined;
+  let power: Power | undefined;
   try {
     const events = new EventLog(db, space);
     const pins = PinnedFiles.reopen(db, events, log);
@@ -111,12 +113,15 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     // Files the last run could not delete yet (a connection still held them).
     registry.collectGarbage();
     const machines = new MachineRegistry(db, supervisor, events, stateFiles, pins);
+    power = createPower(db, events, machines);
+    power.poller.start();
     const gate = new AuthGate(config.adminPassword, secret, events, new RevokedSessions(db));
     const nbdPublicPort = config.nbdPublicPort ?? supervisor.address!.port;
     const services = {
       registry,
       machines,
       profiles: new ProfileRegistry(db, machines, events, stateFiles),
+      power,
       events,
       space,
       dataPlane: supervisor,
@@ -151,7 +156,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
       close: async () => {
         pins.stop();
         clearInterval(collecting);
-        await Promise.all([running.http.close(), running.supervisor.stop(), retention.stop()]);
+        await Promise.all([running.http.close(), running.supervisor.stop(), retention.stop(), power?.poller.stop()]);
         running.metrics.stop();
         bootEvents?.stop();
         events.record('daemon.stopped', null, { pid: process.pid });
@@ -160,7 +165,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
       },
     };
   } catch (err) {
-    await Promise.all([http?.close(), supervisor?.stop()]);
+    await Promise.all([http?.close(), supervisor?.stop(), power?.poller.stop()]);
     metrics?.stop();
     bootEvents?.stop();
     space.stop();

@@ -111,6 +111,26 @@ describe('the CLI shows every event type', () => {
     },
     'profile.removed': { name: 'rack3', actor: 'bearer', client: '10.0.0.9' },
     'profile.adopted': { name: 'rack3', machines: [{ mac: '52:54:00:ab:cd:ef', name: 'rack3-node01' }], actor: 'open', client: '10.0.0.9' },
+    'machine.bmc-set': {
+      mac: '52:54:00:12:34:56',
+      name: 'node7',
+      address: '10.0.3.7',
+      port: 623,
+      user: 'admin',
+      passwordChanged: true,
+      actor: 'open',
+      client: '10.0.0.9',
+    },
+    'machine.bmc-removed': { mac: '52:54:00:12:34:56', name: 'node7', actor: 'bearer', client: '10.0.0.9' },
+    'machine.power': {
+      mac: '52:54:00:12:34:56',
+      name: 'node7',
+      action: 'off',
+      outcome: 'credentials',
+      error: 'RAKP 2 HMAC is invalid',
+      actor: 'bearer',
+      client: '10.0.0.9',
+    },
   };
   /** What watch shows after the time, type and export columns; null: the next line of that connection says it. */
   const expected: Record<EventType, string | null> = {
@@ -149,6 +169,10 @@ describe('the CLI shows every event type', () => {
       "rack3: export changed for 2 machine(s) at their next boot; its machines' own export cleared; state discarded: node1 (by open from 10.0.0.9)",
     'profile.removed': 'name=rack3 actor=bearer client=10.0.0.9',
     'profile.adopted': 'rack3 adopted rack3-node01 (52:54:00:ab:cd:ef) (by open from 10.0.0.9)',
+    'machine.bmc-set':
+      'mac=52:54:00:12:34:56 name=node7 address=10.0.3.7 port=623 user=admin passwordChanged=true actor=open client=10.0.0.9',
+    'machine.bmc-removed': 'mac=52:54:00:12:34:56 name=node7 actor=bearer client=10.0.0.9',
+    'machine.power': 'node7 (52:54:00:12:34:56) off: credentials: RAKP 2 HMAC is invalid (by bearer from 10.0.0.9)',
   };
   const at = new Date(2026, 0, 2, 3, 4, 5).toISOString();
 

@@ -199,12 +199,31 @@ export const discoveredMachinesTable = sqliteTable('discovered_machines', {
   requests: integer('requests').notNull().default(1),
 });
 
+/**
+ * How nbdmux reaches a machine's BMC over IPMI (src/power): one row per machine, gone with it.
+ * The password is write-only: no view returns it (the database file is 0600 like the data dir).
+ */
+export const machineBmcsTable = sqliteTable('machine_bmcs', {
+  machineId: integer('machine_id')
+    .primaryKey()
+    .references(() => machinesTable.id, { onDelete: 'cascade' }),
+  /** A host name or an IPv4 or IPv6 literal (see power/inputs.ts). */
+  address: text('address').notNull(),
+  port: integer('port').notNull(),
+  user: text('user').notNull(),
+  password: text('password').notNull(),
+  /** The RMCP+ cipher suite `ipmitool -C` asks for. */
+  cipherSuite: integer('cipher_suite').notNull(),
+  updatedAt: text('updated_at').notNull(),
+});
+
 export type ExportRow = typeof exportsTable.$inferSelect;
 export type VersionRow = typeof exportVersionsTable.$inferSelect;
 export type ConnectionRow = typeof connectionsTable.$inferSelect;
 export type MachineRow = typeof machinesTable.$inferSelect;
 export type ProfileRow = typeof profilesTable.$inferSelect;
 export type DiscoveredMachineRow = typeof discoveredMachinesTable.$inferSelect;
+export type MachineBmcRow = typeof machineBmcsTable.$inferSelect;
 /** An event of one type, its details typed by it (drizzle types each column alone). */
 export type EventOf<T extends EventType> = Omit<typeof eventsTable.$inferSelect, 'type' | 'details'> & {
   type: T;

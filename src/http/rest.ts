@@ -293,6 +293,59 @@ export const restRoutes: readonly RestRoute[] = [
     },
   },
   {
+    path: '/machines/{mac}/bmc',
+    docs: {
+      PUT: [
+        {
+          body: '`{address, port?, user, password?, cipherSuite?}`',
+          returns:
+            '200: how nbdmux reaches its BMC over IPMI, the password shown only as "set" or "not set" (a first setting must give one)',
+        },
+      ],
+      DELETE: [{ returns: '204: nbdmux forgets its BMC' }],
+    },
+    async handle(method, { req, procedures }, rawMac) {
+      const mac = decodePathPart('mac', rawMac);
+      if (method === 'DELETE') {
+        await procedures().machines.removeBmc({ mac });
+        return { status: 204 };
+      }
+      return { status: 200, json: await procedures().machines.setBmc(withPathField(await readJsonBody(req), 'mac', mac, 'machine')) };
+    },
+  },
+  {
+    path: '/machines/{mac}/power',
+    docs: {
+      POST: [
+        {
+          body: '`{action}`: status, on, off, cycle, reset or pxe',
+          returns:
+            '200 with what the BMC answered; 504 when it did not answer, 502 when it refused the credentials or the command (the message quotes it), 412 without a BMC',
+        },
+      ],
+    },
+    async handle(_method, { req, procedures }, rawMac) {
+      const mac = decodePathPart('mac', rawMac);
+      return { status: 200, json: await procedures().machines.power(withPathField(await readJsonBody(req), 'mac', mac, 'machine')) };
+    },
+  },
+  {
+    path: '/machines/{mac}/reimage',
+    docs: {
+      POST: [
+        {
+          body: '`{export}`',
+          returns:
+            '200 `{ok, steps}`: power status, export set, network boot next, cycle (or on); it stops at the first step that fails, before changing anything when the BMC cannot be reached',
+        },
+      ],
+    },
+    async handle(_method, { req, procedures }, rawMac) {
+      const mac = decodePathPart('mac', rawMac);
+      return { status: 200, json: await procedures().machines.reimage(withPathField(await readJsonBody(req), 'mac', mac, 'machine')) };
+    },
+  },
+  {
     path: '/healthz',
     docs: {
       GET: [

@@ -92,7 +92,30 @@ export interface EventDetails {
   'profile.adopted': { name: string; machines: Array<{ mac: string; name: string }> } & ActedBy;
   /** The machine's boot reached `stage`; `detail`: a failure's reason, or the timing lines of `root`. */
   'machine.stage': { mac: string; name: string; stage: MachineStage; client: string; detail?: string };
+  /** How nbdmux reaches its BMC was set (`passwordChanged`: a new password came with it; never the password itself). */
+  'machine.bmc-set': { mac: string; name: string; address: string; port: number; user: string; passwordChanged: boolean } & ActedBy;
+  'machine.bmc-removed': { mac: string; name: string } & ActedBy;
+  /** A power action sent to its BMC: `outcome` done, or why the BMC did not do it (`error`: what it answered); `state` after `status`. */
+  'machine.power': {
+    mac: string;
+    name: string;
+    action: PowerAction;
+    outcome: 'done' | PowerFailure;
+    state?: PowerState;
+    error?: string;
+  } & ActedBy;
 }
+
+/** What nbdmux asks of a BMC: `pxe` is "boot from the network next" (chassis bootdev pxe). */
+export const powerActions = ['status', 'on', 'off', 'cycle', 'reset', 'pxe'] as const;
+export type PowerAction = (typeof powerActions)[number];
+export type PowerState = 'on' | 'off';
+/**
+ * Why a BMC did not do what was asked: it did not answer in time or could not be reached
+ * (`unreachable`), it refused the user name or password (`credentials`), it answered with a
+ * refusal (`refused`: unsupported, not now, not allowed), or ipmitool could not run (`no-ipmitool`).
+ */
+export type PowerFailure = 'unreachable' | 'credentials' | 'refused' | 'no-ipmitool';
 
 /**
  * Where a machine's boot is, in the order a good boot passes them (failed: at any point;

@@ -37,6 +37,9 @@ const commandFlags = {
   unset: { type: 'string', multiple: true, placeholder: 'FIELD', read: (values: string[] | undefined) => (values ?? []).map(checkedField) },
   names: { type: 'string', placeholder: 'PATTERN', read: (text: string | undefined) => text },
   'all-machines': { type: 'boolean', read: Boolean },
+  address: { type: 'string', placeholder: 'HOST', read: (text: string | undefined) => text },
+  port: { type: 'string', placeholder: 'PORT', read: (text: string | undefined) => (text === undefined ? undefined : checkedPort(text)) },
+  user: { type: 'string', placeholder: 'USER', read: (text: string | undefined) => text },
 } as const satisfies Record<string, FlagSpec>;
 
 type FlagName = keyof typeof commandFlags;
@@ -118,6 +121,23 @@ const commandSpecs = {
     args: ['MAC'],
     flags: [],
     help: "discard a persistent machine's state: its next boot starts from the image; refused while it is attached",
+  },
+  'machines bmc': {
+    args: ['MAC'],
+    flags: ['address', 'port', 'user'],
+    help:
+      "how nbdmux reaches the machine's BMC over IPMI (port default 623); the password is read from $NBDMUX_BMC_PASSWORD, " +
+      'never the command line, and the one set stays when it is unset',
+  },
+  power: {
+    args: ['MAC', 'ACTION'],
+    flags: [],
+    help: "ACTION on the machine's BMC: status, on, off, cycle, reset, or pxe (boot from the network next); exit 1 if the BMC did not do it",
+  },
+  reimage: {
+    args: ['MAC'],
+    flags: ['export'],
+    help: 'boot the machine into EXPORT now: set its export, boot from the network next, power cycle it (on, when off); each step shown',
   },
   'machines discovered': {
     args: [],
@@ -308,6 +328,12 @@ function checkedField(text: string): (typeof unsetFields)[keyof typeof unsetFiel
   if (!Object.hasOwn(unsetFields, text))
     throw new UsageError(`--unset takes ${Object.keys(unsetFields).join(', ')}, got ${JSON.stringify(text)}`);
   return unsetFields[text as keyof typeof unsetFields];
+}
+
+/** Only the syntax: the daemon judges the range, with its own message. */
+function checkedPort(text: string): number {
+  if (!/^\d+$/.test(text)) throw new UsageError(`--port must be a whole number, got ${JSON.stringify(text)}`);
+  return Number(text);
 }
 
 /** Only the syntax: the daemon judges the range, with its own message. */

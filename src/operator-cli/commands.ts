@@ -6,6 +6,7 @@ import { importCommand } from './import.js';
 import { machineCommands } from './machines.js';
 import { profileCommands } from './profiles.js';
 import { printJson, type Command } from './output.js';
+import { powerCommands } from './power.js';
 import { renderConnections, renderExport, renderExports, renderHealth, renderVersions } from './views.js';
 import { watch } from './watch.js';
 
@@ -94,4 +95,5 @@ export const commands: Record<CommandName, Command> = {
   completion,
   ...machineCommands,
   ...profileCommands,
+  ...powerCommands,
 };

@@ -106,6 +106,11 @@ export class EventLines {
         const { name, mac, stage, client, detail } = event.details;
         return `${name} (${mac}) ${stage} from ${client}${detail === undefined ? '' : `: ${detail.split('\n').pop()!}`}`;
       }
+      case 'machine.power': {
+        const { name, mac, action, outcome, state, error } = event.details;
+        const result = outcome === 'done' ? (state ?? 'done') : `${outcome}${error === undefined ? '' : `: ${error}`}`;
+        return `${name} (${mac}) ${action}: ${result}${by(event.details)}`;
+      }
       case 'daemon.started':
       case 'daemon.stopped':
       case 'daemon.space-recovered':
@@ -119,6 +124,8 @@ export class EventLines {
       case 'machine.discovered':
       case 'profile.created':
       case 'profile.removed':
+      case 'machine.bmc-set':
+      case 'machine.bmc-removed':
         return formatDetails(event.details);
       case 'profile.updated': {
         const { name, changed, machines, cleared, stateDiscarded } = event.details;

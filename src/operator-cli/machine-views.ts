@@ -48,6 +48,8 @@ export function renderMachine(m: NbdmuxMachine): string {
     ...(m.stageDetail === null ? [] : [['detail', m.stageDetail] as const]),
     ['attached', m.attached ? 'yes: a live NBD connection of its boot holds its root or its state' : 'no'],
     ['address', m.address ?? '-'],
+    ['bmc', m.bmc === null ? '(none)' : `${m.bmc.user}@${m.bmc.address}:${m.bmc.port}, password ${m.bmc.password}`],
+    ...(m.bmc === null ? [] : [['power', describePower(m.power)] as const]),
     ['last seen', m.lastSeenAt === null ? 'never' : formatTime(m.lastSeenAt)],
     ['created', formatTime(m.createdAt)],
   ]);
@@ -61,6 +63,11 @@ export function renderMachine(m: NbdmuxMachine): string {
     { header: 'AFTER', value: ([, at]) => formatDuration(start, at), alignRight: true },
   ];
   return `${fields}\n${renderTable(timelineColumns, stages)}`;
+}
+
+function describePower(power: NbdmuxMachine['power']): string {
+  if (power === null) return 'not polled yet';
+  return `${power.state ?? 'unknown'} (at ${formatTime(power.at)})${power.error === null ? '' : `: ${power.error}`}`;
 }
 
 const discoveredColumns: Column<NbdmuxDiscoveredMachine>[] = [

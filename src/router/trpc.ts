@@ -8,12 +8,14 @@ import type { MachineRegistry } from '../machines/registry.js';
 import type { ProfileRegistry } from '../profiles/registry.js';
 import type { ConnectionTable, DataPlaneHealth } from '../supervisor/index.js';
 import type { BootEndpoint } from '../boot/ipxe.js';
+import type { Power } from '../power/index.js';
 
 /** The domain modules, the same for every request. */
 export interface Services {
   registry: ExportRegistry;
   machines: MachineRegistry;
   profiles: ProfileRegistry;
+  power: Power;
   events: EventLog;
   space: Pick<DataDirSpace, 'dataDir' | 'reportFull'>;
   info: { version: string; authRequired: boolean };

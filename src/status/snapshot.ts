@@ -2,6 +2,7 @@ import { once, type EventEmitter } from 'node:events';
 import type { ExportRegistry } from '../exports/registry.js';
 import type { MachineRegistry } from '../machines/registry.js';
 import type { ProfileRegistry } from '../profiles/registry.js';
+import type { Power } from '../power/index.js';
 import type { ConnectionTable, DataPlaneHealth } from '../supervisor/index.js';
 
 /** What a status snapshot is read from: the domain modules, never a request's context. */
@@ -10,6 +11,7 @@ export interface StatusSources {
   registry: Pick<ExportRegistry, 'list'>;
   machines: Pick<MachineRegistry, 'list' | 'discovered'>;
   profiles: Pick<ProfileRegistry, 'list'>;
+  power: Pick<Power, 'withPower'>;
   /** Emits 'event' for every event recorded: something may have changed. */
   events: EventEmitter;
 }
@@ -20,7 +22,7 @@ export async function statusSnapshot(sources: StatusSources) {
     health: await sources.dataPlane.health(),
     exports: sources.registry.list(),
     connections: sources.dataPlane.connections.recent(sources.dataPlane.maxConnections, true),
-    machines: sources.machines.list(),
+    machines: sources.power.withPower(sources.machines.list()),
     discoveredMachines: sources.machines.discovered(),
     profiles: sources.profiles.list(),
   };

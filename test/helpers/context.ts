@@ -19,6 +19,8 @@ import { MachineBoots } from '../../src/machines/boots.js';
 import { MachineRegistry, type MachineDataPlane } from '../../src/machines/registry.js';
 import { ProfileRegistry } from '../../src/profiles/registry.js';
 import { StateFiles } from '../../src/machines/state-files.js';
+import { createPower, type Power } from '../../src/power/index.js';
+import type { PowerOptions } from '../../src/power/control.js';
 import type { BootedVersion, LiveConnection, MachineExports, ServedExport, ServedState } from '../../src/supervisor/index.js';
 import { tempDir } from '../../testkit/daemon.js';
 import { makeImage } from '../../testkit/nbd.js';
@@ -95,6 +97,7 @@ export interface TestControlPlane {
   boots: MachineBoots;
   /** Where persistent machines' state files are made (real mkfs.ext4). */
   stateFiles: StateFiles;
+  power: Power;
   context: Context;
   caller: ReturnType<typeof createCaller>;
   /** Every log line written, parsed. */
@@ -109,7 +112,9 @@ export const testActor: Actor = { actor: 'open', client: '127.0.0.1' };
  * The control plane as the daemon wires it (src/daemon.ts), on a migrated in-memory database and
  * a recording data plane: the one place tests build a router context.
  */
-export function testControlPlane(options: { imageRoots?: string[]; cowDir?: string; keepVersions?: number } = {}): TestControlPlane {
+export function testControlPlane(
+  options: { imageRoots?: string[]; cowDir?: string; keepVersions?: number; power?: PowerOptions & { pollIntervalMs: number } } = {},
+): TestControlPlane {
   const dataDir = tempDir('nbdmux-memory-');
   const logs: Array<Record<string, unknown>> = [];
   const log = createLogger('debug', (line) => logs.push(JSON.parse(line) as Record<string, unknown>));
@@ -132,10 +137,13 @@ export function testControlPlane(options: { imageRoots?: string[]; cowDir?: stri
   const bootEvents = new SummarisedEvents(events);
   const boots = new MachineBoots(db, events, bootEvents, machines, space, log);
   const profiles = new ProfileRegistry(db, machines, events, stateFiles);
+  // Not started: a test polls when it wants to (power.poller.pollOnce()).
+  const power = createPower(db, events, machines, options.power);
   const context: Context = {
     registry,
     machines,
     profiles,
+    power,
     events,
     space,
     info: { version: 'test', authRequired: false },
@@ -160,6 +168,7 @@ export function testControlPlane(options: { imageRoots?: string[]; cowDir?: stri
     profiles,
     boots,
     stateFiles,
+    power,
     context,
     caller: createCaller(context),
     logs,

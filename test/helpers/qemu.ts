@@ -140,8 +140,10 @@ const pollMs = 50;
  * Boots the kit's kernel and initramfs under qemu (TCG), with user networking that only ever
  * reaches 127.0.0.1: restrict=on cuts the guest off from everything, and each guestfwd (the NBD
  * port, the PXE HTTP port) opens a fresh loopback connection for each guest connection.
+ *
+ * This is its argv (nice, timeout, qemu), for a caller that starts it itself, as a BMC simulator's power-on does.
  */
-export function bootGuest({
+export function guestCommand({
   kit,
   kernel,
   nbdPort,
@@ -154,8 +156,7 @@ export function bootGuest({
   pxe,
   sourceAddress,
   tap,
-}: GuestOptions): Guest {
-  fs.rmSync(serialLog, { force: true });
+}: GuestOptions): string[] {
   const guestForwards = [
     { guestAddress: guestNbdAddress, hostPort: nbdPort },
     ...(pxe ? [{ guestAddress: `${guestHttpHost}:80`, hostPort: pxe.httpPort }] : []),
@@ -218,9 +219,17 @@ export function bootGuest({
     ...qemuArgs,
     ...bootArgs,
   ];
+  return ['nice', ...args];
+}
+
+/** Starts the guest of `guestCommand` and follows its serial console. */
+export function bootGuest(options: GuestOptions): Guest {
+  const { serialLog } = options;
+  fs.rmSync(serialLog, { force: true });
+  const [command, ...args] = guestCommand(options);
   const started = Date.now();
   // Its own process group: `timeout`, qemu and the socat processes of guestfwd end together.
-  const child: ChildProcess = spawn('nice', args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+  const child: ChildProcess = spawn(command!, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
   let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
 

@@ -90,6 +90,17 @@ function describeEvent(event: NbdmuxEvent): string {
       return `machine ${event.details.name} (${event.details.mac}) deleted${byActor(event.details)}`;
     case 'machine.reset':
       return `machine ${event.details.name}: its state discarded${byActor(event.details)}`;
+    case 'machine.bmc-set': {
+      const d = event.details;
+      return `machine ${d.name}: BMC ${d.user}@${d.address}:${d.port}${d.passwordChanged ? ', new password' : ''}${byActor(d)}`;
+    }
+    case 'machine.bmc-removed':
+      return `machine ${event.details.name}: BMC removed${byActor(event.details)}`;
+    case 'machine.power': {
+      const d = event.details;
+      const result = d.outcome === 'done' ? (d.state ?? 'done') : `${d.outcome} (${d.error ?? ''})`;
+      return `machine ${d.name}: power ${d.action}, ${result}${byActor(d)}`;
+    }
     case 'machine.discovered':
       return event.details.count === undefined
         ? `unknown MAC ${event.details.mac} asked to boot from ${event.details.client}`
