@@ -14,6 +14,8 @@ import { BuildSpace, SparseFile } from './out-file.js';
 /** What the build child is asked; the image is its descriptor 3. */
 export const buildRequestSchema = z.object({
   partitionOffset: z.number().int().nonnegative(),
+  /** Of the filesystem holding the kernel: the root's, or a separate /boot's. */
+  kernelOffset: z.number().int().nonnegative(),
   kernelPath: z.string(),
   modulesDir: z.string(),
   kitInitrd: z.string(),
@@ -47,9 +49,13 @@ const unpackers: Record<string, string[]> = { '.ko.xz': ['xz', '-dc'], '.ko.gz':
  */
 export async function buildBootFiles(imageFd: number, request: BuildRequest): Promise<string[]> {
   const ext = new ExtFilesystem(imageFd, request.partitionOffset);
-  const kernel = ext.resolve(request.kernelPath);
+  const kernelFs =
+    request.kernelOffset === request.partitionOffset
+      ? ext
+      : new ExtFilesystem(imageFd, request.kernelOffset, "the /boot partition's ext filesystem");
+  const kernel = kernelFs.resolve(request.kernelPath);
   if (!kernel) throw new ImageReadError(`${request.kernelPath} is gone from the image`);
-  const kernelEntry = ext.requireFile(kernel, maxKernelBytes);
+  const kernelEntry = kernelFs.requireFile(kernel, maxKernelBytes);
   const planned = planModules(ext, request.modulesDir, request.rootModules);
   const total = planned.reduce((sum, { file }) => sum + file.size, 0);
   if (total > maxModulesBytes)
@@ -57,7 +63,10 @@ export async function buildBootFiles(imageFd: number, request: BuildRequest): Pr
 
   // Named by the boot directory, which outlives this build's own.
   const space = new BuildSpace(path.dirname(request.outDir));
-  const allocated = ext.allocatedBytes([kernelEntry, ...planned.map(({ file }) => file)]).reduce((sum, bytes) => sum + bytes, 0);
+  const allocated = [...kernelFs.allocatedBytes([kernelEntry]), ...ext.allocatedBytes(planned.map(({ file }) => file))].reduce(
+    (sum, bytes) => sum + bytes,
+    0,
+  );
   space.require(allocated + fs.statSync(request.kitInitrd).size, "copying the image's kernel and modules and the kit's initrd");
   const copies = [
     { entry: kernelEntry, what: request.kernelPath, out: new SparseFile(path.join(request.outDir, 'vmlinuz'), space) },
@@ -68,7 +77,13 @@ export async function buildBootFiles(imageFd: number, request: BuildRequest): Pr
     })),
   ];
   try {
-    await ext.copyOut(copies.map(({ entry, what, out }) => ({ entry, what, sink: out.write })));
+    const asked = copies.map(({ entry, what, out }) => ({ entry, what, sink: out.write }));
+    // One debugfs run when the kernel lies in the root filesystem, one per filesystem otherwise.
+    if (kernelFs === ext) await ext.copyOut(asked);
+    else {
+      await kernelFs.copyOut(asked.slice(0, 1));
+      await ext.copyOut(asked.slice(1));
+    }
   } finally {
     for (const { out } of copies) out.close();
   }

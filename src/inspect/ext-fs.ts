@@ -50,6 +50,8 @@ export class ExtFilesystem {
   constructor(
     private readonly imageFd: number,
     offset: number,
+    /** How reasons name it: the root's, or "the /boot partition 2's". */
+    private readonly label = 'the ext filesystem',
   ) {
     // debugfs inherits the descriptor and opens its own /proc/self/fd/N at the byte offset.
     this.device = `/proc/self/fd/${imageFd}?offset=${offset}`;
@@ -71,7 +73,7 @@ export class ExtFilesystem {
         throw new ImageReadError(`reading ${what} took longer than ${callTimeoutMs / 1000} s: the filesystem looks damaged`);
       throw new ImageReadError(`cannot run debugfs (install e2fsprogs): ${result.error.message}`);
     }
-    checkDebugfs(result.status, result.stderr.toString(), what);
+    checkDebugfs(result.status, result.stderr.toString(), what, this.label);
     return result.stdout;
   }
 
@@ -197,7 +199,7 @@ export class ExtFilesystem {
         throw new ImageReadError(
           `copying ${what} out of the image took longer than ${copyTimeoutMs / 1000} s: the filesystem looks damaged`,
         );
-      checkDebugfs(status, debugfs.stderr(), what);
+      checkDebugfs(status, debugfs.stderr(), what, this.label);
       split.end();
     } finally {
       debugfs.stop();
@@ -272,14 +274,14 @@ class CatSplitter {
 }
 
 /** Refuses what debugfs said on stderr about the image: it could not open it, or a read failed. */
-function checkDebugfs(status: number | null, stderr: string, what: string): void {
+function checkDebugfs(status: number | null, stderr: string, what: string, label: string): void {
   // e.g. "debugfs: The ext2 superblock is corrupt while trying to open /proc/self/fd/3?offset=..."
   const openFailure = /^(?:debugfs: )?(.*) while trying to open /m.exec(stderr);
   if (status !== 0 || openFailure) {
-    throw new ImageReadError(`the ext filesystem cannot be opened: ${openFailure?.[1] ?? lastLine(stderr)}`);
+    throw new ImageReadError(`${label} cannot be opened: ${openFailure?.[1] ?? lastLine(stderr)}`);
   }
   if (/File not found by ext2_lookup|Attempt to read block|Corrupt|Bad/i.test(stderr)) {
-    throw new ImageReadError(`the ext filesystem is damaged where ${what} lies: ${lastLine(stderr)}`);
+    throw new ImageReadError(`${label} is damaged where ${what} lies: ${lastLine(stderr)}`);
   }
 }
 

@@ -6,6 +6,7 @@ import { loadOrder, parseModulesBuiltin, parseModulesDep, type ModuleEntry } fro
 import { osNameOf } from './os-release.js';
 import { chooseRoot, readPartitionTable } from './partitions.js';
 import { nothingFound, type BootInspection } from './result.js';
+import { separateBoot, type KernelPlace } from './separate-boot.js';
 import type { WorkerRequest } from './worker-protocol.js';
 
 /** A kernel beyond this is no kernel: Debian's is 8 MB, a unified kernel image with firmware ~100 MB. */
@@ -38,7 +39,8 @@ export interface PlannedModule {
  */
 export function inspectImage(fd: number, size: number, options: InspectOptions): BootInspection {
   const read = readerOf(fd, size);
-  const root = chooseRoot(read, readPartitionTable(read, size), size);
+  const table = readPartitionTable(read, size);
+  const root = chooseRoot(read, table, size);
   const result: BootInspection = {
     ...nothingFound,
     partition: root.partition,
@@ -55,14 +57,18 @@ export function inspectImage(fd: number, size: number, options: InspectOptions):
   const ext = new ExtFilesystem(fd, root.offset);
   try {
     result.os = readOsName(ext);
-    const kernel = chooseKernel(ext, options.kernelVersion);
+    const boot = separateBoot(fd, read, table, { fs: ext, partition: root.partition });
+    const rootBoot: KernelPlace = { fs: ext, offset: root.offset, dir: '/boot', name: '/boot' };
+    const places = boot && 'place' in boot ? [boot.place, rootBoot] : [rootBoot];
+    const kernel = chooseKernel(ext, places, options.kernelVersion, boot && 'problem' in boot ? boot.problem : null);
     Object.assign(result, {
       kernel: kernel.version,
+      kernelOffset: kernel.place.offset,
       kernelPath: kernel.file.path,
       kernelSize: kernel.file.entry.size,
       modulesDir: kernel.modulesDir,
     });
-    ext.requireFile(kernel.file, maxKernelBytes);
+    kernel.place.fs.requireFile(kernel.file, maxKernelBytes);
     planModules(ext, kernel.modulesDir, options.requiredModules);
     return { ...result, ready: true };
   } catch (err) {
@@ -102,15 +108,23 @@ function readOsName(ext: ExtFilesystem): string | null {
 
 interface KernelChoice {
   version: string;
+  place: KernelPlace;
   file: Resolved;
   modulesDir: string;
 }
 
 /**
- * The newest kernel (or the one asked for) that has both a file (/boot/vmlinuz-VERSION, or
- * /lib/modules/VERSION/vmlinuz as Fedora keeps it) and its modules directory.
+ * The newest kernel (or the one asked for) that has both a file (vmlinuz-VERSION in the first of
+ * `places` holding one: a separate /boot, then the root's, or /lib/modules/VERSION/vmlinuz as
+ * Fedora keeps it) and its modules directory in the root. `bootProblem`: why a separate /boot the
+ * fstab names was not looked in, told when no kernel is found.
  */
-function chooseKernel(ext: ExtFilesystem, wantedVersion: string | undefined): KernelChoice {
+function chooseKernel(
+  ext: ExtFilesystem,
+  places: KernelPlace[],
+  wantedVersion: string | undefined,
+  bootProblem: string | null,
+): KernelChoice {
   const modulesRoot = ext.resolve('/lib/modules');
   if (modulesRoot?.entry.kind !== 'directory')
     throw new ImageReadError('the image has no /lib/modules directory, so no kernel of its own to boot');
@@ -125,13 +139,20 @@ function chooseKernel(ext: ExtFilesystem, wantedVersion: string | undefined): Ke
   for (const version of wantedVersion === undefined ? versions.slice(0, maxVersions) : [wantedVersion]) {
     const modulesDir = ext.resolve(`${modulesRoot.path}/${version}`);
     if (modulesDir?.entry.kind !== 'directory') continue;
-    const file = ext.resolve(`/boot/vmlinuz-${version}`) ?? ext.resolve(`${modulesDir.path}/vmlinuz`);
-    if (file) return { version, file, modulesDir: modulesDir.path };
+    for (const place of places) {
+      const file = place.fs.resolve(`${place.dir}/vmlinuz-${version}`);
+      if (file) return { version, place, file, modulesDir: modulesDir.path };
+    }
+    const inModules = ext.resolve(`${modulesDir.path}/vmlinuz`);
+    if (inModules) return { version, place: places.at(-1)!, file: inModules, modulesDir: modulesDir.path };
   }
-  const boot = ext.resolve('/boot');
-  const kernels = boot?.entry.kind === 'directory' ? ext.list(boot.entry, boot.path).filter((e) => e.name.startsWith('vmlinuz')) : [];
+  const seen = places.map((place) => {
+    const dir = place.fs.resolve(place.dir || '/');
+    const kernels = dir?.entry.kind === 'directory' ? place.fs.list(dir.entry, dir.path).filter((e) => e.name.startsWith('vmlinuz')) : [];
+    return `${place.name} has ${kernels.map((e) => e.name).join(', ') || 'no vmlinuz-*'}`;
+  });
   throw new ImageReadError(
-    `no kernel with a matching /lib/modules/VERSION: /boot has ${kernels.map((e) => e.name).join(', ') || 'no vmlinuz-*'}, /lib/modules has ${versions.join(', ') || 'nothing'}`,
+    `no kernel with a matching /lib/modules/VERSION: ${seen.join(', ')}, /lib/modules has ${versions.join(', ') || 'nothing'}${bootProblem ? `; ${bootProblem}` : ''}`,
   );
 }
 

@@ -21,9 +21,9 @@ export function writeTree(root: string, entries: Record<string, TreeEntry>): str
   return root;
 }
 
-/** An ext4 filesystem image holding `tree` (mkfs.ext4 -d: no mount, no loop device). */
-export function makeExt4(file: string, tree: string, sizeMiB: number): string {
-  execFileSync('mkfs.ext4', ['-q', '-F', '-E', 'root_owner=0:0', '-d', tree, file, `${sizeMiB}M`], { stdio: 'pipe' });
+/** An ext4 filesystem image holding `tree` (mkfs.ext4 -d: no mount, no loop device); `args` such as -U UUID, -L LABEL. */
+export function makeExt4(file: string, tree: string, sizeMiB: number, args: string[] = []): string {
+  execFileSync('mkfs.ext4', ['-q', '-F', '-E', 'root_owner=0:0', ...args, '-d', tree, file, `${sizeMiB}M`], { stdio: 'pipe' });
   return file;
 }
 
