@@ -92,11 +92,13 @@ describe('fstab, strictly parsed', () => {
       'line 3: control characters',
       'line 4: a field longer than 1024 characters',
     ]);
+    // Through a Buffer, as the file comes: a flat string, not the rope repeat() makes, whose flattening would be timed.
+    const millionLines = Buffer.from('/dev/sda9 /srv ext4\n'.repeat(1_000_000)).toString('utf8');
     const started = Date.now();
-    const huge = parseFstab('/dev/sda9 /srv ext4\n'.repeat(1_000_000));
+    const huge = parseFstab(millionLines);
     expect(huge.entries).toHaveLength(4096);
-    expect(huge.refused[0]).toBe('the fstab has 1000001 lines: only the first 4096 are read');
-    expect(Date.now() - started).toBeLessThan(2000);
+    expect(huge.refused[0]).toBe('the fstab has more than 4096 lines: only the first 4096 are read');
+    expect(Date.now() - started).toBeLessThan(500);
   });
 
   it.each([

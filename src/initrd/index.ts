@@ -139,6 +139,7 @@ export class BootFilesCache {
       );
     try {
       const buildRequest: BuildRequest = {
+        size: 'size' in request.image ? request.image.size : undefined,
         partitionOffset: request.inspection.partitionOffset ?? 0,
         // Inspections stored before a separate /boot was read have no kernelOffset: their kernel is in the root.
         kernelOffset: request.inspection.kernelOffset ?? request.inspection.partitionOffset ?? 0,

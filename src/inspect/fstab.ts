@@ -28,8 +28,15 @@ const maxRefusedShown = 5;
  */
 export function parseFstab(text: string): Fstab {
   const fstab: Fstab = { entries: [], refused: [] };
-  const lines = text.split('\n');
-  if (lines.length > maxLines) fstab.refused.push(`the fstab has ${lines.length} lines: only the first ${maxLines} are read`);
+  // Cut no further than needed: a hostile file of a million lines costs what 4096 do.
+  const lines: string[] = [];
+  for (let at = 0; at <= text.length && lines.length <= maxLines;) {
+    const end = text.indexOf('\n', at);
+    lines.push(text.slice(at, end < 0 ? text.length : end));
+    if (end < 0) break;
+    at = end + 1;
+  }
+  if (lines.length > maxLines) fstab.refused.push(`the fstab has more than ${maxLines} lines: only the first ${maxLines} are read`);
   lines.slice(0, maxLines).forEach((line, i) => {
     const trimmed = line.trim();
     if (trimmed === '' || trimmed.startsWith('#')) return;

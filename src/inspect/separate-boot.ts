@@ -1,7 +1,8 @@
-import { ExtFilesystem, ImageReadError } from './ext-fs.js';
-import { extFilesystemBytes, type ReadAt } from './filesystems.js';
+import { ImageReadError, type FileTree } from './file-tree.js';
+import type { ReadAt } from './filesystems.js';
 import { entryFor, parseDeviceSpec, parseFstab, refusedSummary } from './fstab.js';
 import { findMountSource } from './mount-source.js';
+import { openFileTree } from './open-tree.js';
 import type { PartitionTable } from './partitions.js';
 
 /** Real fstabs are a few hundred bytes; one past this is refused whole, never parsed. */
@@ -9,7 +10,7 @@ const maxFstabBytes = 64 * 1024;
 
 /** A filesystem of the image that kernels are looked for in, under `dir`. */
 export interface KernelPlace {
-  fs: ExtFilesystem;
+  fs: FileTree;
   /** Byte offset of the filesystem in the image. */
   offset: number;
   dir: string;
@@ -26,7 +27,7 @@ export function separateBoot(
   fd: number,
   read: ReadAt,
   table: PartitionTable,
-  root: { fs: ExtFilesystem; partition: number | null },
+  root: { fs: FileTree; partition: number | null },
 ): { place: KernelPlace } | { problem: string } | null {
   let text: Buffer | null;
   try {
@@ -46,10 +47,10 @@ export function separateBoot(
   const { partition, fstype } = source;
   if (partition.number === root.partition) return null;
   const name = `the /boot partition ${partition.number}`;
-  if (!fstype.startsWith('ext')) return { problem: `${name} holds ${fstype}: nbdmux reads a separate /boot from ext2/3/4 only` };
-  // As for the root: debugfs reads whatever the superblock claims, past the partition's end too.
-  const claimed = extFilesystemBytes(read, partition.offset);
-  if (claimed > partition.size)
-    return { problem: `${name}'s ext filesystem claims ${claimed} bytes, more than the ${partition.size} of its partition: it is damaged` };
-  return { place: { fs: new ExtFilesystem(fd, partition.offset, `${name}'s ext filesystem`), offset: partition.offset, dir: '', name } };
+  try {
+    return { place: { fs: openFileTree(fd, read, partition, fstype, name), offset: partition.offset, dir: '', name } };
+  } catch (err) {
+    if (err instanceof ImageReadError) return { problem: err.message };
+    throw err;
+  }
 }
