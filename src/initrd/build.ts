@@ -7,10 +7,9 @@ import { z } from 'zod';
 import { startStreamingTool } from '../bounded-child.js';
 import { ImageReadError, requireFile } from '../inspect/file-tree.js';
 import { detectFilesystem } from '../inspect/filesystems.js';
-import { maxKernelBytes, planModules } from '../inspect/inspect-image.js';
+import { imageSizeOf, maxKernelBytes, modulesToBoot, planModules, readerOf } from '../inspect/inspect-image.js';
 import { moduleKey } from '../inspect/modules-dep.js';
 import { openFileTree } from '../inspect/open-tree.js';
-import { imageSizeOf, readerOf } from '../inspect/inspect-image.js';
 import { cpioChunks, type CpioEntry } from './cpio.js';
 import { BuildSpace, SparseFile } from './out-file.js';
 
@@ -59,14 +58,14 @@ export async function buildBootFiles(imageFd: number, request: BuildRequest): Pr
   const open = (offset: number, owner: string | null) => {
     const fstype = detectFilesystem(read, offset);
     if (!fstype) throw new ImageReadError(`the image holds no filesystem at byte ${offset} any more: inspect it again`);
-    return openFileTree(imageFd, read, { offset, size: size - offset }, fstype, owner);
+    return { tree: openFileTree(imageFd, read, { offset, size: size - offset }, fstype, owner), fstype };
   };
-  const root = open(request.partitionOffset, null);
-  const kernelFs = request.kernelOffset === request.partitionOffset ? root : open(request.kernelOffset, 'the /boot partition');
+  const { tree: root, fstype: rootFstype } = open(request.partitionOffset, null);
+  const kernelFs = request.kernelOffset === request.partitionOffset ? root : open(request.kernelOffset, 'the /boot partition').tree;
   const kernel = kernelFs.resolve(request.kernelPath);
   if (!kernel) throw new ImageReadError(`${request.kernelPath} is gone from the image`);
   const kernelEntry = requireFile(kernel, maxKernelBytes);
-  const planned = planModules(root, request.modulesDir, request.rootModules);
+  const planned = planModules(root, request.modulesDir, modulesToBoot(request.rootModules, rootFstype));
   const total = planned.reduce((sum, { file }) => sum + file.size, 0);
   if (total > maxModulesBytes)
     throw new ImageReadError(`the modules ramboot needs add up to ${total} bytes, more than the ${maxModulesBytes} nbdmux accepts`);

@@ -1,9 +1,9 @@
 import { fstatSync, readSync } from 'node:fs';
 import { ImageReadError, requireFile, type FileTree, type FsEntry, type Resolved } from './file-tree.js';
-import type { ReadAt } from './filesystems.js';
+import type { FilesystemType, ReadAt } from './filesystems.js';
 import { openFileTree } from './open-tree.js';
 import { compareKernelVersions } from './kernel-version.js';
-import { loadOrder, parseModulesBuiltin, parseModulesDep, type ModuleEntry } from './modules-dep.js';
+import { loadOrder, moduleKey, parseModulesBuiltin, parseModulesDep, type ModuleEntry } from './modules-dep.js';
 import { osNameOf } from './os-release.js';
 import { chooseRoot, readPartitionTable } from './partitions.js';
 import { nothingFound, type BootInspection } from './result.js';
@@ -64,12 +64,23 @@ export function inspectImage(fd: number, size: number, options: InspectOptions):
       modulesDir: kernel.modulesDir,
     });
     requireFile(kernel.file, maxKernelBytes);
-    planModules(tree, kernel.modulesDir, options.requiredModules);
+    planModules(tree, kernel.modulesDir, modulesToBoot(options.requiredModules, root.fstype));
     return { ...result, ready: true };
   } catch (err) {
     if (err instanceof ImageReadError) return { ...result, reason: err.message };
     throw err;
   }
+}
+
+/** The module that mounts a root of `fstype`: Debian's and Fedora's ext4 driver mounts ext2 and ext3 too. */
+export function rootFilesystemModule(fstype: FilesystemType): string {
+  return fstype.startsWith('ext') ? 'ext4' : fstype;
+}
+
+/** What ramboot's init must load from the image's kernel: what the kit loads for itself, and the root's filesystem. */
+export function modulesToBoot(required: readonly string[], fstype: FilesystemType): string[] {
+  const module = rootFilesystemModule(fstype);
+  return required.some((name) => moduleKey(name) === moduleKey(module)) ? [...required] : [...required, module];
 }
 
 /** Reads at most `size` bytes of the image: nothing past its end. */
