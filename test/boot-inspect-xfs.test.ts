@@ -171,8 +171,9 @@ describe('inspecting images whose root is xfs', () => {
       lib: { symlink: 'usr/lib' },
       ...(fstab === null ? {} : { 'etc/fstab': fstab }),
       ...(withKernel ? { [`boot/vmlinuz-${version}`]: kernel } : { 'boot/.keep': '' }),
-      [`${modules}/modules.dep`]: 'kernel/drivers/block/nbd.ko.xz:\n',
+      [`${modules}/modules.dep`]: 'kernel/drivers/block/nbd.ko.xz:\nkernel/fs/xfs/xfs.ko.xz:\n',
       [`${modules}/kernel/drivers/block/nbd.ko.xz`]: 'nbd',
+      [`${modules}/kernel/fs/xfs/xfs.ko.xz`]: 'xfs',
     });
   }
   function disk(parts: { image: string; sizeMiB: number; type: string }[]) {

@@ -132,7 +132,7 @@ export class ImageBootArtifacts implements BootArtifacts {
     const known = filesystemTypes.find((type) => type === fstype);
     if (!known || !linuxFilesystems.has(known)) return null;
     const module = rootFilesystemModule(known);
-    return this.kit.loadOrder.some(({ name }) => moduleKey(name) === moduleKey(module)) ? null : module;
+    return module === null || this.kit.loadOrder.some(({ name }) => moduleKey(name) === moduleKey(module)) ? null : module;
   }
 
   async kernelFor(exp: BootExport): Promise<BootFile> {

@@ -72,15 +72,18 @@ export function inspectImage(fd: number, size: number, options: InspectOptions):
   }
 }
 
-/** The module that mounts a root of `fstype`: Debian's and Fedora's ext4 driver mounts ext2 and ext3 too. */
-export function rootFilesystemModule(fstype: FilesystemType): string {
-  return fstype.startsWith('ext') ? 'ext4' : fstype;
+/**
+ * The module a root of `fstype` needs beyond what every kit loads for itself; null for ext2/3/4,
+ * whose ext4 driver is in ramboot/build-kit's fixed list (so in the kit's root modules already).
+ */
+export function rootFilesystemModule(fstype: FilesystemType): string | null {
+  return fstype.startsWith('ext') ? null : fstype;
 }
 
 /** What ramboot's init must load from the image's kernel: what the kit loads for itself, and the root's filesystem. */
 export function modulesToBoot(required: readonly string[], fstype: FilesystemType): string[] {
   const module = rootFilesystemModule(fstype);
-  return required.some((name) => moduleKey(name) === moduleKey(module)) ? [...required] : [...required, module];
+  return module === null || required.some((name) => moduleKey(name) === moduleKey(module)) ? [...required] : [...required, module];
 }
 
 /** Reads at most `size` bytes of the image: nothing past its end. */
