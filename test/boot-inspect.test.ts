@@ -13,6 +13,7 @@ import { tempDir } from '../testkit/daemon.js';
 import { makeExt4, makeGptDisk, makeMbrDisk, makeVfat, writeTree } from './helpers/images.js';
 
 const MiB = 1024 * 1024;
+const guid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const dir = tempDir('nbdmux-inspect-');
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
@@ -56,8 +57,8 @@ describe('partition tables', () => {
     expect(table).toEqual({
       scheme: 'gpt',
       partitions: [
-        { number: 1, offset: disk.offsets[0], size: 34 * MiB },
-        { number: 2, offset: disk.offsets[1], size: 24 * MiB },
+        { number: 1, offset: disk.offsets[0], size: 34 * MiB, partuuid: expect.stringMatching(guid), partlabel: null },
+        { number: 2, offset: disk.offsets[1], size: 24 * MiB, partuuid: expect.stringMatching(guid), partlabel: null },
       ],
       problems: [],
     });
@@ -78,8 +79,8 @@ describe('partition tables', () => {
       { image: ext4, sizeMiB: 24, type: '83' },
     ]);
     expect(withFile(disk.file, readPartitionTable).partitions).toEqual([
-      { number: 1, offset: disk.offsets[0], size: 34 * MiB },
-      { number: 2, offset: disk.offsets[1], size: 24 * MiB },
+      { number: 1, offset: disk.offsets[0], size: 34 * MiB, partuuid: expect.stringMatching(/^[0-9a-f]{8}-01$/), partlabel: null },
+      { number: 2, offset: disk.offsets[1], size: 24 * MiB, partuuid: expect.stringMatching(/^[0-9a-f]{8}-02$/), partlabel: null },
     ]);
   });
 
@@ -116,8 +117,8 @@ describe('partition tables', () => {
     expect(readPartitionTable(readerOfBuffer(disk), disk.length)).toEqual({
       scheme: 'mbr',
       partitions: [
-        { number: 1, offset: 2048 * 512, size: MiB },
-        { number: 4, offset: 16384 * 512, size: MiB },
+        { number: 1, offset: 2048 * 512, size: MiB, partuuid: '00000000-01', partlabel: null },
+        { number: 4, offset: 16384 * 512, size: MiB, partuuid: '00000000-04', partlabel: null },
       ],
       problems: ['partition 2 overlaps another: ignored', "partition 3 ends past the disk's end: ignored"],
     });
@@ -132,7 +133,9 @@ describe('partition tables', () => {
     disk.writeUInt32LE(4096, ebr + 446 + 12);
     disk.writeUInt32LE(0, ebr + 462 + 8);
     disk.writeUInt16LE(0xaa55, ebr + 510);
-    expect(readPartitionTable(readerOfBuffer(disk), disk.length).partitions).toEqual([{ number: 5, offset: ebr + MiB, size: 2 * MiB }]);
+    expect(readPartitionTable(readerOfBuffer(disk), disk.length).partitions).toEqual([
+      { number: 5, offset: ebr + MiB, size: 2 * MiB, partuuid: '00000000-05', partlabel: null },
+    ]);
     // Now "next" leads to a second EBR whose own "next" leads to itself.
     disk[ebr + 462 + 4] = 0x05;
     disk.writeUInt32LE(1, ebr + 462 + 8);

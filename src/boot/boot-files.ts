@@ -10,6 +10,9 @@ import { fileEtag, type BootArtifacts, type BootExport, type BootFile, type Boot
 import { ChildQueue } from '../bounded-child.js';
 import { BootFilesCache, readKit, type BootFiles, type Kit } from '../initrd/index.js';
 import { bootSummaryOf, inspectBootImage, type BootInspection } from '../inspect/index.js';
+import { filesystemTypes, linuxFilesystems } from '../inspect/filesystems.js';
+import { rootFilesystemModule } from '../inspect/inspect-image.js';
+import { moduleKey } from '../inspect/modules-dep.js';
 
 /** Inspections at once: each is a node child of about 100 ms and a few debugfs runs. */
 const parallelInspections = 2;
@@ -107,6 +110,14 @@ export class ImageBootArtifacts implements BootArtifacts {
     const buildFailed = failure?.identity === known.identity ? failure.reason : null;
     if (summary.ready && buildFailed === null) return summary;
     const why = buildFailed ?? summary.reason ?? 'the image has no usable kernel of its own';
+    const missing = this.kitCannotMount(summary.fstype);
+    if (missing)
+      return {
+        ...summary,
+        ready: false,
+        kernel: null,
+        reason: `cannot boot: the image's own kernel cannot (${why}), and the ramboot kit's kernel ${this.kit.kernelVersion} has no ${missing} module to mount its ${summary.fstype} root. Rebuild the kit with RAMBOOT_EXTRA_MODULES="${missing}" (ramboot/build-kit) and restart nbdmux-server with it, or give the image a kernel whose modules include ${missing}`,
+      };
     // The kit's kernel still boots the image's root filesystem: partition and fstype stay the image's.
     return {
       ...summary,
@@ -114,6 +125,14 @@ export class ImageBootArtifacts implements BootArtifacts {
       kernel: this.kit.kernelVersion,
       reason: `boots the ramboot kit's kernel ${this.kit.kernelVersion}: ${why}`,
     };
+  }
+
+  /** The module the kit lacks to mount a root of `fstype`; null when it has it, or the root's filesystem is not known. */
+  private kitCannotMount(fstype: string | null): string | null {
+    const known = filesystemTypes.find((type) => type === fstype);
+    if (!known || !linuxFilesystems.has(known)) return null;
+    const module = rootFilesystemModule(known);
+    return module === null || this.kit.loadOrder.some(({ name }) => moduleKey(name) === moduleKey(module)) ? null : module;
   }
 
   async kernelFor(exp: BootExport): Promise<BootFile> {

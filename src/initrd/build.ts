@@ -5,15 +5,21 @@ import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import { z } from 'zod';
 import { startStreamingTool } from '../bounded-child.js';
-import { ExtFilesystem, ImageReadError } from '../inspect/ext-fs.js';
-import { maxKernelBytes, planModules } from '../inspect/inspect-image.js';
+import { ImageReadError, requireFile } from '../inspect/file-tree.js';
+import { detectFilesystem } from '../inspect/filesystems.js';
+import { imageSizeOf, maxKernelBytes, modulesToBoot, planModules, readerOf } from '../inspect/inspect-image.js';
 import { moduleKey } from '../inspect/modules-dep.js';
+import { openFileTree } from '../inspect/open-tree.js';
 import { cpioChunks, type CpioEntry } from './cpio.js';
 import { BuildSpace, SparseFile } from './out-file.js';
 
 /** What the build child is asked; the image is its descriptor 3. */
 export const buildRequestSchema = z.object({
+  /** The image's size when it is a block device (its stat says 0). */
+  size: z.number().int().positive().optional(),
   partitionOffset: z.number().int().nonnegative(),
+  /** Of the filesystem holding the kernel: the root's, or a separate /boot's. */
+  kernelOffset: z.number().int().nonnegative(),
   kernelPath: z.string(),
   modulesDir: z.string(),
   kitInitrd: z.string(),
@@ -46,18 +52,30 @@ const unpackers: Record<string, string[]> = { '.ko.xz': ['xz', '-dc'], '.ko.gz':
  * worker.ts). Returns the module names, in load order.
  */
 export async function buildBootFiles(imageFd: number, request: BuildRequest): Promise<string[]> {
-  const ext = new ExtFilesystem(imageFd, request.partitionOffset);
-  const kernel = ext.resolve(request.kernelPath);
+  const size = imageSizeOf(imageFd, request.size);
+  const read = readerOf(imageFd, size);
+  // The inspection checked each filesystem against its partition; the build opens them as the image holds them now.
+  const open = (offset: number, owner: string | null) => {
+    const fstype = detectFilesystem(read, offset);
+    if (!fstype) throw new ImageReadError(`the image holds no filesystem at byte ${offset} any more: inspect it again`);
+    return { tree: openFileTree(imageFd, read, { offset, size: size - offset }, fstype, owner), fstype };
+  };
+  const { tree: root, fstype: rootFstype } = open(request.partitionOffset, null);
+  const kernelFs = request.kernelOffset === request.partitionOffset ? root : open(request.kernelOffset, 'the /boot partition').tree;
+  const kernel = kernelFs.resolve(request.kernelPath);
   if (!kernel) throw new ImageReadError(`${request.kernelPath} is gone from the image`);
-  const kernelEntry = ext.requireFile(kernel, maxKernelBytes);
-  const planned = planModules(ext, request.modulesDir, request.rootModules);
+  const kernelEntry = requireFile(kernel, maxKernelBytes);
+  const planned = planModules(root, request.modulesDir, modulesToBoot(request.rootModules, rootFstype));
   const total = planned.reduce((sum, { file }) => sum + file.size, 0);
   if (total > maxModulesBytes)
     throw new ImageReadError(`the modules ramboot needs add up to ${total} bytes, more than the ${maxModulesBytes} nbdmux accepts`);
 
   // Named by the boot directory, which outlives this build's own.
   const space = new BuildSpace(path.dirname(request.outDir));
-  const allocated = ext.allocatedBytes([kernelEntry, ...planned.map(({ file }) => file)]).reduce((sum, bytes) => sum + bytes, 0);
+  const allocated = [...kernelFs.allocatedBytes([kernelEntry]), ...root.allocatedBytes(planned.map(({ file }) => file))].reduce(
+    (sum, bytes) => sum + bytes,
+    0,
+  );
   space.require(allocated + fs.statSync(request.kitInitrd).size, "copying the image's kernel and modules and the kit's initrd");
   const copies = [
     { entry: kernelEntry, what: request.kernelPath, out: new SparseFile(path.join(request.outDir, 'vmlinuz'), space) },
@@ -68,7 +86,13 @@ export async function buildBootFiles(imageFd: number, request: BuildRequest): Pr
     })),
   ];
   try {
-    await ext.copyOut(copies.map(({ entry, what, out }) => ({ entry, what, sink: out.write })));
+    const asked = copies.map(({ entry, what, out }) => ({ entry, what, sink: out.write }));
+    // One debugfs run when the kernel lies in the root filesystem, one per filesystem otherwise.
+    if (kernelFs === root) await root.copyOut(asked);
+    else {
+      await kernelFs.copyOut(asked.slice(0, 1));
+      await root.copyOut(asked.slice(1));
+    }
   } finally {
     for (const { out } of copies) out.close();
   }

@@ -91,7 +91,16 @@ export class BootFilesCache {
     if (!inspection.ready || inspection.kernel === null) return Promise.resolve(this.kitFiles(inspection.reason ?? 'not inspected yet'));
     const key = crypto
       .createHash('sha256')
-      .update(JSON.stringify([request.imageIdentity, inspection.kernel, inspection.kernelPath, inspection.partitionOffset, this.kit.id]))
+      .update(
+        JSON.stringify([
+          request.imageIdentity,
+          inspection.kernel,
+          inspection.kernelPath,
+          inspection.partitionOffset,
+          inspection.kernelOffset,
+          this.kit.id,
+        ]),
+      )
       .digest('hex')
       .slice(0, 16);
     const stem = path.join(this.dir, `${request.exportId}-${key}`);
@@ -130,7 +139,10 @@ export class BootFilesCache {
       );
     try {
       const buildRequest: BuildRequest = {
+        size: 'size' in request.image ? request.image.size : undefined,
         partitionOffset: request.inspection.partitionOffset ?? 0,
+        // Inspections stored before a separate /boot was read have no kernelOffset: their kernel is in the root.
+        kernelOffset: request.inspection.kernelOffset ?? request.inspection.partitionOffset ?? 0,
         kernelPath: request.inspection.kernelPath ?? '',
         modulesDir: request.inspection.modulesDir ?? '',
         kitInitrd: this.kit.initrd,

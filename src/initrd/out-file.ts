@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { isOutOfSpace } from '../db/data-dir-space.js';
 import { reservedBytes } from '../images/store.js';
-import { ImageReadError } from '../inspect/ext-fs.js';
+import { ImageReadError } from '../inspect/file-tree.js';
 
 /** Runs of zeros this long, aligned, become holes: the file system's block. */
 const holeBytes = 4096;

@@ -3,7 +3,7 @@
  * inherited as descriptor 3, and prints one JSON line: the modules it packed, or why not
  * (`noSpace`: the data dir had no room, which the next request may find freed).
  */
-import { ImageReadError } from '../inspect/ext-fs.js';
+import { ImageReadError } from '../inspect/file-tree.js';
 import { buildBootFiles, buildRequestSchema } from './build.js';
 import { NoSpaceError } from './out-file.js';
 

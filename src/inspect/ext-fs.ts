@@ -1,32 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { startStreamingTool } from '../bounded-child.js';
+import { ImageReadError, requireFile, resolvePath, type CopiedFile, type FileTree, type FsEntry, type Resolved } from './file-tree.js';
 
-/** Why an image cannot be read as nbdmux wants: said to the operator as the `reason`. */
-export class ImageReadError extends Error {}
-
-export interface ExtEntry {
-  ino: number;
-  name: string;
-  kind: 'directory' | 'file' | 'symlink' | 'other';
-  /** Bytes: a file's length, a symlink's target length. */
-  size: number;
-}
-
-/** A file `copyOut` streams out: `what` names it in reasons, `sink` takes its bytes in order. */
-export interface CopiedFile {
-  entry: ExtEntry;
-  what: string;
-  sink: (chunk: Buffer) => void;
-}
-
-export interface Resolved {
-  entry: ExtEntry;
-  /** The path with every symlink resolved, inside the filesystem. */
-  path: string;
-}
-
-/** Symlinks followed while resolving one path, as Linux's MAXSYMLINKS. */
-const maxSymlinkHops = 40;
 const maxListingBytes = 4 * 1024 * 1024;
 const maxSymlinkBytes = 4096;
 const callTimeoutMs = 5000;
@@ -34,7 +9,7 @@ const callTimeoutMs = 5000;
 const copyTimeoutMs = 30_000;
 /** Address space of one debugfs: a hostile filesystem cannot make it eat the machine. */
 const debugfsAddressSpace = 1024 * 1024 * 1024;
-const root: ExtEntry = { ino: 2, name: '', kind: 'directory', size: 0 };
+const root: FsEntry = { ino: 2, name: '', kind: 'directory', size: 0 };
 
 /**
  * An ext2/3/4 filesystem inside the image held open as `imageFd`, read with e2fsprogs'
@@ -43,13 +18,15 @@ const root: ExtEntry = { ino: 2, name: '', kind: 'directory', size: 0 };
  * out of this filesystem, and `..` at its root stays there. Each debugfs run is bounded in
  * time, output and memory.
  */
-export class ExtFilesystem {
-  private readonly listings = new Map<number, ExtEntry[]>();
+export class ExtFilesystem implements FileTree {
+  private readonly listings = new Map<number, FsEntry[]>();
   private readonly device: string;
 
   constructor(
     private readonly imageFd: number,
     offset: number,
+    /** How reasons name it: the root's, or "the /boot partition 2's". */
+    private readonly label = 'the ext filesystem',
   ) {
     // debugfs inherits the descriptor and opens its own /proc/self/fd/N at the byte offset.
     this.device = `/proc/self/fd/${imageFd}?offset=${offset}`;
@@ -71,7 +48,7 @@ export class ExtFilesystem {
         throw new ImageReadError(`reading ${what} took longer than ${callTimeoutMs / 1000} s: the filesystem looks damaged`);
       throw new ImageReadError(`cannot run debugfs (install e2fsprogs): ${result.error.message}`);
     }
-    checkDebugfs(result.status, result.stderr.toString(), what);
+    checkDebugfs(result.status, result.stderr.toString(), what, this.label);
     return result.stdout;
   }
 
@@ -88,10 +65,10 @@ export class ExtFilesystem {
   }
 
   /** A directory's entries (without `.` and `..`), read once. */
-  list(dir: ExtEntry, path: string): ExtEntry[] {
+  list(dir: FsEntry, path: string): FsEntry[] {
     const known = this.listings.get(dir.ino);
     if (known) return known;
-    const entries: ExtEntry[] = [];
+    const entries: FsEntry[] = [];
     for (const line of this.run(['-R', `ls -p <${dir.ino}>`], maxListingBytes, `the directory ${path}`)
       .toString('utf8')
       .split('\n')) {
@@ -109,54 +86,28 @@ export class ExtFilesystem {
    * included unless `followLast` is false; null when some component does not exist.
    */
   resolve(path: string, followLast = true): Resolved | null {
-    let stack: ExtEntry[] = [root];
-    const pending = path.split('/');
-    let hops = 0;
-    while (pending.length > 0) {
-      const component = pending.shift()!;
-      if (component === '' || component === '.') continue;
-      if (component === '..') {
-        if (stack.length > 1) stack.pop();
-        continue;
-      }
-      const dir = stack.at(-1)!;
-      if (dir.kind !== 'directory') return null;
-      const entry = this.list(dir, pathOf(stack)).find((e) => e.name === component);
-      if (!entry) return null;
-      if (entry.kind === 'symlink' && (pending.length > 0 || followLast)) {
-        if (++hops > maxSymlinkHops)
-          throw new ImageReadError(`resolving ${path} went through more than ${maxSymlinkHops} symlinks: a symlink loop`);
-        const target = this.readLink(entry, `${pathOf(stack)}/${component}`);
-        if (target.startsWith('/')) stack = [root];
-        pending.unshift(...target.split('/'));
-        continue;
-      }
-      stack.push(entry);
-    }
-    return { entry: stack.at(-1)!, path: pathOf(stack) };
+    return resolvePath(
+      root,
+      path,
+      followLast,
+      (dir, dirPath) => this.list(dir, dirPath),
+      (link, linkPath) => this.readLink(link, linkPath),
+    );
   }
 
   /** A regular file's bytes, refused beyond `maxBytes`; null when the path leads nowhere. */
   readFile(path: string, maxBytes: number): Buffer | null {
     const found = this.resolve(path);
     if (!found) return null;
-    const file = this.requireFile(found, maxBytes);
+    const file = requireFile(found, maxBytes);
     return this.run(['-R', `cat <${file.ino}>`], maxBytes + 1, path);
-  }
-
-  /** The entry of a regular file of at most `maxBytes`, or a reason thrown. */
-  requireFile(found: Resolved, maxBytes: number): ExtEntry {
-    if (found.entry.kind !== 'file') throw new ImageReadError(`${found.path} is not a regular file`);
-    if (found.entry.size > maxBytes)
-      throw new ImageReadError(`${found.path} is ${found.entry.size} bytes, more than the ${maxBytes} nbdmux accepts`);
-    return found.entry;
   }
 
   /**
    * The bytes each file's blocks take in the filesystem (holes are not counted), from its inode
    * in one debugfs run: what a sparse copy of it can need at most, if the inode tells the truth.
    */
-  allocatedBytes(entries: readonly ExtEntry[]): number[] {
+  allocatedBytes(entries: readonly FsEntry[]): number[] {
     const text = this.run(
       ['-f', '-'],
       maxListingBytes,
@@ -197,14 +148,14 @@ export class ExtFilesystem {
         throw new ImageReadError(
           `copying ${what} out of the image took longer than ${copyTimeoutMs / 1000} s: the filesystem looks damaged`,
         );
-      checkDebugfs(status, debugfs.stderr(), what);
+      checkDebugfs(status, debugfs.stderr(), what, this.label);
       split.end();
     } finally {
       debugfs.stop();
     }
   }
 
-  private readLink(entry: ExtEntry, path: string): string {
+  private readLink(entry: FsEntry, path: string): string {
     if (entry.size > maxSymlinkBytes) throw new ImageReadError(`the symlink ${path} is ${entry.size} bytes long`);
     const stat = this.run(['-R', `stat <${entry.ino}>`], 64 * 1024, `the symlink ${path}`).toString('utf8');
     const fast = /^Fast link dest: "(.*)"$/m.exec(stat);
@@ -212,16 +163,12 @@ export class ExtFilesystem {
   }
 }
 
-function kindOf(octalMode: string): ExtEntry['kind'] {
+function kindOf(octalMode: string): FsEntry['kind'] {
   const type = Number.parseInt(octalMode, 8) & 0o170000;
   if (type === 0o040000) return 'directory';
   if (type === 0o100000) return 'file';
   if (type === 0o120000) return 'symlink';
   return 'other';
-}
-
-function pathOf(stack: ExtEntry[]): string {
-  return stack.length === 1 ? '/' : stack.map((e) => e.name).join('/');
 }
 
 /** Tells apart the files of one debugfs run of `cat` commands: each command's echo, then the file's bytes. */
@@ -272,14 +219,14 @@ class CatSplitter {
 }
 
 /** Refuses what debugfs said on stderr about the image: it could not open it, or a read failed. */
-function checkDebugfs(status: number | null, stderr: string, what: string): void {
+function checkDebugfs(status: number | null, stderr: string, what: string, label: string): void {
   // e.g. "debugfs: The ext2 superblock is corrupt while trying to open /proc/self/fd/3?offset=..."
   const openFailure = /^(?:debugfs: )?(.*) while trying to open /m.exec(stderr);
   if (status !== 0 || openFailure) {
-    throw new ImageReadError(`the ext filesystem cannot be opened: ${openFailure?.[1] ?? lastLine(stderr)}`);
+    throw new ImageReadError(`${label} cannot be opened: ${openFailure?.[1] ?? lastLine(stderr)}`);
   }
   if (/File not found by ext2_lookup|Attempt to read block|Corrupt|Bad/i.test(stderr)) {
-    throw new ImageReadError(`the ext filesystem is damaged where ${what} lies: ${lastLine(stderr)}`);
+    throw new ImageReadError(`${label} is damaged where ${what} lies: ${lastLine(stderr)}`);
   }
 }
 

@@ -1,11 +1,13 @@
 import { fstatSync, readSync } from 'node:fs';
-import { ExtFilesystem, ImageReadError, type ExtEntry, type Resolved } from './ext-fs.js';
-import { extFilesystemBytes, type ReadAt } from './filesystems.js';
+import { ImageReadError, requireFile, type FileTree, type FsEntry, type Resolved } from './file-tree.js';
+import type { FilesystemType, ReadAt } from './filesystems.js';
+import { openFileTree } from './open-tree.js';
 import { compareKernelVersions } from './kernel-version.js';
-import { loadOrder, parseModulesBuiltin, parseModulesDep, type ModuleEntry } from './modules-dep.js';
+import { loadOrder, moduleKey, parseModulesBuiltin, parseModulesDep, type ModuleEntry } from './modules-dep.js';
 import { osNameOf } from './os-release.js';
 import { chooseRoot, readPartitionTable } from './partitions.js';
 import { nothingFound, type BootInspection } from './result.js';
+import { separateBoot, type KernelPlace } from './separate-boot.js';
 import type { WorkerRequest } from './worker-protocol.js';
 
 /** A kernel beyond this is no kernel: Debian's is 8 MB, a unified kernel image with firmware ~100 MB. */
@@ -28,7 +30,7 @@ export type InspectOptions = Omit<WorkerRequest, 'size'>;
 /** A module to copy out of the image, found under its kernel's modules directory. */
 export interface PlannedModule {
   module: ModuleEntry;
-  file: ExtEntry;
+  file: FsEntry;
 }
 
 /**
@@ -38,7 +40,8 @@ export interface PlannedModule {
  */
 export function inspectImage(fd: number, size: number, options: InspectOptions): BootInspection {
   const read = readerOf(fd, size);
-  const root = chooseRoot(read, readPartitionTable(read, size), size);
+  const table = readPartitionTable(read, size);
+  const root = chooseRoot(read, table, size);
   const result: BootInspection = {
     ...nothingFound,
     partition: root.partition,
@@ -46,29 +49,41 @@ export function inspectImage(fd: number, size: number, options: InspectOptions):
     partitionOffset: root.found ? root.offset : null,
   };
   if (!root.found) return { ...result, reason: root.reason };
-  if (!root.fstype.startsWith('ext'))
-    return { ...result, reason: `the root filesystem is ${root.fstype}: nbdmux reads kernels from ext2/3/4 only` };
-  // debugfs reads whatever the superblock claims: a filesystem claiming more than its partition could read the next one.
-  const claimed = extFilesystemBytes(read, root.offset);
-  if (claimed > root.size)
-    return { ...result, reason: `the ext filesystem claims ${claimed} bytes, more than the ${root.size} of its partition: it is damaged` };
-  const ext = new ExtFilesystem(fd, root.offset);
   try {
-    result.os = readOsName(ext);
-    const kernel = chooseKernel(ext, options.kernelVersion);
+    const tree = openFileTree(fd, read, root, root.fstype, null);
+    result.os = readOsName(tree);
+    const boot = separateBoot(fd, read, table, { fs: tree, partition: root.partition });
+    const rootBoot: KernelPlace = { fs: tree, offset: root.offset, dir: '/boot', name: '/boot' };
+    const places = boot && 'place' in boot ? [boot.place, rootBoot] : [rootBoot];
+    const kernel = chooseKernel(tree, places, options.kernelVersion, boot && 'problem' in boot ? boot.problem : null);
     Object.assign(result, {
       kernel: kernel.version,
+      kernelOffset: kernel.place.offset,
       kernelPath: kernel.file.path,
       kernelSize: kernel.file.entry.size,
       modulesDir: kernel.modulesDir,
     });
-    ext.requireFile(kernel.file, maxKernelBytes);
-    planModules(ext, kernel.modulesDir, options.requiredModules);
+    requireFile(kernel.file, maxKernelBytes);
+    planModules(tree, kernel.modulesDir, modulesToBoot(options.requiredModules, root.fstype));
     return { ...result, ready: true };
   } catch (err) {
     if (err instanceof ImageReadError) return { ...result, reason: err.message };
     throw err;
   }
+}
+
+/**
+ * The module a root of `fstype` needs beyond what every kit loads for itself; null for ext2/3/4,
+ * whose ext4 driver is in ramboot/build-kit's fixed list (so in the kit's root modules already).
+ */
+export function rootFilesystemModule(fstype: FilesystemType): string | null {
+  return fstype.startsWith('ext') ? null : fstype;
+}
+
+/** What ramboot's init must load from the image's kernel: what the kit loads for itself, and the root's filesystem. */
+export function modulesToBoot(required: readonly string[], fstype: FilesystemType): string[] {
+  const module = rootFilesystemModule(fstype);
+  return module === null || required.some((name) => moduleKey(name) === moduleKey(module)) ? [...required] : [...required, module];
 }
 
 /** Reads at most `size` bytes of the image: nothing past its end. */
@@ -87,10 +102,10 @@ export function imageSizeOf(fd: number, given: number | undefined): number {
   return given ?? fstatSync(fd).size;
 }
 
-function readOsName(ext: ExtFilesystem): string | null {
+function readOsName(tree: FileTree): string | null {
   for (const file of ['/etc/os-release', '/usr/lib/os-release']) {
     try {
-      const text = ext.readFile(file, maxOsReleaseBytes);
+      const text = tree.readFile(file, maxOsReleaseBytes);
       if (text) return osNameOf(text.toString('utf8'));
     } catch (err) {
       // A broken os-release only leaves the name unknown.
@@ -102,19 +117,22 @@ function readOsName(ext: ExtFilesystem): string | null {
 
 interface KernelChoice {
   version: string;
+  place: KernelPlace;
   file: Resolved;
   modulesDir: string;
 }
 
 /**
- * The newest kernel (or the one asked for) that has both a file (/boot/vmlinuz-VERSION, or
- * /lib/modules/VERSION/vmlinuz as Fedora keeps it) and its modules directory.
+ * The newest kernel (or the one asked for) that has both a file (vmlinuz-VERSION in the first of
+ * `places` holding one: a separate /boot, then the root's, or /lib/modules/VERSION/vmlinuz as
+ * Fedora keeps it) and its modules directory in the root. `bootProblem`: why a separate /boot the
+ * fstab names was not looked in, told when no kernel is found.
  */
-function chooseKernel(ext: ExtFilesystem, wantedVersion: string | undefined): KernelChoice {
-  const modulesRoot = ext.resolve('/lib/modules');
+function chooseKernel(tree: FileTree, places: KernelPlace[], wantedVersion: string | undefined, bootProblem: string | null): KernelChoice {
+  const modulesRoot = tree.resolve('/lib/modules');
   if (modulesRoot?.entry.kind !== 'directory')
     throw new ImageReadError('the image has no /lib/modules directory, so no kernel of its own to boot');
-  const versions = ext
+  const versions = tree
     .list(modulesRoot.entry, modulesRoot.path)
     .map((entry) => entry.name)
     .filter((name) => versionPattern.test(name))
@@ -123,15 +141,22 @@ function chooseKernel(ext: ExtFilesystem, wantedVersion: string | undefined): Ke
     throw new ImageReadError(`the export asks for kernel ${wantedVersion}, but /lib/modules has ${versions.join(', ') || 'none'}`);
   }
   for (const version of wantedVersion === undefined ? versions.slice(0, maxVersions) : [wantedVersion]) {
-    const modulesDir = ext.resolve(`${modulesRoot.path}/${version}`);
+    const modulesDir = tree.resolve(`${modulesRoot.path}/${version}`);
     if (modulesDir?.entry.kind !== 'directory') continue;
-    const file = ext.resolve(`/boot/vmlinuz-${version}`) ?? ext.resolve(`${modulesDir.path}/vmlinuz`);
-    if (file) return { version, file, modulesDir: modulesDir.path };
+    for (const place of places) {
+      const file = place.fs.resolve(`${place.dir}/vmlinuz-${version}`);
+      if (file) return { version, place, file, modulesDir: modulesDir.path };
+    }
+    const inModules = tree.resolve(`${modulesDir.path}/vmlinuz`);
+    if (inModules) return { version, place: places.at(-1)!, file: inModules, modulesDir: modulesDir.path };
   }
-  const boot = ext.resolve('/boot');
-  const kernels = boot?.entry.kind === 'directory' ? ext.list(boot.entry, boot.path).filter((e) => e.name.startsWith('vmlinuz')) : [];
+  const seen = places.map((place) => {
+    const dir = place.fs.resolve(place.dir || '/');
+    const kernels = dir?.entry.kind === 'directory' ? place.fs.list(dir.entry, dir.path).filter((e) => e.name.startsWith('vmlinuz')) : [];
+    return `${place.name} has ${kernels.map((e) => e.name).join(', ') || 'no vmlinuz-*'}`;
+  });
   throw new ImageReadError(
-    `no kernel with a matching /lib/modules/VERSION: /boot has ${kernels.map((e) => e.name).join(', ') || 'no vmlinuz-*'}, /lib/modules has ${versions.join(', ') || 'nothing'}`,
+    `no kernel with a matching /lib/modules/VERSION: ${seen.join(', ')}, /lib/modules has ${versions.join(', ') || 'nothing'}${bootProblem ? `; ${bootProblem}` : ''}`,
   );
 }
 
@@ -139,17 +164,17 @@ function chooseKernel(ext: ExtFilesystem, wantedVersion: string | undefined): Ke
  * The modules ramboot's init needs, from the image's own modules.dep, each after what it
  * needs, each a regular file of bounded size that stays under `modulesDir`.
  */
-export function planModules(ext: ExtFilesystem, modulesDir: string, wanted: readonly string[]): PlannedModule[] {
-  const depText = ext.readFile(`${modulesDir}/modules.dep`, maxModulesDepBytes);
+export function planModules(tree: FileTree, modulesDir: string, wanted: readonly string[]): PlannedModule[] {
+  const depText = tree.readFile(`${modulesDir}/modules.dep`, maxModulesDepBytes);
   if (!depText) throw new ImageReadError(`${modulesDir}/modules.dep is missing: run depmod in the image`);
-  const builtinText = ext.readFile(`${modulesDir}/modules.builtin`, maxModulesDepBytes);
+  const builtinText = tree.readFile(`${modulesDir}/modules.builtin`, maxModulesDepBytes);
   const order = loadOrder(parseModulesDep(depText.toString('utf8')), parseModulesBuiltin(builtinText?.toString('utf8') ?? ''), wanted);
   if (!order.ok) throw new ImageReadError(order.reason);
   return order.modules.map((module) => {
-    const found = ext.resolve(`${modulesDir}/${module.path}`);
+    const found = tree.resolve(`${modulesDir}/${module.path}`);
     if (!found) throw new ImageReadError(`modules.dep lists ${module.path}, which is missing from ${modulesDir}`);
     if (!found.path.startsWith(`${modulesDir}/`))
       throw new ImageReadError(`${modulesDir}/${module.path} leads to ${found.path}, outside ${modulesDir}`);
-    return { module, file: ext.requireFile(found, maxModuleBytes) };
+    return { module, file: requireFile(found, maxModuleBytes) };
   });
 }

@@ -6,6 +6,10 @@ export interface Partition {
   number: number;
   offset: number;
   size: number;
+  /** What an fstab's PARTUUID= names: the GPT entry's unique GUID, or an MBR's `DISKSIG-NN`. */
+  partuuid: string;
+  /** A GPT entry's name (PARTLABEL=); null on MBR or when empty. */
+  partlabel: string | null;
 }
 
 export interface PartitionTable {
@@ -42,11 +46,13 @@ export function readPartitionTable(read: ReadAt, diskSize: number): PartitionTab
     if (gpt) return gpt;
     return { scheme: 'none', partitions: [], problems: ['a protective MBR announces a GPT, but neither GPT header is valid'] };
   }
-  return readMbr(read, diskSize, primaries);
+  return readMbr(read, diskSize, primaries, mbr.readUInt32LE(440));
 }
 
-function readMbr(read: ReadAt, diskSize: number, primaries: Buffer[]): PartitionTable {
+function readMbr(read: ReadAt, diskSize: number, primaries: Buffer[], signature: number): PartitionTable {
   const problems: string[] = [];
+  // As blkid and the kernel name an MBR partition: the disk signature, then the number, in hex.
+  const partuuidOf = (number: number) => `${signature.toString(16).padStart(8, '0')}-${number.toString(16).padStart(2, '0')}`;
   const found: Partition[] = [];
   let extendedStart: number | null = null;
   primaries.forEach((entry, i) => {
@@ -58,15 +64,16 @@ function readMbr(read: ReadAt, diskSize: number, primaries: Buffer[]): Partition
       if (extendedStart === null) extendedStart = start;
       return;
     }
-    found.push({ number: i + 1, offset: start, size });
+    found.push({ number: i + 1, offset: start, size, partuuid: partuuidOf(i + 1), partlabel: null });
   });
-  if (extendedStart !== null) found.push(...readLogicalPartitions(read, extendedStart, problems));
+  if (extendedStart !== null)
+    found.push(...readLogicalPartitions(read, extendedStart, problems).map((part) => ({ ...part, partuuid: partuuidOf(part.number) })));
   return { scheme: 'mbr', partitions: keepSound(found, diskSize, problems), problems };
 }
 
 /** Follows the chain of extended boot records; numbers 5, 6, ... as the kernel does. */
-function readLogicalPartitions(read: ReadAt, extendedStart: number, problems: string[]): Partition[] {
-  const logical: Partition[] = [];
+function readLogicalPartitions(read: ReadAt, extendedStart: number, problems: string[]): Omit<Partition, 'partuuid'>[] {
+  const logical: Omit<Partition, 'partuuid'>[] = [];
   const visited = new Set<number>();
   let ebrAt = extendedStart;
   while (logical.length < maxLogicalPartitions) {
@@ -78,7 +85,7 @@ function readLogicalPartitions(read: ReadAt, extendedStart: number, problems: st
     const ebr = read(ebrAt, sector);
     if (ebr.length < sector || ebr.readUInt16LE(510) !== 0xaa55) break;
     const size = ebr.readUInt32LE(446 + 12) * sector;
-    if (size > 0) logical.push({ number: 5 + logical.length, offset: ebrAt + ebr.readUInt32LE(446 + 8) * sector, size });
+    if (size > 0) logical.push({ number: 5 + logical.length, offset: ebrAt + ebr.readUInt32LE(446 + 8) * sector, size, partlabel: null });
     const next = ebr.readUInt32LE(462 + 8);
     if (next === 0) break;
     ebrAt = extendedStart + next * sector;
@@ -126,9 +133,20 @@ function readGptAt(read: ReadAt, diskSize: number, headerLba: number): Partition
       problems.push(`GPT entry ${i + 1} lies outside the usable area: ignored`);
       continue;
     }
-    found.push({ number: i + 1, offset: first, size: last - first + sector });
+    const name = entry.toString('utf16le', 56, 128).replace(/\0[\s\S]*$/, '');
+    found.push({ number: i + 1, offset: first, size: last - first + sector, partuuid: guidOf(entry, 16), partlabel: name || null });
   }
   return { scheme: 'gpt', partitions: keepSound(found, diskSize, problems), problems };
+}
+
+/** A GUID as text: its first three fields are stored little-endian. */
+export function guidOf(bytes: Buffer, at: number): string {
+  const hex = (from: number, to: number) => bytes.subarray(at + from, at + to).toString('hex');
+  const le = (from: number, to: number) =>
+    Buffer.from(bytes.subarray(at + from, at + to))
+      .reverse()
+      .toString('hex');
+  return `${le(0, 4)}-${le(4, 6)}-${le(6, 8)}-${hex(8, 10)}-${hex(10, 16)}`;
 }
 
 /** Drops partitions past the disk's end and any overlapping one listed before it. */

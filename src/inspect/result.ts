@@ -20,7 +20,9 @@ export type BootSummary = z.infer<typeof bootSummarySchema>;
 export const bootInspectionSchema = bootSummarySchema.extend({
   /** Byte offset of the root filesystem in the image. */
   partitionOffset: z.number().int().nonnegative().nullable(),
-  /** The kernel's path inside the root filesystem, symlinks resolved, and its size. */
+  /** Byte offset of the filesystem holding the kernel: the root's, or a separate /boot partition's. */
+  kernelOffset: z.number().int().nonnegative().nullable(),
+  /** The kernel's path inside that filesystem, symlinks resolved, and its size. */
   kernelPath: z.string().nullable(),
   kernelSize: z.number().int().nonnegative().nullable(),
   /** /lib/modules/VERSION of that kernel, symlinks resolved (/usr/lib/modules/... on a merged /usr). */
@@ -41,6 +43,7 @@ export const nothingFound: BootInspection = {
   fstype: null,
   reason: null,
   partitionOffset: null,
+  kernelOffset: null,
   kernelPath: null,
   kernelSize: null,
   modulesDir: null,

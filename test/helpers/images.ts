@@ -21,9 +21,9 @@ export function writeTree(root: string, entries: Record<string, TreeEntry>): str
   return root;
 }
 
-/** An ext4 filesystem image holding `tree` (mkfs.ext4 -d: no mount, no loop device). */
-export function makeExt4(file: string, tree: string, sizeMiB: number): string {
-  execFileSync('mkfs.ext4', ['-q', '-F', '-E', 'root_owner=0:0', '-d', tree, file, `${sizeMiB}M`], { stdio: 'pipe' });
+/** An ext4 filesystem image holding `tree` (mkfs.ext4 -d: no mount, no loop device); `args` such as -U UUID, -L LABEL. */
+export function makeExt4(file: string, tree: string, sizeMiB: number, args: string[] = []): string {
+  execFileSync('mkfs.ext4', ['-q', '-F', '-E', 'root_owner=0:0', ...args, '-d', tree, file, `${sizeMiB}M`], { stdio: 'pipe' });
   return file;
 }
 
@@ -171,4 +171,36 @@ export function makeDebianDisk(
     { image: root, sizeMiB: 160, type: '8300' },
   ]);
   return { ...disk, tree, kernelVersion };
+}
+
+/**
+ * An xfs filesystem image holding `tree`, built without a mount from a protofile (mkfs.xfs -p;
+ * bookworm has no xfs_protofile): directories, regular files and symlinks, owned by root.
+ * xfsprogs 6.1 refuses filesystems under 300 MiB; the file is sparse.
+ */
+export function makeXfs(file: string, tree: string, sizeMiB = 300, args: string[] = []): string {
+  const lines = ['nbdmux-test', '0 0', 'd--755 0 0'];
+  const walk = (dir: string) => {
+    for (const name of fs.readdirSync(dir).sort()) {
+      const full = path.join(dir, name);
+      const stat = fs.lstatSync(full);
+      const mode = (stat.mode & 0o777).toString(8).padStart(3, '0');
+      if (/\s/.test(name)) throw new Error(`a protofile cannot name ${JSON.stringify(name)}`);
+      if (stat.isSymbolicLink()) lines.push(`${name} l--777 0 0 ${fs.readlinkSync(full)}`);
+      else if (stat.isDirectory()) {
+        lines.push(`${name} d--${mode} 0 0`);
+        walk(full);
+        lines.push('$');
+      } else lines.push(`${name} ---${mode} 0 0 ${full}`);
+    }
+  };
+  walk(tree);
+  lines.push('$');
+  const proto = `${file}.proto`;
+  fs.writeFileSync(proto, `${lines.join('\n')}\n`);
+  fs.writeFileSync(file, '');
+  fs.truncateSync(file, sizeMiB * 1024 * 1024);
+  execFileSync('mkfs.xfs', ['-q', '-f', ...args, '-p', proto, file], { stdio: 'pipe' });
+  fs.rmSync(proto);
+  return file;
 }
