@@ -89,7 +89,7 @@ const commandSpecs = {
   },
   'machines add': {
     args: ['MAC', 'NAME'],
-    flags: ['profile', 'export', 'cmdline', 'persistent', 'state-size'],
+    flags: ['export', 'cmdline', 'persistent', 'state-size', 'profile'],
     help:
       'a machine whose boot NIC has MAC, with host name NAME, booting EXPORT with extra kernel ARGS; --persistent keeps what ' +
       'it writes across boots, in a state filesystem of SIZE (bytes, or with K, M, G or T; default 4G); what it does not ' +
