@@ -3,7 +3,7 @@ import { defineConfig } from 'vitest/config';
 /**
  * Three speeds: `unit` (pure and in-memory, no build: `npm run test:unit`), `daemon` (the built
  * bin with real nbd-server and NBD clients, and imports, which run the built nbdmux-sparse-write;
- * a stale dist/ is rebuilt first) and `e2e` (qemu guests and Chromium). `npm test` runs all three. A test file not named below is a daemon test.
+ * a stale dist/ is rebuilt first) and `e2e` (qemu guests and Chromium). `npm test` runs all three; `npm run test:long` the qemu boots kept out of CI's time. A test file not named below is a daemon test.
  */
 const unit = [
   'bench-growth',
@@ -56,11 +56,11 @@ const e2e = [
   'machines-boot',
   'netboot',
   'nic-names',
-  'pxe-boot',
-  'power-reimage',
   'pxe-chain',
   'reconnect',
 ].map((name) => `test/${name}.test.ts`);
+/** qemu boots whose ground the e2e ones already cover, kept out of CI's time: `npm run test:long`. */
+const long = ['power-reimage', 'pxe-boot'].map((name) => `test/${name}.test.ts`);
 
 export default defineConfig({
   test: {
@@ -73,9 +73,15 @@ export default defineConfig({
       { extends: true, test: { name: 'unit', include: unit } },
       {
         extends: true,
-        test: { name: 'daemon', include: ['test/**/*.test.ts'], exclude: [...unit, ...e2e], globalSetup: ['test/global-build.ts'] },
+        test: {
+          name: 'daemon',
+          include: ['test/**/*.test.ts'],
+          exclude: [...unit, ...e2e, ...long],
+          globalSetup: ['test/global-build.ts'],
+        },
       },
       { extends: true, test: { name: 'e2e', include: e2e, globalSetup: ['test/global-build.ts'] } },
+      { extends: true, test: { name: 'long', include: long, globalSetup: ['test/global-build.ts'] } },
     ],
   },
 });
