@@ -94,7 +94,7 @@ describe('a machine whose export has an allow list', () => {
     // Its state is neither listed to .2 nor attachable from it; the address of the boot still has it.
     expect(await listFrom(daemon, '127.0.0.2')).toEqual([]);
     expect(await attach(daemon, stateName, '127.0.0.2')).toMatch(/server reported: .*|No such|not found|unknown/i);
-    expect(await listFrom(daemon, '127.0.0.3')).toEqual(['secret', stateName]);
+    expect(await listFrom(daemon, '127.0.0.3')).toEqual(['secret', 'secret@v1', stateName]);
     // Not recorded as discovered either: it is a known machine.
     expect((await api(daemon, 'GET', '/machines/discovered')).json.map((found: { mac: string }) => found.mac)).toEqual([
       '52:54:00:00:00:99',

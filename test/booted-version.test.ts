@@ -53,21 +53,21 @@ describe('the version a machine booted', () => {
     });
   }
 
-  const boot = (from: string) =>
+  const boot = (from: string, which = mac) =>
     httpRequest(daemon.httpPort, {
       method: 'GET',
-      path: `/boot.ipxe?mac=${mac}`,
+      path: `/boot.ipxe?mac=${which}`,
       localAddress: from,
       headers: { host: `127.0.0.1:${daemon.httpPort}` },
     });
 
   /** The sha256 of the whole export as a new connection from `from` reads it. */
-  async function readFrom(from: string): Promise<string> {
+  async function readFrom(from: string, exportName = 'os'): Promise<string> {
     const relay = await startRelay(daemon.nbdPort, from);
     try {
       const result = await nbdsh([
         '-u',
-        `nbd://127.0.0.1:${relay.port}/os`,
+        `nbd://127.0.0.1:${relay.port}/${exportName}`,
         '-c',
         'import hashlib; print(hashlib.sha256(h.pread(h.get_size(), 0)).hexdigest())',
       ]);
@@ -155,17 +155,46 @@ describe('the version a machine booted', () => {
   });
 
   it('follows a rollback to the very version a machine booted, from the one descriptor held for both', async () => {
-    // The machine's last boot was written for version 3; rolling back to 2 leaves it on 3.
+    // The machine's last boot was written for version 3; a new version 4 leaves it on 3.
     expect((await api(daemon, 'GET', `/machines/${mac}`)).json).toMatchObject({ bootedVersion: 3 });
-    expect((await api(daemon, 'POST', '/exports/os/rollback', { version: 2 })).status).toBe(200);
+    expect((await api(daemon, 'PUT', '/exports/os', { url: server.url('/two.img') })).status).toBe(202);
+    await untilVersion(4);
     expect(await readFrom(machineAddress)).toBe(sha256Of(images.three));
     expect(await readFrom(otherAddress)).toBe(sha256Of(images.two));
-    // Forward to 3 again: the version the machine holds becomes current, served from the one descriptor.
+    // Back to 3: the version the machine holds becomes current, served from the one descriptor.
     expect((await api(daemon, 'POST', '/exports/os/rollback', { version: 3 })).status).toBe(200);
     expect(await readFrom(otherAddress)).toBe(sha256Of(images.three));
     // Deleting the machine lets go of its boot, not of the current version held by the same descriptor.
     expect((await api(daemon, 'DELETE', `/machines/${mac}`)).status).toBe(204);
     expect(await readFrom(machineAddress)).toBe(sha256Of(images.three));
     expect(await readFrom(otherAddress)).toBe(sha256Of(images.three));
+  });
+
+  it('serves two machines behind one address each the version its own boot names', async () => {
+    const nat = '127.0.0.4';
+    const [first, second] = ['52:54:00:00:00:45', '52:54:00:00:00:46'];
+    for (const [which, name] of [
+      [first, 'nat1'],
+      [second, 'nat2'],
+    ]) {
+      expect((await api(daemon, 'POST', '/machines', { mac: which, name, export: 'os' })).status).toBe(201);
+    }
+    const firstScript = await boot(nat, first);
+    expect(firstScript.text).toMatch(/ nbdroot=127\.0\.0\.1:\d+\/os@v3 /);
+    expect((await api(daemon, 'PUT', '/exports/os', { url: server.url('/one.img') })).status).toBe(202);
+    await untilVersion(5);
+    // Until the new version's inspection ends, its script says it cannot boot yet.
+    const secondScript = await waitFor('a script for version 5', async () => {
+      const script = await boot(nat, second);
+      return script.text.includes('nbdroot=') ? script : undefined;
+    });
+    expect(secondScript.text).toMatch(/ nbdroot=127\.0\.0\.1:\d+\/os@v5 /);
+
+    // Behind one address, each reads the bytes its own boot was written for.
+    expect(await readFrom(nat, 'os@v3')).toBe(sha256Of(images.three));
+    expect(await readFrom(nat, 'os@v5')).toBe(sha256Of(images.one));
+    // No other address sees a machine's version by name.
+    await expect(readFrom(otherAddress, 'os@v3')).rejects.toThrow(/nbdsh from 127\.0\.0\.3 failed/);
+    expect(await readFrom(otherAddress)).toBe(sha256Of(images.one));
   });
 });

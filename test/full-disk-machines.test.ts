@@ -47,7 +47,7 @@ describe.skipIf(!isRoot)('machines on a data dir that fills up', () => {
     const script = await api(daemon, 'GET', '/boot.ipxe?mac=52:54:00:00:00:01');
     expect(script.status).toBe(200);
     expect(script.text).toContain('systemd.hostname=node1');
-    expect(await listExports(daemon.nbdUri())).toEqual(['disk', '__state-525400000001']);
+    expect(await listExports(daemon.nbdUri())).toEqual(['disk', 'disk@v1', '__state-525400000001']);
 
     const refused = await api(daemon, 'POST', '/machines', { mac: '52:54:00:00:00:02', name: 'node2', persistent: true, stateSize: '64M' });
     expect(refused.status).toBe(503);

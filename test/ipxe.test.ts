@@ -7,7 +7,7 @@ const at = { httpBase: 'http://10.0.2.100', nbdHost: '10.0.2.100', nbdPort: 1080
 
 describe('iPXE scripts', () => {
   it('boots an export: its kernel and initramfs from nbdmux, nbdroot at the NBD address and its root partition, then its own arguments', () => {
-    expect(exportScript({ name: 'debian-12', cmdline: defaultCmdline, partition: 2, cow: false }, at)).toBe(
+    expect(exportScript({ name: 'debian-12', version: 3, cmdline: defaultCmdline, partition: 2, cow: false }, at)).toBe(
       [
         '#!ipxe',
         'echo nbdmux: booting debian-12',
@@ -20,25 +20,34 @@ describe('iPXE scripts', () => {
   });
 
   it('leaves no trailing space when the export has no kernel arguments and no known partition', () => {
-    expect(exportScript({ name: 'a', cmdline: '', partition: null, cow: false }, at)).toContain('nbdroot=10.0.2.100:10809/a\n');
+    expect(exportScript({ name: 'a', version: 3, cmdline: '', partition: null, cow: false }, at)).toContain('nbdroot=10.0.2.100:10809/a\n');
   });
 
   it("names a known machine in its kernel's and initrd's URLs, so that their stages land on it", () => {
     const machine = { name: 'node1', mac: '52:54:00:00:00:01', machineId: 'a'.repeat(32), cmdline: '', stateExport: null };
-    const script = exportScript({ name: 'a', cmdline: '', partition: null, cow: false }, at, machine).split('\n');
+    const script = exportScript({ name: 'a', version: 3, cmdline: '', partition: null, cow: false }, at, machine).split('\n');
     expect(script.find((line) => line.startsWith('kernel '))).toMatch(
       /^kernel http:\/\/10\.0\.2\.100\/boot\/a\/vmlinuz\?mac=52:54:00:00:00:01 initrd=initrd\.img /,
     );
     expect(script).toContain('initrd http://10.0.2.100/boot/a/initrd.img?mac=52:54:00:00:00:01');
   });
 
+  it('names the version a known machine boots as its root, and the plain export for a menu boot', () => {
+    const machine = { name: 'node1', mac: '52:54:00:00:00:01', machineId: 'a'.repeat(32), cmdline: '', stateExport: null };
+    const exp = { name: 'a', version: 3, cmdline: '', partition: null, cow: false };
+    expect(exportScript(exp, at, machine)).toContain(' nbdroot=10.0.2.100:10809/a@v3 ');
+    expect(exportScript(exp, at)).toContain(' nbdroot=10.0.2.100:10809/a\n');
+  });
+
   it("tells a known machine's initramfs to reconnect, unless its export is copy-on-write (its writes go with the connection)", () => {
     const machine = { name: 'node1', mac: '52:54:00:00:00:01', machineId: 'a'.repeat(32), cmdline: '', stateExport: null };
     const reconnect = `nbdroot.reconnect=${machineReconnectSeconds} `;
-    expect(exportScript({ name: 'a', cmdline: '', partition: null, cow: false }, at, machine)).toContain(reconnect);
-    expect(exportScript({ name: 'a', cmdline: '', partition: null, cow: true }, at, machine)).not.toContain('nbdroot.reconnect');
+    expect(exportScript({ name: 'a', version: 3, cmdline: '', partition: null, cow: false }, at, machine)).toContain(reconnect);
+    expect(exportScript({ name: 'a', version: 3, cmdline: '', partition: null, cow: true }, at, machine)).not.toContain(
+      'nbdroot.reconnect',
+    );
     // A menu boot is no machine: nothing pins its version, so a reconnect could switch its root.
-    expect(exportScript({ name: 'a', cmdline: '', partition: null, cow: false }, at)).not.toContain('nbdroot.reconnect');
+    expect(exportScript({ name: 'a', version: 3, cmdline: '', partition: null, cow: false }, at)).not.toContain('nbdroot.reconnect');
   });
 
   it.each([

@@ -78,13 +78,13 @@ describe('machine state exports', () => {
     const nbd = `127.0.0.1:${daemon.nbdPort}`;
     expect(script.text).toContain(`echo nbdmux: node7 (${mac}) boots img\n`);
     expect(script.text).toContain(
-      ` nbdroot=${nbd}/img nbdmux.mac=${mac} nbdmux.report=http://127.0.0.1:${daemon.httpPort}/boot/report nbdroot.state=${nbd}/${stateName} nbdroot.reconnect=300 systemd.hostname=node7 systemd.machine_id=${machine.machineId} console=tty0 console=ttyS0,115200\n`,
+      ` nbdroot=${nbd}/img@v1 nbdmux.mac=${mac} nbdmux.report=http://127.0.0.1:${daemon.httpPort}/boot/report nbdroot.state=${nbd}/${stateName} nbdroot.reconnect=300 systemd.hostname=node7 systemd.machine_id=${machine.machineId} console=tty0 console=ttyS0,115200\n`,
     );
     expect(machine).toMatchObject({ stage: 'script', address: '127.0.0.2', stateExport: stateName });
   });
 
   it('shows and serves the state to that address alone', async () => {
-    expect(await listExports(`nbd://127.0.0.1:${machineRelay.port}`)).toEqual(['img', stateName]);
+    expect(await listExports(`nbd://127.0.0.1:${machineRelay.port}`)).toEqual(['img', 'img@v1', stateName]);
     // ext4's magic, 0xEF53 little-endian, at byte 1080: the state file nbdmux made.
     expect((await peek(machineUri, 1080)).slice(0, 4)).toBe('53ef');
     expect(await listExports(`nbd://127.0.0.1:${daemon.nbdPort}`)).toEqual(['img']);

@@ -1,3 +1,5 @@
+import { versionedExportName } from '../rules/names.js';
+
 /**
  * iPXE scripts, rendered from parts that are already validated: export names (exportNamePattern),
  * hosts (canonicalHostName), ports, and kernel arguments that passed `cmdlineProblem`. Text that
@@ -58,7 +60,7 @@ export const machineReconnectSeconds = 300;
  * systemd takes from the command line over the image's shared /etc/machine-id and hostname.
  */
 export function exportScript(
-  exp: { name: string; cmdline: string; partition: number | null; cow: boolean },
+  exp: { name: string; version: number; cmdline: string; partition: number | null; cow: boolean },
   at: BootEndpoint,
   machine?: MachineIdentity,
 ): string {
@@ -78,7 +80,10 @@ export function exportScript(
         `systemd.machine_id=${machine.machineId}`,
       ]
     : [];
-  const kernelArgs = ['initrd=initrd.img', `nbdroot=${nbd}/${exp.name}`, part, ...identity, exp.cmdline, machine?.cmdline ?? '']
+  // A machine names the version its boot is written for (served to its address alone, see
+  // src/machines/served.ts): another machine booting from the same address reads its own.
+  const root = machine ? versionedExportName(exp.name, exp.version) : exp.name;
+  const kernelArgs = ['initrd=initrd.img', `nbdroot=${nbd}/${root}`, part, ...identity, exp.cmdline, machine?.cmdline ?? '']
     .filter((arg) => arg !== '')
     .join(' ');
   const who = machine ? `${machine.name} (${machine.mac}) boots ${exp.name}` : `booting ${exp.name}`;

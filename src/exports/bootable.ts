@@ -1,10 +1,10 @@
 import { and, asc, eq, isNotNull, isNull } from 'drizzle-orm';
 import type { Db } from '../db/open.js';
-import { exportsTable, type ExportRow } from '../db/schema.js';
+import { exportsTable, exportVersionsTable, type ExportRow } from '../db/schema.js';
 import { admits } from '../rules/allow-list.js';
 
-/** What a boot script needs of an export, and who may boot it. */
-export type BootableExport = Pick<ExportRow, 'id' | 'name' | 'cmdline' | 'allow' | 'cow'>;
+/** What a boot script needs of an export, and who may boot it; `version` is its current version's number. */
+export type BootableExport = Pick<ExportRow, 'id' | 'name' | 'cmdline' | 'allow' | 'cow'> & { version: number };
 
 const columns = {
   id: exportsTable.id,
@@ -12,9 +12,11 @@ const columns = {
   cmdline: exportsTable.cmdline,
   allow: exportsTable.allow,
   cow: exportsTable.cow,
+  version: exportVersionsTable.version,
 };
 /** Not removed, and with a current version: what GET /exports shows as `serving`. */
 const serving = and(isNull(exportsTable.removedAt), isNotNull(exportsTable.currentVersionId));
+const currentVersion = eq(exportVersionsTable.id, exportsTable.currentVersionId);
 
 /**
  * The exports a client may boot, read for the open boot routes. One export is found by its
@@ -27,7 +29,7 @@ export class BootableExports {
   /** The export of that name or id, when it serves; `admits` says who may boot it. */
   find(which: { name: string } | { id: number }): BootableExport | undefined {
     const match = 'name' in which ? eq(exportsTable.name, which.name) : eq(exportsTable.id, which.id);
-    return this.db.select(columns).from(exportsTable).where(and(match, serving)).get();
+    return this.db.select(columns).from(exportsTable).innerJoin(exportVersionsTable, currentVersion).where(and(match, serving)).get();
   }
 
   /** Every export `client` may boot, by name: the menu. */
@@ -35,6 +37,7 @@ export class BootableExports {
     return this.db
       .select(columns)
       .from(exportsTable)
+      .innerJoin(exportVersionsTable, currentVersion)
       .where(serving)
       .orderBy(asc(exportsTable.name))
       .all()

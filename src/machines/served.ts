@@ -22,10 +22,11 @@ export function servedMachineExports(
   const fds = pins.holdBooted(booted.map(({ file }) => file));
   return {
     states: servedStates(db, states).filter((state) => !withheld.has(state.machineId)),
-    booted: booted.map(({ client, file }) => ({
+    booted: booted.map(({ client, version, file }) => ({
       client,
       exportId: file.exportId,
       versionId: file.versionId,
+      version,
       fd: fds.get(file.versionId)!,
     })),
   };
@@ -81,11 +82,12 @@ function servedStates(db: Pick<Db, 'select'>, states: Pick<StateFiles, 'fdOf'>):
  * until its next boot, its removal, a failed boot, or its export's removal. A machine whose root
  * connection closed keeps it: it may be reconnecting.
  */
-function bootedVersions(db: Pick<Db, 'select'>): { client: string; file: BootedFile }[] {
+function bootedVersions(db: Pick<Db, 'select'>): { client: string; version: number; file: BootedFile }[] {
   return db
     .select({
       client: machinesTable.address,
       versionId: exportVersionsTable.id,
+      version: exportVersionsTable.version,
       file: exportVersionsTable.file,
       fileIdentity: exportVersionsTable.fileIdentity,
       exp: { id: exportsTable.id, name: exportsTable.name, allow: exportsTable.allow },
@@ -95,9 +97,9 @@ function bootedVersions(db: Pick<Db, 'select'>): { client: string; file: BootedF
     .innerJoin(exportsTable, and(eq(exportsTable.id, exportVersionsTable.exportId), isNull(exportsTable.removedAt)))
     .where(and(isNotNull(machinesTable.address), ne(machinesTable.stage, 'failed'), eq(exportVersionsTable.state, 'ready')))
     .all()
-    .flatMap(({ client, versionId, file, fileIdentity, exp }) =>
+    .flatMap(({ client, versionId, version, file, fileIdentity, exp }) =>
       client === null || file === null || !admits(exp, client)
         ? []
-        : [{ client, file: { versionId, exportId: exp.id, name: exp.name, file, fileIdentity } }],
+        : [{ client, version, file: { versionId, exportId: exp.id, name: exp.name, file, fileIdentity } }],
     );
 }

@@ -18,3 +18,14 @@ export function stateExportName(mac: string): string {
 }
 
 export const stateNamePattern = /^__state-[0-9a-f]{12}$/;
+
+/**
+ * One version of an export, by the name a machine's boot script gives it: `<export>@v<version>`.
+ * `@` is in no export name, so it can never collide with one. Each machine's boot names the
+ * version it was written for, so two machines behind one address (a NAT) read their own.
+ */
+export function versionedExportName(exportName: string, version: number): string {
+  return `${exportName}@v${version}`;
+}
+
+export const versionedExportNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}@v[1-9][0-9]{0,8}$/;

@@ -138,5 +138,6 @@ export class ConfigVariants {
 }
 
 function idsKey(exports: readonly ServedExport[], states: readonly ServedState[]): string {
-  return [...exports.map((exp) => `${exp.id}:${exp.versionId}`), ...states.map((state) => state.name)].join(',');
+  // By name too: a version a machine booted is there twice, under the export's name and its own.
+  return [...exports.map((exp) => `${exp.name}:${exp.id}:${exp.versionId}`), ...states.map((state) => state.name)].join(',');
 }

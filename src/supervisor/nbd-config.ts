@@ -1,6 +1,13 @@
 import fs from 'node:fs';
 import { AllowList } from '../rules/allow-list.js';
-import { configSafePathPattern, exportNamePattern, isReservedExportName, stateNamePattern } from '../rules/names.js';
+import {
+  configSafePathPattern,
+  exportNamePattern,
+  isReservedExportName,
+  stateNamePattern,
+  versionedExportName,
+  versionedExportNamePattern,
+} from '../rules/names.js';
 import { admittedVerdict, countedReply, endedLine } from './report-pipe.js';
 
 /** nbd-server refuses to start with no export; this one is hidden from lists and refuses every client. */
@@ -74,6 +81,8 @@ export interface ServedState {
 export interface BootedVersion {
   exportId: number;
   versionId: number;
+  /** That version's number: the machine's script names it `<export>@v<version>`. */
+  version: number;
   /** The daemon's descriptor on that version's judged file; null when it cannot be served any more (the export is then hidden from the address). */
   fd: number | null;
   /** The machine's boot address: the one client whose config holds it. */
@@ -101,15 +110,33 @@ export function exportsVisibleTo(
 /**
  * `exports` as `client` gets them: each export a machine booted from that address serves the
  * version the boot was written for, or is left out when that version can no longer be served.
+ * Each such version is also there by its own name, `<export>@v<version>`, the name the machine's
+ * script gives: machines sharing the address each read their own, whichever booted last.
  */
 export function withBootedVersions(exports: readonly ServedExport[], booted: readonly BootedVersion[], client: string): ServedExport[] {
-  const mine = new Map(booted.filter((entry) => entry.client === client).map((entry) => [entry.exportId, entry]));
-  if (mine.size === 0) return [...exports];
-  return exports.flatMap((exp) => {
+  const entries = booted.filter((entry) => entry.client === client);
+  if (entries.length === 0) return [...exports];
+  const mine = new Map(entries.map((entry) => [entry.exportId, entry]));
+  const byId = new Map(exports.map((exp) => [exp.id, exp]));
+  const current = exports.flatMap((exp) => {
     const entry = mine.get(exp.id);
     if (entry === undefined || entry.versionId === exp.versionId) return [exp];
     return entry.fd === null ? [] : [{ ...exp, versionId: entry.versionId, fd: entry.fd }];
   });
+  const named = new Map<string, ServedExport>();
+  for (const entry of entries) {
+    const exp = byId.get(entry.exportId);
+    if (exp === undefined) continue;
+    const fd = entry.versionId === exp.versionId ? exp.fd : entry.fd;
+    if (fd !== null)
+      named.set(versionedExportName(exp.name, entry.version), {
+        ...exp,
+        name: versionedExportName(exp.name, entry.version),
+        versionId: entry.versionId,
+        fd,
+      });
+  }
+  return [...current, ...named.values()];
 }
 
 /** Each export's allow list, parsed once per set rather than once per connection. */
@@ -145,7 +172,7 @@ export function renderNbdServerConfig(exports: readonly ServedExport[], cowDir?:
   for (const [index, exp] of exports.entries()) {
     // The registry's rules, checked again: nbd-server's config is a GKeyFile that silently misreads
     // a name or path outside them (see src/exports/rules.ts).
-    if (!exportNamePattern.test(exp.name) || isReservedExportName(exp.name)) {
+    if (!(exportNamePattern.test(exp.name) || versionedExportNamePattern.test(exp.name)) || isReservedExportName(exp.name)) {
       throw new Error(`refusing to write unsafe export name ${JSON.stringify(exp.name)}`);
     }
     if (!configSafePathPattern.test(exp.file)) {
