@@ -92,6 +92,16 @@ describe("the driver of a machine's NIC, from the image's modules.alias", () => 
     expect(nicDrivers(e1000, cloud, none)).toEqual({ ok: false, reason: 'no module of its kernel has a modules.alias for PCI 8086:100e' });
   });
 
+  it('never takes a driver of another class for a NIC: ata_generic matches every Intel device of class 01 (storage)', () => {
+    const cloud = parseModulesAlias(
+      'alias pci:v00008086d*sv*sd*bc01sc01i* ata_generic\nalias pci:v000015B3d0000100Esv*sd*bc*sc*i* mlx4_core',
+    );
+    expect(nicDrivers(e1000, cloud, none)).toMatchObject({ ok: false });
+    expect(nicDrivers(e1000, parseModulesAlias('alias pci:v00008086d*sv*sd*bc02sc00i* intel_nic'), none)).toMatchObject({
+      modules: ['intel_nic'],
+    });
+  });
+
   it('never takes a driver whose alias matches every vendor for the NIC of its own', () => {
     const classOnly = parseModulesAlias('alias pci:v*d*sv*sd*bc02sc00i* some_class_driver');
     expect(nicDrivers(e1000, classOnly, none).ok).toBe(false);

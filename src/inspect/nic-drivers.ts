@@ -189,9 +189,13 @@ export type NicDrivers =
   /** `modules`: what to load, the PCI driver first; built-in ones are left out. */
   { ok: true; modules: string[]; shown: string } | { ok: false; reason: string };
 
+/** A NIC's PCI base class (network controller): iPXE boots from nothing else. */
+const networkClass = '02';
+
 /**
  * The modules that drive `nic`, from the kernel's alias tables. iPXE names only vendor and device,
- * so an alias matches when its vendor and device globs do, whatever its subsystem and class say;
+ * so an alias matches when its vendor and device globs do and its base class admits a network
+ * controller, whatever its subsystem says (ata_generic's `pci:v00008086d*...bc01...` is no NIC's);
  * an alias matching every vendor (a class-wide driver) is not taken, so a guess never stands in
  * for the NIC's own driver. A virtio NIC needs its virtio-bus driver (virtio_net) beside virtio_pci.
  */
@@ -201,7 +205,7 @@ export function nicDrivers(nic: NicId, modules: AliasTable, builtin: AliasTable)
   const pciMatch = (pattern: string) => {
     const fields = pciFields.exec(pattern);
     if (!fields || /^\*+$/.test(fields[1]!)) return false;
-    return globMatches(fields[1]!, pciVendor) && globMatches(fields[2]!, pciDevice);
+    return globMatches(fields[1]!, pciVendor) && globMatches(fields[2]!, pciDevice) && globMatches(fields[5]!, networkClass);
   };
   const found = (match: (pattern: string) => boolean) => {
     const inBuilt = builtin.aliases.find(({ pattern }) => match(pattern));
