@@ -126,6 +126,57 @@ describe('an image whose modules unpack to far more than any initramfs needs', (
   }, 120_000);
 });
 
+describe('an image whose .ko.zst modules unpack to far more than any initramfs needs, or do not unpack', () => {
+  const dir = tempDir('nbdmux-build-zst-');
+  const kitKernel = Buffer.from('the kit kernel');
+  let daemon: RunningDaemon;
+
+  beforeAll(async () => {
+    // Node 20's zlib has no zstd: the build unpacks with the zstd tool, under the same bounds as xz and gzip.
+    const zeros = execFileSync('zstd', ['-19', '-c'], { input: Buffer.alloc(63 * MiB), maxBuffer: 8 * MiB });
+    const fillers = Array.from({ length: 4 }, (_, i) => `kernel/zeros/z${i}.ko.zst`);
+    const image = (file: string, virtioNet: Buffer, needs: string[]) =>
+      fakeBootImage(path.join(dir, file), {
+        kernel: randomBytes(64 * 1024),
+        modules: {
+          'kernel/drivers/net/virtio_net.ko.zst': virtioNet,
+          'kernel/drivers/block/nbd.ko': 'nbd',
+          ...Object.fromEntries(needs.map((name) => [name, zeros])),
+        },
+        modulesDep: [
+          `kernel/drivers/net/virtio_net.ko.zst: ${needs.join(' ')}`,
+          ...needs.map((name) => `${name}:`),
+          'kernel/drivers/block/nbd.ko:',
+          '',
+        ].join('\n'),
+        sizeMiB: 16,
+      });
+    daemon = await startDaemon({ args: ['--ramboot-kit', fakeKit(kitKernel, 'virtio_net\nnbd max_part=16\n')] });
+    await register(daemon, 'zst-bomb', image('zst-bomb.img', execFileSync('zstd', ['-c'], { input: 'virtio_net' }), fillers));
+    // A zstd frame cut short: what a damaged or hostile image holds.
+    await register(
+      daemon,
+      'zst-cut',
+      image('zst-cut.img', execFileSync('zstd', ['-c'], { input: randomBytes(4096) }).subarray(0, 100), []),
+    );
+  }, 120_000);
+  afterAll(() => {
+    killEverything([daemon.dataDir]);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("refuses the build with the reason in boot.reason, and boots the kit's kernel", async () => {
+    expect((await bytes(daemon, '/boot/zst-bomb/vmlinuz')).equals(kitKernel)).toBe(true);
+    expect((await bootOf(daemon, 'zst-bomb')).reason).toMatch(
+      /^boots the ramboot kit's kernel 6\.1\.0-99-amd64: the modules ramboot needs unpack to more than 128 MiB in all \(kernel\/zeros\/z2\.ko\.zst went past it\)/,
+    );
+    expect((await bytes(daemon, '/boot/zst-cut/vmlinuz')).equals(kitKernel)).toBe(true);
+    expect((await bootOf(daemon, 'zst-cut')).reason).toMatch(
+      /^boots the ramboot kit's kernel 6\.1\.0-99-amd64: kernel\/drivers\/net\/virtio_net\.ko\.zst does not unpack with zstd \(exit 1\): /,
+    );
+  }, 120_000);
+});
+
 if (!isRoot)
   console.warn('data dir space tests of the initramfs build skipped: mounting a small tmpfs as the data dir needs root (CI runs as root)');
 

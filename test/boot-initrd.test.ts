@@ -66,10 +66,11 @@ describe('per-image boot files', () => {
     const files = await cache.filesFor({ exportId: 7, image: { file: debian.file }, imageIdentity: 'v1', inspection });
     console.log(`built the boot files in ${Date.now() - started} ms`);
     expect(files).toEqual({
-      kernel: expect.stringMatching(/\/boot\/7-[0-9a-f]{16}\.vmlinuz$/),
-      initrd: expect.stringMatching(/\/boot\/7-[0-9a-f]{16}\.initrd\.img$/),
+      kernel: expect.stringMatching(/\/boot\/7-[0-9a-f]{16}-any\.vmlinuz$/),
+      initrd: expect.stringMatching(/\/boot\/7-[0-9a-f]{16}-any\.initrd\.img$/),
       own: true,
       reason: null,
+      forNic: false,
     });
     expect(sha256(files.kernel)).toBe(sha256(path.join(debian.tree, `boot/vmlinuz-${debian.kernelVersion}`)));
 
@@ -179,6 +180,67 @@ describe('per-image boot files', () => {
       expect(fs.readFileSync(path.join(appended.root, `lib/modules/${name}.ko`), 'utf8')).toBe(moduleText(name));
   });
 
+  it("builds a kernel with only virtio drivers (Debian's cloud kernel) for a virtio NIC, and gives an e1000 machine the kit's, saying why", async () => {
+    // The kit's NIC drivers are exactly the modules with a PCI or virtio alias.
+    expect(kit.deviceModules).toEqual(['virtio_pci', 'virtio_net', 'e1000', 'e1000e', 'igb']);
+    const version = '6.1.0-57-cloud-amd64';
+    const moduleText = (name: string) => `module ${name} for ${version}\n`;
+    const absent = new Set(['e1000', 'e1000e', 'igb']);
+    const present = kit.rootModules.filter((name) => !absent.has(name));
+    const entries: Record<string, TreeEntry> = { [`boot/vmlinuz-${version}`]: 'cloud kernel' };
+    for (const name of present) entries[`lib/modules/${version}/kernel/${name}.ko`] = moduleText(name);
+    entries[`lib/modules/${version}/modules.dep`] = present.map((name) => `kernel/${name}.ko:\n`).join('');
+    entries[`lib/modules/${version}/modules.alias`] = [
+      '# Aliases extracted from modules themselves.',
+      'alias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci',
+      'alias virtio:d00000001v* virtio_net',
+      'alias fs-overlay overlay',
+      '',
+    ].join('\n');
+    const image = makeExt4(path.join(dir, 'cloud.ext4'), writeTree(path.join(dir, 'cloud.tree'), entries), 16);
+    const devices = new Set(kit.deviceModules);
+    const cloud = await inspectBootImage({
+      image: { file: image },
+      requiredModules: kit.rootModules.filter((name) => !devices.has(name)),
+      deviceModules: kit.deviceModules,
+    });
+    expect(cloud).toMatchObject({ ready: true, kernel: version, devicesMissing: ['e1000', 'e1000e', 'igb'] });
+    const request = { exportId: 12, image: { file: image }, imageIdentity: 'v1', inspection: cloud };
+
+    const virtio = await cache.filesFor({ ...request, nic: { vendor: 0x1af4, device: 0x1000 } });
+    expect(virtio).toMatchObject({ own: true, reason: null });
+    const appended = unpackAppended(virtio.initrd);
+    const loadOrder = fs.readFileSync(path.join(appended.root, 'lib/modules/load-order'), 'utf8');
+    expect(loadOrder.split('\n').map((line) => line.split(' ')[0])).toEqual([
+      ...present.filter((name) => name !== 'virtio_pci' && name !== 'virtio_net'),
+      'virtio_pci',
+      'virtio_net',
+      '',
+    ]);
+    // Asked again (the initrd after the kernel), the same build.
+    expect(await cache.filesFor({ ...request, nic: { vendor: 0x1af4, device: 0x1000 } })).toEqual(virtio);
+
+    const e1000Reason =
+      "the image's kernel cannot drive the machine's NIC PCI 8086:100e: no module of its kernel has a modules.alias for PCI 8086:100e";
+    const e1000 = {
+      kernel: path.join(kitDir, 'vmlinuz'),
+      initrd: path.join(kitDir, 'initrd.img'),
+      own: false,
+      reason: e1000Reason,
+      forNic: true,
+    };
+    expect(await cache.filesFor({ ...request, nic: { vendor: 0x8086, device: 0x100e } })).toEqual(e1000);
+    expect(await cache.filesFor({ ...request, nic: { vendor: 0x8086, device: 0x100e } })).toEqual(e1000);
+    // No NIC named: every kit NIC driver is wanted, as before.
+    expect(await cache.filesFor(request)).toMatchObject({
+      own: false,
+      forNic: true,
+      reason: expect.stringMatching(
+        /^the image's kernel has no module e1000, e1000e, igb \(NIC drivers of the kit\), and the machine's boot named no NIC/,
+      ),
+    });
+  });
+
   it("falls back to the kit's kernel and initrd, with the reason, for an image not ready or whose build fails", async () => {
     const busybox = await inspectBootImage({ image: { file: path.join(kitDir, 'test-gpt.img') }, requiredModules: kit.rootModules });
     expect(
@@ -188,6 +250,7 @@ describe('per-image boot files', () => {
       initrd: path.join(kitDir, 'initrd.img'),
       own: false,
       reason: 'the image has no /lib/modules directory, so no kernel of its own to boot',
+      forNic: false,
     });
     const stale = { ...inspection, kernelPath: '/boot/vmlinuz-gone' };
     const before = logged.length;

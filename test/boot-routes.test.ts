@@ -103,8 +103,8 @@ describe('boot routes', () => {
       [
         '#!ipxe',
         'echo nbdmux: booting alpha',
-        `kernel http://127.0.0.1:${daemon.httpPort}/boot/alpha/vmlinuz initrd=initrd.img nbdroot=127.0.0.1:${publicPort}/alpha console=tty0 console=ttyS0,115200`,
-        `initrd http://127.0.0.1:${daemon.httpPort}/boot/alpha/initrd.img`,
+        `kernel http://127.0.0.1:${daemon.httpPort}/boot/alpha/vmlinuz?busid=\${netX/busid} initrd=initrd.img nbdroot=127.0.0.1:${publicPort}/alpha console=tty0 console=ttyS0,115200`,
+        `initrd http://127.0.0.1:${daemon.httpPort}/boot/alpha/initrd.img?busid=\${netX/busid}`,
         'boot',
         '',
       ].join('\n'),
@@ -115,15 +115,15 @@ describe('boot routes', () => {
     // qemu's guestfwd: the machine asked http://10.0.2.100/ (port 80), which reaches us on loopback.
     const script = (await request(daemon, '/boot/beta.ipxe', { host: '10.0.2.100' })).body.toString();
     expect(script).toContain(
-      `kernel http://10.0.2.100/boot/beta/vmlinuz initrd=initrd.img nbdroot=10.0.2.100:${publicPort}/beta quiet net.ifnames=0 nbdroot.overlay=2G\n`,
+      `kernel http://10.0.2.100/boot/beta/vmlinuz?busid=\${netX/busid} initrd=initrd.img nbdroot=10.0.2.100:${publicPort}/beta quiet net.ifnames=0 nbdroot.overlay=2G\n`,
     );
-    expect(script).toContain('initrd http://10.0.2.100/boot/beta/initrd.img\n');
+    expect(script).toContain('initrd http://10.0.2.100/boot/beta/initrd.img?busid=${netX/busid}\n');
   });
 
   it('gives the initramfs an address, not a name, for NBD: the one the request arrived on', async () => {
     const script = (await request(daemon, '/boot/alpha.ipxe', { host: `localhost:${daemon.httpPort}` })).body.toString();
     expect(script).toContain(
-      `kernel http://localhost:${daemon.httpPort}/boot/alpha/vmlinuz initrd=initrd.img nbdroot=127.0.0.1:${publicPort}/alpha `,
+      `kernel http://localhost:${daemon.httpPort}/boot/alpha/vmlinuz?busid=\${netX/busid} initrd=initrd.img nbdroot=127.0.0.1:${publicPort}/alpha `,
     );
   });
 
@@ -141,6 +141,16 @@ describe('boot routes', () => {
       ].join('\n'),
     );
     expect((await request(daemon, '/boot.ipxe', { from: '127.0.0.3' })).body.toString()).toContain('item only3 only3\n');
+  });
+
+  it("reads the NIC a boot file's URL names (iPXE's busid), and refuses one that is no busid, saying what it wants", async () => {
+    for (const busid of ['01:80:86:10:0e', '', '07:00:00:00:01'])
+      expect((await request(daemon, `/boot/alpha/vmlinuz?busid=${busid}`)).status, busid).toBe(200);
+    const refused = await request(daemon, '/boot/alpha/initrd.img?busid=01:80:86:10:0e;reboot');
+    expect(refused.status).toBe(400);
+    expect(JSON.parse(refused.body.toString()).error.message).toBe(
+      'busid "01:80:86:10:0e;reboot" is not five hex bytes (iPXE\'s ${netX/busid}, e.g. 01:80:86:10:0e); the script nbdmux serves passes it as ?busid=${netX/busid}',
+    );
   });
 
   it('sends the kit files whole, streamed, with their length, and answers HEAD and If-None-Match', async () => {

@@ -11,8 +11,8 @@ describe('iPXE scripts', () => {
       [
         '#!ipxe',
         'echo nbdmux: booting debian-12',
-        'kernel http://10.0.2.100/boot/debian-12/vmlinuz initrd=initrd.img nbdroot=10.0.2.100:10809/debian-12 nbdroot.part=2 console=tty0 console=ttyS0,115200',
-        'initrd http://10.0.2.100/boot/debian-12/initrd.img',
+        'kernel http://10.0.2.100/boot/debian-12/vmlinuz?busid=${netX/busid} initrd=initrd.img nbdroot=10.0.2.100:10809/debian-12 nbdroot.part=2 console=tty0 console=ttyS0,115200',
+        'initrd http://10.0.2.100/boot/debian-12/initrd.img?busid=${netX/busid}',
         'boot',
         '',
       ].join('\n'),
@@ -27,9 +27,9 @@ describe('iPXE scripts', () => {
     const machine = { name: 'node1', mac: '52:54:00:00:00:01', machineId: 'a'.repeat(32), cmdline: '', stateExport: null };
     const script = exportScript({ name: 'a', version: 3, cmdline: '', partition: null, cow: false }, at, machine).split('\n');
     expect(script.find((line) => line.startsWith('kernel '))).toMatch(
-      /^kernel http:\/\/10\.0\.2\.100\/boot\/a\/vmlinuz\?mac=52:54:00:00:00:01 initrd=initrd\.img /,
+      /^kernel http:\/\/10\.0\.2\.100\/boot\/a\/vmlinuz\?mac=52:54:00:00:00:01&busid=\$\{netX\/busid\} initrd=initrd\.img /,
     );
-    expect(script).toContain('initrd http://10.0.2.100/boot/a/initrd.img?mac=52:54:00:00:00:01');
+    expect(script).toContain('initrd http://10.0.2.100/boot/a/initrd.img?mac=52:54:00:00:00:01&busid=${netX/busid}');
   });
 
   it('names the version a known machine boots as its root, and the plain export for a menu boot', () => {

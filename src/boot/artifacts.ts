@@ -1,5 +1,6 @@
 import type fs from 'node:fs';
 import type { ExportRow } from '../db/schema.js';
+import type { NicId } from '../inspect/nic-drivers.js';
 
 /** What the boot side needs of an export: it boots the export's current version. */
 export type BootExport = Pick<ExportRow, 'id'>;
@@ -20,13 +21,19 @@ export interface BootInfo {
 }
 
 /** A file to send: its size and ETag describe it as it was when judged. */
-export type BootFile = { ok: true; path: string; size: number; etag: string } | { ok: false; status: 404 | 503; reason: string };
+export type BootFile =
+  /** `detail`: which kernel the machine gets and why, for its boot's stage detail. */
+  { ok: true; path: string; size: number; etag: string; detail: string | null } | { ok: false; status: 404 | 503; reason: string };
 
 /** The files and facts that boot an export (src/boot/boot-files.ts), told by the registry when exports come and go. */
 export interface BootArtifacts {
   bootInfo(exp: BootExport): BootInfo;
-  kernelFor(exp: BootExport): Promise<BootFile>;
-  initrdFor(exp: BootExport): Promise<BootFile>;
+  /**
+   * The kernel and the initramfs a machine boots the export with; `nic`: the NIC it booted from,
+   * when its script named it (the same for both requests, so both come from the same decision).
+   */
+  kernelFor(exp: BootExport, nic: NicId | null): Promise<BootFile>;
+  initrdFor(exp: BootExport, nic: NicId | null): Promise<BootFile>;
   /** A version became the export's current one (created, replaced, imported, rolled back): look inside its image now, not when a machine first asks. */
   versionCurrent(exportId: number, versionId: number): void;
   /** A removed export: drop what was built for it. */

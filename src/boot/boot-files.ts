@@ -10,6 +10,8 @@ import { fileEtag, type BootArtifacts, type BootExport, type BootFile, type Boot
 import { ChildQueue } from '../bounded-child.js';
 import { BootFilesCache, readKit, type BootFiles, type Kit } from '../initrd/index.js';
 import { bootSummaryOf, inspectBootImage, type BootInspection } from '../inspect/index.js';
+import { bootInspectionSchema } from '../inspect/result.js';
+import { nicText, type NicId } from '../inspect/nic-drivers.js';
 import { filesystemTypes, linuxFilesystems } from '../inspect/filesystems.js';
 import { rootFilesystemModule } from '../inspect/inspect-image.js';
 import { moduleKey } from '../inspect/modules-dep.js';
@@ -108,7 +110,15 @@ export class ImageBootArtifacts implements BootArtifacts {
     const summary = bootSummaryOf(known.inspection);
     const failure = this.buildFailures.get(image.versionId);
     const buildFailed = failure?.identity === known.identity ? failure.reason : null;
-    if (summary.ready && buildFailed === null) return summary;
+    if (summary.ready && buildFailed === null) {
+      const missing = known.inspection.devicesMissing;
+      if (missing.length === 0) return summary;
+      // Per machine: the image's own kernel where it drives the machine's NIC, the kit's elsewhere.
+      return {
+        ...summary,
+        reason: `boots its own kernel ${summary.kernel} on a machine whose NIC it drives (its script names the NIC by iPXE's \${netX/busid}); the ramboot kit's kernel ${this.kit.kernelVersion} boots the others and any whose boot names no NIC, since ${summary.kernel} has no module ${missing.join(', ')}`,
+      };
+    }
     const why = buildFailed ?? summary.reason ?? 'the image has no usable kernel of its own';
     const missing = this.kitCannotMount(summary.fstype);
     if (missing)
@@ -135,14 +145,22 @@ export class ImageBootArtifacts implements BootArtifacts {
     return module === null || this.kit.loadOrder.some(({ name }) => moduleKey(name) === moduleKey(module)) ? null : module;
   }
 
-  async kernelFor(exp: BootExport): Promise<BootFile> {
-    const files = await this.filesOf(exp);
-    return 'kernel' in files ? fileAt(files.kernel) : files;
+  async kernelFor(exp: BootExport, nic: NicId | null): Promise<BootFile> {
+    const files = await this.filesOf(exp, nic);
+    return 'kernel' in files ? fileAt(files.kernel, this.detailOf(files, nic)) : files;
   }
 
-  async initrdFor(exp: BootExport): Promise<BootFile> {
-    const files = await this.filesOf(exp);
-    return 'initrd' in files ? fileAt(files.initrd) : files;
+  async initrdFor(exp: BootExport, nic: NicId | null): Promise<BootFile> {
+    const files = await this.filesOf(exp, nic);
+    return 'initrd' in files ? fileAt(files.initrd, this.detailOf(files, nic)) : files;
+  }
+
+  /** What a machine's boot shows of the kernel it gets: the image's own, or the kit's and exactly why. */
+  private detailOf(files: BootFiles, nic: NicId | null): string {
+    const onNic = nic === null ? '' : ` (NIC ${nicText(nic)})`;
+    return files.own
+      ? `boots the image's own kernel${onNic}`
+      : `boots the ramboot kit's kernel ${this.kit.kernelVersion}${onNic}: ${files.reason ?? 'the image has no usable kernel of its own'}`;
   }
 
   versionCurrent(exportId: number, versionId: number): void {
@@ -153,8 +171,10 @@ export class ImageBootArtifacts implements BootArtifacts {
         .from(exportVersionsTable)
         .where(eq(exportVersionsTable.id, versionId))
         .get();
-      if (stored && stored.inspection !== null && stored.identity !== null)
-        this.inspected.set(versionId, { exportId, identity: stored.identity, inspection: stored.inspection });
+      // Parsed: a row stored by an older nbdmux lacks the fields added since (their defaults fill them).
+      const inspection = bootInspectionSchema.safeParse(stored?.inspection);
+      if (stored && inspection.success && stored.identity !== null)
+        this.inspected.set(versionId, { exportId, identity: stored.identity, inspection: inspection.data });
     }
     this.imageNow(exportId);
   }
@@ -180,7 +200,7 @@ export class ImageBootArtifacts implements BootArtifacts {
    * built, else the kit's. Waits for the first inspection of a version under way (bounded by its
    * time limit); a version inspected before is built from its last inspection.
    */
-  private async filesOf(exp: BootExport): Promise<BootFiles | Extract<BootFile, { ok: false }>> {
+  private async filesOf(exp: BootExport, nic: NicId | null): Promise<BootFiles | Extract<BootFile, { ok: false }>> {
     let image = this.imageNow(exp.id);
     if (image && !this.inspected.has(image.versionId)) {
       await this.inspecting.get(image.versionId);
@@ -195,9 +215,11 @@ export class ImageBootArtifacts implements BootArtifacts {
       image: source,
       imageIdentity: known.identity,
       inspection: known.inspection,
+      nic,
     });
     if (files.own) this.buildFailures.delete(image.versionId);
-    else if (known.inspection.ready)
+    // A fallback for one NIC (or for a boot naming none) says nothing of the image's other machines.
+    else if (known.inspection.ready && !files.forNic)
       this.buildFailures.set(image.versionId, {
         identity: known.identity,
         reason: cleanText(files.reason ?? 'its boot files could not be built'),
@@ -268,7 +290,8 @@ export class ImageBootArtifacts implements BootArtifacts {
 
   /** Rewritten in place (size, mtime), replaced (pinned identity) or another kit: inspect again. */
   private identityOf(stat: fs.BigIntStats): string {
-    return `${fileIdentityOf(stat)}:${stat.size}:${stat.mtimeNs}:${this.kit.id}`;
+    // `nic`: inspections before the kit's NIC drivers became per machine asked for all of them; each is redone once.
+    return `${fileIdentityOf(stat)}:${stat.size}:${stat.mtimeNs}:${this.kit.id}:nic`;
   }
 
   private startInspection(exportId: number, versionId: number): void {
@@ -281,7 +304,12 @@ export class ImageBootArtifacts implements BootArtifacts {
         const identity = this.identityOf(before);
         const size = before.isBlockDevice() ? this.registeredSize(versionId) : Number(before.size);
         const started = Date.now();
-        const found = await inspectBootImage({ image: { fd, size }, requiredModules: this.kit.rootModules });
+        const devices = new Set(this.kit.deviceModules);
+        const found = await inspectBootImage({
+          image: { fd, size },
+          requiredModules: this.kit.rootModules.filter((name) => !devices.has(name)),
+          deviceModules: this.kit.deviceModules,
+        });
         // The image's words (its os-release, its file names in a reason) reach terminals and the dashboard: stored with their control characters written out.
         const inspection = { ...found, os: found.os && cleanText(found.os), reason: found.reason && cleanText(found.reason) };
         if (this.pins.fdOf(versionId) !== fd) return;
@@ -314,10 +342,10 @@ export class ImageBootArtifacts implements BootArtifacts {
 }
 
 /** A built or kit file, its size and ETag as they are now. */
-async function fileAt(file: string): Promise<BootFile> {
+async function fileAt(file: string, detail: string | null): Promise<BootFile> {
   try {
     const stat = await fs.promises.stat(file);
-    return { ok: true, path: file, size: stat.size, etag: fileEtag(stat) };
+    return { ok: true, path: file, size: stat.size, etag: fileEtag(stat), detail };
   } catch (err) {
     return {
       ok: false,

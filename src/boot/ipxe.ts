@@ -66,7 +66,10 @@ export function exportScript(
 ): string {
   const files = `${at.httpBase}/boot/${exp.name}`;
   // A machine's files name it, so that their stages land on it when others boot from its address.
-  const fileQuery = machine ? `?mac=${machine.mac}` : '';
+  // Both name the NIC iPXE booted from (netX: the one it opened last; busid: PCI vendor and
+  // device), so nbdmux boots the image's own kernel when that kernel has the NIC's driver, and
+  // both files come from that one decision.
+  const fileQuery = `?${machine ? `mac=${machine.mac}&` : ''}busid=\${netX/busid}`;
   const nbd = `${at.nbdHost}:${at.nbdPort}`;
   // The root partition the inspection found: ramboot's own guess (the largest Linux one) may differ.
   const part = exp.partition === null ? '' : `nbdroot.part=${exp.partition}`;

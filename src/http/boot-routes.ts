@@ -13,6 +13,7 @@ import { exportNamePattern, stateExportName } from '../rules/names.js';
 import type { BootArtifacts } from '../boot/artifacts.js';
 import { sendFile, sendText } from './boot-send.js';
 import { normaliseMac } from '../rules/mac.js';
+import { parseBusId } from '../inspect/nic-drivers.js';
 import { maxReportBytes, reportedStages, type BootingMachine, type MachineBoots, type ReportedStage } from '../machines/boots.js';
 import { cannotBootScript, exportScript, menuScript, type BootEndpoint } from '../boot/ipxe.js';
 import { clientAddressOf } from '../rules/client-address.js';
@@ -157,7 +158,21 @@ export function bootRoutes(options: BootRoutesOptions): BootRoutes {
       });
       return true;
     }
-    const file = await (target.kind === 'kernel' ? artifacts.kernelFor(exp) : artifacts.initrdFor(exp));
+    const busId = url.searchParams.get('busid') ?? '';
+    const parsedBusId = busId === '' ? null : parseBusId(busId);
+    if (parsedBusId?.ok === false && !parsedBusId.wellFormed) {
+      sendJsonError(
+        res,
+        url.pathname,
+        400,
+        'BAD_REQUEST',
+        `${parsedBusId.reason}; the script nbdmux serves passes it as ?busid=\${netX/busid}`,
+      );
+      return true;
+    }
+    // A NIC off PCI (or none named) is booted by the rule for any NIC: the image's kernel must have every kit NIC driver.
+    const nic = parsedBusId?.ok ? parsedBusId.nic : null;
+    const file = await (target.kind === 'kernel' ? artifacts.kernelFor(exp, nic) : artifacts.initrdFor(exp, nic));
     if (!file.ok) {
       sendJsonError(
         res,
@@ -175,7 +190,7 @@ export function bootRoutes(options: BootRoutesOptions): BootRoutes {
     await sendFile(req, res, file, url.pathname, log, (status) => {
       if (!booting) return;
       events.record(kind === 'kernel' ? 'boot.kernel' : 'boot.initrd', exp.name, { client, status, bytes: file.size }, [status]);
-      options.machines.fileFetched(client, exp.name, kind, fetchedBy);
+      options.machines.fileFetched(client, exp.name, kind, fetchedBy, file.detail);
     });
     return true;
   };

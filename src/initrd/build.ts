@@ -5,7 +5,9 @@ import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import { z } from 'zod';
 import { startStreamingTool } from '../bounded-child.js';
-import { ImageReadError, requireFile } from '../inspect/file-tree.js';
+import { ImageReadError, requireFile, type FileTree } from '../inspect/file-tree.js';
+import { nicModules } from '../inspect/module-files.js';
+import { nicText } from '../inspect/nic-drivers.js';
 import { detectFilesystem } from '../inspect/filesystems.js';
 import { imageSizeOf, maxKernelBytes, modulesToBoot, planModules, readerOf } from '../inspect/inspect-image.js';
 import { moduleKey } from '../inspect/modules-dep.js';
@@ -25,6 +27,12 @@ export const buildRequestSchema = z.object({
   kitInitrd: z.string(),
   kitLoadOrder: z.array(z.object({ name: z.string(), params: z.string() })),
   rootModules: z.array(z.string()),
+  /** Of rootModules, the kit's NIC drivers: with `nic` given, only that NIC's driver is wanted in their stead. */
+  deviceModules: z.array(z.string()),
+  /** Their aliases (Kit.deviceAliases). */
+  deviceAliases: z.array(z.object({ pattern: z.string(), module: z.string() })),
+  /** The NIC the machine booted from (iPXE's busid); null: not known, so every one of deviceModules is wanted. */
+  nic: z.object({ vendor: z.number().int().min(0).max(0xffff), device: z.number().int().min(0).max(0xffff) }).nullable(),
   /** An empty directory the build writes `vmlinuz` and `initrd.img` into. */
   outDir: z.string(),
 });
@@ -65,7 +73,7 @@ export async function buildBootFiles(imageFd: number, request: BuildRequest): Pr
   const kernel = kernelFs.resolve(request.kernelPath);
   if (!kernel) throw new ImageReadError(`${request.kernelPath} is gone from the image`);
   const kernelEntry = requireFile(kernel, maxKernelBytes);
-  const planned = planModules(root, request.modulesDir, modulesToBoot(request.rootModules, rootFstype));
+  const planned = planModules(root, request.modulesDir, modulesToBoot(modulesWanted(root, request), rootFstype));
   const total = planned.reduce((sum, { file }) => sum + file.size, 0);
   if (total > maxModulesBytes)
     throw new ImageReadError(`the modules ramboot needs add up to ${total} bytes, more than the ${maxModulesBytes} nbdmux accepts`);
@@ -163,6 +171,19 @@ async function unpack(unpacker: string[], packed: string, modulePath: string, al
   }
   fs.rmSync(packed);
   return out.path;
+}
+
+/** The machine's NIC cannot be driven by the image's kernel: it boots the kit's, which can. */
+export class NoNicDriverError extends ImageReadError {}
+
+/** What ramboot's init loads: the kit's root modules, with its NIC drivers narrowed to the machine's own NIC's when known. */
+function modulesWanted(root: FileTree, request: BuildRequest): string[] {
+  if (request.nic === null) return request.rootModules;
+  const drivers = nicModules(root, request.modulesDir, request.nic, request.deviceAliases);
+  if (!drivers.ok)
+    throw new NoNicDriverError(`the image's kernel cannot drive the machine's NIC ${nicText(request.nic)}: ${drivers.reason}`);
+  const devices = new Set(request.deviceModules.map(moduleKey));
+  return [...request.rootModules.filter((name) => !devices.has(moduleKey(name))), ...drivers.modules];
 }
 
 function tooMuchUnpacked(modulePath: string): ImageReadError {

@@ -13,6 +13,7 @@ import {
   type ImageSource,
 } from '../bounded-child.js';
 import type { BootInspection } from '../inspect/result.js';
+import { nicKey, type NicId } from '../inspect/nic-drivers.js';
 import { isOutOfSpace } from '../db/data-dir-space.js';
 import type { Logger } from '../log.js';
 import type { BuildRequest } from './build.js';
@@ -33,7 +34,7 @@ const leftoverAgeMs = 60 * 60 * 1000;
 
 const answerSchema = z.union([
   z.object({ ok: z.literal(true), modules: z.array(z.string()) }),
-  z.object({ ok: z.literal(false), reason: z.string(), noSpace: z.boolean() }),
+  z.object({ ok: z.literal(false), reason: z.string(), noSpace: z.boolean(), noNicDriver: z.boolean() }),
 ]);
 
 /** The two files a machine boots an export from. */
@@ -44,6 +45,8 @@ export interface BootFiles {
   own: boolean;
   /** Why the kit's (the inspection's reason, or the build's); null when own. */
   reason: string | null;
+  /** The kit's because of the machine's NIC alone: a machine with another NIC may boot the image's own. */
+  forNic: boolean;
 }
 
 export interface BootFilesRequest {
@@ -52,11 +55,14 @@ export interface BootFilesRequest {
   /** What names this version of the image (device, inode, birth time, size, mtime): a change builds anew. */
   imageIdentity: string;
   inspection: BootInspection;
+  /** The NIC the machine booted from, when its script named it: only its driver is needed of the kit's NIC drivers. */
+  nic?: NicId | null;
 }
 
 /**
- * The kernel and initramfs of each export, built once per (image identity, kernel, kit) in a
- * bounded child, under `dir` as `EXPORTID-KEY.vmlinuz` / `EXPORTID-KEY.initrd.img`, each
+ * The kernel and initramfs of each export, built once per (image identity, kernel, kit, NIC) in a
+ * bounded child, under `dir` as `EXPORTID-KEY-NIC.vmlinuz` / `EXPORTID-KEY-NIC.initrd.img` (NIC:
+ * `any`, or the machine's NIC model as `8086-100e`), each
  * renamed into place whole. Concurrent requests for one build wait for the same child, and at
  * most `parallelBuilds` children run at once; an export's older builds are removed once its new
  * one is in place.
@@ -64,7 +70,7 @@ export interface BootFilesRequest {
 export class BootFilesCache {
   private readonly building = new Map<string, Promise<BootFiles>>();
   /** Builds that failed, by stem: asked again, they fall back at once instead of failing again. */
-  private readonly failed = new Map<string, string>();
+  private readonly failed = new Map<string, { reason: string; forNic: boolean }>();
   private readonly queue = new ChildQueue(parallelBuilds);
 
   private constructor(
@@ -88,7 +94,10 @@ export class BootFilesCache {
   /** The export's own kernel and initramfs when its inspection is ready and they build; else the kit's. */
   filesFor(request: BootFilesRequest): Promise<BootFiles> {
     const { inspection } = request;
+    const nic = request.nic ?? null;
     if (!inspection.ready || inspection.kernel === null) return Promise.resolve(this.kitFiles(inspection.reason ?? 'not inspected yet'));
+    if (nic === null && inspection.devicesMissing.length > 0)
+      return Promise.resolve(this.kitFiles(withoutNicReason(inspection.devicesMissing), true));
     const key = crypto
       .createHash('sha256')
       .update(
@@ -103,9 +112,10 @@ export class BootFilesCache {
       )
       .digest('hex')
       .slice(0, 16);
-    const stem = path.join(this.dir, `${request.exportId}-${key}`);
+    // Builds for a named NIC carry its driver alone: one build per NIC model the image's machines have, kept side by side.
+    const stem = path.join(this.dir, `${request.exportId}-${key}-${nic === null ? 'any' : nicKey(nic)}`);
     const failure = this.failed.get(stem);
-    if (failure) return Promise.resolve(this.kitFiles(failure));
+    if (failure) return Promise.resolve(this.kitFiles(failure.reason, failure.forNic));
     let build = this.building.get(stem);
     if (!build) {
       build = this.cachedOrBuilt(request, stem).finally(() => this.building.delete(stem));
@@ -121,7 +131,7 @@ export class BootFilesCache {
   }
 
   private async cachedOrBuilt(request: BootFilesRequest, stem: string): Promise<BootFiles> {
-    const own: BootFiles = { kernel: `${stem}.vmlinuz`, initrd: `${stem}.initrd.img`, own: true, reason: null };
+    const own: BootFiles = { kernel: `${stem}.vmlinuz`, initrd: `${stem}.initrd.img`, own: true, reason: null, forNic: false };
     // The initrd is renamed into place last: there, both are whole.
     if (await exists(own.initrd)) return own;
     return this.queue.run(() => this.build(request, own, stem));
@@ -148,6 +158,9 @@ export class BootFilesCache {
         kitInitrd: this.kit.initrd,
         kitLoadOrder: this.kit.loadOrder,
         rootModules: this.kit.rootModules,
+        deviceModules: this.kit.deviceModules,
+        deviceAliases: this.kit.deviceAliases,
+        nic: request.nic ?? null,
         outDir,
       };
       const outcome = outcomeOf(
@@ -159,12 +172,12 @@ export class BootFilesCache {
           reason: outcome.reason,
         });
         // Space freed later builds it at the next request; the image's own faults stay.
-        if (!outcome.noSpace) this.failed.set(stem, outcome.reason);
-        return this.kitFiles(outcome.reason);
+        if (!outcome.noSpace) this.failed.set(stem, { reason: outcome.reason, forNic: outcome.noNicDriver });
+        return this.kitFiles(outcome.reason, outcome.noNicDriver);
       }
       await fs.rename(path.join(outDir, 'vmlinuz'), own.kernel);
       await fs.rename(path.join(outDir, 'initrd.img'), own.initrd);
-      await this.removeBuilds(request.exportId, path.basename(stem));
+      await this.removeBuilds(request.exportId, path.basename(stem).slice(0, path.basename(stem).lastIndexOf('-')));
       this.log.info('boot files built', {
         exportId: request.exportId,
         kernel: request.inspection.kernel,
@@ -177,23 +190,28 @@ export class BootFilesCache {
     }
   }
 
-  private kitFiles(reason: string): BootFiles {
-    return { kernel: this.kit.vmlinuz, initrd: this.kit.initrd, own: false, reason };
+  private kitFiles(reason: string, forNic = false): BootFiles {
+    return { kernel: this.kit.vmlinuz, initrd: this.kit.initrd, own: false, reason, forNic };
   }
 
-  /** Removes the export's builds but `keepStem`'s. */
-  private async removeBuilds(exportId: number, keepStem: string | null): Promise<void> {
+  /** Removes the export's builds but those of `keepKey` (its builds for each NIC). */
+  private async removeBuilds(exportId: number, keepKey: string | null): Promise<void> {
     for (const name of await fs.readdir(this.dir)) {
-      if (name.startsWith(`${exportId}-`) && !name.startsWith(`${keepStem}.`)) await fs.rm(path.join(this.dir, name), { force: true });
+      if (name.startsWith(`${exportId}-`) && !name.startsWith(`${keepKey}-`)) await fs.rm(path.join(this.dir, name), { force: true });
     }
   }
 }
 
-function outcomeOf(answer: ChildAnswer): { modules: string[] } | { reason: string; noSpace: boolean } {
-  if (!answer.ok) return { reason: answer.reason, noSpace: false };
+function outcomeOf(answer: ChildAnswer): { modules: string[] } | { reason: string; noSpace: boolean; noNicDriver: boolean } {
+  if (!answer.ok) return { reason: answer.reason, noSpace: false, noNicDriver: false };
   const parsed = answerSchema.safeParse(parseAnswer(answer.output));
-  if (!parsed.success) return { reason: 'the initramfs build answered something unreadable', noSpace: false };
-  return parsed.data.ok ? { modules: parsed.data.modules } : { reason: parsed.data.reason, noSpace: parsed.data.noSpace };
+  if (!parsed.success) return { reason: 'the initramfs build answered something unreadable', noSpace: false, noNicDriver: false };
+  return parsed.data.ok ? { modules: parsed.data.modules } : parsed.data;
+}
+
+/** Why a machine that did not name its NIC boots the kit's kernel: the image's lacks some of the NIC drivers it might need. */
+export function withoutNicReason(devicesMissing: readonly string[]): string {
+  return `the image's kernel has no module ${devicesMissing.join(', ')} (NIC drivers of the kit), and the machine's boot named no NIC to pick its driver by: an iPXE script fetched before nbdmux asked for \${netX/busid}, or an iPXE that gave none`;
 }
 
 async function exists(file: string): Promise<boolean> {

@@ -19,6 +19,13 @@ export interface Kit {
    * ext4, ...): an image's kernel must have these; their dependencies come from its own modules.dep.
    */
   rootModules: string[];
+  /**
+   * Of those, the device drivers (a module with a pci: or virtio: alias: the NIC drivers and
+   * virtio_pci): a machine needs only the one of its own NIC, so an image's kernel may lack the others.
+   */
+  deviceModules: string[];
+  /** Their pci: and virtio: aliases: how a driver built into an image's kernel is known when the kernel recorded none for it. */
+  deviceAliases: { pattern: string; module: string }[];
 }
 
 /** Reads a kit directory: kit.env, and from its initrd the load order and each module's needs. */
@@ -38,24 +45,40 @@ export async function readKit(dir: string): Promise<Kit> {
       const [name = '', ...params] = line.trim().split(/\s+/);
       return { name, params: params.join(' ') };
     });
-  const needed = new Set(loadOrder.flatMap(({ name }) => dependsOf(files.get(`lib/modules/${name}.ko`) ?? Buffer.alloc(0)).map(moduleKey)));
+  const moduleFile = (name: string) => files.get(`lib/modules/${name}.ko`) ?? Buffer.alloc(0);
+  const needed = new Set(
+    loadOrder.flatMap(({ name }) =>
+      modinfoOf(moduleFile(name), 'depends')
+        .flatMap((list) => list.split(','))
+        .filter(Boolean)
+        .map(moduleKey),
+    ),
+  );
+  const rootModules = loadOrder.map(({ name }) => name).filter((name) => !needed.has(moduleKey(name)));
+  const deviceAliases = rootModules.flatMap((module) =>
+    modinfoOf(moduleFile(module), 'alias')
+      .filter((alias) => alias.startsWith('pci:') || alias.startsWith('virtio:'))
+      .map((pattern) => ({ pattern, module })),
+  );
   return {
     id: path.basename(dir),
     kernelVersion,
     vmlinuz: path.join(dir, 'vmlinuz'),
     initrd,
     loadOrder,
-    rootModules: loadOrder.map(({ name }) => name).filter((name) => !needed.has(moduleKey(name))),
+    rootModules,
+    deviceModules: [...new Set(deviceAliases.map(({ module }) => module))],
+    deviceAliases,
   };
 }
 
-/** A module's `depends=` from its .modinfo section (what `modinfo -F depends` prints). */
-function dependsOf(module: Buffer): string[] {
-  const at = module.indexOf('\0depends=');
-  if (at < 0) return [];
-  const end = module.indexOf(0, at + 1);
-  return module
-    .toString('latin1', at + '\0depends='.length, end)
-    .split(',')
-    .filter(Boolean);
+/** Every value of a module's .modinfo `KEY=` (what `modinfo -F KEY` prints). */
+function modinfoOf(module: Buffer, key: string): string[] {
+  const values: string[] = [];
+  const marker = `\0${key}=`;
+  for (let at = module.indexOf(marker); at >= 0; at = module.indexOf(marker, at + 1)) {
+    const end = module.indexOf(0, at + 1);
+    values.push(module.toString('latin1', at + marker.length, end < 0 ? module.length : end));
+  }
+  return values;
 }

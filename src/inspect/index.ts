@@ -9,7 +9,8 @@ const workerFile = fileURLToPath(new URL('./worker.js', import.meta.url));
 
 export const defaultInspectLimits: ChildLimits = { timeoutMs: 20_000, heapMiB: 128, maxOutputBytes: 256 * 1024 };
 
-export interface InspectRequest extends Omit<WorkerRequest, 'size'> {
+export interface InspectRequest extends Omit<WorkerRequest, 'size' | 'deviceModules'> {
+  deviceModules?: string[];
   image: ImageSource;
 }
 
@@ -21,6 +22,7 @@ export interface InspectRequest extends Omit<WorkerRequest, 'size'> {
 export async function inspectBootImage(request: InspectRequest, limits: ChildLimits = defaultInspectLimits): Promise<BootInspection> {
   const workerRequest: WorkerRequest = {
     requiredModules: request.requiredModules,
+    deviceModules: request.deviceModules ?? [],
     kernelVersion: request.kernelVersion,
     size: 'size' in request.image ? request.image.size : undefined,
   };

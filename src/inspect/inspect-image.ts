@@ -4,11 +4,13 @@ import type { FilesystemType, ReadAt } from './filesystems.js';
 import { openFileTree } from './open-tree.js';
 import { compareKernelVersions } from './kernel-version.js';
 import { loadOrder, moduleKey, parseModulesBuiltin, parseModulesDep, type ModuleEntry } from './modules-dep.js';
+import { absentModules } from './module-files.js';
 import { osNameOf } from './os-release.js';
 import { chooseRoot, readPartitionTable } from './partitions.js';
 import { nothingFound, type BootInspection } from './result.js';
 import { separateBoot, type KernelPlace } from './separate-boot.js';
-import type { WorkerRequest } from './worker-protocol.js';
+import type { z } from 'zod';
+import type { workerRequestSchema } from './worker-protocol.js';
 
 /** A kernel beyond this is no kernel: Debian's is 8 MB, a unified kernel image with firmware ~100 MB. */
 export const maxKernelBytes = 128 * 1024 * 1024;
@@ -25,7 +27,7 @@ const versionPattern = /^[A-Za-z0-9][A-Za-z0-9._+~-]{0,99}$/;
  * image's kernel must have each, or build it in. kernelVersion: one the export asks for;
  * default the newest.
  */
-export type InspectOptions = Omit<WorkerRequest, 'size'>;
+export type InspectOptions = Omit<z.input<typeof workerRequestSchema>, 'size'>;
 
 /** A module to copy out of the image, found under its kernel's modules directory. */
 export interface PlannedModule {
@@ -65,7 +67,7 @@ export function inspectImage(fd: number, size: number, options: InspectOptions):
     });
     requireFile(kernel.file, maxKernelBytes);
     planModules(tree, kernel.modulesDir, modulesToBoot(options.requiredModules, root.fstype));
-    return { ...result, ready: true };
+    return { ...result, ready: true, devicesMissing: absentModules(tree, kernel.modulesDir, options.deviceModules ?? []) };
   } catch (err) {
     if (err instanceof ImageReadError) return { ...result, reason: err.message };
     throw err;

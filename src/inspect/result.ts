@@ -27,6 +27,8 @@ export const bootInspectionSchema = bootSummarySchema.extend({
   kernelSize: z.number().int().nonnegative().nullable(),
   /** /lib/modules/VERSION of that kernel, symlinks resolved (/usr/lib/modules/... on a merged /usr). */
   modulesDir: z.string().nullable(),
+  /** The kit's NIC drivers its kernel has not (a machine whose NIC needs one boots the kit's kernel); absent in inspections before it was asked. */
+  devicesMissing: z.array(z.string()).default([]),
 });
 export type BootInspection = z.infer<typeof bootInspectionSchema>;
 
@@ -47,4 +49,5 @@ export const nothingFound: BootInspection = {
   kernelPath: null,
   kernelSize: null,
   modulesDir: null,
+  devicesMissing: [],
 };

@@ -112,9 +112,9 @@ export class MachineBoots {
    * A boot file of `exportName` went to `client`: the machine booting it from there moves on.
    * `mac`, from its script's URL, says which one; it counts only from that machine's boot address.
    */
-  fileFetched(client: string, exportName: string, stage: 'kernel' | 'initrd', mac?: string): void {
+  fileFetched(client: string, exportName: string, stage: 'kernel' | 'initrd', mac?: string, detail: string | null = null): void {
     const row = this.bootingFrom(client, exportName, mac);
-    if (row) this.moveTo(row, stage, null);
+    if (row) this.moveTo(row, stage, detail);
   }
 
   /** A report from the machine's initramfs or booted system; refused unless it comes from the address of its current boot. */

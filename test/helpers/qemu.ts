@@ -50,10 +50,13 @@ export interface DebianImage {
   nic: string;
 }
 
-/** The Debian 12 test image, built by ramboot/cached-debian-image (once per content, cached outside the clone). */
-export function debianImage(timeoutMs: number): Promise<DebianImage> {
+/**
+ * The Debian 12 test image, built by ramboot/cached-debian-image (once per content, cached outside the clone);
+ * `variant` picks its kernel (stock, cloud: Debian's cloud kernel, zst: backports' with .ko.zst modules).
+ */
+export function debianImage(timeoutMs: number, variant: 'stock' | 'cloud' | 'zst' = 'stock'): Promise<DebianImage> {
   return new Promise((resolve, reject) => {
-    execFile(cachedDebianImage, { timeout: timeoutMs, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
+    execFile(cachedDebianImage, [variant], { timeout: timeoutMs, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
       if (err) return reject(new Error(`ramboot/cached-debian-image failed: ${err.message}\n${stderr}`));
       const dir = stdout.trim();
       const env = readEnvFile(path.join(dir, 'debian-image.env'));
@@ -98,8 +101,10 @@ export interface GuestOptions {
   serialLog: string;
   /** Hard limit: qemu is SIGKILLed by `timeout` after this. */
   timeoutSeconds: number;
-  /** More virtio-net-pci properties, e.g. `addr=2` to pin the PCI slot the NIC's predictable name (ens2) comes from. */
+  /** More NIC properties, e.g. `addr=2` to pin the PCI slot the NIC's predictable name (ens2) comes from. */
   nicOptions?: string;
+  /** The NIC's qemu device (default virtio-net-pci), e.g. e1000. */
+  nicModel?: string;
   /** Guest RAM (default 512). */
   memoryMiB?: number;
   /** More qemu arguments, e.g. `-global PIIX4_PM.acpi-root-pci-hotplug=off` (no hotplug slots). */
@@ -151,6 +156,7 @@ export function guestCommand({
   serialLog,
   timeoutSeconds,
   nicOptions,
+  nicModel = 'virtio-net-pci',
   memoryMiB,
   qemuArgs = [],
   pxe,
@@ -169,7 +175,7 @@ export function guestCommand({
         `guestfwd=tcp:${guestAddress}-cmd:socat -lf /dev/null - TCP:127.0.0.1:${hostPort}${sourceAddress ? `,,bind=${sourceAddress}` : ''}`,
     )
     .join(',');
-  const nic = `virtio-net-pci,netdev=n0${nicOptions ? `,${nicOptions}` : ''}`;
+  const nic = `${nicModel},netdev=n0${nicOptions ? `,${nicOptions}` : ''}`;
   const bootArgs = tap
     ? ['-boot', 'n', '-netdev', `tap,id=n0,ifname=${tap.device},script=no,downscript=no`, '-device', nic]
     : pxe
