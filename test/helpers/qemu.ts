@@ -51,14 +51,19 @@ export interface DebianImage {
 }
 
 /** The Debian 12 test image, built by ramboot/cached-debian-image (once per content, cached outside the clone). */
-export function debianImage(timeoutMs: number): Promise<DebianImage> {
+export function debianImage(timeoutMs: number, variant?: 'cloud-init'): Promise<DebianImage> {
   return new Promise((resolve, reject) => {
-    execFile(cachedDebianImage, { timeout: timeoutMs, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
-      if (err) return reject(new Error(`ramboot/cached-debian-image failed: ${err.message}\n${stderr}`));
-      const dir = stdout.trim();
-      const env = readEnvFile(path.join(dir, 'debian-image.env'));
-      resolve({ file: path.join(dir, 'debian-12.img'), kernelVersion: env.KERNEL_VERSION!, nic: env.NIC! });
-    });
+    execFile(
+      cachedDebianImage,
+      variant === undefined ? [] : [variant],
+      { timeout: timeoutMs, killSignal: 'SIGKILL' },
+      (err, stdout, stderr) => {
+        if (err) return reject(new Error(`ramboot/cached-debian-image failed: ${err.message}\n${stderr}`));
+        const dir = stdout.trim();
+        const env = readEnvFile(path.join(dir, 'debian-image.env'));
+        resolve({ file: path.join(dir, 'debian-12.img'), kernelVersion: env.KERNEL_VERSION!, nic: env.NIC! });
+      },
+    );
   });
 }
 
