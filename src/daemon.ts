@@ -17,6 +17,7 @@ import { PinnedFiles } from './exports/pinned-files.js';
 import { ExportRegistry } from './exports/registry.js';
 import { servedExports } from './exports/served.js';
 import { MachineBoots } from './machines/boots.js';
+import { MachineSeeds } from './machines/seeds.js';
 import { MachineRegistry } from './machines/registry.js';
 import { ProfileRegistry } from './profiles/registry.js';
 import { servedMachineExports } from './machines/served.js';
@@ -130,11 +131,13 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
     };
     metrics = new Metrics({ events, connections: supervisor.connections, exports: registry });
     bootEvents = new SummarisedEvents(events);
+    const bootable = new BootableExports(db);
     const boot = bootRoutes({
-      exports: new BootableExports(db),
+      exports: bootable,
       artifacts,
       events: bootEvents,
       machines: new MachineBoots(db, events, bootEvents, machines, space, log),
+      seeds: new MachineSeeds(db, bootable),
       nbdAllow,
       nbdPublicPort,
       bootDefault: config.bootDefault ?? null,

@@ -1,3 +1,4 @@
+import { MachineSeeds } from '../src/machines/seeds.js';
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -50,6 +51,7 @@ describe('the cost of a boot request', () => {
       artifacts,
       events: summarised,
       machines: plane.boots,
+      seeds: new MachineSeeds(plane.db, new BootableExports(plane.db)),
       nbdAllow: new AllowList([]),
       nbdPublicPort: 10809,
       bootDefault: null,

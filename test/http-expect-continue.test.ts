@@ -46,19 +46,19 @@ describe('Expect: 100-continue', () => {
     `Content-Type: ${type}\r\nContent-Length: ${length}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n`;
 
   it.each([
-    ['REST', '/exports', 'application/json', '{"error":{"code":"PAYLOAD_TOO_LARGE","message":"the body is larger than 65536 bytes"}}\n'],
+    ['REST', '/exports', 'application/json', '{"error":{"code":"PAYLOAD_TOO_LARGE","message":"the body is larger than 262144 bytes"}}\n'],
     [
       'login',
       '/login',
       'application/x-www-form-urlencoded',
-      '{"error":{"code":"PAYLOAD_TOO_LARGE","message":"the body is larger than 65536 bytes"}}\n',
+      '{"error":{"code":"PAYLOAD_TOO_LARGE","message":"the body is larger than 262144 bytes"}}\n',
     ],
     // The typed client's error envelope, as for any other tRPC refusal.
     [
       'tRPC',
       '/trpc/exports.create',
       'application/json',
-      '{"error":{"message":"the body is larger than 65536 bytes","code":-32013,"data":{"code":"PAYLOAD_TOO_LARGE","httpStatus":413}}}\n',
+      '{"error":{"message":"the body is larger than 262144 bytes","code":-32013,"data":{"code":"PAYLOAD_TOO_LARGE","httpStatus":413}}}\n',
     ],
   ])('answers an oversized %s body with 413 before any 100 Continue, and closes', async (_route, path, type, body) => {
     // Sent over and over on a busy machine, it must be 413 every time (the issue saw a lost connection in 1 of 12).

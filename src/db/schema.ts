@@ -142,6 +142,14 @@ function sharedColumns() {
     persistent: integer('persistent', { mode: 'boolean' }),
     /** Bytes of its state filesystem, used while `persistent`. */
     stateSize: integer('state_size'),
+    /**
+     * cloud-init's NoCloud documents (src/cloud-init): may hold secrets, so no list view returns
+     * them (the database is 0600 like the data dir). A machine's user-data is merged with its
+     * profile's, the other two replace it.
+     */
+    userData: text('user_data'),
+    networkConfig: text('network_config'),
+    vendorData: text('vendor_data'),
   };
 }
 

@@ -1,10 +1,11 @@
 import type http from 'node:http';
 import { TRPCError } from '@trpc/server';
 
-export const maxBodyBytes = 64 * 1024;
+/** A machine or profile carries up to three cloud-init documents of 64 KiB each (rules/cloud-config.ts), JSON-escaped. */
+export const maxBodyBytes = 256 * 1024;
 export const bodyTooLargeMessage = `the body is larger than ${maxBodyBytes} bytes`;
 
-/** Reads a request body of at most 64 KiB, refusing a larger one before reading it all. */
+/** Reads a request body of at most maxBodyBytes, refusing a larger one before reading it all. */
 export async function readBody(req: http.IncomingMessage): Promise<Buffer> {
   const tooLarge = () => new TRPCError({ code: 'PAYLOAD_TOO_LARGE', message: bodyTooLargeMessage });
   if (Number(req.headers['content-length'] ?? 0) > maxBodyBytes) throw tooLarge();

@@ -18,6 +18,9 @@ import { maxReportBytes, reportedStages, type BootingMachine, type MachineBoots,
 import { cannotBootScript, exportScript, menuScript, type BootEndpoint } from '../boot/ipxe.js';
 import { clientAddressOf } from '../rules/client-address.js';
 import { cliRemedy } from '../operator-cli/remedy.js';
+import type { MachineSeeds } from '../machines/seeds.js';
+import { seedFiles, type SeedFile } from '../boot/seed.js';
+import { sendSeed } from './seed-route.js';
 
 export interface BootRoutesOptions {
   exports: BootableExports;
@@ -26,6 +29,8 @@ export interface BootRoutesOptions {
   events: Pick<SummarisedEvents, 'record'>;
   /** Known machines' boots: scripts by MAC, their stages, their reports. */
   machines: Pick<MachineBoots, 'scriptFetched' | 'lookup' | 'fileFetched' | 'report'>;
+  /** Their cloud-init seeds, each for its boot's address alone. */
+  seeds: Pick<MachineSeeds, 'forBoot'>;
   /** `--nbd-allow`: a machine the NBD port would refuse gets no boot files either. */
   nbdAllow: AllowList;
   /** The NBD port machines dial (`--nbd-public-port`, else the port nbdmux listens on). */
@@ -39,11 +44,17 @@ export interface BootRoutesOptions {
 /** Answers a boot route and returns true, or returns false for any other path. */
 export type BootRoutes = (req: http.IncomingMessage, res: http.ServerResponse, url: URL) => Promise<boolean>;
 
-type Target = { kind: 'menu' } | { kind: 'report' } | { kind: 'script' | 'kernel' | 'initrd'; rawName: string };
+type Target =
+  | { kind: 'menu' }
+  | { kind: 'report' }
+  | { kind: 'seed'; rawMac: string; file: SeedFile }
+  | { kind: 'script' | 'kernel' | 'initrd'; rawName: string };
 
 function matchBootRoute(pathname: string): Target | null {
   if (pathname === '/boot.ipxe') return { kind: 'menu' };
   if (pathname === '/boot/report') return { kind: 'report' };
+  const seed = /^\/boot\/seed\/([^/]+)\/([a-z-]+)$/.exec(pathname);
+  if (seed && (seedFiles as readonly string[]).includes(seed[2]!)) return { kind: 'seed', rawMac: seed[1]!, file: seed[2] as SeedFile };
   const script = /^\/boot\/([^/]+)\.ipxe$/.exec(pathname);
   if (script) return { kind: 'script', rawName: script[1]! };
   const file = /^\/boot\/([^/]+)\/(vmlinuz|initrd\.img)$/.exec(pathname);
@@ -84,6 +95,10 @@ export function bootRoutes(options: BootRoutesOptions): BootRoutes {
     }
     if (target.kind === 'report') {
       await report(req, res, url, client, options.machines);
+      return true;
+    }
+    if (target.kind === 'seed') {
+      sendSeed(req, res, url.pathname, client, target, options.seeds);
       return true;
     }
     // HEAD fetches nothing: only a GET is a machine booting.

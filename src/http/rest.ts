@@ -172,10 +172,10 @@ export const restRoutes: readonly RestRoute[] = [
     path: '/machines',
     trailingSlash: true,
     docs: {
-      GET: [{ returns: '200, array' }],
+      GET: [{ returns: '200, array, without the cloud-init documents (GET /machines/{mac} shows them)' }],
       POST: [
         {
-          body: "`{mac, name, profile?, export?, cmdline?, persistent?, stateSize?}` (a field left out or null: its profile's, else the default)",
+          body: "`{mac, name, profile?, export?, cmdline?, persistent?, stateSize?, userData?, networkConfig?, vendorData?}` (a field left out or null: its profile's, else the default)",
           returns: '201 (409 for a taken MAC or name, 400 for an unknown export or profile, or a malformed field)',
         },
       ],
@@ -236,10 +236,10 @@ export const restRoutes: readonly RestRoute[] = [
     path: '/profiles',
     trailingSlash: true,
     docs: {
-      GET: [{ returns: '200, array: each profile with its machines' }],
+      GET: [{ returns: '200, array: each profile with its machines, without the cloud-init documents (GET /profiles/{name} shows them)' }],
       POST: [
         {
-          body: '`{name, export?, cmdline?, persistent?, stateSize?}` (a field left out: unset, its machines get the default)',
+          body: '`{name, export?, cmdline?, persistent?, stateSize?, userData?, networkConfig?, vendorData?}` (a field left out: unset, its machines get the default)',
           returns: '201 (409 for a taken name, 400 for an unknown export or a malformed field)',
         },
       ],

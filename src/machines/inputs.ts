@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { exportName, kernelCmdline } from '../exports/inputs.js';
 import { normaliseMac } from '../rules/mac.js';
 import { exportNamePattern } from '../rules/names.js';
+import { cloudConfigText, networkConfigText } from '../rules/cloud-config.js';
 
 // Every control-plane input about machines, defined once: the router validates with these, the
 // boot routes parse a MAC with the same rule, and clients infer their types through the router.
@@ -80,6 +81,12 @@ export const sharedInputs = {
   cmdline: kernelCmdline,
   persistent: z.boolean({ error: 'must be true or false' }),
   stateSize,
+  /** cloud-init user-data: a cloud-config (optionally a jinja template of one); a machine's is merged with its profile's. */
+  userData: cloudConfigText,
+  /** cloud-init network-config (v1 or v2); it must leave the NIC the root is attached through alone. */
+  networkConfig: networkConfigText,
+  /** cloud-init vendor-data: a cloud-config, applied before user-data. */
+  vendorData: cloudConfigText,
 };
 
 /** A profile's name: the rule of export names, as it goes in a path and on a command line alike. */

@@ -144,12 +144,18 @@ export class MachineRegistry {
             cmdline: after.cmdline,
             persistent: after.persistent,
             stateSize: after.stateSize,
+            userData: after.userData,
+            networkConfig: after.networkConfig,
+            vendorData: after.vendorData,
           })
           .where(eq(machinesTable.id, before.id))
           .run(),
       );
       const row = this.row(before.mac);
-      const changed = (['name', 'profileId', 'exportId', 'cmdline', 'persistent', 'stateSize'] as const)
+      // Names only: a cloud-init document may hold secrets, which events never carry.
+      const changed = (
+        ['name', 'profileId', 'exportId', 'cmdline', 'persistent', 'stateSize', 'userData', 'networkConfig', 'vendorData'] as const
+      )
         .filter((field) => row[field] !== before[field])
         .map((field) => (field === 'exportId' ? 'export' : field === 'profileId' ? 'profile' : field));
       this.events.record('machine.updated', this.exportName(afterEffective.exportId), {

@@ -26,6 +26,10 @@ export type MachineView = Omit<
   stateExport: string | null;
   /** A live NBD connection of its current boot holds its root or its state. */
   attached: boolean;
+  /** Its own cloud-init documents (`sources` says whether its profile's apply): never in a list. */
+  userData: string | null;
+  networkConfig: string | null;
+  vendorData: string | null;
 };
 
 /** A machine's row as its view: each shared field as its next boot gets it, with where it came from. */
@@ -46,7 +50,9 @@ export function machineView(
   profile: ProfileRow | undefined,
   attached: boolean,
 ): MachineView {
-  const effective = effectiveFields({ exportId: _own, cmdline: _cmdline, persistent: _persistent, stateSize: _size }, profile);
+  const { userData, networkConfig, vendorData } = row;
+  const own = { exportId: _own, cmdline: _cmdline, persistent: _persistent, stateSize: _size, userData, networkConfig, vendorData };
+  const effective = effectiveFields(own, profile);
   const { exportId, sources } = effective;
   const exp =
     exportId === null

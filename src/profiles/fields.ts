@@ -11,7 +11,21 @@ export const fieldDefaults = {
   cmdline: '',
   persistent: false,
   stateSize: defaultStateSize,
+  /** cloud-init's documents: none unless set (src/cloud-init/seed.ts merges the two user-datas instead of choosing). */
+  userData: null as string | null,
+  networkConfig: null as string | null,
+  vendorData: null as string | null,
 };
+
+/** The fields that hold cloud-init documents: they may carry secrets, so list views leave them out. */
+export const cloudInitFields = ['userData', 'networkConfig', 'vendorData'] as const;
+export type CloudInitField = (typeof cloudInitFields)[number];
+
+/** A view without its cloud-init documents: what a list returns. */
+export function withoutCloudInit<T extends Record<CloudInitField, unknown>>(view: T): Omit<T, CloudInitField> {
+  const { userData: _userData, networkConfig: _networkConfig, vendorData: _vendorData, ...rest } = view;
+  return rest;
+}
 
 export type SharedField = keyof typeof fieldDefaults;
 export const sharedFields = Object.keys(fieldDefaults) as SharedField[];

@@ -9,7 +9,15 @@ import type { StateFiles } from '../machines/state-files.js';
 import type { Actor } from '../model/event-map.js';
 import { joinedCmdlineProblem } from '../rules/cmdline.js';
 import { expandNamePattern } from '../rules/name-pattern.js';
-import { effectiveFields, fieldDefaults, sharedFields, viewField, type SharedField } from './fields.js';
+import {
+  effectiveFields,
+  fieldDefaults,
+  sharedFields,
+  viewField,
+  withoutCloudInit,
+  type CloudInitField,
+  type SharedField,
+} from './fields.js';
 import type { AdoptInput, CreateProfileInput, UpdateProfileInput } from './inputs.js';
 import { sharedColumnsOf, type SharedColumns } from './values.js';
 
@@ -36,13 +44,14 @@ export class ProfileRegistry {
     private readonly states: Pick<StateFiles, 'create' | 'discard' | 'closeRetired'>,
   ) {}
 
-  list(): ProfileView[] {
+  /** Without cloud-init documents, which may hold secrets: `get` shows them. */
+  list(): Array<Omit<ProfileView, CloudInitField>> {
     return this.db
       .select()
       .from(profilesTable)
       .orderBy(asc(profilesTable.name))
       .all()
-      .map((row) => this.toView(row));
+      .map((row) => withoutCloudInit(this.toView(row)));
   }
 
   get(name: string): ProfileView {

@@ -4,7 +4,15 @@ import { exportsTable, profilesTable, type ProfileRow } from '../db/schema.js';
 import { badInput } from '../errors.js';
 import { sharedFields, type SharedField } from './fields.js';
 
-type ViewInput = { export?: string | null; cmdline?: string | null; persistent?: boolean | null; stateSize?: number | null };
+type ViewInput = {
+  export?: string | null;
+  cmdline?: string | null;
+  persistent?: boolean | null;
+  stateSize?: number | null;
+  userData?: string | null;
+  networkConfig?: string | null;
+  vendorData?: string | null;
+};
 export type SharedColumns = { [F in SharedField]: ProfileRow[F] };
 
 /** The shared fields an input gives, as columns (an export by id; null: unset); a field not given is left out. */

@@ -1,9 +1,11 @@
 import { createMachineInput, machineByMacInput, updateMachineInput } from '../machines/inputs.js';
 import { powerActionInput, reimageInput, setBmcInput } from '../power/inputs.js';
+import { withoutCloudInit } from '../profiles/fields.js';
 import { authedProcedure, router } from './trpc.js';
 
 export const machinesRouter = router({
-  list: authedProcedure.query(({ ctx }) => ctx.power.withPower(ctx.machines.list())),
+  /** Without cloud-init documents, which may hold secrets: `get` shows them. */
+  list: authedProcedure.query(({ ctx }) => ctx.power.withPower(ctx.machines.list()).map(withoutCloudInit)),
   /** Unknown MACs that asked for a boot script: candidates to add. */
   discovered: authedProcedure.query(({ ctx }) => ctx.machines.discovered()),
   get: authedProcedure.input(machineByMacInput).query(({ ctx, input }) => ctx.power.withPower([ctx.machines.get(input.mac)])[0]!),

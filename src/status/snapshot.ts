@@ -3,6 +3,7 @@ import type { ExportRegistry } from '../exports/registry.js';
 import type { MachineRegistry } from '../machines/registry.js';
 import type { ProfileRegistry } from '../profiles/registry.js';
 import type { Power } from '../power/index.js';
+import { withoutCloudInit } from '../profiles/fields.js';
 import type { ConnectionTable, DataPlaneHealth } from '../supervisor/index.js';
 
 /** What a status snapshot is read from: the domain modules, never a request's context. */
@@ -22,7 +23,8 @@ export async function statusSnapshot(sources: StatusSources) {
     health: await sources.dataPlane.health(),
     exports: sources.registry.list(),
     connections: sources.dataPlane.connections.recent(sources.dataPlane.maxConnections, true),
-    machines: sources.power.withPower(sources.machines.list()),
+    // A list, so without cloud-init documents, which may hold secrets.
+    machines: sources.power.withPower(sources.machines.list()).map(withoutCloudInit),
     discoveredMachines: sources.machines.discovered(),
     profiles: sources.profiles.list(),
   };

@@ -52,9 +52,10 @@ export interface DebianImage {
 
 /**
  * The Debian 12 test image, built by ramboot/cached-debian-image (once per content, cached outside the clone);
- * `variant` picks its kernel (stock, cloud: Debian's cloud kernel, zst: backports' with .ko.zst modules).
+ * `variant` picks its kernel (stock, cloud: Debian's cloud kernel, zst: backports' with .ko.zst modules) or adds
+ * cloud-init (cloud-init).
  */
-export function debianImage(timeoutMs: number, variant: 'stock' | 'cloud' | 'zst' = 'stock'): Promise<DebianImage> {
+export function debianImage(timeoutMs: number, variant: 'stock' | 'cloud' | 'zst' | 'cloud-init' = 'stock'): Promise<DebianImage> {
   return new Promise((resolve, reject) => {
     execFile(cachedDebianImage, [variant], { timeout: timeoutMs, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
       if (err) return reject(new Error(`ramboot/cached-debian-image failed: ${err.message}\n${stderr}`));
