@@ -152,9 +152,13 @@ export function bootRoutes(options: BootRoutesOptions): BootRoutes {
         return true;
       }
       const at = endpoint();
-      recordScript(exp.name, sendText(req, res, exportScript({ ...exp, partition: info.partition }, at)), {
-        nbd: `${at.nbdHost}:${at.nbdPort}`,
-      });
+      recordScript(
+        exp.name,
+        sendText(req, res, exportScript({ ...exp, partition: info.partition, lv: info.lv, subvol: info.subvol }, at)),
+        {
+          nbd: `${at.nbdHost}:${at.nbdPort}`,
+        },
+      );
       return true;
     }
     const file = await (target.kind === 'kernel' ? artifacts.kernelFor(exp) : artifacts.initrdFor(exp));
@@ -215,7 +219,11 @@ function machineScript(
     cmdline: effective.cmdline,
     stateExport: effective.persistent ? stateExportName(machine.mac) : null,
   };
-  return { text: exportScript({ ...exp, partition: info.partition }, endpoint, identity), exportName: exp.name, boots: true };
+  return {
+    text: exportScript({ ...exp, partition: info.partition, lv: info.lv, subvol: info.subvol }, endpoint, identity),
+    exportName: exp.name,
+    boots: true,
+  };
 }
 
 /** `POST /boot/report?mac=MAC&stage=STAGE`, a text body: a machine's initramfs or booted system says where its boot is. */

@@ -12,6 +12,7 @@ import {
   type ChildLimits,
   type ImageSource,
 } from '../bounded-child.js';
+import { layoutModules } from '../inspect/inspect-image.js';
 import type { BootInspection } from '../inspect/result.js';
 import { isOutOfSpace } from '../db/data-dir-space.js';
 import type { Logger } from '../log.js';
@@ -147,7 +148,7 @@ export class BootFilesCache {
         modulesDir: request.inspection.modulesDir ?? '',
         kitInitrd: this.kit.initrd,
         kitLoadOrder: this.kit.loadOrder,
-        rootModules: this.kit.rootModules,
+        rootModules: [...this.kit.rootModules, ...layoutModules(request.inspection)],
         outDir,
       };
       const outcome = outcomeOf(
