@@ -175,6 +175,14 @@ describe('reading btrfs without mounting', () => {
       expect(Date.now() - started).toBeLessThan(5000);
     });
 
+    it('a btrfs without subvolumes or an OS: its top is the root, and the kernel search says what is missing', async () => {
+      expect(await inspect(image)).toMatchObject({
+        ready: false,
+        layout: 'disk btrfs',
+        reason: 'the image has no /lib/modules directory, so no kernel of its own to boot',
+      });
+    });
+
     it('a btrfs over several devices', () => {
       const file = scratch('multi.btrfs');
       fs.copyFileSync(image, file);

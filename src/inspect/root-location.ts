@@ -50,8 +50,7 @@ export function locateRoot(fd: number, read: ReadAt, table: PartitionTable, disk
   }
   const plain = chooseRoot(read, table, diskSize);
   if (!plain.found) {
-    if (lvmProblems.length === 0 && !groups?.physicalVolumes.length) return plain;
-    return { ...plain, reason: lvmReason(groups!.physicalVolumes, lvmProblems) };
+    return groups?.physicalVolumes.length ? { ...plain, reason: lvmReason(groups.physicalVolumes, lvmProblems) } : plain;
   }
   const where = plain.partition === null ? 'disk' : `${table.scheme}/p${plain.partition}`;
   try {
@@ -97,7 +96,9 @@ function openRoot(fd: number, read: ReadAt, part: { offset: number; size: number
   const defaultPath = pathOf(defaultId);
   const defaultTree = volume.open(defaultId, 'the btrfs filesystem');
   const btrfs = { volume, defaultPath: defaultPath ?? '' };
-  if (hasOs(defaultTree)) return { fstype, tree: defaultTree, subvol: null, prefix: '', btrfs, where };
+  const others = subvolumes.filter((s) => s.path !== defaultPath);
+  // Without other subvolumes there is nothing to choose: what the default lacks, the kernel search says.
+  if (others.length === 0 || hasOs(defaultTree)) return { fstype, tree: defaultTree, subvol: null, prefix: '', btrfs, where };
   const chosen = rootSubvolume(
     volume,
     subvolumes.filter((s) => s.path !== defaultPath),
@@ -145,7 +146,7 @@ function rootSubvolume(
 }
 
 /** The `subvol=` its /etc/fstab mounts at `mountPoint`, without a leading `/`; null: none. */
-export function fstabSubvolume(tree: FileTree, mountPoint: string): string | null {
+function fstabSubvolume(tree: FileTree, mountPoint: string): string | null {
   try {
     const text = tree.readFile('/etc/fstab', maxFstabBytes);
     const entry = text ? entryFor(parseFstab(text.toString('utf8')), mountPoint) : undefined;
