@@ -66,6 +66,9 @@ describe('ready means the root filesystem can be mounted', () => {
       kernel: null,
       partition: null,
       fstype: 'xfs',
+      layout: 'disk xfs',
+      lv: null,
+      subvol: null,
       reason:
         'cannot boot: the image\'s own kernel cannot (the image has no /lib/modules directory, so no kernel of its own to boot), and the ramboot kit\'s kernel 6.1.0-99-amd64 has no xfs module to mount its xfs root. Rebuild the kit with RAMBOOT_EXTRA_MODULES="xfs" (ramboot/build-kit) and restart nbdmux-server with it, or give the image a kernel whose modules include xfs',
     });

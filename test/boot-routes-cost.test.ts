@@ -28,6 +28,9 @@ describe('the cost of a boot request', () => {
     kernel: '6.1.0-40-amd64',
     partition: null,
     fstype: 'ext4',
+    layout: 'disk ext4',
+    lv: null,
+    subvol: null,
     reason: null,
   };
   let images: string;

@@ -157,7 +157,7 @@ describe('kernel arguments (cmdline)', () => {
 });
 
 describe('boot status in words', () => {
-  const none = { os: null, kernel: null, partition: null, fstype: null };
+  const none = { os: null, kernel: null, partition: null, fstype: null, layout: null, lv: null, subvol: null };
   it.each([
     [{ ...none, ready: false, reason: 'no kit' }, 'not ready (no kit)'],
     [
@@ -165,7 +165,7 @@ describe('boot status in words', () => {
       "ready: kernel 6.1.0-57-amd64 (boots the ramboot kit's kernel)",
     ],
     [
-      { ready: true, os: 'Debian GNU/Linux 12 (bookworm)', kernel: '6.1.0-50-amd64', partition: 2, fstype: 'ext4', reason: null },
+      { ...none, ready: true, os: 'Debian GNU/Linux 12 (bookworm)', kernel: '6.1.0-50-amd64', partition: 2, fstype: 'ext4', reason: null },
       'ready: Debian GNU/Linux 12 (bookworm), kernel 6.1.0-50-amd64, partition 2 (ext4)',
     ],
     [{ ...none, ready: true, fstype: 'ext4', reason: null }, 'ready: ext4'],

@@ -16,6 +16,12 @@ export interface BootInfo {
   /** The root partition's number (the script's nbdroot.part=N), or null for a whole-disk filesystem or when not known. */
   partition: number | null;
   fstype: string | null;
+  /** Where the root and a separate /boot lie, e.g. "gpt/lvm:vg0/root xfs, /boot partition 2 ext4"; null when not known. */
+  layout: string | null;
+  /** The root's logical volume `VG/LV` (the script's nbdroot.lv=), or null. */
+  lv: string | null;
+  /** The root's btrfs subvolume when not the default (the script's nbdroot.subvol=), or null. */
+  subvol: string | null;
   /** Why it cannot boot, or which fallback it uses; null when it boots exactly what the image holds. */
   reason: string | null;
 }
@@ -40,12 +46,15 @@ export interface BootArtifacts {
   removed(exportId: number): void;
 }
 
+/** What a BootInfo says of the layout before an inspection has found one. */
+export const unknownLayout = { partition: null, fstype: null, layout: null, lv: null, subvol: null } as const;
+
 const noKit =
   'no kernel to boot: nbdmux has no ramboot kit; start nbdmux-server with --ramboot-kit DIR (a directory ramboot/cached-build printed)';
 
 /** Without `--ramboot-kit` nothing is bootable (the initramfs is the kit's), and each answer says how to get one. */
 export const noKitArtifacts: BootArtifacts = {
-  bootInfo: () => ({ ready: false, os: null, kernel: null, partition: null, fstype: null, reason: noKit }),
+  bootInfo: () => ({ ...unknownLayout, ready: false, os: null, kernel: null, reason: noKit }),
   kernelFor: () => Promise.resolve({ ok: false, status: 404, reason: noKit }),
   initrdFor: () => Promise.resolve({ ok: false, status: 404, reason: noKit }),
   versionCurrent: () => {},

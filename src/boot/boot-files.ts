@@ -6,14 +6,14 @@ import { exportsTable, exportVersionsTable } from '../db/schema.js';
 import { fileIdentityOf } from '../rules/file-identity.js';
 import { errorText, type Logger } from '../log.js';
 import { cleanText } from '../untrusted-text.js';
-import { fileEtag, type BootArtifacts, type BootExport, type BootFile, type BootInfo } from './artifacts.js';
+import { fileEtag, unknownLayout, type BootArtifacts, type BootExport, type BootFile, type BootInfo } from './artifacts.js';
 import { ChildQueue } from '../bounded-child.js';
 import { BootFilesCache, readKit, type BootFiles, type Kit } from '../initrd/index.js';
-import { bootSummaryOf, inspectBootImage, type BootInspection } from '../inspect/index.js';
+import { bootSummaryOf, inspectBootImage, type BootInspection, type BootSummary } from '../inspect/index.js';
 import { bootInspectionSchema } from '../inspect/result.js';
 import { nicText, type NicId } from '../inspect/nic-drivers.js';
 import { filesystemTypes, linuxFilesystems } from '../inspect/filesystems.js';
-import { rootFilesystemModule } from '../inspect/inspect-image.js';
+import { layoutModules, rootFilesystemModule } from '../inspect/inspect-image.js';
 import { moduleKey } from '../inspect/modules-dep.js';
 
 /** Inspections at once: each is a node child of about 100 ms and a few debugfs runs. */
@@ -98,15 +98,14 @@ export class ImageBootArtifacts implements BootArtifacts {
     const image = this.imageNow(exp.id);
     if (!image)
       return {
+        ...unknownLayout,
         ready: false,
         os: null,
         kernel: null,
-        partition: null,
-        fstype: null,
         reason: 'it serves no image now (see state and fileChange in GET /exports)',
       };
     const known = this.inspected.get(image.versionId);
-    if (!known) return { ready: false, os: null, kernel: null, partition: null, fstype: null, reason: 'inspecting' };
+    if (!known) return { ...unknownLayout, ready: false, os: null, kernel: null, reason: 'inspecting' };
     const summary = bootSummaryOf(known.inspection);
     const failure = this.buildFailures.get(image.versionId);
     const buildFailed = failure?.identity === known.identity ? failure.reason : null;
@@ -120,7 +119,7 @@ export class ImageBootArtifacts implements BootArtifacts {
       };
     }
     const why = buildFailed ?? summary.reason ?? 'the image has no usable kernel of its own';
-    const missing = this.kitCannotMount(summary.fstype);
+    const missing = this.kitCannotMount(summary);
     if (missing)
       return {
         ...summary,
@@ -137,12 +136,12 @@ export class ImageBootArtifacts implements BootArtifacts {
     };
   }
 
-  /** The module the kit lacks to mount a root of `fstype`; null when it has it, or the root's filesystem is not known. */
-  private kitCannotMount(fstype: string | null): string | null {
-    const known = filesystemTypes.find((type) => type === fstype);
+  /** The module the kit lacks to mount the root (its filesystem's, dm_mod for an LV); null when it has them, or the root's filesystem is not known. */
+  private kitCannotMount(summary: BootSummary): string | null {
+    const known = filesystemTypes.find((type) => type === summary.fstype);
     if (!known || !linuxFilesystems.has(known)) return null;
-    const module = rootFilesystemModule(known);
-    return module === null || this.kit.loadOrder.some(({ name }) => moduleKey(name) === moduleKey(module)) ? null : module;
+    const needed = [rootFilesystemModule(known), ...layoutModules(summary)].filter((module) => module !== null);
+    return needed.find((module) => !this.kit.loadOrder.some(({ name }) => moduleKey(name) === moduleKey(module))) ?? null;
   }
 
   async kernelFor(exp: BootExport, nic: NicId | null): Promise<BootFile> {

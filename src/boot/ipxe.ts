@@ -2,8 +2,10 @@ import { versionedExportName } from '../rules/names.js';
 
 /**
  * iPXE scripts, rendered from parts that are already validated: export names (exportNamePattern),
- * hosts (canonicalHostName), ports, and kernel arguments that passed `cmdlineProblem`. Text that
- * comes from an image (its OS name) is only ever shown through `displayText`.
+ * hosts (canonicalHostName), ports, kernel arguments that passed `cmdlineProblem`, and the root's
+ * LV and btrfs subvolume names the inspection found (lvNamePattern, subvolPathPattern: checked
+ * again here, as they come from an image). Text that comes from an image (its OS name) is only
+ * ever shown through `displayText`.
  *
  * What iPXE's script reader treats specially (ipxe/ipxe, src/image/script.c, src/core/exec.c,
  * src/core/settings.c): a line ending in `\` continues on the next; `${name}` anywhere in a word
@@ -11,6 +13,8 @@ import { versionedExportName } from '../rules/names.js';
  * a word starting with `#` ends the command (a comment); the words `;`, `&&` and `||` separate
  * commands; words are split at whitespace with no quoting, and a `:` starting a line is a label.
  */
+
+import { lvNamePattern, subvolPathPattern } from '../inspect/result.js';
 
 /** Image-supplied text (an OS name) reduced to characters no iPXE command can misread, and bounded. */
 export function displayText(text: string, maxLength = 60): string {
@@ -60,7 +64,15 @@ export const machineReconnectSeconds = 300;
  * systemd takes from the command line over the image's shared /etc/machine-id and hostname.
  */
 export function exportScript(
-  exp: { name: string; version: number; cmdline: string; partition: number | null; cow: boolean },
+  exp: {
+    name: string;
+    version: number;
+    cmdline: string;
+    partition: number | null;
+    lv?: string | null;
+    subvol?: string | null;
+    cow: boolean;
+  },
   at: BootEndpoint,
   machine?: MachineIdentity,
 ): string {
@@ -73,6 +85,9 @@ export function exportScript(
   const nbd = `${at.nbdHost}:${at.nbdPort}`;
   // The root partition the inspection found: ramboot's own guess (the largest Linux one) may differ.
   const part = exp.partition === null ? '' : `nbdroot.part=${exp.partition}`;
+  // Where in that partition: a logical volume, a btrfs subvolume other than the default.
+  const lv = exp.lv && lvNamePattern.test(exp.lv) ? `nbdroot.lv=${exp.lv}` : '';
+  const subvol = exp.subvol && subvolPathPattern.test(exp.subvol) ? `nbdroot.subvol=${exp.subvol}` : '';
   const identity = machine
     ? [
         `nbdmux.mac=${machine.mac}`,
@@ -86,7 +101,7 @@ export function exportScript(
   // A machine names the version its boot is written for (served to its address alone, see
   // src/machines/served.ts): another machine booting from the same address reads its own.
   const root = machine ? versionedExportName(exp.name, exp.version) : exp.name;
-  const kernelArgs = ['initrd=initrd.img', `nbdroot=${nbd}/${root}`, part, ...identity, exp.cmdline, machine?.cmdline ?? '']
+  const kernelArgs = ['initrd=initrd.img', `nbdroot=${nbd}/${root}`, part, lv, subvol, ...identity, exp.cmdline, machine?.cmdline ?? '']
     .filter((arg) => arg !== '')
     .join(' ');
   const who = machine ? `${machine.name} (${machine.mac}) boots ${exp.name}` : `booting ${exp.name}`;

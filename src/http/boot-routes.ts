@@ -168,9 +168,13 @@ export function bootRoutes(options: BootRoutesOptions): BootRoutes {
         return true;
       }
       const at = endpoint();
-      recordScript(exp.name, sendText(req, res, exportScript({ ...exp, partition: info.partition }, at)), {
-        nbd: `${at.nbdHost}:${at.nbdPort}`,
-      });
+      recordScript(
+        exp.name,
+        sendText(req, res, exportScript({ ...exp, partition: info.partition, lv: info.lv, subvol: info.subvol }, at)),
+        {
+          nbd: `${at.nbdHost}:${at.nbdPort}`,
+        },
+      );
       return true;
     }
     const busId = url.searchParams.get('busid') ?? '';
@@ -245,7 +249,11 @@ function machineScript(
     cmdline: effective.cmdline,
     stateExport: effective.persistent ? stateExportName(machine.mac) : null,
   };
-  return { text: exportScript({ ...exp, partition: info.partition }, endpoint, identity), exportName: exp.name, boots: true };
+  return {
+    text: exportScript({ ...exp, partition: info.partition, lv: info.lv, subvol: info.subvol }, endpoint, identity),
+    exportName: exp.name,
+    boots: true,
+  };
 }
 
 /** `POST /boot/report?mac=MAC&stage=STAGE`, a text body: a machine's initramfs or booted system says where its boot is. */

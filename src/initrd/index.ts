@@ -12,6 +12,7 @@ import {
   type ChildLimits,
   type ImageSource,
 } from '../bounded-child.js';
+import { layoutModules } from '../inspect/inspect-image.js';
 import type { BootInspection } from '../inspect/result.js';
 import { nicKey, type NicId } from '../inspect/nic-drivers.js';
 import { isOutOfSpace } from '../db/data-dir-space.js';
@@ -157,7 +158,7 @@ export class BootFilesCache {
         modulesDir: request.inspection.modulesDir ?? '',
         kitInitrd: this.kit.initrd,
         kitLoadOrder: this.kit.loadOrder,
-        rootModules: this.kit.rootModules,
+        rootModules: [...this.kit.rootModules, ...layoutModules(request.inspection)],
         deviceModules: this.kit.deviceModules,
         deviceAliases: this.kit.deviceAliases,
         nic: request.nic ?? null,

@@ -1,12 +1,12 @@
 import { fstatSync, readSync } from 'node:fs';
 import { ImageReadError, requireFile, type FileTree, type FsEntry, type Resolved } from './file-tree.js';
 import type { FilesystemType, ReadAt } from './filesystems.js';
-import { openFileTree } from './open-tree.js';
 import { compareKernelVersions } from './kernel-version.js';
 import { loadOrder, moduleKey, parseModulesBuiltin, parseModulesDep, type ModuleEntry } from './modules-dep.js';
 import { absentModules } from './module-files.js';
 import { osNameOf } from './os-release.js';
-import { chooseRoot, readPartitionTable } from './partitions.js';
+import { readPartitionTable } from './partitions.js';
+import { locateRoot } from './root-location.js';
 import { nothingFound, type BootInspection } from './result.js';
 import { separateBoot, type KernelPlace } from './separate-boot.js';
 import type { z } from 'zod';
@@ -43,30 +43,35 @@ export interface PlannedModule {
 export function inspectImage(fd: number, size: number, options: InspectOptions): BootInspection {
   const read = readerOf(fd, size);
   const table = readPartitionTable(read, size);
-  const root = chooseRoot(read, table, size);
+  const located = locateRoot(fd, read, table, size);
+  if (!located.found) return { ...nothingFound, partition: located.partition, fstype: located.fstype, reason: located.reason };
+  const { root } = located;
   const result: BootInspection = {
     ...nothingFound,
     partition: root.partition,
     fstype: root.fstype,
-    partitionOffset: root.found ? root.offset : null,
+    partitionOffset: root.offset,
+    lv: root.lv,
+    subvol: root.subvol,
+    layout: `${root.where} ${root.fstype}${root.subvol === null ? '' : ` subvol=${root.subvol}`}`,
   };
-  if (!root.found) return { ...result, reason: root.reason };
   try {
-    const tree = openFileTree(fd, read, root, root.fstype, null);
+    const tree = root.tree;
     result.os = readOsName(tree);
-    const boot = separateBoot(fd, read, table, { fs: tree, partition: root.partition });
-    const rootBoot: KernelPlace = { fs: tree, offset: root.offset, dir: '/boot', name: '/boot' };
+    const boot = separateBoot(fd, read, table, { fs: tree, partition: root.partition, btrfs: root.btrfs });
+    if (boot && 'place' in boot) result.layout = `${result.layout}, ${boot.place.layout}`;
+    const rootBoot: KernelPlace = { fs: tree, offset: root.offset, dir: '/boot', name: '/boot', prefix: root.prefix, layout: '' };
     const places = boot && 'place' in boot ? [boot.place, rootBoot] : [rootBoot];
     const kernel = chooseKernel(tree, places, options.kernelVersion, boot && 'problem' in boot ? boot.problem : null);
     Object.assign(result, {
       kernel: kernel.version,
       kernelOffset: kernel.place.offset,
-      kernelPath: kernel.file.path,
+      kernelPath: `${kernel.place.prefix}${kernel.file.path}`,
       kernelSize: kernel.file.entry.size,
-      modulesDir: kernel.modulesDir,
+      modulesDir: `${root.prefix}${kernel.modulesDir}`,
     });
     requireFile(kernel.file, maxKernelBytes);
-    planModules(tree, kernel.modulesDir, modulesToBoot(options.requiredModules, root.fstype));
+    planModules(tree, kernel.modulesDir, modulesToBoot(options.requiredModules, root.fstype, root.lv));
     return { ...result, ready: true, devicesMissing: absentModules(tree, kernel.modulesDir, options.deviceModules ?? []) };
   } catch (err) {
     if (err instanceof ImageReadError) return { ...result, reason: err.message };
@@ -82,10 +87,18 @@ export function rootFilesystemModule(fstype: FilesystemType): string | null {
   return fstype.startsWith('ext') ? null : fstype;
 }
 
-/** What ramboot's init must load from the image's kernel: what the kit loads for itself, and the root's filesystem. */
-export function modulesToBoot(required: readonly string[], fstype: FilesystemType): string[] {
-  const module = rootFilesystemModule(fstype);
-  return module === null || required.some((name) => moduleKey(name) === moduleKey(module)) ? [...required] : [...required, module];
+/** The module an LV root needs to be activated (device-mapper), beyond the root's filesystem. */
+export function layoutModules(inspection: { lv: string | null }): string[] {
+  return inspection.lv === null ? [] : ['dm_mod'];
+}
+
+/** What ramboot's init must load from the image's kernel: what the kit loads for itself, the root's filesystem, and dm_mod for an LV. */
+export function modulesToBoot(required: readonly string[], fstype: FilesystemType, lv: string | null = null): string[] {
+  const wanted = [...required];
+  for (const module of [rootFilesystemModule(fstype), ...layoutModules({ lv })]) {
+    if (module !== null && !wanted.some((name) => moduleKey(name) === moduleKey(module))) wanted.push(module);
+  }
+  return wanted;
 }
 
 /** Reads at most `size` bytes of the image: nothing past its end. */

@@ -1,3 +1,4 @@
+import { BtrfsVolume } from './btrfs.js';
 import { ExtFilesystem } from './ext-fs.js';
 import { ImageReadError, type FileTree } from './file-tree.js';
 import { extFilesystemBytes, type FilesystemType, type ReadAt } from './filesystems.js';
@@ -28,7 +29,12 @@ export function openFileTree(
     }
     case 'xfs':
       return new XfsFilesystem(read, part.offset, part.size, label);
+    case 'btrfs': {
+      // Its default subvolume, as a mount without subvol= shows it: the paths an inspection hands on start there.
+      const volume = new BtrfsVolume(read, part.offset, part.size, label);
+      return volume.open(volume.defaultSubvolume(), label);
+    }
     default:
-      throw new ImageReadError(`${owner ?? 'the root filesystem'} is ${fstype}: nbdmux reads kernels from ext2/3/4 and xfs only`);
+      throw new ImageReadError(`${owner ?? 'the root filesystem'} is ${fstype}: nbdmux reads kernels from ext2/3/4, xfs and btrfs only`);
   }
 }

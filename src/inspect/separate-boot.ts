@@ -1,3 +1,4 @@
+import type { BtrfsVolume } from './btrfs.js';
 import { ImageReadError, type FileTree } from './file-tree.js';
 import type { ReadAt } from './filesystems.js';
 import { entryFor, parseDeviceSpec, parseFstab, refusedSummary } from './fstab.js';
@@ -16,6 +17,10 @@ export interface KernelPlace {
   dir: string;
   /** How a reason names it: "/boot" or "the /boot partition 2". */
   name: string;
+  /** Put before a path found here to name it from where a plain open of its filesystem starts (a btrfs: its default subvolume). */
+  prefix: string;
+  /** How the boot summary's layout shows it: "/boot partition 2 ext4", "/boot subvol=boot". */
+  layout: string;
 }
 
 /**
@@ -27,7 +32,7 @@ export function separateBoot(
   fd: number,
   read: ReadAt,
   table: PartitionTable,
-  root: { fs: FileTree; partition: number | null },
+  root: { fs: FileTree; partition: number | null; btrfs: { volume: BtrfsVolume; defaultPath: string } | null },
 ): { place: KernelPlace } | { problem: string } | null {
   let text: Buffer | null;
   try {
@@ -45,10 +50,38 @@ export function separateBoot(
   const source = findMountSource(read, table, parseDeviceSpec(entry.spec), `/etc/fstab mounts /boot from ${entry.spec}`);
   if (!source.found) return { problem: source.reason };
   const { partition, fstype } = source;
-  if (partition.number === root.partition) return null;
+  if (partition.number === root.partition) return root.btrfs ? bootSubvolume(root.btrfs, entry.options, partition.offset) : null;
   const name = `the /boot partition ${partition.number}`;
   try {
-    return { place: { fs: openFileTree(fd, read, partition, fstype, name), offset: partition.offset, dir: '', name } };
+    const fs = openFileTree(fd, read, partition, fstype, name);
+    return { place: { fs, offset: partition.offset, dir: '', name, prefix: '', layout: `/boot partition ${partition.number} ${fstype}` } };
+  } catch (err) {
+    if (err instanceof ImageReadError) return { problem: err.message };
+    throw err;
+  }
+}
+
+/** /boot as a subvolume of the root's own btrfs (`subvol=` in its fstab line); null: the root's own /boot directory. */
+function bootSubvolume(
+  btrfs: { volume: BtrfsVolume; defaultPath: string },
+  options: string[],
+  offset: number,
+): { place: KernelPlace } | { problem: string } | null {
+  const path = options
+    .find((o) => o.startsWith('subvol='))
+    ?.slice('subvol='.length)
+    .replace(/^\/+/, '');
+  if (path === undefined) return null;
+  const subvolume = btrfs.volume.subvolumes().find((s) => s.path === path);
+  if (!subvolume) return { problem: `/etc/fstab mounts /boot from the btrfs subvolume ${path}, which the filesystem does not have` };
+  const { defaultPath } = btrfs;
+  if (defaultPath !== '' && !path.startsWith(`${defaultPath}/`))
+    return { problem: `/etc/fstab mounts /boot from the btrfs subvolume ${path}, outside the default subvolume nbdmux's build reads from` };
+  const name = `the /boot subvolume ${path}`;
+  try {
+    const fs = btrfs.volume.open(subvolume.id, name);
+    const prefix = `/${defaultPath === '' ? path : path.slice(defaultPath.length + 1)}`;
+    return { place: { fs, offset, dir: '', name, prefix, layout: `/boot subvol=${path}` } };
   } catch (err) {
     if (err instanceof ImageReadError) return { problem: err.message };
     throw err;
