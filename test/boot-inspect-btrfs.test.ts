@@ -223,6 +223,7 @@ describe('inspecting images whose root is btrfs', () => {
       kernelPath: `/boot/vmlinuz-${version}`,
       kernelSize: kernel.length,
       modulesDir: `/usr/lib/modules/${version}`,
+      devicesMissing: [],
     });
     expect(await build(disk.file, inspection)).toMatchObject({ own: true, reason: null });
   });
@@ -271,6 +272,7 @@ describe('inspecting images whose root is btrfs', () => {
         kernelSize: kernel.length,
         // From the default subvolume (the top), where the build opens the filesystem.
         modulesDir: `/root/usr/lib/modules/${version}`,
+        devicesMissing: [],
       });
       expect(await build(disk.file, inspection)).toMatchObject({ own: true, reason: null });
     });

@@ -232,6 +232,7 @@ describe('a separate /boot partition', () => {
       kernelPath: `/vmlinuz-${version}`,
       kernelSize: kernelBytes.length,
       modulesDir: `/usr/lib/modules/${version}`,
+      devicesMissing: [],
     });
   });
 

@@ -128,6 +128,7 @@ describe.skipIf(!loopDevicesUsable)(
         kernelPath: `/vmlinuz-${version}`,
         kernelSize: kernel.length,
         modulesDir: `/usr/lib/modules/${version}`,
+        devicesMissing: [],
       });
       const kit = await readKit(fakeKit(crypto.randomBytes(1024)));
       const quiet: Logger = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };

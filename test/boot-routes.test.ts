@@ -235,6 +235,9 @@ describe('boot routes', () => {
       kernel: '6.1.0-99-amd64',
       partition: null,
       fstype: null,
+      layout: null,
+      lv: null,
+      subvol: null,
       reason: "boots the ramboot kit's kernel 6.1.0-99-amd64: no partition table and no filesystem nbdmux recognises",
     });
     expect(JSON.parse((await request(daemon, '/exports/alpha', { headers: bearer })).body.toString()).cmdline).toBe(
