@@ -60,7 +60,7 @@ const e2e = [
   'reconnect',
 ].map((name) => `test/${name}.test.ts`);
 /** qemu boots whose ground the e2e ones already cover, kept out of CI's time: `npm run test:long`. */
-const long = ['power-reimage', 'pxe-boot'].map((name) => `test/${name}.test.ts`);
+const long = ['layout-boot', 'power-reimage', 'pxe-boot'].map((name) => `test/${name}.test.ts`);
 
 export default defineConfig({
   test: {
