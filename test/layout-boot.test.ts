@@ -5,7 +5,16 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
 import { layoutImages, type LayoutImages } from './helpers/layout-images.js';
-import { bootFailureReport, bootGuest, guestHttpHost, rambootKit, type Guest, type RambootKit, type SerialLine } from './helpers/qemu.js';
+import {
+  bootFailureReport,
+  bootGuest,
+  guestHttpHost,
+  guestNbdAddress,
+  rambootKit,
+  type Guest,
+  type RambootKit,
+  type SerialLine,
+} from './helpers/qemu.js';
 import { skipWithout } from './helpers/tools.js';
 
 /**
@@ -179,5 +188,36 @@ describe.skipIf(skipWithout('qemu-system-x86_64', 'mmdebstrap', 'losetup', 'lvm'
       },
       (timeoutSeconds + 60) * 1000,
     );
+
+    it('says what it cannot find, in one FAILED line: a logical volume the group lacks, a btrfs root without its subvolume', async () => {
+      for (const [name, append, failed] of [
+        [
+          'rocky',
+          'nbdroot.lv=rl/nope',
+          'cannot activate the root logical volume rl/nope: volume group rl has no logical volume nope (it has: root)',
+        ],
+        [
+          'fedora',
+          '',
+          "fedora has no init at /sbin/init in the default subvolume of its btrfs: name the root's subvolume with nbdroot.subvol=PATH",
+        ],
+      ] as const) {
+        // The kit's kernel loaded directly: what is checked happens in the initramfs, before any PXE matters.
+        guest = bootGuest({
+          kit,
+          kernel: 'vmlinux',
+          nbdPort: daemon.nbdPort,
+          append: `nbdroot=${guestNbdAddress}/${name} ${append}`,
+          serialLog: path.join(logs, `${name}-failed.log`),
+          timeoutSeconds: 240,
+        });
+        const { code } = await guest.exited;
+        const lines = guest.lines();
+        expect(code, bootFailureReport(lines)).toBe(0);
+        expect(lines.filter((line) => line.text.startsWith('ramboot: FAILED')).map((line) => line.text)).toEqual([
+          `ramboot: FAILED: ${failed}`,
+        ]);
+      }
+    }, 600_000);
   },
 );
