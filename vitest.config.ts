@@ -61,7 +61,7 @@ const e2e = [
   'reconnect',
 ].map((name) => `test/${name}.test.ts`);
 /** qemu boots whose ground the e2e ones already cover, kept out of CI's time: `npm run test:long`. */
-const long = ['cloud-init-boot', 'nic-kernel', 'power-reimage', 'pxe-boot'].map((name) => `test/${name}.test.ts`);
+const long = ['cloud-init-boot', 'layout-boot', 'nic-kernel', 'power-reimage', 'pxe-boot'].map((name) => `test/${name}.test.ts`);
 
 export default defineConfig({
   test: {

@@ -103,6 +103,13 @@ describe('per-image boot files', () => {
       'mbcache',
       'jbd2',
       'ext4',
+      'libcrc32c',
+      'xfs',
+      'zstd_compress',
+      'raid6_pq',
+      'xor',
+      'btrfs',
+      'dm-mod',
     ];
     const appended = unpackAppended(files.initrd);
     expect(appended.files.sort()).toEqual(

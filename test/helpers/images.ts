@@ -123,6 +123,13 @@ export function debianBootTree(debian: DebianImage, tree: string): { tree: strin
     'fs/mbcache.ko',
     'lib/crc16.ko',
     'crypto/crc32c_generic.ko',
+    'fs/xfs',
+    'fs/btrfs',
+    'drivers/md/dm-mod.ko',
+    'lib/libcrc32c.ko',
+    'lib/zstd',
+    'lib/raid6',
+    'crypto/xor.ko',
   ];
   const members = [
     `/boot/vmlinuz-${kernelVersion}`,
