@@ -1,12 +1,16 @@
 import type { Db } from '../db/open.js';
 import type { EventLog } from '../events/event-log.js';
 import type { MachineRegistry, MachineView } from '../machines/registry.js';
-import { BmcSettings, type BmcView } from './bmcs.js';
+import type { ProfileView } from '../profiles/registry.js';
+import { BmcSettings, type BmcView, type ProfileBmcView } from './bmcs.js';
 import { defaultPowerOptions, PowerControl, type PowerOptions } from './control.js';
 import { PowerPoller, type PolledPower } from './poller.js';
 
 /** A machine as the control plane shows it, with its BMC (password as "set"/"not set") and its polled power state. */
 export type MachineWithPower = MachineView & { bmc: BmcView | null; power: PolledPower | null };
+
+/** A profile as the control plane shows it, with the BMC credentials it gives its machines (password as "set"/"not set"). */
+export type ProfileWithBmc = ProfileView & { bmc: ProfileBmcView | null };
 
 /** The power parts, wired: what the router and the daemon hold. */
 export interface Power {
@@ -15,6 +19,8 @@ export interface Power {
   poller: PowerPoller;
   /** Adds each machine's BMC and cached power state: reads the database and the cache, never a BMC. */
   withPower(views: MachineView[]): MachineWithPower[];
+  /** Adds each profile's shared BMC credentials. */
+  withProfileBmc(views: ProfileView[]): ProfileWithBmc[];
 }
 
 export function createPower(
@@ -36,6 +42,10 @@ export function createPower(
         const id = machines.find(view.mac)?.id;
         return { ...view, bmc: (id !== undefined && all.get(id)) || null, power: (id !== undefined && poller.get(id)) || null };
       });
+    },
+    withProfileBmc(views) {
+      const all = bmcs.profileViews();
+      return views.map((view) => ({ ...view, bmc: all.get(view.name) ?? null }));
     },
   };
 }

@@ -11,7 +11,7 @@ export interface StatusSources {
   registry: Pick<ExportRegistry, 'list'>;
   machines: Pick<MachineRegistry, 'list' | 'discovered'>;
   profiles: Pick<ProfileRegistry, 'list'>;
-  power: Pick<Power, 'withPower'>;
+  power: Pick<Power, 'withPower' | 'withProfileBmc'>;
   /** Emits 'event' for every event recorded: something may have changed. */
   events: EventEmitter;
 }
@@ -24,7 +24,7 @@ export async function statusSnapshot(sources: StatusSources) {
     connections: sources.dataPlane.connections.recent(sources.dataPlane.maxConnections, true),
     machines: sources.power.withPower(sources.machines.list()),
     discoveredMachines: sources.machines.discovered(),
-    profiles: sources.profiles.list(),
+    profiles: sources.power.withProfileBmc(sources.profiles.list()),
   };
 }
 
