@@ -48,7 +48,7 @@ describe("a profile's BMC credentials and its power, against ipmi_sim", () => {
     const missing = await refusal(() => plane.caller.machines.power({ mac: node1, action: 'status' }));
     expect([missing.status, missing.error.message]).toEqual([
       412,
-      `rack3-node1 (${node1}) has a BMC address but no user or password: set it on the machine (PUT /machines/${node1}/bmc) or on its profile (PUT /profiles/{name}/bmc)`,
+      `rack3-node1 (${node1}) has a BMC address but no user or password: set it on the machine's BMC or on its profile's`,
     ]);
 
     const first = await refusal(() => plane.caller.profiles.setBmc({ name: 'rack3', user: bmc.user }));

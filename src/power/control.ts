@@ -144,8 +144,9 @@ export class PowerControl {
 
 /** What a machine lacks before its BMC can be asked (`missing` null: the BMC itself), and where to set it. */
 export function setupText(name: string, mac: string, missing: ReadonlyArray<'user' | 'password'> | null): string {
-  if (missing === null) return `${name} (${mac}) has no BMC set: PUT /machines/${mac}/bmc with its address, user and password`;
-  return `${name} (${mac}) has a BMC address but no ${missing.join(' or ')}: set it on the machine (PUT /machines/${mac}/bmc) or on its profile (PUT /profiles/{name}/bmc)`;
+  // In words every interface can show: each names the setting its own way (REST path, CLI command, dashboard form).
+  if (missing === null) return `${name} (${mac}) has no BMC set: give it its BMC's address, and a user and password (its own or its profile's)`;
+  return `${name} (${mac}) has a BMC address but no ${missing.join(' or ')}: set it on the machine's BMC or on its profile's`;
 }
 
 /** What went wrong, what the BMC said, and what the operator does about it. */
@@ -155,7 +156,7 @@ export function failureText(name: string, target: Pick<IpmiTarget, 'address' | '
     case 'unreachable':
       return `${bmc} did not answer (${answer}): check its address and port, that it is powered and on the network, and that UDP reaches it`;
     case 'credentials':
-      return `${bmc} refused the user name or password (${answer}): set the right ones with PUT /machines/{mac}/bmc; nothing was changed`;
+      return `${bmc} refused the user name or password (${answer}): set the right ones on the machine's BMC or its profile's; nothing was changed`;
     case 'refused':
       return `${bmc} refused the command (${answer}): it may not support it, or not in the machine's present power state`;
     case 'no-ipmitool':
