@@ -54,10 +54,10 @@ function valueOf(field: ProfileField, text: string): string | boolean | null {
 }
 
 /** The profile's value as the form shows it. */
-function textOf(field: ProfileField, value: unknown): string {
+function textOf(field: ProfileField, value: string | number | boolean | null | undefined): string {
   if (value === null || value === undefined) return '';
   if (field.kind === 'yes-no') return value ? 'yes' : 'no';
-  if (field.kind === 'size') return sizeText(value as number);
+  if (field.kind === 'size' && typeof value === 'number') return sizeText(value);
   return String(value);
 }
 
@@ -86,8 +86,9 @@ export class ProfileForm {
       const existing = this.profiles().find((p) => p.name === name);
       const given: Record<string, unknown> = {};
       for (const field of profileFields) {
-        const value = valueOf(field, textField(data, field.name).trim());
-        if (existing ? textOf(field, value) !== textOf(field, existing[field.name]) : value !== null) given[field.name] = value;
+        const text = textField(data, field.name).trim();
+        const value = valueOf(field, text);
+        if (existing ? text !== textOf(field, existing[field.name]) : value !== null) given[field.name] = value;
       }
       const allMachines = data.get('allMachines') === 'on';
       if (!existing) await api.profiles.create.mutate({ name, ...(given as SharedInput) });
