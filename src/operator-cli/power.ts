@@ -50,9 +50,9 @@ export const powerCommands = {
         out.write(`${r.ok ? 'ok    ' : 'FAILED'} ${r.name} (${r.mac}) ${last.step}: ${last.detail}\n`);
       }
       const rebooted = results.filter((r) => r.ok).length;
+      const others = rebooted < results.length ? ', the others at their next boot' : '';
       out.write(
-        `profile ${name} boots ${exportName}: ${rebooted} of ${results.length} machine(s) rebooting now, the others at their next boot; ` +
-          `"nbdmux machines" shows their stages\n`,
+        `profile ${name} boots ${exportName}: ${rebooted} of ${results.length} machine(s) rebooting now${others}; "nbdmux machines" shows their stages\n`,
       );
     }
     return results.every((r) => r.ok) ? exitCodes.ok : exitCodes.failed;
