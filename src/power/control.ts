@@ -145,7 +145,8 @@ export class PowerControl {
 /** What a machine lacks before its BMC can be asked (`missing` null: the BMC itself), and where to set it. */
 export function setupText(name: string, mac: string, missing: ReadonlyArray<'user' | 'password'> | null): string {
   // In words every interface can show: each names the setting its own way (REST path, CLI command, dashboard form).
-  if (missing === null) return `${name} (${mac}) has no BMC set: give it its BMC's address, and a user and password (its own or its profile's)`;
+  if (missing === null)
+    return `${name} (${mac}) has no BMC set: give it its BMC's address, and a user and password (its own or its profile's)`;
   return `${name} (${mac}) has a BMC address but no ${missing.join(' or ')}: set it on the machine's BMC or on its profile's`;
 }
 
