@@ -49,6 +49,7 @@ const e2e = [
   'dashboard-fleet',
   'dashboard-logout',
   'dashboard-machines',
+  'dashboard-power',
   'dashboard-versions',
   'dashboard',
   'debian-boot',

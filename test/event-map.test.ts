@@ -122,6 +122,8 @@ describe('the CLI shows every event type', () => {
       client: '10.0.0.9',
     },
     'machine.bmc-removed': { mac: '52:54:00:12:34:56', name: 'node7', actor: 'bearer', client: '10.0.0.9' },
+    'profile.bmc-set': { name: 'rack3', user: 'admin', passwordChanged: true, actor: 'open', client: '10.0.0.9' },
+    'profile.bmc-removed': { name: 'rack3', actor: 'bearer', client: '10.0.0.9' },
     'machine.power': {
       mac: '52:54:00:12:34:56',
       name: 'node7',
@@ -172,6 +174,8 @@ describe('the CLI shows every event type', () => {
     'machine.bmc-set':
       'mac=52:54:00:12:34:56 name=node7 address=10.0.3.7 port=623 user=admin passwordChanged=true actor=open client=10.0.0.9',
     'machine.bmc-removed': 'mac=52:54:00:12:34:56 name=node7 actor=bearer client=10.0.0.9',
+    'profile.bmc-set': 'name=rack3 user=admin passwordChanged=true actor=open client=10.0.0.9',
+    'profile.bmc-removed': 'name=rack3 actor=bearer client=10.0.0.9',
     'machine.power': 'node7 (52:54:00:12:34:56) off: credentials: RAKP 2 HMAC is invalid (by bearer from 10.0.0.9)',
   };
   const at = new Date(2026, 0, 2, 3, 4, 5).toISOString();

@@ -81,4 +81,49 @@ describe('power from the CLI and REST', () => {
     expect((await api(daemon, 'DELETE', `/machines/${mac}/bmc`)).status).toBe(204);
     expect((await api(daemon, 'POST', `/machines/${mac}/power`, { action: 'status' })).status).toBe(412);
   });
+
+  it('a profile: its credentials from the CLI, then power and reimage of all its machines, one line per machine, from the CLI and REST', async () => {
+    const [m2, m3] = ['52:54:00:00:04:02', '52:54:00:00:04:03'];
+    expect((await api(daemon, 'POST', '/profiles', { name: 'rack3' })).status).toBe(201);
+    await client.machines.create.mutate({ mac: m2, name: 'rack3-a', profile: 'rack3' });
+    await client.machines.create.mutate({ mac: m3, name: 'rack3-b', profile: 'rack3' });
+    expect(await nbdmux(['profiles', 'bmc', 'rack3', '--user', bmc.user], { NBDMUX_BMC_PASSWORD: bmc.password })).toMatchObject({
+      code: 0,
+      stdout: 'BMC credentials of profile rack3: user admin, password set\n',
+    });
+    expect(await nbdmux(['machines', 'bmc', m2, '--address', '127.0.0.1', '--port', String(bmc.port)])).toMatchObject({
+      code: 0,
+      stdout: `BMC of ${m2}: admin@127.0.0.1:${bmc.port}, password set (user and password from its profile)\n`,
+    });
+
+    const power = await nbdmux(['profiles', 'power', 'rack3', 'status']);
+    expect(power.code).toBe(1);
+    expect(power.stdout).toMatch(
+      new RegExp(`^ok +rack3-a \\(${m2}\\) status: (on|off)\nFAILED rack3-b \\(${m3}\\) status: rack3-b .* has no BMC set`),
+    );
+    const rest = await api(daemon, 'POST', '/profiles/rack3/power', { action: 'status' });
+    expect([rest.status, rest.json.results.map((r: { name: string; ok: boolean }) => [r.name, r.ok])]).toEqual([
+      200,
+      [
+        ['rack3-a', true],
+        ['rack3-b', false],
+      ],
+    ]);
+
+    const reimaged = await nbdmux(['profiles', 'reimage', 'rack3', '--export', 'deb']);
+    expect(reimaged.code).toBe(1);
+    // On, or cycled when the earlier tests left the one simulated machine running.
+    expect(
+      reimaged.stdout
+        .replace(/\) (on|cycle):/, ') POWERED:')
+        .split('\n')
+        .map((line) => line.split(/ +/).slice(0, 4).join(' ')),
+    ).toEqual([`ok rack3-a (${m2}) POWERED:`, `FAILED rack3-b (${m3}) status:`, 'profile rack3 boots deb:', '']);
+    expect(reimaged.stdout).toContain('1 of 2 machine(s) rebooting now, the others at their next boot');
+    const byRest = await api(daemon, 'POST', '/profiles/rack3/reimage', { export: 'nope' });
+    expect([byRest.status, byRest.json.error.message]).toEqual([400, 'export: no export "nope"; GET /exports lists them']);
+    expect((await api(daemon, 'GET', '/profiles/rack3')).json.bmc).toMatchObject({ user: 'admin', password: 'set' });
+    expect((await api(daemon, 'DELETE', '/profiles/rack3/bmc')).status).toBe(204);
+    expect((await api(daemon, 'POST', `/machines/${m2}/power`, { action: 'status' })).status).toBe(412);
+  });
 });

@@ -62,7 +62,7 @@ describe('BMC settings', () => {
     expect((await refusal(() => plane.caller.machines.setBmc({ ...bad, port: 70000 }))).error.issues?.[0]?.field).toBe('port');
     await plane.caller.machines.create({ mac: node2, name: 'node2' });
     const { status, error } = await refusal(() => plane.caller.machines.setBmc({ ...bad, mac: node2 }));
-    expect([status, error.message]).toEqual([400, 'password: node2 has no BMC password yet: give one']);
+    expect([status, error.message]).toEqual([400, 'password: node2 has no BMC password yet: give one, or put it in a profile']);
   });
 
   it('never shows the password: views say "set", events say whether it changed, and it goes with the machine', async () => {

@@ -218,10 +218,24 @@ export const machineBmcsTable = sqliteTable('machine_bmcs', {
   /** A host name or an IPv4 or IPv6 literal (see power/inputs.ts). */
   address: text('address').notNull(),
   port: integer('port').notNull(),
-  user: text('user').notNull(),
-  password: text('password').notNull(),
+  /** Null: its profile's (profile_bmcs), field by field. */
+  user: text('user'),
+  password: text('password'),
   /** The RMCP+ cipher suite `ipmitool -C` asks for. */
   cipherSuite: integer('cipher_suite').notNull(),
+  updatedAt: text('updated_at').notNull(),
+});
+
+/**
+ * The BMC credentials a profile's machines share (src/power): each machine's own address, and its
+ * own user or password where it sets one. Write-only password, as a machine's.
+ */
+export const profileBmcsTable = sqliteTable('profile_bmcs', {
+  profileId: integer('profile_id')
+    .primaryKey()
+    .references(() => profilesTable.id, { onDelete: 'cascade' }),
+  user: text('user').notNull(),
+  password: text('password').notNull(),
   updatedAt: text('updated_at').notNull(),
 });
 
@@ -232,6 +246,7 @@ export type MachineRow = typeof machinesTable.$inferSelect;
 export type ProfileRow = typeof profilesTable.$inferSelect;
 export type DiscoveredMachineRow = typeof discoveredMachinesTable.$inferSelect;
 export type MachineBmcRow = typeof machineBmcsTable.$inferSelect;
+export type ProfileBmcRow = typeof profileBmcsTable.$inferSelect;
 /** An event of one type, its details typed by it (drizzle types each column alone). */
 export type EventOf<T extends EventType> = Omit<typeof eventsTable.$inferSelect, 'type' | 'details'> & {
   type: T;

@@ -5,6 +5,8 @@ import { badInput, describeError } from '../errors.js';
 import { errorText, type Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { contentType, readJsonBody } from './body.js';
+import { profilePowerRoutes } from './rest-fleet.js';
+import { decodeName, decodePathPart, withPathField } from './rest-paths.js';
 import type { CreateContext } from '../router/context.js';
 import { createCaller } from '../router/index.js';
 import type { Services } from '../router/trpc.js';
@@ -297,9 +299,9 @@ export const restRoutes: readonly RestRoute[] = [
     docs: {
       PUT: [
         {
-          body: '`{address, port?, user, password?, cipherSuite?}`',
+          body: "`{address, port?, user?, password?, cipherSuite?}` (`user` left out or null, `password` null: its profile's)",
           returns:
-            '200: how nbdmux reaches its BMC over IPMI, the password shown only as "set" or "not set" (a first setting must give one)',
+            '200: how nbdmux reaches its BMC over IPMI, the user and password it uses and `sources`: where each came from (machine, profile, none); the password shown only as "set" or "not set" (a first setting of a machine in no profile must give one)',
         },
       ],
       DELETE: [{ returns: '204: nbdmux forgets its BMC' }],
@@ -345,6 +347,7 @@ export const restRoutes: readonly RestRoute[] = [
       return { status: 200, json: await procedures().machines.reimage(withPathField(await readJsonBody(req), 'mac', mac, 'machine')) };
     },
   },
+  ...profilePowerRoutes,
   {
     path: '/healthz',
     docs: {
@@ -381,13 +384,6 @@ function withPathName(body: unknown, name: string): never {
   return withPathField(body, 'name', name, 'export');
 }
 
-/** The body's fields with the one the path gives (an export's name, a machine's MAC). */
-function withPathField(body: unknown, field: string, value: string, what: string): never {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badInput('(body)', 'must be a JSON object');
-  if (field in body) throw badInput(field, `the ${what} is named by the path; remove "${field}" from the body`);
-  return { ...body, [field]: value } as never;
-}
-
 /** A body the procedure accepted with a `url` started an import. */
 function isImport(body: unknown): boolean {
   return typeof body === 'object' && body !== null && 'url' in body;
@@ -395,18 +391,6 @@ function isImport(body: unknown): boolean {
 
 function hasBody(req: http.IncomingMessage): boolean {
   return req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
-}
-
-function decodeName(raw: string): string {
-  return decodePathPart('name', raw);
-}
-
-function decodePathPart(field: string, raw: string): string {
-  try {
-    return decodeURIComponent(raw);
-  } catch {
-    throw badInput(field, `the ${field} in the path is not valid percent-encoding`);
-  }
 }
 
 function parseForce(value: string | null): boolean {

@@ -93,8 +93,11 @@ export interface EventDetails {
   /** The machine's boot reached `stage`; `detail`: a failure's reason, or the timing lines of `root`. */
   'machine.stage': { mac: string; name: string; stage: MachineStage; client: string; detail?: string };
   /** How nbdmux reaches its BMC was set (`passwordChanged`: a new password came with it; never the password itself). */
-  'machine.bmc-set': { mac: string; name: string; address: string; port: number; user: string; passwordChanged: boolean } & ActedBy;
+  'machine.bmc-set': { mac: string; name: string; address: string; port: number; user: string | null; passwordChanged: boolean } & ActedBy;
   'machine.bmc-removed': { mac: string; name: string } & ActedBy;
+  /** The BMC user and password its machines share were set (`passwordChanged`: a new password came with it; never the password). */
+  'profile.bmc-set': { name: string; user: string; passwordChanged: boolean } & ActedBy;
+  'profile.bmc-removed': { name: string } & ActedBy;
   /** A power action sent to its BMC: `outcome` done, or why the BMC did not do it (`error`: what it answered); `state` after `status`. */
   'machine.power': {
     mac: string;

@@ -126,8 +126,8 @@ const commandSpecs = {
     args: ['MAC'],
     flags: ['address', 'port', 'user'],
     help:
-      "how nbdmux reaches the machine's BMC over IPMI (port default 623); the password is read from $NBDMUX_BMC_PASSWORD, " +
-      'never the command line, and the one set stays when it is unset',
+      "how nbdmux reaches the machine's BMC over IPMI (port default 623); without --user it takes its profile's; the password " +
+      "is read from $NBDMUX_BMC_PASSWORD, never the command line, and the one set (or its profile's) stays when it is unset",
   },
   power: {
     args: ['MAC', 'ACTION'],
@@ -165,6 +165,25 @@ const commandSpecs = {
     help:
       'make discovered MACs (all of them, or those given) machines of profile NAME, named from --names PATTERN in their order ' +
       "of discovery, e.g. 'rack3-node{01..40}'; all or none",
+  },
+  'profiles bmc': {
+    args: ['NAME'],
+    flags: ['user'],
+    help:
+      'the BMC user its machines share (each gives its own address with "machines bmc", and its own user or password wins); ' +
+      'the password is read from $NBDMUX_BMC_PASSWORD, and the one set stays when it is unset',
+  },
+  'profiles power': {
+    args: ['NAME', 'ACTION'],
+    flags: [],
+    help: 'ACTION (as "power" takes) on every machine of the profile, a bounded number at once: one line per machine; exit 1 if any failed',
+  },
+  'profiles reimage': {
+    args: ['NAME'],
+    flags: ['export'],
+    help:
+      "boot all the profile's machines into EXPORT now: set it as the profile's export for all of them (as --all-machines), then " +
+      'boot each from the network; one line per machine, those without a BMC too; exit 1 if any was not rebooted',
   },
 } as const satisfies Record<string, CommandSpec>;
 

@@ -126,6 +126,8 @@ export class EventLines {
       case 'profile.removed':
       case 'machine.bmc-set':
       case 'machine.bmc-removed':
+      case 'profile.bmc-set':
+      case 'profile.bmc-removed':
         return formatDetails(event.details);
       case 'profile.updated': {
         const { name, changed, machines, cleared, stateDiscarded } = event.details;

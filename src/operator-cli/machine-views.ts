@@ -48,7 +48,7 @@ export function renderMachine(m: NbdmuxMachine): string {
     ...(m.stageDetail === null ? [] : [['detail', m.stageDetail] as const]),
     ['attached', m.attached ? 'yes: a live NBD connection of its boot holds its root or its state' : 'no'],
     ['address', m.address ?? '-'],
-    ['bmc', m.bmc === null ? '(none)' : `${m.bmc.user}@${m.bmc.address}:${m.bmc.port}, password ${m.bmc.password}`],
+    ['bmc', m.bmc === null ? '(none)' : describeBmc(m.bmc)],
     ...(m.bmc === null ? [] : [['power', describePower(m.power)] as const]),
     ['last seen', m.lastSeenAt === null ? 'never' : formatTime(m.lastSeenAt)],
     ['created', formatTime(m.createdAt)],
@@ -81,4 +81,11 @@ const discoveredColumns: Column<NbdmuxDiscoveredMachine>[] = [
 export function renderDiscovered(discovered: readonly NbdmuxDiscoveredMachine[]): string {
   if (discovered.length === 0) return 'no unknown MAC has asked to boot\n';
   return renderTable(discoveredColumns, discovered);
+}
+
+/** A machine's BMC in one line: user@address:port, the password as set or not, and what it takes from its profile. */
+export function describeBmc(bmc: NonNullable<NbdmuxMachine['bmc']>): string {
+  const shared = (['user', 'password'] as const).filter((field) => bmc.sources[field] === 'profile');
+  const from = shared.length === 0 ? '' : ` (${shared.join(' and ')} from its profile)`;
+  return `${bmc.user ?? '(no user)'}@${bmc.address}:${bmc.port}, password ${bmc.password}${from}`;
 }

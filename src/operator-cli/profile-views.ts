@@ -27,6 +27,7 @@ export function renderProfile(p: NbdmuxProfile): string {
     ['kernel args', p.cmdline === null ? unset(p.defaults.cmdline === '' ? 'none' : p.defaults.cmdline) : args(p.cmdline)],
     ['persistent', p.persistent === null ? unset(yesNo(p.defaults.persistent)) : yesNo(p.persistent)],
     ['state size', p.stateSize === null ? unset(formatBytes(p.defaults.stateSize)) : `${formatBytes(p.stateSize)} (${p.stateSize} bytes)`],
+    ['bmc', p.bmc === null ? '(none: each machine gives its own user and password)' : `user ${p.bmc.user}, password ${p.bmc.password}`],
     ['machines', p.machines.length === 0 ? 'none' : p.machines.map((m) => `${m.name} (${m.mac})`).join('\n')],
     ['created', formatTime(p.createdAt)],
   ]);

@@ -10,13 +10,19 @@ import { defaultIpmiBounds, runIpmitool, type IpmiBounds, type IpmiTarget } from
 /** One machine's answer to one action; `reason` says what to do about a failure. */
 export type PowerResult =
   | { mac: string; action: PowerAction; ok: true; state: PowerState | null; answer: string; ms: number }
-  | { mac: string; action: PowerAction; ok: false; failure: PowerFailure | 'no-bmc' | 'unknown-machine'; reason: string; ms: number };
+  | { mac: string; action: PowerAction; ok: false; failure: PowerFailure | SetupFailure; reason: string; ms: number };
 
-/** A reimage's steps in order; it stops at the first that fails. */
+/** What nbdmux lacks to ask a machine's BMC anything: the machine, its BMC's address, or the user or password to log in with. */
+export type SetupFailure = 'unknown-machine' | 'no-bmc' | 'no-credentials';
+
+type ReimageStep = 'export' | 'pxe' | 'status' | 'on' | 'cycle';
+
+/** A reimage's steps in order; it stops at the first that fails (`failure`: why its BMC did not do it). */
 export interface ReimageResult {
   mac: string;
   ok: boolean;
-  steps: Array<{ step: 'export' | 'pxe' | 'status' | 'on' | 'cycle'; ok: boolean; detail: string }>;
+  failure?: PowerFailure | SetupFailure;
+  steps: Array<{ step: ReimageStep; ok: boolean; detail: string }>;
 }
 
 export interface PowerOptions {
@@ -57,25 +63,17 @@ export class PowerControl {
 
   /**
    * Asks the BMC for the power state first (a BMC that is silent or refuses the credentials then
-   * leaves everything as it was), sets the export, asks for a network boot next, then cycles the
-   * machine, or powers it on when it is off (a BMC may refuse to cycle a machine that is off).
+   * leaves everything as it was), sets the export, then boots the machine from the network.
    */
   async reimage(mac: string, exportName: string, actor: Actor): Promise<ReimageResult> {
-    const steps: ReimageResult['steps'] = [];
     const machine = this.machines.find(mac);
     if (!machine) throw notFound(`no machine with MAC ${mac}`, { kind: 'list-machines' });
-    if (!this.bmcs.target(machine.id)) throw new TRPCError({ code: 'PRECONDITION_FAILED', message: noBmcText(machine.name, mac) });
-    const step = async (action: PowerAction) => {
-      const result = await this.one(mac, action, actor);
-      steps.push({
-        step: action as ReimageResult['steps'][number]['step'],
-        ok: result.ok,
-        detail: result.ok ? result.answer : result.reason,
-      });
-      return result;
-    };
-    const status = await step('status');
-    if (!status.ok) return { mac, ok: false, steps };
+    const target = this.bmcs.target(machine.id);
+    if (!target || 'missing' in target)
+      throw new TRPCError({ code: 'PRECONDITION_FAILED', message: setupText(machine.name, mac, target && target.missing) });
+    const steps: ReimageResult['steps'] = [];
+    const status = await this.step(mac, 'status', actor, steps);
+    if (!status.ok) return { mac, ok: false, failure: status.failure, steps };
     try {
       const updated = await this.machines.update({ mac, export: exportName, keepState: false }, actor);
       steps.push({ step: 'export', ok: true, detail: `boots ${updated.export} from its next boot` });
@@ -84,9 +82,31 @@ export class PowerControl {
       steps.push({ step: 'export', ok: false, detail: err.message });
       return { mac, ok: false, steps };
     }
-    if (!(await step('pxe')).ok) return { mac, ok: false, steps };
-    const powered = await step(status.state === 'off' ? 'on' : 'cycle');
-    return { mac, ok: powered.ok, steps };
+    return this.bootFromNetwork(mac, status.state, actor, steps);
+  }
+
+  /**
+   * Boots a machine whose export is set into it now: its power state (unless known), a network
+   * boot next, then a cycle, or power on when it is off (a BMC may refuse to cycle a machine that
+   * is off). Stops at the first step that fails; never throws, so a profile's reimage reports each machine.
+   */
+  async bootFromNetwork(mac: string, state: PowerState | null, actor: Actor, steps: ReimageResult['steps'] = []): Promise<ReimageResult> {
+    let known = state;
+    if (known === null) {
+      const status = await this.step(mac, 'status', actor, steps);
+      if (!status.ok) return { mac, ok: false, failure: status.failure, steps };
+      known = status.state;
+    }
+    const pxe = await this.step(mac, 'pxe', actor, steps);
+    if (!pxe.ok) return { mac, ok: false, failure: pxe.failure, steps };
+    const powered = await this.step(mac, known === 'off' ? 'on' : 'cycle', actor, steps);
+    return powered.ok ? { mac, ok: true, steps } : { mac, ok: false, failure: powered.failure, steps };
+  }
+
+  private async step(mac: string, action: PowerAction, actor: Actor, steps: ReimageResult['steps']): Promise<PowerResult> {
+    const result = await this.one(mac, action, actor);
+    steps.push({ step: action as ReimageStep, ok: result.ok, detail: result.ok ? result.answer : result.reason });
+    return result;
   }
 
   private async one(mac: string, action: PowerAction, actor: Actor): Promise<PowerResult> {
@@ -95,8 +115,11 @@ export class PowerControl {
     // Never throws for one machine: a bulk action reports each machine, whatever the others do.
     const machine = this.machines.find(mac);
     if (!machine) return { mac, action, ok: false, failure: 'unknown-machine', reason: `no machine with MAC ${mac}`, ms: ms() };
-    const target = this.bmcs.target(machine.id);
-    if (!target) return { mac, action, ok: false, failure: 'no-bmc', reason: noBmcText(machine.name, mac), ms: ms() };
+    const resolved = this.bmcs.target(machine.id);
+    if (!resolved) return { mac, action, ok: false, failure: 'no-bmc', reason: setupText(machine.name, mac, null), ms: ms() };
+    if ('missing' in resolved)
+      return { mac, action, ok: false, failure: 'no-credentials', reason: setupText(machine.name, mac, resolved.missing), ms: ms() };
+    const { target } = resolved;
     const answer = await this.queue.run(() => runIpmitool(target, action, this.options.bounds));
     this.events.record('machine.power', null, {
       mac,
@@ -119,8 +142,12 @@ export class PowerControl {
   }
 }
 
-function noBmcText(name: string, mac: string): string {
-  return `${name} (${mac}) has no BMC set: PUT /machines/${mac}/bmc with its address, user and password`;
+/** What a machine lacks before its BMC can be asked (`missing` null: the BMC itself), and where to set it. */
+export function setupText(name: string, mac: string, missing: ReadonlyArray<'user' | 'password'> | null): string {
+  // In words every interface can show: each names the setting its own way (REST path, CLI command, dashboard form).
+  if (missing === null)
+    return `${name} (${mac}) has no BMC set: give it its BMC's address, and a user and password (its own or its profile's)`;
+  return `${name} (${mac}) has a BMC address but no ${missing.join(' or ')}: set it on the machine's BMC or on its profile's`;
 }
 
 /** What went wrong, what the BMC said, and what the operator does about it. */
@@ -130,7 +157,7 @@ export function failureText(name: string, target: Pick<IpmiTarget, 'address' | '
     case 'unreachable':
       return `${bmc} did not answer (${answer}): check its address and port, that it is powered and on the network, and that UDP reaches it`;
     case 'credentials':
-      return `${bmc} refused the user name or password (${answer}): set the right ones with PUT /machines/{mac}/bmc; nothing was changed`;
+      return `${bmc} refused the user name or password (${answer}): set the right ones on the machine's BMC or its profile's; nothing was changed`;
     case 'refused':
       return `${bmc} refused the command (${answer}): it may not support it, or not in the machine's present power state`;
     case 'no-ipmitool':
@@ -143,6 +170,7 @@ function refusalOf(result: PowerResult & { ok: false }): TRPCError {
     case 'unknown-machine':
       return notFound(result.reason, { kind: 'list-machines' });
     case 'no-bmc':
+    case 'no-credentials':
       return new TRPCError({ code: 'PRECONDITION_FAILED', message: result.reason });
     case 'unreachable':
       return new TRPCError({ code: 'GATEWAY_TIMEOUT', message: result.reason });

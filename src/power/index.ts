@@ -1,7 +1,8 @@
 import type { Db } from '../db/open.js';
 import type { EventLog } from '../events/event-log.js';
 import type { MachineRegistry, MachineView } from '../machines/registry.js';
-import { BmcSettings, type BmcView } from './bmcs.js';
+import type { ProfileView } from '../profiles/registry.js';
+import { BmcSettings, type BmcView, type ProfileBmcView } from './bmcs.js';
 import { defaultPowerOptions, PowerControl, type PowerOptions } from './control.js';
 import { PowerPoller, type PolledPower } from './poller.js';
 
@@ -15,6 +16,8 @@ export interface Power {
   poller: PowerPoller;
   /** Adds each machine's BMC and cached power state: reads the database and the cache, never a BMC. */
   withPower(views: MachineView[]): MachineWithPower[];
+  /** Adds each profile's shared BMC credentials (to a full view, or to a list's, which has no cloud-init documents). */
+  withProfileBmc<View extends Pick<ProfileView, 'name'>>(views: View[]): (View & { bmc: ProfileBmcView | null })[];
 }
 
 export function createPower(
@@ -36,6 +39,10 @@ export function createPower(
         const id = machines.find(view.mac)?.id;
         return { ...view, bmc: (id !== undefined && all.get(id)) || null, power: (id !== undefined && poller.get(id)) || null };
       });
+    },
+    withProfileBmc(views) {
+      const all = bmcs.profileViews();
+      return views.map((view) => ({ ...view, bmc: all.get(view.name) ?? null }));
     },
   };
 }

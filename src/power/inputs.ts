@@ -1,7 +1,7 @@
 import net from 'node:net';
 import { z } from 'zod';
 import { exportName } from '../exports/inputs.js';
-import { macAddress } from '../machines/inputs.js';
+import { macAddress, profileName } from '../machines/inputs.js';
 import { powerActions } from '../model/event-map.js';
 
 // Every control-plane input about power, defined once: the router validates with these and
@@ -40,9 +40,10 @@ export const setBmcInput = z.strictObject({
   mac: macAddress,
   address: bmcAddress,
   port: z.int({ error: 'must be a whole number' }).min(1, 'must be 1 to 65535').max(65535, 'must be 1 to 65535').default(623),
-  user: bmcUser,
-  /** Write-only. Left out: the one already set stays (a first setting must give one). */
-  password: bmcPassword.optional(),
+  /** Left out or null: its profile's. */
+  user: bmcUser.nullable().default(null),
+  /** Write-only. Left out: the one already set stays; null: its profile's. */
+  password: bmcPassword.nullable().optional(),
   /** RMCP+ cipher suite (ipmitool -C): 3 (SHA1, AES) is the one nearly every BMC offers; 17 (SHA256) where it is required. */
   cipherSuite: z.int({ error: 'must be a whole number' }).min(0, 'must be 0 to 17').max(17, 'must be 0 to 17').default(3),
 });
@@ -54,4 +55,20 @@ export const powerActionInput = z.strictObject({
 
 export const reimageInput = z.strictObject({ mac: macAddress, export: exportName });
 
+/** The credentials a profile's machines share; each machine gives its own BMC address. */
+export const setProfileBmcInput = z.strictObject({
+  name: profileName,
+  user: bmcUser,
+  /** Write-only. Left out: the one already set stays (a first setting must give one). */
+  password: bmcPassword.optional(),
+});
+
+export const profilePowerInput = z.strictObject({
+  name: profileName,
+  action: z.enum(powerActions, { error: `must be one of ${powerActions.join(', ')}` }),
+});
+
+export const profileReimageInput = z.strictObject({ name: profileName, export: exportName });
+
 export type SetBmcInput = z.infer<typeof setBmcInput>;
+export type SetProfileBmcInput = z.infer<typeof setProfileBmcInput>;

@@ -12,7 +12,7 @@ export interface StatusSources {
   registry: Pick<ExportRegistry, 'list'>;
   machines: Pick<MachineRegistry, 'list' | 'discovered'>;
   profiles: Pick<ProfileRegistry, 'list'>;
-  power: Pick<Power, 'withPower'>;
+  power: Pick<Power, 'withPower' | 'withProfileBmc'>;
   /** Emits 'event' for every event recorded: something may have changed. */
   events: EventEmitter;
 }
@@ -26,7 +26,7 @@ export async function statusSnapshot(sources: StatusSources) {
     // A list, so without cloud-init documents, which may hold secrets.
     machines: sources.power.withPower(sources.machines.list()).map(withoutCloudInit),
     discoveredMachines: sources.machines.discovered(),
-    profiles: sources.profiles.list(),
+    profiles: sources.power.withProfileBmc(sources.profiles.list()),
   };
 }
 

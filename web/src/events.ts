@@ -92,10 +92,16 @@ function describeEvent(event: NbdmuxEvent): string {
       return `machine ${event.details.name}: its state discarded${byActor(event.details)}`;
     case 'machine.bmc-set': {
       const d = event.details;
-      return `machine ${d.name}: BMC ${d.user}@${d.address}:${d.port}${d.passwordChanged ? ', new password' : ''}${byActor(d)}`;
+      return `machine ${d.name}: BMC ${d.user === null ? '' : `${d.user}@`}${d.address}:${d.port}${d.passwordChanged ? ', new password' : ''}${byActor(d)}`;
     }
     case 'machine.bmc-removed':
       return `machine ${event.details.name}: BMC removed${byActor(event.details)}`;
+    case 'profile.bmc-set': {
+      const d = event.details;
+      return `profile ${d.name}: BMC user ${d.user}${d.passwordChanged ? ', new password' : ''}${byActor(d)}`;
+    }
+    case 'profile.bmc-removed':
+      return `profile ${event.details.name}: BMC credentials removed${byActor(event.details)}`;
     case 'machine.power': {
       const d = event.details;
       const result = d.outcome === 'done' ? (d.state ?? 'done') : `${d.outcome} (${d.error ?? ''})`;

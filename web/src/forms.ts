@@ -36,8 +36,11 @@ export function textField(data: FormData, name: string): string {
   return typeof value === 'string' ? value : '';
 }
 
-/** On submit, `send` gets the form's data: done, the form is cleared; refused, the API's messages show beside the fields. */
-export function onSubmit(form: HTMLFormElement, send: (data: FormData) => Promise<void>): void {
+/**
+ * On submit, `send` gets the form's data: done, the form is cleared (unless `keep`: a form that
+ * acts on what it names, again and again); refused, the API's messages show beside the fields.
+ */
+export function onSubmit(form: HTMLFormElement, send: (data: FormData) => Promise<void>, { keep = false } = {}): void {
   const general = form.querySelector<HTMLElement>('.form-error')!;
   // A refusal is shown beside the fields (the catch below): the listener has nothing left to reject.
   form.addEventListener('submit', (event) => void submitted(event));
@@ -49,7 +52,7 @@ export function onSubmit(form: HTMLFormElement, send: (data: FormData) => Promis
     submit.disabled = true;
     try {
       await send(data);
-      form.reset();
+      if (!keep) form.reset();
     } catch (error) {
       showErrors(form, general, error);
     } finally {

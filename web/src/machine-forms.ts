@@ -13,7 +13,7 @@ const gib = 1024 ** 3;
 const mib = 1024 ** 2;
 
 /** A state size as the form shows it and the API reads it: `4G`, `512M`, else bytes. */
-function sizeText(bytes: number): string {
+export function sizeText(bytes: number): string {
   if (bytes % gib === 0) return `${bytes / gib}G`;
   if (bytes % mib === 0) return `${bytes / mib}M`;
   return String(bytes);

@@ -8,6 +8,8 @@ import { bindAddForm, bindImportForm } from './forms.js';
 import { addDiscovered, bindAddMachineForm, fillExportChoices, machineActions, MachineEditor } from './machine-forms.js';
 import { MachinePage } from './machine-page.js';
 import { discoveredTable, machinesTable, renderFleet, tickDurations } from './machines.js';
+import { bindProfilePower, MachinePower } from './power.js';
+import { bindAdoptForm, fillProfileChoices, ProfileForm } from './profile-forms.js';
 import { profilesTable } from './profiles.js';
 import { routeOf, type Route } from './routes.js';
 import { connectionsTable, exportsTable, machineOf, renderHealth, renderProblems } from './views.js';
@@ -85,10 +87,13 @@ let servingNames: ReadonlySet<string> = new Set();
 /** The names in use: an import of one becomes its next version. */
 let currentNames: ReadonlySet<string> = new Set();
 
+const profileForm = new ProfileForm($<HTMLFormElement>('profile-form'), api, () => status?.profiles ?? []);
+const machinePower = new MachinePower($('page-machine'), api);
+
 const tables = {
   machines: machinesTable(),
   discovered: discoveredTable((mac) => addDiscovered(addMachine, mac)),
-  profiles: profilesTable(),
+  profiles: profilesTable((p) => profileForm.edit(p)),
   exports: exportsTable(() => servingNames, exportActions),
   connections: connectionsTable('connections', machines),
 };
@@ -135,12 +140,9 @@ function drawPage(): void {
   if (status === null) return;
   if (route.page === 'machine') {
     const mac = route.mac;
-    machinePage.render(
-      status.machines.find((m) => m.mac === mac),
-      mac,
-      status.connections,
-      throughput,
-    );
+    const machine = status.machines.find((m) => m.mac === mac);
+    machinePage.render(machine, mac, status.connections, throughput);
+    machinePower.render(machine);
   } else if (route.page === 'export') {
     const name = route.name;
     // A draining export keeps its name until its connections end: the page shows the one that serves.
@@ -217,6 +219,8 @@ api.status.stream.subscribe(undefined, {
     const names = snapshot.exports.filter((e) => e.state !== 'draining').map((e) => e.name);
     currentNames = new Set(names);
     for (const select of document.querySelectorAll<HTMLSelectElement>('select[name=export]')) fillExportChoices(select, names);
+    const profileNames = snapshot.profiles.map((p) => p.name);
+    for (const select of document.querySelectorAll<HTMLSelectElement>('select[name=name]')) fillProfileChoices(select, profileNames);
   },
 });
 // Snapshots come when something changes; a machine stuck at a stage changes nothing, yet its time there grows.
@@ -252,3 +256,5 @@ api.events.stream.subscribe(
 bindAddForm($<HTMLFormElement>('add-export'), api);
 bindImportForm($<HTMLFormElement>('import-image'), api, (name) => currentNames.has(name));
 bindAddMachineForm(addMachine, api);
+bindAdoptForm($<HTMLFormElement>('adopt-machines'), api);
+bindProfilePower($<HTMLFormElement>('profile-power'), api);

@@ -8,11 +8,11 @@ import { DataTable, td } from './table.js';
 const unset = (defaultText: string) => td(`unset (${defaultText})`, 'muted');
 
 /** The profiles: what each gives its machines that set nothing themselves, and its machines. */
-export function profilesTable(): DataTable<NbdmuxProfile> {
+export function profilesTable(edit: (p: NbdmuxProfile) => void): DataTable<NbdmuxProfile> {
   return new DataTable<NbdmuxProfile>({
     id: 'profiles',
     noun: 'profiles',
-    empty: 'No profiles: "nbdmux profiles add NAME", then "nbdmux profiles adopt NAME --names PATTERN" makes discovered MACs its machines.',
+    empty: 'No profiles yet: add one below, then adopt the discovered machines into it.',
     searchText: (p) => [p.name, p.export, p.cmdline, ...p.machines.map((m) => m.name)].join(' '),
     columns: [
       { label: 'Name', sortBy: (p) => p.name, cell: (p) => td(p.name, 'name') },
@@ -48,6 +48,19 @@ export function profilesTable(): DataTable<NbdmuxProfile> {
             { className: 'machines' },
             p.machines.length === 0 ? ['none'] : p.machines.flatMap((m, i) => (i === 0 ? [machineLink(m)] : [', ', machineLink(m)])),
           ),
+      },
+      {
+        label: 'BMC',
+        low: true,
+        cell: (p) => (p.bmc === null ? td('none', 'muted') : td(`user ${p.bmc.user}, password ${p.bmc.password}`, 'bmc')),
+      },
+      {
+        label: 'Actions',
+        cell: (p) => {
+          const button = el('button', { text: 'Edit', className: 'small', title: `Change profile ${p.name}`, attrs: { type: 'button' } });
+          button.addEventListener('click', () => edit(p));
+          return el('td', {}, [button]);
+        },
       },
     ],
     row: (p, cells) => el('tr', { attrs: { 'data-profile': p.name } }, cells),

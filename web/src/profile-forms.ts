@@ -1,0 +1,132 @@
+import type { NbdmuxClient, NbdmuxInputs, NbdmuxProfile } from '../../src/client.js';
+import { el } from './format.js';
+import { onSubmit, textField } from './forms.js';
+import { sizeText } from './machine-forms.js';
+
+type SharedInput = Omit<NbdmuxInputs['profiles']['create'], 'name'>;
+
+/**
+ * A field the profile form shows, and how its text becomes the value the API takes (null: unset,
+ * its machines get the default). `name` is the API's field name, which is also the form's and the
+ * name of the slot its refusals show in.
+ */
+interface ProfileField {
+  name: keyof SharedInput & keyof NbdmuxProfile;
+  label: string;
+  /** export: a choice of the exports; text and lines: free text; yes-no: unset, yes or no; size: 4G, 512M or bytes. */
+  kind: 'export' | 'text' | 'lines' | 'yes-no' | 'size';
+  placeholder?: string;
+}
+
+/**
+ * The profile's shared fields in the order the form shows them: the one list the form is built
+ * from, read from and filled from. A new shared field (cloud-init's user-data, say) is one line here.
+ */
+const profileFields: readonly ProfileField[] = [
+  { name: 'export', label: 'Export', kind: 'export' },
+  { name: 'cmdline', label: 'Kernel args', kind: 'text', placeholder: 'quiet' },
+  { name: 'persistent', label: 'Persistent', kind: 'yes-no' },
+  { name: 'stateSize', label: 'State size', kind: 'size', placeholder: '4G' },
+];
+
+function control(field: ProfileField): HTMLElement {
+  const attrs = { name: field.name, autocomplete: 'off', ...(field.placeholder !== undefined && { placeholder: field.placeholder }) };
+  switch (field.kind) {
+    case 'export':
+      return el('select', { attrs: { name: field.name } });
+    case 'yes-no':
+      return el('select', { attrs: { name: field.name } }, [
+        el('option', { text: 'unset', attrs: { value: '' } }),
+        el('option', { text: 'yes', attrs: { value: 'yes' } }),
+        el('option', { text: 'no', attrs: { value: 'no' } }),
+      ]);
+    case 'lines':
+      return el('textarea', { attrs: { ...attrs, rows: '6', spellcheck: 'false' } });
+    default:
+      return el('input', { attrs });
+  }
+}
+
+/** The field's value as the API takes it; null when left empty (unset). */
+function valueOf(field: ProfileField, text: string): string | boolean | null {
+  if (text === '') return null;
+  return field.kind === 'yes-no' ? text === 'yes' : text;
+}
+
+/** The profile's value as the form shows it. */
+function textOf(field: ProfileField, value: string | number | boolean | null | undefined): string {
+  if (value === null || value === undefined) return '';
+  if (field.kind === 'yes-no') return value ? 'yes' : 'no';
+  if (field.kind === 'size' && typeof value === 'number') return sizeText(value);
+  return String(value);
+}
+
+/**
+ * Adds a profile, or changes the one named: its shared fields and the BMC user and password its
+ * machines share. A change sends only what differs from the profile as last shown.
+ */
+export class ProfileForm {
+  constructor(
+    private readonly form: HTMLFormElement,
+    api: NbdmuxClient,
+    private readonly profiles: () => readonly NbdmuxProfile[],
+  ) {
+    const slot = form.querySelector('[data-profile-fields]')!;
+    for (const field of profileFields) {
+      slot.append(
+        el('label', { className: field.kind === 'lines' ? 'wide' : '' }, [
+          `${field.label} `,
+          control(field),
+          el('small', { attrs: { 'data-error-for': field.name } }),
+        ]),
+      );
+    }
+    onSubmit(form, async (data) => {
+      const name = textField(data, 'name').trim();
+      const existing = this.profiles().find((p) => p.name === name);
+      const given: Record<string, unknown> = {};
+      for (const field of profileFields) {
+        const text = textField(data, field.name).trim();
+        const value = valueOf(field, text);
+        if (existing ? text !== textOf(field, existing[field.name]) : value !== null) given[field.name] = value;
+      }
+      const allMachines = data.get('allMachines') === 'on';
+      if (!existing) await api.profiles.create.mutate({ name, ...(given as SharedInput) });
+      else if (Object.keys(given).length > 0) await api.profiles.update.mutate({ name, ...(given as SharedInput), allMachines });
+      const user = textField(data, 'user').trim();
+      const password = textField(data, 'password');
+      if (user !== '' || password !== '')
+        await api.profiles.setBmc.mutate({ name, user: user || (existing?.bmc?.user ?? ''), ...(password !== '' && { password }) });
+    });
+  }
+
+  /** Fills the form with a profile, to change it. */
+  edit(p: NbdmuxProfile): void {
+    const field = (name: string) => this.form.elements.namedItem(name) as HTMLInputElement | HTMLSelectElement;
+    field('name').value = p.name;
+    for (const f of profileFields) field(f.name).value = textOf(f, p[f.name]);
+    field('user').value = p.bmc?.user ?? '';
+    field('password').value = '';
+    (field('password') as HTMLInputElement).placeholder = p.bmc?.password === 'set' ? 'set: leave empty to keep it' : '';
+    this.form.scrollIntoView({ block: 'nearest' });
+    field('name').focus();
+  }
+}
+
+/** Adopts discovered machines (all of them) into the chosen profile, named from the pattern in their order of discovery. */
+export function bindAdoptForm(form: HTMLFormElement, api: NbdmuxClient): void {
+  const result = form.querySelector<HTMLElement>('.form-result')!;
+  onSubmit(form, async (data) => {
+    result.textContent = '';
+    const { adopted } = await api.profiles.adopt.mutate({ name: textField(data, 'name'), names: textField(data, 'names').trim() });
+    result.textContent = `Adopted ${adopted.map((m) => `${m.name} (${m.mac})`).join(', ')}.`;
+  });
+}
+
+/** A select of the profiles; the choice made survives each refresh. */
+export function fillProfileChoices(select: HTMLSelectElement, names: readonly string[]): void {
+  if ([...select.options].map((option) => option.value).join('\n') === names.join('\n')) return;
+  const chosen = select.value;
+  select.replaceChildren(...names.map((name) => el('option', { text: name, attrs: { value: name } })));
+  if (names.includes(chosen)) select.value = chosen;
+}
