@@ -1,4 +1,8 @@
 import { parseArgs } from 'node:util';
+import { cloudInitFlagNames, cloudInitFlags } from './cloud-init-flags.js';
+import { UsageError } from './usage-error.js';
+
+export { UsageError };
 
 export const defaultUrl = 'http://localhost:4040';
 
@@ -40,6 +44,7 @@ const commandFlags = {
   address: { type: 'string', placeholder: 'HOST', read: (text: string | undefined) => text },
   port: { type: 'string', placeholder: 'PORT', read: (text: string | undefined) => (text === undefined ? undefined : checkedPort(text)) },
   user: { type: 'string', placeholder: 'USER', read: (text: string | undefined) => text },
+  ...cloudInitFlags,
 } as const satisfies Record<string, FlagSpec>;
 
 type FlagName = keyof typeof commandFlags;
@@ -107,11 +112,12 @@ const commandSpecs = {
       'persistent',
       'no-persistent',
       'state-size',
+      ...cloudInitFlagNames,
       'unset',
       'keep-state',
     ],
     help:
-      "change what is given; --unset FIELD (export, cmdline, persistent, state-size) clears its own value so its profile's " +
+      "change what is given; --unset FIELD (export, cmdline, persistent, state-size, user-data, ...) clears its own value so its profile's " +
       'applies; a new export discards the state of a persistent machine unless --keep-state, --no-persistent discards it, ' +
       'a larger --state-size grows it',
   },
@@ -147,12 +153,12 @@ const commandSpecs = {
   'profiles list': { args: [], flags: [], help: 'the profiles (also "nbdmux profiles"): what each gives its machines, and how many' },
   'profiles add': {
     args: ['NAME'],
-    flags: ['export', 'cmdline', 'persistent', 'state-size'],
+    flags: ['export', 'cmdline', 'persistent', 'state-size', ...cloudInitFlagNames],
     help: 'a profile: what its machines get for each field they do not set themselves (unset: the default)',
   },
   'profiles set': {
     args: ['NAME'],
-    flags: ['export', 'cmdline', 'persistent', 'no-persistent', 'state-size', 'unset', 'all-machines', 'keep-state'],
+    flags: ['export', 'cmdline', 'persistent', 'no-persistent', 'state-size', ...cloudInitFlagNames, 'unset', 'all-machines', 'keep-state'],
     help:
       'change what its machines get at their next boot; --all-machines also clears their own values of the fields given, so ' +
       "every machine takes the profile's; --unset FIELD leaves a field to the default",
@@ -211,8 +217,6 @@ export type Invocation = {
 type FlagValues = { [Flag in FlagName]: ReturnType<(typeof commandFlags)[Flag]['read']> };
 
 export type Request = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; invocation: Invocation };
-
-export class UsageError extends Error {}
 
 const synopsisWidth = 29;
 const helpWidth = 62;
@@ -341,7 +345,15 @@ function checkedUrl(url: string, source: string): string {
 export const groups = ['machines', 'profiles'];
 
 /** The fields `--unset` clears, as the CLI names them, and the input field each is. */
-export const unsetFields = { export: 'export', cmdline: 'cmdline', persistent: 'persistent', 'state-size': 'stateSize' } as const;
+export const unsetFields = {
+  export: 'export',
+  cmdline: 'cmdline',
+  persistent: 'persistent',
+  'state-size': 'stateSize',
+  'user-data': 'userData',
+  'network-config': 'networkConfig',
+  'vendor-data': 'vendorData',
+} as const;
 
 function checkedField(text: string): (typeof unsetFields)[keyof typeof unsetFields] {
   if (!Object.hasOwn(unsetFields, text))

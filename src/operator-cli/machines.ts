@@ -1,4 +1,5 @@
 import { UsageError, type Invocation } from './args.js';
+import { cloudInitChanges } from './cloud-init-flags.js';
 import { exitCodes } from './failure.js';
 import { printJson, type Command } from './output.js';
 import { renderDiscovered, renderMachine, renderMachines } from './machine-views.js';
@@ -60,10 +61,11 @@ export const machineCommands = {
       ...(persistent && { persistent: true }),
       ...(noPersistent && { persistent: false }),
       ...(stateSize !== undefined && { stateSize }),
+      ...cloudInitChanges(invocation),
     });
     if (Object.keys(changes).length === 0)
       throw new UsageError(
-        'give what to change: --name, --export, --no-export, --cmdline, --persistent, --no-persistent, --state-size, --profile, --no-profile or --unset',
+        'give what to change: --name, --export, --no-export, --cmdline, --persistent, --no-persistent, --state-size, --user-data, --network-config, --vendor-data, --profile, --no-profile or --unset',
       );
     const updated = await client.machines.update.mutate({ mac: mac!, ...changes, ...(keepState && { keepState }) });
     if (json) printJson(out, updated);

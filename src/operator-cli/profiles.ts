@@ -1,4 +1,5 @@
 import { UsageError } from './args.js';
+import { cloudInitChanges } from './cloud-init-flags.js';
 import { exitCodes } from './failure.js';
 import { withUnset } from './machines.js';
 import { printJson, type Command } from './output.js';
@@ -13,13 +14,22 @@ export const profileCommands = {
     return exitCodes.ok;
   },
 
-  async 'profiles add'(client, { args: [name], export: exportName, cmdline, persistent, 'state-size': stateSize, json }, out) {
+  async 'profiles add'(client, invocation, out) {
+    const {
+      args: [name],
+      export: exportName,
+      cmdline,
+      persistent,
+      'state-size': stateSize,
+      json,
+    } = invocation;
     const created = await client.profiles.create.mutate({
       name: name!,
       ...(exportName !== undefined && { export: exportName }),
       ...(cmdline !== undefined && { cmdline }),
       ...(persistent !== undefined && { persistent }),
       ...(stateSize !== undefined && { stateSize }),
+      ...cloudInitChanges(invocation),
     });
     if (json) printJson(out, created);
     else out.write(`added profile ${created.name}\n${renderProfile(created)}`);
@@ -46,9 +56,12 @@ export const profileCommands = {
       ...(persistent && { persistent: true }),
       ...(noPersistent && { persistent: false }),
       ...(stateSize !== undefined && { stateSize }),
+      ...cloudInitChanges(invocation),
     });
     if (Object.keys(changes).length === 0)
-      throw new UsageError('give what to change: --export, --cmdline, --persistent, --no-persistent, --state-size or --unset');
+      throw new UsageError(
+        'give what to change: --export, --cmdline, --persistent, --no-persistent, --state-size, --user-data, --network-config, --vendor-data or --unset',
+      );
     const updated = await client.profiles.update.mutate({ name: name!, ...changes, allMachines, keepState });
     if (json) printJson(out, updated);
     else out.write(`updated profile ${updated.name}: its machines get it at their next boot\n${renderProfile(updated)}`);
