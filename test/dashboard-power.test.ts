@@ -42,7 +42,9 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the fleet workflow in the das
 
   const profileForm = () => page.locator('#profile-form');
 
-  it('adds a profile with its export, kernel args and BMC credentials, showing a refusal beside its field', async () => {
+  const userData = '## template: jinja\n#cloud-config\nruncmd:\n  - echo {{ v1.local_hostname }} > /dev/console\n';
+
+  it('adds a profile with its export, kernel args, cloud-config and BMC credentials, showing a refusal beside its field', async () => {
     const form = profileForm();
     await form.locator('select[name=export] option[value="debian"]').waitFor({ state: 'attached', timeout: 3000 });
     await form.locator('input[name=name]').fill('rack3');
@@ -54,6 +56,7 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the fleet workflow in the das
     expect((await api(daemon, 'GET', '/profiles')).json).toEqual([]);
 
     await form.locator('input[name=stateSize]').fill('');
+    await form.locator('textarea[name=userData]').fill(userData);
     await form.locator('input[name=user]').fill(bmc.user);
     await form.locator('input[name=password]').fill(bmc.password);
     await form.locator('button[type=submit]').click();
@@ -62,6 +65,8 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the fleet workflow in the das
       export: 'debian',
       cmdline: 'quiet',
       persistent: null,
+      // The form trims what is typed, as every field's text.
+      userData: userData.trim(),
       bmc: { user: 'admin', password: 'set' },
     });
     expect(await page.content()).not.toContain(bmc.password);
@@ -86,8 +91,10 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the fleet workflow in the das
   it('changes the profile from its Edit button, sending only what changed', async () => {
     await page.locator('#profiles tr[data-profile="rack3"]').getByRole('button', { name: 'Edit' }).click();
     const form = profileForm();
-    await expect(form.locator('input[name=name]').inputValue()).resolves.toBe('rack3');
+    // Filled from the profile read in full: a list has no cloud-init documents.
+    await expect.poll(() => form.locator('input[name=name]').inputValue()).toBe('rack3');
     await expect(form.locator('input[name=cmdline]').inputValue()).resolves.toBe('quiet');
+    await expect(form.locator('textarea[name=userData]').inputValue()).resolves.toBe(userData.trim());
     await form.locator('input[name=cmdline]').fill('quiet loglevel=3');
     await form.locator('button[type=submit]').click();
     await expect.poll(async () => (await client.profiles.get.query({ name: 'rack3' })).cmdline).toBe('quiet loglevel=3');

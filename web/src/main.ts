@@ -93,7 +93,7 @@ const machinePower = new MachinePower($('page-machine'), api);
 const tables = {
   machines: machinesTable(),
   discovered: discoveredTable((mac) => addDiscovered(addMachine, mac)),
-  profiles: profilesTable((p) => profileForm.edit(p)),
+  profiles: profilesTable((p) => void profileForm.edit(p)),
   exports: exportsTable(() => servingNames, exportActions),
   connections: connectionsTable('connections', machines),
 };

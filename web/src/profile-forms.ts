@@ -1,9 +1,11 @@
-import type { NbdmuxClient, NbdmuxInputs, NbdmuxProfile } from '../../src/client.js';
+import type { NbdmuxClient, NbdmuxInputs, NbdmuxOutputs, NbdmuxProfile } from '../../src/client.js';
 import { el } from './format.js';
 import { onSubmit, textField } from './forms.js';
 import { sizeText } from './machine-forms.js';
 
 type SharedInput = Omit<NbdmuxInputs['profiles']['create'], 'name'>;
+/** One profile in full: a list leaves out its cloud-init documents, which may hold secrets. */
+type FullProfile = NbdmuxOutputs['profiles']['get'];
 
 /**
  * A field the profile form shows, and how its text becomes the value the API takes (null: unset,
@@ -11,7 +13,7 @@ type SharedInput = Omit<NbdmuxInputs['profiles']['create'], 'name'>;
  * name of the slot its refusals show in.
  */
 interface ProfileField {
-  name: keyof SharedInput & keyof NbdmuxProfile;
+  name: keyof SharedInput & keyof FullProfile;
   label: string;
   /** export: a choice of the exports; text and lines: free text; yes-no: unset, yes or no; size: 4G, 512M or bytes. */
   kind: 'export' | 'text' | 'lines' | 'yes-no' | 'size';
@@ -27,6 +29,9 @@ const profileFields: readonly ProfileField[] = [
   { name: 'cmdline', label: 'Kernel args', kind: 'text', placeholder: 'quiet' },
   { name: 'persistent', label: 'Persistent', kind: 'yes-no' },
   { name: 'stateSize', label: 'State size', kind: 'size', placeholder: '4G' },
+  { name: 'userData', label: 'User-data (cloud-config)', kind: 'lines', placeholder: '#cloud-config' },
+  { name: 'networkConfig', label: 'Network-config', kind: 'lines' },
+  { name: 'vendorData', label: 'Vendor-data', kind: 'lines', placeholder: '#cloud-config' },
 ];
 
 function control(field: ProfileField): HTMLElement {
@@ -66,9 +71,12 @@ function textOf(field: ProfileField, value: string | number | boolean | null | u
  * machines share. A change sends only what differs from the profile as last shown.
  */
 export class ProfileForm {
+  /** The profile last filled in by Edit, in full: what a change is compared with. */
+  private shown: FullProfile | null = null;
+
   constructor(
     private readonly form: HTMLFormElement,
-    api: NbdmuxClient,
+    private readonly api: NbdmuxClient,
     private readonly profiles: () => readonly NbdmuxProfile[],
   ) {
     const slot = form.querySelector('[data-profile-fields]')!;
@@ -84,11 +92,13 @@ export class ProfileForm {
     onSubmit(form, async (data) => {
       const name = textField(data, 'name').trim();
       const existing = this.profiles().find((p) => p.name === name);
+      // A profile not filled in by Edit shows no documents: a document left empty is then left as it is.
+      const before: Partial<FullProfile> | undefined = this.shown?.name === name ? this.shown : existing;
       const given: Record<string, unknown> = {};
       for (const field of profileFields) {
         const text = textField(data, field.name).trim();
         const value = valueOf(field, text);
-        if (existing ? text !== textOf(field, existing[field.name]) : value !== null) given[field.name] = value;
+        if (existing ? text !== textOf(field, before?.[field.name]) : value !== null) given[field.name] = value;
       }
       const allMachines = data.get('allMachines') === 'on';
       if (!existing) await api.profiles.create.mutate({ name, ...(given as SharedInput) });
@@ -100,8 +110,18 @@ export class ProfileForm {
     });
   }
 
-  /** Fills the form with a profile, to change it. */
-  edit(p: NbdmuxProfile): void {
+  /** Fills the form with a profile, to change it: read in full, with its cloud-init documents. */
+  async edit(listed: NbdmuxProfile): Promise<void> {
+    const said = this.form.querySelector<HTMLElement>('[data-error-for="name"]');
+    let p: FullProfile;
+    try {
+      p = await this.api.profiles.get.query({ name: listed.name });
+    } catch (err) {
+      if (said) said.textContent = `cannot read profile ${listed.name}: ${(err as Error).message}`;
+      return;
+    }
+    if (said) said.textContent = '';
+    this.shown = p;
     const field = (name: string) => this.form.elements.namedItem(name) as HTMLInputElement | HTMLSelectElement;
     field('name').value = p.name;
     for (const f of profileFields) field(f.name).value = textOf(f, p[f.name]);
