@@ -277,6 +277,10 @@ describe('real images', () => {
       kernelPath: `/boot/vmlinuz-${kernelVersion}`,
       kernelSize: fs.statSync(path.join(tree, `boot/vmlinuz-${kernelVersion}`)).size,
       modulesDir: `/usr/lib/modules/${kernelVersion}`,
+      layout: 'gpt/p2 ext4',
+      lv: null,
+      subvol: null,
+      devicesMissing: [],
     });
     // A cold ramboot/cached-debian-image builds the image first (minutes).
   }, 1_300_000);
