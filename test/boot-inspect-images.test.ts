@@ -74,6 +74,10 @@ describe('inspecting an image', () => {
       kernelPath: `/boot/vmlinuz-${version}`,
       kernelSize: 64 * 1024,
       modulesDir: `/usr/lib/modules/${version}`,
+      layout: 'gpt/p2 ext4',
+      lv: null,
+      subvol: null,
+      devicesMissing: [],
     });
     expect(crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex')).toBe(before);
   });
