@@ -52,8 +52,8 @@ const e2e = [
   'dashboard-power',
   'dashboard-versions',
   'dashboard',
-  'debian-boot',
   'event-dashboard',
+  'layout-boot',
   'lease',
   'machines-boot',
   'netboot',
@@ -61,8 +61,12 @@ const e2e = [
   'pxe-chain',
   'reconnect',
 ].map((name) => `test/${name}.test.ts`);
-/** qemu boots whose ground the e2e ones already cover, kept out of CI's time: `npm run test:long`. */
-const long = ['cloud-init-boot', 'layout-boot', 'nic-kernel', 'power-reimage', 'pxe-boot'].map((name) => `test/${name}.test.ts`);
+/**
+ * qemu boots kept out of CI's 30 minutes, `npm run test:long`: the plain Debian boot and reboot
+ * (machines-boot boots the same image), the cloud-init, NIC-driver and power-reimage boots, and
+ * the busybox PXE boot (pxe-chain covers its path).
+ */
+const long = ['cloud-init-boot', 'debian-boot', 'nic-kernel', 'power-reimage', 'pxe-boot'].map((name) => `test/${name}.test.ts`);
 
 export default defineConfig({
   test: {
