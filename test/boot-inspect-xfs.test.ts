@@ -201,6 +201,7 @@ describe('inspecting images whose root is xfs', () => {
       kernelPath: `/boot/vmlinuz-${version}`,
       kernelSize: kernel.length,
       modulesDir: `/usr/lib/modules/${version}`,
+      devicesMissing: [],
     });
   });
 

@@ -44,7 +44,17 @@ describe('a read-write export that is being written', () => {
   });
 
   it('is inspected again once the writes settle, not at every look, and boots as last inspected meanwhile', async () => {
-    const inspected = { ready: true, os: null, kernel: fakeKernelVersion, partition: null, fstype: 'ext4', reason: null };
+    const inspected = {
+      ready: true,
+      os: null,
+      kernel: fakeKernelVersion,
+      partition: null,
+      fstype: 'ext4',
+      layout: 'disk ext4',
+      lv: null,
+      subvol: null,
+      reason: null,
+    };
     expect(await bootOf()).toEqual(inspected);
     expect(inspections()).toBe(1);
 

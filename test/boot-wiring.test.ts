@@ -46,7 +46,17 @@ describe('boot wiring: each export boots what its image holds', () => {
     const registered = Date.now();
     expect((await api(daemon, 'POST', '/exports', { name: 'debian', file: debian.file })).status).toBe(201);
     // An inspection is a child process of about a second: nothing waits for it, and until it answers nothing boots.
-    expect(await bootOf('debian')).toEqual({ ready: false, os: null, kernel: null, partition: null, fstype: null, reason: 'inspecting' });
+    expect(await bootOf('debian')).toEqual({
+      ready: false,
+      os: null,
+      kernel: null,
+      partition: null,
+      fstype: null,
+      layout: null,
+      lv: null,
+      subvol: null,
+      reason: 'inspecting',
+    });
     expect((await api(daemon, 'GET', '/boot/debian.ipxe')).status).toBe(503);
     expect(await settled('debian')).toEqual({
       ready: true,
@@ -55,6 +65,9 @@ describe('boot wiring: each export boots what its image holds', () => {
       partition: 2,
       fstype: 'ext4',
       reason: null,
+      layout: 'gpt/p2 ext4',
+      lv: null,
+      subvol: null,
     });
     const inspectedMs = Date.now() - registered;
 
@@ -88,6 +101,9 @@ describe('boot wiring: each export boots what its image holds', () => {
       partition: 3,
       fstype: 'ext4',
       reason: `boots the ramboot kit's kernel ${kitKernelVersion()}: the image has no /lib/modules directory, so no kernel of its own to boot`,
+      layout: 'gpt/p3 ext4',
+      lv: null,
+      subvol: null,
     });
     expect((await bytes('/boot/busybox.ipxe')).toString()).toContain('/busybox nbdroot.part=3 ');
     expect((await bytes('/boot/busybox/vmlinuz')).equals(fs.readFileSync(kit.vmlinuz))).toBe(true);
@@ -114,6 +130,9 @@ describe('boot wiring: each export boots what its image holds', () => {
       partition: 2,
       fstype: 'ext4',
       reason: null,
+      layout: 'gpt/p2 ext4',
+      lv: null,
+      subvol: null,
     });
     expect(
       (await bytes('/boot/busybox/vmlinuz')).equals(fs.readFileSync(path.join(debian.tree, `boot/vmlinuz-${debian.kernelVersion}`))),
@@ -135,6 +154,9 @@ describe('boot wiring: each export boots what its image holds', () => {
       partition: 2,
       fstype: 'ext4',
       reason: null,
+      layout: 'gpt/p2 ext4',
+      lv: null,
+      subvol: null,
     });
     expect((await bytes('/boot/lab/vmlinuz')).equals(debianKernel)).toBe(true);
 
