@@ -145,4 +145,23 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))('cloud-init: per-machine conf
     },
     (timeoutSeconds + 120) * 1000,
   );
+
+  it(
+    'boots the same image without a seed as before: nothing written, cloud-init finds no data source, systemd running',
+    async () => {
+      // The profile's document gone, nodeB has none: its seed answers 404 and ramboot writes nothing.
+      expect((await api(daemon, 'PATCH', '/profiles/rack', { userData: null })).status).toBe(200);
+      const b = boot(nodeB, 'node-b-no-seed');
+      const end = await b.exited;
+      const lines = b.lines();
+      const text = consoleText(lines);
+      expect(end.code, text.slice(-4000)).toBe(0);
+      expect(text).not.toContain('ramboot: FAILED');
+      expect(text).not.toContain('cloud-init seed: wrote');
+      expect(text).not.toContain('nbdmux-cloud-init');
+      expect(said(lines, 'nbdmux-boot-check: hostname')).toBe(nodeB.name);
+      expect(said(lines, 'nbdmux-boot-check: system')).toBe('running');
+    },
+    (timeoutSeconds + 120) * 1000,
+  );
 });
