@@ -54,7 +54,6 @@ const e2e = [
   'dashboard',
   'event-dashboard',
   'layout-boot',
-  'lease',
   'machines-boot',
   'netboot',
   'nic-names',
@@ -63,10 +62,11 @@ const e2e = [
 ].map((name) => `test/${name}.test.ts`);
 /**
  * qemu boots kept out of CI's 30 minutes, `npm run test:long`: the plain Debian boot and reboot
- * (machines-boot boots the same image), the cloud-init, NIC-driver and power-reimage boots, and
- * the busybox PXE boot (pxe-chain covers its path).
+ * (machines-boot boots the same image), the cloud-init, NIC-driver and power-reimage boots, the
+ * busybox PXE boot (pxe-chain covers its path), and the DHCP lease renewal and disk-lost bound
+ * (reconnect keeps the outage a booted machine rides through in CI).
  */
-const long = ['cloud-init-boot', 'debian-boot', 'nic-kernel', 'power-reimage', 'pxe-boot'].map((name) => `test/${name}.test.ts`);
+const long = ['cloud-init-boot', 'debian-boot', 'lease', 'nic-kernel', 'power-reimage', 'pxe-boot'].map((name) => `test/${name}.test.ts`);
 
 export default defineConfig({
   test: {
