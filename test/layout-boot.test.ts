@@ -176,7 +176,7 @@ describe.skipIf(skipWithout('qemu-system-x86_64', 'mmdebstrap', 'losetup', 'lvm'
     );
 
     it(
-      'Fedora-like under UEFI: the btrfs subvolume root from rootflags=, /boot (ext4) is the image partition and is not checked, power-off',
+      'Fedora-like under UEFI: the btrfs subvolume root that the inspection found (nbdroot.subvol=), /boot (ext4) is the image partition and is not checked, power-off',
       async () => {
         const found = (await api(daemon, 'GET', '/exports/fedora')).json.boot;
         console.log('layout-boot fedora: nbdmux says', JSON.stringify(found));
