@@ -1,4 +1,4 @@
-import type { RestRoute } from '../src/http/rest.js';
+import type { RestRoute } from '../src/http/rest-route.js';
 
 export function replaceGenerated(page: string, name: string, content: string): string;
 export function renderCliReference(usage: string): string;
