@@ -2,7 +2,9 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { UsageError, commandTable, parseCommandLine, type Invocation } from '../src/operator-cli/args.js';
+import { parseCommandLine, type Invocation } from '../src/operator-cli/args.js';
+import { commandTable } from '../src/operator-cli/command-table.js';
+import { UsageError } from '../src/operator-cli/usage-error.js';
 import { bashCompletion, completion } from '../src/operator-cli/completion.js';
 import { tempDir } from '../testkit/daemon.js';
 

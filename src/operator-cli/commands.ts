@@ -1,5 +1,6 @@
 import path from 'node:path';
-import { UsageError, type CommandName } from './args.js';
+import type { CommandName } from './command-table.js';
+import { UsageError } from './usage-error.js';
 import { completion } from './completion.js';
 import { exitCodes } from './failure.js';
 import { importCommand } from './import.js';

@@ -1,4 +1,6 @@
-import { UsageError, commandTable, globalOptions, groups, type Invocation } from './args.js';
+import type { Invocation } from './args.js';
+import { commandTable, globalOptions, groups } from './command-table.js';
+import { UsageError } from './usage-error.js';
 import { exitCodes } from './failure.js';
 import type { Output } from './output.js';
 

@@ -1,5 +1,5 @@
 import { isNbdmuxError, type NbdmuxError } from '../client.js';
-import { UsageError } from './args.js';
+import { UsageError } from './usage-error.js';
 import { cliRemedy } from './remedy.js';
 
 export const exitCodes = { ok: 0, failed: 1, usage: 2 } as const;

@@ -1,4 +1,5 @@
-import { UsageError, type Invocation } from './args.js';
+import type { Invocation } from './args.js';
+import { UsageError } from './usage-error.js';
 import { cloudInitChanges } from './cloud-init-flags.js';
 import { exitCodes } from './failure.js';
 import { printJson, type Command } from './output.js';

@@ -1,5 +1,5 @@
 import { powerActions, type PowerAction } from '../model/event-map.js';
-import { UsageError } from './args.js';
+import { UsageError } from './usage-error.js';
 import { exitCodes } from './failure.js';
 import { describeBmc } from './machine-views.js';
 import { printJson, type Command } from './output.js';

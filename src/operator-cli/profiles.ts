@@ -1,4 +1,4 @@
-import { UsageError } from './args.js';
+import { UsageError } from './usage-error.js';
 import { cloudInitChanges } from './cloud-init-flags.js';
 import { exitCodes } from './failure.js';
 import { withUnset } from './machines.js';

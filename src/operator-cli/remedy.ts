@@ -1,5 +1,5 @@
 import type { Remedy } from '../remedy.js';
-import type { CommandName } from './args.js';
+import type { CommandName } from './command-table.js';
 
 /**
  * Every remedy in the CLI's words: the commands that do it, each quoted unless `quoted` is false
