@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // Builds native/*.c into dist/native/ (part of `npm run build`): the fast-start shim
-// (native/skip-dh-params.c, a library preloaded into nbd-server) and the imports' sparse writer
-// (native/sparse-write.c, a program). With no C compiler at all the build goes on: nbdmux then
-// starts nbd-server the plain, slower way and says so in its log and health, and imports fail
-// with tool-failed, saying to build with a compiler.
+// (native/skip-dh-params.c, a library preloaded into nbd-server), the imports' sparse writer
+// (native/sparse-write.c, a program) and the postrun's count of bytes sent (native/socket-sent.c,
+// a program). With no C compiler at all the build goes on: nbdmux then starts nbd-server the
+// plain, slower way and says so in its log and health, imports fail with tool-failed, saying to
+// build with a compiler, and bytes sent are counted from /proc as before.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -23,6 +24,12 @@ const targets = [
     without: 'nbd-server will start without the fast-start shim',
   },
   { source: 'sparse-write.c', output: 'nbdmux-sparse-write', flags: [], without: 'image imports will fail until it is built' },
+  {
+    source: 'socket-sent.c',
+    output: 'nbdmux-socket-sent',
+    flags: [],
+    without: "bytes sent are counted from each nbd-server's wchar, which also counts what clients write",
+  },
 ];
 for (const { source, output, flags, without } of targets) {
   const args = [...flags, '-O2', '-Wall', '-Wextra', '-o', path.join(outDir, output), path.join(root, 'native', source)];

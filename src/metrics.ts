@@ -108,6 +108,10 @@ export class Metrics {
   async scrape(): Promise<string> {
     const exports = this.sources.exports.list();
     const namesById = new Map(exports.map((view) => [view.id, view.name]));
+    // A live sample is the process's wchar, which also counts what a client writes to the image or
+    // its diff: where clients can write, only the count at the close is bytes sent, and the counter,
+    // which cannot go down, waits for it.
+    const samplesAreSent = new Set(exports.filter((view) => view.readonly && !view.cow).map((view) => view.id));
     this.exportsByState.reset();
     this.exportsByState.set({ state: 'serving' }, 0);
     this.exportsByState.set({ state: 'draining' }, 0);
@@ -121,7 +125,7 @@ export class Metrics {
     const live = this.sources.connections.list();
     this.negotiating.set(live.filter((conn) => conn.exportId === null).length);
     for (const conn of live) {
-      const name = conn.exportId === null ? undefined : namesById.get(conn.exportId);
+      const name = conn.exportId === null || !samplesAreSent.has(conn.exportId) ? undefined : namesById.get(conn.exportId);
       if (name !== undefined) this.countBytes(conn.id, name, conn.bytesSent);
     }
     // A connection that ended without a recorded close (the data dir was full) is not counted on.

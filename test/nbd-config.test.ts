@@ -10,6 +10,7 @@ import {
   placeholderSection,
   renderNbdServerConfig,
   reportFd,
+  socketSentPath,
   writeFileAtomically,
   type ServedExport,
 } from '../src/supervisor/nbd-config.js';
@@ -198,9 +199,11 @@ describe('renderNbdServerConfig output for a safe set of exports', () => {
       expect(text).toContain(`# ${exp.file}, as judged at registration\n[${exp.name}]\n`);
       expect(values.readonly).toBe(exp.readonly ? 'true' : 'false');
       expect(values.prerun).toMatch(new RegExp(`\\becho ${exp.id} ${exp.versionId} >&${reportFd}`));
-      // Reports the end of the connection; src/supervisor/report-pipe.ts reads the final counts then.
+      // Reports the end of the connection with the bytes the client received (src/supervisor/report-pipe.ts reads the final counts then).
       expect(values.postrun).toMatch(
-        new RegExp(`\\becho ended >&${reportFd} && while read -r reply <&${reportFd}; do .*; sleep \\d+; exit 0$`),
+        new RegExp(
+          `\\becho ended \\$\\(${socketSentPath} 2>/dev/null\\) >&${reportFd} && while read -r reply <&${reportFd}; do .*; sleep \\d+; exit 0$`,
+        ),
       );
     },
   );

@@ -2,7 +2,15 @@ import { spawn } from 'node:child_process';
 import type { Duplex } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { renderNbdServerConfig, reportFd, unansweredLingerSeconds, type ServedExport } from '../src/supervisor/nbd-config.js';
-import { answerReports, maxPipeBytes, parseReport, verdictLine, type AnsweredReport, type Report } from '../src/supervisor/report-pipe.js';
+import {
+  answerReports,
+  maxPipeBytes,
+  parseEnded,
+  parseReport,
+  verdictLine,
+  type AnsweredReport,
+  type Report,
+} from '../src/supervisor/report-pipe.js';
 
 describe('the report pipe protocol', () => {
   it.each<[text: string, report: Report | null]>([
@@ -23,6 +31,25 @@ describe('the report pipe protocol', () => {
     ['1'.repeat(17), null],
   ])('reads the line %j as %j', (text, report) => {
     expect(parseReport(text)).toEqual(report);
+  });
+
+  it.each<[text: string, bytes: number | null | undefined]>([
+    ['ended', null],
+    ['ended 0', 0],
+    ['ended 75497472', 75497472],
+    ['ended 9007199254740991', 9007199254740991],
+    // Only the exact form our postrun writes: anything else is no ended line, and no count.
+    ['ended ', undefined],
+    ['ended -1', undefined],
+    ['ended 1e9', undefined],
+    ['ended 12 13', undefined],
+    ['ended 0x10', undefined],
+    [' ended 5', undefined],
+    ['ended 9007199254740993', undefined],
+    [`ended ${'9'.repeat(17)}`, undefined],
+    ['ended\t5', undefined],
+  ])('reads the ended line %j as %j', (text, bytes) => {
+    expect(parseEnded(text)).toBe(bytes);
   });
 
   it('answers with one line per verdict', () => {
@@ -47,7 +74,7 @@ interface Answered {
   code: number | null;
   judged: number[];
   answered: AnsweredReport[];
-  ended: number;
+  ended: Array<number | null>;
   rejected: Array<[text: string, closed: boolean]>;
 }
 
@@ -59,7 +86,7 @@ function answer(command: string, judge: (exportId: number) => boolean = () => tr
   return new Promise((resolve, reject) => {
     const stdio: Array<'ignore' | 'pipe'> = Array.from({ length: reportFd + 1 }, (_, fd) => (fd === reportFd ? 'pipe' : 'ignore'));
     const child = spawn('/bin/sh', ['-c', command], { stdio, timeout: 10_000 });
-    const result: Answered = { code: null, judged: [], answered: [], ended: 0, rejected: [] };
+    const result: Answered = { code: null, judged: [], answered: [], ended: [], rejected: [] };
     answerReports(child.stdio[reportFd] as Duplex, {
       judge: (report: Report) => {
         const id = 'machineId' in report ? report.machineId : report.exportId;
@@ -67,7 +94,7 @@ function answer(command: string, judge: (exportId: number) => boolean = () => tr
         return judge(id);
       },
       answered: (report) => result.answered.push(report),
-      ended: () => result.ended++,
+      ended: (bytes) => result.ended.push(bytes),
       rejected: (text, closed) => result.rejected.push([text, closed]),
     });
     child.on('error', reject);
@@ -84,14 +111,15 @@ describe('answerReports against the prerun and postrun nbd-server runs', () => {
       code,
       judged: [42],
       answered: [{ exportId: 42, versionId: 142, admitted }],
-      ended: 0,
+      ended: [],
       rejected: [],
     });
   });
 
   it('answers the postrun at once, after the ended callback ran', async () => {
     const started = Date.now();
-    expect(await answer(postrun)).toEqual({ code: 0, judged: [], answered: [], ended: 1, rejected: [] });
+    // Its standard input is no TCP socket here, so it can tell no count: a bare ended line.
+    expect(await answer(postrun)).toEqual({ code: 0, judged: [], answered: [], ended: [null], rejected: [] });
     // It waited for the answer, not for its linger: a daemon was there to read the counts.
     expect(Date.now() - started).toBeLessThan(unansweredLingerSeconds * 1000);
   });
@@ -101,7 +129,20 @@ describe('answerReports against the prerun and postrun nbd-server runs', () => {
     const result = await answer(
       `printf '5 6\\nended\\n' >&${reportFd}; read -r verdict <&${reportFd}; read -r counted <&${reportFd}; [ "$counted" = counted ]`,
     );
-    expect(result).toEqual({ code: 0, judged: [5], answered: [{ exportId: 5, versionId: 6, admitted: true }], ended: 1, rejected: [] });
+    expect(result).toEqual({
+      code: 0,
+      judged: [5],
+      answered: [{ exportId: 5, versionId: 6, admitted: true }],
+      ended: [null],
+      rejected: [],
+    });
+  });
+
+  it('hands on the count an ended line carries, and takes a malformed count for no ended line', async () => {
+    const result = await answer(
+      `echo ended 99999999999999999 >&${reportFd}; sleep 0.2; echo ended 1234 >&${reportFd}; read -r reply <&${reportFd}; [ "$reply" = counted ]`,
+    );
+    expect(result).toEqual({ code: 0, judged: [], answered: [], ended: [1234], rejected: [['ended 99999999999999999', false]] });
   });
 
   it('judges nothing and answers nothing that is no report, and goes on reading', async () => {
@@ -113,7 +154,7 @@ describe('answerReports against the prerun and postrun nbd-server runs', () => {
       code: 0,
       judged: [5],
       answered: [{ exportId: 5, versionId: null, admitted: true }],
-      ended: 0,
+      ended: [],
       rejected: [['hello', false]],
     });
   });
@@ -132,7 +173,7 @@ describe('answerReports against the prerun and postrun nbd-server runs', () => {
     expect(result.rejected).toHaveLength(1);
     expect(result.rejected[0]![1]).toBe(true);
     // Only what came before the bound was answered.
-    expect(result.ended).toBeLessThanOrEqual(maxPipeBytes / 'ended\n'.length);
+    expect(result.ended.length).toBeLessThanOrEqual(maxPipeBytes / 'ended\n'.length);
   });
 
   it('keeps the postrun waiting for the answer past the unread verdict of a prerun that did not wait for it', async () => {

@@ -4,7 +4,7 @@ import type { ConnectionStore } from './connection-store.js';
 import { removeCowDiff } from './cow-diffs.js';
 import type { Report } from './report-pipe.js';
 import { isRunning, killProcess, readStartTicks } from './proc.js';
-import { sampleConnections, sampleLastBytes } from './sampler.js';
+import { sampleConnections, sampleFinalBytes, sampleLastBytes } from './sampler.js';
 import type { LiveConnection } from './live-connection.js';
 
 export type Outcome = NonNullable<ConnectionRow['outcome']>;
@@ -125,12 +125,12 @@ export class ConnectionTable {
 
   /**
    * The process reported from its postrun that its connection is over, and exists until it is
-   * answered: what it sent is final, and read now. Its close comes too late for that (the
-   * process is reaped by then, and its pid free for another).
+   * answered: what it sent is final, and read now (`reportedBytes`, its own count, replaces
+   * every sample). Its close comes too late for that (the process is reaped by then, and its pid free for another).
    */
-  ending(conn: LiveConnection): void {
+  ending(conn: LiveConnection, reportedBytes: number | null): void {
     if (!this.live.has(conn.id) || conn.bytesFinal) return;
-    sampleLastBytes(conn);
+    sampleFinalBytes(conn, reportedBytes);
     conn.bytesFinal = true;
   }
 
@@ -274,6 +274,7 @@ function fromRow(row: ConnectionRow, adopted: boolean): LiveConnection {
     openedAt: row.openedAt,
     negotiatedAt: row.negotiatedAt,
     bytesSent: row.bytesSent,
+    reportBytes: 0,
     bytesFinal: false,
     bytesPerSecond: 0,
     sampledAt: null,

@@ -13,6 +13,12 @@ export interface LiveConnection {
   readonly openedAt: string;
   negotiatedAt: string | null;
   bytesSent: number;
+  /**
+   * Bytes its prerun wrote on the report pipe: in its wchar once the prerun's shell is reaped, yet
+   * never sent to the client. Zero for an adopted process, whose count this daemon takes from the
+   * wchar it had at adoption, prerun included.
+   */
+  reportBytes: number;
   /** Read from /proc while the process waited in its postrun: exact, and its pid is no longer read. */
   bytesFinal: boolean;
   /** Send rate over the last refresh interval. */

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { AllowList } from '../rules/allow-list.js';
 import {
   configSafePathPattern,
@@ -30,14 +31,23 @@ export const firstExportFd = reportFd + 1;
 export const unansweredLingerSeconds = 3;
 
 /**
- * Runs in the serving process once its connection is over, before it exits: the daemon reads the
- * process's final byte count from /proc while the postrun waits for its answer (a connection
- * shorter than one sampling interval would otherwise count nothing). It skips lines until that
- * answer: the verdict on the prerun's report, which only an export with an allow list reads, is
- * still in the pipe. Like prerun, a printf format to nbd-server: no '%'. Its exit status is ignored.
+ * Built by `npm run build` from native/socket-sent.c: run by the postrun, it prints what the
+ * client's TCP acknowledged on the socket the postrun inherits. Left out of a path the config
+ * could misread (then, as without a compiler, the daemon counts the process's wchar).
+ */
+export const socketSentPath = fileURLToPath(new URL('../../native/nbdmux-socket-sent', import.meta.url));
+
+/**
+ * Runs in the serving process once its connection is over, before it exits: it reports the bytes
+ * the client received, and the daemon reads the process's final counts from /proc while the
+ * postrun waits for its answer (a connection shorter than one sampling interval would otherwise
+ * count nothing). It skips lines until that answer: the verdict on the prerun's report, which only
+ * an export with an allow list reads, is still in the pipe. Like prerun, a printf format to
+ * nbd-server: no '%'. Its exit status is ignored; a helper that fails prints nothing, and the
+ * line is a bare `ended`.
  */
 const postrun =
-  `postrun = trap '' PIPE; echo ${endedLine} >&${reportFd} && ` +
+  `postrun = trap '' PIPE; echo ${endedLine}${configSafePathPattern.test(socketSentPath) ? ` $(${socketSentPath} 2>/dev/null)` : ''} >&${reportFd} && ` +
   `while read -r reply <&${reportFd}; do [ "$reply" = ${countedReply} ] && exit 0; done; sleep ${unansweredLingerSeconds}; exit 0`;
 
 export interface ServedExport {

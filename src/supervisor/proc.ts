@@ -41,7 +41,7 @@ export function isOnCpu(pid: number): boolean {
   return readStat(pid)?.state === 'R';
 }
 
-/** Bytes the process has written (to the client socket, almost all of it); null once it is gone. */
+/** Bytes the process has written: to the client socket, and to the image or a diff for what the client writes; null once it is gone. */
 export function readBytesWritten(pid: number): number | null {
   try {
     const match = /^wchar: (\d+)$/m.exec(fs.readFileSync(`/proc/${pid}/io`, 'utf8'));

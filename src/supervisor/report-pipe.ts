@@ -5,9 +5,10 @@ import type { Duplex } from 'node:stream';
  * message. Once the client has chosen an export, the config's prerun writes that export's id and
  * the id of the version its config serves; the daemon answers every report with a verdict line,
  * which only an export with an allow list waits for (its prerun refuses the client unless it
- * reads `admittedVerdict`). When the connection is over, the postrun writes `endedLine` and waits
- * for `countedReply`: until the daemon answers, the process exists and its final counts can be
- * read from /proc.
+ * reads `admittedVerdict`). When the connection is over, the postrun writes `endedLine`, followed by
+ * the bytes the client's TCP acknowledged when the postrun could read them (see
+ * native/socket-sent.c), and waits for `countedReply`: until the daemon answers, the process
+ * exists and its final counts can be read from /proc.
  */
 export const admittedVerdict = 'allow';
 const refusedVerdict = 'deny';
@@ -30,6 +31,19 @@ export type Report =
       versionId: number | null;
     }
   | { machineId: number };
+
+/**
+ * The bytes an ended line reports, or null for a bare ended line (no TCP socket, or the helper
+ * missing); undefined when the line is no ended line at all. Like every line, untrusted: digits only,
+ * bounded, a safe integer.
+ */
+export function parseEnded(line: string): number | null | undefined {
+  if (line === endedLine) return null;
+  const match = /^ended (\d{1,16})$/.exec(line);
+  if (!match) return undefined;
+  const bytes = Number(match[1]);
+  return Number.isSafeInteger(bytes) ? bytes : undefined;
+}
 
 /** The ids one line (without its newline) names, exactly as our prerun writes them; null for anything else. */
 export function parseReport(line: string): Report | null {
@@ -57,9 +71,13 @@ export type AnsweredReport = Report & { admitted: boolean };
 export interface ReportListener {
   /** Whether the client may use what the report names. */
   judge(report: Report): boolean;
-  answered(report: AnsweredReport): void;
-  /** The process's connection is over and the process waits for the answer: its counts are final and still readable. */
-  ended(): void;
+  /** `lineBytes`: the report's line as written, newline included. */
+  answered(report: AnsweredReport, lineBytes: number): void;
+  /**
+   * The process's connection is over and the process waits for the answer: its counts are final
+   * and still readable. `reportedBytes`: what the client's TCP acknowledged, as the process says; null when it could not tell.
+   */
+  ended(reportedBytes: number | null): void;
   /** Data that is no message (`text` as read, untrusted and cut short), ignored; `closed` when the pipe was closed for it. */
   rejected(text: string, closed: boolean): void;
 }
@@ -98,8 +116,9 @@ export function answerReports(pipe: Duplex, listener: ReportListener): void {
     }
   };
   const handle = (line: string) => {
-    if (line === endedLine) {
-      listener.ended();
+    const ended = parseEnded(line);
+    if (ended !== undefined) {
+      listener.ended(ended);
       pipe.write(`${countedReply}\n`);
       return;
     }
@@ -107,7 +126,7 @@ export function answerReports(pipe: Duplex, listener: ReportListener): void {
     if (report === null) return listener.rejected(line.slice(0, maxLineBytes), false);
     const admitted = listener.judge(report);
     pipe.write(verdictLine(admitted));
-    listener.answered({ ...report, admitted });
+    listener.answered({ ...report, admitted }, line.length + 1);
   };
   pipe.on('data', onData);
   pipe.on('error', () => {});

@@ -15,7 +15,7 @@ export function sampleConnections(conns: Iterable<LiveConnection>, cowDir: strin
       conn.bytesPerSecond = 0;
       continue;
     }
-    const bytes = readBytesWritten(conn.pid);
+    const bytes = serverWrites(conn);
     if (bytes === null) continue;
     const now = Date.now();
     conn.bytesPerSecond = conn.sampledAt === null ? 0 : sendRate(conn.bytesSent, conn.sampledAt, bytes, now);
@@ -26,7 +26,29 @@ export function sampleConnections(conns: Iterable<LiveConnection>, cowDir: strin
 
 /** At its close: what the process sent in the end, while /proc still shows it. */
 export function sampleLastBytes(conn: LiveConnection): void {
-  if (conn.pid !== null) conn.bytesSent = readBytesWritten(conn.pid) ?? conn.bytesSent;
+  conn.bytesSent = serverWrites(conn) ?? conn.bytesSent;
+}
+
+/**
+ * While the process waits in its postrun: the bytes its postrun reported (the client's TCP
+ * acknowledgements, exact, and blind to what the client wrote) where /proc bounds them. Every
+ * byte on the socket went through nbd-server's write(), so a true report never exceeds the
+ * process's wchar; a larger one is not our helper talking, and wchar counts instead, as it does
+ * when the process could not tell.
+ */
+export function sampleFinalBytes(conn: LiveConnection, reported: number | null): void {
+  const written = serverWrites(conn);
+  conn.bytesSent = reported !== null && written !== null && reported <= written ? reported : (written ?? conn.bytesSent);
+}
+
+/**
+ * What the process wrote, less its prerun's report (in wchar too, once its shell is reaped; the
+ * postrun's is not while it waits): the bytes it wrote to the client, plus whatever the client
+ * had it write to the image or a diff. Null once the process is gone.
+ */
+function serverWrites(conn: LiveConnection): number | null {
+  const written = conn.pid === null ? null : readBytesWritten(conn.pid);
+  return written === null ? null : Math.max(0, written - conn.reportBytes);
 }
 
 /** Bytes per second between two samples (times in ms); never negative, and no division by a zero interval. */

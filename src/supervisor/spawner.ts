@@ -160,7 +160,8 @@ export class Spawner {
     let rejectionLogged = false;
     answerReports(child.stdio[reportFd] as Duplex, {
       judge: (report) => this.options.admit(conn, report),
-      answered: (report) => {
+      answered: (report, lineBytes) => {
+        conn.reportBytes += lineBytes;
         if (report.admitted) {
           clearTimeout(accepted.deadline);
           table.negotiated(conn, report);
@@ -170,7 +171,7 @@ export class Spawner {
         }
         release();
       },
-      ended: () => table.ending(conn),
+      ended: (reportedBytes) => table.ending(conn, reportedBytes),
       rejected: (text, closed) => {
         release();
         // Once per connection: a process writing junk must not flood the log.
