@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNbdmuxClient } from '../src/client.js';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon, inspectedBoots } from '../testkit/daemon.js';
 import { fakeKit } from './helpers/fake-kit.js';
 import { listExports, makeImage, nbdsh } from '../testkit/nbd.js';
 import { httpRequest } from '../testkit/raw-http.js';
@@ -64,10 +64,7 @@ describe('a machine whose export has an allow list', () => {
         })
       ).status,
     ).toBe(201);
-    await waitFor(
-      'the image inspected',
-      async () => (await api(daemon, 'GET', '/exports/secret')).json.boot.reason !== 'inspecting' || undefined,
-    );
+    await inspectedBoots(daemon);
     expect(
       (await api(daemon, 'POST', '/machines', { mac, name: 'vault', export: 'secret', persistent: true, stateSize: '64M' })).status,
     ).toBe(201);
@@ -173,10 +170,7 @@ describe('a dual-stack NBD port beside an IPv4 HTTP port', () => {
       (await api(daemon, 'POST', '/exports', { name: 'img', file: makeImage(images, 'img.img', 1024 * 1024), allow: ['127.0.0.7'] }))
         .status,
     ).toBe(201);
-    await waitFor(
-      'the image inspected',
-      async () => (await api(daemon, 'GET', '/exports/img')).json.boot.reason !== 'inspecting' || undefined,
-    );
+    await inspectedBoots(daemon);
     expect((await api(daemon, 'POST', '/machines', { mac, name: 'dual', export: 'img', persistent: true, stateSize: '64M' })).status).toBe(
       201,
     );

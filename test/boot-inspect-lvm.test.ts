@@ -5,7 +5,7 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Logger } from '../src/log.js';
 import { parseLvmText } from '../src/inspect/lvm-text.js';
-import { api, killEverything, startDaemon, tempDir, waitFor } from '../testkit/daemon.js';
+import { api, killEverything, startDaemon, tempDir, inspectedBoots } from '../testkit/daemon.js';
 import { fakeKit } from './helpers/fake-kit.js';
 import { makeExt4, makeVfat, makeXfs, writeTree } from './helpers/images.js';
 import { loopDevicesUsable, makeBtrfsWithSubvolumes, makeLvmDisk, type LvmDisk } from './helpers/layout-images.js';
@@ -228,16 +228,7 @@ describe.skipIf(!loopDevicesUsable)(
       ])
         expect((await api(daemon, 'POST', '/exports', { name, file })).status).toBe(201);
       type Boot = { ready: boolean; layout: string | null; lv: string | null; subvol: string | null; reason: string | null };
-      const boots = await waitFor(
-        'both images inspected',
-        async () => {
-          const listed = (await api(daemon, 'GET', '/exports')).json as { name: string; boot: Boot }[];
-          return listed.every((exp) => exp.boot.reason !== 'inspecting')
-            ? Object.fromEntries(listed.map((exp) => [exp.name, exp.boot]))
-            : undefined;
-        },
-        60_000,
-      );
+      const boots = await inspectedBoots<Boot>(daemon);
       expect(boots.rocky).toMatchObject({
         ready: true,
         layout: `gpt/lvm:${vg}/root xfs, /boot partition 2 ext4`,

@@ -2,7 +2,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { api, killEverything, startDaemon, tempDir, type RunningDaemon, inspectedBoots } from '../testkit/daemon.js';
 import { fakeKit } from './helpers/fake-kit.js';
 import { makeExt4, makeXfs, writeTree, type TreeEntry } from './helpers/images.js';
 
@@ -45,15 +45,7 @@ describe('ready means the root filesystem can be mounted', () => {
     dataDirs.push(daemon.dataDir);
     for (const [name, file] of Object.entries(images)) expect((await api(daemon, 'POST', '/exports', { name, file })).status).toBe(201);
     type Boot = { ready: boolean; kernel: string | null; reason: string | null };
-    const exports = await waitFor(
-      'every image inspected',
-      async () => {
-        const listed = (await api(daemon, 'GET', '/exports')).json as { name: string; boot: Boot }[];
-        return listed.every((exp) => exp.boot.reason !== 'inspecting') ? listed : undefined;
-      },
-      60_000,
-    );
-    return Object.fromEntries(exports.map((exp) => [exp.name, exp.boot]));
+    return inspectedBoots<Boot>(daemon);
   }
 
   it('a kit without xfs: an xfs root boots only with its own kernel carrying xfs, and says what is missing otherwise', async () => {

@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { api, killEverything, startDaemon, tempDir, type RunningDaemon, inspectedBoots } from '../testkit/daemon.js';
 import { makeImage } from '../testkit/nbd.js';
 import { runText } from '../testkit/process.js';
 import { fakeKit } from './helpers/fake-kit.js';
@@ -22,13 +22,7 @@ describe('profiles through the daemon', () => {
     const images = tempDir('nbdmux-images-');
     for (const name of ['debian', 'alpine'])
       expect((await api(daemon, 'POST', '/exports', { name, file: makeImage(images, `${name}.img`, 1024 * 1024) })).status).toBe(201);
-    await waitFor('the images inspected', async () =>
-      ((await api(daemon, 'GET', '/exports')).json as Array<{ boot: { reason: string | null } }>).every(
-        (e) => e.boot.reason !== 'inspecting',
-      )
-        ? true
-        : undefined,
-    );
+    await inspectedBoots(daemon);
   });
   afterAll(() => killEverything([daemon.dataDir]));
 

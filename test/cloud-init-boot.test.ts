@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon, inspectedBoots } from '../testkit/daemon.js';
 import { bootGuest, debianImage, guestHttpHost, rambootKit, type Guest, type RambootKit, type SerialLine } from './helpers/qemu.js';
 import { skipWithout } from './helpers/tools.js';
 
@@ -55,13 +55,7 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))('cloud-init: per-machine conf
       const reply = await api(daemon, 'POST', '/machines', { mac: node.mac, name: node.name, profile: 'rack', ...own });
       if (reply.status !== 201) throw new Error(`adding ${node.name} failed (${reply.status}): ${reply.text}`);
     }
-    await waitFor(
-      'the image inspected',
-      async () =>
-        ((await api(daemon, 'GET', '/exports')).json as { boot: { reason: string } }[]).every((exp) => exp.boot.reason !== 'inspecting') ||
-        undefined,
-      30_000,
-    );
+    await inspectedBoots(daemon, 30_000);
   }, 3_600_000);
 
   afterAll(() => {

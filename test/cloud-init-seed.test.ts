@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { api, killEverything, startDaemon, tempDir, type RunningDaemon, inspectedBoots } from '../testkit/daemon.js';
 import { makeImage } from '../testkit/nbd.js';
 import { fakeKit } from './helpers/fake-kit.js';
 
@@ -45,13 +45,7 @@ describe('cloud-init seeds', () => {
     daemon = await startDaemon({ args: ['--ramboot-kit', fakeKit(Buffer.from('kernel'))] });
     const image = makeImage(tempDir('nbdmux-images-'), 'debian.img', 1024 * 1024);
     expect((await api(daemon, 'POST', '/exports', { name: 'debian', file: image })).status).toBe(201);
-    await waitFor('the image inspected', async () =>
-      ((await api(daemon, 'GET', '/exports')).json as Array<{ boot: { reason: string | null } }>).every(
-        (e) => e.boot.reason !== 'inspecting',
-      )
-        ? true
-        : undefined,
-    );
+    await inspectedBoots(daemon);
   });
   afterAll(() => killEverything([daemon.dataDir]));
 

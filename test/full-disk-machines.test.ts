@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { api, killEverything, startDaemon, tempDir, type RunningDaemon, inspectedBoots } from '../testkit/daemon.js';
 import { fakeKit } from './helpers/fake-kit.js';
 import { listExports, makeImage } from '../testkit/nbd.js';
 import { fillUp, isRoot, mountTmpfs, unmountTmpfs } from './helpers/tmpfs.js';
@@ -25,10 +25,7 @@ describe.skipIf(!isRoot)('machines on a data dir that fills up', () => {
     daemon = await startDaemon({ dataDir, args: ['--ramboot-kit', fakeKit(Buffer.from('kernel'))] });
     const image = makeImage(tempDir('nbdmux-images-'), 'disk.img', 1024 * 1024);
     expect((await api(daemon, 'POST', '/exports', { name: 'disk', file: image })).status).toBe(201);
-    await waitFor(
-      'the image inspected',
-      async () => (await api(daemon, 'GET', '/exports/disk')).json.boot.reason !== 'inspecting' || undefined,
-    );
+    await inspectedBoots(daemon);
     expect(
       (
         await api(daemon, 'POST', '/machines', {

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { api, killEverything, startDaemon, tempDir, type RunningDaemon, inspectedBoots } from '../testkit/daemon.js';
 import { layoutImages, type LayoutImages } from './helpers/layout-boot-images.js';
 import {
   bootFailureReport,
@@ -64,14 +64,7 @@ describe.skipIf(skipWithout('qemu-system-x86_64', 'mmdebstrap', 'losetup', 'lvm'
         const reply = await api(daemon, 'POST', '/exports', { name, file: copies[name], cmdline: 'console=ttyS0,115200 panic=-1' });
         if (reply.status !== 201) throw new Error(`registering ${name} failed (${reply.status}): ${reply.text}`);
       }
-      await waitFor(
-        'both images inspected',
-        async () =>
-          ((await api(daemon, 'GET', '/exports')).json as { boot: { reason: string } }[]).every(
-            (exp) => exp.boot.reason !== 'inspecting',
-          ) || undefined,
-        30_000,
-      );
+      await inspectedBoots(daemon, 30_000);
     }, 2_100_000);
 
     afterAll(() => {

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNbdmuxClient } from '../src/client.js';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon, inspectedBoots } from '../testkit/daemon.js';
 import { fakeKit } from './helpers/fake-kit.js';
 import { listExports, makeImage, nbdsh, sha256, startNbdshSession, startSlowReader } from '../testkit/nbd.js';
 import { httpRequest } from '../testkit/raw-http.js';
@@ -50,10 +50,7 @@ describe('machine state exports', () => {
     daemon = await startDaemon({ args: daemonArgs });
     dirs.push(daemon.dataDir);
     expect((await api(daemon, 'POST', '/exports', { name: 'img', file: makeImage(images, 'img.img', 1024 * 1024) })).status).toBe(201);
-    await waitFor(
-      'the image inspected',
-      async () => (await api(daemon, 'GET', '/exports/img')).json.boot.reason !== 'inspecting' || undefined,
-    );
+    await inspectedBoots(daemon);
     expect(
       (await api(daemon, 'POST', '/machines', { mac: mac.toUpperCase(), name: 'node7', export: 'img', persistent: true, stateSize: '64M' }))
         .status,

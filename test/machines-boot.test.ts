@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNbdmuxClient } from '../src/client.js';
 import { launchBrowser, openDashboard } from './helpers/browser.js';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon, inspectedBoots } from '../testkit/daemon.js';
 import {
   bootGuest,
   debianImage,
@@ -73,14 +73,7 @@ describe.skipIf(skipWithout('qemu-system-x86_64') || skipWithout('/usr/bin/chrom
         const reply = await api(daemon, 'POST', '/machines', { mac: machine.mac, name: machine.name, ...body });
         if (reply.status !== 201) throw new Error(`adding ${machine.name} failed (${reply.status}): ${reply.text}`);
       }
-      await waitFor(
-        'both images inspected',
-        async () =>
-          ((await api(daemon, 'GET', '/exports')).json as { boot: { reason: string } }[]).every(
-            (exp) => exp.boot.reason !== 'inspecting',
-          ) || undefined,
-        30_000,
-      );
+      await inspectedBoots(daemon, 30_000);
     }, 1_800_000);
 
     afterAll(() => {

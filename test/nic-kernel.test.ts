@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNbdmuxClient } from '../src/client.js';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { api, killEverything, startDaemon, tempDir, type RunningDaemon, inspectedBoots } from '../testkit/daemon.js';
 import { bootGuest, debianImage, guestHttpHost, rambootKit, type DebianImage, type Guest, type RambootKit } from './helpers/qemu.js';
 import { skipWithout } from './helpers/tools.js';
 
@@ -55,13 +55,7 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))("nic-kernel: the image's own 
     }
     // What the ROM runs: the machine's own script, by its MAC.
     fs.writeFileSync(path.join(dir, 'chain.ipxe'), `#!ipxe\nchain http://${guestHttpHost}/boot.ipxe?mac=\${net0/mac}\n`);
-    await waitFor(
-      'both images inspected',
-      async () =>
-        ((await api(daemon, 'GET', '/exports')).json as { boot: { reason: string } }[]).every((exp) => exp.boot.reason !== 'inspecting') ||
-        undefined,
-      60_000,
-    );
+    await inspectedBoots(daemon, 60_000);
   }, 3_600_000);
 
   afterAll(() => {

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon, inspectedBoots } from '../testkit/daemon.js';
 import { runText } from '../testkit/process.js';
 import { startSimulatedBmc, type SimulatedBmc } from './helpers/ipmi-sim.js';
 import { debianImage, guestCommand, guestHttpHost, rambootKit } from './helpers/qemu.js';
@@ -33,11 +33,7 @@ describe.skipIf(skipWithout('qemu-system-x86_64') || skipWithout('ipmi_sim'))('r
     const reply = await api(daemon, 'POST', '/exports', { name: 'debian', file: copy, cmdline: 'console=ttyS0,115200 panic=-1' });
     if (reply.status !== 201) throw new Error(`registering debian failed (${reply.status}): ${reply.text}`);
     fs.writeFileSync(path.join(dir, 'by-mac.ipxe'), `#!ipxe\nchain http://${guestHttpHost}/boot.ipxe?mac=\${net0/mac}\n`);
-    await waitFor(
-      'the image inspected',
-      async () => (await api(daemon, 'GET', '/exports/debian')).json.boot.reason !== 'inspecting' || undefined,
-      60_000,
-    );
+    await inspectedBoots(daemon, 60_000);
     const machine = guestCommand({
       kit,
       kernel: 'vmlinuz',

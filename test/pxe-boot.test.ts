@@ -6,7 +6,7 @@ import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { unpackCpio } from '../src/initrd/cpio.js';
 import { createNbdmuxClient } from '../src/client.js';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { api, killEverything, startDaemon, tempDir, type RunningDaemon, inspectedBoots } from '../testkit/daemon.js';
 import { linuxPartitionOffset } from './helpers/images.js';
 import {
   bootFailureReport,
@@ -80,13 +80,7 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))('pxe-boot: from a PXE ROM to 
       const reply = await api(daemon, 'POST', '/exports', { name, file: copy, cmdline: 'console=ttyS0,115200 panic=-1' });
       if (reply.status !== 201) throw new Error(`registering ${name} failed (${reply.status}): ${reply.text}`);
     }
-    await waitFor(
-      'both images inspected',
-      async () =>
-        ((await api(daemon, 'GET', '/exports')).json as { boot: { reason: string } }[]).every((exp) => exp.boot.reason !== 'inspecting') ||
-        undefined,
-      30_000,
-    );
+    await inspectedBoots(daemon, 30_000);
   }, 1_800_000);
 
   afterAll(() => {

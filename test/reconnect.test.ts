@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon, inspectedBoots } from '../testkit/daemon.js';
 import { sha256 } from '../testkit/nbd.js';
 import { killServingProcesses } from '../testkit/proc.js';
 import {
@@ -154,11 +154,7 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))('reconnect: a persistent Debi
       stateSize: '64M',
     });
     expect(created.status, created.text).toBe(201);
-    await waitFor(
-      'the image inspected',
-      async () => (await api(daemon, 'GET', '/exports/debian')).json.boot.reason !== 'inspecting' || undefined,
-      60_000,
-    );
+    await inspectedBoots(daemon, 60_000);
   }, 1_800_000);
 
   afterAll(() => {

@@ -166,3 +166,23 @@ export async function waitFor<T>(
     await new Promise((resolve) => setTimeout(resolve, everyMs));
   }
 }
+
+/**
+ * Each export's boot summary by name, once nbdmux has inspected every image (none is still
+ * `inspecting`): what a boot test waits for before a guest asks for its script.
+ */
+export async function inspectedBoots<Boot extends { reason: string | null }>(
+  daemon: Pick<RunningDaemon, 'url'>,
+  ms = 60_000,
+): Promise<Record<string, Boot>> {
+  return waitFor(
+    'every image inspected',
+    async () => {
+      const listed = (await api(daemon, 'GET', '/exports')).json as { name: string; boot: Boot }[];
+      return listed.every((exp) => exp.boot.reason !== 'inspecting')
+        ? Object.fromEntries(listed.map((exp) => [exp.name, exp.boot]))
+        : undefined;
+    },
+    ms,
+  );
+}
