@@ -3,7 +3,16 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon, inspectedBoots } from '../testkit/daemon.js';
-import { bootGuest, debianImage, guestHttpHost, rambootKit, type Guest, type RambootKit, type SerialLine } from './helpers/qemu.js';
+import {
+  bootGuest,
+  debianImage,
+  guestHttpHost,
+  rambootKit,
+  type Guest,
+  type RambootKit,
+  type SerialLine,
+  textAfter,
+} from './helpers/qemu.js';
 import { skipWithout } from './helpers/tools.js';
 
 /**
@@ -82,10 +91,6 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))('cloud-init: per-machine conf
     return guest;
   };
   const consoleText = (lines: SerialLine[]) => lines.map((line) => line.text).join('\n');
-  const said = (lines: SerialLine[], prefix: string) => {
-    const line = lines.find((candidate) => candidate.text.includes(`${prefix} `))?.text;
-    return line?.slice(line.indexOf(`${prefix} `) + prefix.length + 1);
-  };
 
   /** Seconds from the script to `up`, and what the seed cost ramboot, as the test reports them. */
   const figures = async (node: typeof nodeA, lines: SerialLine[]) => {
@@ -113,7 +118,7 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))('cloud-init: per-machine conf
         const text = consoleText(lines);
         expect(end.code, `${node.name}: qemu did not power off by itself\n${text.slice(-4000)}`).toBe(0);
         expect(text).not.toContain('ramboot: FAILED');
-        expect(said(lines, 'nbdmux-boot-check: hostname')).toBe(node.name);
+        expect(textAfter(lines, 'nbdmux-boot-check: hostname')).toBe(node.name);
         // Rendered by cloud-init from this machine's meta-data: its host name and instance-id.
         expect(text).toMatch(new RegExp(`nbdmux-cloud-init v1 ${node.name} nbdmux-[0-9a-f]{20}`));
         expect(text.includes('nbdmux-cloud-init own-part')).toBe(node === nodeA);
@@ -153,8 +158,8 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))('cloud-init: per-machine conf
       expect(text).not.toContain('ramboot: FAILED');
       expect(text).not.toContain('cloud-init seed: wrote');
       expect(text).not.toContain('nbdmux-cloud-init');
-      expect(said(lines, 'nbdmux-boot-check: hostname')).toBe(nodeB.name);
-      expect(said(lines, 'nbdmux-boot-check: system')).toBe('running');
+      expect(textAfter(lines, 'nbdmux-boot-check: hostname')).toBe(nodeB.name);
+      expect(textAfter(lines, 'nbdmux-boot-check: system')).toBe('running');
     },
     (timeoutSeconds + 120) * 1000,
   );

@@ -12,6 +12,7 @@ import {
   type Guest,
   type RambootKit,
   type SerialLine,
+  textAfter,
 } from './helpers/qemu.js';
 import { skipWithout } from './helpers/tools.js';
 
@@ -49,11 +50,7 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))('debian-boot: a real Debian 1
   });
 
   /** What nbdmux-boot-check said about key (the text after "nbdmux-boot-check: KEY "; a login prompt may precede it). */
-  function said(lines: SerialLine[], key: string): string | undefined {
-    const prefix = `nbdmux-boot-check: ${key} `;
-    const line = lines.find((candidate) => candidate.text.includes(prefix))?.text;
-    return line?.slice(line.indexOf(prefix) + prefix.length);
-  }
+  const said = (lines: SerialLine[], key: string) => textAfter(lines, `nbdmux-boot-check: ${key}`);
 
   /** Boots the image once; its boot check ends with `action` from inside, and qemu (-no-reboot) exits either way. */
   async function bootAndCheck(action: 'poweroff' | 'reboot'): Promise<void> {

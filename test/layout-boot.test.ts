@@ -13,6 +13,7 @@ import {
   type Guest,
   type RambootKit,
   type SerialLine,
+  textAfter,
 } from './helpers/qemu.js';
 import { skipWithout } from './helpers/tools.js';
 
@@ -104,11 +105,7 @@ describe.skipIf(skipWithout('qemu-system-x86_64', 'mmdebstrap', 'losetup', 'lvm'
     }
 
     /** What `check` (nbdmux-boot-check or nbdmux-layout-check) said about key. */
-    function said(lines: SerialLine[], check: string, key: string): string | undefined {
-      const prefix = `${check}: ${key} `;
-      const line = lines.find((candidate) => candidate.text.includes(prefix))?.text;
-      return line?.slice(line.indexOf(prefix) + prefix.length);
-    }
+    const said = (lines: SerialLine[], check: string, key: string) => textAfter(lines, `${check}: ${key}`);
 
     /** What every layout must show: its own kernel and modules, systemd running, the image's /boot, a clean power-off. */
     function expectCleanBoot(name: string, boot: Awaited<ReturnType<typeof pxeBoot>>, imageId: string) {

@@ -14,6 +14,7 @@ import {
   type Guest,
   type RambootKit,
   type SerialLine,
+  textAfter,
 } from './helpers/qemu.js';
 import { skipWithout } from './helpers/tools.js';
 
@@ -106,10 +107,6 @@ describe.skipIf(skipWithout('qemu-system-x86_64') || skipWithout('/usr/bin/chrom
 
     const machine = async (mac: string) => (await api(daemon, 'GET', `/machines/${mac}`)).json as MachineJson;
     /** The value of the first console line `PREFIX VALUE`. */
-    const said = (lines: SerialLine[], prefix: string) => {
-      const line = lines.find((candidate) => candidate.text.includes(`${prefix} `))?.text;
-      return line?.slice(line.indexOf(`${prefix} `) + prefix.length + 1);
-    };
     const consoleText = (lines: SerialLine[]) =>
       lines
         .map((line) => line.text)
@@ -157,9 +154,9 @@ describe.skipIf(skipWithout('qemu-system-x86_64') || skipWithout('/usr/bin/chrom
         ] as const) {
           const lines = guest.lines();
           expect(end.code, `${node.name}: qemu did not power off by itself\n${consoleText(lines)}`).toBe(0);
-          expect(said(lines, 'nbdmux-boot-check: system')).toBe('running');
-          expect(said(lines, 'nbdmux-boot-check: hostname')).toBe(node.name);
-          expect(said(lines, 'nbdmux-boot-check: machine-id')).toBe((await machine(node.mac)).machineId);
+          expect(textAfter(lines, 'nbdmux-boot-check: system')).toBe('running');
+          expect(textAfter(lines, 'nbdmux-boot-check: hostname')).toBe(node.name);
+          expect(textAfter(lines, 'nbdmux-boot-check: machine-id')).toBe((await machine(node.mac)).machineId);
         }
         expect((await machine(nodeA.mac)).machineId).not.toBe((await machine(nodeB.mac)).machineId);
         expect([...seen.get(nodeA.name)!]).toContain('up');
@@ -217,9 +214,9 @@ describe.skipIf(skipWithout('qemu-system-x86_64') || skipWithout('/usr/bin/chrom
             20_000,
           );
           return {
-            persisted: said(lines, 'ramtest: persisted'),
-            wrote: said(lines, 'ramtest: wrote-persisted'),
-            mountedRw: said(lines, 'ramtest: mount rw'),
+            persisted: textAfter(lines, 'ramtest: persisted'),
+            wrote: textAfter(lines, 'ramtest: wrote-persisted'),
+            mountedRw: textAfter(lines, 'ramtest: mount rw'),
           };
         };
         const first = await boot('keeper-1');

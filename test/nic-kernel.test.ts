@@ -4,7 +4,16 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNbdmuxClient } from '../src/client.js';
 import { api, killEverything, startDaemon, tempDir, type RunningDaemon, inspectedBoots } from '../testkit/daemon.js';
-import { bootGuest, debianImage, guestHttpHost, rambootKit, type DebianImage, type Guest, type RambootKit } from './helpers/qemu.js';
+import {
+  bootGuest,
+  debianImage,
+  guestHttpHost,
+  rambootKit,
+  type DebianImage,
+  type Guest,
+  type RambootKit,
+  textAfter,
+} from './helpers/qemu.js';
 import { skipWithout } from './helpers/tools.js';
 
 /**
@@ -85,11 +94,7 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))("nic-kernel: the image's own 
     }
     const { code } = await guest.exited;
     const lines = guest.lines();
-    const said = (key: string) => {
-      const prefix = `nbdmux-boot-check: ${key} `;
-      const line = lines.find((candidate) => candidate.text.includes(prefix))?.text;
-      return line?.slice(line.indexOf(prefix) + prefix.length);
-    };
+    const said = (key: string) => textAfter(lines, `nbdmux-boot-check: ${key}`);
     return { code, lines, text: lines.map((line) => line.text).join('\n'), said, seconds: ((Date.now() - started) / 1000).toFixed(0) };
   }
 

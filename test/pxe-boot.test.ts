@@ -18,6 +18,7 @@ import {
   type Guest,
   type RambootKit,
   type SerialLine,
+  textAfter,
 } from './helpers/qemu.js';
 import { skipWithout } from './helpers/tools.js';
 
@@ -131,11 +132,7 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))('pxe-boot: from a PXE ROM to 
       // PCI slot 2: the slot the image's /etc/network/interfaces (ens2) was written for.
       const { code, exitedMs, lines, http } = await pxeBoot('debian', debianTimeoutSeconds, { nicOptions: 'addr=2', memoryMiB: 1024 });
       const text = lines.map((line) => line.text).join('\n');
-      const said = (key: string) => {
-        const prefix = `nbdmux-boot-check: ${key} `;
-        const line = lines.find((candidate) => candidate.text.includes(prefix))?.text;
-        return line?.slice(line.indexOf(prefix) + prefix.length);
-      };
+      const said = (key: string) => textAfter(lines, `nbdmux-boot-check: ${key}`);
       expect(code, `qemu did not power off by itself (137: killed after ${debianTimeoutSeconds} s)\n${text.slice(-3000)}`).toBe(0);
       expect(text).not.toContain('ramboot: FAILED');
 

@@ -16,6 +16,7 @@ import {
   type Guest,
   type RambootKit,
   type SerialLine,
+  textAfter,
 } from './helpers/qemu.js';
 import { trpcClient } from './helpers/trpc.js';
 import { skipWithout } from './helpers/tools.js';
@@ -163,11 +164,7 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))('reconnect: a persistent Debi
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  const said = (lines: SerialLine[], key: string) => {
-    const prefix = `nbdmux-boot-check: ${key} `;
-    const line = lines.find((candidate) => candidate.text.includes(prefix))?.text;
-    return line?.slice(line.indexOf(prefix) + prefix.length);
-  };
+  const said = (lines: SerialLine[], key: string) => textAfter(lines, `nbdmux-boot-check: ${key}`);
 
   it('comes up on the version it booted through a killed server and a 20 s outage with a version switch, and powers off with its state clean', async () => {
     guest = bootGuest({

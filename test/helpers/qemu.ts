@@ -128,6 +128,12 @@ export interface SerialLine {
   atMs: number;
 }
 
+/** What the first console line holding `prefix` (and a space) says after it: a boot check's `key value` lines. */
+export function textAfter(lines: readonly SerialLine[], prefix: string): string | undefined {
+  const line = lines.find((candidate) => candidate.text.includes(`${prefix} `))?.text;
+  return line?.slice(line.indexOf(`${prefix} `) + prefix.length + 1);
+}
+
 export interface Guest {
   /** Every complete line of the serial console so far. */
   lines(): SerialLine[];
