@@ -49,6 +49,37 @@ describe('ConfigVariants: one config per set of visible exports, each under DATA
     expect(next.fds).toEqual([33, 30, 31]);
   });
 
+  it('writes the full set once per change: nbd-server.conf is a second name of the full set\'s file, following each change', () => {
+    const { dir } = fresh();
+    const readable = path.join(dir, 'nbd-server.conf');
+    const variants = new ConfigVariants(readable, cowDir);
+    const open = exports.map((exp) => ({ ...exp, allow: undefined }));
+    variants.apply(open);
+    const full = variants.forClient('192.0.2.9'); // sees every export: the full set's own file
+    expect(fs.statSync(readable).ino).toBe(fs.statSync(full.path).ino);
+
+    variants.apply(open.slice(1));
+    const next = variants.forClient('192.0.2.9');
+    expect(next.path).not.toBe(full.path);
+    expect(fs.statSync(readable).ino).toBe(fs.statSync(next.path).ino);
+    // The former full set's file goes as any stale variant; the readable name keeps the current text.
+    variants.removeStale(Date.now() + 2 * minute);
+    expect(fs.existsSync(full.path)).toBe(false);
+    expect(fs.readFileSync(readable, 'utf8')).toBe(renderNbdServerConfig(open.slice(1), cowDir));
+  });
+
+  it('writes a variant again when its file was removed behind its back, rather than handing out a missing path', () => {
+    const { dir, variants } = fresh();
+    const handed = variants.forClient('127.0.0.1');
+    fs.rmSync(handed.path);
+    fs.rmSync(path.join(dir, 'nbd-server.conf'));
+    variants.apply([...exports]); // the same set: the same file names
+    expect(fs.readFileSync(variants.forClient('127.0.0.1').path, 'utf8')).toBe(
+      renderNbdServerConfig(exportsVisibleTo(exports, '127.0.0.1'), cowDir),
+    );
+    expect(fs.readFileSync(path.join(dir, 'nbd-server.conf'), 'utf8')).toBe(renderNbdServerConfig(exports, cowDir));
+  });
+
   it('shares one file among clients that see the same exports', () => {
     const { dir, variants } = fresh();
     expect(variants.forClient('127.0.0.1').path).toBe(variants.forClient('192.0.2.9').path);

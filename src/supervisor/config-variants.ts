@@ -5,6 +5,7 @@ import type { AllowList } from '../rules/allow-list.js';
 import {
   allowListsOf,
   exportsVisibleTo,
+  linkAtomically,
   renderNbdServerConfig,
   withBootedVersions,
   writeFileAtomically,
@@ -33,7 +34,8 @@ const staleAfterMs = 60_000;
  * descriptors its config names by position (`/proc/self/fd/N`) and reads the file a few
  * milliseconds later: only a file that can never change under it keeps the two in step, whatever
  * changes meanwhile. `DATA_DIR/nbd-server.conf` holds the current full set for people to read
- * and for the self-test; no serving process reads it.
+ * and for the self-test; no serving process reads it. It is a second name of the full set's
+ * variant, so a change writes that text once.
  */
 export class ConfigVariants {
   private exports: readonly ServedExport[] = [];
@@ -66,7 +68,7 @@ export class ConfigVariants {
   apply(exports: readonly ServedExport[]): string {
     const text = renderNbdServerConfig(exports, this.cowDir);
     const full = this.write(exports, text);
-    writeFileAtomically(this.fullPath, text);
+    linkAtomically(full.path, this.fullPath);
     this.exports = exports;
     this.allowLists = allowListsOf(exports);
     this.current = new Map([[idsKey(exports, []), full]]);
@@ -121,7 +123,8 @@ export class ConfigVariants {
     machineSpecific = false,
   ): ClientConfig & { machineSpecific: boolean } {
     const variantPath = `${this.fullPath}.${crypto.createHash('sha256').update(text).digest('hex').slice(0, 16)}`;
-    if (!this.lastUsed.has(variantPath)) writeFileAtomically(variantPath, text);
+    // Known and still there: the name says it holds this text. One an operator removed is written again.
+    if (!this.lastUsed.has(variantPath) || !fs.existsSync(variantPath)) writeFileAtomically(variantPath, text);
     this.lastUsed.set(variantPath, Date.now());
     return { path: variantPath, fds: [...exports.map((exp) => exp.fd), ...states.map((state) => state.fd)], machineSpecific };
   }
