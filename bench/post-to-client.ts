@@ -1,9 +1,11 @@
+import path from 'node:path';
 import { alternate, ratio, row, seconds, type BenchOptions, type BenchResult, type Ratio, type Row } from './lib/measure.js';
 import { connectNbd } from './lib/nbd-client.js';
-import { startAll, startBareNbdServer, startNbdmux, stopAll } from './lib/servers.js';
+import { startAll, startBareNbdServer, startNbdmux, stopAll, type Nbdmux } from './lib/servers.js';
+import { detectFastStart } from '../src/supervisor/fast-start.js';
 import { api } from '../testkit/daemon.js';
 import { makeImage } from '../testkit/nbd.js';
-import { runOrThrow } from '../testkit/process.js';
+import { run, runOrThrow } from '../testkit/process.js';
 
 /**
  * From POST /exports to the first client served by the new export, with N exports already
@@ -34,10 +36,13 @@ export async function postToClient({ smoke, workDir }: BenchOptions): Promise<Be
       }
       if (count > 0) notes.push(`registering exports up to ${count} took ${seconds(started).toFixed(1)} s`);
 
+      // Where an in-process client's time goes: until POST is answered (the config written), then the client's own start.
+      const answered: number[] = [];
       const throughNbdmux = async (client: 'in-process' | 'nbdinfo') => {
         const name = `probe-${probe++}`;
         const start = process.hrtime.bigint();
         if ((await api(nbdmux, 'POST', '/exports', { name, file: image })).status !== 201) throw new Error(`cannot create ${name}`);
+        if (client === 'in-process') answered.push(seconds(start) * 1000);
         const elapsed = await firstClient(client, nbdmux.nbdPort, name, start);
         if ((await api(nbdmux, 'DELETE', `/exports/${name}`)).status !== 204) throw new Error(`cannot delete ${name}`);
         return elapsed;
@@ -50,6 +55,21 @@ export async function postToClient({ smoke, workDir }: BenchOptions): Promise<Be
         const postRow = row(`${count} exports: POST, then first ${client} client served`, samples.nbdmux, 'ms');
         const bareRow = row(`${count} exports: baseline, bare nbd-server handshake, ${client}`, samples.bare, 'ms');
         rows.push(postRow, bareRow);
+        if (client === 'in-process') {
+          rows.push(
+            row(`${count} exports: of which POST answered (the config written)`, answered, 'ms'),
+            row(
+              `${count} exports: of which the client, after the answer`,
+              samples.nbdmux.map((total, i) => total - answered[i]!),
+              'ms',
+            ),
+            row(
+              `${count} exports: nbd-server started on this config, no client (exits at its greeting)`,
+              await configReads(nbdmux, smoke),
+              'ms',
+            ),
+          );
+        }
         ratios.push(
           ratio(
             `${count} exports, ${client}: POST to first client / bare handshake`,
@@ -64,6 +84,26 @@ export async function postToClient({ smoke, workDir }: BenchOptions): Promise<Be
   } finally {
     await stopAll({ bare, nbdmux });
   }
+}
+
+/**
+ * Milliseconds each of a few nbd-server starts takes on the daemon's current full config, run as
+ * nbdmux runs it (with the fast-start shim) but with no client: it parses every section, then
+ * fails its greeting on /dev/null and exits. Against the row at 0 exports: the config's cost per start.
+ */
+async function configReads(nbdmux: Nbdmux, smoke: boolean): Promise<number[]> {
+  const fastStart = await detectFastStart('nbd-server');
+  const env = fastStart.enabled ? { ...process.env, ...fastStart.env } : process.env;
+  const config = path.join(nbdmux.dataDir, 'nbd-server.conf');
+  const times: number[] = [];
+  for (let i = 0; i < (smoke ? 1 : 10); i++) {
+    const start = process.hrtime.bigint();
+    const result = await run('nbd-server', ['-d', '-C', config], { env });
+    if (!/Negotiation failed/.test(result.stderr))
+      throw new Error(`nbd-server did not get to its greeting on ${config}: ${result.stderr.trim()}`);
+    times.push(seconds(start) * 1000);
+  }
+  return times;
 }
 
 /** Milliseconds from `start` until the export is ready (in-process) or nbdinfo is done; the disconnect is not counted. */

@@ -11,6 +11,7 @@ import {
   renderNbdServerConfig,
   reportFd,
   socketSentPath,
+  linkAtomically,
   writeFileAtomically,
   type ServedExport,
 } from '../src/supervisor/nbd-config.js';
@@ -346,5 +347,43 @@ describe('writeFileAtomically', () => {
     const dir = freshDir();
     expect(() => writeFileAtomically(path.join(dir, 'missing', 'nbd-server.conf'), 'x\n')).toThrow(/ENOENT/);
     expect(fs.readdirSync(dir)).toEqual([]);
+  });
+});
+
+describe('linkAtomically', () => {
+  const dirs: string[] = [];
+  afterAll(() => {
+    for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('gives the file a second name, replacing what that name held, with no copy and no temp file left, even after a crashed run', () => {
+    const dir = tempDir('nbdmux-link-');
+    dirs.push(dir);
+    const readable = path.join(dir, 'nbd-server.conf');
+    const [first, second] = ['nbd-server.conf.aaaa', 'nbd-server.conf.bbbb'].map((name) => path.join(dir, name));
+    writeFileAtomically(first!, 'old set\n');
+    writeFileAtomically(second!, 'new set\n');
+    // A temp file of this pid, as a run killed mid-change would leave it.
+    fs.writeFileSync(`${readable}.${process.pid}.tmp`, 'left behind\n');
+    linkAtomically(first!, readable);
+    const reader = fs.openSync(readable, 'r');
+    try {
+      linkAtomically(second!, readable);
+      expect(fs.readFileSync(reader, 'utf8')).toBe('old set\n');
+    } finally {
+      fs.closeSync(reader);
+    }
+    expect(fs.statSync(readable).ino).toBe(fs.statSync(second!).ino);
+    expect(fs.readdirSync(dir).sort()).toEqual(['nbd-server.conf', 'nbd-server.conf.aaaa', 'nbd-server.conf.bbbb']);
+  });
+
+  it('throws, leaving the name as it was, when the file to link is missing', () => {
+    const dir = tempDir('nbdmux-link-');
+    dirs.push(dir);
+    const readable = path.join(dir, 'nbd-server.conf');
+    writeFileAtomically(readable, 'current set\n');
+    expect(() => linkAtomically(path.join(dir, 'nbd-server.conf.gone'), readable)).toThrow(/ENOENT/);
+    expect(fs.readFileSync(readable, 'utf8')).toBe('current set\n');
+    expect(fs.readdirSync(dir)).toEqual(['nbd-server.conf']);
   });
 });

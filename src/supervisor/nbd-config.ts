@@ -255,3 +255,23 @@ export function writeFileAtomically(file: string, text: string): void {
     throw err;
   }
 }
+
+/**
+ * Makes `file` another name of `existing`, atomically, the way writeFileAtomically replaces a
+ * file: a reader opens the old file or the new one, whole. No byte is copied, and the replaced
+ * file's blocks are not freed here while another name still holds them (at 1000 exports,
+ * rewriting a 280 KB copy and freeing the old one cost 1.5-2.6 ms of every change on ext4).
+ * `existing` must never be written in place, or `file` changes with it.
+ */
+export function linkAtomically(existing: string, file: string): void {
+  const temp = `${file}.${process.pid}.tmp`;
+  try {
+    // One left by a crashed run with the same pid would make link fail with EEXIST.
+    fs.rmSync(temp, { force: true });
+    fs.linkSync(existing, temp);
+    fs.renameSync(temp, file);
+  } catch (err) {
+    fs.rmSync(temp, { force: true });
+    throw err;
+  }
+}
