@@ -129,6 +129,17 @@ describe('the sha256 worker', () => {
     expect(await worker.digest()).toBe(expected);
   });
 
+  it('keeps the order of chunks of any size handed over at once, across its 1 MiB slots, each copied when taken', async () => {
+    const worker = new Sha256Worker();
+    const sizes = [1, 65_536, 1_048_575, 3 << 20, 0, 4097, 1 << 20, 17];
+    const pieces = sizes.map((size) => crypto.randomBytes(size));
+    const expected = pieces.reduce((hash, piece) => hash.update(piece), crypto.createHash('sha256')).digest('hex');
+    // Not awaited one by one: the daemon awaits each, but the order must not depend on it.
+    await Promise.all(pieces.map((piece) => worker.update(piece)));
+    for (const piece of pieces) piece.fill(0xff);
+    expect(await worker.digest()).toBe(expected);
+  });
+
   it('stops at once with work still queued, releasing a waiting update', async () => {
     const worker = new Sha256Worker();
     const updates = chunks.map((chunk) => worker.update(chunk));
