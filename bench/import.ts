@@ -1,11 +1,12 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { createHistogram } from 'node:perf_hooks';
 import { waitFor } from '../testkit/daemon.js';
 import { testImporter } from '../testkit/image-fixtures.js';
 import { freePort } from '../testkit/ports.js';
 import { runOrThrow, startProcess } from '../testkit/process.js';
+import { whileSampling } from './lib/loop-delay.js';
 import { alternate, ratio, row, type BenchOptions, type BenchResult, type Ratio, type Row } from './lib/measure.js';
 import { writeStoredXz } from './lib/stored-xz.js';
 
@@ -39,7 +40,7 @@ export async function importThroughput({ smoke, workDir }: BenchOptions): Promis
   const server = startProcess('python3', ['-m', 'http.server', '--bind', '127.0.0.1', '--directory', dir, String(port)]);
   const rows: Row[] = [];
   const ratios: Ratio[] = [];
-  const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  const loopDelay = createHistogram();
   try {
     const urlOf = (name: string) => `http://127.0.0.1:${port}/${name}`;
     await waitFor(
@@ -54,13 +55,7 @@ export async function importThroughput({ smoke, workDir }: BenchOptions): Promis
     const { importer } = testImporter(path.join(dir, 'store'));
     const out = path.join(dir, 'out.img');
     const nbdmux = async (url: string): Promise<void> => {
-      loopDelay.enable();
-      let file: string;
-      try {
-        file = (await importer.start({ key: 'bench', url }, () => {}).done).file;
-      } finally {
-        loopDelay.disable();
-      }
+      const { file } = await whileSampling(loopDelay, () => importer.start({ key: 'bench', url }, () => {}).done);
       fs.rmSync(file);
     };
     const shell = async (script: string, ...args: string[]): Promise<void> => {

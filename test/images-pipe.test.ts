@@ -1,6 +1,8 @@
+import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Sha256Worker } from '../src/images/sha256-worker.js';
 import { tempDir, waitFor } from '../testkit/daemon.js';
@@ -129,10 +131,60 @@ describe('the sha256 worker', () => {
     expect(await worker.digest()).toBe(expected);
   });
 
+  it('keeps the order of chunks of any size handed over at once, across its 1 MiB slots, each copied when taken', async () => {
+    const worker = new Sha256Worker();
+    const sizes = [1, 65_536, 1_048_575, 3 << 20, 0, 4097, 1 << 20, 17];
+    const pieces = sizes.map((size) => crypto.randomBytes(size));
+    const expected = pieces.reduce((hash, piece) => hash.update(piece), crypto.createHash('sha256')).digest('hex');
+    // Not awaited one by one: the daemon awaits each, but the order must not depend on it.
+    await Promise.all(pieces.map((piece) => worker.update(piece)));
+    for (const piece of pieces) piece.fill(0xff);
+    expect(await worker.digest()).toBe(expected);
+  });
+
   it('stops at once with work still queued, releasing a waiting update', async () => {
     const worker = new Sha256Worker();
     const updates = chunks.map((chunk) => worker.update(chunk));
     await worker.stop();
     await Promise.all(updates);
+  });
+});
+
+describe('nbdmux-sparse-write', () => {
+  const writer = fileURLToPath(new URL('../dist/native/nbdmux-sparse-write', import.meta.url));
+  const input = Buffer.concat([crypto.randomBytes(3 << 20), Buffer.alloc(1 << 20), crypto.randomBytes(5000)]);
+
+  /** The writer's fsync calls, seen by strace, and the file it wrote. */
+  function write(sync: string): { status: number | null; stderr: string; fsyncs: number; written: Buffer | null } {
+    const dir = tempDir('nbdmux-writer-');
+    try {
+      const out = path.join(dir, 'out.img');
+      const trace = path.join(dir, 'trace');
+      const result = spawnSync('strace', ['-f', '-e', 'trace=fsync,fdatasync,syncfs,sync', '-o', trace, writer, out, '512', '0', sync], {
+        input,
+      });
+      const fsyncs = fs
+        .readFileSync(trace, 'utf8')
+        .split('\n')
+        .filter((line) => /\b(fsync|fdatasync|syncfs|sync)\(/.test(line)).length;
+      return { status: result.status, stderr: result.stderr.toString(), fsyncs, written: fs.existsSync(out) ? fs.readFileSync(out) : null };
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  it('syncs the image it lands, and not a download only qemu-img reads (no-sync); both hold every byte', () => {
+    const durable = write('sync');
+    expect(durable).toMatchObject({ status: 0, fsyncs: 1 });
+    expect(durable.written?.equals(input)).toBe(true);
+    const temporary = write('no-sync');
+    expect(temporary).toMatchObject({ status: 0, fsyncs: 0 });
+    expect(temporary.written?.equals(input)).toBe(true);
+  });
+
+  it('refuses a command line without the sync word, writing nothing', () => {
+    const result = write('maybe');
+    expect(result).toMatchObject({ status: 2, written: null });
+    expect(result.stderr).toMatch(/usage: .* sync\|no-sync/);
   });
 });

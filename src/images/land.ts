@@ -20,7 +20,7 @@ export interface LandSpace {
 /**
  * Writes `source` into the new file `out`, decompressed by its tool (`xz -dc`, `zstd -dc`,
  * `gzip -dc`) when `format` says so, through nbdmux-sparse-write (zero blocks left as holes, 1 MiB
- * aligned writes, synced): the tool's stdout is the writer's stdin, so no decompressed byte passes
+ * aligned writes, synced when `durable`): the tool's stdout is the writer's stdin, so no decompressed byte passes
  * through nbdmux. The writer stops once the store is down to its reserve (checked after every
  * MiB, as the bytes land). Resolves with the
  * first `headBytes` of what was written, to tell its format. Every child ends with it, and at a
@@ -32,6 +32,7 @@ export async function land(
   out: string,
   bounds: ToolBounds,
   space: LandSpace,
+  durable: boolean,
 ): Promise<Buffer> {
   const tools: Tool[] = [];
   try {
@@ -39,7 +40,7 @@ export async function land(
     if (decompressor) tools.push(decompressor);
     const writer = startTool(
       'nbdmux-sparse-write',
-      [out, String(headBytes), String(space.reservedBytes)],
+      [out, String(headBytes), String(space.reservedBytes), durable ? 'sync' : 'no-sync'],
       bounds,
       decompressor ? { tool: decompressor } : source,
     );

@@ -77,7 +77,8 @@ export async function runImport(
     let landed = store.partialPath(job.key, 'download');
     made.push(landed);
     if (isCompressed(format)) meter.enter('decompressing', downloaded, download.totalBytes);
-    const head = await land(stream, isCompressed(format) ? format : null, landed, tools, store);
+    // A container's download is read once by qemu-img and removed: only the raw image it becomes must be durable.
+    const head = await land(stream, isCompressed(format) ? format : null, landed, tools, store, !isContainer(format));
     if (isCompressed(format)) format = detectFormat(head);
     // Compressed inside compressed: the inner stream is landed first (its head tells), then unwrapped from that file.
     for (let layers = 1; isCompressed(format); layers++) {
@@ -113,8 +114,9 @@ export async function runImport(
       await convertToRaw(landed, container, raw, tools, (fraction) => meter.update(Math.round(fraction * virtualSize)), store.checkSpace);
       // Its last step may fall between reports: the stage ends shown whole.
       meter.update(virtualSize, true);
-      await syncPrivate(raw);
-      await store.remove(landed);
+      // Both wait on the disk; the download's removal need not wait for the image's sync. Settled both: none left unawaited.
+      const [synced, removed] = await Promise.allSettled([syncPrivate(raw), store.remove(landed)]);
+      for (const outcome of [synced, removed]) if (outcome.status === 'rejected') throw outcome.reason;
     }
     const { size } = await fs.promises.stat(raw);
     if (size === 0) throw new ImportError('bad-image', `${job.url} holds no bytes: there is nothing to serve`);
@@ -133,7 +135,7 @@ export async function runImport(
 async function landFile(file: string, format: CompressedFormat, out: string, tools: ToolBounds, space: LandSpace): Promise<Buffer> {
   const handle = await fs.promises.open(file, 'r');
   try {
-    return await land({ file: handle.fd }, format, out, tools, space);
+    return await land({ file: handle.fd }, format, out, tools, space, true);
   } finally {
     await handle.close();
   }
