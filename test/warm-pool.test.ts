@@ -73,7 +73,11 @@ describe('warm pool of nbd-server processes (--nbd-warm-pool)', () => {
     const { daemon, root } = await daemonWithExports(2);
     const [killed, kept] = await readyPool(daemon, 2);
     process.kill(killed!, 'SIGKILL');
-    const reads = await Promise.all([readExport(daemon.nbdUri('root')), readExport(daemon.nbdUri('root')), readExport(daemon.nbdUri('root'))]);
+    const reads = await Promise.all([
+      readExport(daemon.nbdUri('root')),
+      readExport(daemon.nbdUri('root')),
+      readExport(daemon.nbdUri('root')),
+    ]);
     for (const bytes of reads) expect(sha256(bytes)).toBe(sha256(root));
 
     const refilled = await readyPool(daemon, 2);

@@ -61,6 +61,8 @@ interface Accepted {
 export class Spawner {
   private starting = 0;
   private readonly waiting: Accepted[] = [];
+  /** Shutting down: a client whose hand-off fails now is started at once, as flush() starts the queue. */
+  private flushed = false;
 
   constructor(private readonly options: SpawnerOptions) {}
 
@@ -77,6 +79,7 @@ export class Spawner {
 
   /** At shutdown: start everyone still waiting at once, so no accepted client is dropped. */
   flush(): void {
+    this.flushed = true;
     for (const accepted of this.waiting.splice(0)) this.start(accepted, () => {});
   }
 
@@ -143,10 +146,21 @@ export class Spawner {
     }
     if (member === null) return this.spawnFor(accepted, config, release);
     void this.options.pool!.handOff(member, accepted.socket, config).then((child) => {
-      if (child === null) return this.spawnFor(accepted, config, release);
-      this.watch(accepted, child, release);
-      // Cut while the hand-off was under way: the bound counts from accept, whichever way the process came.
-      if (accepted.expired) killProcess(child.pid!);
+      if (child !== null) {
+        this.watch(accepted, child, release);
+        // Cut while the hand-off was under way: the bound counts from accept, whichever way the process came.
+        if (accepted.expired) killProcess(child.pid!);
+        return;
+      }
+      if (accepted.expired) {
+        closeSocket(accepted.socket);
+        this.options.table.close(conn, { outcome: 'not-served', error: noExportChosen(this.options.negotiationTimeoutMs) });
+        return;
+      }
+      if (this.flushed) return this.spawnFor(accepted, config, release);
+      // Back at the head of the line: it takes a start slot, or another ready pool process, like any client.
+      this.waiting.unshift(accepted);
+      this.startWaiting();
     });
   }
 

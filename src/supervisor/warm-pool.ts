@@ -223,7 +223,8 @@ export class WarmPool {
 
   private startFailed(reason: string): void {
     this.failuresInRow++;
-    if (this.failuresInRow === 1) this.options.log.warn('the warm pool cannot start processes; clients are started the ordinary way meanwhile', { reason });
+    if (this.failuresInRow === 1)
+      this.options.log.warn('the warm pool cannot start processes; clients are started the ordinary way meanwhile', { reason });
     this.scheduleRefill(Math.min(retryMaxMs, retryBaseMs * 2 ** (this.failuresInRow - 1)));
   }
 
