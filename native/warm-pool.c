@@ -229,6 +229,14 @@ static void __attribute__((constructor)) wait_for_client(int argc, char **argv, 
 		place_image(nbdmux_pid, (int)images[i].fd, images[i].source, images[i].dev, images[i].ino);
 	free(images);
 
+	/*
+	 * Node's sockets are non-blocking, and that flag belongs to the socket shared with nbdmux.
+	 * nbd-server expects a blocking one (a spawn clears the flag on stdio too): on a non-blocking
+	 * socket it spins on EAGAIN and serves a fraction of the bytes per CPU second.
+	 */
+	int flags = fcntl(socket_fd, F_GETFL);
+	if (flags < 0 || fcntl(socket_fd, F_SETFL, flags & ~O_NONBLOCK) != 0)
+		fail("cannot make the client socket blocking");
 	if (dup2(socket_fd, 0) < 0 || dup2(socket_fd, 1) < 0)
 		fail("cannot place the client socket");
 	close(socket_fd);

@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { api, killEverything, startDaemon, tempDir, waitFor, type RunningDaemon } from '../testkit/daemon.js';
@@ -66,6 +67,9 @@ describe('warm pool of nbd-server processes (--nbd-warm-pool)', () => {
     const [live] = await trpcClient(daemon.url).connections.list.query({ live: true });
     expect(cmdline(live!.pid!)).toMatch(new RegExp(`${daemon.dataDir}/nbd-server\\.conf\\.[0-9a-f]{16}\\0`));
     expect(parentPid(live!.pid!)).toBe(daemon.child.pid);
+    // Blocking, as a spawned process's stdin is: nbd-server spins on EAGAIN over a non-blocking socket.
+    const flags = /^flags:\s+([0-7]+)$/m.exec(fs.readFileSync(`/proc/${live!.pid}/fdinfo/0`, 'utf8'))![1]!;
+    expect(parseInt(flags, 8) & fs.constants.O_NONBLOCK).toBe(0);
     expect((await reader.finish()).sha256).toBe(sha256(root));
   });
 
