@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Builds native/*.c into dist/native/ (part of `npm run build`): the fast-start shim
-// (native/skip-dh-params.c, a library preloaded into nbd-server), the imports' sparse writer
+// (native/skip-dh-params.c, a library preloaded into nbd-server), the warm pool's hand-off shim
+// (native/warm-pool.c, preloaded into pool processes), the imports' sparse writer
 // (native/sparse-write.c, a program) and the postrun's count of bytes sent (native/socket-sent.c,
 // a program). With no C compiler at all the build goes on: nbdmux then starts nbd-server the
 // plain, slower way and says so in its log and health, imports fail with tool-failed, saying to
@@ -22,6 +23,12 @@ const targets = [
     output: 'skip-dh-params.so',
     flags: ['-shared', '-fPIC'],
     without: 'nbd-server will start without the fast-start shim',
+  },
+  {
+    source: 'warm-pool.c',
+    output: 'warm-pool.so',
+    flags: ['-shared', '-fPIC'],
+    without: 'the warm pool stays empty and every connection spawns its own nbd-server',
   },
   { source: 'sparse-write.c', output: 'nbdmux-sparse-write', flags: [], without: 'image imports will fail until it is built' },
   {

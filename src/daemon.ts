@@ -84,6 +84,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<Daemon> 
         maxConnections: config.maxConnections,
         maxPendingPerClient: config.nbdMaxPendingPerClient,
         negotiationTimeoutMs: config.nbdNegotiationTimeout * 1000,
+        warmPool: config.nbdWarmPool,
         nbdAllow,
         db,
         events,

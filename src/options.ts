@@ -177,6 +177,15 @@ export const options = {
     default: '10',
     help: 'seconds a connection has, from accept, to choose an export; then it is cut',
   },
+  nbdWarmPool: {
+    flag: 'nbd-warm-pool',
+    value: 'N',
+    env: 'NBDMUX_NBD_WARM_POOL',
+    schema: wholeNumber('nbd-warm-pool', 0, 256).default(0),
+    default: '0',
+    help: 'nbd-server processes started ahead of demand; 0 starts one per client after accept',
+    doc: 'nbd-server processes started ahead of demand and waiting, past exec and linking, to be handed a client (its socket, images and config) on accept; refilled while no client waits for a start, within `--max-connections`. Needs fast start; 0 starts one per client after accept',
+  },
   nbdAllow: {
     flag: 'nbd-allow',
     value: 'CIDR',

@@ -33,6 +33,9 @@ export async function startNbdmux(workDir: string, label: string, fastStart: boo
   // second after it unsubscribes).
   const args = ['--max-connections', '1024', '--nbd-max-pending-per-client', '1023', '--max-websockets-per-client', '256'];
   if (!fastStart) args.push('--nbd-server-bin', writeShimlessNbdServer(dataDir));
+  // The same benchmarks with processes started ahead of demand, run against a run without (the default, 0).
+  const warmPool = process.env.BENCH_NBD_WARM_POOL;
+  if (warmPool !== undefined) args.push('--nbd-warm-pool', warmPool);
   const daemon = await startDaemon({ dataDir, args });
   const health = (await (await fetch(`${daemon.url}/trpc/system.health`)).json()) as {
     result: { data: { fastStart: boolean; fastStartReason: string | null } };

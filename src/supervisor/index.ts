@@ -19,6 +19,7 @@ import { nbdServerGreets } from './self-test.js';
 import { describeShortage } from './shortages.js';
 import { Spawner } from './spawner.js';
 import { StartFailures } from './start-failures.js';
+import { WarmPool } from './warm-pool.js';
 import { clientAddressOf } from '../rules/client-address.js';
 
 export type { BootedVersion, MachineExports, ServedExport, ServedState } from './nbd-config.js';
@@ -35,6 +36,8 @@ export interface SupervisorOptions {
   maxPendingPerClient: number;
   /** How long after accept a client has to choose an export before it is cut. */
   negotiationTimeoutMs: number;
+  /** nbd-server processes kept started ahead of demand (0: each client's is spawned after accept). */
+  warmPool: number;
   nbdAllow: AllowList;
   db: Db;
   events: EventLog;
@@ -52,6 +55,8 @@ export interface DataPlaneHealth {
   /** nbd-server processes start with the fast-start shim; when not, fastStartReason says why. */
   fastStart: boolean;
   fastStartReason: string | null;
+  /** --nbd-warm-pool's size and its processes ready to be handed a client now; null while the pool is off. */
+  warmPool: { size: number; ready: number } | null;
 }
 
 const refreshIntervalMs = 1000;
@@ -71,6 +76,7 @@ export class Supervisor {
   private readonly configs: ConfigVariants;
   private readonly server: net.Server;
   private readonly spawner: Spawner;
+  private readonly pool: WarmPool | null;
   private readonly refusals: RefusalSummary;
   private readonly refreshTimer: NodeJS.Timeout;
   private readonly startFailures: StartFailures;
@@ -99,6 +105,7 @@ export class Supervisor {
     this.connections = new ConnectionTable(this.store, events, this.cowDir);
     this.refusals = new RefusalSummary({ record: ({ exportName, details }) => events.record('connection.refused', exportName, details) });
     this.startFailures = new StartFailures(events, log);
+    this.pool = this.createPool();
     this.spawner = new Spawner({
       bin: options.nbdServerBin,
       configFor: (conn) => this.configs.forClient(conn.clientAddress),
@@ -114,6 +121,7 @@ export class Supervisor {
         if (refusal !== null) this.recordRefusal(refusal.exportName, conn.clientAddress, conn.clientPort, refusal.reason);
         return refusal === null;
       },
+      pool: this.pool,
     });
     this.server = net.createServer({ pauseOnConnect: true }, (socket) => this.accept(socket));
     this.refreshTimer = setInterval(() => {
@@ -122,6 +130,32 @@ export class Supervisor {
       this.startFailures.sweep();
       this.configs.removeStale();
     }, refreshIntervalMs).unref();
+  }
+
+  /**
+   * Only with fast start in effect: a pool process skips nothing else, so without the shim it
+   * would still spend 0.1-0.4 s of CPU per client after the hand-off, outside the start bound.
+   */
+  private createPool(): WarmPool | null {
+    const { warmPool, nbdServerBin, maxConnections, log } = this.options;
+    if (warmPool === 0) return null;
+    const pool = new WarmPool({
+      bin: nbdServerBin,
+      size: warmPool,
+      env: () => (this.fastStartEnv !== null && !this.configEnablesTls ? this.fastStartEnv : null),
+      mayGrow: (poolSize) => this.connections.size + poolSize < maxConnections,
+      busy: () => this.spawner.busy,
+      onReady: () => this.spawner.startWaiting(),
+      // Longer than every variant's path (`.` and 16 hex digits), so the shim writes the real one over it in place.
+      unassignedConfig: `${this.configPath}.unassigned-warm-pool-process`,
+      log,
+    });
+    if (!pool.available) {
+      log.warn('warm pool off: its shim was not built (run npm run build with a C compiler); every client is spawned for');
+      return null;
+    }
+    if (this.fastStartEnv === null) log.warn('warm pool off: it needs fast start, which is off (see the fast start warning)');
+    return pool;
   }
 
   /** Checks the binary, writes the config, adopts surviving connections, then listens: machines' states are served from the first connection. */
@@ -154,6 +188,8 @@ export class Supervisor {
   /** Makes `exports` the set every new connection sees. Synchronous, so callers can keep it in step with a transaction. */
   applyExports(exports: readonly ServedExport[]): void {
     this.configEnablesTls = configEnablesTls(this.configs.apply(exports));
+    // Processes started for the other side of a TLS change are replaced.
+    this.pool?.refill();
   }
 
   /** Makes these the machines' state exports and booted versions new connections from their addresses get. */
@@ -204,12 +240,14 @@ export class Supervisor {
       nbdServerVersion: version,
       fastStart: fastStartReason === null,
       fastStartReason,
+      warmPool: this.pool === null ? null : { size: this.options.warmPool, ready: this.pool.readyCount },
     };
   }
 
   /** Stops accepting; serving processes keep running so their machines keep their disks. */
   async stop(): Promise<void> {
     clearInterval(this.refreshTimer);
+    this.pool?.stop();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.spawner.flush();
     this.refusals.flush();

@@ -10,6 +10,7 @@ import { reportFd } from './nbd-config.js';
 import { isOnCpu, killProcess } from './proc.js';
 import { answerReports, type Report } from './report-pipe.js';
 import { describeShortage } from './shortages.js';
+import type { Member, WarmPool } from './warm-pool.js';
 
 /**
  * A start counts against the bound until the export is chosen or the process ends. Past this
@@ -36,6 +37,8 @@ export interface SpawnerOptions {
   onNegotiated: () => void;
   /** Whether this client may use the export or machine state it chose; a refusal is the caller's to record. */
   admit: (conn: LiveConnection, report: Report) => boolean;
+  /** Processes already past exec and linking (--nbd-warm-pool); null: every client is spawned for. */
+  pool: WarmPool | null;
 }
 
 /** An accepted connection, from the queue until its process ends. */
@@ -58,6 +61,8 @@ interface Accepted {
 export class Spawner {
   private starting = 0;
   private readonly waiting: Accepted[] = [];
+  /** Shutting down: a client whose hand-off fails now is started at once, as flush() starts the queue. */
+  private flushed = false;
 
   constructor(private readonly options: SpawnerOptions) {}
 
@@ -74,6 +79,7 @@ export class Spawner {
 
   /** At shutdown: start everyone still waiting at once, so no accepted client is dropped. */
   flush(): void {
+    this.flushed = true;
     for (const accepted of this.waiting.splice(0)) this.start(accepted, () => {});
   }
 
@@ -95,7 +101,17 @@ export class Spawner {
     }
   }
 
-  private startWaiting(): void {
+  /** Whether clients are queued for a start: the pool refills only when none are. */
+  get busy(): boolean {
+    return this.waiting.length > 0;
+  }
+
+  startWaiting(): void {
+    // A pool process has done the CPU work a start slot bounds (exec, linking, and DH parameters skipped by fast start): no slot.
+    const { pool } = this.options;
+    for (let member = this.waiting.length > 0 ? pool?.take() : null; member; member = this.waiting.length > 0 ? pool?.take() : null) {
+      this.start(this.waiting.shift()!, () => {}, member);
+    }
     while (this.starting < this.options.maxConcurrentStarts && this.waiting.length > 0) {
       const accepted = this.waiting.shift()!;
       const { conn } = accepted;
@@ -117,9 +133,8 @@ export class Spawner {
     }
   }
 
-  private start(accepted: Accepted, release: () => void): void {
-    const { bin, table, log } = this.options;
-    const { socket, conn } = accepted;
+  private start(accepted: Accepted, release: () => void, member: Member | null = null): void {
+    const { conn } = accepted;
     let config: ClientConfig;
     try {
       config = this.options.configFor(conn);
@@ -129,6 +144,30 @@ export class Spawner {
       this.refuseUnstarted(accepted, reason, err as Error, release);
       return;
     }
+    if (member === null) return this.spawnFor(accepted, config, release);
+    void this.options.pool!.handOff(member, accepted.socket, config).then((child) => {
+      if (child !== null) {
+        this.watch(accepted, child, release);
+        // Cut while the hand-off was under way: the bound counts from accept, whichever way the process came.
+        if (accepted.expired) killProcess(child.pid!);
+        return;
+      }
+      if (accepted.expired) {
+        closeSocket(accepted.socket);
+        this.options.table.close(conn, { outcome: 'not-served', error: noExportChosen(this.options.negotiationTimeoutMs) });
+        return;
+      }
+      if (this.flushed) return this.spawnFor(accepted, config, release);
+      // Back at the head of the line: it takes a start slot, or another ready pool process, like any client.
+      this.waiting.unshift(accepted);
+      this.startWaiting();
+    });
+  }
+
+  /** Today's start, and the fallback of any hand-off that fails: a process of its own for this client. */
+  private spawnFor(accepted: Accepted, config: ClientConfig, release: () => void): void {
+    const { bin } = this.options;
+    const { socket } = accepted;
     let child: ChildProcess;
     try {
       child = spawn(bin, ['-d', '-C', config.path], {
@@ -146,6 +185,13 @@ export class Spawner {
       child.on('error', (err) => this.spawnFailed(accepted, err, release));
       return;
     }
+    this.watch(accepted, child, release);
+  }
+
+  /** From here a spawned process and a handed pool process are the same: the connection's, until it ends. */
+  private watch(accepted: Accepted, child: ChildProcess, release: () => void): void {
+    const { table, log } = this.options;
+    const { socket, conn } = accepted;
     // The child holds its own copy of the socket; ours would only keep the client waiting.
     closeSocket(socket);
     child.unref();
@@ -184,7 +230,7 @@ export class Spawner {
         });
       },
     });
-    table.attachProcess(conn, child.pid);
+    table.attachProcess(conn, child.pid!);
     log.debug('nbd-server started', { connection: conn.id, pid: child.pid, client: conn.clientAddress });
 
     child.on('close', (exitCode, signal) => {
