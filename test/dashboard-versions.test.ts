@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchBrowser, openDashboard } from './helpers/browser.js';
-import { api, killEverything, startDaemon, tempDir, type RunningDaemon } from '../testkit/daemon.js';
+import { api, killEverything, startDaemon, tempDir, within, type RunningDaemon } from '../testkit/daemon.js';
 import { makeTestImage, startImageServer, type ImageServer, type Route } from '../testkit/image-fixtures.js';
 import { makeImage, startSlowReader } from '../testkit/nbd.js';
 import { skipWithout } from './helpers/tools.js';
@@ -77,9 +77,10 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard with imports an
   });
 
   it('shows versions with their live connections, and rolls back with a button', async () => {
-    expect((await api(daemon, 'PUT', '/exports/lab', { file: makeImage(images, 'lab-2.img', 1 << 20) })).status).toBe(200);
+    const put = api(daemon, 'PUT', '/exports/lab', { file: makeImage(images, 'lab-2.img', 1 << 20) });
+    expect((await within('PUT /exports/lab', 15_000, put)).status).toBe(200);
     const reader = startSlowReader(daemon.nbdUri('lab'), path.join(images, 'stop-reader'));
-    await reader.connected;
+    await within('the reader attaching lab', 15_000, reader.connected);
 
     // The export's page, reached from its row, has its versions.
     await exportRow('lab').getByRole('link', { name: 'lab' }).click();
@@ -95,6 +96,6 @@ describe.skipIf(skipWithout('/usr/bin/chromium'))('the dashboard with imports an
     // The reader stays on version 2, which the panel still counts.
     await expect(version(2).locator('td.connections').textContent()).resolves.toBe('1');
     await page.screenshot({ path: path.join(artifacts, 'dashboard-versions.png'), fullPage: true });
-    await reader.finish();
+    await within('the reader reading lab to its end', 15_000, reader.finish());
   });
 });

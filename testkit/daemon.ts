@@ -186,3 +186,12 @@ export async function inspectedBoots<Boot extends { reason: string | null }>(
     ms,
   );
 }
+
+/** `promise`, or a failure naming `what` once `ms` have passed: a step that hangs says which it was. */
+export function within<T>(what: string, ms: number, promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: nothing after ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
+}
