@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,6 +11,7 @@ import {
   type RambootKit,
   type SerialLine,
   textAfter,
+  registerImageCopy,
 } from './helpers/qemu.js';
 import { skipWithout } from './helpers/tools.js';
 
@@ -49,11 +49,7 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))('cloud-init: per-machine conf
     const image = await debianImage(3_000_000, 'cloud-init');
     fs.mkdirSync(logs, { recursive: true });
     daemon = await startDaemon({ args: ['--ramboot-kit', kit.dir, '--nbd-public-port', '10809', '--allowed-host', guestHttpHost] });
-    // A copy, so that a bug writing the image could never corrupt the cached one.
-    const copy = path.join(dir, 'debian-ci.img');
-    execFileSync('cp', ['--sparse=always', image.file, copy]);
-    const created = await api(daemon, 'POST', '/exports', { name: 'debian-ci', file: copy, cmdline: 'console=ttyS0,115200 panic=-1' });
-    if (created.status !== 201) throw new Error(`registering the image failed (${created.status}): ${created.text}`);
+    await registerImageCopy(daemon, dir, 'debian-ci', image.file);
     fs.writeFileSync(path.join(dir, 'by-mac.ipxe'), `#!ipxe\nchain http://${guestHttpHost}/boot.ipxe?mac=\${net0/mac}\n`);
     const profile = await api(daemon, 'POST', '/profiles', { name: 'rack', export: 'debian-ci', userData: profileUserData('v1') });
     if (profile.status !== 201) throw new Error(`creating the profile failed (${profile.status}): ${profile.text}`);

@@ -14,6 +14,7 @@ import {
   type RambootKit,
   type SerialLine,
   textAfter,
+  registerImageCopy,
 } from './helpers/qemu.js';
 import { skipWithout } from './helpers/tools.js';
 
@@ -58,12 +59,8 @@ describe.skipIf(skipWithout('qemu-system-x86_64', 'mmdebstrap', 'losetup', 'lvm'
         ['rocky', images.rocky],
         ['fedora', images.fedora],
       ] as const) {
-        // Copies, so that a bug writing an image could never corrupt the cached ones.
-        copies[name] = path.join(dir, `${name}.img`);
-        execFileSync('cp', ['--sparse=always', image, copies[name]]);
         fs.writeFileSync(path.join(dir, `chain-${name}.ipxe`), `#!ipxe\nchain http://${guestHttpHost}/boot/${name}.ipxe\n`);
-        const reply = await api(daemon, 'POST', '/exports', { name, file: copies[name], cmdline: 'console=ttyS0,115200 panic=-1' });
-        if (reply.status !== 201) throw new Error(`registering ${name} failed (${reply.status}): ${reply.text}`);
+        copies[name] = await registerImageCopy(daemon, dir, name, image);
       }
       await inspectedBoots(daemon, 30_000);
     }, 2_100_000);

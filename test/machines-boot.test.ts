@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,6 +14,7 @@ import {
   type RambootKit,
   type SerialLine,
   textAfter,
+  registerImageCopy,
 } from './helpers/qemu.js';
 import { skipWithout } from './helpers/tools.js';
 
@@ -58,11 +58,7 @@ describe.skipIf(skipWithout('qemu-system-x86_64') || skipWithout('/usr/bin/chrom
         ['debian', debian.file],
         ['busybox', kit.images.gpt],
       ] as const) {
-        // Copies, so that a bug writing an image could never corrupt the cached ones.
-        const copy = path.join(dir, `${name}.img`);
-        execFileSync('cp', ['--sparse=always', image, copy]);
-        const reply = await api(daemon, 'POST', '/exports', { name, file: copy, cmdline: 'console=ttyS0,115200 panic=-1' });
-        if (reply.status !== 201) throw new Error(`registering ${name} failed (${reply.status}): ${reply.text}`);
+        await registerImageCopy(daemon, dir, name, image);
       }
       // iPXE fills in ${net0/mac}: one boot file for every machine.
       fs.writeFileSync(path.join(dir, 'by-mac.ipxe'), `#!ipxe\nchain http://${guestHttpHost}/boot.ipxe?mac=\${net0/mac}\n`);

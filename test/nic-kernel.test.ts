@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,6 +12,7 @@ import {
   type Guest,
   type RambootKit,
   textAfter,
+  registerImageCopy,
 } from './helpers/qemu.js';
 import { skipWithout } from './helpers/tools.js';
 
@@ -52,11 +52,7 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))("nic-kernel: the image's own 
       ['cloud', cloud.file],
       ['zst', zst.file],
     ] as const) {
-      // Copies, so that a bug writing an image could never corrupt the cached ones.
-      const copy = path.join(dir, `${name}.img`);
-      execFileSync('cp', ['--sparse=always', image, copy]);
-      const reply = await api(daemon, 'POST', '/exports', { name, file: copy, cmdline: 'console=ttyS0,115200 panic=-1' });
-      if (reply.status !== 201) throw new Error(`registering ${name} failed (${reply.status}): ${reply.text}`);
+      await registerImageCopy(daemon, dir, name, image);
     }
     for (const machine of Object.values(machines)) {
       const reply = await api(daemon, 'POST', '/machines', machine);

@@ -19,6 +19,7 @@ import {
   type RambootKit,
   type SerialLine,
   textAfter,
+  registerImageCopy,
 } from './helpers/qemu.js';
 import { skipWithout } from './helpers/tools.js';
 
@@ -70,16 +71,12 @@ describe.skipIf(skipWithout('qemu-system-x86_64'))('pxe-boot: from a PXE ROM to 
     imageBuildMs = Date.now() - started;
     fs.mkdirSync(logs, { recursive: true });
     daemon = await startDaemon({ args: ['--ramboot-kit', kit.dir, '--nbd-public-port', '10809', '--allowed-host', guestHttpHost] });
-    // Copies, so that a bug writing an image could never corrupt the cached ones.
     for (const [name, image] of [
       ['debian', debian.file],
       ['busybox', kit.images.gpt],
     ] as const) {
-      const copy = path.join(dir, `${name}.img`);
-      execFileSync('cp', ['--sparse=always', image, copy]);
       fs.writeFileSync(path.join(dir, `chain-${name}.ipxe`), `#!ipxe\nchain http://${guestHttpHost}/boot/${name}.ipxe\n`);
-      const reply = await api(daemon, 'POST', '/exports', { name, file: copy, cmdline: 'console=ttyS0,115200 panic=-1' });
-      if (reply.status !== 201) throw new Error(`registering ${name} failed (${reply.status}): ${reply.text}`);
+      await registerImageCopy(daemon, dir, name, image);
     }
     await inspectedBoots(daemon, 30_000);
   }, 1_800_000);

@@ -1,7 +1,8 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { api } from '../../testkit/daemon.js';
 
 const cachedBuild = fileURLToPath(new URL('../../ramboot/cached-build', import.meta.url));
 
@@ -81,6 +82,19 @@ function readEnvFile(file: string): Record<string, string> {
 export const guestNbdAddress = '10.0.2.100:10809';
 /** Where a PXE-booting guest reaches the HTTP server of `pxe.httpPort` (port 80 of the same address). */
 export const guestHttpHost = '10.0.2.100';
+
+/**
+ * Registers a sparse copy of `image` in `dir` as export `name`, its kernel's console on the serial
+ * line, and returns the copy's path: a copy, so that a bug writing an image could never corrupt
+ * the cached one.
+ */
+export async function registerImageCopy(daemon: { url: string }, dir: string, name: string, image: string): Promise<string> {
+  const copy = path.join(dir, `${name}.img`);
+  execFileSync('cp', ['--sparse=always', image, copy]);
+  const reply = await api(daemon, 'POST', '/exports', { name, file: copy, cmdline: 'console=ttyS0,115200 panic=-1' });
+  if (reply.status !== 201) throw new Error(`registering ${name} failed (${reply.status}): ${reply.text}`);
+  return copy;
+}
 
 /** Boot from qemu's own PXE ROM (Debian ipxe-qemu) instead of loading a kernel directly. */
 export interface PxeBoot {
