@@ -26,16 +26,16 @@ export interface Nbdmux extends Server {
  * that drops the shim, so the daemon's own detection sees the shim not bind and falls back: the
  * plain path exactly as it runs when the shim is missing.
  */
-export async function startNbdmux(workDir: string, label: string, fastStart: boolean): Promise<Nbdmux> {
+export async function startNbdmux(workDir: string, label: string, fastStart: boolean, warmPool?: number): Promise<Nbdmux> {
   const dataDir = fs.mkdtempSync(path.join(workDir, 'nbdmux-'));
   // Every bench client connects from 127.0.0.1: lift the caps on one address's unnegotiated
   // connections and WebSockets (the soak opens a client per subscriber, each socket closing a
   // second after it unsubscribes).
   const args = ['--max-connections', '1024', '--nbd-max-pending-per-client', '1023', '--max-websockets-per-client', '256'];
   if (!fastStart) args.push('--nbd-server-bin', writeShimlessNbdServer(dataDir));
-  // The same benchmarks with processes started ahead of demand, run against a run without (the default, 0).
-  const warmPool = process.env.BENCH_NBD_WARM_POOL;
-  if (warmPool !== undefined) args.push('--nbd-warm-pool', warmPool);
+  // A benchmark that compares the warm pool side by side passes its size; BENCH_NBD_WARM_POOL runs any other with one.
+  const pool = warmPool ?? process.env.BENCH_NBD_WARM_POOL;
+  if (pool !== undefined) args.push('--nbd-warm-pool', String(pool));
   const daemon = await startDaemon({ dataDir, args });
   const health = (await (await fetch(`${daemon.url}/trpc/system.health`)).json()) as {
     result: { data: { fastStart: boolean; fastStartReason: string | null } };
