@@ -39,6 +39,7 @@ const unit = [
   'retention',
   'router',
   'start-failures',
+  'statement-cache',
   'throttle',
   'version-registry',
 ].map((name) => `test/${name}.test.ts`);
