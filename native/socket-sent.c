@@ -8,22 +8,25 @@
  *
  * Prints nothing and exits 1 when standard input is no TCP socket or the kernel is too old to
  * count (Linux < 4.1): the daemon then keeps the wchar it reads from /proc.
+ *
+ * Then it ends the connection for the client (shutdown, which acts on the socket nbd-server
+ * shares, not on this copy): nbd-server has sent its last byte before its postrun, and the client,
+ * libnbd's nbd_shutdown for one, waits for the close. It need not also wait for the daemon's
+ * bookkeeping that follows, nor for nbd-server's exit.
+ *
+ * With fast start, native/report-hooks.c does the same inside nbd-server and this program is not run.
  */
-#include <linux/tcp.h>
-#include <netinet/in.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <sys/socket.h>
+#include "bytes-acked.h"
 
 int main(void)
 {
-	struct tcp_info info = { 0 };
-	socklen_t length = sizeof info;
-
-	if (getsockopt(0, IPPROTO_TCP, TCP_INFO, &info, &length) != 0)
-		return 1;
-	if (length < offsetof(struct tcp_info, tcpi_bytes_acked) + sizeof info.tcpi_bytes_acked)
-		return 1;
-	printf("%llu\n", (unsigned long long)info.tcpi_bytes_acked);
-	return 0;
+	unsigned long long acked;
+	int counted = bytes_acked(0, &acked) == 0;
+	if (counted)
+		printf("%llu\n", acked);
+	/* No socket (ENOTSOCK) or one the client already closed: nothing to end. */
+	shutdown(0, SHUT_WR);
+	return counted ? 0 : 1;
 }

@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // Builds native/*.c into dist/native/ (part of `npm run build`): the fast-start shim
-// (native/skip-dh-params.c, a library preloaded into nbd-server), the warm pool's hand-off shim
+// (native/skip-dh-params.c, a library preloaded into nbd-server), the hooks preloaded beside it
+// (native/report-hooks.c and config-hooks.c: prerun and postrun without a shell, the config read
+// without GLib's discarded errors), the warm pool's hand-off shim
 // (native/warm-pool.c, preloaded into pool processes), the imports' sparse writer
 // (native/sparse-write.c, a program) and the postrun's count of bytes sent (native/socket-sent.c,
 // a program). With no C compiler at all the build goes on: nbdmux then starts nbd-server the
@@ -25,6 +27,12 @@ const targets = [
     without: 'nbd-server will start without the fast-start shim',
   },
   {
+    source: ['report-hooks.c', 'config-hooks.c'],
+    output: 'nbd-server-hooks.so',
+    flags: ['-shared', '-fPIC'],
+    without: "each connection's prerun and postrun run in a shell, and its config is read the slower way",
+  },
+  {
     source: 'warm-pool.c',
     output: 'warm-pool.so',
     flags: ['-shared', '-fPIC'],
@@ -39,7 +47,8 @@ const targets = [
   },
 ];
 for (const { source, output, flags, without } of targets) {
-  const args = [...flags, '-O2', '-Wall', '-Wextra', '-o', path.join(outDir, output), path.join(root, 'native', source)];
+  const sources = [source].flat().map((file) => path.join(root, 'native', file));
+  const args = [...flags, '-O2', '-Wall', '-Wextra', '-o', path.join(outDir, output), ...sources];
   const result = spawnSync(compiler, args, { stdio: 'inherit' });
   if (result.error && result.error.code === 'ENOENT') {
     console.warn(`build-native: no C compiler ("${compiler}"): ${source} not built; ${without}`);

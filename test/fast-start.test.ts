@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -5,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { configEnablesTls, detectFastStart } from '../src/supervisor/fast-start.js';
 import { readBytesWritten } from '../src/supervisor/proc.js';
-import { api, killEverything, startDaemon, tempDir, writeShimlessNbdServer, type RunningDaemon } from '../testkit/daemon.js';
+import { api, killEverything, startDaemon, tempDir, waitFor, writeShimlessNbdServer, type RunningDaemon } from '../testkit/daemon.js';
 import { makeImage, readExport, sha256, startSlowReader } from '../testkit/nbd.js';
 import { parentPid, servingPids } from '../testkit/proc.js';
 import { run } from '../testkit/process.js';
@@ -13,6 +14,7 @@ import { trpcClient } from './helpers/trpc.js';
 
 /** The shim as `npm run build` leaves it (the source tree holds only native/skip-dh-params.c). */
 const builtShim = fileURLToPath(new URL('../dist/native/skip-dh-params.so', import.meta.url));
+const builtHooks = fileURLToPath(new URL('../dist/native/nbd-server-hooks.so', import.meta.url));
 
 function script(text: string): string {
   const file = path.join(tempDir('nbdmux-bin-'), 'nbd-server');
@@ -39,7 +41,12 @@ function nbdServerProcesses(daemon: RunningDaemon): Array<{ pid: number; written
 
 describe('fast start detection, on the installed nbd-server', () => {
   it('enables the built shim: the loader binds the DH parameter generation to it', async () => {
-    const result = await detectFastStart('nbd-server', builtShim);
+    const result = await detectFastStart('nbd-server', builtShim, process.env, builtHooks);
+    expect(result).toEqual({ enabled: true, env: { LD_PRELOAD: `${builtShim}:${builtHooks}` } });
+  });
+
+  it('preloads the shim alone when the report hooks were not built: a shell then runs prerun and postrun', async () => {
+    const result = await detectFastStart('nbd-server', builtShim, process.env, '/nonexistent/nbd-server-hooks.so');
     expect(result).toEqual({ enabled: true, env: { LD_PRELOAD: builtShim } });
   });
 
@@ -126,8 +133,38 @@ describe('nbdmux with and without fast start', () => {
     const [serving] = nbdServerProcesses(daemon);
     expect(serving).toBeDefined();
     expect(fs.readFileSync(`/proc/${serving!.pid}/maps`, 'utf8')).toContain(builtShim);
+    expect(fs.readFileSync(`/proc/${serving!.pid}/maps`, 'utf8')).toContain(builtHooks);
     expect((await reader.finish()).sha256).toBe(sha256(image));
     expect(sha256(await readExport(daemon.nbdUri('disk')))).toBe(sha256(image));
+  });
+
+  it("runs each connection's prerun and postrun inside nbd-server, with no shell, and still counts every byte", async () => {
+    const daemon = await startDaemon();
+    dataDirs.push(daemon.dataDir);
+    const image = makeImage(tempDir('nbdmux-images-'), 'disk.img', 3 * 1024 * 1024 + 512);
+    // An allow list: the prerun must read the daemon's verdict before the client is served.
+    const created = await api(daemon, 'POST', '/exports', { name: 'disk', file: image, allow: ['127.0.0.1'] });
+    expect(created.status).toBe(201);
+    const traceFile = path.join(tempDir(), 'execve.trace');
+    const strace = spawn('strace', ['-f', '-qq', '-e', 'trace=execve', '-o', traceFile, '-p', String(daemon.child.pid)]);
+    await waitFor('strace to attach', () => (fs.existsSync(traceFile) ? true : undefined), 10_000, 20);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+
+    expect(sha256(await readExport(daemon.nbdUri('disk')))).toBe(sha256(image));
+    const row = await waitFor('the connection to be counted', async () => {
+      const rows = await trpcClient(daemon.url).connections.list.query({ limit: 10 });
+      return rows.find((r) => r.exportName === 'disk' && !r.live);
+    });
+    strace.kill('SIGINT');
+    await new Promise((resolve) => strace.once('exit', resolve));
+
+    const programs = [...fs.readFileSync(traceFile, 'utf8').matchAll(/execve\("([^"]+)"/g)].map((match) => match[1]);
+    expect(programs).toContain(fs.realpathSync('/usr/bin/nbd-server'));
+    expect(programs.filter((program) => /\/(sh|dash|bash|nbdmux-socket-sent)$/.test(program!))).toEqual([]);
+    expect(row).toMatchObject({ outcome: 'closed', error: null });
+    // What the client's TCP acknowledged: the image, plus the protocol's replies (16 bytes per read).
+    expect(row.bytesSent).toBeGreaterThanOrEqual(fs.statSync(image).size);
+    expect(row.bytesSent).toBeLessThanOrEqual(fs.statSync(image).size * 1.01);
   });
 
   it('falls back to plain starts with one warning and a reason in health, still serving the exact bytes', async () => {

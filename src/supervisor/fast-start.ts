@@ -12,6 +12,13 @@ import { fileURLToPath } from 'node:url';
 
 /** Built by `npm run build` (scripts/build-native.mjs) from native/skip-dh-params.c. */
 export const defaultShimPath = fileURLToPath(new URL('../../native/skip-dh-params.so', import.meta.url));
+/**
+ * Built from native/report-hooks.c and config-hooks.c: preloaded beside the shim, it runs each
+ * connection's prerun and postrun in nbd-server instead of a shell, and answers the config's
+ * unset options without building an error message for each. Optional: without it nbd-server
+ * does both its own way, the same lines on the same pipe, a few milliseconds slower.
+ */
+export const defaultHooksPath = fileURLToPath(new URL('../../native/nbd-server-hooks.so', import.meta.url));
 
 const skippedSymbol = 'gnutls_dh_params_generate2';
 /** The ways a program hands generated DH parameters to GnuTLS; one of these means they are used. */
@@ -36,10 +43,12 @@ export async function detectFastStart(
   bin: string,
   shimPath = defaultShimPath,
   baseEnv: NodeJS.ProcessEnv = process.env,
+  hooksPath = defaultHooksPath,
 ): Promise<FastStart> {
   if (!fs.existsSync(shimPath)) return off(`the shim ${shimPath} is missing: run npm run build (it needs a C compiler)`);
 
-  const env = { LD_PRELOAD: baseEnv.LD_PRELOAD ? `${shimPath}:${baseEnv.LD_PRELOAD}` : shimPath };
+  const preload = [shimPath, ...(fs.existsSync(hooksPath) ? [hooksPath] : []), ...(baseEnv.LD_PRELOAD ? [baseEnv.LD_PRELOAD] : [])];
+  const env = { LD_PRELOAD: preload.join(':') };
   const [plain, shimmed] = await Promise.all([loaderBindings(bin, baseEnv), loaderBindings(bin, { ...baseEnv, ...env })]);
   if (plain.error) return off(plain.error);
   const callers = plain.bindings.filter((b) => b.symbol === skippedSymbol);
