@@ -60,6 +60,8 @@ interface Accepted {
  */
 export class Spawner {
   private starting = 0;
+  /** Clients handed to a pool process that have not chosen an export yet: the refill's spawn would compete with them for the CPU. */
+  private handing = 0;
   private readonly waiting: Accepted[] = [];
   /** Shutting down: a client whose hand-off fails now is started at once, as flush() starts the queue. */
   private flushed = false;
@@ -101,16 +103,23 @@ export class Spawner {
     }
   }
 
-  /** Whether clients are queued for a start: the pool refills only when none are. */
+  /** Whether clients are queued or being started: the pool refills only when none are. */
   get busy(): boolean {
-    return this.waiting.length > 0;
+    return this.waiting.length > 0 || this.starting > 0 || this.handing > 0;
   }
 
   startWaiting(): void {
     // A pool process has done the CPU work a start slot bounds (exec, linking, and DH parameters skipped by fast start): no slot.
     const { pool } = this.options;
     for (let member = this.waiting.length > 0 ? pool?.take() : null; member; member = this.waiting.length > 0 ? pool?.take() : null) {
-      this.start(this.waiting.shift()!, () => {}, member);
+      this.handing++;
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        this.handing--;
+      };
+      this.start(this.waiting.shift()!, release, member);
     }
     while (this.starting < this.options.maxConcurrentStarts && this.waiting.length > 0) {
       const accepted = this.waiting.shift()!;
@@ -153,12 +162,14 @@ export class Spawner {
         return;
       }
       if (accepted.expired) {
+        release();
         closeSocket(accepted.socket);
         this.options.table.close(conn, { outcome: 'not-served', error: noExportChosen(this.options.negotiationTimeoutMs) });
         return;
       }
       if (this.flushed) return this.spawnFor(accepted, config, release);
       // Back at the head of the line: it takes a start slot, or another ready pool process, like any client.
+      release();
       this.waiting.unshift(accepted);
       this.startWaiting();
     });
