@@ -39,7 +39,6 @@ const unit = [
   'retention',
   'router',
   'start-failures',
-  'statement-cache',
   'throttle',
   'version-registry',
 ].map((name) => `test/${name}.test.ts`);

@@ -3,7 +3,6 @@ import { drizzle, type BetterSQLite3Database } from 'drizzle-orm/better-sqlite3'
 import { migrate } from 'drizzle-orm/better-sqlite3/migrator';
 import { fileURLToPath } from 'node:url';
 import * as schema from './schema.js';
-import { cacheStatements } from './statement-cache.js';
 
 export type Db = BetterSQLite3Database<typeof schema> & { $client: Database.Database };
 
@@ -21,7 +20,6 @@ export function openDatabase(file: string, migrationsFolder = builtMigrationsFol
   sqlite.pragma('busy_timeout = 5000');
   // A checkpoint rewinds the WAL but leaves the file at its largest; cut it back to 1 MiB.
   sqlite.pragma(`journal_size_limit = ${1024 * 1024}`);
-  cacheStatements(sqlite);
   const db = drizzle(sqlite, { schema });
   migrate(db, { migrationsFolder });
   sqlite.pragma('foreign_keys = ON');
