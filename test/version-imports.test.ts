@@ -133,6 +133,10 @@ describe('exports imported from a URL', () => {
     expect(await api(daemon, 'POST', '/exports', { name: 'bad', url: server.url('/missing.img') })).toMatchObject({ status: 202 });
     const missing = await untilState('bad', 'failed');
     expect(missing.import.error).toMatch(/404/);
+
+    // The list reads every export's versions at once: it must show each as its own GET does.
+    const listed = (await api(daemon, 'GET', '/exports')).json as { name: string }[];
+    for (const name of ['net', 'bad']) expect(listed.find((exp) => exp.name === name)).toEqual(await exportOf(name));
   });
 
   it('marks an import a restart interrupted as failed, with the reason, and leaves no partial file', async () => {

@@ -16,7 +16,7 @@ import { sourceOf, type CreateExportInput, type DeleteExportInput, type Rollback
 import { openPinned, type PinnedFiles } from './pinned-files.js';
 import { servedExports, type DataPlane } from './served.js';
 import { configSafePathPattern } from '../rules/names.js';
-import { exportView, type ExportView } from './views.js';
+import { exportView, versionsOfAll, versionsOfOne, type ExportView } from './views.js';
 import {
   collectGarbage,
   insertImportingVersion,
@@ -69,7 +69,8 @@ export class ExportRegistry {
       .where(or(isNull(exportsTable.removedAt), inArray(exportsTable.id, [...counts.keys()])))
       .orderBy(asc(exportsTable.name), asc(exportsTable.id))
       .all();
-    return rows.map((row) => this.view(row, counts));
+    const versionsOf = versionsOfAll(this.db);
+    return rows.map((row) => this.view(row, counts, versionsOf(row)));
   }
 
   get(name: string): ExportView {
@@ -363,8 +364,8 @@ export class ExportRegistry {
       .get();
   }
 
-  private view(row: ExportRow, counts: ReadonlyMap<number, number>): ExportView {
-    return exportView(row, counts, { db: this.db, pins: this.pins, imports: this.imports, boot: this.options.boot });
+  private view(row: ExportRow, counts: ReadonlyMap<number, number>, versions = versionsOfOne(this.db, row)): ExportView {
+    return exportView(row, counts, versions, { pins: this.pins, imports: this.imports, boot: this.options.boot });
   }
 
   private refuseTakenName(name: string): void {
