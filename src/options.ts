@@ -184,7 +184,7 @@ export const options = {
     schema: wholeNumber('nbd-warm-pool', 0, 256).default(0),
     default: '0',
     help: 'nbd-server processes started ahead of demand; 0 starts one per client after accept',
-    doc: 'nbd-server processes started ahead of demand and waiting, past exec and linking, to be handed a client (its socket, images and config) on accept; refilled while no client waits for a start, within `--max-connections`. Needs fast start; 0 starts one per client after accept',
+    doc: 'nbd-server processes started ahead of demand and waiting, past exec and linking, to be handed a client (its socket, images and config) on accept; refilled only while no client is queued, starting or being handed over, within `--max-connections`. Needs fast start; 0 starts one per client after accept. 4 brings a handshake within 1.5x of a bare nbd-server (see docs/performance.md)',
   },
   nbdAllow: {
     flag: 'nbd-allow',
