@@ -51,7 +51,7 @@ for (const { source, output, flags, without } of targets) {
   const args = [...flags, '-O2', '-Wall', '-Wextra', '-o', path.join(outDir, output), ...sources];
   const result = spawnSync(compiler, args, { stdio: 'inherit' });
   if (result.error && result.error.code === 'ENOENT') {
-    console.warn(`build-native: no C compiler ("${compiler}"): ${source} not built; ${without}`);
+    console.warn(`build-native: no C compiler ("${compiler}"): ${[source].flat().join(' and ')} not built; ${without}`);
     continue;
   }
   if (result.status !== 0) {
