@@ -113,26 +113,21 @@ export class Spawner {
     const { pool } = this.options;
     for (let member = this.waiting.length > 0 ? pool?.take() : null; member; member = this.waiting.length > 0 ? pool?.take() : null) {
       this.handing++;
-      let released = false;
-      const release = () => {
-        if (released) return;
-        released = true;
-        this.handing--;
-      };
-      this.start(this.waiting.shift()!, release, member);
+      this.start(
+        this.waiting.shift()!,
+        onlyOnce(() => this.handing--),
+        member,
+      );
     }
     while (this.starting < this.options.maxConcurrentStarts && this.waiting.length > 0) {
       const accepted = this.waiting.shift()!;
       const { conn } = accepted;
       this.starting++;
-      let released = false;
-      const release = () => {
-        if (released) return;
-        released = true;
+      const release = onlyOnce(() => {
         clearTimeout(timer);
         this.starting--;
         this.startWaiting();
-      };
+      });
       const expire = () => {
         if (conn.pid !== null && isOnCpu(conn.pid)) timer = setTimeout(expire, startSlotMs);
         else release();
@@ -288,6 +283,16 @@ export class Spawner {
     release();
     this.options.table.close(conn, { outcome: 'failed', error: reason, summarised });
   }
+}
+
+/** A release may be reached from several ends of a start (answered, rejected, closed): it counts once. */
+function onlyOnce(release: () => void): () => void {
+  let done = false;
+  return () => {
+    if (done) return;
+    done = true;
+    release();
+  };
 }
 
 function closeSocket(socket: net.Socket): void {
